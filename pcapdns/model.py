@@ -1,0 +1,157 @@
+"""The data contract shared by every stage.
+
+Data flows one way: ``sources`` yield :class:`FrameBatch` es; ``decode`` turns frames into
+:class:`Payload` s (DNS messages with their transport) or :class:`DecodeIssue` s; ``dns`` parses
+payloads; ``pairing`` builds transactions; ``tables`` aggregates.  Every stage imports this module
+and none imports a stage above it.
+
+Timestamps are integer nanoseconds since the Unix epoch (never float).  Frame numbers are 1-based,
+as in Wireshark, and count every record of one capture file.  Addresses are raw bytes (4 bytes for
+IPv4, 16 for IPv6) until something shows them to a person.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
+
+import numpy as np
+import numpy.typing as npt
+
+DEFAULT_PORTS: frozenset[int] = frozenset({53})
+MDNS_PORT = 5353
+LLMNR_PORT = 5355
+
+
+class LinkType(IntEnum):
+    """Link-layer header types (tcpdump.org LINKTYPE_* values, plus the raw-IP DLT aliases)."""
+
+    NULL = 0  # BSD loopback, 4-byte address family in host byte order
+    EN10MB = 1  # Ethernet
+    RAW_DLT12 = 12  # raw IP, DLT_RAW on most BSDs / Linux
+    RAW_DLT14 = 14  # raw IP, DLT_RAW on OpenBSD
+    RAW = 101  # raw IP (LINKTYPE_RAW)
+    LOOP = 108  # OpenBSD loopback, 4-byte address family in network byte order
+    LINUX_SLL = 113  # Linux cooked capture v1 (tcpdump -i any)
+    IPV4 = 228  # raw IPv4
+    IPV6 = 229  # raw IPv6
+    LINUX_SLL2 = 276  # Linux cooked capture v2
+
+
+class Transport(IntEnum):
+    """IP protocol numbers of the transports DNS runs on."""
+
+    TCP = 6
+    UDP = 17
+
+
+class IssueReason(StrEnum):
+    """Stable reason codes for problems below DNS (capture file, link, IP, UDP, TCP).
+
+    Kept apart from DNS malformations (``pcapdns.dns``) and from analysis-level anomalies.
+    """
+
+    # capture file
+    CAPTURE_CUT_SHORT = "capture_cut_short"  # the last record ends past the end of the file
+    CORRUPT_RECORD = "corrupt_record"  # a record header makes no sense; skipped to the next good one
+    BAD_BLOCK = "bad_block"  # a pcapng block that could not be read
+    UNKNOWN_INTERFACE = "unknown_interface"  # a pcapng packet naming an interface never described
+    # link layer
+    UNSUPPORTED_LINKTYPE = "unsupported_linktype"
+    LINK_TRUNCATED = "link_truncated"
+    # frames cut by the capture's snaplen (not a malformation of the traffic)
+    SNAPLEN_TRUNCATED = "snaplen_truncated"
+    # IP
+    IP_TRUNCATED = "ip_truncated"
+    IP_BAD_HEADER = "ip_bad_header"
+    IP_BAD_LENGTH = "ip_bad_length"
+    IPV6_BAD_EXTENSION = "ipv6_bad_extension"
+    FRAGMENT_INCOMPLETE = "fragment_incomplete"  # fragments of a datagram never completed
+    FRAGMENT_OVERLAP = "fragment_overlap"
+    FRAGMENT_LIMIT = "fragment_limit"  # reassembly buffers full: datagram dropped
+    # UDP / TCP
+    UDP_TRUNCATED = "udp_truncated"
+    UDP_BAD_LENGTH = "udp_bad_length"
+    TCP_TRUNCATED = "tcp_truncated"
+    TCP_BAD_HEADER = "tcp_bad_header"
+    TCP_GAP = "tcp_gap"  # bytes missing from a DNS-over-TCP stream: the stream is resynchronised
+    TCP_STREAM_LIMIT = "tcp_stream_limit"  # per-flow buffer full: data dropped
+    TCP_INCOMPLETE = "tcp_incomplete"  # a DNS-over-TCP message still incomplete at end of capture
+    DNS_TOO_SHORT = "dns_too_short"  # a DNS payload shorter than the 12-byte header
+
+
+@dataclass(slots=True)
+class DecodeIssue:
+    """One problem below DNS.  ``frame`` is 0 for problems that belong to the file itself."""
+
+    file_id: int
+    frame: int
+    ts_ns: int
+    reason: IssueReason
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class FrameBatch:
+    """A run of consecutive capture records, held column-wise over one shared buffer.
+
+    Frame ``i`` is ``buf[data_off[i] : data_off[i] + caplen[i]]``; ``wirelen[i]`` is its original
+    length on the wire (larger than ``caplen`` when the capture's snaplen cut it).
+    """
+
+    file_id: int
+    buf: bytes
+    data_off: npt.NDArray[np.int64]
+    caplen: npt.NDArray[np.uint32]
+    wirelen: npt.NDArray[np.uint32]
+    ts_ns: npt.NDArray[np.int64]
+    linktype: npt.NDArray[np.uint16]
+    frame: npt.NDArray[np.int64]  # 1-based frame numbers
+
+    def __len__(self) -> int:
+        return len(self.data_off)
+
+    def frame_bytes(self, i: int) -> bytes:
+        start = int(self.data_off[i])
+        return self.buf[start : start + int(self.caplen[i])]
+
+
+@dataclass(slots=True)
+class Payload:
+    """A DNS message as carried by the network: the transport around it and its bytes.
+
+    For DNS over TCP, ``data`` is one message without its 2-byte length prefix, ``frame`` is the
+    frame that completed it and ``idx`` counts messages completed by that frame (0, 1, ...).
+    ``capture_truncated`` is set when the capture's snaplen cut the message short.
+    """
+
+    file_id: int
+    frame: int
+    ts_ns: int
+    transport: Transport
+    src: bytes
+    sport: int
+    dst: bytes
+    dport: int
+    data: bytes
+    idx: int = 0
+    capture_truncated: bool = False
+
+
+@dataclass(slots=True)
+class CaptureInfo:
+    """What one capture file says about itself, filled in while it is read."""
+
+    file_id: int
+    path: str
+    format: str = ""  # "pcap", "pcap-ns", "pcapng"
+    compression: str = ""  # "", "gzip", "xz", "zstd", "bzip2"
+    size: int = 0  # bytes on disk (compressed), 0 when unknown (stdin)
+    bytes_read: int = 0  # bytes consumed from the (compressed) input so far, for progress
+    linktypes: dict[int, int] = field(default_factory=dict)  # link type -> frames
+    snaplen: int = 0
+    frames: int = 0
+    first_ts_ns: int | None = None
+    last_ts_ns: int | None = None
+    interface_drops: int | None = None  # pcapng ISB ifdrop summed over interfaces, when recorded
+    issues: list[DecodeIssue] = field(default_factory=list)

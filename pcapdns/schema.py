@@ -1,0 +1,83 @@
+"""Declared schemas of every table pcapdns builds (no type inference anywhere).
+
+Protocol values are integers (the truth) with ``*_name`` columns added where people read them;
+closed sets that pcapdns owns (message roles, transaction status) are ``pl.Enum``.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+ROLES = ("query", "retransmission", "response", "duplicate_response", "orphan_response")
+ROLE = pl.Enum(list(ROLES))
+STATUSES = ("answered", "unanswered", "capture_ended")
+STATUS = pl.Enum(list(STATUSES))
+
+# One row per DNS message (a payload on a DNS port with a complete 12-byte header).
+MESSAGES: dict[str, pl.DataType] = {
+    "file_id": pl.UInt16(),
+    "frame": pl.UInt32(),  # 1-based frame number in its file (for TCP: the frame completing the message)
+    "idx": pl.UInt16(),  # message index within the frame (DNS over TCP can carry several)
+    "ts_ns": pl.Int64(),
+    "transport": pl.UInt8(),  # IP protocol number: 17 UDP, 6 TCP
+    "src_hi": pl.UInt64(),  # source address as two halves of its IPv6 form (IPv4 mapped ::ffff:0:0/96)
+    "src_lo": pl.UInt64(),
+    "sport": pl.UInt16(),
+    "dst_hi": pl.UInt64(),
+    "dst_lo": pl.UInt64(),
+    "dport": pl.UInt16(),
+    "size": pl.UInt32(),  # DNS message length in octets
+    "id": pl.UInt16(),
+    "flags": pl.UInt16(),  # the header's second 16 bits, as on the wire
+    "qr": pl.Boolean(),
+    "opcode": pl.UInt8(),
+    "rcode": pl.UInt16(),  # full RCODE: header 4 bits plus the EDNS extended bits
+    "qdcount": pl.UInt16(),
+    "ancount": pl.UInt16(),
+    "nscount": pl.UInt16(),
+    "arcount": pl.UInt16(),
+    "qname": pl.String(),  # presentation form of the first question's name; null without a question
+    "qtype": pl.UInt16(),
+    "qclass": pl.UInt16(),
+    "edns": pl.Boolean(),
+    "edns_version": pl.UInt8(),  # null without EDNS
+    "edns_udp_size": pl.UInt16(),  # null without EDNS
+    "do": pl.Boolean(),
+    "ede": pl.List(pl.UInt16()),  # Extended DNS Error info-codes (RFC 8914)
+    "malformed": pl.Boolean(),
+    "capture_truncated": pl.Boolean(),  # cut by the capture's snaplen: not counted as malformed
+}
+
+# One row per malformation found in a DNS message.
+MALFORMED: dict[str, pl.DataType] = {
+    "file_id": pl.UInt16(),
+    "frame": pl.UInt32(),
+    "idx": pl.UInt16(),
+    "ts_ns": pl.Int64(),
+    "reason": pl.String(),
+    "offset": pl.UInt32(),
+    "detail": pl.String(),
+    "hex": pl.String(),  # the message's first 512 octets in hex
+}
+
+# One row per problem below DNS (capture file, link, IP, UDP, TCP).
+DECODE_ISSUES: dict[str, pl.DataType] = {
+    "file_id": pl.UInt16(),
+    "frame": pl.UInt32(),  # 0: the problem belongs to the file, not to one frame
+    "ts_ns": pl.Int64(),
+    "reason": pl.String(),
+    "detail": pl.String(),
+}
+
+# What pairing adds to each message, and the transactions it forms.
+ROLE_COLUMNS: dict[str, pl.DataType] = {
+    "mi": pl.UInt32(),  # message row in time order
+    "role": ROLE,
+    "txn": pl.UInt32(),  # the transaction (its first query's mi) a message belongs to; null for orphans
+}
+LINKS: dict[str, pl.DataType] = {
+    "query_mi": pl.UInt32(),
+    "response_mi": pl.UInt32(),  # null when unanswered
+    "status": STATUS,
+    "retransmissions": pl.UInt32(),
+}
