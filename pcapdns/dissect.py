@@ -1,0 +1,177 @@
+"""From frames to DNS messages: the columnar fast path and the per-packet slow path, side by side.
+
+For each :class:`~pcapdns.model.FrameBatch`, :func:`pcapdns.decode.columnar.classify` picks the
+frames the fast path can take (complete, unfragmented IPv4/IPv6 UDP on a DNS port) and
+:func:`pcapdns.dns.columnar.parse_batch` parses their messages column-wise.  Everything the fast
+path does not take -- other frames on DNS ports, TCP, fragments, odd link layers, messages it
+cannot prove well-formed -- goes frame by frame through :class:`~pcapdns.decode.Decoder` and
+:func:`~pcapdns.dns.parse.parse_message`, which are authoritative and name every malformation.
+Both produce rows of the ``MESSAGES`` schema; ``fast=False`` sends every frame down the slow path
+(the equivalence test compares the two).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+from pcapdns.decode import Decoder
+from pcapdns.decode.columnar import FAST, NOT_DNS, L4Columns, classify
+from pcapdns.dns.columnar import DnsColumns, parse_batch
+from pcapdns.dns.names import name_to_text
+from pcapdns.dns.parse import parse_message
+from pcapdns.model import DEFAULT_PORTS, DecodeIssue, FrameBatch, Payload
+from pcapdns.schema import MALFORMED, MESSAGES
+
+_V4_MAPPED = 0x0000FFFF00000000
+_HEX_LIMIT = 512
+
+
+def _halves(addr: bytes) -> tuple[int, int]:
+    if len(addr) == 4:
+        return 0, _V4_MAPPED | int.from_bytes(addr, "big")
+    value = int.from_bytes(addr, "big")
+    return value >> 64, value & 0xFFFFFFFFFFFFFFFF
+
+
+class Dissector:
+    """Turns frame batches into ``MESSAGES`` frames; keeps the slow path's state across batches."""
+
+    def __init__(self, ports: Iterable[int] = DEFAULT_PORTS, *, fast: bool = True) -> None:
+        self.ports = frozenset(ports)
+        self._port_array = np.array(sorted(self.ports), dtype=np.int64)
+        self.decoder = Decoder(self.ports)
+        self.fast = fast
+        self.counters: Counter[str] = Counter()
+        self._malformed: list[tuple[object, ...]] = []
+
+    # -- batches -----------------------------------------------------------------------------
+    def dissect(self, batch: FrameBatch) -> pl.DataFrame:
+        """The messages found in ``batch`` (fast rows first, then slow rows; order by time later)."""
+        self.counters["frames"] += len(batch)
+        if not self.fast:
+            return self._slow(batch, np.arange(len(batch)))
+        l4 = classify(batch, self._port_array)
+        self.counters["non_ip"] += l4.non_ip
+        self.counters["not_dns"] += int(np.count_nonzero(l4.verdict == NOT_DNS))
+        fast = np.flatnonzero(l4.verdict == FAST)
+        b = np.frombuffer(batch.buf, dtype=np.uint8)
+        cols = parse_batch(b, l4.payload_off[fast], l4.payload_len[fast])
+        good = fast[cols.ok]
+        self.counters["fast_frames"] += len(good)
+        frames = [self._fast_frame(batch, l4, cols, good)] if len(good) else []
+        slow_rows = np.flatnonzero(l4.verdict != NOT_DNS)
+        slow_rows = np.setdiff1d(slow_rows, good, assume_unique=True)
+        if len(slow_rows):
+            frames.append(self._slow(batch, slow_rows))
+        if not frames:
+            return pl.DataFrame(schema=MESSAGES)
+        return pl.concat(frames) if len(frames) > 1 else frames[0]
+
+    def finish(self) -> pl.DataFrame:
+        """Flush the slow path's reassembly state at the end of all input."""
+        return self._rows(self.decoder.flush())
+
+    def take_issues(self) -> list[DecodeIssue]:
+        return self.decoder.take_issues()
+
+    def malformed(self) -> pl.DataFrame:
+        return pl.DataFrame(self._malformed, schema=MALFORMED, orient="row")
+
+    # -- fast path ----------------------------------------------------------------------------
+    @staticmethod
+    def _fast_frame(
+        batch: FrameBatch, l4: L4Columns, cols: DnsColumns, good: npt.NDArray[np.int64]
+    ) -> pl.DataFrame:
+        ok = cols.ok
+        flags = cols.flags[ok]
+        has_opt = cols.has_opt[ok]
+        ede = cols.ede[ok]
+        data = {
+            "file_id": np.full(len(good), batch.file_id),
+            "frame": batch.frame[good],
+            "idx": np.zeros(len(good), dtype=np.uint16),
+            "ts_ns": batch.ts_ns[good],
+            "transport": np.full(len(good), 17, dtype=np.uint8),
+            "src_hi": l4.src_hi[good],
+            "src_lo": l4.src_lo[good],
+            "sport": l4.sport[good],
+            "dst_hi": l4.dst_hi[good],
+            "dst_lo": l4.dst_lo[good],
+            "dport": l4.dport[good],
+            "size": l4.payload_len[good],
+            "id": cols.id[ok],
+            "flags": flags,
+            "qr": (flags & 0x8000) != 0,
+            "opcode": (flags >> 11) & 0xF,
+            "rcode": (flags & 0xF) | np.where(has_opt, cols.ext_rcode[ok] << 4, 0),
+            "qdcount": cols.qdcount[ok],
+            "ancount": cols.ancount[ok],
+            "nscount": cols.nscount[ok],
+            "arcount": cols.arcount[ok],
+            "qname": pl.Series(cols.qname, dtype=pl.String),
+            "qtype": cols.qtype[ok],
+            "qclass": cols.qclass[ok],
+            "edns": has_opt,
+            "edns_version": cols.edns_version[ok],
+            "edns_udp_size": cols.edns_udp_size[ok],
+            "do": cols.do[ok],
+            "_ede": ede,
+            "malformed": np.zeros(len(good), dtype=bool),
+            "capture_truncated": np.zeros(len(good), dtype=bool),
+        }
+        df = pl.DataFrame(data)
+        no_opt = ~pl.col("edns")
+        return df.select(
+            *[c for c in MESSAGES if c not in ("edns_version", "edns_udp_size", "ede")],
+            pl.when(no_opt).then(None).otherwise(pl.col("edns_version")).alias("edns_version"),
+            pl.when(no_opt).then(None).otherwise(pl.col("edns_udp_size")).alias("edns_udp_size"),
+            pl.when(pl.col("_ede") >= 0).then(pl.concat_list(pl.col("_ede"))).otherwise(pl.lit([]))
+            .alias("ede"),
+        ).select(pl.col(name).cast(dtype) for name, dtype in MESSAGES.items())
+
+    # -- slow path ----------------------------------------------------------------------------
+    def _slow(self, batch: FrameBatch, rows: npt.NDArray[np.int64]) -> pl.DataFrame:
+        payloads: list[Payload] = []
+        decode = self.decoder.decode
+        for i in rows.tolist():
+            start = int(batch.data_off[i])
+            data = batch.buf[start : start + int(batch.caplen[i])]
+            payloads.extend(
+                decode(batch.file_id, int(batch.frame[i]), int(batch.ts_ns[i]), int(batch.linktype[i]), data,
+                       int(batch.wirelen[i]))
+            )
+        self.counters["slow_frames"] += len(rows)
+        return self._rows(payloads)
+
+    def _rows(self, payloads: list[Payload]) -> pl.DataFrame:
+        rows: list[tuple[object, ...]] = []
+        for p in payloads:
+            if len(p.data) < 12:
+                continue
+            msg = parse_message(p.data)
+            q = msg.questions[0] if msg.questions else None
+            edns = msg.edns
+            bad = bool(msg.malformations) and not p.capture_truncated
+            if bad:
+                hexdump = p.data[:_HEX_LIMIT].hex()
+                for mf in msg.malformations:
+                    self._malformed.append(
+                        (p.file_id, p.frame, p.idx, p.ts_ns, str(mf.code), mf.offset, mf.detail, hexdump)
+                    )
+            src_hi, src_lo = _halves(p.src)
+            dst_hi, dst_lo = _halves(p.dst)
+            rows.append((
+                p.file_id, p.frame, p.idx, p.ts_ns, int(p.transport), src_hi, src_lo, p.sport, dst_hi, dst_lo,
+                p.dport, len(p.data), msg.id, msg.flags, msg.qr, msg.opcode, msg.rcode, msg.qdcount,
+                msg.ancount, msg.nscount, msg.arcount,
+                name_to_text(q.name) if q else None, q.qtype if q else None, q.qclass if q else None,
+                edns is not None, edns.version if edns else None, edns.udp_size if edns else None,
+                bool(edns.do) if edns else False, [code for code, _ in edns.ede] if edns else [],
+                bad, p.capture_truncated,
+            ))
+        return pl.DataFrame(rows, schema=MESSAGES, orient="row")
