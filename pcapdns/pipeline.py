@@ -1,0 +1,77 @@
+"""The one place where the stages are wired together: files in, an :class:`Analysis` out.
+
+``sources`` -> ``dissect`` (decode + dns, fast and slow paths) -> ``pairing`` -> ``tables``.
+The CLI, the report and (later) the TUI all call :func:`analyze`; none of them wires stages itself.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from pcapdns.dissect import Dissector
+from pcapdns.model import DEFAULT_PORTS, CaptureInfo, DecodeIssue
+from pcapdns.pairing import pair
+from pcapdns.schema import DECODE_ISSUES, MESSAGES
+from pcapdns.sources import open_capture
+from pcapdns.tables.summary import Analysis
+from pcapdns.tables.transactions import build_transactions
+
+Progress = Callable[[CaptureInfo], None]
+
+
+@dataclass(slots=True)
+class Options:
+    ports: frozenset[int] = DEFAULT_PORTS
+    timeout_s: float = 5.0
+    fast: bool = True  # False sends every frame down the per-packet path (for tests and debugging)
+    batch_frames: int = 65536
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def _issues_frame(issues: Iterable[DecodeIssue]) -> pl.DataFrame:
+    rows = [(i.file_id, i.frame, i.ts_ns, str(i.reason), i.detail) for i in issues]
+    return pl.DataFrame(rows, schema=DECODE_ISSUES, orient="row")
+
+
+def analyze(paths: Sequence[str], options: Options | None = None, progress: Progress | None = None) -> Analysis:
+    """Read every capture in ``paths`` (as one analysis) and pair, count and tabulate its DNS."""
+    opts = options or Options()
+    dissector = Dissector(opts.ports, fast=opts.fast)
+    captures: list[CaptureInfo] = []
+    chunks: list[pl.DataFrame] = []
+    issues: list[DecodeIssue] = []
+    for file_id, path in enumerate(paths):
+        with open_capture(path, file_id) as capture:
+            captures.append(capture.info)
+            for batch in capture.batches(opts.batch_frames):
+                frame = dissector.dissect(batch)
+                if frame.height:
+                    chunks.append(frame)
+                if progress is not None:
+                    progress(capture.info)
+            issues.extend(capture.info.issues)
+    tail = dissector.finish()
+    if tail.height:
+        chunks.append(tail)
+    issues.extend(dissector.take_issues())
+    messages = pl.concat(chunks) if chunks else pl.DataFrame(schema=MESSAGES)
+    ends = [c.last_ts_ns for c in captures if c.last_ts_ns is not None]
+    timeout_ns = int(opts.timeout_s * 1e9)
+    paired = pair(messages, timeout_ns, max(ends) if ends else 0)
+    files = [c.path for c in captures]
+    counters: Counter[str] = Counter(dissector.counters)
+    counters.update(dissector.decoder.counters)
+    return Analysis(
+        captures=captures,
+        messages=paired.messages,
+        links=paired.links,
+        transactions=build_transactions(paired, files),
+        malformed=dissector.malformed(),
+        issues=_issues_frame(issues),
+        counters=counters,
+        timeout_s=opts.timeout_s,
+    )

@@ -1,0 +1,1 @@
+"""Outputs shared by the front ends: the terminal report and progress display."""

@@ -1,0 +1,150 @@
+"""The terminal report of ``pcapdns analyze``, drawn with rich.
+
+It answers, in this order: can the capture be trusted (quality), how much DNS is in it (totals),
+how did servers answer (RCODEs), who did not answer, how fast, which names failed, and which
+messages were malformed.  Every string that came from a packet is shown through
+:class:`rich.text.Text` (never parsed as markup); names are already in presentation form, where
+control bytes are ``\\DDD`` escapes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from pcapdns.tables.summary import Analysis, servers, summary, top_qnames_by_rcode, unanswered_by_server
+
+_BAD_RCODES = {"SERVFAIL", "REFUSED", "FORMERR", "NOTIMP"}
+
+
+def _table(title: str, *columns: str, right: tuple[str, ...] = ()) -> Table:
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, title_style="bold")
+    for col in columns:
+        table.add_column(col, justify="right" if col in right else "left", overflow="fold")
+    return table
+
+
+def _ms(value: Any) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def _pct(part: int, whole: int) -> str:
+    return "-" if whole == 0 else f"{100 * part / whole:.1f}%"
+
+
+def quality(a: Analysis, s: dict[str, Any]) -> RenderableType:
+    lines: list[Text] = []
+    for c in a.captures:
+        links = ", ".join(f"linktype {lt}: {n:,}" for lt, n in sorted(c.linktypes.items())) or "no frames"
+        comp = f", {c.compression}" if c.compression else ""
+        lines.append(Text.assemble((c.path, "bold"), f"  {c.format}{comp}, {c.frames:,} frames ({links})"))
+        if c.interface_drops:
+            lines.append(Text(f"  the capture itself dropped {c.interface_drops:,} packets (pcapng ISB)", "yellow"))
+    span = s["time_span"]
+    lines.append(Text(f"time span: {span['first']} .. {span['last']}"))
+    if s["decode_issues"]:
+        detail = ", ".join(f"{k} {v:,}" for k, v in s["decode_issues"].items())
+        lines.append(Text(f"decode issues: {detail}", "yellow"))
+        for row in a.issues.filter(pl.col("frame") == 0).iter_rows(named=True):
+            lines.append(Text(f"  {a.files[row['file_id']]}: {row['reason']}: {row['detail']}", "yellow"))
+    else:
+        lines.append(Text("decode issues: none", "green"))
+    if s["queries"] and not s["responses"]:
+        lines.append(Text("only queries were captured: the capture probably saw one direction", "yellow"))
+    elif s["responses"] and not s["queries"]:
+        lines.append(Text("only responses were captured: the capture probably saw one direction", "yellow"))
+    return Panel(Group(*lines), title="Capture quality", title_align="left", box=box.ROUNDED)
+
+
+def totals(s: dict[str, Any]) -> RenderableType:
+    t = _table("Totals", "", "count", "", right=("count",))
+    q = s["queries"]
+    rows = [
+        ("DNS messages", s["dns_messages"], ", ".join(f"{k} {v:,}" for k, v in s["transports"].items())),
+        ("queries", q, ""),
+        ("  answered", s["answered"], _pct(s["answered"], q)),
+        ("  unanswered (timed out)", s["unanswered_by_reason"]["timeout"], _pct(s["unanswered"], q)),
+        ("  unanswered (capture ended)", s["unanswered_by_reason"]["capture_ended"], ""),
+        ("  retransmissions", s["retransmissions"], ""),
+        ("responses", s["responses"], ""),
+        ("  duplicate responses", s["duplicate_responses"], ""),
+        ("  orphan responses", s["orphan_responses"], "no matching query"),
+        ("malformed messages", s["malformed"], ""),
+    ]
+    for label, n, note in rows:
+        t.add_row(label, f"{n:,}", note)
+    return t
+
+
+def rcodes(s: dict[str, Any]) -> RenderableType:
+    t = _table("RCODEs (responses)", "rcode", "responses", "share", right=("responses", "share"))
+    total = s["responses"]
+    for name, n in sorted(s["rcodes"].items(), key=lambda kv: -kv[1]):
+        style = "red" if name in _BAD_RCODES else ""
+        t.add_row(Text(name, style), f"{n:,}", _pct(n, total))
+    return t
+
+
+def unanswered(a: Analysis) -> RenderableType:
+    t = _table("Unanswered queries by server", "server", "status", "queries", right=("queries",))
+    for server, status, n in unanswered_by_server(a).head(15).iter_rows():
+        t.add_row(Text(server or "-"), str(status), f"{n:,}")
+    return t
+
+
+def latency(a: Analysis, s: dict[str, Any]) -> RenderableType:
+    t = _table(
+        "Latency (ms) and health per server", "server", "queries", "answered", "SERVFAIL", "p50", "p95", "max",
+        right=("queries", "answered", "SERVFAIL", "p50", "p95", "max"),
+    )
+    lat = s["latency_ms"]
+    t.add_row(Text("all", "bold"), f"{s['answered'] + s['unanswered']:,}", _pct(s["answered"], s["answered"] +
+              s["unanswered"]), "", _ms(lat["p50"]), _ms(lat["p95"]), _ms(lat["max"]))
+    for row in servers(a).head(15).iter_rows(named=True):
+        t.add_row(
+            Text(row["server"] or "-"), f"{row['queries']:,}", f"{row['answer_rate']:.1%}", f"{row['servfail']:,}",
+            _ms(row["p50_ms"]), _ms(row["p95_ms"]), _ms(row["max_ms"]),
+        )
+    t.caption = f"all answers: p99 {_ms(lat['p99'])} ms, min {_ms(lat['min'])} ms, {lat['count']:,} answered"
+    return t
+
+
+def failing_names(a: Analysis) -> RenderableType:
+    t = _table("Top names per non-NOERROR RCODE", "rcode", "qname", "transactions", right=("transactions",))
+    for rcode, qname, n in top_qnames_by_rcode(a).iter_rows():
+        t.add_row(Text(rcode, "red" if rcode in _BAD_RCODES else ""), Text(qname or "-"), f"{n:,}")
+    return t
+
+
+def malformed(a: Analysis, s: dict[str, Any]) -> RenderableType:
+    t = _table("Malformed messages by reason", "reason", "messages", "example (file:frame @offset)",
+               right=("messages",))
+    examples = a.malformed.group_by("reason", maintain_order=True).first()
+    first = {r["reason"]: r for r in examples.iter_rows(named=True)}
+    for reason, n in sorted(s["malformed_reasons"].items(), key=lambda kv: -kv[1]):
+        ex = first.get(reason)
+        where = f"{a.files[ex['file_id']]}:{ex['frame']} @{ex['offset']}" if ex else ""
+        t.add_row(reason, f"{n:,}", Text(where))
+    return t
+
+
+def render(a: Analysis, console: Console) -> None:
+    s = summary(a)
+    console.print(quality(a, s))
+    console.print(totals(s))
+    if s["rcodes"]:
+        console.print(rcodes(s))
+    if s["unanswered"]:
+        console.print(unanswered(a))
+    if a.transactions.height:
+        console.print(latency(a, s))
+    if a.transactions.filter(pl.col("rcode_name").is_not_null() & (pl.col("rcode_name") != "NOERROR")).height:
+        console.print(failing_names(a))
+    if s["malformed"]:
+        console.print(malformed(a, s))

@@ -1,0 +1,1 @@
+"""Tables: every aggregation pcapdns does happens here, in polars, over declared schemas."""

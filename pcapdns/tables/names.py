@@ -1,0 +1,36 @@
+"""Human-readable columns (addresses, type and RCODE names) added to integer columns.
+
+Names are computed once per distinct value and joined back, so the cost does not grow with the row
+count beyond one polars join or ``replace_strict``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+
+import polars as pl
+
+_V4_PREFIX = 0x0000FFFF00000000
+
+
+def address_text(hi: int, lo: int) -> str:
+    """The two 64-bit halves of an address (IPv4 mapped into ``::ffff:0:0/96``) as text."""
+    if hi == 0 and (lo >> 32) == 0xFFFF:
+        return str(ipaddress.IPv4Address(lo & 0xFFFFFFFF))
+    return str(ipaddress.IPv6Address((hi << 64) | lo))
+
+
+def add_address(df: pl.DataFrame, hi: str, lo: str, name: str) -> pl.DataFrame:
+    """Add column ``name`` holding the text of the address in columns ``hi``/``lo``."""
+    uniq = df.select(hi, lo).unique()
+    text = [address_text(h, lo_) for h, lo_ in uniq.iter_rows()]
+    lookup = uniq.with_columns(pl.Series(name, text, dtype=pl.String))
+    return df.join(lookup, on=[hi, lo], how="left", maintain_order="left")
+
+
+def named(df: pl.DataFrame, column: str, namer: Callable[[int], str], name: str) -> pl.Expr:
+    """An expression mapping integer ``column`` of ``df`` through ``namer`` (nulls stay null)."""
+    values = [v for v in df.get_column(column).unique().to_list() if v is not None]
+    mapping = {v: namer(v) for v in values}
+    return pl.col(column).replace_strict(mapping, default=None, return_dtype=pl.String).alias(name)

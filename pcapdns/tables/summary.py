@@ -1,0 +1,169 @@
+"""The result of an analysis and every aggregate drawn from it (the ``--json`` summary included).
+
+The ``--json`` summary is a contract (documented in the README): its keys are stable and its
+counts are integers.  Conservation holds by construction and is tested::
+
+    queries   = answered + unanswered + retransmissions
+    responses = answered + duplicate_responses + orphan_responses
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import polars as pl
+
+from pcapdns.dns.codes import rcode_name, rrtype_name
+from pcapdns.model import CaptureInfo
+from pcapdns.schema import DECODE_ISSUES, MALFORMED
+
+PERCENTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
+
+
+@dataclass(slots=True)
+class Analysis:
+    """Everything one run of the pipeline produced."""
+
+    captures: list[CaptureInfo]
+    messages: pl.DataFrame  # MESSAGES + mi, role, txn and flow columns, in time order
+    links: pl.DataFrame
+    transactions: pl.DataFrame
+    malformed: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=MALFORMED))
+    issues: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=DECODE_ISSUES))
+    counters: Counter[str] = field(default_factory=Counter)
+    timeout_s: float = 5.0
+
+    @property
+    def files(self) -> list[str]:
+        return [c.path for c in self.captures]
+
+
+def iso(ts_ns: int | None) -> str | None:
+    """ISO 8601 UTC with microseconds, e.g. ``2024-03-01T10:00:00.000123Z``."""
+    if ts_ns is None:
+        return None
+    seconds, ns = divmod(ts_ns, 1_000_000_000)
+    stamp = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{ns // 1000:06d}Z"
+
+
+def _named_counts(df: pl.DataFrame, column: str, namer: Any) -> dict[str, int]:
+    counts = df.filter(pl.col(column).is_not_null()).group_by(column).len().sort(column)
+    return {namer(v): int(n) for v, n in counts.iter_rows()}
+
+
+def latency_ms(transactions: pl.DataFrame) -> dict[str, float | int | None]:
+    rtt = transactions.filter(pl.col("rtt").is_not_null()).select((pl.col("rtt") * 1000).alias("ms"))
+    stats: dict[str, float | int | None] = {"count": rtt.height}
+    if rtt.height == 0:
+        stats.update({"min": None, **{name: None for name, _ in PERCENTILES}, "max": None})
+        return stats
+    row = rtt.select(
+        pl.col("ms").min().alias("min"),
+        *[pl.col("ms").quantile(q, interpolation="linear").alias(name) for name, q in PERCENTILES],
+        pl.col("ms").max().alias("max"),
+    ).row(0, named=True)
+    stats.update({k: round(float(v), 3) for k, v in row.items()})
+    return stats
+
+
+def summary(a: Analysis) -> dict[str, Any]:
+    """The ``--json`` summary."""
+    m = a.messages
+    role = m.get_column("role").value_counts() if m.height else pl.DataFrame({"role": [], "count": []})
+    roles = {str(r): int(n) for r, n in role.iter_rows()}
+    status = a.links.get_column("status").value_counts()
+    statuses = {str(s): int(n) for s, n in status.iter_rows()}
+    queries = m.filter(~pl.col("qr"))
+    responses = m.filter(pl.col("qr"))
+    malformed_reasons = (
+        a.malformed.unique(["file_id", "frame", "idx", "reason"]).group_by("reason").len().sort("reason")
+    )
+    issues = a.issues.group_by("reason").len().sort("reason")
+    firsts = [c.first_ts_ns for c in a.captures if c.first_ts_ns is not None]
+    lasts = [c.last_ts_ns for c in a.captures if c.last_ts_ns is not None]
+    unanswered_timeout = statuses.get("unanswered", 0)
+    capture_ended = statuses.get("capture_ended", 0)
+    return {
+        "frames": sum(c.frames for c in a.captures),
+        "dns_messages": m.height,
+        "queries": queries.height,
+        "responses": responses.height,
+        "answered": statuses.get("answered", 0),
+        "unanswered": unanswered_timeout + capture_ended,
+        "unanswered_by_reason": {"timeout": unanswered_timeout, "capture_ended": capture_ended},
+        "orphan_responses": roles.get("orphan_response", 0),
+        "retransmissions": roles.get("retransmission", 0),
+        "duplicate_responses": roles.get("duplicate_response", 0),
+        "malformed": int(m.get_column("malformed").sum()),
+        "malformed_reasons": {str(r): int(n) for r, n in malformed_reasons.iter_rows()},
+        "rcodes": _named_counts(responses, "rcode", rcode_name),
+        "qtypes": _named_counts(queries, "qtype", rrtype_name),
+        "transports": {
+            ("tcp" if t == 6 else "udp"): int(n)
+            for t, n in m.group_by("transport").len().sort("transport", descending=True).iter_rows()
+        },
+        "latency_ms": latency_ms(a.transactions),
+        "decode_issues": {str(r): int(n) for r, n in issues.iter_rows()},
+        "time_span": {"first": iso(min(firsts) if firsts else None), "last": iso(max(lasts) if lasts else None)},
+    }
+
+
+def servers(a: Analysis) -> pl.DataFrame:
+    """Health per server: queries, answer rate, RCODE mix and latency percentiles."""
+    t = a.transactions
+    return (
+        t.group_by("server")
+        .agg(
+            pl.len().alias("queries"),
+            (pl.col("status") == "answered").sum().alias("answered"),
+            (pl.col("status") != "answered").sum().alias("unanswered"),
+            (pl.col("rcode_name") == "SERVFAIL").sum().alias("servfail"),
+            (pl.col("rcode_name") == "NXDOMAIN").sum().alias("nxdomain"),
+            (pl.col("rcode_name") == "REFUSED").sum().alias("refused"),
+            (pl.col("rtt") * 1000).quantile(0.5).alias("p50_ms"),
+            (pl.col("rtt") * 1000).quantile(0.95).alias("p95_ms"),
+            (pl.col("rtt") * 1000).max().alias("max_ms"),
+        )
+        .with_columns((pl.col("answered") / pl.col("queries")).alias("answer_rate"))
+        .sort(["queries", "server"], descending=[True, False])
+    )
+
+
+def top_qnames_by_rcode(a: Analysis, per_rcode: int = 5) -> pl.DataFrame:
+    """The most frequent names per non-NOERROR RCODE."""
+    return (
+        a.transactions.filter(pl.col("rcode_name").is_not_null() & (pl.col("rcode_name") != "NOERROR"))
+        .group_by("rcode_name", "qname")
+        .len()
+        .sort(["rcode_name", "len", "qname"], descending=[False, True, False])
+        .group_by("rcode_name", maintain_order=True)
+        .head(per_rcode)
+    )
+
+
+def unanswered_by_server(a: Analysis) -> pl.DataFrame:
+    return (
+        a.transactions.filter(pl.col("status") != "answered")
+        .group_by("server", "status")
+        .len()
+        .sort(["len", "server"], descending=[True, False])
+    )
+
+
+def rcodes_over_time(a: Analysis, every: str = "1m") -> pl.DataFrame:
+    """Responses per RCODE per time window (windows start at whole multiples of ``every``)."""
+    t = a.transactions.filter(pl.col("rcode_name").is_not_null())
+    if t.height == 0:
+        return pl.DataFrame(schema={"window": pl.Datetime("us", "UTC")})
+    return (
+        t.with_columns(pl.col("ts").dt.truncate(every).alias("window"))
+        .group_by("window", "rcode_name")
+        .len()
+        .pivot(on="rcode_name", index="window", values="len")
+        .fill_null(0)
+        .sort("window")
+    )

@@ -1,0 +1,109 @@
+"""The ``transactions`` table: one row per query (retransmissions add to a count, not a row).
+
+Column names follow Zeek's ``dns.log`` where one exists (``ts``, ``trans_id``, ``rtt``, ``qname``,
+``qtype_name``, ``rcode_name``, ``AA`` ...).  ``rtt`` is in seconds from the first transmission of
+the query to the response; it is null when there was no response.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from pcapdns.dns.codes import opcode_name, rcode_name, rrclass_name, rrtype_name
+from pcapdns.pairing import Paired
+from pcapdns.schema import STATUS
+from pcapdns.tables.names import add_address, named
+
+TRANSACTIONS: dict[str, pl.DataType] = {
+    "ts": pl.Datetime("us", "UTC"),
+    "trans_id": pl.UInt16(),
+    "client": pl.String(),
+    "client_port": pl.UInt16(),
+    "server": pl.String(),
+    "server_port": pl.UInt16(),
+    "transport": pl.String(),
+    "opcode_name": pl.String(),
+    "qname": pl.String(),
+    "qclass": pl.UInt16(),
+    "qclass_name": pl.String(),
+    "qtype": pl.UInt16(),
+    "qtype_name": pl.String(),
+    "rcode": pl.UInt16(),
+    "rcode_name": pl.String(),
+    "AA": pl.Boolean(),
+    "TC": pl.Boolean(),
+    "RD": pl.Boolean(),
+    "RA": pl.Boolean(),
+    "AD": pl.Boolean(),
+    "CD": pl.Boolean(),
+    "edns_udp_size": pl.UInt16(),
+    "do": pl.Boolean(),
+    "ede": pl.List(pl.UInt16()),
+    "answers": pl.UInt16(),
+    "rtt": pl.Float64(),
+    "status": STATUS,
+    "retransmissions": pl.UInt32(),
+    "file": pl.String(),
+    "query_frame": pl.UInt32(),
+    "response_frame": pl.UInt32(),
+}
+
+_Q_COLS = [
+    "mi", "ts_ns", "id", "c_hi", "c_lo", "c_port", "s_hi", "s_lo", "s_port", "transport", "opcode",
+    "qname", "qclass", "qtype", "flags", "edns_udp_size", "do", "file_id", "frame",
+]
+_R_COLS = ["mi", "ts_ns", "rcode", "flags", "ede", "ancount", "frame"]
+
+
+def _flag(column: str, bit: int) -> pl.Expr:
+    return (pl.col(column).cast(pl.Int32) & bit) != 0
+
+
+def build_transactions(paired: Paired, files: list[str]) -> pl.DataFrame:
+    """Join each transaction's query and response messages into one row (schema ``TRANSACTIONS``)."""
+    m = paired.messages
+    q = m.select(_Q_COLS).rename({c: f"q_{c}" for c in _Q_COLS})
+    r = m.select(_R_COLS).rename({c: f"r_{c}" for c in _R_COLS})
+    t = (
+        paired.links.join(q, left_on="query_mi", right_on="q_mi", how="left")
+        .join(r, left_on="response_mi", right_on="r_mi", how="left")
+        .sort("query_mi")
+    )
+    t = add_address(t, "q_c_hi", "q_c_lo", "client")
+    t = add_address(t, "q_s_hi", "q_s_lo", "server")
+    out = t.select(
+        pl.from_epoch(pl.col("q_ts_ns"), time_unit="ns").dt.cast_time_unit("us").dt.replace_time_zone("UTC")
+        .alias("ts"),
+        pl.col("q_id").alias("trans_id"),
+        "client",
+        pl.col("q_c_port").alias("client_port"),
+        "server",
+        pl.col("q_s_port").alias("server_port"),
+        pl.when(pl.col("q_transport") == 6).then(pl.lit("tcp")).otherwise(pl.lit("udp")).alias("transport"),
+        named(t, "q_opcode", opcode_name, "opcode_name"),
+        pl.col("q_qname").alias("qname"),
+        pl.col("q_qclass").alias("qclass"),
+        named(t, "q_qclass", rrclass_name, "qclass_name"),
+        pl.col("q_qtype").alias("qtype"),
+        named(t, "q_qtype", rrtype_name, "qtype_name"),
+        pl.col("r_rcode").alias("rcode"),
+        named(t, "r_rcode", rcode_name, "rcode_name"),
+        _flag("r_flags", 0x0400).alias("AA"),
+        _flag("r_flags", 0x0200).alias("TC"),
+        _flag("q_flags", 0x0100).alias("RD"),
+        _flag("r_flags", 0x0080).alias("RA"),
+        _flag("r_flags", 0x0020).alias("AD"),
+        _flag("q_flags", 0x0010).alias("CD"),
+        pl.col("q_edns_udp_size").alias("edns_udp_size"),
+        pl.col("q_do").alias("do"),
+        pl.col("r_ede").alias("ede"),
+        pl.col("r_ancount").alias("answers"),
+        ((pl.col("r_ts_ns") - pl.col("q_ts_ns")) / 1e9).alias("rtt"),
+        "status",
+        "retransmissions",
+        pl.col("q_file_id").replace_strict(dict(enumerate(files)), default=None, return_dtype=pl.String)
+        .alias("file"),
+        pl.col("q_frame").alias("query_frame"),
+        pl.col("r_frame").alias("response_frame"),
+    )
+    return out.select(pl.col(name).cast(dtype) for name, dtype in TRANSACTIONS.items())
