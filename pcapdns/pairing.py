@@ -25,9 +25,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+import numpy.typing as npt
 import polars as pl
 
-from pcapdns.schema import LINKS, ROLE, STATUS
+from pcapdns.schema import LINKS, ROLE, ROLES, STATUS, STATUSES
 
 FLOW = ["transport", "c_hi", "c_lo", "c_port", "s_hi", "s_lo", "s_port", "id"]
 QUESTION = ["qkey", "qtype", "qclass"]
@@ -37,91 +39,131 @@ ORDER = ["ts_ns", "file_id", "frame", "idx"]
 
 @dataclass(slots=True)
 class Paired:
-    """Messages in time order with ``mi``, ``role``, ``txn`` and flow columns; one link per transaction."""
+    """Messages in time order with ``mi``, ``role`` and ``txn``; one link per transaction."""
 
     messages: pl.DataFrame
     links: pl.DataFrame
 
 
-def with_flow(messages: pl.DataFrame) -> pl.DataFrame:
-    """Sort by time and add ``mi`` plus the client/server view of each message's addresses."""
+def _sides() -> list[pl.Expr]:
+    """Client/server view of a message's addresses (the client sent the query)."""
     qr = pl.col("qr")
 
     def side(query_side: str, response_side: str, name: str) -> pl.Expr:
         return pl.when(qr).then(pl.col(response_side)).otherwise(pl.col(query_side)).alias(name)
 
-    return (
-        messages.sort(ORDER)
-        .with_row_index("mi")
-        .with_columns(
-            side("src_hi", "dst_hi", "c_hi"),
-            side("src_lo", "dst_lo", "c_lo"),
-            side("sport", "dport", "c_port"),
-            side("dst_hi", "src_hi", "s_hi"),
-            side("dst_lo", "src_lo", "s_lo"),
-            side("dport", "sport", "s_port"),
-            pl.col("qname").str.to_lowercase().alias("qkey"),
-        )
-    )
+    return [
+        side("src_hi", "dst_hi", "c_hi"), side("src_lo", "dst_lo", "c_lo"), side("sport", "dport", "c_port"),
+        side("dst_hi", "src_hi", "s_hi"), side("dst_lo", "src_lo", "s_lo"), side("dport", "sport", "s_port"),
+    ]
+
+
+def _key_columns() -> list[pl.Expr]:
+    return [pl.col("transport"), *_sides()[:6], pl.col("id"), pl.col("qname").str.to_lowercase().alias("qkey"),
+            pl.col("qtype"), pl.col("qclass")]
 
 
 def pair(messages: pl.DataFrame, timeout_ns: int, capture_end_ns: int, *, vectorized: bool = True) -> Paired:
-    """Pair ``messages`` (schema ``MESSAGES``); ``capture_end_ns`` is the last frame's time."""
-    m = with_flow(messages)
-    qr = pl.col("qr")
-    if vectorized:
-        m = m.with_columns(
-            pl.len().over(KEY).alias("_n"),
-            (qr & pl.col("qname").is_null()).any().over(FLOW).alias("_noq"),
-            qr.first().over(KEY).alias("_qr0"),
-            qr.last().over(KEY).alias("_qr1"),
-            (pl.col("ts_ns").last() - pl.col("ts_ns").first()).over(KEY).alias("_dt"),
-            pl.col("mi").first().over(KEY).alias("_mi0"),
-            pl.col("mi").last().over(KEY).alias("_mi1"),
-        )
-        single = (pl.col("_n") == 1) & ~pl.col("_noq")
-        duo = (
-            (pl.col("_n") == 2) & ~pl.col("_noq") & ~pl.col("_qr0") & pl.col("_qr1")
-            & (pl.col("_dt") <= timeout_ns)
-        )
-        m = m.with_columns((single | duo).alias("_simple"))
-        simple = m.filter(pl.col("_simple")).with_columns(
-            pl.when(~qr).then(pl.lit("query")).when(pl.col("_n") == 2).then(pl.lit("response"))
-            .otherwise(pl.lit("orphan_response")).cast(ROLE).alias("role"),
-            pl.when(pl.col("_n") == 2).then(pl.col("_mi0")).when(~qr).then(pl.col("mi"))
-            .otherwise(None).cast(pl.UInt32).alias("txn"),
-        )
-        simple_links = simple.filter(~qr).select(
-            pl.col("mi").alias("query_mi"),
-            pl.when(pl.col("_n") == 2).then(pl.col("_mi1")).otherwise(None).cast(pl.UInt32).alias("response_mi"),
-            pl.when(pl.col("_n") == 2).then(pl.lit("answered"))
-            .when(pl.col("ts_ns") + timeout_ns > capture_end_ns).then(pl.lit("capture_ended"))
-            .otherwise(pl.lit("unanswered")).cast(STATUS).alias("status"),
-            pl.lit(0, dtype=pl.UInt32).alias("retransmissions"),
-        )
-        rest = m.filter(~pl.col("_simple"))
-    else:
-        simple = m.clear().with_columns(
-            pl.lit(None, dtype=ROLE).alias("role"), pl.lit(None, dtype=pl.UInt32).alias("txn")
-        )
-        simple_links = pl.DataFrame(schema=LINKS)
-        rest = m
+    """Pair ``messages`` (schema ``MESSAGES``); ``capture_end_ns`` is the last frame's time.
 
-    matcher = _Matcher(timeout_ns, capture_end_ns)
-    for row in rest.select(["mi", "ts_ns", "qr", *KEY]).iter_rows():
-        matcher.feed(row)
-    roles, links = matcher.finish()
-    slow = rest.join(
-        pl.DataFrame(roles, schema={"mi": pl.UInt32, "role": ROLE, "txn": pl.UInt32}, orient="row"),
-        on="mi",
-        how="left",
+    Returns the messages in time order with ``mi`` (row number), ``role`` and ``txn`` (the ``mi`` of
+    the transaction's first query) added.
+    """
+    ts_col = messages.get_column("ts_ns")
+    # Messages arrive in (file, frame) order; a capture is almost always in time order already.
+    m = messages if ts_col.is_sorted() else messages.sort("ts_ns", maintain_order=True)
+    m = m.with_row_index("mi")
+    n = m.height
+    ts = m.get_column("ts_ns").to_numpy()
+    is_resp = m.get_column("qr").to_numpy()
+    role = np.zeros(n, dtype=np.uint8)
+    txn = np.full(n, -1, dtype=np.int64)
+    links: list[pl.DataFrame] = []
+    complex_rows = np.arange(n)
+    if vectorized and n:
+        # Group messages by a 128-bit hash of their key (two independent 64-bit hashes); runs of
+        # equal hashes in (stably) sorted order are each key's messages in time order.  A run whose
+        # second hash is not constant holds a collision: it goes to the exact state machine.
+        keys = m.select(_key_columns())
+        h1 = keys.hash_rows(11).to_numpy()
+        h2 = keys.hash_rows(29).to_numpy()
+        f = keys.select(FLOW).hash_rows(11).to_numpy()
+        noq = (m.get_column("qr") & m.get_column("qname").is_null()).to_numpy()
+        del keys
+        order = (
+            pl.DataFrame({"h": h1, "i": np.arange(n)}).sort("h", maintain_order=True).get_column("i").to_numpy()
+        )
+        s1, s2 = h1[order], h2[order]
+        start = np.ones(n, dtype=bool)
+        start[1:] = s1[1:] != s1[:-1]
+        run = np.cumsum(start) - 1
+        split = np.zeros(n, dtype=bool)
+        split[1:] = ~start[1:] & (s2[1:] != s2[:-1])
+        starts = np.flatnonzero(start)
+        lengths = np.diff(np.append(starts, n))
+        glen = lengths[run]
+        clean = ~np.isin(run, run[split])
+        if noq.any():
+            clean &= ~np.isin(f[order], f[noq])
+        single = (glen == 1) & clean
+        first = order[starts[lengths == 2]]
+        second = order[starts[lengths == 2] + 1]
+        duo_ok = ~is_resp[first] & is_resp[second] & (ts[second] - ts[first] <= timeout_ns)
+        duo_ok &= clean[starts[lengths == 2]] & clean[starts[lengths == 2] + 1]
+        first, second = first[duo_ok], second[duo_ok]
+        lone = order[single]
+        lone_q = lone[~is_resp[lone]]
+        lone_r = lone[is_resp[lone]]
+        role[first] = _ROLE_CODE["query"]
+        txn[first] = first
+        role[second] = _ROLE_CODE["response"]
+        txn[second] = first
+        role[lone_q] = _ROLE_CODE["query"]
+        txn[lone_q] = lone_q
+        role[lone_r] = _ROLE_CODE["orphan_response"]
+        ended = ts[lone_q] + timeout_ns > capture_end_ns
+        links.append(_links(first, second, np.full(len(first), _STATUS_CODE["answered"])))
+        links.append(_links(lone_q, None, np.where(ended, _STATUS_CODE["capture_ended"], _STATUS_CODE["unanswered"])))
+        decided = np.zeros(n, dtype=bool)
+        decided[first] = decided[second] = decided[lone] = True
+        complex_rows = np.flatnonzero(~decided)
+
+    if len(complex_rows):
+        rest = m[complex_rows].select(pl.col("mi"), pl.col("ts_ns"), pl.col("qr"), *_key_columns())
+        matcher = _Matcher(timeout_ns, capture_end_ns)
+        for row in rest.iter_rows():
+            matcher.feed(row)
+        roles, slow_links = matcher.finish()
+        for mi, name, t in roles:
+            role[mi] = _ROLE_CODE[name]
+            txn[mi] = -1 if t is None else t
+        links.append(pl.DataFrame(slow_links, schema=LINKS, orient="row"))
+    out = m.with_columns(
+        pl.Series("role", role).replace_strict(dict(enumerate(ROLES)), return_dtype=ROLE),
+        pl.Series("txn", txn).replace(-1, None).cast(pl.UInt32),
     )
-    drop = [c for c in ("_n", "_noq", "_qr0", "_qr1", "_dt", "_mi0", "_mi1", "_simple") if c in m.columns]
-    messages_out = pl.concat([simple.drop(drop), slow.drop(drop)]).sort("mi")
-    links_out = pl.concat(
-        [simple_links, pl.DataFrame(links, schema=LINKS, orient="row")]
-    ).sort("query_mi")
-    return Paired(messages=messages_out, links=links_out)
+    all_links = pl.concat([pl.DataFrame(schema=LINKS), *links])
+    return Paired(messages=out, links=all_links)
+
+
+_ROLE_CODE = {name: i for i, name in enumerate(ROLES)}
+
+
+_STATUS_CODE = {name: i for i, name in enumerate(STATUSES)}
+
+
+def _links(
+    query: npt.NDArray[np.int64], response: npt.NDArray[np.int64] | None, status: npt.NDArray[np.int64]
+) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "query_mi": pl.Series(query, dtype=pl.UInt32),
+            "response_mi": pl.Series(response, dtype=pl.UInt32) if response is not None
+            else pl.repeat(None, len(query), dtype=pl.UInt32, eager=True),
+            "status": pl.Series(status).replace_strict(dict(enumerate(STATUSES)), return_dtype=STATUS),
+            "retransmissions": pl.repeat(0, len(query), dtype=pl.UInt32, eager=True),
+        }
+    )
 
 
 @dataclass(slots=True)
