@@ -64,7 +64,7 @@ def analyze(paths: Sequence[str], options: Options | None = None, progress: Prog
     paired = pair(messages, timeout_ns, max(ends) if ends else 0)
     files = [c.path for c in captures]
     counters: Counter[str] = Counter(dissector.counters)
-    counters.update(dissector.decoder.counters)
+    counters.update({f"slow_{k}": v for k, v in dissector.decoder.counters.items()})
     return Analysis(
         captures=captures,
         messages=paired.messages,

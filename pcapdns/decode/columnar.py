@@ -159,7 +159,10 @@ def classify(batch: FrameBatch, ports: npt.NDArray[np.int64]) -> L4Columns:
     udp_ok = udp & (ulen >= 8 + 12) & (l4 + ulen <= ip_end)
 
     icmp = ip_ok & ((proto == 1) | (proto == 58))
-    other_proto = ip_ok & (proto != 17) & (proto != 6)
+    # IPv6 extension headers (hop-by-hop, routing, fragment, AH, destination options) hide the
+    # transport: the per-packet decoder walks them.
+    v6_ext = v6 & np.isin(proto, (0, 43, 44, 51, 60))
+    other_proto = ip_ok & (proto != 17) & (proto != 6) & ~v6_ext
     verdict = np.full(n, SLOW, dtype=np.uint8)
     verdict[non_ip | other_proto | ((udp | tcp) & ~on_port)] = NOT_DNS
     verdict[udp_ok & on_port & complete] = FAST

@@ -1,0 +1,200 @@
+"""Capture files in, :class:`~pcapdns.model.FrameBatch` es out.
+
+``open_capture(path)`` recognises the format (classic pcap in either byte order with microsecond
+or nanosecond timestamps, or pcapng) and any compression (gzip, xz, zstd, bzip2) from the first
+bytes, never from the name, so stdin (``"-"``) works the same as a file.  The input is read in large
+chunks; each chunk is walked once and handed on as batches whose ``buf`` is the chunk itself, so
+memory is bounded by the chunk size, not the file size.
+
+Problems with the input itself (missing, unreadable, not a capture, empty) raise the errors of
+:mod:`pcapdns.errors` at open time.  Problems inside a capture (a record cut short, a corrupt
+header) never raise: they become :class:`~pcapdns.model.DecodeIssue` s in ``info.issues`` and
+everything readable is still yielded.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from types import TracebackType
+from typing import BinaryIO
+
+import numpy as np
+
+from pcapdns.errors import CaptureFormatError, SourceMissing, SourcePermission
+from pcapdns.model import CaptureInfo, DecodeIssue, FrameBatch, IssueReason
+from pcapdns.sources.compress import (
+    PEEK,
+    CountingReader,
+    Readable,
+    decompressing,
+    read_full,
+    sniff_compression,
+)
+from pcapdns.sources.pcapfile import PCAP_MAGICS, PcapWalker, Records
+from pcapdns.sources.pcapng import SHB, PcapngWalker
+
+__all__ = ["CHUNK_SIZE", "Capture", "open_capture"]
+
+CHUNK_SIZE = 16 * 1024 * 1024  # big enough that per-chunk costs vanish, small enough to stay cheap
+
+
+def open_capture(path: str, file_id: int = 0, *, chunk_size: int = CHUNK_SIZE) -> Capture:
+    """Open ``path`` (``"-"`` for stdin) and recognise its format; raise if it is not a capture."""
+    raw, size = _open_raw(path)
+    try:
+        return Capture(raw, path, file_id, size, chunk_size)
+    except BaseException:
+        if path != "-":
+            raw.close()
+        raise
+
+
+def _open_raw(path: str) -> tuple[BinaryIO, int]:
+    if path == "-":
+        return sys.stdin.buffer, 0
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - owned by the Capture, closed by Capture.close()
+    except FileNotFoundError:
+        raise SourceMissing(f"{path}: no such file", "check the path") from None
+    except IsADirectoryError:
+        raise SourceMissing(f"{path}: is a directory, not a capture file") from None
+    except PermissionError:
+        raise SourcePermission(f"{path}: permission denied", "check the file's permissions") from None
+    except OSError as exc:
+        raise SourceMissing(f"{path}: cannot open ({exc.strerror})") from None
+    if not os.path.isfile(path):  # a FIFO or device is fine to read, but has no size
+        return f, 0
+    return f, os.fstat(f.fileno()).st_size
+
+
+def _hex(head: bytes) -> str:
+    return " ".join(f"{b:02x}" for b in head[:4])
+
+
+class Capture:
+    """One open capture: ``info`` fills in as :meth:`batches` is consumed."""
+
+    def __init__(self, raw: BinaryIO, path: str, file_id: int, size: int, chunk_size: int) -> None:
+        self._raw = raw
+        self._path = path
+        self._chunk = chunk_size
+        self.info = CaptureInfo(file_id=file_id, path=path, size=size)
+        self._counting = CountingReader(raw)
+        head = self._counting.peek(PEEK)
+        if not head:
+            raise CaptureFormatError(f"{path}: empty file, not a capture")
+        self.info.compression = sniff_compression(head)
+        self._stream: Readable = decompressing(self._counting, self.info.compression)
+        self._first, self._error = read_full(self._stream, chunk_size)
+        self._walker = self._sniff(self._first)
+        self.info.format = self._walker.format
+
+    def _sniff(self, first: bytes) -> PcapWalker | PcapngWalker:
+        name, comp = self._path, self.info.compression
+        where = f"{comp}-compressed, decompressed data" if comp else "it"
+        if not first:
+            if self._error is not None:
+                raise CaptureFormatError(f"{name}: {comp} data unreadable ({self._error})")
+            raise CaptureFormatError(f"{name}: empty after {comp} decompression, not a capture")
+        magic = int.from_bytes(first[:4].ljust(4, b"\0"), "little")
+        if len(first) >= 4 and magic in PCAP_MAGICS:
+            if len(first) < 24:
+                raise CaptureFormatError(f"{name}: pcap file header cut short ({len(first)} of 24 bytes)")
+            return PcapWalker(self.info.file_id, name, self.info.issues, first)
+        if len(first) >= 12 and magic == SHB:
+            if first[8:12] not in (b"\x4d\x3c\x2b\x1a", b"\x1a\x2b\x3c\x4d"):
+                raise CaptureFormatError(f"{name}: pcapng section header with a bad byte-order magic")
+            return PcapngWalker(self.info.file_id, name, self.info.issues)
+        if magic in (0xA1B2CD34, 0x34CDB2A1):
+            raise CaptureFormatError(
+                f"{name}: modified (Kuznetzov) pcap format is not supported",
+                "convert it with: editcap -F pcap IN OUT",
+            )
+        raise CaptureFormatError(f"{name}: not a pcap or pcapng file ({where} starts with {_hex(first)})")
+
+    def batches(self, max_frames: int = 65536) -> Iterator[FrameBatch]:
+        """Yield the capture's frames in order, at most ``max_frames`` per batch."""
+        walker, info = self._walker, self.info
+        carry = b""
+        while True:
+            if self._first:
+                data, error = self._first, self._error
+                self._first = b""
+            else:
+                data, error = read_full(self._stream, self._chunk)
+            eof = len(data) < self._chunk or error is not None
+            buf = carry + data if carry else data
+            recs, consumed = walker.walk(buf, eof)
+            walker.base += consumed
+            carry = buf[consumed:]
+            info.bytes_read = self._counting.count
+            info.snaplen = walker.snaplen
+            for start in range(0, len(recs), max_frames):
+                batch = _batch(info.file_id, buf, recs, start, start + max_frames)
+                _account(info, batch)
+                yield batch
+            info.frames = walker.frames
+            if eof:
+                self._finish(carry, error)
+                return
+
+    def _finish(self, rest: bytes, error: BaseException | None) -> None:
+        info = self.info
+        if rest:
+            detail = self._walker.describe_cut(rest)
+            if error is not None:
+                detail += f" ({info.compression} stream broken: {error})"
+            info.issues.append(DecodeIssue(info.file_id, 0, 0, IssueReason.CAPTURE_CUT_SHORT, detail))
+        elif error is not None:
+            info.issues.append(
+                DecodeIssue(
+                    info.file_id,
+                    0,
+                    0,
+                    IssueReason.CAPTURE_CUT_SHORT,
+                    f"input broken after {self._walker.base} bytes ({info.compression or 'read'} "
+                    f"error: {error}); everything before was read",
+                )
+            )
+        if isinstance(self._walker, PcapngWalker) and self._walker.drops:
+            info.interface_drops = sum(self._walker.drops.values())
+
+    def close(self) -> None:
+        if self._path != "-":
+            self._raw.close()
+
+    def __enter__(self) -> Capture:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _batch(file_id: int, buf: bytes, recs: Records, start: int, stop: int) -> FrameBatch:
+    return FrameBatch(
+        file_id=file_id,
+        buf=buf,
+        data_off=recs.data_off[start:stop],
+        caplen=recs.caplen[start:stop],
+        wirelen=recs.wirelen[start:stop],
+        ts_ns=recs.ts_ns[start:stop],
+        linktype=recs.linktype[start:stop],
+        frame=recs.frame[start:stop],
+    )
+
+
+def _account(info: CaptureInfo, batch: FrameBatch) -> None:
+    """Keep the running totals in ``info`` current before the batch is handed on."""
+    if not len(batch):
+        return
+    info.frames = int(batch.frame[-1])
+    kinds, counts = np.unique(batch.linktype, return_counts=True)
+    for lt, c in zip(kinds.tolist(), counts.tolist(), strict=True):
+        info.linktypes[lt] = info.linktypes.get(lt, 0) + c
+    lo, hi = int(batch.ts_ns.min()), int(batch.ts_ns.max())
+    info.first_ts_ns = lo if info.first_ts_ns is None else min(info.first_ts_ns, lo)
+    info.last_ts_ns = hi if info.last_ts_ns is None else max(info.last_ts_ns, hi)

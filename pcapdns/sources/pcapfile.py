@@ -1,0 +1,254 @@
+"""Classic pcap (libpcap) files: the record walk, the hot loop of the whole tool.
+
+The walk touches each record header once in Python, only to learn where the next record starts
+(the captured length is the only field that decides it), and collects record offsets.  Every other
+field is then read for all records at once with numpy gathers over the chunk buffer.  The buffer
+is never copied per record: a :class:`~pcapdns.model.FrameBatch` points into it.
+
+A record header that makes no sense (an impossible captured length, a sub-second field out of
+range) is reported with its file offset and the walk resynchronises on the next offset where two
+consecutive plausible records chain; frames after that are still read.
+"""
+
+from __future__ import annotations
+
+import struct
+from array import array
+from dataclasses import dataclass, fields
+
+import numpy as np
+import numpy.typing as npt
+
+from pcapdns.model import DecodeIssue, IssueReason
+
+MAX_CAPLEN = 16 * 1024 * 1024  # no real link layer has bigger frames (Wireshark's limit too)
+MIN_SNAP_LIMIT = 262144  # caplen above max(snaplen, this) is corrupt
+DAY_S = 86400
+
+I64 = npt.NDArray[np.int64]
+
+# file magic (read little-endian) -> (little-endian records, nanosecond timestamps)
+PCAP_MAGICS: dict[int, tuple[bool, bool]] = {
+    0xA1B2C3D4: (True, False),
+    0xD4C3B2A1: (False, False),
+    0xA1B23C4D: (True, True),
+    0x4D3CB2A1: (False, True),
+}
+
+
+@dataclass(slots=True)
+class Records:
+    """Column-wise record fields of one walk over a buffer (``data_off`` indexes that buffer)."""
+
+    data_off: I64
+    caplen: npt.NDArray[np.uint32]
+    wirelen: npt.NDArray[np.uint32]
+    ts_ns: I64
+    linktype: npt.NDArray[np.uint16]
+    frame: I64
+
+    def __len__(self) -> int:
+        return len(self.data_off)
+
+
+def empty_records() -> Records:
+    z = np.zeros(0, dtype=np.int64)
+    return Records(z, z.astype(np.uint32), z.astype(np.uint32), z, z.astype(np.uint16), z)
+
+
+def concat_records(parts: list[Records]) -> Records:
+    if len(parts) == 1:
+        return parts[0]
+    if not parts:
+        return empty_records()
+    return Records(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Records)))
+
+
+def u32_view(buf: bytes, little: bool) -> npt.NDArray[np.uint32]:
+    """A uint32 view with a 1-byte stride: element ``i`` is the 32-bit word at byte offset ``i``.
+
+    Fancy-indexing it with record offsets gathers header fields without any per-record Python work.
+    """
+    dt = np.dtype("<u4" if little else ">u4")
+    n = max(len(buf) - 3, 0)
+    if n == 0:
+        return np.zeros(0, dtype=dt)
+    return np.ndarray(shape=(n,), dtype=dt, buffer=buf, offset=0, strides=(1,))
+
+
+class PcapWalker:
+    """Walks classic pcap records over successive buffers; keeps the state between chunks.
+
+    ``walk(buf, eof)`` returns the records complete in ``buf`` and how many leading bytes of it are
+    done with; the caller carries the rest over, in front of the next chunk.
+    """
+
+    def __init__(self, file_id: int, name: str, issues: list[DecodeIssue], header: bytes) -> None:
+        """``header`` is (at least) the 24-byte file header, which the first ``walk`` skips."""
+        self.file_id = file_id
+        self.name = name
+        self.issues = issues
+        self.base = 0  # file offset (decompressed) of the current buffer's first byte
+        self.frames = 0
+        (magic,) = struct.unpack_from("<I", header, 0)
+        self.little, self.nano = PCAP_MAGICS[magic]
+        _, _, _, _, snaplen, network = struct.unpack_from(("<" if self.little else ">") + "HHiIII", header, 4)
+        self.snaplen: int = snaplen
+        self.linktype: int = network & 0xFFFF  # upper bits carry FCS information
+        self.limit = min(max(snaplen, MIN_SNAP_LIMIT), MAX_CAPLEN)
+        self._skip = 24
+        self.last_sec: int | None = None
+        self._resync_from: int | None = None  # file offset of the corrupt header being skipped
+        self._resync_why = ""
+
+    @property
+    def format(self) -> str:
+        return "pcap-ns" if self.nano else "pcap"
+
+    def walk(self, buf: bytes, eof: bool) -> tuple[Records, int]:
+        pos, self._skip = self._skip, 0
+        parts: list[Records] = []
+        while True:
+            if self._resync_from is not None:
+                found = self._find_sync(buf, pos, eof)
+                if found < 0:  # need more data (or gave up at eof)
+                    return concat_records(parts), (-found - 1)
+                pos = found
+            offs, pos, bad = self._offsets(buf, pos)
+            recs, cut = self._columns(buf, offs)
+            if len(recs):
+                parts.append(recs)
+            if cut is not None:  # a header field out of range at offs[cut]: resync from there
+                pos = offs[cut]
+                continue
+            if bad:
+                (caplen,) = struct.unpack_from("<I" if self.little else ">I", buf, pos + 8)
+                self._start_resync(pos, f"captured length {caplen} > {self.limit}")
+                continue
+            return concat_records(parts), pos
+
+    def _offsets(self, buf: bytes, pos: int) -> tuple[array[int], int, bool]:
+        """The hot loop: record offsets from ``pos`` while whole records fit in ``buf``.
+
+        Only the captured length is read here, and not even range-checked: ``_columns`` checks all
+        of them at once afterwards.  A length too large to fit stops the loop, and is checked here.
+        """
+        caplen_at = struct.Struct("<8xI" if self.little else ">8xI").unpack_from
+        n = len(buf)
+        offs = array("q")
+        append = offs.append
+        try:
+            while True:
+                nxt = pos + 16 + caplen_at(buf, pos)[0]
+                if nxt > n:
+                    break
+                append(pos)
+                pos = nxt
+        except struct.error:  # fewer than 16 bytes left
+            return offs, pos, False
+        return offs, pos, nxt - pos - 16 > self.limit
+
+    def _columns(self, buf: bytes, offs: array[int]) -> tuple[Records, int | None]:
+        """Gather every header field at once; stop at the first header with an impossible field."""
+        if not offs:
+            return empty_records(), None
+        o = np.frombuffer(offs, dtype=np.int64)
+        w = u32_view(buf, self.little)
+        sec = w[o].astype(np.int64)
+        frac = w[o + 4].astype(np.int64)
+        caplen = w[o + 8].astype(np.uint32)
+        cut: int | None = None
+        bad = (frac >= (10**9 if self.nano else 10**6)) | (caplen > self.limit)
+        if bad.any():
+            cut = int(np.argmax(bad))
+            why = "sub-second timestamp field out of range"
+            if caplen[cut] > self.limit:
+                why = f"captured length {caplen[cut]} > {self.limit}"
+            self._start_resync(int(o[cut]), why)
+            o, sec, frac, caplen = o[:cut], sec[:cut], frac[:cut], caplen[:cut]
+        n = len(o)
+        recs = Records(
+            data_off=o + 16,
+            caplen=caplen,
+            wirelen=w[o + 12].astype(np.uint32),
+            ts_ns=sec * 10**9 + (frac if self.nano else frac * 1000),
+            linktype=np.full(n, self.linktype, dtype=np.uint16),
+            frame=np.arange(self.frames + 1, self.frames + 1 + n, dtype=np.int64),
+        )
+        self.frames += n
+        if n:
+            self.last_sec = int(sec[-1])
+        return recs, cut
+
+    def describe_cut(self, rest: bytes) -> str:
+        """Say what the bytes left over at end of input were (for CAPTURE_CUT_SHORT)."""
+        at = self.base
+        if len(rest) < 16:
+            return (
+                f"record header at offset {at} cut short: {len(rest)} of 16 bytes, {16 - len(rest)} missing"
+            )
+        (caplen,) = struct.unpack_from("<I" if self.little else ">I", rest, 8)
+        need = 16 + caplen
+        return f"record at offset {at} cut short: {len(rest)} of {need} bytes, {need - len(rest)} missing"
+
+    # -- resynchronisation ---------------------------------------------------------------------
+
+    def _start_resync(self, pos: int, why: str) -> None:
+        self._resync_from = self.base + pos
+        self._resync_why = why
+
+    def _plausible(self, buf: bytes, start: int, stop: int) -> I64:
+        """Offsets in ``[start, stop)`` whose 16 bytes look like a record header."""
+        if stop <= start:
+            return np.zeros(0, dtype=np.int64)
+        w = u32_view(buf, self.little)
+        p = np.arange(start, stop, dtype=np.int64)
+        sec, frac, cap, wire = (w[p + k].astype(np.int64) for k in (0, 4, 8, 12))
+        ok = (frac < (10**9 if self.nano else 10**6)) & (cap <= wire) & (cap <= self.limit) & (wire > 0)
+        if self.snaplen:
+            ok &= cap <= max(self.snaplen, 1)
+        if self.last_sec is not None:
+            ok &= np.abs(sec - self.last_sec) <= DAY_S
+        return np.asarray(p[ok], dtype=np.int64)
+
+    def _find_sync(self, buf: bytes, start: int, eof: bool) -> int:
+        """Next offset where two plausible headers chain; ``-(keep+1)`` when more data is needed.
+
+        At end of input a lone plausible record ending exactly at the end also counts.
+        """
+        assert self._resync_from is not None
+        scan_from = max(start, self._resync_from - self.base + 1)
+        n = len(buf)
+        cands = self._plausible(buf, scan_from, n - 15)
+        cap_at = struct.Struct("<8xI" if self.little else ">8xI").unpack_from
+        p: int
+        for p in cands.tolist():
+            nxt = p + 16 + int(cap_at(buf, p)[0])
+            if (nxt + 16 <= n and len(self._plausible(buf, nxt, nxt + 1))) or (eof and nxt == n):
+                self._end_resync(p, found=True)
+                return p
+            if nxt + 16 > n and not eof:
+                return -(p + 1)  # decide when more bytes are in
+        if eof:
+            self._end_resync(n, found=False)
+            return -(n + 1)
+        return -(max(scan_from, n - 15) + 1)
+
+    def _end_resync(self, pos: int, *, found: bool) -> None:
+        assert self._resync_from is not None
+        at = self._resync_from
+        skipped = self.base + pos - at
+        if found:
+            tail = f"resynchronised at offset {self.base + pos} ({skipped} bytes skipped)"
+        else:
+            tail = f"no valid record after it: the last {skipped} bytes were skipped"
+        self.issues.append(
+            DecodeIssue(
+                self.file_id,
+                0,
+                0,
+                IssueReason.CORRUPT_RECORD,
+                f"record header at offset {at} makes no sense ({self._resync_why}); {tail}",
+            )
+        )
+        self._resync_from = None
