@@ -31,7 +31,8 @@ _NAME_AT: dict[int, int] = {2: 0, 3: 0, 4: 0, 5: 0, 7: 0, 8: 0, 9: 0, 12: 0, 39:
 _SOA = 6
 _OPT = 41
 _EDE = 15
-_SPECIAL = np.array([ord(c) for c in '.\\"();@$'], dtype=np.uint8)
+# Bytes that name_to_text escapes (\DDD or a backslash): such names are rendered one by one.
+_NEEDS_ESCAPE = np.array([b < 0x21 or b > 0x7E or chr(b) in '.\\"();@$' for b in range(256)], dtype=bool)
 
 
 @dataclass(slots=True)
@@ -69,6 +70,11 @@ class _Reader:
 
     def u32(self, pos: I64) -> I64:
         return (self.u16(pos) << 16) | self.u16(pos + 2)
+
+    def block(self, pos: I64, width: int) -> I64:
+        """``width`` consecutive bytes at each position, as an (n, width) array (one gather)."""
+        idx = np.minimum(pos[:, None] + np.arange(width), self.last)
+        return self.b[idx].astype(np.int64)
 
 
 def _walk_names(
@@ -141,12 +147,13 @@ def parse_batch(b: npt.NDArray[np.uint8], start: I64, length: I64) -> DnsColumns
     rd = _Reader(b)
     n = len(start)
     mend = start + length
-    ident = rd.u16(start)
-    flags = rd.u16(start + 2)
-    qd = rd.u16(start + 4)
-    an = rd.u16(start + 6)
-    ns = rd.u16(start + 8)
-    ar = rd.u16(start + 10)
+    h = rd.block(start, 12)
+    ident = (h[:, 0] << 8) | h[:, 1]
+    flags = (h[:, 2] << 8) | h[:, 3]
+    qd = (h[:, 4] << 8) | h[:, 5]
+    an = (h[:, 6] << 8) | h[:, 7]
+    ns = (h[:, 8] << 8) | h[:, 9]
+    ar = (h[:, 10] << 8) | h[:, 11]
     ok = (length >= 12) & (qd == 1)
 
     labels: list[tuple[I64, I64]] = []
@@ -170,17 +177,30 @@ def parse_batch(b: npt.NDArray[np.uint8], start: I64, length: I64) -> DnsColumns
     act = np.flatnonzero(ok & (nrr > 0))
     while act.size:
         p = pos[act]
-        owner_root = rd.u8(p) == 0
-        fixed, good = _walk_names(rd, start[act], mend[act], p, qstart[act], qlen[act])
+        base = start[act]
+        owner = rd.block(p, 2)
+        owner_root = owner[:, 0] == 0
+        # Most owner names are a pointer to the question name (0xC00C): no walk needed.
+        to_q = (owner[:, 0] == 0xC0) & (owner[:, 1] == 12) & (p + 2 <= mend[act])
+        fixed = p + 2
+        good = to_q.copy()
+        other = np.flatnonzero(~to_q)
+        if other.size:
+            fixed[other], good[other] = _walk_names(
+                rd, base[other], mend[act][other], p[other], qstart[act][other], qlen[act][other]
+            )
         rs = fixed + 10
         good &= rs <= mend[act]
-        rtype = rd.u16(fixed)
-        rclass = rd.u16(fixed + 2)
-        ttl = rd.u32(fixed + 4)
-        re = rs + rd.u16(fixed + 8)
+        f = rd.block(fixed, 10)
+        rtype = (f[:, 0] << 8) | f[:, 1]
+        rclass = (f[:, 2] << 8) | f[:, 3]
+        ttl = (f[:, 4] << 24) | (f[:, 5] << 16) | (f[:, 6] << 8) | f[:, 7]
+        re = rs + ((f[:, 8] << 8) | f[:, 9])
         good &= re <= mend[act]
         section = np.where(r < an[act], 1, np.where(r < an[act] + ns[act], 2, 3))
-        good &= _check_rdata(rd, start[act], mend[act], rtype, rs, re, qstart[act], qlen[act])
+        # Empty rdata with class NONE/ANY is how dynamic updates delete (RFC 2136 2.5): not checked.
+        checked = ~((re == rs) & ((rclass == 254) | (rclass == 255)))
+        good &= ~checked | _check_rdata(rd, base, mend[act], rtype, rs, re, qstart[act], qlen[act])
 
         opt = good & (rtype == _OPT)
         if opt.any():
@@ -269,24 +289,22 @@ def _render_names(rd: _Reader, qs: I64, qe: I64, ok: Mask, labels: list[tuple[I6
     count = qe[rows] - first
     cum = np.zeros(len(rows) + 1, dtype=np.int64)
     np.cumsum(count, out=cum[1:])
-    owner = np.repeat(np.arange(len(rows)), count)
-    gidx = np.arange(cum[-1], dtype=np.int64) - cum[owner] + first[owner]
-    g = rd.b[gidx].copy()
+    gidx = np.arange(cum[-1], dtype=np.int64) + np.repeat(first - cum[:-1], count)
+    g = rd.b[gidx]
     dots = np.zeros(len(g), dtype=bool)
     slot = np.full(len(ok), -1, dtype=np.int64)
     slot[rows] = np.arange(len(rows))
     for row, pos in labels:
         sel = slot[row]
         keep = (sel >= 0) & (pos != qs[row])
-        gi = cum[sel[keep]] + (pos[keep] - first[sel[keep]])
-        dots[gi] = True
+        dots[cum[sel[keep]] + (pos[keep] - first[sel[keep]])] = True
     ends = cum[1:] - 1
-    bad = ((g < 0x21) | (g > 0x7E) | np.isin(g, _SPECIAL)) & ~dots
+    bad = _NEEDS_ESCAPE[g] & ~dots
     bad[ends] = False
     g[dots] = ord(".")
     g[ends] = ord("\n")
     text = g.tobytes().decode("latin-1").split("\n")[:-1]
-    for i in np.flatnonzero(np.bincount(owner, weights=bad, minlength=len(rows)) > 0):
+    for i in np.flatnonzero(np.logical_or.reduceat(bad, cum[:-1])):
         r = rows[i]
         text[i] = name_to_text(rd.b[qs[r] : qe[r]].tobytes())
     for i in np.flatnonzero(root):
