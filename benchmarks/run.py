@@ -1,0 +1,222 @@
+#!/usr/bin/env python3
+"""Measure pcapdns against tshark and a bare record walk on one large capture.
+
+    python benchmarks/run.py                       # 2,000,000 packets (built first if absent)
+    python benchmarks/run.py --packets 200000      # a smaller capture
+    python benchmarks/run.py --skip-tshark         # pcapdns and the record walk only
+    python benchmarks/run.py --check               # exit 1 if pcapdns is too slow or too big
+
+Each tool runs in its own child process; wall time is measured around it and its peak resident
+set size is read from ``os.wait4`` (the child's own ``ru_maxrss``).  The table reports; it does not
+judge (exit status 0) unless ``--check`` is given: then pcapdns must reach 1,000,000 packets/s and
+stay under 500 MiB, or the exit status is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+MIN_PPS = 1_000_000
+MAX_MIB = 500
+
+
+@dataclass
+class Result:
+    tool: str
+    packets: int | None
+    seconds: float | None
+    peak_mib: float | None
+    note: str = ""
+
+    @property
+    def pps(self) -> float | None:
+        if self.packets is None or not self.seconds:
+            return None
+        return self.packets / self.seconds
+
+
+def default_capture(packets: int) -> Path:
+    if packets % 1_000_000 == 0:
+        tag = f"{packets // 1_000_000}m"
+    elif packets % 1_000 == 0:
+        tag = f"{packets // 1_000}k"
+    else:
+        tag = str(packets)
+    return HERE / "data" / f"resolver-{tag}.pcap"
+
+
+def measure(argv: list[str], stdout: int = subprocess.DEVNULL) -> tuple[int, float, float, str]:
+    """Run ``argv`` as a child; return (exit status, wall seconds, peak RSS in MiB, end of stderr)."""
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=stdout, stderr=err, cwd=ROOT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        tail = err.read().decode(errors="replace").strip().splitlines()[-1:]
+    # ru_maxrss is in KiB on Linux (bytes on macOS).
+    peak = usage.ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
+    return proc.returncode, seconds, peak, tail[0] if tail else ""
+
+
+def walk(path: Path, chunk: int = 16 * 2**20) -> int:
+    """The baseline: visit every record header of a pcap file with struct, reading 16 MiB at a time."""
+    with path.open("rb") as f:
+        head = f.read(24)
+        endian = "<" if struct.unpack_from("<I", head, 0)[0] in (0xA1B2C3D4, 0xA1B23C4D) else ">"
+        unpack_from = struct.Struct(endian + "IIII").unpack_from
+        data, off, n = b"", 0, 0
+        while True:
+            more = f.read(chunk)
+            if not more:
+                return n
+            data = data[off:] + more
+            off, end = 0, len(data)
+            while off + 16 <= end:
+                nxt = off + 16 + unpack_from(data, off)[2]
+                if nxt > end:
+                    break
+                off = nxt
+                n += 1
+
+
+def run_pcapdns(capture: Path) -> Result:
+    with tempfile.TemporaryFile("w+") as out:
+        argv = [sys.executable, "-m", "pcapdns", "analyze", str(capture), "--json"]
+        status, seconds, peak, err = measure(argv, stdout=out.fileno())
+        out.seek(0)
+        text = out.read()
+    if status != 0:
+        return Result("pcapdns analyze --json", None, seconds, peak, f"failed (exit status {status}): {err}")
+    try:
+        frames = int(json.loads(text)["frames"])
+    except (ValueError, KeyError, TypeError):
+        return Result("pcapdns analyze --json", None, seconds, peak, "no usable --json output")
+    return Result("pcapdns analyze --json", frames, seconds, peak)
+
+
+def run_tshark(capture: Path, packets: int) -> Result:
+    name = "tshark -T fields (id, rcode, qname)"
+    tshark = shutil.which("tshark")
+    if tshark is None:
+        return Result(name, None, None, None, "skipped: tshark not on PATH")
+    argv = [tshark, "-n", "-r", str(capture), "-T", "fields", "-e", "dns.id", "-e", "dns.flags.rcode",
+            "-e", "dns.qry.name"]  # fmt: skip
+    status, seconds, peak, err = measure(argv)
+    if status != 0:
+        return Result(name, None, seconds, peak, f"failed (exit status {status}): {err}")
+    return Result(name, packets, seconds, peak)
+
+
+def run_walk(capture: Path) -> Result:
+    """The record walk, in a child like the others; its output is the packet count."""
+    name = "record walk (python + struct)"
+    argv = [sys.executable, str(Path(__file__).resolve()), "--walk", str(capture)]
+    with tempfile.TemporaryFile("w+") as out:
+        status, seconds, peak, err = measure(argv, stdout=out.fileno())
+        out.seek(0)
+        text = out.read().strip()
+    if status != 0 or not text.isdigit():
+        return Result(name, None, seconds, peak, f"failed (exit status {status}): {err}")
+    return Result(name, int(text), seconds, peak)
+
+
+def table(results: list[Result]) -> str:
+    rows = [("tool", "packets", "seconds", "packets/s", "peak MiB")]
+    for r in results:
+        rows.append((
+            r.tool,
+            f"{r.packets:,}" if r.packets is not None else "-",
+            f"{r.seconds:.2f}" if r.seconds is not None else "-",
+            f"{r.pps:,.0f}" if r.pps is not None else "-",
+            f"{r.peak_mib:,.0f}" if r.peak_mib is not None else "-",
+        ))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = []
+    for k, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+        lines.append("  ".join(cells))
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    notes = [f"  {r.tool}: {r.note}" for r in results if r.note]
+    return "\n".join(lines + notes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Time pcapdns, tshark and a bare record walk on one capture.")
+    ap.add_argument("--packets", type=int, default=2_000_000, help="capture size (default 2,000,000)")
+    ap.add_argument("--capture", type=Path, help="use this pcap instead of benchmarks/data/resolver-*.pcap")
+    ap.add_argument("--skip-tshark", action="store_true", help="do not run tshark")
+    check_help = f"exit 1 unless pcapdns reaches {MIN_PPS:,} packets/s under {MAX_MIB} MiB"
+    ap.add_argument("--check", action="store_true", help=check_help)
+    ap.add_argument("--walk", type=Path, help=argparse.SUPPRESS)  # the baseline's child process
+    args = ap.parse_args(argv)
+
+    if args.walk:
+        print(walk(args.walk))
+        return 0
+
+    # Everything heavy runs in child processes: on Linux a child's ru_maxrss starts from its
+    # parent's high-water mark, so this process must stay small to measure the children fairly.
+    capture = args.capture or default_capture(args.packets)
+    if not capture.exists():
+        if args.capture:
+            print(f"run.py: {capture}: no such file", file=sys.stderr)
+            return 2
+        print(f"building {capture} ({args.packets:,} packets) ...", file=sys.stderr)
+        build = [
+            sys.executable,
+            str(HERE / "make_capture.py"),
+            "--packets",
+            str(args.packets),
+            "-o",
+            str(capture),
+        ]
+        status, seconds, _, err = measure(build)
+        if status != 0:
+            print(f"run.py: make_capture.py failed (exit status {status}): {err}", file=sys.stderr)
+            return 2
+        print(f"  done in {seconds:.1f} s", file=sys.stderr)
+
+    baseline = run_walk(capture)
+    packets = baseline.packets or 0
+    print(f"capture: {capture} ({packets:,} packets, {capture.stat().st_size / 2**20:,.1f} MiB)")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs\n")
+    results = [run_pcapdns(capture)]
+    if not args.skip_tshark:
+        results.append(run_tshark(capture, packets))
+    results.append(baseline)
+    print(table(results))
+
+    if args.check:
+        ours = results[0]
+        failures = []
+        if ours.pps is None:
+            failures.append(f"pcapdns did not complete ({ours.note})")
+        else:
+            if ours.pps < MIN_PPS:
+                failures.append(f"{ours.pps:,.0f} packets/s < {MIN_PPS:,}")
+            if ours.peak_mib is not None and ours.peak_mib > MAX_MIB:
+                failures.append(f"peak {ours.peak_mib:,.0f} MiB > {MAX_MIB} MiB")
+        if failures:
+            print("\ncheck failed: " + "; ".join(failures))
+            return 1
+        print("\ncheck passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
