@@ -325,7 +325,7 @@ def _mutated(data: bytes, edits: list[tuple[int, int]], cut: int) -> bytes:
     out = bytearray(data)
     for pos, value in edits:
         if pos >= 28:  # keep the file header, so the file still opens
-            out[pos % len(out)] = value
+            out[28 + (pos - 28) % (len(out) - 28)] = value
     return bytes(out[: max(28, len(out) - cut)])
 
 

@@ -101,7 +101,8 @@ def summary(a: Analysis) -> dict[str, Any]:
         "malformed": int(m.get_column("malformed").sum()),
         "malformed_reasons": {str(r): int(n) for r, n in malformed_reasons.iter_rows()},
         "rcodes": _named_counts(responses, "rcode", rcode_name),
-        "qtypes": _named_counts(queries, "qtype", rrtype_name),
+        # An UPDATE's first section is the zone, not a question (RFC 2136 2.3): not a QTYPE.
+        "qtypes": _named_counts(queries.filter(pl.col("opcode") != 5), "qtype", rrtype_name),
         "transports": {
             ("tcp" if t == 6 else "udp"): int(n)
             for t, n in m.group_by("transport").len().sort("transport", descending=True).iter_rows()

@@ -49,7 +49,7 @@ TRANSACTIONS: dict[str, pl.DataType] = {
 }
 
 _Q_COLS = [
-    "mi", "ts_ns", "id", "c_hi", "c_lo", "c_port", "s_hi", "s_lo", "s_port", "transport", "opcode",
+    "mi", "ts_ns", "id", "src_hi", "src_lo", "sport", "dst_hi", "dst_lo", "dport", "transport", "opcode",
     "qname", "qclass", "qtype", "flags", "edns_udp_size", "do", "file_id", "frame",
 ]
 _R_COLS = ["mi", "ts_ns", "rcode", "flags", "ede", "ancount", "frame"]
@@ -69,16 +69,17 @@ def build_transactions(paired: Paired, files: list[str]) -> pl.DataFrame:
         .join(r, left_on="response_mi", right_on="r_mi", how="left")
         .sort("query_mi")
     )
-    t = add_address(t, "q_c_hi", "q_c_lo", "client")
-    t = add_address(t, "q_s_hi", "q_s_lo", "server")
+    # The query's source is the client, its destination the server.
+    t = add_address(t, "q_src_hi", "q_src_lo", "client")
+    t = add_address(t, "q_dst_hi", "q_dst_lo", "server")
     out = t.select(
         pl.from_epoch(pl.col("q_ts_ns"), time_unit="ns").dt.cast_time_unit("us").dt.replace_time_zone("UTC")
         .alias("ts"),
         pl.col("q_id").alias("trans_id"),
         "client",
-        pl.col("q_c_port").alias("client_port"),
+        pl.col("q_sport").alias("client_port"),
         "server",
-        pl.col("q_s_port").alias("server_port"),
+        pl.col("q_dport").alias("server_port"),
         pl.when(pl.col("q_transport") == 6).then(pl.lit("tcp")).otherwise(pl.lit("udp")).alias("transport"),
         named(t, "q_opcode", opcode_name, "opcode_name"),
         pl.col("q_qname").alias("qname"),

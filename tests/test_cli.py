@@ -1,0 +1,134 @@
+"""The CLI shell: user errors are one line on stderr with a distinct exit status, never a traceback."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pcapdns.cli import main
+from pcapdns.errors import ExitStatus
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "pcaps"
+CHEPY = CORPUS / "chepy__test.pcapng"
+needs_corpus = pytest.mark.skipif(not CHEPY.exists(), reason="shared corpus not present")
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    status = main(list(args))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_missing_file(capsys, tmp_path):
+    status, out, err = run(capsys, "analyze", str(tmp_path / "nope.pcap"))
+    assert status == ExitStatus.NO_INPUT
+    assert "nope.pcap" in one_line(err) and out == ""
+
+
+def test_not_a_capture(capsys, tmp_path):
+    p = tmp_path / "notes.txt"
+    p.write_text("Hello, this is not a capture\n")
+    status, _, err = run(capsys, "analyze", str(p))
+    assert status == ExitStatus.BAD_CAPTURE
+    assert "notes.txt" in one_line(err)
+
+
+def test_empty_file(capsys, tmp_path):
+    p = tmp_path / "empty.pcap"
+    p.write_bytes(b"")
+    status, _, err = run(capsys, "analyze", str(p))
+    assert status == ExitStatus.BAD_CAPTURE
+    assert "empty" in one_line(err)
+
+
+def test_directory(capsys, tmp_path):
+    status, _, err = run(capsys, "analyze", str(tmp_path))
+    assert status in (ExitStatus.NO_INPUT, ExitStatus.BAD_CAPTURE)
+    one_line(err)
+
+
+def test_bad_flag(capsys):
+    status, _, err = run(capsys, "analyze", "--frobnicate", "x.pcap")
+    assert status == ExitStatus.USAGE
+    assert "--frobnicate" in one_line(err)
+
+
+def test_pattern_matching_nothing(capsys, tmp_path):
+    status, _, err = run(capsys, "analyze", str(tmp_path / "*.pcap"))
+    assert status == ExitStatus.NO_INPUT
+    assert "no file matches" in one_line(err)
+
+
+@needs_corpus
+def test_json_summary_contract(capsys):
+    status, out, err = run(capsys, "analyze", str(CHEPY), "--json")
+    assert status == 0, err
+    s = json.loads(out)
+    assert list(s) == [
+        "frames",
+        "dns_messages",
+        "queries",
+        "responses",
+        "answered",
+        "unanswered",
+        "unanswered_by_reason",
+        "orphan_responses",
+        "retransmissions",
+        "duplicate_responses",
+        "malformed",
+        "malformed_reasons",
+        "rcodes",
+        "qtypes",
+        "transports",
+        "latency_ms",
+        "decode_issues",
+        "time_span",
+    ]
+    assert (s["frames"], s["dns_messages"], s["queries"], s["responses"], s["answered"]) == (16, 6, 3, 3, 3)
+    assert s["rcodes"] == {"NOERROR": 3} and s["qtypes"] == {"A": 3} and s["transports"] == {"udp": 6}
+    # tshark's dns.time for the three answers: 21.290 ms, 20.086 ms, 34.379 ms
+    assert s["latency_ms"]["count"] == 3
+    assert s["latency_ms"]["min"] == pytest.approx(20.086, abs=0.001)
+    assert s["latency_ms"]["max"] == pytest.approx(34.379, abs=0.001)
+    assert s["latency_ms"]["p50"] == pytest.approx(21.290, abs=0.001)
+
+
+@needs_corpus
+def test_several_files_compressed_and_stdin(capsys, tmp_path):
+    other = CORPUS / "suricata-verify__bug-1158--input.pcap"
+    gz = tmp_path / "c.pcapng.gz"
+    gz.write_bytes(gzip.compress(CHEPY.read_bytes()))
+    status, out, err = run(capsys, "analyze", str(gz), str(other), "--json")
+    assert status == 0, err
+    s = json.loads(out)
+    # chepy: 16 frames, 6 messages, 3 answered; bug-1158: 164 frames, 161 messages, 80 answered (tshark)
+    assert (s["frames"], s["dns_messages"], s["answered"]) == (16 + 164, 6 + 161, 3 + 80)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pcapdns", "analyze", "-", "--json"],
+        input=CHEPY.read_bytes(),
+        capture_output=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["dns_messages"] == 6
+
+
+@needs_corpus
+def test_human_report_mentions_the_essentials(capsys):
+    status, out, _ = run(capsys, "analyze", str(CHEPY))
+    assert status == 0
+    for heading in ("Capture quality", "Totals", "RCODEs", "Latency"):
+        assert heading in out
+    assert "NOERROR" in out
