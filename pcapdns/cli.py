@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+
 import click
 
 from pcapdns import __version__
@@ -46,20 +47,39 @@ def cli(debug: bool) -> None:
 @cli.command()
 @click.argument("files", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the machine-readable summary (stable keys).")
-@click.option("-p", "--port", "ports", type=click.IntRange(1, 65535), multiple=True,
-              help="DNS port (repeatable; default 53). mDNS (5353) and LLMNR (5355) only when named.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
-              help="Seconds after a query's last transmission before it counts as unanswered.")
+@click.option(
+    "-p",
+    "--port",
+    "ports",
+    type=click.IntRange(1, 65535),
+    multiple=True,
+    help="DNS port (repeatable; default 53). mDNS (5353) and LLMNR (5355) only when named.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="Seconds after a query's last transmission before it counts as unanswered.",
+)
 @click.option("--no-progress", is_flag=True, help="Never draw a progress bar.")
 @click.option("--slow-path", is_flag=True, hidden=True, help="Decode every frame per packet (debugging).")
-def analyze(files: tuple[str, ...], as_json: bool, ports: tuple[int, ...], timeout: float, no_progress: bool,
-            slow_path: bool) -> None:
+def analyze(
+    files: tuple[str, ...],
+    as_json: bool,
+    ports: tuple[int, ...],
+    timeout: float,
+    no_progress: bool,
+    slow_path: bool,
+) -> None:
     """Analyze pcap/pcapng FILES (compressed or not, '-' for stdin) as one capture."""
     from pcapdns.pipeline import Options
     from pcapdns.pipeline import analyze as run
     from pcapdns.tables.summary import summary
 
-    opts = Options(ports=frozenset(ports) if ports else Options().ports, timeout_s=timeout, fast=not slow_path)
+    opts = Options(
+        ports=frozenset(ports) if ports else Options().ports, timeout_s=timeout, fast=not slow_path
+    )
     paths = _expand(files)
     show_progress = not no_progress and sys.stderr.isatty()
     if show_progress:
@@ -113,7 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 -- the one place that turns bugs into a clean line
         if _DEBUG:
             raise
-        return _fail(f"internal error: {type(e).__name__}: {e}", "run with --debug for the traceback",
-                     int(ExitStatus.ERROR))
+        return _fail(
+            f"internal error: {type(e).__name__}: {e}",
+            "run with --debug for the traceback",
+            int(ExitStatus.ERROR),
+        )
     return int(ExitStatus.OK)
-

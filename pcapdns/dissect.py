@@ -130,7 +130,9 @@ class Dissector:
             *[c for c in MESSAGES if c not in ("edns_version", "edns_udp_size", "ede")],
             pl.when(no_opt).then(None).otherwise(pl.col("edns_version")).alias("edns_version"),
             pl.when(no_opt).then(None).otherwise(pl.col("edns_udp_size")).alias("edns_udp_size"),
-            pl.when(pl.col("_ede") >= 0).then(pl.concat_list(pl.col("_ede"))).otherwise(pl.lit([]))
+            pl.when(pl.col("_ede") >= 0)
+            .then(pl.concat_list(pl.col("_ede")))
+            .otherwise(pl.lit([]))
             .alias("ede"),
         ).select(pl.col(name).cast(dtype) for name, dtype in MESSAGES.items())
 
@@ -142,8 +144,14 @@ class Dissector:
             start = int(batch.data_off[i])
             data = batch.buf[start : start + int(batch.caplen[i])]
             payloads.extend(
-                decode(batch.file_id, int(batch.frame[i]), int(batch.ts_ns[i]), int(batch.linktype[i]), data,
-                       int(batch.wirelen[i]))
+                decode(
+                    batch.file_id,
+                    int(batch.frame[i]),
+                    int(batch.ts_ns[i]),
+                    int(batch.linktype[i]),
+                    data,
+                    int(batch.wirelen[i]),
+                )
             )
         self.counters["slow_frames"] += len(rows)
         return self._rows(payloads)
@@ -165,13 +173,39 @@ class Dissector:
                     )
             src_hi, src_lo = _halves(p.src)
             dst_hi, dst_lo = _halves(p.dst)
-            rows.append((
-                p.file_id, p.frame, p.idx, p.ts_ns, int(p.transport), src_hi, src_lo, p.sport, dst_hi, dst_lo,
-                p.dport, len(p.data), msg.id, msg.flags, msg.qr, msg.opcode, msg.rcode, msg.qdcount,
-                msg.ancount, msg.nscount, msg.arcount,
-                name_to_text(q.name) if q else None, q.qtype if q else None, q.qclass if q else None,
-                edns is not None, edns.version if edns else None, edns.udp_size if edns else None,
-                bool(edns.do) if edns else False, [code for code, _ in edns.ede] if edns else [],
-                bad, p.capture_truncated,
-            ))
+            rows.append(
+                (
+                    p.file_id,
+                    p.frame,
+                    p.idx,
+                    p.ts_ns,
+                    int(p.transport),
+                    src_hi,
+                    src_lo,
+                    p.sport,
+                    dst_hi,
+                    dst_lo,
+                    p.dport,
+                    len(p.data),
+                    msg.id,
+                    msg.flags,
+                    msg.qr,
+                    msg.opcode,
+                    msg.rcode,
+                    msg.qdcount,
+                    msg.ancount,
+                    msg.nscount,
+                    msg.arcount,
+                    name_to_text(q.name) if q else None,
+                    q.qtype if q else None,
+                    q.qclass if q else None,
+                    edns is not None,
+                    edns.version if edns else None,
+                    edns.udp_size if edns else None,
+                    bool(edns.do) if edns else False,
+                    [code for code, _ in edns.ede] if edns else [],
+                    bad,
+                    p.capture_truncated,
+                )
+            )
         return pl.DataFrame(rows, schema=MESSAGES, orient="row")

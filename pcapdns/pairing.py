@@ -53,14 +53,24 @@ def _sides() -> list[pl.Expr]:
         return pl.when(qr).then(pl.col(response_side)).otherwise(pl.col(query_side)).alias(name)
 
     return [
-        side("src_hi", "dst_hi", "c_hi"), side("src_lo", "dst_lo", "c_lo"), side("sport", "dport", "c_port"),
-        side("dst_hi", "src_hi", "s_hi"), side("dst_lo", "src_lo", "s_lo"), side("dport", "sport", "s_port"),
+        side("src_hi", "dst_hi", "c_hi"),
+        side("src_lo", "dst_lo", "c_lo"),
+        side("sport", "dport", "c_port"),
+        side("dst_hi", "src_hi", "s_hi"),
+        side("dst_lo", "src_lo", "s_lo"),
+        side("dport", "sport", "s_port"),
     ]
 
 
 def _key_columns() -> list[pl.Expr]:
-    return [pl.col("transport"), *_sides()[:6], pl.col("id"), pl.col("qname").str.to_lowercase().alias("qkey"),
-            pl.col("qtype"), pl.col("qclass")]
+    return [
+        pl.col("transport"),
+        *_sides()[:6],
+        pl.col("id"),
+        pl.col("qname").str.to_lowercase().alias("qkey"),
+        pl.col("qtype"),
+        pl.col("qclass"),
+    ]
 
 
 def pair(messages: pl.DataFrame, timeout_ns: int, capture_end_ns: int, *, vectorized: bool = True) -> Paired:
@@ -91,7 +101,10 @@ def pair(messages: pl.DataFrame, timeout_ns: int, capture_end_ns: int, *, vector
         noq = (m.get_column("qr") & m.get_column("qname").is_null()).to_numpy()
         del keys
         order = (
-            pl.DataFrame({"h": h1, "i": np.arange(n)}).sort("h", maintain_order=True).get_column("i").to_numpy()
+            pl.DataFrame({"h": h1, "i": np.arange(n)})
+            .sort("h", maintain_order=True)
+            .get_column("i")
+            .to_numpy()
         )
         s1, s2 = h1[order], h2[order]
         start = np.ones(n, dtype=bool)
@@ -123,7 +136,9 @@ def pair(messages: pl.DataFrame, timeout_ns: int, capture_end_ns: int, *, vector
         role[lone_r] = _ROLE_CODE["orphan_response"]
         ended = ts[lone_q] + timeout_ns > capture_end_ns
         links.append(_links(first, second, np.full(len(first), _STATUS_CODE["answered"])))
-        links.append(_links(lone_q, None, np.where(ended, _STATUS_CODE["capture_ended"], _STATUS_CODE["unanswered"])))
+        links.append(
+            _links(lone_q, None, np.where(ended, _STATUS_CODE["capture_ended"], _STATUS_CODE["unanswered"]))
+        )
         decided = np.zeros(n, dtype=bool)
         decided[first] = decided[second] = decided[lone] = True
         complex_rows = np.flatnonzero(~decided)
@@ -158,7 +173,8 @@ def _links(
     return pl.DataFrame(
         {
             "query_mi": pl.Series(query, dtype=pl.UInt32),
-            "response_mi": pl.Series(response, dtype=pl.UInt32) if response is not None
+            "response_mi": pl.Series(response, dtype=pl.UInt32)
+            if response is not None
             else pl.repeat(None, len(query), dtype=pl.UInt32, eager=True),
             "status": pl.Series(status).replace_strict(dict(enumerate(STATUSES)), return_dtype=STATUS),
             "retransmissions": pl.repeat(0, len(query), dtype=pl.UInt32, eager=True),
@@ -235,6 +251,8 @@ class _Matcher:
         for pending in self.outstanding.values():
             for txn in pending:
                 ended = txn.last_send + self.timeout_ns > self.capture_end_ns
-                self.links.append((txn.mi, None, "capture_ended" if ended else "unanswered", txn.retransmissions))
+                self.links.append(
+                    (txn.mi, None, "capture_ended" if ended else "unanswered", txn.retransmissions)
+                )
         self.outstanding.clear()
         return self.roles, self.links

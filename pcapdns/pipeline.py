@@ -37,7 +37,9 @@ def _issues_frame(issues: Iterable[DecodeIssue]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=DECODE_ISSUES, orient="row")
 
 
-def analyze(paths: Sequence[str], options: Options | None = None, progress: Progress | None = None) -> Analysis:
+def analyze(
+    paths: Sequence[str], options: Options | None = None, progress: Progress | None = None
+) -> Analysis:
     """Read every capture in ``paths`` (as one analysis) and pair, count and tabulate its DNS."""
     opts = options or Options()
     dissector = Dissector(opts.ports, fast=opts.fast)

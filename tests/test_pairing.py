@@ -14,18 +14,52 @@ CLIENT = (0, 0x0000FFFF0A000101)  # 10.0.1.1
 SERVER = (0, 0x0000FFFF0A000035)  # 10.0.0.53
 
 
-def msg(ts: float, qr: bool, ident: int = 1, qname: str | None = "example.com", *, frame: int = 0,
-        qtype: int = 1, sport: int = 40000, transport: int = 17, rcode: int = 0) -> dict[str, object]:
+def msg(
+    ts: float,
+    qr: bool,
+    ident: int = 1,
+    qname: str | None = "example.com",
+    *,
+    frame: int = 0,
+    qtype: int = 1,
+    sport: int = 40000,
+    transport: int = 17,
+    rcode: int = 0,
+) -> dict[str, object]:
     src, dst = (SERVER, CLIENT) if qr else (CLIENT, SERVER)
     ports = (53, sport) if qr else (sport, 53)
     return {
-        "file_id": 0, "frame": frame, "idx": 0, "ts_ns": int(ts * S), "transport": transport,
-        "src_hi": src[0], "src_lo": src[1], "sport": ports[0], "dst_hi": dst[0], "dst_lo": dst[1],
-        "dport": ports[1], "size": 40, "id": ident, "flags": 0x8180 if qr else 0x0100, "qr": qr, "opcode": 0,
-        "rcode": rcode, "qdcount": 0 if qname is None else 1, "ancount": 0, "nscount": 0, "arcount": 0,
-        "qname": qname, "qtype": None if qname is None else qtype, "qclass": None if qname is None else 1,
-        "edns": False, "edns_version": None, "edns_udp_size": None, "do": False, "ede": [],
-        "malformed": False, "capture_truncated": False,
+        "file_id": 0,
+        "frame": frame,
+        "idx": 0,
+        "ts_ns": int(ts * S),
+        "transport": transport,
+        "src_hi": src[0],
+        "src_lo": src[1],
+        "sport": ports[0],
+        "dst_hi": dst[0],
+        "dst_lo": dst[1],
+        "dport": ports[1],
+        "size": 40,
+        "id": ident,
+        "flags": 0x8180 if qr else 0x0100,
+        "qr": qr,
+        "opcode": 0,
+        "rcode": rcode,
+        "qdcount": 0 if qname is None else 1,
+        "ancount": 0,
+        "nscount": 0,
+        "arcount": 0,
+        "qname": qname,
+        "qtype": None if qname is None else qtype,
+        "qclass": None if qname is None else 1,
+        "edns": False,
+        "edns_version": None,
+        "edns_udp_size": None,
+        "do": False,
+        "ede": [],
+        "malformed": False,
+        "capture_truncated": False,
     }
 
 
@@ -71,22 +105,37 @@ def test_capture_ended_while_waiting():
 
 
 def test_response_without_question_matches_oldest_outstanding():
-    roles, links = run(frame(msg(1, False, 5, "a.example"), msg(1.1, False, 5, "b.example"),
-                             msg(1.2, True, 5, None, rcode=1)))
+    roles, links = run(
+        frame(
+            msg(1, False, 5, "a.example"), msg(1.1, False, 5, "b.example"), msg(1.2, True, 5, None, rcode=1)
+        )
+    )
     assert roles == ["query", "query", "response"]
     assert links == [(1, "answered", 0), (2, "unanswered", 0)]
 
 
 def test_same_id_different_questions_answered_out_of_order():
-    roles, links = run(frame(msg(1, False, 5, "a.example"), msg(1.1, False, 5, "b.example"),
-                             msg(1.2, True, 5, "b.example"), msg(1.3, True, 5, "a.example")))
+    roles, links = run(
+        frame(
+            msg(1, False, 5, "a.example"),
+            msg(1.1, False, 5, "b.example"),
+            msg(1.2, True, 5, "b.example"),
+            msg(1.3, True, 5, "a.example"),
+        )
+    )
     assert roles == ["query", "query", "response", "response"]
     assert links == [(1, "answered", 0), (2, "answered", 0)]
 
 
 def test_question_compared_case_insensitively_and_transports_kept_apart():
-    roles, _ = run(frame(msg(1, False, qname="WWW.Example.COM"), msg(1.1, True, qname="www.example.com"),
-                         msg(2, False, 9, transport=6), msg(2.1, True, 9, transport=17)))
+    roles, _ = run(
+        frame(
+            msg(1, False, qname="WWW.Example.COM"),
+            msg(1.1, True, qname="www.example.com"),
+            msg(2, False, 9, transport=6),
+            msg(2.1, True, 9, transport=17),
+        )
+    )
     assert roles == ["query", "response", "query", "orphan_response"]
 
 

@@ -27,7 +27,22 @@ Mask = npt.NDArray[np.bool_]
 
 _MAX_NAME = 255
 # Types whose rdata is (offset of an embedded name): checked as the per-message parser does.
-_NAME_AT: dict[int, int] = {2: 0, 3: 0, 4: 0, 5: 0, 7: 0, 8: 0, 9: 0, 12: 0, 39: 0, 15: 2, 18: 2, 21: 2, 36: 2, 33: 6}
+_NAME_AT: dict[int, int] = {
+    2: 0,
+    3: 0,
+    4: 0,
+    5: 0,
+    7: 0,
+    8: 0,
+    9: 0,
+    12: 0,
+    39: 0,
+    15: 2,
+    18: 2,
+    21: 2,
+    36: 2,
+    33: 6,
+}
 _SOA = 6
 _OPT = 41
 _EDE = 15
@@ -74,7 +89,8 @@ class _Reader:
     def block(self, pos: I64, width: int) -> I64:
         """``width`` consecutive bytes at each position, as an (n, width) array (one gather)."""
         idx = np.minimum(pos[:, None] + np.arange(width), self.last)
-        return self.b[idx].astype(np.int64)
+        out: I64 = self.b[idx].astype(np.int64)
+        return out
 
 
 def _walk_names(
@@ -224,9 +240,22 @@ def parse_batch(b: npt.NDArray[np.uint8], start: I64, length: I64) -> DnsColumns
 
     qname = _render_names(rd, qstart, qend, ok, labels)
     return DnsColumns(
-        ok=ok, id=ident, flags=flags, qdcount=qd, ancount=an, nscount=ns, arcount=ar, qname=qname,
-        qtype=qtype, qclass=qclass, has_opt=has_opt, edns_version=edns_version, edns_udp_size=udp_size,
-        ext_rcode=ext_rcode, do=do, ede=ede,
+        ok=ok,
+        id=ident,
+        flags=flags,
+        qdcount=qd,
+        ancount=an,
+        nscount=ns,
+        arcount=ar,
+        qname=qname,
+        qtype=qtype,
+        qclass=qclass,
+        has_opt=has_opt,
+        edns_version=edns_version,
+        edns_udp_size=udp_size,
+        ext_rcode=ext_rcode,
+        do=do,
+        ede=ede,
     )
 
 
@@ -303,7 +332,7 @@ def _render_names(rd: _Reader, qs: I64, qe: I64, ok: Mask, labels: list[tuple[I6
     bad[ends] = False
     g[dots] = ord(".")
     g[ends] = ord("\n")
-    text = g.tobytes().decode("latin-1").split("\n")[:-1]
+    text: list[str] = g.tobytes().decode("latin-1").split("\n")[:-1]
     for i in np.flatnonzero(np.logical_or.reduceat(bad, cum[:-1])):
         r = rows[i]
         text[i] = name_to_text(rd.b[qs[r] : qe[r]].tobytes())

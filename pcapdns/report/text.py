@@ -45,7 +45,9 @@ def quality(a: Analysis, s: dict[str, Any]) -> RenderableType:
         comp = f", {c.compression}" if c.compression else ""
         lines.append(Text.assemble((c.path, "bold"), f"  {c.format}{comp}, {c.frames:,} frames ({links})"))
         if c.interface_drops:
-            lines.append(Text(f"  the capture itself dropped {c.interface_drops:,} packets (pcapng ISB)", "yellow"))
+            lines.append(
+                Text(f"  the capture itself dropped {c.interface_drops:,} packets (pcapng ISB)", "yellow")
+            )
     span = s["time_span"]
     lines.append(Text(f"time span: {span['first']} .. {span['last']}"))
     if s["decode_issues"]:
@@ -100,16 +102,35 @@ def unanswered(a: Analysis) -> RenderableType:
 
 def latency(a: Analysis, s: dict[str, Any]) -> RenderableType:
     t = _table(
-        "Latency (ms) and health per server", "server", "queries", "answered", "SERVFAIL", "p50", "p95", "max",
+        "Latency (ms) and health per server",
+        "server",
+        "queries",
+        "answered",
+        "SERVFAIL",
+        "p50",
+        "p95",
+        "max",
         right=("queries", "answered", "SERVFAIL", "p50", "p95", "max"),
     )
     lat = s["latency_ms"]
-    t.add_row(Text("all", "bold"), f"{s['answered'] + s['unanswered']:,}", _pct(s["answered"], s["answered"] +
-              s["unanswered"]), "", _ms(lat["p50"]), _ms(lat["p95"]), _ms(lat["max"]))
+    t.add_row(
+        Text("all", "bold"),
+        f"{s['answered'] + s['unanswered']:,}",
+        _pct(s["answered"], s["answered"] + s["unanswered"]),
+        "",
+        _ms(lat["p50"]),
+        _ms(lat["p95"]),
+        _ms(lat["max"]),
+    )
     for row in servers(a).head(15).iter_rows(named=True):
         t.add_row(
-            Text(row["server"] or "-"), f"{row['queries']:,}", f"{row['answer_rate']:.1%}", f"{row['servfail']:,}",
-            _ms(row["p50_ms"]), _ms(row["p95_ms"]), _ms(row["max_ms"]),
+            Text(row["server"] or "-"),
+            f"{row['queries']:,}",
+            f"{row['answer_rate']:.1%}",
+            f"{row['servfail']:,}",
+            _ms(row["p50_ms"]),
+            _ms(row["p95_ms"]),
+            _ms(row["max_ms"]),
         )
     t.caption = f"all answers: p99 {_ms(lat['p99'])} ms, min {_ms(lat['min'])} ms, {lat['count']:,} answered"
     return t
@@ -123,8 +144,13 @@ def failing_names(a: Analysis) -> RenderableType:
 
 
 def malformed(a: Analysis, s: dict[str, Any]) -> RenderableType:
-    t = _table("Malformed messages by reason", "reason", "messages", "example (file:frame @offset)",
-               right=("messages",))
+    t = _table(
+        "Malformed messages by reason",
+        "reason",
+        "messages",
+        "example (file:frame @offset)",
+        right=("messages",),
+    )
     examples = a.malformed.group_by("reason", maintain_order=True).first()
     first = {r["reason"]: r for r in examples.iter_rows(named=True)}
     for reason, n in sorted(s["malformed_reasons"].items(), key=lambda kv: -kv[1]):

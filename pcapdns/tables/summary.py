@@ -109,7 +109,10 @@ def summary(a: Analysis) -> dict[str, Any]:
         },
         "latency_ms": latency_ms(a.transactions),
         "decode_issues": {str(r): int(n) for r, n in issues.iter_rows()},
-        "time_span": {"first": iso(min(firsts) if firsts else None), "last": iso(max(lasts) if lasts else None)},
+        "time_span": {
+            "first": iso(min(firsts) if firsts else None),
+            "last": iso(max(lasts) if lasts else None),
+        },
     }
 
 

@@ -49,8 +49,25 @@ TRANSACTIONS: dict[str, pl.DataType] = {
 }
 
 _Q_COLS = [
-    "mi", "ts_ns", "id", "src_hi", "src_lo", "sport", "dst_hi", "dst_lo", "dport", "transport", "opcode",
-    "qname", "qclass", "qtype", "flags", "edns_udp_size", "do", "file_id", "frame",
+    "mi",
+    "ts_ns",
+    "id",
+    "src_hi",
+    "src_lo",
+    "sport",
+    "dst_hi",
+    "dst_lo",
+    "dport",
+    "transport",
+    "opcode",
+    "qname",
+    "qclass",
+    "qtype",
+    "flags",
+    "edns_udp_size",
+    "do",
+    "file_id",
+    "frame",
 ]
 _R_COLS = ["mi", "ts_ns", "rcode", "flags", "ede", "ancount", "frame"]
 
@@ -73,7 +90,9 @@ def build_transactions(paired: Paired, files: list[str]) -> pl.DataFrame:
     t = add_address(t, "q_src_hi", "q_src_lo", "client")
     t = add_address(t, "q_dst_hi", "q_dst_lo", "server")
     out = t.select(
-        pl.from_epoch(pl.col("q_ts_ns"), time_unit="ns").dt.cast_time_unit("us").dt.replace_time_zone("UTC")
+        pl.from_epoch(pl.col("q_ts_ns"), time_unit="ns")
+        .dt.cast_time_unit("us")
+        .dt.replace_time_zone("UTC")
         .alias("ts"),
         pl.col("q_id").alias("trans_id"),
         "client",
@@ -102,7 +121,8 @@ def build_transactions(paired: Paired, files: list[str]) -> pl.DataFrame:
         ((pl.col("r_ts_ns") - pl.col("q_ts_ns")) / 1e9).alias("rtt"),
         "status",
         "retransmissions",
-        pl.col("q_file_id").replace_strict(dict(enumerate(files)), default=None, return_dtype=pl.String)
+        pl.col("q_file_id")
+        .replace_strict(dict(enumerate(files)), default=None, return_dtype=pl.String)
         .alias("file"),
         pl.col("q_frame").alias("query_frame"),
         pl.col("r_frame").alias("response_frame"),
