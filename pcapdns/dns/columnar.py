@@ -43,6 +43,9 @@ _NAME_AT: dict[int, int] = {
     36: 2,
     33: 6,
 }
+_NAME_AT_LUT = np.full(257, -1, dtype=np.int64)
+for _t, _k in _NAME_AT.items():
+    _NAME_AT_LUT[_t] = _k
 _SOA = 6
 _OPT = 41
 _EDE = 15
@@ -189,53 +192,70 @@ def parse_batch(b: npt.NDArray[np.uint8], start: I64, length: I64) -> DnsColumns
 
     pos = qend + 4
     nrr = an + ns + ar
+    # Pass 1: walk the records' structure (owner name, fixed fields, rdlength), one record of every
+    # message per round; rounds shrink to the messages that still have records.
+    recs: list[tuple[I64, I64, I64, I64, I64, I64, I64, Mask]] = []
     r = 0
     act = np.flatnonzero(ok & (nrr > 0))
     while act.size:
         p = pos[act]
-        base = start[act]
         owner = rd.block(p, 2)
-        owner_root = owner[:, 0] == 0
         # Most owner names are a pointer to the question name (0xC00C): no walk needed.
         to_q = (owner[:, 0] == 0xC0) & (owner[:, 1] == 12) & (p + 2 <= mend[act])
         fixed = p + 2
         good = to_q.copy()
         other = np.flatnonzero(~to_q)
         if other.size:
-            fixed[other], good[other] = _walk_names(
-                rd, base[other], mend[act][other], p[other], qstart[act][other], qlen[act][other]
-            )
+            oa = act[other]
+            fixed[other], good[other] = _walk_names(rd, start[oa], mend[oa], p[other], qstart[oa], qlen[oa])
         rs = fixed + 10
-        good &= rs <= mend[act]
         f = rd.block(fixed, 10)
-        rtype = (f[:, 0] << 8) | f[:, 1]
-        rclass = (f[:, 2] << 8) | f[:, 3]
-        ttl = (f[:, 4] << 24) | (f[:, 5] << 16) | (f[:, 6] << 8) | f[:, 7]
         re = rs + ((f[:, 8] << 8) | f[:, 9])
-        good &= re <= mend[act]
+        good &= (rs <= mend[act]) & (re <= mend[act])
         section = np.where(r < an[act], 1, np.where(r < an[act] + ns[act], 2, 3))
-        # Empty rdata with class NONE/ANY is how dynamic updates delete (RFC 2136 2.5): not checked.
-        checked = ~((re == rs) & ((rclass == 254) | (rclass == 255)))
-        good &= ~checked | _check_rdata(rd, base, mend[act], rtype, rs, re, qstart[act], qlen[act])
-
-        opt = good & (rtype == _OPT)
-        if opt.any():
-            oa = act[opt]
-            good[opt] &= (section[opt] == 3) & owner_root[opt] & ~has_opt[oa]
-            opt &= good
-            oa = act[opt]
-            has_opt[oa] = True
-            udp_size[oa] = rclass[opt]
-            ext_rcode[oa] = ttl[opt] >> 24
-            edns_version[oa] = (ttl[opt] >> 16) & 0xFF
-            do[oa] = (ttl[opt] & 0x8000) != 0
-            opts_ok, first_ede = _walk_options(rd, rs[opt], re[opt])
-            ede[oa] = first_ede
-            good[opt] &= opts_ok
+        recs.append(
+            (
+                act,
+                (f[:, 0] << 8) | f[:, 1],
+                (f[:, 2] << 8) | f[:, 3],
+                f[:, 4] << 24 | f[:, 5] << 16 | f[:, 6] << 8 | f[:, 7],
+                rs,
+                re,
+                section,
+                owner[:, 0] == 0,
+            )
+        )
         ok[act[~good]] = False
         pos[act] = re
         r += 1
         act = act[good & (nrr[act] > r)]
+    # Pass 2: check every record's rdata and EDNS at once, over all records of the batch.
+    if recs:
+        msg, rtype, rclass, ttl, rs, re, section, owner_root = (
+            np.concatenate(c) for c in zip(*recs, strict=True)
+        )
+        keep = ok[msg]
+        msg, rtype, rclass, ttl, rs, re, section, owner_root = (
+            c[keep] for c in (msg, rtype, rclass, ttl, rs, re, section, owner_root)
+        )
+        # Empty rdata with class NONE/ANY is how dynamic updates delete (RFC 2136 2.5): not checked.
+        checked = ~((re == rs) & ((rclass == 254) | (rclass == 255)))
+        bad = checked & ~_check_rdata(rd, start[msg], mend[msg], rtype, rs, re, qstart[msg], qlen[msg])
+        ok[msg[bad]] = False
+        opt = rtype == _OPT
+        if opt.any():
+            om = msg[opt]
+            ok[om[(section[opt] != 3) | ~owner_root[opt]]] = False
+            ok[om[np.bincount(om, minlength=n)[om] > 1]] = False
+            has_opt[om] = True
+            udp_size[om] = rclass[opt]
+            ext_rcode[om] = ttl[opt] >> 24
+            edns_version[om] = (ttl[opt] >> 16) & 0xFF
+            do[om] = (ttl[opt] & 0x8000) != 0
+            opts_ok, first_ede = _walk_options(rd, rs[opt], re[opt])
+            ede[om] = first_ede
+            ok[om[~opts_ok]] = False
+        has_opt &= ok
     ok &= pos == mend
 
     qname = _render_names(rd, qstart, qend, ok, labels)
@@ -265,9 +285,7 @@ def _check_rdata(rd: _Reader, base: I64, mend: I64, rtype: I64, rs: I64, re: I64
     rdlen = re - rs
     good &= np.where(rtype == 1, rdlen == 4, True)
     good &= np.where(rtype == 28, rdlen == 16, True)
-    name_at = np.full(len(rtype), -1, dtype=np.int64)
-    for t, k in _NAME_AT.items():
-        name_at[rtype == t] = k
+    name_at = _NAME_AT_LUT[np.minimum(rtype, 256)]
     named = np.flatnonzero(name_at >= 0)
     if named.size:
         s = rs[named] + name_at[named]
