@@ -70,7 +70,10 @@ class Dissector:
             frames.append(self._slow(batch, slow_rows))
         if not frames:
             return pl.DataFrame(schema=MESSAGES)
-        return pl.concat(frames) if len(frames) > 1 else frames[0]
+        if len(frames) == 1:
+            return frames[0]
+        # Keep messages in frame order, so that a capture in time order needs no global sort later.
+        return pl.concat(frames).sort(["frame", "idx"])
 
     def finish(self) -> pl.DataFrame:
         """Flush the slow path's reassembly state at the end of all input."""

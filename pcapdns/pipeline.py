@@ -64,14 +64,21 @@ def analyze(
     ends = [c.last_ts_ns for c in captures if c.last_ts_ns is not None]
     timeout_ns = int(opts.timeout_s * 1e9)
     paired = pair(messages, timeout_ns, max(ends) if ends else 0)
+    del chunks, messages
     files = [c.path for c in captures]
     counters: Counter[str] = Counter(dissector.counters)
     counters.update({f"slow_{k}": v for k, v in dissector.decoder.counters.items()})
+    transactions = build_transactions(paired, files)
+    links = paired.links
+    # Addresses, names and EDE lists now live in the transactions table; the messages keep what
+    # the counts need (memory grows with the transactions kept, not with every message's text).
+    messages_kept = paired.messages.drop(["src_hi", "src_lo", "dst_hi", "dst_lo", "qname", "ede"])
+    del paired
     return Analysis(
         captures=captures,
-        messages=paired.messages,
-        links=paired.links,
-        transactions=build_transactions(paired, files),
+        messages=messages_kept,
+        links=links,
+        transactions=transactions,
         malformed=dissector.malformed(),
         issues=_issues_frame(issues),
         counters=counters,

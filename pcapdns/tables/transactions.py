@@ -1,7 +1,8 @@
 """The ``transactions`` table: one row per query (retransmissions add to a count, not a row).
 
 Column names follow Zeek's ``dns.log`` where one exists (``ts``, ``trans_id``, ``rtt``, ``qname``,
-``qtype_name``, ``rcode_name``, ``AA`` ...).  ``rtt`` is in seconds from the first transmission of
+``qtype_name``, ``rcode_name``, ``AA`` ...).  Text columns with few distinct values (addresses, names
+of codes, the file) are categorical, so a million rows stay small.  ``rtt`` is in seconds from the first transmission of
 the query to the response; it is null when there was no response.
 """
 
@@ -17,19 +18,19 @@ from pcapdns.tables.names import add_address, named
 TRANSACTIONS: dict[str, pl.DataType] = {
     "ts": pl.Datetime("us", "UTC"),
     "trans_id": pl.UInt16(),
-    "client": pl.String(),
+    "client": pl.Categorical(),
     "client_port": pl.UInt16(),
-    "server": pl.String(),
+    "server": pl.Categorical(),
     "server_port": pl.UInt16(),
-    "transport": pl.String(),
-    "opcode_name": pl.String(),
+    "transport": pl.Categorical(),
+    "opcode_name": pl.Categorical(),
     "qname": pl.String(),
     "qclass": pl.UInt16(),
-    "qclass_name": pl.String(),
+    "qclass_name": pl.Categorical(),
     "qtype": pl.UInt16(),
-    "qtype_name": pl.String(),
+    "qtype_name": pl.Categorical(),
     "rcode": pl.UInt16(),
-    "rcode_name": pl.String(),
+    "rcode_name": pl.Categorical(),
     "AA": pl.Boolean(),
     "TC": pl.Boolean(),
     "RD": pl.Boolean(),
@@ -43,7 +44,7 @@ TRANSACTIONS: dict[str, pl.DataType] = {
     "rtt": pl.Float64(),
     "status": STATUS,
     "retransmissions": pl.UInt32(),
-    "file": pl.String(),
+    "file": pl.Categorical(),
     "query_frame": pl.UInt32(),
     "response_frame": pl.UInt32(),
 }
