@@ -9,6 +9,7 @@ control bytes are ``\\DDD`` escapes.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import polars as pl
@@ -18,7 +19,14 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from pcapdns.tables.summary import Analysis, servers, summary, top_qnames_by_rcode, unanswered_by_server
+from pcapdns.tables.summary import (
+    Analysis,
+    rcodes_over_time,
+    servers,
+    summary,
+    top_qnames_by_rcode,
+    unanswered_by_server,
+)
 
 _BAD_RCODES = {"SERVFAIL", "REFUSED", "FORMERR", "NOTIMP"}
 
@@ -71,7 +79,11 @@ def totals(s: dict[str, Any]) -> RenderableType:
         ("DNS messages", s["dns_messages"], ", ".join(f"{k} {v:,}" for k, v in s["transports"].items())),
         ("queries", q, ""),
         ("  answered", s["answered"], _pct(s["answered"], q)),
-        ("  unanswered (timed out)", s["unanswered_by_reason"]["timeout"], _pct(s["unanswered"], q)),
+        (
+            "  unanswered (timed out)",
+            s["unanswered_by_reason"]["timeout"],
+            _pct(s["unanswered_by_reason"]["timeout"], q),
+        ),
         ("  unanswered (capture ended)", s["unanswered_by_reason"]["capture_ended"], ""),
         ("  retransmissions", s["retransmissions"], ""),
         ("responses", s["responses"], ""),
@@ -90,6 +102,20 @@ def rcodes(s: dict[str, Any]) -> RenderableType:
     for name, n in sorted(s["rcodes"].items(), key=lambda kv: -kv[1]):
         style = "red" if name in _BAD_RCODES else ""
         t.add_row(Text(name, style), f"{n:,}", _pct(n, total))
+    return t
+
+
+def rcode_timeline(a: Analysis, every: str = "1m", limit: int = 60) -> RenderableType:
+    """Responses per RCODE per time window: when a failure started and stopped."""
+    table = rcodes_over_time(a, every)
+    names = [c for c in table.columns if c != "window"]
+    order = sorted(names, key=lambda n: (n != "NOERROR", n))
+    t = _table(f"RCODEs over time (per {every})", "window (UTC)", *order, right=tuple(order))
+    for row in table.head(limit).iter_rows(named=True):
+        cells = [Text(f"{row[n]:,}", "red" if n in _BAD_RCODES and row[n] else "") for n in order]
+        t.add_row(row["window"].strftime("%Y-%m-%d %H:%M:%S"), *cells)
+    if table.height > limit:
+        t.caption = f"first {limit} of {table.height} windows"
     return t
 
 
@@ -166,6 +192,10 @@ def render(a: Analysis, console: Console) -> None:
     console.print(totals(s))
     if s["rcodes"]:
         console.print(rcodes(s))
+        if a.transactions.height and a.transactions.select(
+            pl.col("ts").max() - pl.col("ts").min()
+        ).item() > timedelta(minutes=2):
+            console.print(rcode_timeline(a))
     if s["unanswered"]:
         console.print(unanswered(a))
     if a.transactions.height:
