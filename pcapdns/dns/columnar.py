@@ -336,24 +336,28 @@ def _render_names(rd: _Reader, qs: I64, qe: I64, ok: Mask, labels: list[tuple[I6
     count = qe[rows] - first
     cum = np.zeros(len(rows) + 1, dtype=np.int64)
     np.cumsum(count, out=cum[1:])
-    gidx = np.arange(cum[-1], dtype=np.int64) + np.repeat(first - cum[:-1], count)
+    # int32 indices halve the memory traffic of the gather (a batch buffer is far below 2 GiB).
+    gidx = np.arange(cum[-1], dtype=np.int32) + np.repeat((first - cum[:-1]).astype(np.int32), count)
     g = rd.b[gidx]
-    dots = np.zeros(len(g), dtype=bool)
+    bad = _NEEDS_ESCAPE[g]
     slot = np.full(len(ok), -1, dtype=np.int64)
     slot[rows] = np.arange(len(rows))
+    dot_parts = []
     for row, pos in labels:
         sel = slot[row]
         keep = (sel >= 0) & (pos != qs[row])
-        dots[cum[sel[keep]] + (pos[keep] - first[sel[keep]])] = True
+        dot_parts.append(cum[sel[keep]] + (pos[keep] - first[sel[keep]]))
+    dots = np.concatenate(dot_parts) if dot_parts else np.zeros(0, dtype=np.int64)
     ends = cum[1:] - 1
-    bad = _NEEDS_ESCAPE[g] & ~dots
-    bad[ends] = False
     g[dots] = ord(".")
     g[ends] = ord("\n")
+    bad[dots] = False
+    bad[ends] = False
     text: list[str] = g.tobytes().decode("latin-1").split("\n")[:-1]
-    for i in np.flatnonzero(np.logical_or.reduceat(bad, cum[:-1])):
-        r = rows[i]
-        text[i] = name_to_text(rd.b[qs[r] : qe[r]].tobytes())
+    if bad.any():
+        for i in np.flatnonzero(np.logical_or.reduceat(bad, cum[:-1])):
+            r = rows[i]
+            text[i] = name_to_text(rd.b[qs[r] : qe[r]].tobytes())
     for i in np.flatnonzero(root):
         text[i] = "."
     return text
