@@ -38,6 +38,35 @@ def _halves(addr: bytes) -> tuple[int, int]:
     return value >> 64, value & 0xFFFFFFFFFFFFFFFF
 
 
+class AddressTable:
+    """Interns addresses (two 64-bit halves of the IPv6 form) as small integer ids.
+
+    Messages carry 4-byte ids instead of 16-byte addresses; a batch's few hundred distinct
+    addresses are looked up once each, not once per message.
+    """
+
+    def __init__(self) -> None:
+        self._ids: dict[tuple[int, int], int] = {}
+        self.halves: list[tuple[int, int]] = []
+
+    def intern(self, hi: int, lo: int) -> int:
+        key = (hi, lo)
+        found = self._ids.get(key)
+        if found is None:
+            found = self._ids[key] = len(self.halves)
+            self.halves.append(key)
+        return found
+
+    def intern_many(self, hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint32]:
+        if len(hi) == 0:
+            return np.zeros(0, dtype=np.uint32)
+        pairs = np.empty(len(hi), dtype=[("hi", np.uint64), ("lo", np.uint64)])
+        pairs["hi"], pairs["lo"] = hi, lo
+        uniq, inverse = np.unique(pairs, return_inverse=True)
+        ids = np.array([self.intern(int(h), int(lo_)) for h, lo_ in uniq.tolist()], dtype=np.uint32)
+        return ids[inverse.ravel()]
+
+
 class Dissector:
     """Turns frame batches into ``MESSAGES`` frames; keeps the slow path's state across batches."""
 
@@ -47,6 +76,7 @@ class Dissector:
         self.decoder = Decoder(self.ports)
         self.fast = fast
         self.counters: Counter[str] = Counter()
+        self.addresses = AddressTable()
         self._malformed: list[tuple[object, ...]] = []
 
     # -- batches -----------------------------------------------------------------------------
@@ -86,9 +116,8 @@ class Dissector:
         return pl.DataFrame(self._malformed, schema=MALFORMED, orient="row")
 
     # -- fast path ----------------------------------------------------------------------------
-    @staticmethod
     def _fast_frame(
-        batch: FrameBatch, l4: L4Columns, cols: DnsColumns, good: npt.NDArray[np.int64]
+        self, batch: FrameBatch, l4: L4Columns, cols: DnsColumns, good: npt.NDArray[np.int64]
     ) -> pl.DataFrame:
         ok = cols.ok
         flags = cols.flags[ok]
@@ -100,11 +129,9 @@ class Dissector:
             "idx": np.zeros(len(good), dtype=np.uint16),
             "ts_ns": batch.ts_ns[good],
             "transport": np.full(len(good), 17, dtype=np.uint8),
-            "src_hi": l4.src_hi[good],
-            "src_lo": l4.src_lo[good],
+            "src": self.addresses.intern_many(l4.src_hi[good], l4.src_lo[good]),
             "sport": l4.sport[good],
-            "dst_hi": l4.dst_hi[good],
-            "dst_lo": l4.dst_lo[good],
+            "dst": self.addresses.intern_many(l4.dst_hi[good], l4.dst_lo[good]),
             "dport": l4.dport[good],
             "size": l4.payload_len[good],
             "id": cols.id[ok],
@@ -174,8 +201,8 @@ class Dissector:
                     self._malformed.append(
                         (p.file_id, p.frame, p.idx, p.ts_ns, str(mf.code), mf.offset, mf.detail, hexdump)
                     )
-            src_hi, src_lo = _halves(p.src)
-            dst_hi, dst_lo = _halves(p.dst)
+            src = self.addresses.intern(*_halves(p.src))
+            dst = self.addresses.intern(*_halves(p.dst))
             rows.append(
                 (
                     p.file_id,
@@ -183,11 +210,9 @@ class Dissector:
                     p.idx,
                     p.ts_ns,
                     int(p.transport),
-                    src_hi,
-                    src_lo,
+                    src,
                     p.sport,
-                    dst_hi,
-                    dst_lo,
+                    dst,
                     p.dport,
                     len(p.data),
                     msg.id,

@@ -31,10 +31,7 @@ import polars as pl
 
 from pcapdns.schema import LINKS, ROLE, ROLES, STATUS, STATUSES
 
-FLOW = ["transport", "c_hi", "c_lo", "c_port", "s_hi", "s_lo", "s_port", "id"]
-QUESTION = ["qkey", "qtype", "qclass"]
-KEY = FLOW + QUESTION
-ORDER = ["ts_ns", "file_id", "frame", "idx"]
+_NO_QUESTION = 0xFFFFFFFF  # question id of a message without a question
 
 
 @dataclass(slots=True)
@@ -45,32 +42,36 @@ class Paired:
     links: pl.DataFrame
 
 
-def _sides() -> list[pl.Expr]:
-    """Client/server view of a message's addresses (the client sent the query)."""
+def _keys(m: pl.DataFrame) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+    """The exact pairing key of every message, packed into three 64-bit integers.
+
+    ``flow_a`` = client id, server id; ``flow_b`` = transport, client port, server port, DNS ID;
+    ``question`` = id of the lower-cased name, QTYPE, QCLASS.  The client is the query's sender.
+    """
     qr = pl.col("qr")
+    u64 = pl.UInt64
 
-    def side(query_side: str, response_side: str, name: str) -> pl.Expr:
-        return pl.when(qr).then(pl.col(response_side)).otherwise(pl.col(query_side)).alias(name)
+    def side(query_side: str, response_side: str) -> pl.Expr:
+        return pl.when(qr).then(pl.col(response_side)).otherwise(pl.col(query_side)).cast(u64)
 
-    return [
-        side("src_hi", "dst_hi", "c_hi"),
-        side("src_lo", "dst_lo", "c_lo"),
-        side("sport", "dport", "c_port"),
-        side("dst_hi", "src_hi", "s_hi"),
-        side("dst_lo", "src_lo", "s_lo"),
-        side("dport", "sport", "s_port"),
-    ]
+    def shifted(expr: pl.Expr, bits: int) -> pl.Expr:
+        return expr * pl.lit(1 << bits, dtype=u64)
 
-
-def _key_columns() -> list[pl.Expr]:
-    return [
-        pl.col("transport"),
-        *_sides()[:6],
-        pl.col("id"),
-        pl.col("qname").str.to_lowercase().alias("qkey"),
-        pl.col("qtype"),
-        pl.col("qclass"),
-    ]
+    name_id = pl.col("qname").str.to_lowercase().cast(pl.Categorical).to_physical().cast(u64)
+    k = m.select(
+        (shifted(side("src", "dst"), 32) | side("dst", "src")).alias("a"),
+        (
+            shifted(pl.col("transport").cast(u64), 48)
+            | shifted(side("sport", "dport"), 32)
+            | shifted(side("dport", "sport"), 16)
+            | pl.col("id").cast(u64)
+        ).alias("b"),
+        pl.when(pl.col("qname").is_null())
+        .then(pl.lit(_NO_QUESTION << 32, dtype=u64))
+        .otherwise(shifted(name_id, 32) | shifted(pl.col("qtype").cast(u64), 16) | pl.col("qclass").cast(u64))
+        .alias("q"),
+    )
+    return k.get_column("a").to_numpy(), k.get_column("b").to_numpy(), k.get_column("q").to_numpy()
 
 
 def pair(messages: pl.DataFrame, timeout_ns: int, capture_end_ns: int, *, vectorized: bool = True) -> Paired:
@@ -89,40 +90,37 @@ def pair(messages: pl.DataFrame, timeout_ns: int, capture_end_ns: int, *, vector
     role = np.zeros(n, dtype=np.uint8)
     txn = np.full(n, -1, dtype=np.int64)
     links: list[pl.DataFrame] = []
+    flow_a, flow_b, question = _keys(m) if n else (np.zeros(0, np.uint64),) * 3
     complex_rows = np.arange(n)
     if vectorized and n:
-        # Group messages by a 128-bit hash of their key (two independent 64-bit hashes); runs of
-        # equal hashes in (stably) sorted order are each key's messages in time order.  A run whose
-        # second hash is not constant holds a collision: it goes to the exact state machine.
-        keys = m.select(_key_columns())
-        h1 = keys.hash_rows(11).to_numpy()
-        h2 = keys.hash_rows(29).to_numpy()
-        f = keys.select(FLOW).hash_rows(11).to_numpy()
-        noq = (m.get_column("qr") & m.get_column("qname").is_null()).to_numpy()
-        del keys
+        # Sort by key, stably: each run of equal keys is one key's messages in time order.
         order = (
-            pl.DataFrame({"h": h1, "i": np.arange(n)})
-            .sort("h", maintain_order=True)
+            pl.DataFrame({"a": flow_a, "b": flow_b, "q": question})
+            .with_row_index("i")
+            .sort(["a", "b", "q"], maintain_order=True)
             .get_column("i")
             .to_numpy()
         )
-        s1, s2 = h1[order], h2[order]
+        sa, sb, sq = flow_a[order], flow_b[order], question[order]
         start = np.ones(n, dtype=bool)
-        start[1:] = s1[1:] != s1[:-1]
+        start[1:] = (sa[1:] != sa[:-1]) | (sb[1:] != sb[:-1]) | (sq[1:] != sq[:-1])
         run = np.cumsum(start) - 1
-        split = np.zeros(n, dtype=bool)
-        split[1:] = ~start[1:] & (s2[1:] != s2[:-1])
         starts = np.flatnonzero(start)
         lengths = np.diff(np.append(starts, n))
         glen = lengths[run]
-        clean = ~np.isin(run, run[split])
-        if noq.any():
-            clean &= ~np.isin(f[order], f[noq])
+        # A response without a question may answer any question of its flow: its flow goes slow.
+        clean = np.ones(n, dtype=bool)
+        noq = np.flatnonzero(is_resp & (question == (_NO_QUESTION << 32)))
+        if noq.size:
+            flows = {(int(a), int(b)) for a, b in zip(flow_a[noq], flow_b[noq], strict=True)}
+            maybe = np.flatnonzero(np.isin(sa, flow_a[noq]))
+            hit = [i for i in maybe.tolist() if (int(sa[i]), int(sb[i])) in flows]
+            clean[hit] = False
         single = (glen == 1) & clean
-        first = order[starts[lengths == 2]]
-        second = order[starts[lengths == 2] + 1]
+        pairs = starts[lengths == 2]
+        first, second = order[pairs], order[pairs + 1]
         duo_ok = ~is_resp[first] & is_resp[second] & (ts[second] - ts[first] <= timeout_ns)
-        duo_ok &= clean[starts[lengths == 2]] & clean[starts[lengths == 2] + 1]
+        duo_ok &= clean[pairs] & clean[pairs + 1]
         first, second = first[duo_ok], second[duo_ok]
         lone = order[single]
         lone_q = lone[~is_resp[lone]]
@@ -144,10 +142,18 @@ def pair(messages: pl.DataFrame, timeout_ns: int, capture_end_ns: int, *, vector
         complex_rows = np.flatnonzero(~decided)
 
     if len(complex_rows):
-        rest = m[complex_rows].select(pl.col("mi"), pl.col("ts_ns"), pl.col("qr"), *_key_columns())
         matcher = _Matcher(timeout_ns, capture_end_ns)
-        for row in rest.iter_rows():
-            matcher.feed(row)
+        rows = zip(
+            complex_rows.tolist(),
+            ts[complex_rows].tolist(),
+            is_resp[complex_rows].tolist(),
+            flow_a[complex_rows].tolist(),
+            flow_b[complex_rows].tolist(),
+            question[complex_rows].tolist(),
+            strict=True,
+        )
+        for mi, t, r, a, b, q in rows:
+            matcher.feed(mi, t, r, (a, b), q)
         roles, slow_links = matcher.finish()
         for mi, name, t in roles:
             role[mi] = _ROLE_CODE[name]
@@ -162,8 +168,6 @@ def pair(messages: pl.DataFrame, timeout_ns: int, capture_end_ns: int, *, vector
 
 
 _ROLE_CODE = {name: i for i, name in enumerate(ROLES)}
-
-
 _STATUS_CODE = {name: i for i, name in enumerate(STATUSES)}
 
 
@@ -185,14 +189,14 @@ def _links(
 @dataclass(slots=True)
 class _Txn:
     mi: int
-    question: tuple[object, ...]
+    question: int
     last_send: int
     retransmissions: int = 0
 
 
 @dataclass(slots=True)
 class _Answered:
-    question: tuple[object, ...]
+    question: int
     ts: int
     mi: int
 
@@ -203,14 +207,12 @@ class _Matcher:
 
     timeout_ns: int
     capture_end_ns: int
-    outstanding: dict[tuple[object, ...], list[_Txn]] = field(default_factory=dict)
-    answered: dict[tuple[object, ...], list[_Answered]] = field(default_factory=dict)
+    outstanding: dict[tuple[int, int], list[_Txn]] = field(default_factory=dict)
+    answered: dict[tuple[int, int], list[_Answered]] = field(default_factory=dict)
     roles: list[tuple[int, str, int | None]] = field(default_factory=list)
     links: list[tuple[int, int | None, str, int]] = field(default_factory=list)
 
-    def feed(self, row: tuple[object, ...]) -> None:
-        mi, ts, is_response = int(row[0]), int(row[1]), bool(row[2])  # type: ignore[call-overload]
-        flow, question = row[3:11], row[11:14]
+    def feed(self, mi: int, ts: int, is_response: bool, flow: tuple[int, int], question: int) -> None:
         pending = self.outstanding.setdefault(flow, [])
         self._expire(pending, ts)
         if not is_response:
@@ -223,7 +225,7 @@ class _Matcher:
             pending.append(_Txn(mi, question, ts))
             self.roles.append((mi, "query", mi))
             return
-        no_question = question[0] is None
+        no_question = question == _NO_QUESTION << 32
         for i, txn in enumerate(pending):
             if no_question or txn.question == question:
                 del pending[i]

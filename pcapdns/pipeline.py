@@ -17,6 +17,7 @@ from pcapdns.model import DEFAULT_PORTS, CaptureInfo, DecodeIssue
 from pcapdns.pairing import pair
 from pcapdns.schema import DECODE_ISSUES, MESSAGES
 from pcapdns.sources import open_capture
+from pcapdns.tables.names import address_text
 from pcapdns.tables.summary import Analysis
 from pcapdns.tables.transactions import build_transactions
 
@@ -68,11 +69,12 @@ def analyze(
     files = [c.path for c in captures]
     counters: Counter[str] = Counter(dissector.counters)
     counters.update({f"slow_{k}": v for k, v in dissector.decoder.counters.items()})
-    transactions = build_transactions(paired, files)
+    addresses = [address_text(hi, lo) for hi, lo in dissector.addresses.halves]
+    transactions = build_transactions(paired, files, addresses)
     links = paired.links
     # Addresses, names and EDE lists now live in the transactions table; the messages keep what
     # the counts need (memory grows with the transactions kept, not with every message's text).
-    messages_kept = paired.messages.drop(["src_hi", "src_lo", "dst_hi", "dst_lo", "qname", "ede"])
+    messages_kept = paired.messages.drop(["qname", "ede"])
     del paired
     return Analysis(
         captures=captures,
@@ -83,4 +85,5 @@ def analyze(
         issues=_issues_frame(issues),
         counters=counters,
         timeout_s=opts.timeout_s,
+        addresses=addresses,
     )

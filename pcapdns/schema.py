@@ -20,11 +20,9 @@ MESSAGES: dict[str, pl.DataType] = {
     "idx": pl.UInt16(),  # message index within the frame (DNS over TCP can carry several)
     "ts_ns": pl.Int64(),
     "transport": pl.UInt8(),  # IP protocol number: 17 UDP, 6 TCP
-    "src_hi": pl.UInt64(),  # source address as two halves of its IPv6 form (IPv4 mapped ::ffff:0:0/96)
-    "src_lo": pl.UInt64(),
+    "src": pl.UInt32(),  # source address: index into the analysis' address table
     "sport": pl.UInt16(),
-    "dst_hi": pl.UInt64(),
-    "dst_lo": pl.UInt64(),
+    "dst": pl.UInt32(),
     "dport": pl.UInt16(),
     "size": pl.UInt32(),  # DNS message length in octets
     "id": pl.UInt16(),

@@ -10,8 +10,8 @@ from pcapdns.pairing import pair
 from pcapdns.schema import MESSAGES
 
 S = 1_000_000_000
-CLIENT = (0, 0x0000FFFF0A000101)  # 10.0.1.1
-SERVER = (0, 0x0000FFFF0A000035)  # 10.0.0.53
+CLIENT = 0  # address ids
+SERVER = 1
 
 
 def msg(
@@ -34,11 +34,9 @@ def msg(
         "idx": 0,
         "ts_ns": int(ts * S),
         "transport": transport,
-        "src_hi": src[0],
-        "src_lo": src[1],
+        "src": src,
         "sport": ports[0],
-        "dst_hi": dst[0],
-        "dst_lo": dst[1],
+        "dst": dst,
         "dport": ports[1],
         "size": 40,
         "id": ident,

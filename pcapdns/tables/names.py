@@ -21,14 +21,6 @@ def address_text(hi: int, lo: int) -> str:
     return str(ipaddress.IPv6Address((hi << 64) | lo))
 
 
-def add_address(df: pl.DataFrame, hi: str, lo: str, name: str) -> pl.DataFrame:
-    """Add column ``name`` holding the text of the address in columns ``hi``/``lo``."""
-    uniq = df.select(hi, lo).unique()
-    text = [address_text(h, lo_) for h, lo_ in uniq.iter_rows()]
-    lookup = uniq.with_columns(pl.Series(name, text, dtype=pl.String))
-    return df.join(lookup, on=[hi, lo], how="left", maintain_order="left")
-
-
 def named(df: pl.DataFrame, column: str, namer: Callable[[int], str], name: str) -> pl.Expr:
     """An expression mapping integer ``column`` of ``df`` through ``namer`` (nulls stay null)."""
     values = [v for v in df.get_column(column).unique().to_list() if v is not None]

@@ -1,9 +1,9 @@
 """The ``transactions`` table: one row per query (retransmissions add to a count, not a row).
 
 Column names follow Zeek's ``dns.log`` where one exists (``ts``, ``trans_id``, ``rtt``, ``qname``,
-``qtype_name``, ``rcode_name``, ``AA`` ...).  Text columns with few distinct values (addresses, names
-of codes, the file) are categorical, so a million rows stay small.  ``rtt`` is in seconds from the first transmission of
-the query to the response; it is null when there was no response.
+``qtype_name``, ``rcode_name``, ``AA`` ...).  Text columns with few distinct values (addresses,
+names of codes, the file) are categorical, so a million rows stay small.  ``rtt`` is in seconds
+from the first transmission of the query to the response; it is null when there was no response.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import polars as pl
 from pcapdns.dns.codes import opcode_name, rcode_name, rrclass_name, rrtype_name
 from pcapdns.pairing import Paired
 from pcapdns.schema import STATUS
-from pcapdns.tables.names import add_address, named
+from pcapdns.tables.names import named
 
 TRANSACTIONS: dict[str, pl.DataType] = {
     "ts": pl.Datetime("us", "UTC"),
@@ -53,11 +53,9 @@ _Q_COLS = [
     "mi",
     "ts_ns",
     "id",
-    "src_hi",
-    "src_lo",
+    "src",
     "sport",
-    "dst_hi",
-    "dst_lo",
+    "dst",
     "dport",
     "transport",
     "opcode",
@@ -77,8 +75,11 @@ def _flag(column: str, bit: int) -> pl.Expr:
     return (pl.col(column).cast(pl.Int32) & bit) != 0
 
 
-def build_transactions(paired: Paired, files: list[str]) -> pl.DataFrame:
-    """Join each transaction's query and response messages into one row (schema ``TRANSACTIONS``)."""
+def build_transactions(paired: Paired, files: list[str], addresses: list[str]) -> pl.DataFrame:
+    """Join each transaction's query and response messages into one row (schema ``TRANSACTIONS``).
+
+    ``addresses`` holds the text of each address id used in the messages.
+    """
     m = paired.messages
     q = m.select(_Q_COLS).rename({c: f"q_{c}" for c in _Q_COLS})
     r = m.select(_R_COLS).rename({c: f"r_{c}" for c in _R_COLS})
@@ -88,8 +89,10 @@ def build_transactions(paired: Paired, files: list[str]) -> pl.DataFrame:
         .sort("query_mi")
     )
     # The query's source is the client, its destination the server.
-    t = add_address(t, "q_src_hi", "q_src_lo", "client")
-    t = add_address(t, "q_dst_hi", "q_dst_lo", "server")
+    text = pl.Series("address", addresses, dtype=pl.Categorical)
+    t = t.with_columns(
+        text.gather(t.get_column("q_src")).alias("client"), text.gather(t.get_column("q_dst")).alias("server")
+    )
     out = t.select(
         pl.from_epoch(pl.col("q_ts_ns"), time_unit="ns")
         .dt.cast_time_unit("us")
