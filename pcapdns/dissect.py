@@ -58,13 +58,25 @@ class AddressTable:
         return found
 
     def intern_many(self, hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint32]:
-        if len(hi) == 0:
-            return np.zeros(0, dtype=np.uint32)
-        pairs = np.empty(len(hi), dtype=[("hi", np.uint64), ("lo", np.uint64)])
-        pairs["hi"], pairs["lo"] = hi, lo
-        uniq, inverse = np.unique(pairs, return_inverse=True)
-        ids = np.array([self.intern(int(h), int(lo_)) for h, lo_ in uniq.tolist()], dtype=np.uint32)
-        return ids[inverse.ravel()]
+        out = np.empty(len(hi), dtype=np.uint32)
+        v4 = hi == 0  # IPv4 (mapped) and the first half of ::/64: one 64-bit key is enough
+        for rows, exact in ((np.flatnonzero(v4), True), (np.flatnonzero(~v4), False)):
+            if rows.size == 0:
+                continue
+            if exact:
+                uniq, inverse = np.unique(lo[rows], return_inverse=True)
+                ids = [self.intern(0, int(v)) for v in uniq.tolist()]
+            else:
+                h, lo_ = hi[rows], lo[rows]
+                order = np.lexsort((lo_, h))
+                hs, ls = h[order], lo_[order]
+                new = np.ones(rows.size, dtype=bool)
+                new[1:] = (hs[1:] != hs[:-1]) | (ls[1:] != ls[:-1])
+                inverse = np.empty(rows.size, dtype=np.int64)
+                inverse[order] = np.cumsum(new) - 1
+                ids = [self.intern(int(a), int(b)) for a, b in zip(hs[new].tolist(), ls[new].tolist(), strict=True)]
+            out[rows] = np.array(ids, dtype=np.uint32)[inverse.ravel()]
+        return out
 
 
 class Dissector:

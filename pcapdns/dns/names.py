@@ -189,7 +189,7 @@ def name_to_text(wire: bytes) -> str:
             labels.append("".join([_ESCAPE[b] for b in label]))
         else:
             labels.append(label.decode("ascii"))
-    return ".".join(labels) if labels else "."
+    return ".".join(labels) or "."
 
 
 def name_key(wire: bytes) -> bytes:

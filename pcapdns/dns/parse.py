@@ -64,6 +64,8 @@ __all__ = [
 
 
 class Section(IntEnum):
+    """Message sections in wire order (RFC 1035 section 4.1); UPDATE calls them zone/prereq/update."""
+
     QUESTION = 0
     ANSWER = 1
     AUTHORITY = 2
@@ -81,6 +83,8 @@ class Malformation:
 
 @dataclass(slots=True)
 class Question:
+    """One entry of the question section."""
+
     name: bytes  # uncompressed wire form
     qtype: int
     qclass: int
@@ -89,6 +93,8 @@ class Question:
 
 @dataclass(slots=True)
 class ResourceRecord:
+    """One resource record; rdata is kept raw (structure is only checked, see rule 6)."""
+
     name: bytes  # owner, uncompressed wire form
     rtype: int
     rclass: int
@@ -100,6 +106,12 @@ class ResourceRecord:
 
 @dataclass(slots=True)
 class DnsMessage:
+    """A parsed message: as much as could be located, plus what is wrong with it.
+
+    Counts are the header's; the lists hold what was actually read, so they are shorter than the
+    counts exactly when parsing stopped early (see ``malformations``).
+    """
+
     id: int
     flags: int  # the header's second 16 bits, as on the wire
     qdcount: int
@@ -204,7 +216,7 @@ def _check_rdata(cur: Cursor, rtype: int, start: int, end: int) -> str | None:
         size, label = fixed
         return None if end - start == size else f"{label} rdata is {end - start} bytes, expected {size}"
     before, names, after, label, what = _NAMED[rtype]
-    sub = Cursor(cur.data, start, end, cur.names)
+    sub = cur.region(start, end)
     mismatch = Malform.RDATA_LENGTH_MISMATCH
     try:
         if before:
@@ -313,7 +325,7 @@ def _opt_record(
         return edns
     options: list[EdnsOption] = []
     if rr.rdata:
-        options, err = read_options(Cursor(cur.data, rs, cur.pos))
+        options, err = read_options(cur.region(rs, cur.pos))
         if err is not None:
             found.append(err)
     ttl = rr.ttl

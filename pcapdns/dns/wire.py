@@ -1,11 +1,12 @@
 """The bounded cursor every DNS byte is read through, and the closed set of malformation codes.
 
 The cursor (:class:`Cursor`) knows the whole message (compression pointers may reach anywhere
-before them) and the end of the region it is allowed to read: the message end, or the end of one
-record's rdata while that rdata is being checked (:meth:`Cursor.restricted`).  Each read checks
-what remains and raises :class:`WireError` carrying a :class:`Malform` code and the offset of the
-structure that failed.  That exception is private to ``pcapdns.dns``: :func:`pcapdns.dns.parse.
-parse_message` catches it at record level and turns it into a ``Malformation`` value, so bad
+before them) and the end of the region it may read: the message end, or the end of one record's
+rdata while that rdata is checked (:meth:`Cursor.region`).  Fixed fields are read with its methods;
+names with :func:`pcapdns.dns.names.read_name`, which follows pointers through ``cur.data`` but
+never reads at or past ``cur.end``.  Every read checks what remains and raises :class:`WireError`
+with a :class:`Malform` code and the offset of the structure that failed.  That exception is
+private to ``pcapdns.dns``: ``parse_message`` turns it into a ``Malformation`` value, so bad
 traffic never escapes as an exception.
 """
 
@@ -78,9 +79,6 @@ class Cursor:
         # offset read); shared by every cursor over the same message (see names.read_name).
         self.names: dict[int, tuple[bytes, int]] = {} if names is None else names
 
-    def remaining(self) -> int:
-        return self.end - self.pos
-
     def need(self, n: int, code: Malform, offset: int, what: str) -> None:
         """Raise ``code`` at ``offset`` unless ``n`` more bytes are readable."""
         left = self.end - self.pos
@@ -120,6 +118,6 @@ class Cursor:
         self.pos = pos + rdlen
         return rtype, rclass, ttl, pos, self.data[pos : pos + rdlen]
 
-    def restricted(self, n: int) -> Cursor:
-        """A cursor over the next ``n`` bytes only (one record's rdata); the caller checks it is spent."""
-        return Cursor(self.data, self.pos, self.pos + n, self.names)
+    def region(self, start: int, end: int) -> Cursor:
+        """A cursor over ``data[start:end]`` only (one record's rdata), sharing the name memo."""
+        return Cursor(self.data, start, end, self.names)
