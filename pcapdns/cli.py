@@ -86,7 +86,7 @@ def analyze(
         from pcapdns.report.progress import FileProgress
 
         with FileProgress(paths) as progress:
-            analysis = run(paths, opts, progress.update)
+            analysis = run(paths, opts, progress.update, progress.stage)
     else:
         analysis = run(paths, opts)
     if as_json:

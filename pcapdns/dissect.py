@@ -74,7 +74,8 @@ class AddressTable:
                 new[1:] = (hs[1:] != hs[:-1]) | (ls[1:] != ls[:-1])
                 inverse = np.empty(rows.size, dtype=np.int64)
                 inverse[order] = np.cumsum(new) - 1
-                ids = [self.intern(int(a), int(b)) for a, b in zip(hs[new].tolist(), ls[new].tolist(), strict=True)]
+                firsts = zip(hs[new].tolist(), ls[new].tolist(), strict=True)
+                ids = [self.intern(int(a), int(b)) for a, b in firsts]
             out[rows] = np.array(ids, dtype=np.uint32)[inverse.ravel()]
         return out
 

@@ -39,9 +39,15 @@ def _issues_frame(issues: Iterable[DecodeIssue]) -> pl.DataFrame:
 
 
 def analyze(
-    paths: Sequence[str], options: Options | None = None, progress: Progress | None = None
+    paths: Sequence[str],
+    options: Options | None = None,
+    progress: Progress | None = None,
+    stage: Callable[[str], None] | None = None,
 ) -> Analysis:
-    """Read every capture in ``paths`` (as one analysis) and pair, count and tabulate its DNS."""
+    """Read every capture in ``paths`` (as one analysis) and pair, count and tabulate its DNS.
+
+    ``progress`` is called after every batch of frames; ``stage`` names each step after reading.
+    """
     opts = options or Options()
     dissector = Dissector(opts.ports, fast=opts.fast)
     captures: list[CaptureInfo] = []
@@ -61,6 +67,8 @@ def analyze(
     if tail.height:
         chunks.append(tail)
     issues.extend(dissector.take_issues())
+    if stage is not None:
+        stage("pairing queries and responses")
     messages = pl.concat(chunks) if chunks else pl.DataFrame(schema=MESSAGES)
     ends = [c.last_ts_ns for c in captures if c.last_ts_ns is not None]
     timeout_ns = int(opts.timeout_s * 1e9)
@@ -70,6 +78,8 @@ def analyze(
     counters: Counter[str] = Counter(dissector.counters)
     counters.update({f"slow_{k}": v for k, v in dissector.decoder.counters.items()})
     addresses = [address_text(hi, lo) for hi, lo in dissector.addresses.halves]
+    if stage is not None:
+        stage("building the transactions table")
     transactions = build_transactions(paired, files, addresses)
     links = paired.links
     # Addresses, names and EDE lists now live in the transactions table; the messages keep what

@@ -27,7 +27,7 @@ class FileProgress:
         sizes = [os.stat(p).st_size if p != "-" and os.path.isfile(p) else 0 for p in paths]
         self._done: dict[int, int] = {}
         self._progress = Progress(
-            TextColumn("[bold]reading[/] {task.description}"),
+            TextColumn("{task.description}"),
             BarColumn(),
             DownloadColumn(),
             TransferSpeedColumn(),
@@ -41,8 +41,14 @@ class FileProgress:
     def update(self, info: CaptureInfo) -> None:
         self._done[info.file_id] = info.bytes_read
         self._progress.update(
-            self._task, completed=sum(self._done.values()), description=os.path.basename(info.path)
+            self._task,
+            completed=sum(self._done.values()),
+            description=f"reading {os.path.basename(info.path)}",
         )
+
+    def stage(self, what: str) -> None:
+        """Reading is done; say what runs now (the bar stays full)."""
+        self._progress.update(self._task, description=what)
 
     def __enter__(self) -> FileProgress:
         self._progress.start()
