@@ -97,7 +97,7 @@ def pair(messages: pl.DataFrame, timeout_ns: int, capture_end_ns: int, *, vector
         order = (
             pl.DataFrame({"a": flow_a, "b": flow_b, "q": question})
             .with_row_index("i")
-            .sort(["a", "b", "q"], maintain_order=True)
+            .sort(["a", "b", "q", "i"])  # the row index breaks ties: stable, and faster than maintain_order
             .get_column("i")
             .to_numpy()
         )
