@@ -80,14 +80,12 @@ def build_transactions(paired: Paired, files: list[str], addresses: list[str]) -
 
     ``addresses`` holds the text of each address id used in the messages.
     """
-    m = paired.messages
-    q = m.select(_Q_COLS).rename({c: f"q_{c}" for c in _Q_COLS})
+    m = paired.messages  # row i has mi == i, so a message is fetched by position, not by a join
+    links = paired.links.sort("query_mi")
+    q = m.select(_Q_COLS).rename({c: f"q_{c}" for c in _Q_COLS})[links.get_column("query_mi")]
     r = m.select(_R_COLS).rename({c: f"r_{c}" for c in _R_COLS})
-    t = (
-        paired.links.join(q, left_on="query_mi", right_on="q_mi", how="left")
-        .join(r, left_on="response_mi", right_on="r_mi", how="left")
-        .sort("query_mi")
-    )
+    r = r.select(pl.all().gather(links.get_column("response_mi")))
+    t = pl.concat([links, q, r], how="horizontal")
     # The query's source is the client, its destination the server.
     text = pl.Series("address", addresses, dtype=pl.Categorical)
     t = t.with_columns(
