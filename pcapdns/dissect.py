@@ -133,51 +133,51 @@ class Dissector:
         self, batch: FrameBatch, l4: L4Columns, cols: DnsColumns, good: npt.NDArray[np.int64]
     ) -> pl.DataFrame:
         ok = cols.ok
+        n = len(good)
         flags = cols.flags[ok]
         has_opt = cols.has_opt[ok]
         ede = cols.ede[ok]
+        u8, u16, u32 = np.uint8, np.uint16, np.uint32
         data = {
-            "file_id": np.full(len(good), batch.file_id),
-            "frame": batch.frame[good],
-            "idx": np.zeros(len(good), dtype=np.uint16),
+            "file_id": np.full(n, batch.file_id, dtype=u16),
+            "frame": batch.frame[good].astype(u32),
+            "idx": np.zeros(n, dtype=u16),
             "ts_ns": batch.ts_ns[good],
-            "transport": np.full(len(good), 17, dtype=np.uint8),
+            "transport": np.full(n, 17, dtype=u8),
             "src": self.addresses.intern_many(l4.src_hi[good], l4.src_lo[good]),
-            "sport": l4.sport[good],
+            "sport": l4.sport[good].astype(u16),
             "dst": self.addresses.intern_many(l4.dst_hi[good], l4.dst_lo[good]),
-            "dport": l4.dport[good],
-            "size": l4.payload_len[good],
-            "id": cols.id[ok],
-            "flags": flags,
+            "dport": l4.dport[good].astype(u16),
+            "size": l4.payload_len[good].astype(u32),
+            "id": cols.id[ok].astype(u16),
+            "flags": flags.astype(u16),
             "qr": (flags & 0x8000) != 0,
-            "opcode": (flags >> 11) & 0xF,
-            "rcode": (flags & 0xF) | np.where(has_opt, cols.ext_rcode[ok] << 4, 0),
-            "qdcount": cols.qdcount[ok],
-            "ancount": cols.ancount[ok],
-            "nscount": cols.nscount[ok],
-            "arcount": cols.arcount[ok],
+            "opcode": ((flags >> 11) & 0xF).astype(u8),
+            "rcode": ((flags & 0xF) | np.where(has_opt, cols.ext_rcode[ok] << 4, 0)).astype(u16),
+            "qdcount": cols.qdcount[ok].astype(u16),
+            "ancount": cols.ancount[ok].astype(u16),
+            "nscount": cols.nscount[ok].astype(u16),
+            "arcount": cols.arcount[ok].astype(u16),
             "qname": pl.Series(cols.qname, dtype=pl.String),
-            "qtype": cols.qtype[ok],
-            "qclass": cols.qclass[ok],
+            "qtype": cols.qtype[ok].astype(u16),
+            "qclass": cols.qclass[ok].astype(u16),
             "edns": has_opt,
-            "edns_version": cols.edns_version[ok],
-            "edns_udp_size": cols.edns_udp_size[ok],
+            "edns_version": pl.Series(cols.edns_version[ok].astype(u8)),
+            "edns_udp_size": pl.Series(cols.edns_udp_size[ok].astype(u16)),
             "do": cols.do[ok],
-            "_ede": ede,
-            "malformed": np.zeros(len(good), dtype=bool),
-            "capture_truncated": np.zeros(len(good), dtype=bool),
+            "ede": pl.Series(ede.astype(np.int32)),
+            "malformed": np.zeros(n, dtype=bool),
+            "capture_truncated": np.zeros(n, dtype=bool),
         }
-        df = pl.DataFrame(data)
         no_opt = ~pl.col("edns")
-        return df.select(
-            *[c for c in MESSAGES if c not in ("edns_version", "edns_udp_size", "ede")],
+        return pl.DataFrame(data).with_columns(
             pl.when(no_opt).then(None).otherwise(pl.col("edns_version")).alias("edns_version"),
             pl.when(no_opt).then(None).otherwise(pl.col("edns_udp_size")).alias("edns_udp_size"),
-            pl.when(pl.col("_ede") >= 0)
-            .then(pl.concat_list(pl.col("_ede")))
-            .otherwise(pl.lit([]))
+            pl.when(pl.col("ede") >= 0)
+            .then(pl.concat_list(pl.col("ede").cast(pl.UInt16)))
+            .otherwise(pl.lit([], dtype=pl.List(pl.UInt16)))
             .alias("ede"),
-        ).select(pl.col(name).cast(dtype) for name, dtype in MESSAGES.items())
+        )
 
     # -- slow path ----------------------------------------------------------------------------
     def _slow(self, batch: FrameBatch, rows: npt.NDArray[np.int64]) -> pl.DataFrame:

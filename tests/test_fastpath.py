@@ -46,3 +46,32 @@ def test_the_fast_path_is_taken_on_plain_udp() -> None:
         pytest.skip("shared corpus not present")
     fast = analyze([str(path)], Options(fast=True))
     assert fast.counters["fast_frames"] == fast.messages.filter(pl.col("transport") == 17).height > 100
+
+
+def test_hostile_question_names_render_like_the_slow_parser() -> None:
+    """A newline, NUL, markup or a dot inside a label: each message keeps its own name."""
+    import numpy as np
+
+    from pcapdns.dns.columnar import parse_batch
+    from pcapdns.dns.names import name_to_text
+    from pcapdns.dns.parse import parse_message
+
+    def query(*labels: bytes) -> bytes:
+        name = b"".join(bytes([len(x)]) + x for x in labels) + b"\x00"
+        return b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + name + b"\x00\x01\x00\x01"
+
+    msgs = [
+        query(b"a\nb", b"example"),
+        query(b"www", b"example", b"com"),
+        query(b"\x1b[31mred", b"[bold]x"),
+        query(b"dot.inside", b"nul\x00byte"),
+        query(),
+        query(b"plain"),
+    ]
+    buf = b"".join(msgs)
+    starts = np.cumsum([0] + [len(m) for m in msgs[:-1]]).astype(np.int64)
+    cols = parse_batch(np.frombuffer(buf, dtype=np.uint8), starts, np.array([len(m) for m in msgs]))
+    assert cols.ok.all()
+    expected = [name_to_text(parse_message(m).questions[0].name) for m in msgs]
+    assert cols.qname == expected
+    assert expected[0] == "a\\010b.example" and expected[4] == "." and expected[2] == "\\027[31mred.[bold]x"

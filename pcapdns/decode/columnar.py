@@ -72,7 +72,7 @@ class _Bytes:
             self.b = np.zeros(1, dtype=np.uint8)
 
     def u8(self, pos: I64) -> I64:
-        return self.b[np.minimum(pos, self.last)].astype(np.int64)
+        return np.take(self.b, pos, mode="clip").astype(np.int64)
 
     def u16(self, pos: I64) -> I64:
         return (self.u8(pos) << 8) | self.u8(pos + 1)

@@ -81,7 +81,7 @@ class _Reader:
         self.last = len(b) - 1
 
     def u8(self, pos: I64) -> I64:
-        return self.b[np.minimum(pos, self.last)].astype(np.int64)
+        return np.take(self.b, pos, mode="clip").astype(np.int64)
 
     def u16(self, pos: I64) -> I64:
         return (self.u8(pos) << 8) | self.u8(pos + 1)
@@ -353,11 +353,19 @@ def _render_names(rd: _Reader, qs: I64, qe: I64, ok: Mask, labels: list[tuple[I6
     g[ends] = ord("\n")
     bad[dots] = False
     bad[ends] = False
-    text: list[str] = g.tobytes().decode("latin-1").split("\n")[:-1]
+    escaped = np.zeros(0, dtype=np.int64)
     if bad.any():
-        for i in np.flatnonzero(np.logical_or.reduceat(bad, cum[:-1])):
-            r = rows[i]
-            text[i] = name_to_text(rd.b[qs[r] : qe[r]].tobytes())
+        # Names needing escapes are rendered one by one below; blank their bytes first so that a
+        # newline inside a label cannot split the joined text in the wrong place.
+        name_bad = np.logical_or.reduceat(bad, cum[:-1])
+        blank = np.repeat(name_bad, count)
+        blank[ends] = False
+        g[blank] = ord("x")
+        escaped = np.flatnonzero(name_bad)
+    text: list[str] = g.tobytes().decode("latin-1").split("\n")[:-1]
+    for i in escaped.tolist():
+        r = rows[i]
+        text[i] = name_to_text(rd.b[qs[r] : qe[r]].tobytes())
     for i in np.flatnonzero(root):
         text[i] = "."
     return text
