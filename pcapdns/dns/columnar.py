@@ -366,6 +366,6 @@ def _render_names(rd: _Reader, qs: I64, qe: I64, ok: Mask, labels: list[tuple[I6
     for i in escaped.tolist():
         r = rows[i]
         text[i] = name_to_text(rd.b[qs[r] : qe[r]].tobytes())
-    for i in np.flatnonzero(root):
-        text[i] = "."
+    for j in np.flatnonzero(root).tolist():
+        text[j] = "."
     return text
