@@ -132,3 +132,16 @@ def test_human_report_mentions_the_essentials(capsys):
     for heading in ("Capture quality", "Totals", "RCODEs", "Latency"):
         assert heading in out
     assert "NOERROR" in out
+
+
+def test_damaged_capture_is_analyzed_up_to_the_damage(capsys, tmp_path):
+    sample = Path(__file__).resolve().parents[1] / "samples" / "outage.pcap"
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(sample.read_bytes()[:300_000])  # tcpdump killed mid-write
+    status, out, err = run(capsys, "analyze", str(cut), "--json")
+    assert status == 0, err
+    s = json.loads(out)
+    assert s["decode_issues"] == {"capture_cut_short": 1}
+    assert 2000 < s["frames"] < 5930 and s["dns_messages"] == s["frames"]
+    status, out, _ = run(capsys, "analyze", str(cut))
+    assert status == 0 and "capture_cut_short" in out and "cut short" in out

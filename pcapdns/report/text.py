@@ -61,8 +61,11 @@ def quality(a: Analysis, s: dict[str, Any]) -> RenderableType:
     if s["decode_issues"]:
         detail = ", ".join(f"{k} {v:,}" for k, v in s["decode_issues"].items())
         lines.append(Text(f"decode issues: {detail}", "yellow"))
-        for row in a.issues.filter(pl.col("frame") == 0).iter_rows(named=True):
-            lines.append(Text(f"  {a.files[row['file_id']]}: {row['reason']}: {row['detail']}", "yellow"))
+        # Every file-level issue, and the first occurrence of each frame-level reason.
+        firsts = a.issues.filter(pl.col("frame") > 0).unique("reason", keep="first", maintain_order=True)
+        for row in pl.concat([a.issues.filter(pl.col("frame") == 0), firsts]).iter_rows(named=True):
+            where = a.files[row["file_id"]] + (f" frame {row['frame']}" if row["frame"] else "")
+            lines.append(Text(f"  {where}: {row['reason']}: {row['detail']}", "yellow"))
     else:
         lines.append(Text("decode issues: none", "green"))
     if s["queries"] and not s["responses"]:
