@@ -6,6 +6,7 @@ The CLI, the report and (later) the TUI all call :func:`analyze`; none of them w
 
 from __future__ import annotations
 
+import ctypes
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,18 @@ class Options:
     fast: bool = True  # False sends every frame down the per-packet path (for tests and debugging)
     batch_frames: int = 65536
     extra: dict[str, object] = field(default_factory=dict)
+
+
+def _release_memory() -> None:
+    """Hand freed heap pages back to the OS between stages (glibc only; a no-op elsewhere).
+
+    numpy's many batch-sized temporaries are freed to glibc's heap, which keeps them mapped; the
+    next stage's peak then stacks on top.  ``malloc_trim`` returns them (as Dask's workers do).
+    """
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _issues_frame(issues: Iterable[DecodeIssue]) -> pl.DataFrame:
@@ -67,6 +80,7 @@ def analyze(
     if tail.height:
         chunks.append(tail)
     issues.extend(dissector.take_issues())
+    _release_memory()
     if stage is not None:
         stage("pairing queries and responses")
     messages = pl.concat(chunks) if chunks else pl.DataFrame(schema=MESSAGES)
@@ -74,6 +88,7 @@ def analyze(
     timeout_ns = int(opts.timeout_s * 1e9)
     paired = pair(messages, timeout_ns, max(ends) if ends else 0)
     del chunks, messages
+    _release_memory()
     files = [c.path for c in captures]
     counters: Counter[str] = Counter(dissector.counters)
     counters.update({f"slow_{k}": v for k, v in dissector.decoder.counters.items()})
