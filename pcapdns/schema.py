@@ -79,3 +79,36 @@ LINKS: dict[str, pl.DataType] = {
     "status": STATUS,
     "retransmissions": pl.UInt32(),
 }
+
+# Findings of the anomaly engine (``pcapdns anomalies``): one row per finding, ranked.
+ANOMALY_KINDS = (
+    "formerr",
+    "unanswered_outage",
+    "unanswered_loss",
+    "rcode_surge",
+    "slow_responses",
+    "servfail_cause",
+    "truncation",
+    "retry_chain",
+    "suspicious_response",
+    "capture_quality",
+)
+ANOMALY_KIND = pl.Enum(list(ANOMALY_KINDS))
+SEVERITIES = ("info", "warning", "critical")
+SEVERITY = pl.Enum(list(SEVERITIES))
+EVIDENCE = pl.Struct({"file": pl.String(), "frame": pl.UInt32()})
+ANOMALIES: dict[str, pl.DataType] = {
+    "rank": pl.UInt32(),  # 1 = the finding to read first
+    "kind": ANOMALY_KIND,
+    "severity": SEVERITY,
+    "start": pl.Datetime("us", "UTC"),
+    "end": pl.Datetime("us", "UTC"),
+    "servers": pl.List(pl.String()),  # affected server addresses
+    "clients": pl.UInt32(),  # distinct clients affected
+    "zone": pl.String(),  # registered domain / longest common suffix of the names; null when none
+    "rcode": pl.String(),  # RCODE name for rcode_surge and servfail_cause, else null
+    "count": pl.UInt64(),  # transactions (or messages, frames) the finding covers
+    "summary": pl.String(),
+    "likely_cause": pl.String(),
+    "evidence": pl.List(EVIDENCE),  # a few representative packets: file and 1-based frame number
+}

@@ -18,7 +18,7 @@ import polars as pl
 
 from pcapdns.dns.codes import rcode_name, rrtype_name
 from pcapdns.model import CaptureInfo
-from pcapdns.schema import DECODE_ISSUES, MALFORMED
+from pcapdns.schema import ANOMALIES, DECODE_ISSUES, MALFORMED
 
 PERCENTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
 
@@ -36,6 +36,7 @@ class Analysis:
     counters: Counter[str] = field(default_factory=Counter)
     timeout_s: float = 5.0
     addresses: list[str] = field(default_factory=list)  # text of the address ids in ``messages``
+    anomalies: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=ANOMALIES))
 
     @property
     def files(self) -> list[str]:

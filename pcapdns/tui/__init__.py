@@ -1,0 +1,1 @@
+"""The textual TUI (``pcapdns tui``): displays what the headless pipeline computed."""
