@@ -120,7 +120,7 @@ def analysis_options(f: Callable[..., None]) -> Callable[..., None]:
     return f
 
 
-def _analyze(files: tuple[str, ...], kw: dict[str, Any]) -> Analysis:
+def _analyze(files: tuple[str, ...], kw: dict[str, Any], *, anomalies: bool = True) -> Analysis:
     """Run the pipeline on ``files`` with the shared flags in ``kw`` (progress on a terminal)."""
     from pcapdns.pipeline import Options
     from pcapdns.pipeline import analyze as run
@@ -139,6 +139,7 @@ def _analyze(files: tuple[str, ...], kw: dict[str, Any]) -> Analysis:
         timeout_s=kw["timeout"],
         fast=not kw["slow_path"],
         thresholds=thresholds,
+        anomalies=anomalies,
     )
     paths = _expand(files)
     if not kw["no_progress"] and sys.stderr.isatty():
@@ -157,7 +158,8 @@ def analyze(files: tuple[str, ...], as_json: bool, **kw: Any) -> None:
     """Analyze pcap/pcapng FILES (compressed or not, '-' for stdin) as one capture."""
     from pcapdns.tables.summary import summary
 
-    analysis = _analyze(files, kw)
+    # The summary holds no finding: --json skips the anomaly engine (the fast path stays fast).
+    analysis = _analyze(files, kw, anomalies=not as_json)
     if as_json:
         click.echo(json.dumps(summary(analysis), indent=1))
         return

@@ -13,7 +13,7 @@ from datetime import datetime
 
 import polars as pl
 
-from pcapdns.anomalies.findings import Finding, evidence_of, zone_for, zone_of
+from pcapdns.anomalies.findings import Finding, evidence_of, zone_for
 from pcapdns.anomalies.inputs import Inputs
 from pcapdns.dns.codes import ede_name
 
@@ -28,8 +28,7 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
     th = inp.thresholds
     t = inp.transactions.with_columns(pl.col("server").cast(pl.String), pl.col("client").cast(pl.String))
     sf = t.filter(pl.col("rcode_name").cast(pl.String) == "SERVFAIL").with_columns(
-        _lower("qname").alias("name_l"),
-        pl.col("qname").map_elements(zone_of, return_dtype=pl.String).alias("zk"),
+        _lower("qname").alias("name_l")
     )
     if sf.height == 0:
         return []
@@ -56,21 +55,38 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
         (pl.col("u_status") != "answered") | pl.col("u_rcode").is_in(["SERVFAIL", "REFUSED"])
     )
     cd_ok = _cd_retries(sf, t, th.retry_window_s)
+    cd_frames = cd_ok.get_column("query_frame").implode()
+    hop_frames = failed_hops.get_column("query_frame").implode()
+    dnssec = pl.col("ede").list.eval(pl.element().is_in(list(_DNSSEC_EDE))).list.any().fill_null(False)
+    sf = sf.with_columns(
+        pl.when(pl.col("query_frame").is_in(hop_frames))
+        .then(pl.lit("upstream"))
+        .when(dnssec | pl.col("query_frame").is_in(cd_frames))
+        .then(pl.lit("dnssec"))
+        .when(pl.col("ede").list.len().fill_null(0) > 0)
+        .then(pl.lit("ede"))
+        .otherwise(pl.lit("unknown"))
+        .alias("cause_class")
+    )
+    answered = t.filter(pl.col("rcode_name").is_not_null()).select("server", "ts")
     out: list[Finding] = []
-    for (server, _zk), rows in sf.sort("ts").group_by(["server", "zk"], maintain_order=True):
-        frames = rows.get_column("query_frame")
-        mine = failed_hops.filter(
-            (pl.col("server") == server) & pl.col("query_frame").is_in(frames.implode())
-        ).unique(["u_file", "u_frame"], maintain_order=True)
-        ede = rows.get_column("ede").explode().drop_nulls().value_counts(sort=True)
-        cd = cd_ok.filter(pl.col("query_frame").is_in(frames.implode())).height
-        causes, likely = _reasons(rows.height, mine, ede, cd)
-        if not causes and rows.height < th.min_count:
-            continue
-        names = rows.get_column("qname").drop_nulls().to_list()
-        zone = zone_for(names)
+    for (server, cls), rows in sf.sort("ts").group_by(["server", "cause_class"], maintain_order=True):
         start, last = rows.get_column("ts").min(), rows.get_column("ts").max()
         assert isinstance(start, datetime) and isinstance(last, datetime)
+        # the share of the server's answers while these SERVFAILs were given
+        during = answered.filter((pl.col("server") == server) & pl.col("ts").is_between(start, last)).height
+        share = rows.height / max(1, during)
+        if rows.height < th.min_count or (cls == "unknown" and share < 0.01):
+            continue
+        frames = rows.get_column("query_frame").implode()
+        mine = failed_hops.filter((pl.col("server") == server) & pl.col("query_frame").is_in(frames)).unique(
+            ["u_file", "u_frame"], maintain_order=True
+        )
+        ede = rows.get_column("ede").explode().drop_nulls().value_counts(sort=True)
+        cd = cd_ok.filter(pl.col("query_frame").is_in(frames)).height
+        causes, likely = _reasons(rows.height, mine, ede, cd)
+        names = rows.get_column("qname").drop_nulls().to_list()
+        zone = zone_for(names)
         clients = rows.get_column("client").n_unique()
         evidence = evidence_of(rows, max(2, th.evidence // 2))
         if mine.height:
@@ -78,10 +94,11 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
                 {"file": f, "frame": int(n)}
                 for f, n in mine.select("u_file", "u_frame").head(th.evidence - len(evidence)).iter_rows()
             ]
+        severity = "critical" if share >= 0.05 else "warning" if share >= 0.01 else "info"
         out.append(
             Finding(
                 kind="servfail_cause",
-                severity="critical" if mine.height or rows.height >= 10 * th.min_count else "warning",
+                severity=severity,
                 start=start,
                 end=last,
                 servers=[str(server)],
@@ -91,7 +108,7 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
                 count=rows.height,
                 summary=(
                     f"{rows.height} SERVFAIL answer{'s' if rows.height != 1 else ''} from {server}"
-                    f"{' for ' + zone if zone else ''}: "
+                    f"{' for ' + zone if zone else ''} ({100 * share:.1f}% of its answers meanwhile): "
                     + ("; ".join(causes) if causes else "no cause visible in the capture")
                 ),
                 likely_cause=likely,

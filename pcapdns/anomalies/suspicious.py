@@ -179,16 +179,13 @@ def _nodata_changes(t: pl.DataFrame, inp: Inputs) -> list[Finding]:
         .with_columns(pl.col("qname").str.to_lowercase().alias("name_l"))
         .sort("ts")
     )
-    had = (
-        (pl.col("answers") > 0)
-        .cast(pl.Int32)
-        .cum_max()
-        .over("server", "name_l", "qtype")
-        .shift(1)
-        .over("server", "name_l", "qtype")
-    )
-    changed = a.with_columns(had.fill_null(0).alias("had")).filter(
-        (pl.col("answers") == 0) & (pl.col("had") == 1)
+    keys = ["server", "name_l", "qtype"]
+    first_had = a.filter(pl.col("answers") > 0).group_by(keys).agg(pl.col("ts").min().alias("first_had"))
+    changed = (
+        a.filter(pl.col("answers") == 0)
+        .join(first_had, on=keys, how="inner")
+        .filter(pl.col("ts") > pl.col("first_had"))
+        .sort("ts")
     )
     if changed.height < inp.thresholds.min_count:
         return []

@@ -182,10 +182,10 @@ def _outage(g: dict[str, object], t: pl.DataFrame, limit: int) -> Finding:
             f"{rows.height} queries lost ({'100%' if share == 1 else f'{100 * share:.1f}%'}){back}"
         ),
         likely_cause=(
-            f"{who} {'were' if len(servers) > 1 else 'was'} down or unreachable: every query in the window "
-            "went unanswered while other servers in the capture kept answering. Check reachability from "
-            "the querying host (ping, traceroute, `dig @SERVER`), firewall or ACL changes at the onset, "
-            "and the servers' own logs"
+            f"{who} {'were' if len(servers) > 1 else 'was'} down or unreachable: nearly every query in "
+            "the window went unanswered while other servers in the capture kept answering. Check "
+            "reachability from the querying host (ping, traceroute, `dig @SERVER`), firewall or ACL "
+            "changes at the onset, and the servers' own logs"
         ),
         evidence=evidence_of(lost, limit, ("query_frame",)),
     )

@@ -12,8 +12,8 @@ from typing import Any
 import polars as pl
 from rich import box
 from rich.console import Group, RenderableType
+from rich.padding import Padding
 from rich.panel import Panel
-from rich.table import Table
 from rich.text import Text
 
 from pcapdns.dns.knowledge import RcodeInfo
@@ -77,30 +77,35 @@ def timeline(anomalies: pl.DataFrame) -> RenderableType:
 
 
 def findings_table(anomalies: pl.DataFrame, *, causes: bool = True) -> RenderableType:
-    """The ranked findings with their likely cause and evidence frames."""
-    t = Table(title="Findings (ranked)", title_justify="left", box=box.SIMPLE_HEAD, title_style="bold")
-    t.add_column("#", justify="right")
-    t.add_column("severity")
-    t.add_column("kind")
-    t.add_column("finding", overflow="fold", ratio=3)
-    if causes:
-        t.add_column("likely cause", overflow="fold", ratio=3)
-    t.add_column("frames", overflow="fold")
+    """The ranked findings, one block each: what, likely cause, and the frames to open."""
+    blocks: list[RenderableType] = []
     for r in anomalies.sort("rank").iter_rows(named=True):
         sev = str(r["severity"])
-        cells: list[RenderableType] = [
-            str(r["rank"]),
-            Text(sev, _STYLE[sev]),
-            str(r["kind"]),
-            Text(r["summary"]),
-        ]
+        when = ""
+        if r["start"] is not None:
+            when = r["start"].strftime("%Y-%m-%d %H:%M:%S")
+            if r["end"] is not None and r["end"] != r["start"]:
+                when += r["end"].strftime(" .. %H:%M:%S")
+        head = Text.assemble(
+            (f"#{r['rank']} ", "bold"), (sev, _STYLE[sev]), " ", (str(r["kind"]), "bold"), f"  {when}"
+        )
+        if r["servers"]:
+            head.append("  servers: ")
+            head.append(Text(", ".join(r["servers"][:6]) + (" ..." if len(r["servers"]) > 6 else "")))
+        lines: list[RenderableType] = [head, Padding(Text(r["summary"]), (0, 0, 0, 3))]
         if causes:
-            cells.append(Text(r["likely_cause"]))
-        cells.append(_frames(r["evidence"]))
-        t.add_row(*cells)
-    if anomalies.height == 0:
-        t.caption = "no anomaly found"
-    return t
+            cause = Text.assemble(("likely cause: ", "italic"), Text(r["likely_cause"]))
+            lines.append(Padding(cause, (0, 0, 0, 3)))
+        if r["evidence"]:
+            files = {e["file"] for e in r["evidence"]}
+            where = f" in {next(iter(files))}" if len(files) == 1 else ""
+            evidence = Text(f"evidence: frames {_frames(r['evidence'])}{where}", "dim")
+            lines.append(Padding(evidence, (0, 0, 0, 3)))
+        blocks.append(Group(*lines))
+        blocks.append(Text(""))
+    if not blocks:
+        blocks.append(Text("no anomaly found", "green"))
+    return Panel(Group(*blocks), title="Findings (ranked)", title_align="left", box=box.ROUNDED)
 
 
 def explain_panel(info: RcodeInfo) -> RenderableType:
