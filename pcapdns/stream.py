@@ -454,6 +454,7 @@ class Runner:
         self._thread = threading.Thread(target=self._capture, name="pcapdns-capture", daemon=True)
         self._error: BaseException | None = None
         self._detect_cost = 0
+        self._seen = 0
 
     def stop(self) -> None:
         self._stop.set()
@@ -478,7 +479,6 @@ class Runner:
         tick_start = start
         next_tick = start + self.interval_ns
         self._thread.start()
-        seen = 0
         try:
             while not self._stop.is_set():
                 now = time.time_ns()
@@ -486,15 +486,9 @@ class Runner:
                     break
                 wait = max(0.0, min(next_tick - now, 100_000_000) / 1e9)
                 try:
-                    batch = self.queue.get(timeout=wait)
+                    self._take(self.queue.get(timeout=wait))
                 except queue.Empty:
-                    batch = None
-                if batch is not None:
-                    if self.count is not None and seen + len(batch) >= self.count:
-                        batch = _head(batch, self.count - seen)
-                        self._stop.set()
-                    seen += len(batch)
-                    self.stream.feed(batch)
+                    pass
                 now = time.time_ns()
                 if now >= next_tick:
                     self._tick(tick_start, now, final=False)
@@ -504,14 +498,21 @@ class Runner:
         finally:
             self._stop.set()
             self._thread.join(timeout=2)
-        while True:  # what was captured before the end is analysed, not dropped
+        while self.count is None or self._seen < self.count:  # what was captured is analysed, not dropped
             try:
-                self.stream.feed(self.queue.get_nowait())
+                self._take(self.queue.get_nowait())
             except queue.Empty:
                 break
         if self._error is not None:
             raise self._error
         return self._tick(tick_start, time.time_ns(), final=True)
+
+    def _take(self, batch: FrameBatch) -> None:
+        if self.count is not None and self._seen + len(batch) >= self.count:
+            batch = _head(batch, self.count - self._seen)
+            self._stop.set()
+        self._seen += len(batch)
+        self.stream.feed(batch)
 
     def _tick(self, start: int, now: int, *, final: bool) -> Tick:
         s = self.stream

@@ -270,7 +270,12 @@ def _attach_filter(sock: socket.socket, bpf: str, *, cooked: bool) -> None:
     from scapy.arch.common import compile_filter
 
     linktype = LinkType.LINUX_SLL if cooked else LinkType.EN10MB
-    prog = compile_filter(bpf or "", linktype=int(linktype))
+    try:
+        prog = compile_filter(bpf or "", linktype=int(linktype))
+    except ImportError:
+        raise SourceMissing(
+            "libpcap is missing: it compiles the capture filter", "install it: apt-get install libpcap0.8"
+        ) from None
     compiled = (_Insn * prog.bf_len).from_address(ctypes.addressof(prog.bf_insns.contents))
     lo = socket.if_nametoindex("lo")
     prefix = [  # pkttype == OUTGOING and ifindex == lo: refuse
