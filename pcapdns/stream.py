@@ -422,6 +422,7 @@ class Tick:
     settled: pl.DataFrame
     findings: pl.DataFrame
     final: bool = False
+    queued: int = 0  # batches waiting in the queue when the tick was taken (a backlog)
 
 
 class Runner:
@@ -436,7 +437,7 @@ class Runner:
         interval_s: float = 1.0,
         duration_s: float | None = None,
         count: int | None = None,
-        queue_batches: int = 256,
+        queue_batches: int = 64,
         clock_lag_s: float = 1.0,
         anomalies: bool = True,
     ) -> None:
@@ -544,6 +545,7 @@ class Runner:
             settled=step.transactions,
             findings=findings,
             final=final,
+            queued=self.queue.qsize(),
         )
         self.on_tick(tick)
         return tick

@@ -77,7 +77,7 @@ def test_json_lines_hold_the_contract_keys(outage: tuple[Stream, list[Tick]]) ->
     _, ticks = outage
     want = summary(analyze([str(OUTAGE)], Options(anomalies=False)))
     line = json_line(ticks[-1])
-    assert set(line) == set(want) | {"dropped", "interval", "findings", "final"}
+    assert set(line) == set(want) | {"dropped", "queued", "interval", "findings", "final"}
     assert {k: line[k] for k in want} == want
     assert line["dropped"] == {"kernel": 3, "queue": 4}
     assert set(line["interval"]) == {"start", "end", "queries", "responses", "unanswered"}

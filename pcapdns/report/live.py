@@ -40,6 +40,7 @@ def json_line(tick: Tick) -> dict[str, Any]:
     return {
         **tick.summary,
         "dropped": {"kernel": tick.kernel_drops, "queue": tick.queue_drops},
+        "queued": tick.queued,
         "interval": {
             "start": iso(tick.start_ns),
             "end": iso(tick.end_ns),

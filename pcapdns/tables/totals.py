@@ -25,12 +25,12 @@ RTT_EXACT = 1_000_000
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
-def counts(df: pl.DataFrame, column: str) -> Counter[int]:
-    """``{value: rows}`` of an integer column (nulls left out), by polars."""
-    if df.height == 0:
-        return Counter()
-    grouped = df.filter(pl.col(column).is_not_null()).group_by(column).len()
-    return Counter({int(v): int(n) for v, n in grouped.iter_rows()})
+def _counted(values: npt.NDArray[Any]) -> dict[int, int]:
+    """``{value: occurrences}`` of an integer array."""
+    if values.size == 0:
+        return {}
+    uniq, n = np.unique(values, return_counts=True)
+    return dict(zip(uniq.tolist(), n.tolist(), strict=True))
 
 
 @dataclass(slots=True)
@@ -76,15 +76,18 @@ class Totals:
         """Count a frame of decoded messages (schema ``MESSAGES``); returns (queries, responses)."""
         if m.height == 0:
             return 0, 0
-        queries = m.filter(~pl.col("qr"))
-        responses = m.filter(pl.col("qr"))
-        self.queries += queries.height
-        self.responses += responses.height
+        qr = m.get_column("qr").to_numpy()
+        n_resp = int(np.count_nonzero(qr))
+        self.queries += m.height - n_resp
+        self.responses += n_resp
         self.malformed += int(m.get_column("malformed").sum())
-        self.rcodes.update(counts(responses, "rcode"))
-        self.qtypes.update(counts(queries.filter(pl.col("opcode") != 5), "qtype"))
-        self.transports.update(counts(m, "transport"))
-        return queries.height, responses.height
+        self.rcodes.update(_counted(m.get_column("rcode").to_numpy()[qr]))
+        # An UPDATE's first section is the zone, not a question (RFC 2136 2.3): not a QTYPE.
+        qtype = m.get_column("qtype")
+        asks = ~qr & (m.get_column("opcode").to_numpy() != 5) & qtype.is_not_null().to_numpy()
+        self.qtypes.update(_counted(qtype.fill_null(0).to_numpy()[asks]))
+        self.transports.update(_counted(m.get_column("transport").to_numpy()))
+        return m.height - n_resp, n_resp
 
     def add_malformed(self, rows: pl.DataFrame) -> None:
         """Malformation rows (schema ``MALFORMED``): messages per reason, as the summary counts them."""
