@@ -40,12 +40,16 @@ from pcapdns.anomalies import Inputs, Thresholds, detect
 from pcapdns.dissect import AddressTable, Dissector
 from pcapdns.model import DEFAULT_PORTS, CaptureInfo, FrameBatch
 from pcapdns.pairing import Paired, pair
-from pcapdns.schema import ANOMALIES, DECODE_ISSUES, MALFORMED, MESSAGES, ROLES
+from pcapdns.schema import ANOMALIES, DECODE_ISSUES, LINKS, MALFORMED, MESSAGES, ROLE, ROLES
 from pcapdns.tables.engine import engine_inputs
 from pcapdns.tables.names import address_text
 from pcapdns.tables.totals import PairCounts, Totals
 from pcapdns.tables.transactions import build_transactions
 
+_EMPTY = Paired(
+    messages=pl.DataFrame(schema={"mi": pl.UInt32(), **MESSAGES, "role": ROLE, "txn": pl.UInt32()}),
+    links=pl.DataFrame(schema=LINKS),
+)
 _SENDS = np.array([ROLES.index("query"), ROLES.index("retransmission")], dtype=np.uint32)
 
 
@@ -154,6 +158,81 @@ def _counts(messages: pl.DataFrame, links: pl.DataFrame, rtt: npt.NDArray[np.int
     )
 
 
+_H1, _H2, _H3 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9)
+
+
+def _flow_hash(m: pl.DataFrame) -> npt.NDArray[np.uint64]:
+    """One 64-bit number per message for its flow (client, server, transport, ports, DNS ID).
+
+    Equal flows hash equal; a collision only makes a transaction be paired again needlessly.
+    """
+    if m.height == 0:
+        return np.zeros(0, dtype=np.uint64)
+    qr = m.get_column("qr").to_numpy()
+    u = np.uint64
+    src, dst = m.get_column("src").to_numpy().astype(u), m.get_column("dst").to_numpy().astype(u)
+    sp, dp = m.get_column("sport").to_numpy().astype(u), m.get_column("dport").to_numpy().astype(u)
+    client, server = np.where(qr, dst, src), np.where(qr, src, dst)
+    cport, sport = np.where(qr, dp, sp), np.where(qr, sp, dp)
+    rest = (
+        (m.get_column("transport").to_numpy().astype(u) << u(48))
+        | (cport << u(32))
+        | (sport << u(16))
+        | m.get_column("id").to_numpy().astype(u)
+    )
+    with np.errstate(over="ignore"):
+        out: npt.NDArray[np.uint64] = (client * _H1) ^ (server * _H2) ^ (rest * _H3)
+    return out
+
+
+def _subset(p: Paired, msg_mask: npt.NDArray[np.bool_], link_mask: npt.NDArray[np.bool_]) -> Paired:
+    """Whole transactions out of a pairing result, renumbered from 0 (``mi``, ``txn`` and links)."""
+    sel = np.flatnonzero(msg_mask)
+    n = p.messages.height
+    remap = np.full(n, -1, dtype=np.int64)
+    remap[sel] = np.arange(sel.size)
+    txn = p.messages.get_column("txn").fill_null(-1).cast(pl.Int64).to_numpy()[sel]
+    links = p.links.filter(pl.Series(link_mask))
+    q = links.get_column("query_mi").cast(pl.Int64).to_numpy()
+    r = links.get_column("response_mi").fill_null(-1).cast(pl.Int64).to_numpy()
+    return Paired(
+        messages=p.messages[sel].with_columns(
+            pl.Series("mi", np.arange(sel.size), dtype=pl.UInt32),
+            _ids("txn", np.where(txn >= 0, remap[np.maximum(txn, 0)], -1)),
+        ),
+        links=links.with_columns(
+            pl.Series("query_mi", remap[q], dtype=pl.UInt32),
+            _ids("response_mi", np.where(r >= 0, remap[np.maximum(r, 0)], -1)),
+        ),
+    )
+
+
+def _ids(name: str, values: npt.NDArray[np.int64]) -> pl.Series:
+    return pl.Series(name, values).replace(-1, None).cast(pl.UInt32)
+
+
+def _concat(parts: list[Paired]) -> Paired:
+    """Pairing results side by side, renumbered so that row i of the messages has ``mi`` i."""
+    parts = [p for p in parts if p.messages.height]
+    if not parts:
+        return _EMPTY
+    if len(parts) == 1:
+        return parts[0]
+    messages, links, base = [], [], 0
+    for p in parts:
+        shift = pl.lit(base, dtype=pl.UInt32)
+        messages.append(p.messages.with_columns(pl.col("mi") + shift, pl.col("txn") + shift))
+        links.append(p.links.with_columns(pl.col("query_mi") + shift, pl.col("response_mi") + shift))
+        base += p.messages.height
+    return Paired(messages=pl.concat(messages), links=pl.concat(links))
+
+
+def _merge_counts(a: PairCounts, b: PairCounts) -> PairCounts:
+    return PairCounts(
+        roles=a.roles + b.roles, statuses=a.statuses + b.statuses, rtt_ns=np.concatenate([a.rtt_ns, b.rtt_ns])
+    )
+
+
 def _counter(df: pl.DataFrame | None) -> Any:
     from collections import Counter
 
@@ -173,7 +252,11 @@ class Stream:
         self.totals = Totals()
         self.window = Window(opts.window_s, opts.window_rows)
         self.ring = FrameRing(opts.ring_bytes)
-        self._pending = pl.DataFrame(schema=MESSAGES)
+        self._pending = pl.DataFrame(schema=MESSAGES)  # outstanding queries, recent orphans
+        self._pending_step = PairCounts()
+        self._wait = _EMPTY  # answered transactions inside their duplicate window
+        self._wait_deadline = np.zeros(0, dtype=np.int64)
+        self._wait_flow = np.zeros(0, dtype=np.uint64)
         self._new: list[pl.DataFrame] = []
         self._pending_counts = PairCounts()
         self._text: dict[int, str] = {}
@@ -226,12 +309,70 @@ class Stream:
         return self._settle(0, max(end_ns or 0, self.totals.last_ts or 0), final=True)
 
     def _settle(self, horizon: int, end: int, *, final: bool) -> Step:
-        chunks = [self._pending, *self._new]
+        new = pl.concat(self._new) if self._new else pl.DataFrame(schema=MESSAGES)
         self._new = []
-        m = pl.concat(chunks) if len(chunks) > 1 else chunks[0]
-        if m.height == 0:
-            self._pending_counts = PairCounts()
+        # Answered transactions waiting out their duplicate window are paired again only when a
+        # new message shares their flow (client, server, ports, transport, ID): pairing is per
+        # flow, so the others cannot change; they settle when their deadline passes.
+        w = self._wait
+        w_txn = w.messages.get_column("txn").cast(pl.Int64).to_numpy()
+        w_q = w.links.get_column("query_mi").cast(pl.Int64).to_numpy()
+        if final:
+            touched = np.ones(len(w_q), dtype=bool)
+        else:
+            hit = np.isin(self._wait_flow, _flow_hash(new)) if new.height else np.zeros(len(w_txn), bool)
+            touched = np.isin(w_q, w_txn[hit])
+        expired = ~touched & (self._wait_deadline < horizon)
+        group_of = np.zeros(w.messages.height, dtype=np.int64)
+        group_of[w_q] = np.arange(len(w_q))
+        msg_group = group_of[w_txn] if len(w_txn) else w_txn
+        m = pl.concat(
+            [self._pending, w.messages.filter(pl.Series(touched[msg_group])).select(list(MESSAGES)), new]
+        )
+        parts_done: list[Paired] = [_subset(w, expired[msg_group], expired)]
+        stay = ~touched & ~expired
+        wait_parts: list[tuple[Paired, npt.NDArray[np.int64], npt.NDArray[np.uint64]]] = [
+            (_subset(w, stay[msg_group], stay), self._wait_deadline[stay], self._wait_flow[stay[msg_group]])
+        ]
+        if m.height:
+            self._pair_step(m, horizon, end, final, parts_done, wait_parts)
+        else:
+            self._pending = m
+        self._wait = _concat([p for p, _, _ in wait_parts])
+        self._wait_deadline = np.concatenate([d for _, d, _ in wait_parts])
+        self._wait_flow = np.concatenate([f for _, _, f in wait_parts])
+        wm, wl = self._wait.messages, self._wait.links
+        w_ts = wm.get_column("ts_ns").to_numpy()
+        w_rtt = (
+            w_ts[wl.get_column("response_mi").cast(pl.Int64).to_numpy()]
+            - w_ts[wl.get_column("query_mi").cast(pl.Int64).to_numpy()]
+        )
+        self._pending_counts = _merge_counts(self._pending_step, _counts(wm, wl, w_rtt))
+        sub = _concat(parts_done)
+        if sub.messages.height == 0:
+            self._compact_addresses()
             return Step(pl.DataFrame(), 0)
+        sts = sub.messages.get_column("ts_ns").to_numpy()
+        sl = sub.links.filter(pl.col("response_mi").is_not_null())
+        rtt = (
+            sts[sl.get_column("response_mi").cast(pl.Int64).to_numpy()]
+            - sts[sl.get_column("query_mi").cast(pl.Int64).to_numpy()]
+        )
+        counts = _counts(sub.messages, sub.links, rtt)
+        self.totals.add_settled(counts)
+        transactions = self._tables(sub)
+        self._compact_addresses()  # settled messages are tabled: only pending ones use ids now
+        return Step(transactions, counts.statuses.get("unanswered", 0))
+
+    def _pair_step(
+        self,
+        m: pl.DataFrame,
+        horizon: int,
+        end: int,
+        final: bool,
+        parts_done: list[Paired],
+        wait_parts: list[tuple[Paired, npt.NDArray[np.int64], npt.NDArray[np.uint64]]],
+    ) -> None:
         # The capture has lasted until ``end``: a deadline before it passed unanswered.
         paired = pair(m, self.timeout_ns, end)
         pm, links = paired.messages, paired.links
@@ -242,49 +383,32 @@ class Stream:
         q = links.get_column("query_mi").cast(pl.Int64).to_numpy()
         r = links.get_column("response_mi").fill_null(-1).cast(pl.Int64).to_numpy()
         answered = r >= 0
-        rtt = ts[r[answered]] - ts[q[answered]]
         if final:
             link_done = np.ones(len(q), dtype=bool)
-            msg_done = np.ones(n, dtype=bool)
+            deadline = np.zeros(len(q), dtype=np.int64)
         else:
             last_send = np.zeros(n, dtype=np.int64)
             sends = np.isin(role, _SENDS)
             np.maximum.at(last_send, txn[sends], ts[sends])
             deadline = np.where(answered, ts[np.maximum(r, 0)], last_send[q]) + self.timeout_ns
             link_done = deadline < horizon
-            txn_done = np.zeros(n, dtype=bool)
-            txn_done[q] = link_done
-            msg_done = np.where(txn >= 0, txn_done[np.maximum(txn, 0)], ts < horizon)
-        keep = ~msg_done
-        kept_links = links.filter(pl.Series(~link_done))
-        self._pending = pm.filter(pl.Series(keep)).select(list(MESSAGES))
-        self._pending_counts = _counts(pm.filter(pl.Series(keep)), kept_links, rtt[~link_done[answered]])
-        if not msg_done.any():
-            self._compact_addresses()
-            return Step(pl.DataFrame(), 0)
-        sel = np.flatnonzero(msg_done)
-        remap = np.full(n, -1, dtype=np.int64)
-        remap[sel] = np.arange(sel.size)
-        done_links = links.filter(pl.Series(link_done))
-        sub = Paired(
-            messages=pm[sel].with_columns(
-                pl.Series("mi", np.arange(sel.size), dtype=pl.UInt32),
-                pl.Series("txn", np.where(txn[sel] >= 0, remap[np.maximum(txn[sel], 0)], -1))
-                .replace(-1, None)
-                .cast(pl.UInt32),
-            ),
-            links=done_links.with_columns(
-                pl.Series("query_mi", remap[q[link_done]], dtype=pl.UInt32),
-                pl.Series("response_mi", np.where(r[link_done] >= 0, remap[np.maximum(r[link_done], 0)], -1))
-                .replace(-1, None)
-                .cast(pl.UInt32),
-            ),
+        link_of = np.full(n, -1, dtype=np.int64)
+        link_of[q] = np.arange(len(q))
+        lk = link_of[np.maximum(txn, 0)]
+        has = txn >= 0
+        msg_done = np.where(has, link_done[lk], final | (ts < horizon))
+        waits = ~link_done & answered
+        msg_waits = has & waits[lk]
+        parts_done.append(_subset(paired, msg_done, link_done))
+        wait_parts.append(
+            (_subset(paired, msg_waits, waits), deadline[waits], _flow_hash(pm.filter(pl.Series(msg_waits))))
         )
-        counts = _counts(sub.messages, sub.links, rtt[link_done[answered]])
-        self.totals.add_settled(counts)
-        transactions = self._tables(sub)
-        self._compact_addresses()  # settled messages are tabled: only pending ones use ids now
-        return Step(transactions, counts.statuses.get("unanswered", 0))
+        rest = ~msg_done & ~msg_waits
+        self._pending = pm.filter(pl.Series(rest)).select(list(MESSAGES))
+        rest_links = ~link_done & ~answered
+        self._pending_step = _counts(
+            pm.filter(pl.Series(rest)), links.filter(pl.Series(rest_links)), np.zeros(0, np.int64)
+        )
 
     def _tables(self, sub: Paired) -> pl.DataFrame:
         """Transactions (with query facts) and unpaired responses of settled messages, into the window."""
@@ -314,8 +438,8 @@ class Stream:
             thresholds=self.options.thresholds,
         )
         newest = int(m.get_column("ts_ns").max())  # type: ignore[arg-type]
-        self.window.transactions.add(inputs.transactions, newest)
-        self.window.unpaired.add(inputs.unpaired, newest)
+        self.window.transactions.add(inputs.transactions.sort("ts", maintain_order=True), newest)
+        self.window.unpaired.add(inputs.unpaired.sort("ts", maintain_order=True), newest)
         self.window.trim(self.totals.last_ts or newest)
         return inputs.transactions
 
@@ -324,16 +448,22 @@ class Stream:
         table = self.dissector.addresses
         if len(table.halves) <= self.options.max_addresses:
             return
-        p = self._pending
-        src, dst = p.get_column("src").to_numpy(), p.get_column("dst").to_numpy()
-        used = np.unique(np.concatenate([src, dst]))
+        p, w = self._pending, self._wait.messages
+        cols = [f.get_column(c).to_numpy() for f in (p, w) for c in ("src", "dst")]
+        used = np.unique(np.concatenate(cols))
         fresh = AddressTable()
         for i in used.tolist():
             fresh.intern(*table.halves[i])
-        self._pending = p.with_columns(
-            pl.Series("src", np.searchsorted(used, src), dtype=pl.UInt32),
-            pl.Series("dst", np.searchsorted(used, dst), dtype=pl.UInt32),
-        )
+
+        def renumbered(f: pl.DataFrame) -> pl.DataFrame:
+            return f.with_columns(
+                pl.Series("src", np.searchsorted(used, f.get_column("src").to_numpy()), dtype=pl.UInt32),
+                pl.Series("dst", np.searchsorted(used, f.get_column("dst").to_numpy()), dtype=pl.UInt32),
+            )
+
+        self._pending = renumbered(p)
+        self._wait = Paired(messages=renumbered(w), links=self._wait.links)
+        self._wait_flow = _flow_hash(self._wait.messages)
         self.dissector.addresses = fresh
         self._text = {}
 
@@ -350,7 +480,7 @@ class Stream:
 
     @property
     def pending(self) -> int:
-        return self._pending.height
+        return self._pending.height + self._wait.messages.height
 
     def detect_new(self) -> pl.DataFrame:
         """Run the anomaly engine over the window; the findings not reported before (schema ANOMALIES)."""
@@ -386,7 +516,7 @@ class Stream:
     def retained(self) -> dict[str, int]:
         """Sizes of everything the stream keeps (what the boundedness test watches)."""
         return {
-            "pending_messages": self._pending.height + sum(df.height for df in self._new),
+            "pending_messages": self.pending + sum(df.height for df in self._new),
             "window_rows": self.window.rows,
             "ring_bytes": self.ring.bytes,
             "addresses": len(self.dissector.addresses.halves),
