@@ -7,6 +7,7 @@ otherwise.  All traffic stays on 127.0.0.0/8.
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -227,3 +228,17 @@ def _uid(pid: int) -> int:
             return uid
         time.sleep(0.05)
     return 0
+
+
+@needs("unbound", "dig")
+def test_ctrl_c_ends_cleanly_with_a_final_summary(tmp_path: Path) -> None:
+    with unbound(tmp_path) as port:
+        live = Live("-i", "lo", "--port", str(port), "--no-tui", "--json-lines", "--interval", "0.5")
+        live.first_line()
+        for _ in range(3):
+            dig(port, "ok.test")
+        time.sleep(0.7)
+        live.proc.send_signal(signal.SIGINT)
+        final = live.finish(timeout_s=30)
+    assert final["answered"] == 3 and final["rcodes"] == {"NOERROR": 3}
+    assert "Traceback" not in live.stderr
