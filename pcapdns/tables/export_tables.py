@@ -117,11 +117,12 @@ def _malformed(a: Analysis, window: str) -> pl.LazyFrame:
 
 
 def _decode_issues(a: Analysis, window: str) -> pl.LazyFrame:
+    # frame 0 marks a problem of the file as a whole: no packet to point at, no time
+    in_frame = pl.col("frame") > 0
     rows = a.issues.lazy().with_columns(
-        utc(pl.col("ts_ns")).alias("ts"),
+        pl.when(in_frame).then(utc(pl.col("ts_ns"))).alias("ts"),
         file_name(pl.col("file_id"), a.files).alias("file"),
-        # frame 0 marks a problem of the file as a whole (no packet to point at)
-        pl.when(pl.col("frame") > 0).then(pl.col("frame")).alias("frame"),
+        pl.when(in_frame).then(pl.col("frame")).alias("frame"),
     )
     return _typed(rows, DECODE_ISSUE_ROWS)
 
