@@ -379,3 +379,16 @@ def test_stream_needs_one_named_table(analyses):
         export(build_tables(analyses["formerr.pcap"]), "-", "csv", stdout=io.BytesIO)
     with pytest.raises(UsageError, match="Parquet only"):
         export(build_tables(analyses["formerr.pcap"]), "out", "csv", partition_by="day")
+
+
+def test_binary_formats_are_not_written_to_a_terminal(analyses):
+    class Terminal(io.BytesIO):
+        def isatty(self) -> bool:
+            return True
+
+    tables = build_tables(analyses["formerr.pcap"], names=["servers"])
+    with pytest.raises(UsageError, match="terminal"):
+        export(tables, "-", "parquet", explicit=True, stdout=Terminal)
+    terminal = Terminal()
+    (w,) = export(tables, "-", "csv", explicit=True, stdout=lambda: terminal)
+    assert w.rows == 1 and terminal.getvalue().startswith(b"server,queries,")

@@ -294,9 +294,14 @@ def export(
             raise UsageError("-o - streams one table", "name it with --table")
         if stdout is None:
             raise UsageError("no stream to write to")
+        stream = stdout()
+        if fmt in BINARY_FORMATS and stream.isatty():
+            raise UsageError(
+                f"{fmt} is binary: not written to a terminal", "redirect -o - to a file or a pipe"
+            )
         spec = specs[0]
         rows = _rows_for(spec, tables[spec.name], fmt)
-        write_stream(rows, fmt, stdout(), spec.name)
+        write_stream(rows, fmt, stream, spec.name)
         return [Written(spec.name, "-", rows.height)]
     target = Path(output)
     if (
