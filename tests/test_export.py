@@ -392,3 +392,26 @@ def test_binary_formats_are_not_written_to_a_terminal(analyses):
     terminal = Terminal()
     (w,) = export(tables, "-", "csv", explicit=True, stdout=lambda: terminal)
     assert w.rows == 1 and terminal.getvalue().startswith(b"server,queries,")
+
+
+def test_query_results_of_any_shape_flatten_for_csv_and_json():
+    t0 = datetime(2024, 3, 1, 10, 4, tzinfo=UTC)
+    rows = pl.DataFrame(
+        {
+            "naive": [t0.replace(tzinfo=None)],
+            "paris": [t0],
+            "length": [t0 - datetime(2024, 3, 1, 10, 3, 30, tzinfo=UTC)],
+            "first": [{"file": "a.pcap", "frame": 3}],
+            "nested": [[[1, 2], [3]]],
+        }
+    ).with_columns(pl.col("paris").dt.convert_time_zone("Europe/Paris"))
+    assert _bytes(rows, "csv") == (
+        b"naive,paris,length,first,nested\r\n"
+        b"2024-03-01T10:04:00.000000,2024-03-01T10:04:00.000000Z,30.0,a.pcap:3,1 2 3\r\n"
+    )
+    line = json.loads(_bytes(rows, "ndjson"))
+    assert (
+        line["paris"] == "2024-03-01T10:04:00.000000Z"
+        and line["length"] == 30.0
+        and line["nested"] == [[1, 2], [3]]
+    )

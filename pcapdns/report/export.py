@@ -12,10 +12,11 @@ Formats (the contract documented in ``docs/schema.md``): CSV is RFC 4180 (CRLF l
 quoted only when needed, UTF-8, no BOM), with nested columns flattened: lists joined by one space,
 ``file``/``frame`` items as ``file:frame``; null is the empty field.  NDJSON is one object per line,
 keys in schema order, lists as arrays.  Both write timestamps as ISO 8601 UTC with microseconds
-(``2024-03-01T10:00:00.038952Z``).  Parquet keeps the declared types (timestamps with time zone UTC)
-and records the table name and schema version in its key-value metadata.  The pcap format writes
-the packets a table's rows point at (fetched back from the captures), in time order, as a classic
-nanosecond pcap; it refuses packets of several link types (a classic pcap holds one).
+(``2024-03-01T10:00:00.038952Z``) and durations (from a query) as seconds.  Parquet keeps the
+declared types (timestamps with time zone UTC) and records the table name and schema version in
+its key-value metadata.  The pcap format writes the packets a table's rows point at (fetched back
+from the captures), in time order, as a classic nanosecond pcap; it refuses packets of several
+link types (a classic pcap holds one).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import polars as pl
+from polars.datatypes import DataTypeClass
 
 from pcapdns.errors import ExportError, UsageError
 from pcapdns.sources.extract import StoredFrame, read_frames
@@ -49,28 +51,43 @@ _SNAPLEN = 262144
 
 
 # -- formats ----------------------------------------------------------------------------------------
-def _flat(name: str, dtype: pl.DataType) -> pl.Expr:
+def _iso(col: pl.Expr, dtype: pl.Datetime) -> pl.Expr:
+    """ISO 8601 with microseconds; ``Z`` for a zoned timestamp (shown in UTC), none for a naive one."""
+    if dtype.time_zone is None:
+        return col.dt.strftime(ISO_FORMAT.removesuffix("Z"))
+    return col.dt.convert_time_zone("UTC").dt.strftime(ISO_FORMAT)
+
+
+def _flat(col: pl.Expr, dtype: pl.DataType | DataTypeClass) -> pl.Expr:
     """The column as CSV text: timestamps in ISO 8601, lists space-joined, structs ``a:b``."""
-    col = pl.col(name)
     if isinstance(dtype, pl.Datetime):
-        return col.dt.strftime(ISO_FORMAT)
-    if isinstance(dtype, pl.List):
-        inner = dtype.inner
-        if isinstance(inner, pl.Struct):
-            fields = [pl.element().struct.field(f.name).cast(pl.String) for f in inner.fields]
-            item = pl.concat_str(fields, separator=":")
-        else:
-            item = pl.element().cast(pl.String)
-        return col.list.eval(item).list.join(" ")
+        return _iso(col, dtype)
+    if isinstance(dtype, pl.Duration):
+        return _seconds(col)
+    if isinstance(dtype, pl.Struct):
+        fields = [_flat(col.struct.field(f.name), f.dtype) for f in dtype.fields]
+        return pl.concat_str(fields, separator=":")
+    if isinstance(dtype, pl.List | pl.Array):
+        return col.list.eval(_flat(pl.element(), dtype.inner).cast(pl.String)).list.join(" ")
     return col
 
 
+def _seconds(col: pl.Expr) -> pl.Expr:
+    """A duration (e.g. ``window_end - window_start`` in a query) as seconds."""
+    return col.dt.total_microseconds() / 1e6
+
+
 def for_csv(rows: pl.DataFrame) -> pl.DataFrame:
-    return rows.select(_flat(name, dtype).alias(name) for name, dtype in rows.schema.items())
+    return rows.select(_flat(pl.col(name), dtype).alias(name) for name, dtype in rows.schema.items())
 
 
 def for_json(rows: pl.DataFrame) -> pl.DataFrame:
-    return rows.with_columns(pl.col(pl.Datetime).dt.strftime(ISO_FORMAT))
+    out = [
+        (_iso(pl.col(n), d) if isinstance(d, pl.Datetime) else _seconds(pl.col(n))).alias(n)
+        for n, d in rows.schema.items()
+        if isinstance(d, pl.Datetime | pl.Duration)
+    ]
+    return rows.with_columns(out)
 
 
 def _pcap_bytes(frames: list[StoredFrame]) -> Iterator[bytes]:
