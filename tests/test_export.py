@@ -415,3 +415,17 @@ def test_query_results_of_any_shape_flatten_for_csv_and_json():
         and line["length"] == 30.0
         and line["nested"] == [[1, 2], [3]]
     )
+
+
+def test_packets_from_stdin_cannot_be_fetched_again():
+    with pytest.raises(ExportError, match="stdin"):
+        writers.fetch_packets(
+            pl.DataFrame({"file": ["-"], "frame": [1]}, schema={"file": pl.String, "frame": pl.UInt32})
+        )
+
+
+def test_an_empty_pcap_is_a_valid_header(tmp_path):
+    path = tmp_path / "none.pcap"
+    write_file(pl.DataFrame(schema={"file": pl.String, "frame": pl.UInt32}), "pcap", path)
+    assert path.read_bytes() == struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 262144, 1)
+    assert _dpkt(path) == []

@@ -98,7 +98,8 @@ def _pcap_bytes(frames: list[StoredFrame]) -> Iterator[bytes]:
             "export the files of each link type separately",
         )
     linktype = linktypes[0] if linktypes else 1
-    yield struct.pack("<IHHiIII", _PCAP_NS_MAGIC, 2, 4, 0, 0, _SNAPLEN, linktype)
+    snaplen = max([_SNAPLEN, *(len(f.data) for f in frames)])
+    yield struct.pack("<IHHiIII", _PCAP_NS_MAGIC, 2, 4, 0, 0, snaplen, linktype)
     for f in frames:
         seconds, ns = divmod(f.ts_ns, 1_000_000_000)
         yield struct.pack("<IIII", seconds, ns, len(f.data), max(f.wirelen, len(f.data))) + f.data
