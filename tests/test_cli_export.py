@@ -176,6 +176,7 @@ def test_pcap_of_the_malformed_packets(capsys, tmp_path):
         (["--table", "windows", "--window", "1 minute", "-o", "{tmp}/w.csv"], ExitStatus.USAGE, "--window"),
         (["--table", "windows", "-o", "{tmp}/blocker/w.csv"], ExitStatus.EXPORT_FAILED, "cannot write"),
         (["--table", "nope", "-o", "{tmp}/x"], ExitStatus.USAGE, "nope"),
+        (["-o", "{tmp}/anomalies.csv"], ExitStatus.USAGE, "--table"),
     ],
 )
 def test_export_errors_are_one_line_with_a_distinct_status(capsys, tmp_path, args, status, words):

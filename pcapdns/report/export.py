@@ -41,6 +41,7 @@ from pcapdns.tables.export_tables import SCHEMA_VERSION, TABLES, TableSpec
 
 FORMATS = ("parquet", "csv", "ndjson", "pcap")
 EXTENSIONS = {"parquet": ".parquet", "csv": ".csv", "ndjson": ".ndjson", "pcap": ".pcap"}
+_NAMED_FORMATS = {ext: name for name, ext in EXTENSIONS.items()} | {".jsonl": "ndjson", ".pq": "parquet"}
 BINARY_FORMATS = ("parquet", "pcap")
 PARTITIONS = ("hour", "day", "server")
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%S%.6fZ"
@@ -244,9 +245,7 @@ def format_for(output: str, fmt: str | None) -> str:
     """``fmt``, or the format the output's extension names, or Parquet."""
     if fmt is not None:
         return fmt
-    suffix = Path(output).suffix.lower()
-    named = {ext: name for name, ext in EXTENSIONS.items()} | {".jsonl": "ndjson", ".pq": "parquet"}
-    return named.get(suffix, "parquet") if output != "-" else "parquet"
+    return _NAMED_FORMATS.get(Path(output).suffix.lower(), "parquet") if output != "-" else "parquet"
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +321,8 @@ def export(
         write_stream(rows, fmt, stream, spec.name)
         return [Written(spec.name, "-", rows.height)]
     target = Path(output)
+    if not explicit and target.suffix.lower() in _NAMED_FORMATS and not target.is_dir():
+        raise UsageError(f"-o {output} names a file, but every table is written", "add --table or -o DIR/")
     if (
         explicit
         and len(specs) == 1
