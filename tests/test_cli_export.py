@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -129,17 +130,31 @@ def test_partitioning_every_table_and_replacing_a_previous_tree(capsys, tmp_path
     stale = lake / "transactions" / "date=1999-01-01" / "part-0.parquet"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"old")
-    status, _, err = run(capsys, "export", FORMERR, "-o", str(lake), "--partition-by", "day")
+    status, _, err = run(capsys, "export", OUTAGE, FORMERR, "-o", str(lake), "--partition-by", "day")
     assert status == 0, err
     assert not stale.exists()
     names = sorted(p.name for p in lake.iterdir())
-    # servers has no time column: one plain file; the others one tree each (anomalies empty)
+    # servers has no time column: one plain file; the others one tree each
     assert names == ["anomalies", "decode_issues", "malformed", "servers.parquet", "transactions", "windows"]
-    empty = pl.read_parquet(lake / "anomalies" / "part-0.parquet")
-    assert empty.height == 0 and "start" in empty.columns
-    assert duckdb.connect().execute(
-        f"SELECT count(*) FROM read_parquet('{lake}/malformed/**/*.parquet', hive_partitioning = true)"
-    ).fetchone() == (4,)
+    assert sorted(p.name for p in (lake / "transactions").iterdir()) == ["date=2024-03-01", "date=2024-03-02"]
+    con = duckdb.connect()
+    for table, rows in (("malformed", 4), ("decode_issues", 1)):
+        files = f"read_parquet('{lake}/{table}/**/*.parquet', hive_partitioning = true)"
+        sql = f"SELECT count(*), min(date) FROM {files}"
+        assert con.execute(sql).fetchone() == (rows, date(2024, 3, 2)), table
+    assert pl.scan_parquet(lake / "anomalies", hive_partitioning=True).collect().height > 0
+
+
+def test_an_empty_table_is_one_empty_file(capsys, tmp_path):
+    status, _, err = run(
+        capsys, "export", OUTAGE, "--table", "malformed", "-o", str(tmp_path), "--partition-by", "day"
+    )
+    assert status == 0, err
+    assert [p.relative_to(tmp_path) for p in tmp_path.rglob("*.parquet")] == [
+        Path("malformed/part-0.parquet")
+    ]
+    empty = pl.read_parquet(tmp_path / "malformed" / "part-0.parquet")
+    assert empty.height == 0 and empty.columns == list(TABLES["malformed"].schema)
 
 
 def test_pcap_of_the_malformed_packets(capsys, tmp_path):

@@ -82,7 +82,7 @@ def test_windows_against_a_plain_python_oracle(analyses):
     for row in t.iter_rows(named=True):
         start = math.floor(row["ts"].timestamp() / 30) * 30
         groups[(start, row["server"])].append(row)
-    w = build_tables(analyses["outage.pcap"], "30s")["windows"].collect()
+    w = build_tables(analyses["outage.pcap"], 30.0)["windows"].collect()
     assert w.height == len(groups)
     for row in w.iter_rows(named=True):
         members = groups[(int(row["window_start"].timestamp()), row["server"])]

@@ -56,7 +56,7 @@ DECODE_ISSUE_ROWS: dict[str, pl.DataType] = {
 }
 
 Schema = dict[str, pl.DataType]
-Builder = Callable[[Analysis, str], pl.LazyFrame]
+Builder = Callable[[Analysis, float], pl.LazyFrame]
 # The packets behind a table's rows, as a (file, frame) frame, for the pcap format.
 PacketFrames = Callable[[pl.LazyFrame], pl.LazyFrame]
 
@@ -65,7 +65,7 @@ PacketFrames = Callable[[pl.LazyFrame], pl.LazyFrame]
 class TableSpec:
     name: str
     schema: Schema
-    build: Builder  # (analysis, window) -> rows with ``schema``
+    build: Builder  # (analysis, window in seconds) -> rows with ``schema``
     time_column: str | None  # what --partition-by hour|day cuts on
     packets: PacketFrames | None  # None: not a packet table (no pcap export)
     server_column: bool  # --partition-by server applies
@@ -84,20 +84,20 @@ def _typed(frame: pl.LazyFrame, schema: Schema) -> pl.LazyFrame:
     return frame.select(pl.col(name).cast(dtype) for name, dtype in schema.items())
 
 
-def _transactions(a: Analysis, window: str) -> pl.LazyFrame:
+def _transactions(a: Analysis, window_s: float) -> pl.LazyFrame:
     # rtt to the nanosecond: the float noise of the subtraction does not reach the files
     return _typed(a.transactions.lazy().with_columns(pl.col("rtt").round(9)), TRANSACTIONS)
 
 
-def _anomalies(a: Analysis, window: str) -> pl.LazyFrame:
+def _anomalies(a: Analysis, window_s: float) -> pl.LazyFrame:
     return _typed(a.anomalies.lazy(), ANOMALIES)
 
 
-def _windows(a: Analysis, window: str) -> pl.LazyFrame:
-    return build_windows(a.transactions.lazy(), window)
+def _windows(a: Analysis, window_s: float) -> pl.LazyFrame:
+    return build_windows(a.transactions.lazy(), window_s)
 
 
-def _servers(a: Analysis, window: str) -> pl.LazyFrame:
+def _servers(a: Analysis, window_s: float) -> pl.LazyFrame:
     health = servers(a).lazy().with_columns(pl.col("server").cast(pl.String))
     proof = (
         a.transactions.lazy()
@@ -109,14 +109,14 @@ def _servers(a: Analysis, window: str) -> pl.LazyFrame:
     return _typed(health.join(proof, on="server", how="left", maintain_order="left"), SERVERS)
 
 
-def _malformed(a: Analysis, window: str) -> pl.LazyFrame:
+def _malformed(a: Analysis, window_s: float) -> pl.LazyFrame:
     rows = a.malformed.lazy().with_columns(
         utc(pl.col("ts_ns")).alias("ts"), file_name(pl.col("file_id"), a.files).alias("file")
     )
     return _typed(rows.sort("file_id", "frame", "idx", "offset", maintain_order=True), MALFORMED_ROWS)
 
 
-def _decode_issues(a: Analysis, window: str) -> pl.LazyFrame:
+def _decode_issues(a: Analysis, window_s: float) -> pl.LazyFrame:
     # frame 0 marks a problem of the file as a whole: no packet to point at, no time
     in_frame = pl.col("frame") > 0
     rows = a.issues.lazy().with_columns(
@@ -159,6 +159,8 @@ TABLES: dict[str, TableSpec] = {
 }
 
 
-def build_tables(a: Analysis, window: str = "1m", names: list[str] | None = None) -> dict[str, pl.LazyFrame]:
-    """The named tables (all by default) as lazy frames over one analysis."""
-    return {name: TABLES[name].build(a, window) for name in (names or list(TABLES))}
+def build_tables(
+    a: Analysis, window_s: float = 60.0, names: list[str] | None = None
+) -> dict[str, pl.LazyFrame]:
+    """The named tables (all by default) as lazy frames over one analysis (windows of ``window_s``)."""
+    return {name: TABLES[name].build(a, window_s) for name in (names or list(TABLES))}

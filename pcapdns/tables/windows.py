@@ -1,15 +1,13 @@
 """The ``windows`` table: traffic per time window and per server, built lazily from transactions.
 
-A window starts at a whole multiple of its length since the Unix epoch (``1m`` windows start on the
-minute, as ``date_trunc`` does); a transaction belongs to the window holding its query time.  Only
-windows in which a server received at least one query have a row (the table is sparse).  The RCODE
-columns are a fixed set, so the schema is the same whatever the traffic: responses with any other
-RCODE count in ``other``.
+A window (``--window`` seconds, 60 by default: the windows the anomaly engine uses too) starts at
+a whole multiple of its length since the Unix epoch (60 s windows start on the minute); a
+transaction belongs to the window holding its query time.  Only windows in which a server received
+at least one query have a row (the table is sparse).  The RCODE columns are a fixed set, so the
+schema is the same whatever the traffic: responses with any other RCODE count in ``other``.
 """
 
 from __future__ import annotations
-
-import re
 
 import polars as pl
 
@@ -34,17 +32,13 @@ WINDOWS: dict[str, pl.DataType] = {
     "evidence": pl.List(EVIDENCE),
 }
 
-# Fixed-length durations only (no months or years: their length varies).
-_DURATION = re.compile(r"(?:[1-9][0-9]*(?:ns|us|ms|s|m|h|d|w))+")
 
-
-def check_window(every: str) -> str:
-    """Return ``every`` if it is a fixed polars duration such as ``30s``, ``1m``, ``1h30m``."""
-    if not _DURATION.fullmatch(every):
-        raise UsageError(
-            f"--window {every!r}: not a duration", "use a number and a unit: ns us ms s m h d w, e.g. 30s, 5m"
-        )
-    return every
+def duration(window_s: float) -> str:
+    """``window_s`` seconds as a polars duration (whole microseconds), e.g. ``60000000us``."""
+    micros = round(window_s * 1_000_000)
+    if micros <= 0:
+        raise UsageError(f"--window {window_s}: a window must last at least a microsecond")
+    return f"{micros}us"
 
 
 def evidence(order: str, frame: str) -> pl.Expr:
@@ -63,9 +57,9 @@ def latency_percentiles() -> list[pl.Expr]:
     ]
 
 
-def build_windows(transactions: pl.LazyFrame, every: str = "1m") -> pl.LazyFrame:
+def build_windows(transactions: pl.LazyFrame, window_s: float = 60.0) -> pl.LazyFrame:
     """One row per (window, server) with counts, RCODE mix and latency percentiles (schema ``WINDOWS``)."""
-    check_window(every)
+    every = duration(window_s)
     rcode = pl.col("rcode_name").cast(pl.String)
     return (
         transactions.with_columns(

@@ -4,9 +4,10 @@
 the committed file here: byte for byte for CSV, NDJSON and pcap, row for row (values and dtypes)
 for Parquet, whose bytes depend on the writer's version.
 
-After an intended change of an export (and a ``SCHEMA_VERSION`` bump in
-``pcapdns/tables/export_tables.py`` when a column changed), regenerate them from the repository
-root and review the diff::
+The ``anomalies`` files also pin the anomaly engine's findings on these captures: a change of a
+rule's wording or ranking shows here too.  After an intended change of an export (and a
+``SCHEMA_VERSION`` bump in ``pcapdns/tables/export_tables.py`` when a column changed), regenerate
+them from the repository root and review the diff::
 
     python tests/golden/regenerate.py
 
@@ -46,7 +47,7 @@ class Case:
         return GOLDEN / self.sample.rsplit(".", 1)[0] / (self.table + EXTENSIONS[self.fmt])
 
 
-TABLES = ("transactions", "windows", "servers", "malformed", "decode_issues")
+TABLES = ("transactions", "anomalies", "windows", "servers", "malformed", "decode_issues")
 FORMATS = ("csv", "ndjson", "parquet")
 CASES = [
     *[
@@ -55,7 +56,11 @@ CASES = [
         for table in TABLES
         for fmt in FORMATS
     ],
-    *[Case("formerr.pcap", table, "pcap") for table in ("transactions", "malformed", "decode_issues")],
+    *[
+        Case("formerr.pcap", table, "pcap")
+        for table in ("transactions", "anomalies", "malformed", "decode_issues")
+    ],
+    Case("outage.pcap", "anomalies", "pcap"),
 ]
 
 
