@@ -312,7 +312,8 @@ def query(files: tuple[str, ...], sql: str, fmt: str, max_rows: int, **kw: Any) 
     from pcapdns.report.query import render, run_sql
     from pcapdns.tables.export_tables import build_tables
 
-    analysis = _analyze(files, kw)
+    # the anomaly engine runs only for a query that names its table
+    analysis = _analyze(files, kw, anomalies="anomalies" in sql.lower())
     rows = run_sql(build_tables(analysis, kw["window"]), sql)
     if fmt == "table":
         from rich.console import Console

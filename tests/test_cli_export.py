@@ -288,3 +288,11 @@ def test_query_is_lazy():
     assert run_sql({"t": lazy}, "SELECT sum(a) AS s FROM t")["s"].to_list() == [6]
     with pytest.raises((QueryError, AssertionError)):
         run_sql({"t": lazy}, "SELECT b FROM t")
+
+
+def test_query_the_findings(capsys):
+    sql = "SELECT rank, kind, severity FROM anomalies WHERE severity = 'critical' ORDER BY rank"
+    status, out, err = run(capsys, "query", OUTAGE, sql, "--format", "csv")
+    assert status == 0, err
+    rows = out.split("\r\n")
+    assert rows[0] == "rank,kind,severity" and rows[1] == "1,unanswered_outage,critical"
