@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -296,3 +298,28 @@ def test_query_the_findings(capsys):
     assert status == 0, err
     rows = out.split("\r\n")
     assert rows[0] == "rank,kind,severity" and rows[1] == "1,unanswered_outage,critical"
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "parquet"])
+def test_a_reader_that_stops_early_is_not_an_error(fmt):
+    """`pcapdns export ... -o - | head`: exit 0, nothing on stderr."""
+    argv = [
+        sys.executable,
+        "-m",
+        "pcapdns",
+        "export",
+        OUTAGE,
+        "--table",
+        "transactions",
+        "--format",
+        fmt,
+        "-o",
+        "-",
+    ]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.read(100)
+    proc.stdout.close()  # the output (over 1 MB) cannot fit in the pipe: the writer meets a closed pipe
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert (proc.wait(), err) == (0, b"")

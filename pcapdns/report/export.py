@@ -22,6 +22,7 @@ link types (a classic pcap holds one).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import struct
@@ -126,6 +127,18 @@ def fetch_packets(packets: pl.DataFrame) -> list[StoredFrame]:
 
 def write_stream(rows: pl.DataFrame, fmt: str, stream: BinaryIO, table: str = "") -> None:
     """Write ``rows`` in ``fmt`` to ``stream``.  For ``pcap``, ``rows`` is a ``(file, frame)`` table."""
+    try:
+        _write(rows, fmt, stream, table)
+    except (OSError, pl.exceptions.ComputeError) as e:
+        # The reader closed the pipe (`pcapdns export ... -o - | head`); polars says so with a plain
+        # OSError or a ComputeError.  Raised without an errno, so that click leaves it to the CLI's
+        # quiet handler.
+        if getattr(e, "errno", None) == errno.EPIPE or "os error 32" in str(e):
+            raise BrokenPipeError("the reader closed the pipe") from e
+        raise
+
+
+def _write(rows: pl.DataFrame, fmt: str, stream: BinaryIO, table: str) -> None:
     if fmt == "csv":
         for_csv(rows).write_csv(stream, line_terminator="\r\n", null_value="")
     elif fmt == "ndjson":
