@@ -77,7 +77,7 @@ def analysis_options(f: Callable[..., None]) -> Callable[..., None]:
             type=click.FloatRange(min=1),
             default=d.window_s,
             show_default=True,
-            help="Seconds per time window for rates, surges and latency baselines.",
+            help="Seconds per time window for rates, surges, latency baselines and the windows table.",
         ),
         click.option(
             "--sensitivity",
