@@ -109,7 +109,7 @@ def test_evidence_where_the_dropped_user_cannot_write_is_a_one_line_error(tmp_pa
         text=True,
         timeout=60,
     )
-    assert proc.returncode == 5
+    assert proc.returncode == 6  # ExitStatus.EXPORT_FAILED, as for any export
     assert proc.stderr.count("\n") == 1 and "cannot write here" in proc.stderr and "--user" in proc.stderr
 
 

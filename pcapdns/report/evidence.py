@@ -16,7 +16,7 @@ from typing import BinaryIO, Protocol
 
 import polars as pl
 
-from pcapdns.errors import SourceMissing, SourcePermission
+from pcapdns.errors import ExportError
 
 _HEADER = struct.Struct("<IHHiIII")
 _RECORD = struct.Struct("<IIII")
@@ -50,13 +50,13 @@ class EvidenceWriter:
         try:
             f = open(name, "wb")  # noqa: SIM115 - kept open across writes, closed by rotate/close
         except PermissionError:
-            raise SourcePermission(
+            raise ExportError(
                 f"{name}: cannot write here", "pick a directory this user can write, or --user NAME"
             ) from None
         except OSError as exc:
             if exc.errno == errno.ENOENT:
-                raise SourceMissing(f"{name}: no such directory") from None
-            raise SourceMissing(f"{name}: cannot write ({exc.strerror})") from None
+                raise ExportError(f"{name}: no such directory") from None
+            raise ExportError(f"{name}: cannot write ({exc.strerror})") from None
         f.write(_HEADER.pack(_MAGIC_NS, 2, 4, 0, 0, SNAPLEN, self.linktype))
         f.flush()
         return f
