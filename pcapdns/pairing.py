@@ -36,6 +36,7 @@ _NO_QUESTION = 0xFFFFFFFF  # question id of a message without a question
 
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
+I32 = npt.NDArray[np.int32]
 Mask = npt.NDArray[np.bool_]
 Int = int | np.int64  # scalars inside compiled code
 
@@ -129,15 +130,16 @@ def pair(messages: pl.DataFrame, timeout_ns: int, capture_end_ns: int, *, vector
 
 
 @jit
-def _slot(keys_a: U64, keys_b: U64, table: I64, a: np.uint64, b: np.uint64) -> Int:
-    """The slot of (a, b) in the open-addressing ``table`` (-1 in a slot: free)."""
+def _slot(fa: U64, fb: U64, table: I32, a: np.uint64, b: np.uint64) -> Int:
+    """The slot of flow (a, b) in the open-addressing ``table``, which holds the first message of
+    each flow (-1: a free slot)."""
     mask = len(table) - 1
     h = (a * np.uint64(0x9E3779B97F4A7C15)) ^ (b * np.uint64(0xC2B2AE3D27D4EB4F))
     h ^= h >> np.uint64(29)
     i = np.int64(h & np.uint64(mask))
     while True:
         f = table[i]
-        if f < 0 or (keys_a[f] == a and keys_b[f] == b):
+        if f < 0 or (fa[f] == a and fb[f] == b):
             return i
         i = (i + 1) & mask
 
@@ -145,160 +147,129 @@ def _slot(keys_a: U64, keys_b: U64, table: I64, a: np.uint64, b: np.uint64) -> I
 @jit
 def _match(  # noqa: C901 - one state machine, kept in one piece to read against _Matcher
     ts: I64, is_resp: Mask, fa: U64, fb: U64, q: U64, timeout: Int, end: Int
-) -> tuple[npt.NDArray[np.uint8], I64, I64, I64, npt.NDArray[np.uint8], I64]:
+) -> tuple[npt.NDArray[np.uint8], I32, I32, I32, npt.NDArray[np.uint8], I32]:
     """:class:`_Matcher`, compiled: the same rules, over every message in time order.
 
-    Per flow (client, server, ports, transport, ID) the outstanding queries and the recently
-    answered ones are singly linked lists in order of arrival, threaded through node arrays.
+    A flow (client, server, ports, transport, ID) is named by its first message.  Per flow, the
+    outstanding queries and the recently answered responses are singly linked lists in order of
+    arrival, threaded through ``nxt`` by message index (a message is on at most one list).
     """
     n = len(ts)
-    cap = 1
-    while cap < 2 * n + 2:
+    cap = 2
+    while cap < n + n // 2 + 2:
         cap *= 2
-    table = np.full(cap, -1, dtype=np.int64)
-    keys_a = np.empty(n, dtype=np.uint64)
-    keys_b = np.empty(n, dtype=np.uint64)
-    pend = np.full(n, -1, dtype=np.int64)  # per flow: first outstanding query node
-    done = np.full(n, -1, dtype=np.int64)  # per flow: first recently answered node
-    # outstanding query nodes
-    t_mi = np.empty(n, dtype=np.int64)
-    t_q = np.empty(n, dtype=np.uint64)
-    t_last = np.empty(n, dtype=np.int64)
-    t_retx = np.zeros(n, dtype=np.int64)
-    t_next = np.full(n, -1, dtype=np.int64)
-    # answered nodes
-    a_q = np.empty(n, dtype=np.uint64)
-    a_ts = np.empty(n, dtype=np.int64)
-    a_mi = np.empty(n, dtype=np.int64)
-    a_next = np.full(n, -1, dtype=np.int64)
+    table = np.full(cap, -1, dtype=np.int32)
+    pend = np.full(n, -1, dtype=np.int32)  # per flow: first outstanding query
+    done = np.full(n, -1, dtype=np.int32)  # per flow: first recently answered response
+    nxt = np.full(n, -1, dtype=np.int32)
+    last_send = np.empty(n, dtype=np.int64)  # per outstanding query
+    retx = np.zeros(n, dtype=np.int32)
     role = np.zeros(n, dtype=np.uint8)
-    txn = np.full(n, -1, dtype=np.int64)
-    lq = np.empty(n, dtype=np.int64)
-    lr = np.full(n, -1, dtype=np.int64)
+    txn = np.full(n, -1, dtype=np.int32)
+    lq = np.empty(n, dtype=np.int32)
+    lr = np.full(n, -1, dtype=np.int32)
     ls = np.zeros(n, dtype=np.uint8)
-    lx = np.zeros(n, dtype=np.int64)
-    flows = 0
-    nodes = 0
-    answers = 0
+    lx = np.zeros(n, dtype=np.int32)
     links = 0
     for mi in range(n):
         t = ts[mi]
-        s = _slot(keys_a, keys_b, table, fa[mi], fb[mi])
+        s = _slot(fa, fb, table, fa[mi], fb[mi])
         f = table[s]
         if f < 0:
-            f = flows
-            flows += 1
-            table[s] = f
-            keys_a[f] = fa[mi]
-            keys_b[f] = fb[mi]
+            f = table[s] = mi
         # expire: outstanding queries past their deadline become unanswered
         prev = -1
         node = pend[f]
         while node >= 0:
-            nxt = t_next[node]
-            if t_last[node] + timeout < t:
-                lq[links] = t_mi[node]
+            after = nxt[node]
+            if last_send[node] + timeout < t:
+                lq[links] = node
                 ls[links] = _UNANSWERED
-                lx[links] = t_retx[node]
+                lx[links] = retx[node]
                 links += 1
                 if prev < 0:
-                    pend[f] = nxt
+                    pend[f] = after
                 else:
-                    t_next[prev] = nxt
+                    nxt[prev] = after
             else:
                 prev = node
-            node = nxt
+            node = after
         qq = q[mi]
         if not is_resp[mi]:
-            last = -1
+            tail = -1
             node = pend[f]
-            while node >= 0:
-                if t_q[node] == qq:
-                    break
-                last = node
-                node = t_next[node]
+            while node >= 0 and q[node] != qq:
+                tail = node
+                node = nxt[node]
             if node >= 0:
-                t_retx[node] += 1
-                t_last[node] = t
+                retx[node] += 1
+                last_send[node] = t
                 role[mi] = _RETRANSMISSION
-                txn[mi] = t_mi[node]
+                txn[mi] = node
                 continue
-            k = nodes
-            nodes += 1
-            t_mi[k] = mi
-            t_q[k] = qq
-            t_last[k] = t
-            if last < 0:
-                pend[f] = k
+            last_send[mi] = t
+            if tail < 0:
+                pend[f] = mi
             else:
-                t_next[last] = k
+                nxt[tail] = mi
             role[mi] = _QUERY
             txn[mi] = mi
             continue
         no_question = qq == _NO_Q
         prev = -1
         node = pend[f]
-        while node >= 0:
-            if no_question or t_q[node] == qq:
-                break
+        while node >= 0 and not (no_question or q[node] == qq):
             prev = node
-            node = t_next[node]
+            node = nxt[node]
         if node >= 0:
             if prev < 0:
-                pend[f] = t_next[node]
+                pend[f] = nxt[node]
             else:
-                t_next[prev] = t_next[node]
-            lq[links] = t_mi[node]
+                nxt[prev] = nxt[node]
+            lq[links] = node
             lr[links] = mi
             ls[links] = _ANSWERED
-            lx[links] = t_retx[node]
+            lx[links] = retx[node]
             links += 1
-            k = answers
-            answers += 1
-            a_q[k] = qq
-            a_ts[k] = t
-            a_mi[k] = t_mi[node]
-            if done[f] < 0:
-                done[f] = k
+            role[mi] = _RESPONSE
+            txn[mi] = node
+            if done[f] < 0:  # remember the answer (at the end of the flow's answered list)
+                done[f] = mi
             else:
                 tail = done[f]
-                while a_next[tail] >= 0:
-                    tail = a_next[tail]
-                a_next[tail] = k
-            role[mi] = _RESPONSE
-            txn[mi] = t_mi[node]
+                while nxt[tail] >= 0:
+                    tail = nxt[tail]
+                nxt[tail] = mi
             continue
         # forget answers older than the timeout, then look for the transaction this one repeats
         prev = -1
         node = done[f]
         while node >= 0:
-            nxt = a_next[node]
-            if t - a_ts[node] > timeout:
+            after = nxt[node]
+            if t - ts[node] > timeout:
                 if prev < 0:
-                    done[f] = nxt
+                    done[f] = after
                 else:
-                    a_next[prev] = nxt
+                    nxt[prev] = after
             else:
                 prev = node
-            node = nxt
+            node = after
         node = done[f]
-        while node >= 0:
-            if no_question or a_q[node] == qq:
-                break
-            node = a_next[node]
+        while node >= 0 and not (no_question or q[node] == qq):
+            node = nxt[node]
         if node >= 0:
             role[mi] = _DUPLICATE
-            txn[mi] = a_mi[node]
+            txn[mi] = txn[node]
         else:
             role[mi] = _ORPHAN
-    for f in range(flows):
+    for f in range(n):
         node = pend[f]
         while node >= 0:
-            lq[links] = t_mi[node]
-            ls[links] = _ENDED if t_last[node] + timeout > end else _UNANSWERED
-            lx[links] = t_retx[node]
+            lq[links] = node
+            ls[links] = _ENDED if last_send[node] + timeout > end else _UNANSWERED
+            lx[links] = retx[node]
             links += 1
-            node = t_next[node]
+            node = nxt[node]
     return role, txn, lq[:links], lr[:links], ls[:links], lx[:links]
 
 
