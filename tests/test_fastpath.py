@@ -67,11 +67,15 @@ def test_hostile_question_names_render_like_the_slow_parser() -> None:
         query(b"dot.inside", b"nul\x00byte"),
         query(),
         query(b"plain"),
+        query(b"www", b"example", b"com"),  # repeated names are rendered once, case kept apart
+        query(b"WWW", b"example", b"com"),
+        query(b"a\nb", b"example"),
     ]
     buf = b"".join(msgs)
     starts = np.cumsum([0] + [len(m) for m in msgs[:-1]]).astype(np.int64)
     cols = parse_batch(np.frombuffer(buf, dtype=np.uint8), starts, np.array([len(m) for m in msgs]))
     assert cols.ok.all()
     expected = [name_to_text(parse_message(m).questions[0].name) for m in msgs]
-    assert cols.qname == expected
+    assert [cols.names[i] for i in cols.name_id] == expected
+    assert len(cols.names) == len(set(expected)) == len(msgs) - 2
     assert expected[0] == "a\\010b.example" and expected[4] == "." and expected[2] == "\\027[31mred.[bold]x"

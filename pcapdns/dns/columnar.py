@@ -75,7 +75,8 @@ class DnsColumns:
     ancount: I64
     nscount: I64
     arcount: I64
-    qname: list[str]  # presentation form, one per ok message, in order
+    names: list[str]  # presentation form of each distinct question name of the batch
+    name_id: I64  # per ok message, in order: its question name's index in ``names``
     qtype: I64
     qclass: I64
     has_opt: Mask
@@ -262,6 +263,50 @@ def _parse(b: U8, start: I64, length: I64, name_at: I64) -> tuple[npt.NDArray[np
 
 
 @jit
+def _distinct(b: U8, qs: I64, qe: I64) -> tuple[I64, I64]:
+    """Number the distinct names ``b[qs[i]:qe[i]]`` (exact bytes) in order of first occurrence.
+
+    Returns (each name's number, the row of each number's first occurrence).  An open-addressing
+    table of first occurrences, compared byte for byte: exact, whatever the hash does.
+    """
+    n = len(qs)
+    cap = 2
+    while cap < 2 * n + 2:
+        cap *= 2
+    mask = cap - 1
+    table = np.full(cap, -1, dtype=np.int64)
+    ids = np.empty(n, dtype=np.int64)
+    first = np.empty(n, dtype=np.int64)
+    count = 0
+    for i in range(n):
+        h = np.uint64(0xCBF29CE484222325)
+        for p in range(qs[i], qe[i]):
+            h = (h ^ np.uint64(b[p])) * np.uint64(0x100000001B3)
+        slot = np.int64(h & np.uint64(mask))
+        length = qe[i] - qs[i]
+        while True:
+            j = table[slot]
+            if j < 0:
+                table[slot] = count
+                first[count] = i
+                ids[i] = count
+                count += 1
+                break
+            r = first[j]
+            if qe[r] - qs[r] == length:
+                same = True
+                for k in range(length):
+                    if b[qs[r] + k] != b[qs[i] + k]:
+                        same = False
+                        break
+                if same:
+                    ids[i] = j
+                    break
+            slot = (slot + 1) & mask
+    return ids, first[:count]
+
+
+@jit
 def _render(b: U8, qs: I64, qe: I64, kind: I64) -> U8:
     """The presentation form of each (uncompressed) name ``b[qs[i]:qe[i]]``, each followed by a newline.
 
@@ -319,8 +364,10 @@ def parse_batch(b: U8, start: I64, length: I64) -> DnsColumns:
     length = np.ascontiguousarray(length, dtype=np.int64)
     out, ok, has_opt, do = _parse(b, start, length, _NAME_AT_LUT)
     rows = np.flatnonzero(ok)
-    rendered = _render(b, out[rows, _QS], out[rows, _QE], _ESCAPE_KIND)
-    qname: list[str] = rendered.tobytes().decode("ascii").split("\n")[:-1]
+    qs, qe = out[rows, _QS], out[rows, _QE]
+    name_id, first = _distinct(b, qs, qe)  # render each distinct name once
+    rendered = _render(b, qs[first], qe[first], _ESCAPE_KIND)
+    names: list[str] = rendered.tobytes().decode("ascii").split("\n")[:-1]
     return DnsColumns(
         ok=ok,
         id=out[:, _ID],
@@ -329,7 +376,8 @@ def parse_batch(b: U8, start: I64, length: I64) -> DnsColumns:
         ancount=out[:, _AN],
         nscount=out[:, _NS],
         arcount=out[:, _AR],
-        qname=qname,
+        names=names,
+        name_id=name_id,
         qtype=out[:, _QTYPE],
         qclass=out[:, _QCLASS],
         has_opt=has_opt & ok,
