@@ -24,7 +24,7 @@ from pcapdns.decode.columnar import FAST, NOT_DNS, L4Columns, classify
 from pcapdns.dns.columnar import DnsColumns, parse_batch
 from pcapdns.dns.names import name_to_text
 from pcapdns.dns.parse import parse_message
-from pcapdns.jit import jit
+from pcapdns.jit import jit, loaded
 from pcapdns.model import DEFAULT_PORTS, DecodeIssue, FrameBatch, Payload
 from pcapdns.schema import MALFORMED, MESSAGES
 
@@ -99,8 +99,13 @@ def _distinct_pairs(hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]) -> t
 class Dissector:
     """Turns frame batches into ``MESSAGES`` frames; keeps the slow path's state across batches."""
 
-    def __init__(self, ports: Iterable[int] = DEFAULT_PORTS, *, fast: bool = True) -> None:
+    def __init__(
+        self, ports: Iterable[int] = DEFAULT_PORTS, *, fast: bool = True, fast_min_frames: int = 0
+    ) -> None:
+        """``fast_min_frames``: batches smaller than this take the per-packet path until the
+        compiled fast path is loaded (loading it costs more than a few thousand frames)."""
         self.ports = frozenset(ports)
+        self.fast_min_frames = fast_min_frames
         self._port_array = np.array(sorted(self.ports), dtype=np.int64)
         self.decoder = Decoder(self.ports)
         self.fast = fast
@@ -112,7 +117,7 @@ class Dissector:
     def dissect(self, batch: FrameBatch) -> pl.DataFrame:
         """The messages found in ``batch`` (fast rows first, then slow rows; order by time later)."""
         self.counters["frames"] += len(batch)
-        if not self.fast:
+        if not self.fast or (len(batch) < self.fast_min_frames and not loaded()):
             return self._slow(batch, np.arange(len(batch)))
         l4 = classify(batch, self._port_array)
         self.counters["non_ip"] += l4.non_ip

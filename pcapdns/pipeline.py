@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from pcapdns.dissect import Dissector
+from pcapdns.jit import loaded
 from pcapdns.model import DEFAULT_PORTS, CaptureInfo, DecodeIssue
 from pcapdns.pairing import pair
 from pcapdns.schema import DECODE_ISSUES, MESSAGES
@@ -30,6 +31,9 @@ class Options:
     ports: frozenset[int] = DEFAULT_PORTS
     timeout_s: float = 5.0
     fast: bool = True  # False sends every frame down the per-packet path (for tests and debugging)
+    # Below this many frames in a batch (or messages to pair) the compiled code is not worth
+    # loading: the per-packet path and the Python pairing machine do it (same results).  0: always.
+    fast_min_frames: int = 20000
     batch_frames: int = 65536
     extra: dict[str, object] = field(default_factory=dict)
 
@@ -62,7 +66,7 @@ def analyze(
     ``progress`` is called after every batch of frames; ``stage`` names each step after reading.
     """
     opts = options or Options()
-    dissector = Dissector(opts.ports, fast=opts.fast)
+    dissector = Dissector(opts.ports, fast=opts.fast, fast_min_frames=opts.fast_min_frames)
     captures: list[CaptureInfo] = []
     chunks: list[pl.DataFrame] = []
     issues: list[DecodeIssue] = []
@@ -86,7 +90,8 @@ def analyze(
     messages = pl.concat(chunks) if chunks else pl.DataFrame(schema=MESSAGES)
     ends = [c.last_ts_ns for c in captures if c.last_ts_ns is not None]
     timeout_ns = int(opts.timeout_s * 1e9)
-    paired = pair(messages, timeout_ns, max(ends) if ends else 0)
+    compiled = loaded() or messages.height >= opts.fast_min_frames
+    paired = pair(messages, timeout_ns, max(ends) if ends else 0, vectorized=compiled)
     del chunks, messages
     _release_memory()
     files = [c.path for c in captures]

@@ -19,7 +19,7 @@ ORDER = ["file_id", "frame", "idx"]
 
 
 def both(path: Path) -> tuple:
-    fast = analyze([str(path)], Options(fast=True))
+    fast = analyze([str(path)], Options(fast=True, fast_min_frames=0))
     slow = analyze([str(path)], Options(fast=False))
     return fast, slow
 
@@ -44,7 +44,7 @@ def test_the_fast_path_is_taken_on_plain_udp() -> None:
     path = CORPUS / "suricata-verify__bug-1158--input.pcap"
     if not path.exists():
         pytest.skip("shared corpus not present")
-    fast = analyze([str(path)], Options(fast=True))
+    fast = analyze([str(path)], Options(fast=True, fast_min_frames=0))
     assert fast.counters["fast_frames"] == fast.messages.filter(pl.col("transport") == 17).height > 100
 
 

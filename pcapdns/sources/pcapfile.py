@@ -18,12 +18,13 @@ from dataclasses import dataclass, fields
 import numpy as np
 import numpy.typing as npt
 
-from pcapdns.jit import jit
+from pcapdns.jit import interpreted, jit, loaded
 from pcapdns.model import DecodeIssue, IssueReason
 
 MAX_CAPLEN = 16 * 1024 * 1024  # no real link layer has bigger frames (Wireshark's limit too)
 MIN_SNAP_LIMIT = 262144  # caplen above max(snaplen, this) is corrupt
 DAY_S = 86400
+COMPILED_MIN_BYTES = 2 * 1024 * 1024  # smaller buffers are walked without compiled code
 
 I64 = npt.NDArray[np.int64]
 
@@ -159,7 +160,13 @@ class PcapWalker:
         of them at once afterwards.  A length too large to fit stops the loop, and is checked here.
         """
         b = np.frombuffer(buf, dtype=np.uint8)
-        offs, end, bad = _record_offsets(b, pos, self.little, self.limit)
+        # A small buffer is walked by the same function, interpreted: cheaper than loading numba.
+        walk = (
+            _record_offsets
+            if loaded() or len(buf) - pos >= COMPILED_MIN_BYTES
+            else interpreted(_record_offsets)
+        )
+        offs, end, bad = walk(b, pos, self.little, self.limit)
         return offs, int(end), bool(bad)
 
     def _columns(self, buf: bytes, o: I64) -> tuple[Records, int | None]:
