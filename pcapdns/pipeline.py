@@ -15,6 +15,7 @@ import polars as pl
 
 from pcapdns.anomalies import Thresholds, detect
 from pcapdns.dissect import Dissector
+from pcapdns.jit import loaded
 from pcapdns.model import DEFAULT_PORTS, CaptureInfo, DecodeIssue
 from pcapdns.pairing import pair
 from pcapdns.schema import ANOMALIES, MESSAGES
@@ -32,6 +33,9 @@ class Options:
     ports: frozenset[int] = DEFAULT_PORTS
     timeout_s: float = 5.0
     fast: bool = True  # False sends every frame down the per-packet path (for tests and debugging)
+    # Below this many frames in a batch (or messages to pair) the compiled code is not worth
+    # loading: the per-packet path and the Python pairing machine do it (same results).  0: always.
+    fast_min_frames: int = 20000
     batch_frames: int = 65536
     thresholds: Thresholds = field(default_factory=Thresholds)
     anomalies: bool = True  # run the anomaly engine
@@ -61,7 +65,7 @@ def analyze(
     ``progress`` is called after every batch of frames; ``stage`` names each step after reading.
     """
     opts = options or Options()
-    dissector = Dissector(opts.ports, fast=opts.fast)
+    dissector = Dissector(opts.ports, fast=opts.fast, fast_min_frames=opts.fast_min_frames)
     captures: list[CaptureInfo] = []
     chunks: list[pl.DataFrame] = []
     issues: list[DecodeIssue] = []
@@ -85,7 +89,8 @@ def analyze(
     messages = pl.concat(chunks) if chunks else pl.DataFrame(schema=MESSAGES)
     ends = [c.last_ts_ns for c in captures if c.last_ts_ns is not None]
     timeout_ns = int(opts.timeout_s * 1e9)
-    paired = pair(messages, timeout_ns, max(ends) if ends else 0)
+    compiled = loaded() or messages.height >= opts.fast_min_frames
+    paired = pair(messages, timeout_ns, max(ends) if ends else 0, vectorized=compiled)
     del chunks, messages
     _release_memory()
     files = [c.path for c in captures]
@@ -96,31 +101,35 @@ def analyze(
         stage("building the transactions table")
     transactions = build_transactions(paired, files, addresses)
     links = paired.links
-    anomaly_inputs = engine_inputs(
-        paired,
-        transactions,
-        files,
-        addresses,
-        malformed=dissector.malformed(),
-        issues=issues_frame(issues),
-        captures=captures,
-        timeout_s=opts.timeout_s,
-        thresholds=opts.thresholds,
-    )
+    malformed = dissector.malformed()
+    issues_table = issues_frame(issues)
+    anomaly_inputs = None
+    if opts.anomalies:  # its inputs cost time and memory: only built when the engine runs
+        anomaly_inputs = engine_inputs(
+            paired,
+            transactions,
+            files,
+            addresses,
+            malformed=malformed,
+            issues=issues_table,
+            captures=captures,
+            timeout_s=opts.timeout_s,
+            thresholds=opts.thresholds,
+        )
     # Addresses, names and EDE lists now live in the transactions table; the messages keep what
     # the counts need (memory grows with the transactions kept, not with every message's text).
     messages_kept = paired.messages.drop(["qname", "ede"])
     del paired
     if stage is not None and opts.anomalies:
         stage("looking for anomalies")
-    anomalies = detect(anomaly_inputs) if opts.anomalies else pl.DataFrame(schema=ANOMALIES)
+    anomalies = detect(anomaly_inputs) if anomaly_inputs is not None else pl.DataFrame(schema=ANOMALIES)
     return Analysis(
         captures=captures,
         messages=messages_kept,
         links=links,
         transactions=transactions,
-        malformed=anomaly_inputs.malformed,
-        issues=anomaly_inputs.issues,
+        malformed=malformed,
+        issues=issues_table,
         anomalies=anomalies,
         counters=counters,
         timeout_s=opts.timeout_s,

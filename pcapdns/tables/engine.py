@@ -50,7 +50,7 @@ def unpaired(m: pl.DataFrame, files: list[str], addresses: list[str]) -> pl.Data
             pl.col("sport").alias("server_port"),
             pl.when(pl.col("transport") == 6).then(pl.lit("tcp")).otherwise(pl.lit("udp")).alias("transport"),
             pl.col("id").alias("trans_id"),
-            "qname",
+            pl.col("qname").cast(pl.String),  # categorical in the message table
             "qtype",
             "rcode",
             "ancount",
