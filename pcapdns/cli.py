@@ -99,6 +99,42 @@ def analyze(
     render(analysis, Console())
 
 
+@cli.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option(
+    "-p",
+    "--port",
+    "ports",
+    type=click.IntRange(1, 65535),
+    multiple=True,
+    help="DNS port (repeatable; default 53).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="Seconds after a query's last transmission before it counts as unanswered.",
+)
+def tui(files: tuple[str, ...], ports: tuple[int, ...], timeout: float) -> None:
+    """Explore pcap/pcapng FILES in a terminal UI (overview, findings, transactions, packets)."""
+    from pcapdns.pipeline import Options
+
+    paths = _expand(files)
+    if "-" in paths:
+        raise click.UsageError("the TUI reads keys from the terminal: give capture files, not '-'")
+    for p in paths:
+        if not os.path.exists(p):
+            raise SourceMissing(f"{p}: no such file")
+    from pcapdns.tui import make_app  # textual is loaded only for this command
+
+    opts = Options(ports=frozenset(ports) if ports else Options().ports, timeout_s=timeout)
+    app = make_app(paths, opts)
+    app.run()
+    if app.error is not None:
+        raise app.error
+
+
 def _fail(message: str, hint: str, status: int) -> int:
     line = f"pcapdns: error: {message}"
     if hint:
