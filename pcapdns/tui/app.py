@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -82,7 +83,7 @@ class HelpScreen(ModalScreen[None]):
 class PcapdnsApp(App[None]):
     """Overview, findings and transactions of one analysis; packet detail as a pushed screen."""
 
-    CSS_PATH = "app.tcss"
+    CSS_PATH = str(Path(__file__).with_name("app.tcss"))  # absolute: subclasses live elsewhere
     TITLE = "pcapdns"
     BINDINGS = [
         Binding("1", "view('overview')", "overview"),

@@ -155,8 +155,6 @@ class TransactionsView(Vertical):
         total = self.transactions.height if self.transactions is not None else 0
         count = Text(f"{message.frame.height:,}", style="bold")
         count.append(f" of {total:,}")
-        if message.text.strip():
-            count.append(f"  {message.seconds * 1000:.0f} ms", style="dim")
         self.query_one("#count", Static).update(count)
 
     def selected(self, row: int) -> dict[str, Any]:
