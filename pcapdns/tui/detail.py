@@ -9,7 +9,7 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
@@ -65,7 +65,8 @@ class DetailScreen(Screen[None]):
         yield Static(headline(self.row), id="headline")
         with TabbedContent(id="views"):
             for key, title, _ in _VIEWS:
-                with TabPane(title, id=key), Horizontal():
+                # hex rows are 72 cells wide: query above response; the others side by side
+                with TabPane(title, id=key), Vertical() if key == "hex" else Horizontal():
                     for role in ("query", "response"):
                         with VerticalScroll(classes="side"):
                             yield Static(Text("loading…", style="italic"), id=f"{key}-{role}")

@@ -291,6 +291,12 @@ def hexdump(side: Side) -> Text:
         out.append(f"  (DNS message at offset {dns[0]}, {dns[1] - dns[0]} bytes)", style="dim")
     out.append("\n")
     bad = malformed_ranges(side)
+    for (reason, offset, detail), (start, end) in zip(side.malformed, bad, strict=False):
+        out.append(" MALFORMED ", style="bold white on red")
+        out.append(
+            clean(f" {reason} at DNS offset {offset} (frame bytes {start}-{end - 1}): {detail}"), "red"
+        )
+        out.append("\n")
 
     def style(i: int) -> str:
         if any(a <= i < b for a, b in bad):
