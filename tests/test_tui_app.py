@@ -8,6 +8,8 @@ import pytest
 from textual.widgets import DataTable, Input, Static
 from tuihelp import HOSTILE_LABELS, OUTAGE, ROOT, SCENARIO, findings_app, run_async, settle, write_hostile
 
+from pcapdns.errors import ExitStatus
+from pcapdns.pipeline import analyze
 from pcapdns.tui import make_app
 from pcapdns.tui.app import HelpScreen
 from pcapdns.tui.chart import Chart
@@ -224,3 +226,22 @@ async def test_a_file_that_is_not_a_capture_is_reported_in_the_window(tmp_path):
         await settle(pilot, app)
         assert app.error is not None and "not a pcap" in app.failure
         assert "pcapdns: error:" in static_text(app, "#stage")
+
+
+@run_async
+async def test_the_analysis_can_run_in_a_child_process(tmp_path):
+    app = make_app([OUTAGE], isolate=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, timeout=60)
+        assert app.analysis is not None
+        direct = analyze([OUTAGE]).transactions
+        assert app.analysis.transactions.equals(direct)
+        assert "5,930 frames" in static_text(app, "#quality")
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not a capture\n")
+    app = make_app([str(bad)], isolate=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, timeout=60)
+        # the error crosses the process boundary with its class, message and hint
+        assert app.error is not None and app.error.exit_status == ExitStatus.BAD_CAPTURE
+        assert "not a pcap" in app.failure

@@ -8,10 +8,13 @@ figures; the window is usable from the first frame and fills in when they arrive
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import queue
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +25,19 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import ContentSwitcher, Footer, ProgressBar, Static
+from textual.worker import get_current_worker
 
 from pcapdns.errors import PcapdnsError
-from pcapdns.model import CaptureInfo
-from pcapdns.pipeline import Options, analyze
+from pcapdns.pipeline import Options
 from pcapdns.tables.summary import Analysis
-from pcapdns.tui.chart import Chart
+from pcapdns.tui.chart import AXIS, Chart
 from pcapdns.tui.data import build_overview
 from pcapdns.tui.detail import DetailScreen
 from pcapdns.tui.export import write_csv
 from pcapdns.tui.findings import FindingsView
 from pcapdns.tui.messages import AnalysisFailed, AnalysisProgress, AnalysisReady, OverviewReady
 from pcapdns.tui.overview import OverviewView, clock
+from pcapdns.tui.runner import ISOLATE_BYTES, child, run, total_bytes
 from pcapdns.tui.safe import text
 from pcapdns.tui.table import FrameTable
 from pcapdns.tui.transactions import TransactionsView
@@ -95,10 +99,18 @@ class PcapdnsApp(App[None]):
         Binding("q", "quit", "quit"),
     ]
 
-    def __init__(self, paths: Sequence[str], options: Options | None = None) -> None:
+    def __init__(
+        self, paths: Sequence[str], options: Options | None = None, *, isolate: bool | None = None
+    ) -> None:
         super().__init__()
         self.paths = list(paths)
         self.options = options or Options()
+        # the analysis in a child process? (None: by the inputs' size)
+        self.isolate = isolate if isolate is not None else total_bytes(self.paths) > ISOLATE_BYTES
+        if self.isolate:
+            # Start multiprocessing's resource tracker now: once the app runs, textual has
+            # replaced sys.stderr, whose descriptor the tracker's launch wants to pass on.
+            resource_tracker.ensure_running()
         self.analysis: Analysis | None = None
         self.error: PcapdnsError | None = None
         self.failure: str | None = None
@@ -137,7 +149,7 @@ class PcapdnsApp(App[None]):
     def on_mount(self) -> None:
         self.call_after_refresh(self._painted)
         self.main.query_one("#qps", Chart).focus()
-        self.analyze()
+        self.analyze(max(10, self.size.width - AXIS - 4))
 
     def _painted(self) -> None:
         self.first_paint = time.perf_counter() - self.started
@@ -145,34 +157,53 @@ class PcapdnsApp(App[None]):
     # -- the analysis worker --------------------------------------------------------------------
 
     @work(thread=True, exclusive=True, group="analysis")
-    def analyze(self) -> None:
-        sizes = [os.path.getsize(p) if os.path.isfile(p) else 0 for p in self.paths]
-        total = sum(sizes)
-        done: dict[int, int] = {}
-        last = [0.0]
-
-        def progress(info: CaptureInfo) -> None:
-            done[info.file_id] = info.bytes_read
-            now = time.perf_counter()
-            if now - last[0] >= 0.05:
-                last[0] = now
-                self.post_message(AnalysisProgress(sum(done.values()), total, f"reading {info.path}"))
-
-        def stage(what: str) -> None:
-            self.post_message(AnalysisProgress(total, total, what))
-
-        started = time.perf_counter()
+    def analyze(self, columns: int) -> None:
+        """Run the analysis (here, or in a child process for a large capture) and relay its events."""
+        if not self.isolate:
+            run(self.paths, self.options, columns, self._relay)
+            return
+        ctx = multiprocessing.get_context("spawn")  # never fork a process that runs threads
         try:
-            analysis = analyze(self.paths, self.options, progress, stage)
-            stage("summarizing")
-            overview = build_overview(analysis, self._chart_columns())
-        except PcapdnsError as e:
-            self.post_message(AnalysisFailed(e.message + (f" ({e.hint})" if e.hint else ""), e))
+            events: Any = ctx.Queue()
+            proc = ctx.Process(target=child, args=(self.paths, self.options, columns, events), daemon=True)
+            proc.start()
+        except (OSError, ValueError) as e:
+            self._relay(("crash", f"internal error: cannot start the analysis process: {e}"))
             return
-        except Exception as e:  # noqa: BLE001 -- shown in the window; the CLI reports it on exit
-            self.post_message(AnalysisFailed(f"internal error: {type(e).__name__}: {e}", e))
-            return
-        self.post_message(AnalysisReady(analysis, overview, time.perf_counter() - started))
+        worker = get_current_worker()
+        try:
+            while True:
+                if worker.is_cancelled:
+                    return
+                try:
+                    event = events.get(timeout=0.1)
+                except queue.Empty:
+                    if not proc.is_alive():
+                        self._relay(
+                            ("crash", f"internal error: the analysis process ended ({proc.exitcode})")
+                        )
+                        return
+                    continue
+                self._relay(event)
+                if event[0] != "progress":
+                    return
+        finally:
+            if proc.is_alive():
+                proc.terminate()  # our own child: on cancel (the app quits) or after a failure
+            proc.join(timeout=5)
+
+    def _relay(self, event: tuple[Any, ...]) -> None:
+        """Turn one runner event into the message the UI handles (called in the worker thread)."""
+        kind = event[0]
+        if kind == "progress":
+            self.post_message(AnalysisProgress(event[1], event[2], event[3]))
+        elif kind == "done":
+            self.post_message(AnalysisReady(event[1], event[2], event[3]))
+        elif kind == "error":
+            error = event[1](event[2], event[3])
+            self.post_message(AnalysisFailed(event[2] + (f" ({event[3]})" if event[3] else ""), error))
+        else:
+            self.post_message(AnalysisFailed(event[1], RuntimeError(event[1])))
 
     def _chart_columns(self) -> int:
         return self.main.query_one(OverviewView).chart_columns()
@@ -283,6 +314,12 @@ class PcapdnsApp(App[None]):
         self.notify(f"{frame.height:,} {what} written to {path}", markup=False)
 
 
-def make_app(paths: Sequence[str], options: Options | None = None) -> PcapdnsApp:
-    """The app for ``paths`` (one analysis over all of them), as ``pcapdns tui`` runs it."""
-    return PcapdnsApp(paths, options)
+def make_app(
+    paths: Sequence[str], options: Options | None = None, *, isolate: bool | None = None
+) -> PcapdnsApp:
+    """The app for ``paths`` (one analysis over all of them), as ``pcapdns tui`` runs it.
+
+    ``isolate`` runs the analysis in a child process (True), in the worker thread (False), or
+    decides by the inputs' size (None: a child process above ``runner.ISOLATE_BYTES``).
+    """
+    return PcapdnsApp(paths, options, isolate=isolate)
