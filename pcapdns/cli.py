@@ -11,12 +11,18 @@ import glob
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import click
 
 from pcapdns import __version__
+from pcapdns.anomalies.config import Thresholds
 from pcapdns.errors import ExitStatus, PcapdnsError, SourceMissing
+
+if TYPE_CHECKING:
+    from pcapdns.pipeline import Options
+    from pcapdns.tables.summary import Analysis
 
 _DEBUG = False
 
@@ -44,51 +50,123 @@ def cli(debug: bool) -> None:
     _DEBUG = debug
 
 
-@cli.command()
-@click.argument("files", nargs=-1, required=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the machine-readable summary (stable keys).")
-@click.option(
-    "-p",
-    "--port",
-    "ports",
-    type=click.IntRange(1, 65535),
-    multiple=True,
-    help="DNS port (repeatable; default 53). mDNS (5353) and LLMNR (5355) only when named.",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=5.0,
-    show_default=True,
-    help="Seconds after a query's last transmission before it counts as unanswered.",
-)
-@click.option("--no-progress", is_flag=True, help="Never draw a progress bar.")
-@click.option("--slow-path", is_flag=True, hidden=True, help="Decode every frame per packet (debugging).")
-def analyze(
-    files: tuple[str, ...],
-    as_json: bool,
-    ports: tuple[int, ...],
-    timeout: float,
-    no_progress: bool,
-    slow_path: bool,
-) -> None:
-    """Analyze pcap/pcapng FILES (compressed or not, '-' for stdin) as one capture."""
-    from pcapdns.pipeline import Options
-    from pcapdns.pipeline import analyze as run
-    from pcapdns.tables.summary import summary
+def analysis_options(f: Callable[..., None]) -> Callable[..., None]:
+    """The flags every command that analyzes captures shares (ports, timeout, anomaly thresholds)."""
+    d = Thresholds()
+    options = [
+        click.option(
+            "-p",
+            "--port",
+            "ports",
+            type=click.IntRange(1, 65535),
+            multiple=True,
+            help="DNS port (repeatable; default 53). mDNS (5353) and LLMNR (5355) only when named.",
+        ),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=0, min_open=True),
+            default=5.0,
+            show_default=True,
+            help="Seconds after a query's last transmission before it counts as unanswered.",
+        ),
+        click.option("--no-progress", is_flag=True, help="Never draw a progress bar."),
+        click.option(
+            "--slow-path", is_flag=True, hidden=True, help="Decode every frame per packet (debugging)."
+        ),
+        click.option(
+            "--window",
+            type=click.FloatRange(min=1),
+            default=d.window_s,
+            show_default=True,
+            help="Seconds per time window for rates, surges, latency baselines and the windows table.",
+        ),
+        click.option(
+            "--sensitivity",
+            type=click.FloatRange(min=0, min_open=True),
+            default=d.sensitivity,
+            show_default=True,
+            help="Robust z-score (median/MAD) an RCODE share must exceed to be a surge; lower finds more.",
+        ),
+        click.option(
+            "--min-count",
+            type=click.IntRange(min=1),
+            default=d.min_count,
+            show_default=True,
+            help="Fewest answers with one RCODE in a window (or retried failures) worth a finding.",
+        ),
+        click.option(
+            "--outage-run",
+            type=click.IntRange(min=2),
+            default=d.outage_run,
+            show_default=True,
+            help="Consecutive unanswered queries to one server that make an outage.",
+        ),
+        click.option(
+            "--slow-factor",
+            type=click.FloatRange(min=1),
+            default=d.slow_factor,
+            show_default=True,
+            help="A window's p95 latency this many times a server's usual p95 is slow ...",
+        ),
+        click.option(
+            "--slow-ms",
+            type=click.FloatRange(min=0),
+            default=d.slow_min_ms,
+            show_default=True,
+            help="... when it is also at least this many milliseconds.",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
 
-    opts = Options(
-        ports=frozenset(ports) if ports else Options().ports, timeout_s=timeout, fast=not slow_path
+
+def _options(kw: dict[str, Any], *, anomalies: bool = True) -> Options:
+    """The pipeline's options from the shared flags in ``kw``."""
+    from pcapdns.pipeline import Options
+
+    thresholds = Thresholds(
+        window_s=kw["window"],
+        sensitivity=kw["sensitivity"],
+        min_count=kw["min_count"],
+        outage_run=kw["outage_run"],
+        slow_factor=kw["slow_factor"],
+        slow_min_ms=kw["slow_ms"],
     )
+    ports = kw["ports"]
+    return Options(
+        ports=frozenset(ports) if ports else Options().ports,
+        timeout_s=kw["timeout"],
+        fast=not kw["slow_path"],
+        thresholds=thresholds,
+        anomalies=anomalies,
+    )
+
+
+def _analyze(files: tuple[str, ...], kw: dict[str, Any], *, anomalies: bool = True) -> Analysis:
+    """Run the pipeline on ``files`` with the shared flags in ``kw`` (progress on a terminal)."""
+    from pcapdns.pipeline import analyze as run
+
+    opts = _options(kw, anomalies=anomalies)
     paths = _expand(files)
-    show_progress = not no_progress and sys.stderr.isatty()
-    if show_progress:
+    if not kw["no_progress"] and sys.stderr.isatty():
         from pcapdns.report.progress import FileProgress
 
         with FileProgress(paths) as progress:
-            analysis = run(paths, opts, progress.update, progress.stage)
-    else:
-        analysis = run(paths, opts)
+            return run(paths, opts, progress.update, progress.stage)
+    return run(paths, opts)
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the machine-readable summary (stable keys).")
+@analysis_options
+def analyze(files: tuple[str, ...], as_json: bool, **kw: Any) -> None:
+    """Analyze pcap/pcapng FILES (compressed or not, '-' for stdin) as one capture."""
+    from pcapdns.tables.summary import summary
+
+    # The summary holds no finding: --json skips the anomaly engine (the fast path stays fast).
+    analysis = _analyze(files, kw, anomalies=not as_json)
     if as_json:
         click.echo(json.dumps(summary(analysis), indent=1))
         return
@@ -101,25 +179,162 @@ def analyze(
 
 @cli.command()
 @click.argument("files", nargs=-1, required=True)
-@click.option(
-    "-p",
-    "--port",
-    "ports",
-    type=click.IntRange(1, 65535),
-    multiple=True,
-    help="DNS port (repeatable; default 53).",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=5.0,
-    show_default=True,
-    help="Seconds after a query's last transmission before it counts as unanswered.",
-)
-def tui(files: tuple[str, ...], ports: tuple[int, ...], timeout: float) -> None:
-    """Explore pcap/pcapng FILES in a terminal UI (overview, findings, transactions, packets)."""
-    from pcapdns.pipeline import Options
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as a JSON array (stable keys).")
+@analysis_options
+def anomalies(files: tuple[str, ...], as_json: bool, **kw: Any) -> None:
+    """The ranked findings in FILES: what broke, when, for whom, why, with evidence frames."""
+    from pcapdns.report.findings import findings_json, findings_table, timeline
 
+    analysis = _analyze(files, kw)
+    if as_json:
+        click.echo(json.dumps(findings_json(analysis.anomalies), indent=1))
+        return
+    from rich.console import Console
+
+    console = Console()
+    console.print(timeline(analysis.anomalies))
+    console.print(findings_table(analysis.anomalies))
+
+
+@cli.command()
+@click.argument("rcode")
+@click.option("--in", "files", multiple=True, help="A capture (repeatable): show this RCODE's answers in it.")
+@analysis_options
+def explain(rcode: str, files: tuple[str, ...], **kw: Any) -> None:
+    """What an RCODE (name or number) means, its usual causes, and how to check each."""
+    from rich.console import Console
+
+    from pcapdns.dns.knowledge import all_rcodes, rcode_info
+    from pcapdns.report.findings import explain_panel, findings_table
+
+    info = rcode_info(rcode)
+    if info is None:
+        names = ", ".join(i.name for i in all_rcodes())
+        raise click.BadParameter(
+            f"unknown RCODE {rcode!r} (one of: {names}, or a number)", param_hint="RCODE"
+        )
+    console = Console()
+    console.print(explain_panel(info))
+    if not files:
+        return
+    import polars as pl
+
+    from pcapdns.report.text import answers_with_rcode
+
+    analysis = _analyze(files, kw)
+    kinds = ["formerr"] if info.name in ("FORMERR", "BADVERS") else ["rcode_surge", "servfail_cause"]
+    found = analysis.anomalies.filter(
+        pl.col("kind").cast(pl.String).is_in(kinds)
+        & ((pl.col("kind") == "formerr") | (pl.col("rcode") == info.name))
+    )
+    console.print(answers_with_rcode(analysis, info.name))
+    if found.height:
+        console.print(findings_table(found))
+
+
+def _stdout_bytes() -> BinaryIO:
+    """Standard output as a binary stream (what exports write to with ``-o -``)."""
+    sys.stdout.flush()
+    return sys.stdout.buffer
+
+
+# Kept here (not imported from pcapdns.tables) so `pcapdns --help` does not load polars; a test
+# keeps them equal to the registry and the writers.
+TABLE_NAMES = ("transactions", "anomalies", "windows", "servers", "malformed", "decode_issues")
+EXPORT_FORMATS = ("parquet", "csv", "ndjson", "pcap")
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    help="Directory (every table), file (with --table), or '-' for stdout (with --table).",
+)
+@click.option("--table", type=click.Choice(TABLE_NAMES), help="Write only this table.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(EXPORT_FORMATS),
+    help="Output format (default: from the file's extension, else parquet).",
+)
+@click.option(
+    "--partition-by",
+    type=click.Choice(("hour", "day", "server")),
+    help="Hive-style partitioned Parquet: <dir>/<table>/date=.../hour=.../part-0.parquet.",
+)
+@analysis_options
+def export(
+    files: tuple[str, ...],
+    output: str,
+    table: str | None,
+    fmt: str | None,
+    partition_by: str | None,
+    **kw: Any,
+) -> None:
+    """Write the tables of FILES (transactions, anomalies, windows, servers, malformed, decode_issues)."""
+    from pcapdns.report import export as writers
+    from pcapdns.tables.export_tables import build_tables
+
+    fmt = writers.format_for(output, fmt)
+    # the anomaly engine runs only when its findings are written
+    analysis = _analyze(files, kw, anomalies=table in (None, "anomalies"))
+    tables = build_tables(analysis, kw["window"], [table] if table else None)
+    written = writers.export(
+        tables,
+        output,
+        fmt,
+        partition_by=partition_by,
+        explicit=table is not None,
+        stdout=_stdout_bytes,
+    )
+    if output != "-":
+        for w in written:
+            click.echo(f"pcapdns: wrote {w.describe(fmt)}", err=True)
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True)
+@click.argument("sql")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(("table", "csv", "ndjson")),
+    default="table",
+    show_default=True,
+    help="A table on the terminal, or CSV / NDJSON on stdout.",
+)
+@click.option(
+    "--max-rows",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Rows drawn in the terminal table (csv and ndjson write all).",
+)
+@analysis_options
+def query(files: tuple[str, ...], sql: str, fmt: str, max_rows: int, **kw: Any) -> None:
+    """Run SQL over the tables of FILES, e.g. "SELECT rcode_name, count(*) FROM transactions GROUP BY 1"."""
+    from pcapdns.report.export import write_stream
+    from pcapdns.report.query import render, run_sql
+    from pcapdns.tables.export_tables import build_tables
+
+    # the anomaly engine runs only for a query that names its table
+    analysis = _analyze(files, kw, anomalies="anomalies" in sql.lower())
+    rows = run_sql(build_tables(analysis, kw["window"]), sql)
+    if fmt == "table":
+        from rich.console import Console
+
+        render(rows, Console(), max_rows)
+    else:
+        write_stream(rows, fmt, _stdout_bytes())
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True)
+@analysis_options
+def tui(files: tuple[str, ...], **kw: Any) -> None:
+    """Explore pcap/pcapng FILES in a terminal UI (overview, findings, transactions, packets)."""
     paths = _expand(files)
     if "-" in paths:
         raise click.UsageError("the TUI reads keys from the terminal: give capture files, not '-'")
@@ -128,8 +343,7 @@ def tui(files: tuple[str, ...], ports: tuple[int, ...], timeout: float) -> None:
             raise SourceMissing(f"{p}: no such file")
     from pcapdns.tui import make_app  # textual is loaded only for this command
 
-    opts = Options(ports=frozenset(ports) if ports else Options().ports, timeout_s=timeout)
-    app = make_app(paths, opts)
+    app = make_app(paths, _options(kw))
     app.run()
     if app.error is not None:
         raise app.error

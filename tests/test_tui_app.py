@@ -154,6 +154,7 @@ async def test_findings_show_evidence_and_lead_to_their_transactions():
         assert sorted(evidence.frame.get_column("response_frame").to_list()) == frames
         text = static_text(app, "#finding-text")
         assert "servfail_cause" in text and "Likely cause" in text
+        assert "SERVFAIL (2, RFC" in text  # the RCODE knowledge of `pcapdns explain`
         await pilot.press("down")
         assert "[bold]no route[/bold]" in static_text(app, "#finding-text")  # literal, not markup
         await pilot.press("t")
@@ -182,12 +183,15 @@ async def test_export_writes_the_filtered_view(tmp_path, monkeypatch):
         await settle(pilot, app)
         await pilot.press("3")
         await apply_filter(pilot, app, "ede=22")
-        await pilot.press("e")
+        await pilot.press("e", "E")
     files = list(tmp_path.glob("pcapdns-transactions-*.csv"))
     assert len(files) == 1 and not list(tmp_path.glob(".pcapdns-*"))
     got = pl.read_csv(files[0])
-    assert got.height == 58 and set(got.get_column("ede").to_list()) == {22}
+    assert got.height == 58 and set(got.get_column("rcode_name").to_list()) == {"SERVFAIL"}
     assert sorted(got.get_column("response_frame").to_list()) == SCENARIO["outage"]["ede22_frames"]
+    (parquet,) = tmp_path.glob("pcapdns-transactions-*.parquet")
+    back = pl.read_parquet(parquet)
+    assert back.height == 58 and back.get_column("ede").to_list() == [[22]] * 58
 
 
 @run_async

@@ -19,6 +19,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from pcapdns.report.findings import findings_table, timeline
 from pcapdns.tables.summary import (
     Analysis,
     rcodes_over_time,
@@ -191,6 +192,9 @@ def malformed(a: Analysis, s: dict[str, Any]) -> RenderableType:
 
 def render(a: Analysis, console: Console) -> None:
     s = summary(a)
+    console.print(timeline(a.anomalies))
+    if a.anomalies.height:
+        console.print(findings_table(a.anomalies))
     console.print(quality(a, s))
     console.print(totals(s))
     if s["rcodes"]:
@@ -207,3 +211,30 @@ def render(a: Analysis, console: Console) -> None:
         console.print(failing_names(a))
     if s["malformed"]:
         console.print(malformed(a, s))
+
+
+def answers_with_rcode(a: Analysis, rcode: str, limit: int = 20) -> RenderableType:
+    """The transactions answered with ``rcode``: who asked what, and the frames to open."""
+    rows = a.transactions.filter(pl.col("rcode_name").cast(pl.String) == rcode).sort("ts")
+    t = _table(
+        f"{rows.height:,} {rcode} answer{'s' if rows.height != 1 else ''} in the capture",
+        "time (UTC)",
+        "client",
+        "server",
+        "question",
+        "frames",
+    )
+    for r in rows.head(limit).iter_rows(named=True):
+        question = Text(
+            f"{r['qname'] if r['qname'] is not None else '(no question)'} {r['qtype_name'] or ''}"
+        )
+        t.add_row(
+            r["ts"].strftime("%H:%M:%S.%f"),
+            Text(str(r["client"])),
+            Text(str(r["server"])),
+            question,
+            f"{r['query_frame']} -> {r['response_frame']}",
+        )
+    if rows.height > limit:
+        t.caption = f"first {limit} of {rows.height:,}"
+    return t

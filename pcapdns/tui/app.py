@@ -29,11 +29,11 @@ from textual.worker import get_current_worker
 
 from pcapdns.errors import PcapdnsError
 from pcapdns.pipeline import Options
+from pcapdns.report.export import write_file
 from pcapdns.tables.summary import Analysis
 from pcapdns.tui.chart import AXIS, Chart
 from pcapdns.tui.data import build_overview
 from pcapdns.tui.detail import DetailScreen
-from pcapdns.tui.export import write_csv
 from pcapdns.tui.findings import FindingsView
 from pcapdns.tui.messages import AnalysisFailed, AnalysisProgress, AnalysisReady, OverviewReady
 from pcapdns.tui.overview import OverviewView, clock
@@ -50,7 +50,7 @@ HELP = """\
 pcapdns tui: from "something broke" to the packets
 
   1 / 2 / 3      Overview / Findings / Transactions
-  ?              this help          e   export the current view to CSV
+  ?              this help          e / E / N  export the view: CSV / Parquet / NDJSON
   q, ctrl+c      quit               tab move between panes
 
 Overview        left/right move the chart cursor, shift+left/right widen it,
@@ -94,8 +94,9 @@ class PcapdnsApp(App[None]):
         Binding("2", "view('findings')", "findings"),
         Binding("3", "view('transactions')", "transactions"),
         Binding("question_mark", "help", "help"),
-        # EXPORT-HOOK: the lead wires pcapdns.report.export here (format choice); CSV until then.
-        Binding("e", "export", "export"),
+        Binding("e", "export('csv')", "export csv"),
+        Binding("E", "export('parquet')", "parquet", show=False),
+        Binding("N", "export('ndjson')", "ndjson", show=False),
         Binding("q", "quit", "quit"),
     ]
 
@@ -292,9 +293,9 @@ class PcapdnsApp(App[None]):
         file_id = files.index(row["file"]) if row.get("file") in files else 0
         self.push_screen(DetailScreen(row, self.analysis.malformed, self.options.ports, file_id))
 
-    # -- export (placeholder, see pcapdns/tui/export.py) ----------------------------------------
+    # -- export (pcapdns.report.export: the same writers as `pcapdns export`) --------------------
 
-    def action_export(self) -> None:
+    def action_export(self, fmt: str = "csv") -> None:
         if self.analysis is None:
             self.notify("nothing to export yet: the analysis is still running", severity="warning")
             return
@@ -304,13 +305,14 @@ class PcapdnsApp(App[None]):
             current = self.main.query_one(TransactionsView).current
             frame, what = (current if current is not None else self.analysis.transactions), "transactions"
         stamp = datetime.now(tz=UTC).strftime("%Y%m%d-%H%M%S")
-        path = f"pcapdns-{what}-{stamp}.csv"
+        path = Path(f"pcapdns-{what}-{stamp}.{fmt}")
+        table = "anomalies" if what == "findings" else "transactions"
         try:
-            write_csv(frame, path)
-        except OSError as e:
-            self.notify(f"export failed: {e.strerror}: {e.filename}", severity="error", markup=False)
+            write_file(frame, fmt, path, table)
+        except PcapdnsError as e:
+            self.notify(f"export failed: {e.message}", severity="error", markup=False)
             return
-        self.exported = path
+        self.exported = str(path)
         self.notify(f"{frame.height:,} {what} written to {path}", markup=False)
 
 

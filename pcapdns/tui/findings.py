@@ -14,6 +14,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
+from pcapdns.dns.knowledge import rcode_info
 from pcapdns.schema import ANOMALIES
 from pcapdns.tui.overview import SEVERITY_COLORS
 from pcapdns.tui.safe import text
@@ -173,9 +174,13 @@ class FindingsView(Vertical):
         out.append(text(row["summary"] or ""))
         out.append("\n\nLikely cause\n", style="bold")
         out.append(text(row["likely_cause"] or "-"))
-        if row["rcode"]:
-            out.append("\n\nRCODE  ", style="bold")
-            out.append(text(row["rcode"]))
+        info = rcode_info(row["rcode"]) if row["rcode"] else None
+        if info is not None:
+            out.append(f"\n\n{info.name} ({info.value}, {info.rfc})\n", style="bold")
+            out.append(text(info.meaning))
+            for cause in info.causes[:3]:
+                out.append("\n • ")
+                out.append(text(cause))
         evidence = row["evidence"] or []
         out.append(f"\n\nEvidence: {len(evidence)} packet(s)", style="bold")
         self.query_one("#finding-text", Static).update(out)

@@ -1,0 +1,134 @@
+"""Can the capture be trusted: decode issues, packets the capture dropped, one-direction capture,
+and gaps in time.  These are findings about the capture, not about the DNS."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import polars as pl
+
+from pcapdns.anomalies.findings import Finding
+from pcapdns.anomalies.inputs import Inputs
+from pcapdns.anomalies.unanswered import one_direction
+
+_SERIOUS = {"capture_cut_short", "corrupt_record", "bad_block", "snaplen_truncated", "unsupported_linktype"}
+_WHY = {
+    "capture_cut_short": "the capture file ends in the middle of a record (tcpdump killed, disk full): "
+    "everything before the cut was analyzed",
+    "corrupt_record": "record headers in the file make no sense (file damaged or concatenated badly): "
+    "those records were skipped",
+    "bad_block": "pcapng blocks could not be read: the file is damaged",
+    "snaplen_truncated": "the capture's snap length cut DNS messages short: capture with `tcpdump -s 0`",
+    "unsupported_linktype": "frames of a link type pcapdns does not decode were skipped",
+    "tcp_gap": "DNS-over-TCP streams miss bytes (the capture dropped segments): messages across a gap "
+    "are lost",
+    "fragment_incomplete": "IP fragments whose datagram never completed (fragments dropped on the way or by "
+    "the capture)",
+    "dns_too_short": "UDP payloads on a DNS port shorter than a DNS header: probes or another protocol",
+}
+_GAP_MIN_S = 30.0
+_GAP_FACTOR = 50.0
+_GAP_MIN_TXNS = 100
+
+
+def _at(ns: int | None) -> datetime | None:
+    return None if ns is None or ns == 0 else datetime.fromtimestamp(ns / 1e9, tz=UTC)
+
+
+def quality_findings(inp: Inputs) -> list[Finding]:
+    out: list[Finding] = []
+    files = inp.files
+    issues = (
+        inp.issues.group_by("reason")
+        .agg(
+            pl.len().alias("n"),
+            pl.col("ts_ns").filter(pl.col("ts_ns") > 0).min().alias("first"),
+            pl.col("ts_ns").filter(pl.col("ts_ns") > 0).max().alias("last"),
+            pl.struct("file_id", "frame").filter(pl.col("frame") > 0).head(4).alias("frames"),
+            pl.col("detail").first(),
+        )
+        .sort("reason")
+    )
+    for reason, n, first, last, frames, detail in issues.iter_rows():
+        why = _WHY.get(reason, "frames that could not be decoded down to DNS")
+        out.append(
+            Finding(
+                kind="capture_quality",
+                severity="warning" if reason in _SERIOUS else "info",
+                start=_at(first),
+                end=_at(last),
+                summary=f"{n} decode issue{'s' if n != 1 else ''} '{reason}'"
+                + (f": {detail}" if detail else ""),
+                likely_cause=why,
+                count=n,
+                evidence=[{"file": files[f["file_id"]], "frame": f["frame"]} for f in frames],
+            )
+        )
+    for c in inp.captures:
+        if c.interface_drops:
+            out.append(
+                Finding(
+                    kind="capture_quality",
+                    severity="warning",
+                    start=_at(c.first_ts_ns),
+                    end=_at(c.last_ts_ns),
+                    summary=(
+                        f"the capture itself dropped {c.interface_drops} packets ({c.path}, "
+                        "pcapng statistics)"
+                    ),
+                    likely_cause=(
+                        "the capturing host could not keep up (buffer too small, CPU busy): counts are lower "
+                        "bounds and some 'unanswered' queries may have been answered. Use a bigger buffer "
+                        "(tcpdump -B) or a capture filter"
+                    ),
+                    count=c.interface_drops,
+                )
+            )
+    if one_direction(inp.transactions, inp.unpaired):
+        t = inp.transactions
+        what = "queries but no response" if t.height else "responses but no query"
+        out.append(
+            Finding(
+                kind="capture_quality",
+                severity="warning",
+                start=_at(min((c.first_ts_ns or 0) for c in inp.captures) or None),
+                end=_at(max((c.last_ts_ns or 0) for c in inp.captures) or None),
+                summary=f"the capture holds {what}: it saw one direction of the traffic only",
+                likely_cause=(
+                    "asymmetric routing, a SPAN port or tap mirroring one direction, or a capture filter "
+                    "matching one side (e.g. 'dst port 53'); unanswered counts mean nothing here"
+                ),
+                count=max(t.height, inp.unpaired.height),
+            )
+        )
+    out.extend(_gaps(inp))
+    return out
+
+
+def _gaps(inp: Inputs) -> list[Finding]:
+    t = inp.transactions
+    if t.height < _GAP_MIN_TXNS:
+        return []
+    gaps = t.select(pl.col("ts").sort()).with_columns(
+        (pl.col("ts").dt.epoch("us") - pl.col("ts").dt.epoch("us").shift(1)).alias("gap_us"),
+        pl.col("ts").shift(1).alias("before"),
+    )
+    median = gaps.get_column("gap_us").median()
+    limit = max(_GAP_MIN_S * 1e6, _GAP_FACTOR * float(median or 0))  # type: ignore[arg-type]
+    out = []
+    for ts, gap_us, before in gaps.filter(pl.col("gap_us") > limit).iter_rows():
+        out.append(
+            Finding(
+                kind="capture_quality",
+                severity="info",
+                start=before,
+                end=ts,
+                summary=f"no DNS query for {gap_us / 1e6:,.0f} s (from {before:%H:%M:%S} to {ts:%H:%M:%S})",
+                likely_cause=(
+                    "the capture paused (rotation, a stopped tcpdump) or all clients went quiet; nothing in "
+                    "this gap was analyzed"
+                ),
+                count=1,
+            )
+        )
+    return out

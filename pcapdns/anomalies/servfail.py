@@ -1,0 +1,187 @@
+"""Why SERVFAIL: Extended DNS Errors (RFC 8914) in the answers, the resolver's own upstream traffic
+when the capture holds it, and client retries with the CD bit that then succeed (DNSSEC).
+
+A resolver is recognised as a server that also sends queries itself in the capture (captured on
+the resolver host).  For each SERVFAIL it answered, its upstream queries for the same name sent
+between the client's query and the SERVFAIL are looked up: unanswered, REFUSED or SERVFAIL ones
+name the upstream server that failed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import polars as pl
+
+from pcapdns.anomalies.findings import Finding, evidence_of, zone_for
+from pcapdns.anomalies.inputs import Inputs
+from pcapdns.dns.codes import ede_name
+
+_DNSSEC_EDE = {1, 2, 5, 6, 7, 8, 9, 10, 11, 12}
+
+
+def _lower(col: str) -> pl.Expr:
+    return pl.col(col).str.to_lowercase()
+
+
+def servfail_findings(inp: Inputs) -> list[Finding]:
+    th = inp.thresholds
+    t = inp.transactions.with_columns(pl.col("server").cast(pl.String), pl.col("client").cast(pl.String))
+    sf = t.filter(pl.col("rcode_name").cast(pl.String) == "SERVFAIL").with_columns(
+        _lower("qname").alias("name_l")
+    )
+    if sf.height == 0:
+        return []
+    resolvers = set(sf.get_column("server").unique().to_list()) & set(
+        t.get_column("client").unique().to_list()
+    )
+    upstream = t.filter(pl.col("client").is_in(list(resolvers))).select(
+        pl.col("client").alias("server"),
+        _lower("qname").alias("name_l"),
+        pl.col("ts").alias("u_ts"),
+        pl.col("server").alias("upstream"),
+        pl.col("status").alias("u_status"),
+        pl.col("rcode_name").cast(pl.String).alias("u_rcode"),
+        pl.col("query_frame").alias("u_frame"),
+        pl.col("file").alias("u_file"),
+    )
+    end = pl.col("ts") + pl.duration(microseconds=(pl.col("rtt") * 1e6).cast(pl.Int64))
+    hops = (
+        sf.select("server", "name_l", "ts", "rtt", "query_frame", "file")
+        .join(upstream, on=["server", "name_l"], how="inner")
+        .filter((pl.col("u_ts") >= pl.col("ts")) & (pl.col("u_ts") <= end))
+    )
+    failed_hops = hops.filter(
+        (pl.col("u_status") != "answered") | pl.col("u_rcode").is_in(["SERVFAIL", "REFUSED"])
+    )
+    cd_ok = _cd_retries(sf, t, th.retry_window_s)
+    cd_frames = cd_ok.get_column("query_frame").implode()
+    hop_frames = failed_hops.get_column("query_frame").implode()
+    dnssec = pl.col("ede").list.eval(pl.element().is_in(list(_DNSSEC_EDE))).list.any().fill_null(False)
+    sf = sf.with_columns(
+        pl.when(pl.col("query_frame").is_in(hop_frames))
+        .then(pl.lit("upstream"))
+        .when(dnssec | pl.col("query_frame").is_in(cd_frames))
+        .then(pl.lit("dnssec"))
+        .when(pl.col("ede").list.len().fill_null(0) > 0)
+        .then(pl.lit("ede"))
+        .otherwise(pl.lit("unknown"))
+        .alias("cause_class")
+    )
+    answered = t.filter(pl.col("rcode_name").is_not_null()).select("server", "ts")
+    out: list[Finding] = []
+    for (server, cls), rows in sf.sort("ts").group_by(["server", "cause_class"], maintain_order=True):
+        start, last = rows.get_column("ts").min(), rows.get_column("ts").max()
+        assert isinstance(start, datetime) and isinstance(last, datetime)
+        # the share of the server's answers while these SERVFAILs were given
+        during = answered.filter((pl.col("server") == server) & pl.col("ts").is_between(start, last)).height
+        share = rows.height / max(1, during)
+        if rows.height < th.min_count or (cls == "unknown" and share < 0.01):
+            continue
+        frames = rows.get_column("query_frame").implode()
+        mine = failed_hops.filter((pl.col("server") == server) & pl.col("query_frame").is_in(frames)).unique(
+            ["u_file", "u_frame"], maintain_order=True
+        )
+        ede = rows.get_column("ede").explode().drop_nulls().value_counts(sort=True)
+        cd = cd_ok.filter(pl.col("query_frame").is_in(frames)).height
+        causes, likely = _reasons(rows.height, mine, ede, cd)
+        names = rows.get_column("qname").drop_nulls().to_list()
+        zone = zone_for(names)
+        clients = rows.get_column("client").n_unique()
+        evidence = evidence_of(rows, max(2, th.evidence // 2))
+        if mine.height:
+            evidence += [
+                {"file": f, "frame": int(n)}
+                for f, n in mine.select("u_file", "u_frame").head(th.evidence - len(evidence)).iter_rows()
+            ]
+        severity = "critical" if share >= 0.05 else "warning" if share >= 0.01 else "info"
+        out.append(
+            Finding(
+                kind="servfail_cause",
+                severity=severity,
+                start=start,
+                end=last,
+                servers=[str(server)],
+                clients=clients,
+                zone=zone,
+                rcode="SERVFAIL",
+                count=rows.height,
+                summary=(
+                    f"{rows.height} SERVFAIL answer{'s' if rows.height != 1 else ''} from {server}"
+                    f"{' for ' + zone if zone else ''} ({100 * share:.1f}% of its answers meanwhile): "
+                    + ("; ".join(causes) if causes else "no cause visible in the capture")
+                ),
+                likely_cause=likely,
+                evidence=evidence,
+            )
+        )
+    return out
+
+
+def _cd_retries(sf: pl.DataFrame, t: pl.DataFrame, window_s: float) -> pl.DataFrame:
+    """SERVFAILs whose client asked again with CD=1 within ``window_s`` and got an answer."""
+    retries = t.filter(
+        pl.col("CD") & (pl.col("rcode_name").cast(pl.String).is_in(["NOERROR", "NXDOMAIN"]))
+    ).select("client", _lower("qname").alias("name_l"), "qtype", pl.col("ts").alias("r_ts"))
+    if retries.height == 0:
+        return sf.head(0).select("query_frame")
+    j = (
+        sf.filter(~pl.col("CD"))
+        .select("client", "name_l", "qtype", "ts", "query_frame")
+        .join(retries, on=["client", "name_l", "qtype"], how="inner")
+    )
+    limit = pl.col("ts") + pl.duration(microseconds=int(window_s * 1e6))
+    return (
+        j.filter((pl.col("r_ts") > pl.col("ts")) & (pl.col("r_ts") <= limit)).select("query_frame").unique()
+    )
+
+
+def _reasons(n: int, hops: pl.DataFrame, ede: pl.DataFrame, cd: int) -> tuple[list[str], str]:
+    causes: list[str] = []
+    likely: list[str] = []
+    if hops.height:
+        per = (
+            hops.group_by("upstream")
+            .agg(
+                pl.len().alias("n"),
+                (pl.col("u_status") != "answered").sum().alias("lost"),
+                pl.col("u_rcode").drop_nulls().unique().sort().alias("rcodes"),
+            )
+            .sort(["n", "upstream"], descending=[True, False])
+        )
+        parts = []
+        for upstream, count, lost, rcodes in per.iter_rows():
+            what = f"{lost} unanswered" if lost == count else f"{lost} unanswered, {'/'.join(rcodes)}"
+            parts.append(f"{upstream} ({count} upstream queries: {what})")
+        causes.append("its upstream queries failed: " + ", ".join(parts))
+        names = ", ".join(per.get_column("upstream").to_list()[:4])
+        likely.append(
+            f"the resolver could not get an answer from the zone's authoritative servers ({names}): "
+            "they did not answer (down, unreachable, or filtered) or answered REFUSED/SERVFAIL, so the "
+            "resolver gave up and answered SERVFAIL. Check them directly: dig @AUTHORITY NAME +norec"
+        )
+    codes = [(int(code), int(k)) for code, k in ede.iter_rows()]
+    if codes:
+        causes.append(", ".join(f"{k} carried EDE {code} ({ede_name(code)})" for code, k in codes))
+        if any(code in _DNSSEC_EDE for code, _ in codes):
+            likely.append(
+                "the resolver says DNSSEC validation failed (EDE): check the zone's signatures and DS/DNSKEY "
+                "chain (delv NAME, dnsviz)"
+            )
+        elif not hops.height:
+            likely.append(
+                "the resolver's Extended DNS Error codes name the failure: " + ede_name(codes[0][0])
+            )
+    if cd:
+        causes.append(f"{cd} succeeded when the client retried with CD=1 (checking disabled)")
+        likely.append(
+            "answers arrive once DNSSEC checking is disabled: validation is failing (expired or bogus "
+            "signatures, a broken key roll). Check with delv NAME or dnsviz"
+        )
+    if not likely:
+        likely.append(
+            "the capture holds no upstream traffic, EDE or CD retry for these answers: capture on the "
+            "resolver host itself (its upstream side) or check its logs; dig +trace NAME shows the "
+            "failing step"
+        )
+    return causes, ". ".join(likely)

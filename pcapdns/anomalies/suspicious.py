@@ -1,0 +1,205 @@
+"""Responses that should make an operator look twice.
+
+* a response on a query's flow and ID whose question differs from the query's;
+* a response to a client's port and ID from an address the query was not sent to;
+* bursts of responses with no matching query to one client port (``wrong_id_burst`` within one
+  second): a possible spoofing / cache-poisoning attempt (the Kaminsky pattern);
+* a duplicate response that differs from the first answer (RCODE, answer count or size): two
+  different answers to one query, one of them possibly forged;
+* NODATA changes: NOERROR with an empty answer where the same server answered the same name and
+  type with records earlier in the capture.
+
+Responses in the first ``timeout`` seconds of the capture whose query is not in it are expected
+(the query predates the capture) and are not suspicious.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import polars as pl
+
+from pcapdns.anomalies.findings import Finding, evidence_of, zone_for
+from pcapdns.anomalies.inputs import Inputs
+
+_FLOW = ["client", "client_port", "trans_id", "transport"]
+
+
+def _strings(df: pl.DataFrame, *cols: str) -> pl.DataFrame:
+    return df.with_columns(*(pl.col(c).cast(pl.String) for c in cols))
+
+
+def _finding(
+    rows: pl.DataFrame, severity: str, summary: str, cause: str, inp: Inputs, frames: tuple[str, ...]
+) -> Finding:
+    start, end = rows.get_column("ts").min(), rows.get_column("ts").max()
+    assert isinstance(start, datetime) and isinstance(end, datetime)
+    return Finding(
+        kind="suspicious_response",
+        severity=severity,
+        start=start,
+        end=end,
+        servers=sorted(set(rows.get_column("server").cast(pl.String).to_list())),
+        clients=rows.get_column("client").n_unique(),
+        zone=zone_for(rows.get_column("qname").drop_nulls().to_list()),
+        count=rows.height,
+        summary=summary,
+        likely_cause=cause,
+        evidence=evidence_of(rows, inp.thresholds.evidence, frames),
+    )
+
+
+def suspicious_findings(inp: Inputs) -> list[Finding]:
+    th = inp.thresholds
+    out: list[Finding] = []
+    t = _strings(inp.transactions, "client", "server", "transport")
+    u = _strings(inp.unpaired, "client", "server", "transport")
+    firsts = [c.first_ts_ns for c in inp.captures if c.first_ts_ns is not None]
+    if u.height and firsts:
+        settled_us = min(firsts) // 1000 + int(inp.timeout_s * 1e6)
+        orphans = u.filter((pl.col("role") == "orphan_response") & (pl.col("ts").dt.epoch("us") > settled_us))
+    else:
+        orphans = u.head(0)
+    if orphans.height:
+        q = t.select(
+            *_FLOW,
+            pl.col("server").alias("q_server"),
+            pl.col("server_port").alias("q_port"),
+            pl.col("qname").alias("q_qname"),
+            pl.col("qtype").alias("q_qtype"),
+            pl.col("ts").alias("q_ts"),
+            pl.col("query_frame"),
+        )
+        window = pl.col("q_ts") + pl.duration(microseconds=int(inp.timeout_s * 1e6))
+        hit = orphans.join(q, on=_FLOW, how="inner").filter(
+            (pl.col("ts") >= pl.col("q_ts")) & (pl.col("ts") <= window)
+        )
+        hit = hit.rename({"frame": "response_frame"})
+        same_server = hit.filter(
+            (pl.col("server") == pl.col("q_server")) & (pl.col("server_port") == pl.col("q_port"))
+        )
+        mismatch = same_server.filter(
+            (pl.col("qname").str.to_lowercase() != pl.col("q_qname").str.to_lowercase())
+            | (pl.col("qtype") != pl.col("q_qtype"))
+        ).unique("response_frame")
+        if mismatch.height:
+            out.append(
+                _finding(
+                    mismatch,
+                    "warning",
+                    f"{mismatch.height} response(s) carry a question that differs from the query on the same "
+                    "flow and ID",
+                    "a server or middlebox that rewrites questions (DNS64, a broken proxy), or forged "
+                    "responses "
+                    "guessing the ID; resolvers drop such answers (RFC 5452)",
+                    inp,
+                    ("query_frame", "response_frame"),
+                )
+            )
+        other = hit.filter(pl.col("server") != pl.col("q_server")).unique("response_frame")
+        if other.height:
+            sources = ", ".join(sorted(set(other.get_column("server").to_list()))[:4])
+            out.append(
+                _finding(
+                    other,
+                    "warning",
+                    f"{other.height} response(s) to a client's port and ID came from {sources}, not from the "
+                    "address the query was sent to",
+                    "an anycast or multi-homed server answering from another address (clients drop "
+                    "these), NAT, "
+                    "or forged answers racing the real one",
+                    inp,
+                    ("query_frame", "response_frame"),
+                )
+            )
+        bursts = (
+            orphans.with_columns((pl.col("ts").dt.epoch("us") // 1_000_000).alias("sec"))
+            .group_by("client", "client_port", "sec")
+            .agg(pl.len().alias("n"), pl.col("trans_id").n_unique().alias("ids"))
+            .filter(pl.col("n") >= th.wrong_id_burst)
+        )
+        if bursts.height:
+            ids = int(str(bursts.get_column("ids").max() or 0))
+            keys = bursts.select("client", "client_port", "sec")
+            rows = (
+                orphans.with_columns((pl.col("ts").dt.epoch("us") // 1_000_000).alias("sec"))
+                .join(keys, on=["client", "client_port", "sec"], how="semi")
+                .rename({"frame": "response_frame"})
+                .sort("ts")
+            )
+            out.append(
+                _finding(
+                    rows,
+                    "critical",
+                    f"{rows.height} responses with no matching query hit {bursts.height} client port(s) "
+                    f"in bursts of {th.wrong_id_burst}+ per second ({ids} different IDs)",
+                    "a spoofing or cache-poisoning attempt: someone floods a resolver's port with forged "
+                    "answers "
+                    "guessing the ID (Kaminsky). Check source-port randomisation, DNSSEC validation and the "
+                    "sources of the flood",
+                    inp,
+                    ("response_frame",),
+                )
+            )
+    dups = u.filter(pl.col("role") == "duplicate_response")
+    if dups.height:
+        first = t.filter(pl.col("response_frame").is_not_null()).select(
+            *_FLOW,
+            "server",
+            pl.col("rcode").alias("a_rcode"),
+            pl.col("answers").alias("a_answers"),
+            pl.col("query_frame"),
+            pl.col("ts").alias("q_ts"),
+        )
+        d = dups.join(first, on=[*_FLOW, "server"], how="inner").filter(pl.col("ts") >= pl.col("q_ts"))
+        d = d.sort("q_ts").group_by("frame", maintain_order=True).last()
+        differ = d.filter((pl.col("rcode") != pl.col("a_rcode")) | (pl.col("ancount") != pl.col("a_answers")))
+        if differ.height:
+            differ = differ.rename({"frame": "response_frame"})
+            out.append(
+                _finding(
+                    differ,
+                    "warning",
+                    f"{differ.height} quer{'ies' if differ.height != 1 else 'y'} got two different answers "
+                    "(RCODE or answer count differ)",
+                    "two servers answering one query (anycast flaps, a DNS proxy and the server both "
+                    "replying) "
+                    "or a forged answer that raced the real one; the client kept whichever came first",
+                    inp,
+                    ("query_frame", "response_frame"),
+                )
+            )
+    out.extend(_nodata_changes(t, inp))
+    return out
+
+
+def _nodata_changes(t: pl.DataFrame, inp: Inputs) -> list[Finding]:
+    a = (
+        t.filter((pl.col("status") == "answered") & (pl.col("rcode") == 0))
+        .with_columns(pl.col("qname").str.to_lowercase().alias("name_l"))
+        .sort("ts")
+    )
+    keys = ["server", "name_l", "qtype"]
+    first_had = a.filter(pl.col("answers") > 0).group_by(keys).agg(pl.col("ts").min().alias("first_had"))
+    changed = (
+        a.filter(pl.col("answers") == 0)
+        .join(first_had, on=keys, how="inner")
+        .filter(pl.col("ts") > pl.col("first_had"))
+        .sort("ts")
+    )
+    if changed.height < inp.thresholds.min_count:
+        return []
+    names = changed.get_column("name_l").n_unique()
+    return [
+        _finding(
+            changed,
+            "info",
+            f"{changed.height} NOERROR answers came back empty (NODATA) for {names} name(s) that had records "
+            "earlier in the capture from the same server",
+            "the records were removed or the zone changed (a deploy, a failed zone transfer leaving a "
+            "partial zone), or a response policy (RPZ) now blanks them; compare dig @SERVER NAME TYPE with "
+            "the zone's primary",
+            inp,
+            ("query_frame", "response_frame"),
+        )
+    ]

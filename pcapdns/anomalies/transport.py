@@ -1,0 +1,213 @@
+"""Truncation and TCP fallback, and retry chains after failures.
+
+* **truncation**: UDP answers with TC=1, whether the client retried the same question over TCP to
+  the same server (within ``retry_window_s``), and whether that retry was answered; names truncated
+  again and again.
+* **retry_chain**: a client asking the same question again (same name, type, class) within
+  ``retry_window_s`` after a failed attempt (unanswered, SERVFAIL, REFUSED, FORMERR, NOTIMP) as a
+  new transaction: new ID or port, another server, EDNS dropped, or TCP.  Retransmissions with the
+  same ID and port are part of pairing, not chains.  Truncation-driven TCP retries are left to the
+  truncation rule.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import polars as pl
+
+from pcapdns.anomalies.findings import Finding, evidence_of, zone_for, zone_of
+from pcapdns.anomalies.inputs import Inputs
+
+_FAILED = ["SERVFAIL", "REFUSED", "FORMERR", "NOTIMP"]
+
+
+def _key_cols(t: pl.DataFrame) -> pl.DataFrame:
+    return t.with_columns(
+        pl.col("client").cast(pl.String),
+        pl.col("server").cast(pl.String),
+        pl.col("qname").str.to_lowercase().alias("name_l"),
+        pl.col("rcode_name").cast(pl.String),
+        pl.int_range(pl.len()).alias("row"),
+    )
+
+
+def truncation_findings(inp: Inputs) -> list[Finding]:
+    th = inp.thresholds
+    t = _key_cols(inp.transactions)
+    tc = t.filter(pl.col("TC") & (pl.col("transport").cast(pl.String) == "udp"))
+    if tc.height == 0:
+        return []
+    tcp = t.filter(pl.col("transport").cast(pl.String) == "tcp").select(
+        "client",
+        "server",
+        "name_l",
+        "qtype",
+        pl.col("ts").alias("r_ts"),
+        pl.col("status").alias("r_status"),
+        pl.col("query_frame").alias("r_frame"),
+    )
+    limit = pl.col("ts") + pl.duration(microseconds=int(th.retry_window_s * 1e6))
+    retried = (
+        tc.join(tcp, on=["client", "server", "name_l", "qtype"], how="inner")
+        .filter((pl.col("r_ts") >= pl.col("ts")) & (pl.col("r_ts") <= limit))
+        .sort("r_ts")
+        .group_by("row")
+        .agg(pl.col("r_status").first(), pl.col("r_frame").first())
+    )
+    tc = tc.join(retried, on="row", how="left")
+    out: list[Finding] = []
+    for (server,), rows in tc.sort("ts").group_by(["server"], maintain_order=True):
+        n = rows.height
+        tried = int(rows.get_column("r_status").is_not_null().sum())
+        ok = int((rows.get_column("r_status") == "answered").sum())
+        repeated = (
+            rows.group_by("name_l")
+            .len()
+            .filter(pl.col("len") >= 3)
+            .sort(["len", "name_l"], descending=[True, False])
+        )
+        again = ", ".join(f"{name} ({k}x)" for name, k in repeated.head(3).iter_rows())
+        start, end = rows.get_column("ts").min(), rows.get_column("ts").max()
+        assert isinstance(start, datetime) and isinstance(end, datetime)
+        fine = tried == n and ok == n
+        summary = (
+            f"{n} UDP answer{'s' if n != 1 else ''} from {server} truncated (TC=1); {tried} retried over "
+            f"TCP, {ok} of them answered"
+        )
+        if again:
+            summary += f"; truncated again and again: {again}"
+        if fine:
+            cause = (
+                "answers larger than the client's EDNS buffer (or 512 octets without EDNS) are truncated "
+                "and fetched over TCP, as designed (RFC 7766); every retry worked. Frequent truncation "
+                "costs a round trip: check the answer sizes and the buffer size clients advertise"
+            )
+        elif tried < n:
+            cause = (
+                f"{n - tried} truncated answers were never retried over TCP: TCP/53 blocked by a "
+                "firewall, or clients that do not fall back; they get no complete answer. Check "
+                f"`dig @{server} NAME TYPE +tcp` from the client side"
+            )
+        else:
+            cause = (
+                f"{tried - ok} TCP retries got no answer: the server or a firewall does not serve DNS over "
+                f"TCP. Check `dig @{server} NAME TYPE +tcp`"
+            )
+        evidence = evidence_of(rows, th.evidence, ("response_frame", "r_frame"))
+        names = rows.get_column("qname").drop_nulls().to_list()
+        out.append(
+            Finding(
+                kind="truncation",
+                severity="info" if fine else "warning",
+                start=start,
+                end=end,
+                servers=[str(server)],
+                clients=rows.get_column("client").n_unique(),
+                zone=zone_for(names),
+                count=n,
+                summary=summary,
+                likely_cause=cause,
+                evidence=evidence,
+            )
+        )
+    return out
+
+
+def retry_findings(inp: Inputs) -> list[Finding]:
+    th = inp.thresholds
+    t = _key_cols(inp.transactions)
+    failed = t.filter(
+        ((pl.col("status") == "unanswered") | pl.col("rcode_name").is_in(_FAILED))
+        & ~pl.col("TC").fill_null(False)
+    )
+    if failed.height == 0:
+        return []
+    later = t.select(
+        "client",
+        "name_l",
+        "qtype",
+        "qclass",
+        pl.col("row").alias("n_row"),
+        pl.col("ts").alias("n_ts"),
+        pl.col("trans_id").alias("n_id"),
+        pl.col("client_port").alias("n_port"),
+        pl.col("server").alias("n_server"),
+        pl.col("transport").cast(pl.String).alias("n_transport"),
+        pl.col("edns_udp_size").alias("n_edns"),
+        pl.col("status").alias("n_status"),
+        pl.col("rcode_name").alias("n_rcode"),
+        pl.col("query_frame").alias("n_frame"),
+    )
+    limit = pl.col("ts") + pl.duration(microseconds=int(th.retry_window_s * 1e6))
+    nxt = (
+        failed.join(later, on=["client", "name_l", "qtype", "qclass"], how="inner")
+        .filter(
+            (pl.col("n_ts") > pl.col("ts")) & (pl.col("n_ts") <= limit) & (pl.col("n_row") != pl.col("row"))
+        )
+        .sort("n_ts")
+        .group_by("row", maintain_order=True)
+        .first()
+    )
+    if nxt.height == 0:
+        return []
+    ok = (pl.col("n_status") == "answered") & pl.col("n_rcode").is_in(["NOERROR", "NXDOMAIN"])
+    nxt = nxt.with_columns(
+        ok.alias("ok"),
+        (pl.col("n_server") != pl.col("server")).alias("other_server"),
+        (pl.col("edns_udp_size").is_not_null() & pl.col("n_edns").is_null()).alias("edns_dropped"),
+        (pl.col("n_transport") != pl.col("transport").cast(pl.String)).alias("changed_transport"),
+        pl.col("qname").map_elements(zone_of, return_dtype=pl.String).alias("zk"),
+    )
+    out: list[Finding] = []
+    for (client, _zk), rows in nxt.sort("ts").group_by(["client", "zk"], maintain_order=True):
+        n = rows.height
+        if n < th.min_count:
+            continue
+        good = int(rows.get_column("ok").sum())
+        hows = []
+        for col, text in (
+            ("other_server", "to another server"),
+            ("edns_dropped", "without EDNS"),
+            ("changed_transport", "over another transport"),
+        ):
+            k = int(rows.get_column(col).sum())
+            if k:
+                hows.append(f"{k} {text}")
+        how = ", ".join(hows) if hows else "with a new ID or port to the same server"
+        servers = sorted(
+            set(rows.get_column("server").to_list()) | set(rows.get_column("n_server").to_list())
+        )
+        names = rows.get_column("qname").drop_nulls().to_list()
+        zone = zone_for(names)
+        start, end = rows.get_column("ts").min(), rows.get_column("n_ts").max()
+        assert isinstance(start, datetime) and isinstance(end, datetime)
+        share = good / n
+        out.append(
+            Finding(
+                kind="retry_chain",
+                severity="info" if share >= 0.5 else "warning",
+                start=start,
+                end=end,
+                servers=servers,
+                clients=1,
+                zone=zone,
+                count=n,
+                summary=(
+                    f"{client} asked {n} failed question{'s' if n != 1 else ''}"
+                    f"{' for ' + zone if zone else ''} "
+                    f"again ({how}); {good} of the retries succeeded ({100 * share:.0f}%)"
+                ),
+                likely_cause=(
+                    "the client works around failing servers by retrying; "
+                    + (
+                        "most retries succeed, so one server (or the first path) is the problem"
+                        if share >= 0.5
+                        else "the retries fail too, so the problem is common to every server it tries "
+                        "(the zone's authorities, or the client's own network)"
+                    )
+                ),
+                evidence=evidence_of(rows, th.evidence, ("query_frame", "n_frame")),
+            )
+        )
+    return out

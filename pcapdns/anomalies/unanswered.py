@@ -1,0 +1,191 @@
+"""Unanswered queries, told apart: a server that stopped answering, sporadic loss, a capture that
+saw one direction only.  Queries still waiting when the capture ended (``capture_ended``) are not
+an anomaly and are left out.
+
+An **outage** is a run of at least ``outage_run`` consecutive unanswered queries to one server
+(runs separated by at most two answers are one outage, so a flapping server is one finding).
+Outages of several servers that overlap in time and concern the same zone are one finding.  What
+is unanswered outside outages is **sporadic loss**, reported per server from ``loss_min`` queries.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import polars as pl
+
+from pcapdns.anomalies.findings import Finding, evidence_of, zone_for
+from pcapdns.anomalies.inputs import Inputs
+
+_BRIDGE = 2  # answers between two runs of losses that still leave them one outage
+
+
+def _t(value: object) -> datetime:
+    assert isinstance(value, datetime)
+    return value
+
+
+def _hms(ts: datetime) -> str:
+    return ts.strftime("%H:%M:%S")
+
+
+def one_direction(t: pl.DataFrame, unpaired: pl.DataFrame) -> bool:
+    """True when the capture holds queries but no response at all (or the reverse)."""
+    answered = int((t.get_column("status") == "answered").sum()) if t.height else 0
+    return (t.height >= 10 and answered == 0) or (t.height == 0 and unpaired.height >= 10)
+
+
+def _episodes(t: pl.DataFrame, min_run: int) -> pl.DataFrame:
+    """Each row of ``t`` (status != capture_ended) with its outage episode id (null outside)."""
+    t = t.sort("server", "ts").with_columns((pl.col("status") == "unanswered").alias("lost"))
+    t = t.with_columns(
+        (pl.col("lost") != pl.col("lost").shift(1).over("server")).fill_null(True).cum_sum().alias("run")
+    )
+    runs = (
+        t.group_by("run", maintain_order=True)
+        .agg(pl.col("server").first(), pl.col("lost").first(), pl.len().alias("n"))
+        .with_columns((pl.col("lost") & (pl.col("n") >= min_run)).alias("big"))
+    )
+    prev_big = pl.col("big").shift(1).over("server").fill_null(False)
+    next_big = pl.col("big").shift(-1).over("server").fill_null(False)
+    short_gap = ~pl.col("lost") & (pl.col("n") <= _BRIDGE)
+    runs = runs.with_columns((pl.col("big") | (short_gap & prev_big & next_big)).alias("member"))
+
+    # Stragglers: a few losses just before or after an outage, a short run of answers away from it.
+    def near(step: int) -> pl.Expr:
+        return (
+            pl.col("lost")
+            & pl.col("bridge").shift(step).over("server").fill_null(False)
+            & pl.col("member").shift(2 * step).over("server").fill_null(False)
+        )
+
+    runs = runs.with_columns(short_gap.alias("bridge"))
+    runs = runs.with_columns((pl.col("member") | near(1) | near(-1)).alias("member"))
+    runs = runs.with_columns(
+        (
+            pl.col("member")
+            | (
+                pl.col("bridge")
+                & pl.col("member").shift(1).over("server").fill_null(False)
+                & pl.col("member").shift(-1).over("server").fill_null(False)
+            )
+        ).alias("member")
+    )
+    runs = runs.with_columns(
+        (pl.col("member") != pl.col("member").shift(1).over("server")).fill_null(True).cum_sum().alias("ep")
+    ).with_columns(pl.when(pl.col("member")).then(pl.col("ep")).alias("episode"))
+    return t.join(runs.select("run", "episode"), on="run", how="left")
+
+
+def unanswered_findings(inp: Inputs) -> list[Finding]:
+    th = inp.thresholds
+    t = inp.transactions.filter(pl.col("status") != "capture_ended")
+    if t.height == 0 or one_direction(inp.transactions, inp.unpaired):
+        return []
+    t = _episodes(t, th.outage_run)
+    out: list[Finding] = []
+    episodes = t.filter(pl.col("episode").is_not_null())
+    groups: list[dict[str, object]] = []
+    for _, rows in episodes.group_by("episode", maintain_order=True):
+        lost = rows.filter(pl.col("lost"))
+        names = [n for n in lost.get_column("qname").to_list() if n is not None]
+        groups.append(
+            {
+                "servers": [str(rows.get_column("server")[0])],
+                "start": _t(lost.get_column("ts").min()),
+                "end": _t(lost.get_column("ts").max()),
+                "rows": rows,
+                "zone": zone_for(names),
+            }
+        )
+    merged = _merge_overlapping(groups, timedelta(seconds=inp.timeout_s))
+    for g in merged:
+        out.append(_outage(g, t, th.evidence))
+    sporadic = t.filter(pl.col("episode").is_null())
+    per_server = sporadic.group_by("server").agg(
+        pl.col("lost").sum().alias("lost"), pl.len().alias("total"), pl.col("ts").min().alias("first")
+    )
+    for server, lost, total, _first in per_server.sort("server").iter_rows():
+        if lost < th.loss_min:
+            continue
+        rows = sporadic.filter((pl.col("server") == server) & pl.col("lost")).sort("ts")
+        share = lost / total
+        names = [n for n in rows.get_column("qname").to_list() if n is not None]
+        out.append(
+            Finding(
+                kind="unanswered_loss",
+                severity="warning" if share >= 0.05 else "info",
+                start=_t(rows.get_column("ts").min()),
+                end=_t(rows.get_column("ts").max()),
+                servers=[str(server)],
+                clients=rows.get_column("client").n_unique(),
+                zone=zone_for(names),
+                count=int(lost),
+                summary=(
+                    f"{lost} of {total} queries to {server} ({100 * share:.1f}%) went unanswered, "
+                    "scattered over the capture (no run of consecutive losses)"
+                ),
+                likely_cause=(
+                    "sporadic packet loss on the path to or from the server, rate limiting (RRL) or an "
+                    "overloaded server dropping some queries; the client's retries usually hide it. "
+                    "Check interface drops and the server's rate-limit counters"
+                ),
+                evidence=evidence_of(rows, th.evidence, ("query_frame",)),
+            )
+        )
+    return out
+
+
+def _merge_overlapping(groups: list[dict[str, object]], slack: timedelta) -> list[dict[str, object]]:
+    """Join outage episodes of different servers that overlap in time and concern the same zone."""
+    merged: list[dict[str, object]] = []
+    for g in sorted(groups, key=lambda g: (str(g["zone"]), _t(g["start"]))):
+        last = merged[-1] if merged else None
+        if (
+            last is not None
+            and last["zone"] == g["zone"]
+            and g["zone"] is not None
+            and _t(g["start"]) <= _t(last["end"]) + slack
+        ):
+            last["servers"] = [*last["servers"], *g["servers"]]  # type: ignore[misc]
+            last["end"] = max(_t(last["end"]), _t(g["end"]))
+            last["rows"] = pl.concat([last["rows"], g["rows"]])  # type: ignore[list-item,type-var]
+        else:
+            merged.append(dict(g))
+    return merged
+
+
+def _outage(g: dict[str, object], t: pl.DataFrame, limit: int) -> Finding:
+    rows = g["rows"]
+    assert isinstance(rows, pl.DataFrame)
+    servers = sorted(set(g["servers"]))  # type: ignore[call-overload]
+    start, end = _t(g["start"]), _t(g["end"])
+    lost = rows.filter(pl.col("lost")).sort("ts")
+    after = t.filter(pl.col("server").cast(pl.String).is_in(servers) & (pl.col("ts") > end) & ~pl.col("lost"))
+    recovery = _t(after.get_column("ts").min()) if after.height else None
+    zone = g["zone"]
+    who = " and ".join(servers) if len(servers) <= 3 else f"{len(servers)} servers"
+    for_zone = f" for {zone}" if zone else ""
+    back = f"; answering again at {_hms(recovery)}" if recovery else "; still silent when the capture ended"
+    share = lost.height / rows.height
+    return Finding(
+        kind="unanswered_outage",
+        severity="critical",
+        start=start,
+        end=end,
+        servers=servers,
+        clients=lost.get_column("client").n_unique(),
+        zone=str(zone) if zone else None,
+        count=lost.height,
+        summary=(
+            f"{who} stopped answering{for_zone} from {_hms(start)} to {_hms(end)}: {lost.height} of "
+            f"{rows.height} queries lost ({'100%' if share == 1 else f'{100 * share:.1f}%'}){back}"
+        ),
+        likely_cause=(
+            f"{who} {'were' if len(servers) > 1 else 'was'} down or unreachable: nearly every query in "
+            "the window went unanswered while other servers in the capture kept answering. Check "
+            "reachability from the querying host (ping, traceroute, `dig @SERVER`), firewall or ACL "
+            "changes at the onset, and the servers' own logs"
+        ),
+        evidence=evidence_of(lost, limit, ("query_frame",)),
+    )

@@ -1,0 +1,344 @@
+"""The anomaly engine on the scenario captures (exact findings, evidence that really is the packets
+described), on hand-built captures for the rarer rules, and over the whole corpus (never raises)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pcapdns.anomalies.findings import common_suffix, zone_for, zone_of
+from pcapdns.cli import main
+from pcapdns.pipeline import Options, analyze
+from pcapdns.report.findings import JSON_KEYS, findings_json
+from pcapdns.schema import ANOMALIES, ANOMALY_KINDS
+from pcapdns.sources.extract import read_frames
+from tests import dnsbuild as d
+from tests import pcapbuild as pb
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "pcaps"
+
+
+def scenario(name: str) -> dict:
+    return json.loads((SAMPLES / "expected" / f"{name}.json").read_text())["scenario"]
+
+
+@pytest.fixture(scope="module")
+def outage():
+    return analyze([str(SAMPLES / "outage.pcap")])
+
+
+def by_kind(a, kind):
+    return [r for r in a.anomalies.iter_rows(named=True) if r["kind"] == kind]
+
+
+def frames(finding) -> set[int]:
+    return {e["frame"] for e in finding["evidence"]}
+
+
+def ts(iso: str) -> datetime:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00"))
+
+
+# -- the scenarios ---------------------------------------------------------------------------------
+
+
+def test_outage_yields_exactly_its_findings(outage):
+    kinds = sorted(outage.anomalies.get_column("kind").cast(pl.String).to_list())
+    assert kinds == sorted(
+        ["unanswered_outage", "servfail_cause", "rcode_surge", "slow_responses", "retry_chain"]
+    )
+    assert outage.anomalies.schema == pl.Schema(ANOMALIES)
+    assert outage.anomalies.get_column("rank").to_list() == list(range(1, 6))
+    # the cause comes first: the authorities' outage, then why the resolver SERVFAILed
+    assert outage.anomalies.get_column("kind").cast(pl.String).to_list()[:2] == [
+        "unanswered_outage",
+        "servfail_cause",
+    ]
+
+
+def test_outage_window_servers_and_evidence(outage):
+    sc = scenario("outage")["outage"]
+    (f,) = by_kind(outage, "unanswered_outage")
+    assert f["severity"] == "critical"
+    assert f["servers"] == sc["servers"] and f["zone"] == sc["zone"]
+    assert f["count"] == len(sc["unanswered_upstream_query_frames"]) == 326
+    assert f["start"] == ts(sc["first_unanswered_upstream"]) and f["end"] == ts(
+        sc["last_unanswered_upstream"]
+    )
+    assert frames(f) <= set(sc["unanswered_upstream_query_frames"]) and len(frames(f)) == 4
+
+
+def test_outage_servfail_cause_names_upstreams_and_ede(outage):
+    sc = scenario("outage")["outage"]
+    (f,) = by_kind(outage, "servfail_cause")
+    assert f["rcode"] == "SERVFAIL" and f["servers"] == [scenario("outage")["resolver"]]
+    assert f["count"] == len(sc["servfail_frames"]) and f["zone"] == "shop.example"
+    assert f"{len(sc['ede22_frames'])} carried EDE 22 (No Reachable Authority)" in f["summary"]
+    for server in sc["servers"]:
+        assert server in f["summary"] and server in f["likely_cause"]
+    response_frames = frames(f) & set(sc["servfail_frames"])
+    upstream_frames = frames(f) & set(sc["unanswered_upstream_query_frames"])
+    assert response_frames and upstream_frames
+
+
+def test_outage_surge_and_slow_answers(outage):
+    sc = scenario("outage")["outage"]
+    (surge,) = by_kind(outage, "rcode_surge")
+    assert surge["rcode"] == "SERVFAIL" and surge["count"] == 109 and surge["zone"] == "shop.example"
+    assert ts(sc["start"]) <= surge["start"] and surge["end"] < ts(sc["end"])
+    assert surge["clients"] == scenario("outage")["client_count"]
+    assert set(sc["servfail_frames"]) >= {e["frame"] for e in surge["evidence"][1::2]}
+    (slow,) = by_kind(outage, "slow_responses")
+    assert slow["servers"] == ["10.0.0.53"] and slow["count"] == 109 and "SERVFAIL 109" in slow["summary"]
+    (retry,) = by_kind(outage, "retry_chain")
+    assert retry["zone"] == "shop.example" and "0 of the retries succeeded" in retry["summary"]
+
+
+def test_steady_capture_has_no_findings():
+    assert scenario("steady")["expected_findings"] == 0
+    a = analyze([str(SAMPLES / "steady.pcap")])
+    assert a.anomalies.height == 0, a.anomalies.select("kind", "summary").to_dicts()
+
+
+def test_formerr_root_causes():
+    cases = scenario("formerr")["cases"]
+    a = analyze([str(SAMPLES / "formerr.pcap")])
+    found = {frozenset(frames(f)): f for f in by_kind(a, "formerr")}
+    expect = {
+        "compression_loop": "malformed query: compression_loop",
+        "label_too_long": "malformed query: label_too_long",
+        "trailing_bytes": "malformed query: trailing_bytes",
+        "multiple_opt": "malformed query: multiple_opt",
+        "badvers": "EDNS version 1",
+        "qdcount2": "query with 2 questions",
+    }
+    assert len(found) == len(expect)
+    for case, cause in expect.items():
+        f = found[frozenset({cases[case]["query_frame"], cases[case]["response_frame"]})]
+        assert f["summary"].endswith(cause)
+    (q,) = by_kind(a, "capture_quality")
+    assert frames(q) == {cases["dns_too_short"]["frame"]} and "dns_too_short" in q["summary"]
+    assert a.anomalies.height == 7
+
+
+def test_truncation_and_tcp_fallback():
+    sc = scenario("tcp-fallback")
+    a = analyze([str(SAMPLES / "tcp-fallback.pcap")])
+    (f,) = a.anomalies.iter_rows(named=True)
+    assert f["kind"] == "truncation" and f["severity"] == "info" and f["count"] == 5
+    assert "5 retried over TCP, 5 of them answered" in f["summary"]
+    tc_frames = {n for v in sc["udp_tc_responses"].values() for n in v}
+    tcp_query_frames = {
+        n for c in sc["tcp_connections"] for k, v in c["frames"].items() if "quer" in k for n in v
+    }
+    assert (
+        frames(f) <= tc_frames | tcp_query_frames and frames(f) & tc_frames and frames(f) & tcp_query_frames
+    )
+
+
+def test_interface_drops_are_a_capture_finding():
+    a = analyze([str(SAMPLES / "mixed-links.pcapng")])
+    (f,) = a.anomalies.iter_rows(named=True)
+    assert f["kind"] == "capture_quality" and f["count"] == scenario("mixed-links")["interface_drops"] == 3
+
+
+@pytest.mark.parametrize("name", ["outage.pcap", "formerr.pcap", "tcp-fallback.pcap"])
+def test_evidence_frames_are_the_packets_described(name):
+    """Every evidence frame exists and is a DNS message of a transaction the finding is about."""
+    a = analyze([str(SAMPLES / name)])
+    t = a.transactions
+    dns_frames = set(t.get_column("query_frame").to_list()) | set(
+        t.get_column("response_frame").drop_nulls().to_list()
+    )
+    issue_frames = set(a.issues.get_column("frame").to_list())
+    for f in a.anomalies.iter_rows(named=True):
+        got = read_frames(str(SAMPLES / name), frames(f))
+        assert set(got) == frames(f)
+        for e in f["evidence"]:
+            assert e["file"] == str(SAMPLES / name)
+            assert e["frame"] in (issue_frames if f["kind"] == "capture_quality" else dns_frames)
+        if f["servers"] and f["kind"] not in ("retry_chain",):
+            rows = t.filter(
+                pl.col("query_frame").is_in(list(frames(f))) | pl.col("response_frame").is_in(list(frames(f)))
+            )
+            assert set(rows.get_column("server").cast(pl.String).to_list()) | set(
+                rows.get_column("client").cast(pl.String).to_list()
+            ) & set(f["servers"])
+
+
+# -- hand-built captures for the rarer rules -------------------------------------------------------
+
+T0 = 1_700_000_000 * 10**9
+CLIENT, RESOLVER, OTHER = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 53]), bytes([10, 0, 0, 99])
+
+
+def _q(ident: int, qname: str, *, flags: int = 0x0100, qtype: int = 1) -> bytes:
+    return d.message([d.question(d.name(qname), qtype)], ident=ident, flags=flags)
+
+
+def _r(
+    ident: int, qname: str, *, rcode: int = 0, answers: int = 0, flags: int = 0x8180, qtype: int = 1
+) -> bytes:
+    ans = [d.rr(d.name(qname), 1, bytes([192, 0, 2, 1]), ttl=60) for _ in range(answers)]
+    return d.message([d.question(d.name(qname), qtype)], ans, ident=ident, flags=flags | rcode)
+
+
+def _frame(src: bytes, dst: bytes, sport: int, dport: int, payload: bytes) -> bytes:
+    return pb.ether(pb.ipv4(pb.udp(payload, sport, dport), src=src, dst=dst))
+
+
+def _write(tmp_path: Path, records: list[tuple[int, bytes]]) -> str:
+    p = tmp_path / "built.pcap"
+    p.write_bytes(pb.pcap(sorted(records, key=lambda r: r[0])))
+    return str(p)
+
+
+def test_wrong_id_burst_is_a_spoofing_finding(tmp_path):
+    recs = [(T0, _frame(CLIENT, RESOLVER, 40000, 53, _q(1, "bank.example")))]
+    recs += [(T0 + 10 * 10**9, _frame(CLIENT, RESOLVER, 40001, 53, _q(7, "bank.example")))]
+    # 30 forged answers with guessed IDs at the client's port, 6 s in
+    for i in range(30):
+        recs.append(
+            (
+                T0 + 10 * 10**9 + 1000 * i,
+                _frame(OTHER, CLIENT, 53, 40001, _r(100 + i, "bank.example", answers=1)),
+            )
+        )
+    recs.append(
+        (T0 + 10 * 10**9 + 5_000_000, _frame(RESOLVER, CLIENT, 53, 40001, _r(7, "bank.example", answers=1)))
+    )
+    a = analyze([_write(tmp_path, recs)])
+    sus = by_kind(a, "suspicious_response")
+    burst = [f for f in sus if f["severity"] == "critical"]
+    assert len(burst) == 1 and burst[0]["count"] == 30 and "30 different IDs" in burst[0]["summary"]
+    assert frames(burst[0]) <= set(range(3, 33))
+
+
+def test_cd_retry_that_succeeds_points_at_dnssec(tmp_path):
+    recs = []
+    for i in range(6):
+        t = T0 + i * 10**9
+        recs.append((t, _frame(CLIENT, RESOLVER, 41000 + i, 53, _q(i, f"h{i}.signed.example"))))
+        recs.append(
+            (t + 20_000_000, _frame(RESOLVER, CLIENT, 53, 41000 + i, _r(i, f"h{i}.signed.example", rcode=2)))
+        )
+        recs.append(
+            (
+                t + 30_000_000,
+                _frame(CLIENT, RESOLVER, 42000 + i, 53, _q(100 + i, f"h{i}.signed.example", flags=0x0110)),
+            )
+        )
+        recs.append(
+            (
+                t + 40_000_000,
+                _frame(RESOLVER, CLIENT, 53, 42000 + i, _r(100 + i, f"h{i}.signed.example", answers=1)),
+            )
+        )
+    a = analyze([_write(tmp_path, recs)])
+    (f,) = by_kind(a, "servfail_cause")
+    assert "6 succeeded when the client retried with CD=1" in f["summary"] and "DNSSEC" in f["likely_cause"]
+    assert f["zone"] == "signed.example"
+    (r,) = by_kind(a, "retry_chain")
+    assert r["count"] == 6 and "6 of the retries succeeded" in r["summary"]
+
+
+def test_sporadic_loss_is_not_an_outage(tmp_path):
+    recs = []
+    for i in range(60):
+        t = T0 + i * 10**9
+        recs.append((t, _frame(CLIENT, RESOLVER, 43000 + i, 53, _q(i, f"n{i}.example"))))
+        if i % 10 != 3:  # every tenth query lost, never two in a row
+            recs.append(
+                (t + 5_000_000, _frame(RESOLVER, CLIENT, 53, 43000 + i, _r(i, f"n{i}.example", answers=1)))
+            )
+    a = analyze([_write(tmp_path, recs)])
+    assert [str(k) for k in a.anomalies.get_column("kind").to_list()] == ["unanswered_loss"]
+    (f,) = by_kind(a, "unanswered_loss")
+    assert f["count"] == 6 and "6 of 60" in f["summary"] and f["severity"] == "warning"
+
+
+def test_one_direction_capture_is_not_an_outage(tmp_path):
+    recs = [(T0 + i * 10**8, _frame(CLIENT, RESOLVER, 44000 + i, 53, _q(i, "x.example"))) for i in range(20)]
+    a = analyze([_write(tmp_path, recs)])
+    (f,) = a.anomalies.iter_rows(named=True)
+    assert f["kind"] == "capture_quality" and "one direction" in f["summary"]
+
+
+def test_thresholds_are_flags():
+    quiet = analyze([str(SAMPLES / "outage.pcap")], Options(anomalies=True))
+    from pcapdns.anomalies import Thresholds
+
+    strict = analyze(
+        [str(SAMPLES / "outage.pcap")], Options(thresholds=Thresholds(outage_run=1000, slow_min_ms=10_000))
+    )
+    kinds = set(strict.anomalies.get_column("kind").cast(pl.String).to_list())
+    assert "unanswered_outage" not in kinds and "slow_responses" not in kinds
+    assert "unanswered_outage" in set(quiet.anomalies.get_column("kind").cast(pl.String).to_list())
+    # without an outage the same losses are reported as loss, not silently dropped
+    loss = by_kind(strict, "unanswered_loss")
+    assert sorted(f["servers"][0] for f in loss) == ["192.0.2.10", "192.0.2.11"]
+    assert sum(f["count"] for f in loss) == 326
+
+
+# -- contract, CLI, helpers ------------------------------------------------------------------------
+
+
+def test_anomalies_json_contract(capsys):
+    assert main(["anomalies", str(SAMPLES / "outage.pcap"), "--json"]) == 0
+    items = json.loads(capsys.readouterr().out)
+    assert len(items) == 5
+    for item in items:
+        assert tuple(item) == JSON_KEYS
+        assert item["kind"] in ANOMALY_KINDS and item["severity"] in ("info", "warning", "critical")
+        assert item["start"].endswith("Z") and all(isinstance(e["frame"], int) for e in item["evidence"])
+
+
+def test_report_opens_with_the_timeline(capsys):
+    assert main(["analyze", str(SAMPLES / "outage.pcap")]) == 0
+    out = capsys.readouterr().out
+    assert out.index("Incident timeline") < out.index("Capture quality")
+    assert "stopped answering" in out
+
+
+def test_explain(capsys):
+    assert main(["explain", "servfail"]) == 0
+    out = capsys.readouterr().out
+    assert "SERVFAIL (RCODE 2" in out and "dig +trace" in out
+    assert main(["explain", "16"]) == 0 and "BADVERS" in capsys.readouterr().out
+    assert main(["explain", "formerr", "--in", str(SAMPLES / "formerr.pcap")]) == 0
+    out = capsys.readouterr().out
+    assert "5 FORMERR answers" in out and "compression_loop" in out
+    assert main(["explain", "NOPE"]) == 2
+    assert "unknown RCODE" in capsys.readouterr().err
+
+
+def test_every_rcode_has_knowledge():
+    from pcapdns.dns.knowledge import all_rcodes
+
+    values = sorted({i.value for i in all_rcodes()})
+    assert values == [*range(0, 11), *range(16, 24)]
+    assert all(i.causes and i.checks and i.surge and i.meaning for i in all_rcodes())
+
+
+def test_zone_helpers():
+    assert zone_of("www.shop.example.") == "shop.example"
+    assert zone_of("a.b.example.co.uk") == "example.co.uk"
+    assert zone_of("5.2.0.192.in-addr.arpa") == "2.0.192.in-addr.arpa"
+    assert common_suffix(["a.shop.example", "b.shop.example", "shop.example"]) == "shop.example"
+    assert common_suffix(["a.example", "b.test"]) is None
+    assert zone_for(["a.x.example", "b.x.example", "c.y.example"]) is None  # x.example holds 67% < 80%
+    assert zone_for(["a.x.example", "b.x.example", "c.x.example", "d.x.example", "y.test"]) == "x.example"
+    assert zone_for(["www.corp.example"]) == "corp.example" and zone_for([]) is None
+
+
+@pytest.mark.skipif(not CORPUS.exists(), reason="shared corpus not present")
+def test_corpus_never_breaks_the_engine():
+    for path in sorted(CORPUS.iterdir()):
+        a = analyze([str(path)])
+        assert a.anomalies.schema == pl.Schema(ANOMALIES), path.name
+        findings_json(a.anomalies)
