@@ -50,8 +50,8 @@ HELP = """\
 pcapdns tui: from "something broke" to the packets
 
   1 / 2 / 3      Overview / Findings / Transactions
-  ?              this help          e / E / N  export the view: CSV / Parquet / NDJSON
-  q, ctrl+c      quit               tab move between panes
+  ?              this help          q, ctrl+c  quit          tab  next pane
+  e / E / N      export the current view as CSV / Parquet / NDJSON
 
 Overview        left/right move the chart cursor, shift+left/right widen it,
                 enter shows the transactions of that time range
