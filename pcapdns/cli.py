@@ -232,6 +232,63 @@ def explain(rcode: str, files: tuple[str, ...], **kw: Any) -> None:
         console.print(findings_table(found))
 
 
+@cli.command()
+@click.option("-i", "--interface", required=True, help="Interface to capture on ('any' for all).")
+@click.option("-f", "--filter", "bpf", help="Kernel capture filter, tcpdump syntax (default: the DNS ports).")
+@click.option(
+    "-p",
+    "--port",
+    "ports",
+    type=click.IntRange(1, 65535),
+    multiple=True,
+    help="DNS port (repeatable; default 53).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="Seconds after a query's last transmission before it is reported unanswered.",
+)
+@click.option(
+    "--interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True, help="Seconds per update."
+)
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="Stop after this many seconds.")
+@click.option("-c", "--count", type=click.IntRange(min=1), help="Stop after this many frames.")
+@click.option("--no-tui", is_flag=True, help="No live view: a status line per interval on stderr.")
+@click.option("--json-lines", is_flag=True, help="One JSON object per interval on stdout (stable keys).")
+@click.option(
+    "--write-anomalies",
+    "evidence",
+    type=click.Path(dir_okay=False),
+    help="Write the frames behind each finding to this pcap.",
+)
+@click.option(
+    "-C",
+    "rotate_mb",
+    type=click.FloatRange(min=0.01),
+    default=100.0,
+    show_default=True,
+    help="With --write-anomalies: start a new file past this many megabytes.",
+)
+@click.option(
+    "-W",
+    "rotate_files",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="With --write-anomalies: keep at most this many files (the oldest is overwritten).",
+)
+@click.option("--metrics", "metrics_at", metavar="[HOST]:PORT", help="Serve Prometheus metrics, e.g. :9153.")
+@click.option("--user", help="Drop root to this user once the capture is open (default: nobody, as root).")
+@click.option("--promisc", is_flag=True, help="Put the interface in promiscuous mode.")
+def live(**kw: Any) -> None:
+    """Capture DNS on an interface and analyse it as it flows (needs capture privileges)."""
+    from pcapdns.livecmd import run_live
+
+    run_live(**kw)
+
+
 def _stdout_bytes() -> BinaryIO:
     """Standard output as a binary stream (what exports write to with ``-o -``)."""
     sys.stdout.flush()
