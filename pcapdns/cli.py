@@ -21,6 +21,7 @@ from pcapdns.anomalies.config import Thresholds
 from pcapdns.errors import ExitStatus, PcapdnsError, SourceMissing
 
 if TYPE_CHECKING:
+    from pcapdns.pipeline import Options
     from pcapdns.tables.summary import Analysis
 
 _DEBUG = False
@@ -120,10 +121,9 @@ def analysis_options(f: Callable[..., None]) -> Callable[..., None]:
     return f
 
 
-def _analyze(files: tuple[str, ...], kw: dict[str, Any], *, anomalies: bool = True) -> Analysis:
-    """Run the pipeline on ``files`` with the shared flags in ``kw`` (progress on a terminal)."""
+def _options(kw: dict[str, Any], *, anomalies: bool = True) -> Options:
+    """The pipeline's options from the shared flags in ``kw``."""
     from pcapdns.pipeline import Options
-    from pcapdns.pipeline import analyze as run
 
     thresholds = Thresholds(
         window_s=kw["window"],
@@ -134,13 +134,20 @@ def _analyze(files: tuple[str, ...], kw: dict[str, Any], *, anomalies: bool = Tr
         slow_min_ms=kw["slow_ms"],
     )
     ports = kw["ports"]
-    opts = Options(
+    return Options(
         ports=frozenset(ports) if ports else Options().ports,
         timeout_s=kw["timeout"],
         fast=not kw["slow_path"],
         thresholds=thresholds,
         anomalies=anomalies,
     )
+
+
+def _analyze(files: tuple[str, ...], kw: dict[str, Any], *, anomalies: bool = True) -> Analysis:
+    """Run the pipeline on ``files`` with the shared flags in ``kw`` (progress on a terminal)."""
+    from pcapdns.pipeline import analyze as run
+
+    opts = _options(kw, anomalies=anomalies)
     paths = _expand(files)
     if not kw["no_progress"] and sys.stderr.isatty():
         from pcapdns.report.progress import FileProgress
@@ -378,6 +385,25 @@ def query(files: tuple[str, ...], sql: str, fmt: str, max_rows: int, **kw: Any) 
         render(rows, Console(), max_rows)
     else:
         write_stream(rows, fmt, _stdout_bytes())
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True)
+@analysis_options
+def tui(files: tuple[str, ...], **kw: Any) -> None:
+    """Explore pcap/pcapng FILES in a terminal UI (overview, findings, transactions, packets)."""
+    paths = _expand(files)
+    if "-" in paths:
+        raise click.UsageError("the TUI reads keys from the terminal: give capture files, not '-'")
+    for p in paths:
+        if not os.path.exists(p):
+            raise SourceMissing(f"{p}: no such file")
+    from pcapdns.tui import make_app  # textual is loaded only for this command
+
+    app = make_app(paths, _options(kw))
+    app.run()
+    if app.error is not None:
+        raise app.error
 
 
 def _fail(message: str, hint: str, status: int) -> int:
