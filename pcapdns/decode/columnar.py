@@ -1,6 +1,6 @@
 """The columnar fast path below DNS: link, IP and UDP headers of a whole batch at once.
 
-A :class:`~pcapdns.model.FrameBatch` is classified frame by frame, but with numpy over the batch,
+A :class:`~pcapdns.model.FrameBatch` is classified frame by frame, in one compiled loop over the batch,
 into three verdicts:
 
 ``FAST``
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from pcapdns.jit import jit
 from pcapdns.model import FrameBatch, LinkType
 
 SLOW = 0
@@ -36,12 +37,16 @@ NOT_DNS = 2
 
 _ETH_IPV4 = 0x0800
 _ETH_IPV6 = 0x86DD
-_VLAN_TAGS = (0x8100, 0x88A8, 0x9100)
 _V4_MAPPED = np.uint64(0x0000FFFF00000000)
+_EN10MB, _SLL, _SLL2 = int(LinkType.EN10MB), int(LinkType.LINUX_SLL), int(LinkType.LINUX_SLL2)
+_RAW, _RAW12, _RAW14 = int(LinkType.RAW), int(LinkType.RAW_DLT12), int(LinkType.RAW_DLT14)
+_IPV4, _IPV6, _NULL, _LOOP = int(LinkType.IPV4), int(LinkType.IPV6), int(LinkType.NULL), int(LinkType.LOOP)
 
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
 Mask = npt.NDArray[np.bool_]
+U8 = npt.NDArray[np.uint8]
+Int = int | np.int64  # scalars inside compiled code
 
 
 @dataclass(slots=True)
@@ -62,142 +67,154 @@ class L4Columns:
     icmp: int
 
 
-class _Bytes:
-    """Bounds-safe gathers from the batch buffer (reads past the end return 0, callers mask)."""
+@jit
+def _rd(b: U8, p: Int) -> Int:
+    """The byte at ``p``, or the buffer's last byte past its end (callers check bounds)."""
+    return np.int64(b[min(p, len(b) - 1)])
 
-    def __init__(self, buf: bytes) -> None:
-        self.b = np.frombuffer(buf, dtype=np.uint8)
-        self.last = max(len(self.b) - 1, 0)
-        if len(self.b) == 0:
-            self.b = np.zeros(1, dtype=np.uint8)
 
-    def u8(self, pos: I64) -> I64:
-        return np.take(self.b, pos, mode="clip").astype(np.int64)
+@jit
+def _rd16(b: U8, p: Int) -> Int:
+    return (_rd(b, p) << 8) | _rd(b, p + 1)
 
-    def u16(self, pos: I64) -> I64:
-        return (self.u8(pos) << 8) | self.u8(pos + 1)
 
-    def u32(self, pos: I64) -> I64:
-        return (self.u16(pos) << 16) | self.u16(pos + 2)
+@jit
+def _rd32(b: U8, p: Int) -> Int:
+    return (_rd16(b, p) << 16) | _rd16(b, p + 2)
 
-    def u64(self, pos: I64) -> U64:
-        hi = self.u32(pos).astype(np.uint64)
-        lo = self.u32(pos + 4).astype(np.uint64)
-        return (hi << np.uint64(32)) | lo
+
+@jit
+def _classify(
+    b: U8, data_off: I64, caplen: I64, wirelen: I64, lt: I64, on_port: Mask
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8], U64, I64, Int, Int]:
+    """The verdict of every frame; flow columns as (n, 4) u64 and (n, 4) i64 tables."""
+    n = len(data_off)
+    verdict = np.zeros(n, dtype=np.uint8)
+    version = np.zeros(n, dtype=np.uint8)
+    addr = np.zeros((n, 4), dtype=np.uint64)  # src_hi, src_lo, dst_hi, dst_lo
+    l4c = np.zeros((n, 4), dtype=np.int64)  # sport, dport, payload_off, payload_len
+    non_ip_count = 0
+    icmp_count = 0
+    for i in range(n):
+        off = data_off[i]
+        end = off + caplen[i]
+        k = lt[i]
+        et: Int = -1  # -1: link layer not handled here
+        l3 = off
+        if k == _EN10MB:
+            et = _rd16(b, off + 12)
+            l3 = off + 14
+            for _ in range(2):  # up to two VLAN tags (802.1Q inside 802.1ad); deeper stacks go slow
+                if et == 0x8100 or et == 0x88A8 or et == 0x9100:
+                    et = _rd16(b, l3 + 2)
+                    l3 += 4
+            if et == 0x8100 or et == 0x88A8 or et == 0x9100:
+                et = -1
+        elif k == _SLL:
+            et = _rd16(b, off + 14)
+            l3 = off + 16
+        elif k == _SLL2:
+            et = _rd16(b, off)
+            l3 = off + 20
+        elif k == _RAW or k == _RAW12 or k == _RAW14 or k == _IPV4 or k == _IPV6:
+            v = _rd(b, off) >> 4
+            if v == 4:
+                et = _ETH_IPV4
+            elif v == 6:
+                et = _ETH_IPV6
+        elif k == _NULL or k == _LOOP:
+            fam_le = _rd(b, off) | (_rd(b, off + 1) << 8) | (_rd(b, off + 2) << 16) | (_rd(b, off + 3) << 24)
+            fam = fam_le
+            if k == _LOOP or fam_le > 0xFFFF:
+                fam = _rd32(b, off)
+            if fam == 2:
+                et = _ETH_IPV4
+            elif fam == 24 or fam == 28 or fam == 30:
+                et = _ETH_IPV6
+            l3 = off + 4
+        link_ok = et >= 0 and l3 <= end
+        non_ip = link_ok and et != _ETH_IPV4 and et != _ETH_IPV6 and l3 < end
+        # IPv4: version 4, IHL >= 5, not a fragment, total length within the captured frame.
+        b0 = _rd(b, l3)
+        ihl = (b0 & 0x0F) * 4
+        tot = _rd16(b, l3 + 2)
+        v4 = (
+            link_ok
+            and et == _ETH_IPV4
+            and l3 + 20 <= end
+            and (b0 >> 4) == 4
+            and ihl >= 20
+            and (_rd16(b, l3 + 6) & 0x3FFF) == 0
+            and tot >= ihl
+            and l3 + tot <= end
+        )
+        # IPv6: fixed header, payload within the frame.
+        plen = _rd16(b, l3 + 4)
+        v6 = link_ok and et == _ETH_IPV6 and l3 + 40 <= end and (b0 >> 4) == 6 and l3 + 40 + plen <= end
+        proto = _rd(b, l3 + 9) if v4 else (_rd(b, l3 + 6) if v6 else -1)
+        l4 = l3 + ihl if v4 else l3 + 40
+        ip_end = l3 + tot if v4 else l3 + 40 + plen
+        ip_ok = v4 or v6
+        udp = ip_ok and proto == 17 and l4 + 8 <= ip_end
+        tcp = ip_ok and proto == 6 and l4 + 4 <= ip_end
+        sport = _rd16(b, l4)
+        dport = _rd16(b, l4 + 2)
+        dns_port = on_port[sport] or on_port[dport]
+        ulen = _rd16(b, l4 + 4)
+        udp_ok = udp and ulen >= 8 + 12 and l4 + ulen <= ip_end
+        if ip_ok and (proto == 1 or proto == 58):
+            icmp_count += 1
+        # IPv6 extension headers (hop-by-hop, routing, fragment, AH, destination options) hide the
+        # transport: the per-packet decoder walks them.
+        v6_ext = v6 and (proto == 0 or proto == 43 or proto == 44 or proto == 51 or proto == 60)
+        other_proto = ip_ok and proto != 17 and proto != 6 and not v6_ext
+        if non_ip:
+            non_ip_count += 1
+        if udp_ok and dns_port and caplen[i] == wirelen[i]:
+            verdict[i] = FAST
+            if v4:
+                addr[i, 1] = _V4_MAPPED | np.uint64(_rd32(b, l3 + 12))
+                addr[i, 3] = _V4_MAPPED | np.uint64(_rd32(b, l3 + 16))
+            else:
+                for j in range(4):
+                    w = np.uint64(0)
+                    for q in range(8):
+                        w = (w << np.uint64(8)) | np.uint64(_rd(b, l3 + 8 + 8 * j + q))
+                    addr[i, j] = w
+        elif non_ip or other_proto or ((udp or tcp) and not dns_port):
+            verdict[i] = NOT_DNS
+        version[i] = 4 if v4 else (6 if v6 else 0)
+        l4c[i, 0] = sport
+        l4c[i, 1] = dport
+        l4c[i, 2] = l4 + 8
+        l4c[i, 3] = ulen - 8
+    return verdict, version, addr, l4c, non_ip_count, icmp_count
 
 
 def classify(batch: FrameBatch, ports: npt.NDArray[np.int64]) -> L4Columns:
     """Classify every frame of ``batch``; ``ports`` is the sorted array of DNS ports."""
-    n = len(batch)
-    rd = _Bytes(batch.buf)
-    off = batch.data_off.astype(np.int64)
-    end = off + batch.caplen.astype(np.int64)  # first byte past the captured frame
-    complete = batch.caplen.astype(np.int64) == batch.wirelen.astype(np.int64)
-    lt = batch.linktype.astype(np.int64)
-
-    ethertype = np.full(n, -1, dtype=np.int64)  # -1: link layer not handled here
-    l3 = off.copy()
-
-    eth = lt == LinkType.EN10MB
-    ethertype[eth] = rd.u16(off[eth] + 12)
-    l3[eth] = off[eth] + 14
-    for _ in range(2):  # up to two VLAN tags (802.1Q inside 802.1ad); deeper stacks go slow
-        tagged = eth & np.isin(ethertype, _VLAN_TAGS)
-        ethertype[tagged] = rd.u16(l3[tagged] + 2)
-        l3[tagged] += 4
-    ethertype[eth & np.isin(ethertype, _VLAN_TAGS)] = -1
-
-    sll = lt == LinkType.LINUX_SLL
-    ethertype[sll] = rd.u16(off[sll] + 14)
-    l3[sll] = off[sll] + 16
-    sll2 = lt == LinkType.LINUX_SLL2
-    ethertype[sll2] = rd.u16(off[sll2])
-    l3[sll2] = off[sll2] + 20
-
-    raw = np.isin(lt, (LinkType.RAW, LinkType.RAW_DLT12, LinkType.RAW_DLT14, LinkType.IPV4, LinkType.IPV6))
-    version = rd.u8(off) >> 4
-    ethertype[raw & (version == 4)] = _ETH_IPV4
-    ethertype[raw & (version == 6)] = _ETH_IPV6
-
-    null = lt == LinkType.NULL
-    fam_le = rd.u8(off) | (rd.u8(off + 1) << 8) | (rd.u8(off + 2) << 16) | (rd.u8(off + 3) << 24)
-    fam_be = rd.u32(off)
-    fam = np.where(lt == LinkType.LOOP, fam_be, np.where(null & (fam_le > 0xFFFF), fam_be, fam_le))
-    loop = null | (lt == LinkType.LOOP)
-    ethertype[loop & (fam == 2)] = _ETH_IPV4
-    ethertype[loop & np.isin(fam, (24, 28, 30))] = _ETH_IPV6
-    l3[loop] = off[loop] + 4
-
-    link_ok = (ethertype >= 0) & (l3 <= end)
-    non_ip = link_ok & (ethertype != _ETH_IPV4) & (ethertype != _ETH_IPV6) & (l3 < end)
-
-    # IPv4: version 4, IHL >= 5, not a fragment, total length within the captured frame.
-    v4 = link_ok & (ethertype == _ETH_IPV4) & (l3 + 20 <= end)
-    b0 = rd.u8(l3)
-    ihl = (b0 & 0x0F) * 4
-    v4 &= ((b0 >> 4) == 4) & (ihl >= 20)
-    tot = rd.u16(l3 + 2)
-    frag = rd.u16(l3 + 6)
-    v4 &= (frag & 0x3FFF) == 0
-    v4 &= (tot >= ihl) & (l3 + tot <= end)
-    # IPv6: fixed header, payload within the frame.
-    v6 = link_ok & (ethertype == _ETH_IPV6) & (l3 + 40 <= end) & ((b0 >> 4) == 6)
-    plen = rd.u16(l3 + 4)
-    v6 &= l3 + 40 + plen <= end
-
-    proto = np.where(v4, rd.u8(l3 + 9), np.where(v6, rd.u8(l3 + 6), -1))
-    l4 = np.where(v4, l3 + ihl, l3 + 40)
-    ip_end = np.where(v4, l3 + tot, l3 + 40 + plen)
-    ip_ok = v4 | v6
-
-    udp = ip_ok & (proto == 17) & (l4 + 8 <= ip_end)
-    tcp = ip_ok & (proto == 6) & (l4 + 4 <= ip_end)
-    sport = rd.u16(l4)
-    dport = rd.u16(l4 + 2)
-    on_port = _isin_sorted(sport, ports) | _isin_sorted(dport, ports)
-    ulen = rd.u16(l4 + 4)
-    udp_ok = udp & (ulen >= 8 + 12) & (l4 + ulen <= ip_end)
-
-    icmp = ip_ok & ((proto == 1) | (proto == 58))
-    # IPv6 extension headers (hop-by-hop, routing, fragment, AH, destination options) hide the
-    # transport: the per-packet decoder walks them.
-    v6_ext = v6 & np.isin(proto, (0, 43, 44, 51, 60))
-    other_proto = ip_ok & (proto != 17) & (proto != 6) & ~v6_ext
-    verdict = np.full(n, SLOW, dtype=np.uint8)
-    verdict[non_ip | other_proto | ((udp | tcp) & ~on_port)] = NOT_DNS
-    verdict[udp_ok & on_port & complete] = FAST
-
-    fast = verdict == FAST
-    src_hi = np.zeros(n, dtype=np.uint64)
-    src_lo = np.zeros(n, dtype=np.uint64)
-    dst_hi = np.zeros(n, dtype=np.uint64)
-    dst_lo = np.zeros(n, dtype=np.uint64)
-    f4 = fast & v4
-    src_lo[f4] = _V4_MAPPED | rd.u32(l3[f4] + 12).astype(np.uint64)
-    dst_lo[f4] = _V4_MAPPED | rd.u32(l3[f4] + 16).astype(np.uint64)
-    f6 = fast & v6
-    src_hi[f6] = rd.u64(l3[f6] + 8)
-    src_lo[f6] = rd.u64(l3[f6] + 16)
-    dst_hi[f6] = rd.u64(l3[f6] + 24)
-    dst_lo[f6] = rd.u64(l3[f6] + 32)
+    b = np.frombuffer(batch.buf, dtype=np.uint8) if len(batch.buf) else np.zeros(1, dtype=np.uint8)
+    on_port = np.zeros(65536, dtype=np.bool_)
+    on_port[ports] = True
+    verdict, version, addr, l4c, non_ip, icmp = _classify(
+        b,
+        batch.data_off.astype(np.int64),
+        batch.caplen.astype(np.int64),
+        batch.wirelen.astype(np.int64),
+        batch.linktype.astype(np.int64),
+        on_port,
+    )
     return L4Columns(
         verdict=verdict,
-        ip_version=np.where(v4, 4, np.where(v6, 6, 0)).astype(np.uint8),
-        src_hi=src_hi,
-        src_lo=src_lo,
-        dst_hi=dst_hi,
-        dst_lo=dst_lo,
-        sport=sport,
-        dport=dport,
-        payload_off=l4 + 8,
-        payload_len=ulen - 8,
-        non_ip=int(np.count_nonzero(non_ip)),
-        icmp=int(np.count_nonzero(icmp)),
+        ip_version=version,
+        src_hi=addr[:, 0],
+        src_lo=addr[:, 1],
+        dst_hi=addr[:, 2],
+        dst_lo=addr[:, 3],
+        sport=l4c[:, 0],
+        dport=l4c[:, 1],
+        payload_off=l4c[:, 2],
+        payload_len=l4c[:, 3],
+        non_ip=int(non_ip),
+        icmp=int(icmp),
     )
-
-
-def _isin_sorted(values: I64, ports: npt.NDArray[np.int64]) -> Mask:
-    if len(ports) == 1:
-        return np.asarray(values == ports[0])
-    idx = np.searchsorted(ports, values).clip(0, len(ports) - 1)
-    return np.asarray(ports[idx] == values)
