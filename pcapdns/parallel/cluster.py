@@ -39,7 +39,7 @@ def connect(address: str, timeout_s: float = 10.0) -> Iterator[Cluster]:
     except ImportError:
         raise UsageError("--scheduler needs Dask: pip install 'dask[distributed]'") from None
     try:
-        client = Client(address, timeout=f"{timeout_s}s", set_as_default=False)  # type: ignore[no-untyped-call]
+        client = Client(address, timeout=f"{timeout_s}s")  # type: ignore[no-untyped-call]
     except OSError as exc:
         raise SourceMissing(f"cannot reach the Dask scheduler at {address} ({exc})") from None
     try:

@@ -36,7 +36,9 @@ class Task:
     @property
     def size(self) -> int:
         """Bytes of the input this task covers (for progress)."""
-        return self.span.stop - self.span.start if self.span else 0
+        if self.span is None:
+            return 0
+        return self.span.stop - (0 if self.span.first_frame == 1 else self.span.start)  # + headers
 
 
 @dataclass(slots=True)
