@@ -24,10 +24,12 @@ from pcapdns.decode.columnar import FAST, NOT_DNS, L4Columns, classify
 from pcapdns.dns.columnar import DnsColumns, parse_batch
 from pcapdns.dns.names import name_to_text
 from pcapdns.dns.parse import parse_message
+from pcapdns.jit import jit, loaded
 from pcapdns.model import DEFAULT_PORTS, DecodeIssue, FrameBatch, Payload
 from pcapdns.schema import MALFORMED, MESSAGES
 
 _V4_MAPPED = 0x0000FFFF00000000
+I64 = npt.NDArray[np.int64]
 _HEX_LIMIT = 512
 
 
@@ -58,33 +60,52 @@ class AddressTable:
         return found
 
     def intern_many(self, hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint32]:
-        out = np.empty(len(hi), dtype=np.uint32)
-        v4 = hi == 0  # IPv4 (mapped) and the first half of ::/64: one 64-bit key is enough
-        for rows, exact in ((np.flatnonzero(v4), True), (np.flatnonzero(~v4), False)):
-            if rows.size == 0:
-                continue
-            if exact:
-                uniq, inverse = np.unique(lo[rows], return_inverse=True)
-                ids = [self.intern(0, int(v)) for v in uniq.tolist()]
-            else:
-                h, lo_ = hi[rows], lo[rows]
-                order = np.lexsort((lo_, h))
-                hs, ls = h[order], lo_[order]
-                new = np.ones(rows.size, dtype=bool)
-                new[1:] = (hs[1:] != hs[:-1]) | (ls[1:] != ls[:-1])
-                inverse = np.empty(rows.size, dtype=np.int64)
-                inverse[order] = np.cumsum(new) - 1
-                firsts = zip(hs[new].tolist(), ls[new].tolist(), strict=True)
-                ids = [self.intern(int(a), int(b)) for a, b in firsts]
-            out[rows] = np.array(ids, dtype=np.uint32)[inverse.ravel()]
+        ids, first = _distinct_pairs(hi, lo)
+        known = [self.intern(a, b) for a, b in zip(hi[first].tolist(), lo[first].tolist(), strict=True)]
+        out: npt.NDArray[np.uint32] = np.array(known, dtype=np.uint32)[ids]
         return out
+
+
+@jit
+def _distinct_pairs(hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]) -> tuple[I64, I64]:
+    """Number the distinct (hi, lo) pairs in order of first occurrence: (numbers, first rows)."""
+    n = len(hi)
+    cap = 2
+    while cap < 2 * n + 2:
+        cap *= 2
+    mask = np.uint64(cap - 1)
+    table = np.full(cap, -1, dtype=np.int64)
+    ids = np.empty(n, dtype=np.int64)
+    first = np.empty(n, dtype=np.int64)
+    count = 0
+    for i in range(n):
+        h = (hi[i] * np.uint64(0x9E3779B97F4A7C15)) ^ (lo[i] * np.uint64(0xC2B2AE3D27D4EB4F))
+        slot = np.int64((h ^ (h >> np.uint64(31))) & mask)
+        while True:
+            j = table[slot]
+            if j < 0:
+                table[slot] = count
+                first[count] = i
+                ids[i] = count
+                count += 1
+                break
+            if hi[first[j]] == hi[i] and lo[first[j]] == lo[i]:
+                ids[i] = j
+                break
+            slot = (slot + 1) & (cap - 1)
+    return ids, first[:count]
 
 
 class Dissector:
     """Turns frame batches into ``MESSAGES`` frames; keeps the slow path's state across batches."""
 
-    def __init__(self, ports: Iterable[int] = DEFAULT_PORTS, *, fast: bool = True) -> None:
+    def __init__(
+        self, ports: Iterable[int] = DEFAULT_PORTS, *, fast: bool = True, fast_min_frames: int = 0
+    ) -> None:
+        """``fast_min_frames``: batches smaller than this take the per-packet path until the
+        compiled fast path is loaded (loading it costs more than a few thousand frames)."""
         self.ports = frozenset(ports)
+        self.fast_min_frames = fast_min_frames
         self._port_array = np.array(sorted(self.ports), dtype=np.int64)
         self.decoder = Decoder(self.ports)
         self.fast = fast
@@ -96,7 +117,7 @@ class Dissector:
     def dissect(self, batch: FrameBatch) -> pl.DataFrame:
         """The messages found in ``batch`` (fast rows first, then slow rows; order by time later)."""
         self.counters["frames"] += len(batch)
-        if not self.fast:
+        if not self.fast or (len(batch) < self.fast_min_frames and not loaded()):
             return self._slow(batch, np.arange(len(batch)))
         l4 = classify(batch, self._port_array)
         self.counters["non_ip"] += l4.non_ip
@@ -138,15 +159,18 @@ class Dissector:
         has_opt = cols.has_opt[ok]
         ede = cols.ede[ok]
         u8, u16, u32 = np.uint8, np.uint16, np.uint32
+        hi = np.concatenate([l4.src_hi[good], l4.dst_hi[good]])
+        lo = np.concatenate([l4.src_lo[good], l4.dst_lo[good]])
+        src, dst = np.split(self.addresses.intern_many(hi, lo), 2)
         data = {
             "file_id": np.full(n, batch.file_id, dtype=u16),
             "frame": batch.frame[good].astype(u32),
             "idx": np.zeros(n, dtype=u16),
             "ts_ns": batch.ts_ns[good],
             "transport": np.full(n, 17, dtype=u8),
-            "src": self.addresses.intern_many(l4.src_hi[good], l4.src_lo[good]),
+            "src": src,
             "sport": l4.sport[good].astype(u16),
-            "dst": self.addresses.intern_many(l4.dst_hi[good], l4.dst_lo[good]),
+            "dst": dst,
             "dport": l4.dport[good].astype(u16),
             "size": l4.payload_len[good].astype(u32),
             "id": cols.id[ok].astype(u16),
@@ -158,7 +182,7 @@ class Dissector:
             "ancount": cols.ancount[ok].astype(u16),
             "nscount": cols.nscount[ok].astype(u16),
             "arcount": cols.arcount[ok].astype(u16),
-            "qname": pl.Series(cols.qname, dtype=pl.String),
+            "qname": pl.Series(cols.names, dtype=pl.String).gather(cols.name_id),
             "qtype": cols.qtype[ok].astype(u16),
             "qclass": cols.qclass[ok].astype(u16),
             "edns": has_opt,

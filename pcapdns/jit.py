@@ -1,22 +1,69 @@
-"""Compiled inner loops: a typed front for numba's ``njit``, used where a per-byte walk dominates.
+"""Compiled inner loops: a typed, lazy front for numba's ``njit``, where a per-byte walk dominates.
 
-The fast paths (the DNS name walk, link/IP/UDP classification, the pcap record walk) are plain
-Python loops over numpy arrays, compiled to machine code by numba the first time they run and cached
-on disk (``cache=True``: later runs load the compiled code in milliseconds).  ``nogil`` lets polars'
-threads run meanwhile.  Every compiled function is also an ordinary Python function: with
-``NUMBA_DISABLE_JIT=1`` the same code runs interpreted, for debugging.
+The fast paths (the pcap record walk, link/IP/UDP classification, the DNS name walk, pairing) are
+plain Python loops over numpy arrays, compiled to machine code by numba and cached on disk
+(``cache=True``: later runs load the compiled code instead of compiling it).  ``nogil`` lets
+polars' threads run meanwhile.
+
+Importing numba and loading the first compiled function cost about 0.4 s, more than a small
+capture takes to analyze without them, so nothing is imported until :func:`load` (or the first
+call of a compiled function).  Callers with little work run the plain Python function instead
+(:func:`interpreted`; the same code, so the same results), unless the compiled code is already
+loaded (:func:`loaded`).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-import numba
-
 F = TypeVar("F", bound=Callable[..., Any])
+
+_registered: list[Callable[..., Any]] = []
+_loaded = False
 
 
 def jit(func: F) -> F:
-    """Compile ``func`` in nopython mode, cached on disk, without the GIL."""
-    return cast(F, numba.njit(cache=True, nogil=True, boundscheck=False)(func))
+    """Compile ``func`` (nopython, cached, without the GIL) when compiled code is first needed.
+
+    Until then the module attribute is a stand-in that loads everything on its first call; then
+    every registered function is replaced, in its module, by its compiled form, so compiled code
+    calling another registered function calls compiled code.
+    """
+    _registered.append(func)
+    if _loaded:
+        return cast(F, _compile(func))
+
+    @functools.wraps(func)
+    def first_call(*args: Any) -> Any:
+        load()
+        return func.__globals__[func.__name__](*args)
+
+    first_call.py_func = func  # type: ignore[attr-defined]
+    return cast(F, first_call)
+
+
+def _compile(func: Callable[..., Any]) -> Any:
+    import numba
+
+    return numba.njit(cache=True, nogil=True)(func)
+
+
+def load() -> None:
+    """Import numba and put the compiled form of every registered function in place."""
+    global _loaded
+    if _loaded:
+        return
+    for func in _registered:
+        func.__globals__[func.__name__] = _compile(func)
+    _loaded = True
+
+
+def loaded() -> bool:
+    return _loaded
+
+
+def interpreted(func: F) -> F:
+    """The plain Python function behind a :func:`jit` function (for small inputs)."""
+    return cast(F, getattr(func, "py_func", func))

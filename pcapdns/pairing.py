@@ -14,11 +14,11 @@ The rules (RFC 1035 gives the ID; the rest is what resolvers and Zeek do):
   answered within ``timeout`` before, else an ``orphan_response`` (late answers included).
 * Latency is measured from the transaction's first query to its response.
 
-The common case -- a key seen exactly once (a lone query or response) or exactly twice as a query
-followed by its response within the timeout -- is decided with polars window expressions over all
-messages at once.  Every other key (retransmissions, duplicates, reused IDs, question-less
-responses) goes through :class:`_Matcher`, a small explicit state machine; a test checks that the
-machine alone gives the same answer on whole captures.
+The rules are written twice: :class:`_Matcher` is the plain Python state machine (per flow and ID,
+outstanding queries in order of arrival) that defines them, and :func:`_match` is the same machine
+compiled (numba) over integer keys, which the pipeline runs: one pass over the messages in time
+order, no sort, no per-message Python.  The tests feed both the same messages, hand-built and
+generated, and require the same roles and links.
 """
 
 from __future__ import annotations
@@ -30,10 +30,17 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from pcapdns.jit import jit
 from pcapdns.model import CaptureInfo
 from pcapdns.schema import LINKS, ROLE, ROLES, STATUS, STATUSES
 
 _NO_QUESTION = 0xFFFFFFFF  # question id of a message without a question
+
+I64 = npt.NDArray[np.int64]
+U64 = npt.NDArray[np.uint64]
+I32 = npt.NDArray[np.int32]
+Mask = npt.NDArray[np.bool_]
+Int = int | np.int64  # scalars inside compiled code
 
 
 @dataclass(slots=True)
@@ -80,7 +87,8 @@ def pair(messages: pl.DataFrame, timeout_ns: int, capture_end_ns: int, *, vector
     """Pair ``messages`` (schema ``MESSAGES``); ``capture_end_ns`` is the last frame's time.
 
     Returns the messages in time order with ``mi`` (row number), ``role`` and ``txn`` (the ``mi`` of
-    the transaction's first query) added.
+    the transaction's first query) added.  ``vectorized=False`` runs the Python reference machine
+    instead of the compiled one (the tests compare the two).
     """
     ts_col = messages.get_column("ts_ns")
     # Messages arrive in (file, frame) order; a capture is almost always in time order already.
@@ -89,103 +97,191 @@ def pair(messages: pl.DataFrame, timeout_ns: int, capture_end_ns: int, *, vector
     n = m.height
     ts = m.get_column("ts_ns").to_numpy()
     is_resp = m.get_column("qr").to_numpy()
-    role = np.zeros(n, dtype=np.uint8)
-    txn = np.full(n, -1, dtype=np.int64)
-    links: list[pl.DataFrame] = []
     flow_a, flow_b, question = _keys(m) if n else (np.zeros(0, np.uint64),) * 3
-    complex_rows = np.arange(n)
-    if vectorized and n:
-        # Sort by key, stably: each run of equal keys is one key's messages in time order.
-        order = (
-            pl.DataFrame({"a": flow_a, "b": flow_b, "q": question})
-            .with_row_index("i")
-            .sort(["a", "b", "q", "i"])  # the row index breaks ties: stable, and faster than maintain_order
-            .get_column("i")
-            .to_numpy()
+    if vectorized:
+        role, txn, lq, lr, lstatus, lretx = _match(
+            ts, is_resp, flow_a, flow_b, question, timeout_ns, capture_end_ns
         )
-        sa, sb, sq = flow_a[order], flow_b[order], question[order]
-        start = np.ones(n, dtype=bool)
-        start[1:] = (sa[1:] != sa[:-1]) | (sb[1:] != sb[:-1]) | (sq[1:] != sq[:-1])
-        run = np.cumsum(start) - 1
-        starts = np.flatnonzero(start)
-        lengths = np.diff(np.append(starts, n))
-        glen = lengths[run]
-        # A response without a question may answer any question of its flow: its flow goes slow.
-        clean = np.ones(n, dtype=bool)
-        noq = np.flatnonzero(is_resp & (question == (_NO_QUESTION << 32)))
-        if noq.size:
-            flows = {(int(a), int(b)) for a, b in zip(flow_a[noq], flow_b[noq], strict=True)}
-            maybe = np.flatnonzero(np.isin(sa, flow_a[noq]))
-            hit = [i for i in maybe.tolist() if (int(sa[i]), int(sb[i])) in flows]
-            clean[hit] = False
-        single = (glen == 1) & clean
-        pairs = starts[lengths == 2]
-        first, second = order[pairs], order[pairs + 1]
-        duo_ok = ~is_resp[first] & is_resp[second] & (ts[second] - ts[first] <= timeout_ns)
-        duo_ok &= clean[pairs] & clean[pairs + 1]
-        first, second = first[duo_ok], second[duo_ok]
-        lone = order[single]
-        lone_q = lone[~is_resp[lone]]
-        lone_r = lone[is_resp[lone]]
-        role[first] = _ROLE_CODE["query"]
-        txn[first] = first
-        role[second] = _ROLE_CODE["response"]
-        txn[second] = first
-        role[lone_q] = _ROLE_CODE["query"]
-        txn[lone_q] = lone_q
-        role[lone_r] = _ROLE_CODE["orphan_response"]
-        ended = ts[lone_q] + timeout_ns > capture_end_ns
-        links.append(_links(first, second, np.full(len(first), _STATUS_CODE["answered"])))
-        links.append(
-            _links(lone_q, None, np.where(ended, _STATUS_CODE["capture_ended"], _STATUS_CODE["unanswered"]))
+        links = pl.DataFrame(
+            {
+                "query_mi": pl.Series(lq, dtype=pl.UInt32),
+                "response_mi": pl.Series(lr).cast(pl.UInt32, strict=False),  # -1: none
+                "status": pl.Series(lstatus).cast(pl.UInt32).replace_strict(
+                    dict(enumerate(STATUSES)), return_dtype=STATUS
+                ),
+                "retransmissions": pl.Series(lretx, dtype=pl.UInt32),
+            }
         )
-        decided = np.zeros(n, dtype=bool)
-        decided[first] = decided[second] = decided[lone] = True
-        complex_rows = np.flatnonzero(~decided)
-
-    if len(complex_rows):
+    else:
+        role = np.zeros(n, dtype=np.uint8)
+        txn = np.full(n, -1, dtype=np.int64)
         matcher = _Matcher(timeout_ns, capture_end_ns)
-        rows = zip(
-            complex_rows.tolist(),
-            ts[complex_rows].tolist(),
-            is_resp[complex_rows].tolist(),
-            flow_a[complex_rows].tolist(),
-            flow_b[complex_rows].tolist(),
-            question[complex_rows].tolist(),
-            strict=True,
-        )
-        for mi, t, r, a, b, q in rows:
+        columns = (ts, is_resp, flow_a, flow_b, question)
+        for mi, (t, r, a, b, q) in enumerate(zip(*(c.tolist() for c in columns), strict=True)):
             matcher.feed(mi, t, r, (a, b), q)
         roles, slow_links = matcher.finish()
         for mi, name, t in roles:
             role[mi] = _ROLE_CODE[name]
             txn[mi] = -1 if t is None else t
-        links.append(pl.DataFrame(slow_links, schema=LINKS, orient="row"))
+        links = pl.DataFrame(slow_links, schema=LINKS, orient="row")
     out = m.with_columns(
-        pl.Series("role", role).replace_strict(dict(enumerate(ROLES)), return_dtype=ROLE),
-        pl.Series("txn", txn).replace(-1, None).cast(pl.UInt32),
+        pl.Series("role", role).cast(pl.UInt32).replace_strict(dict(enumerate(ROLES)), return_dtype=ROLE),
+        pl.Series("txn", txn).cast(pl.UInt32, strict=False),  # -1 (no transaction) becomes null
     )
-    all_links = pl.concat([pl.DataFrame(schema=LINKS), *links])
-    return Paired(messages=out, links=all_links)
+    return Paired(messages=out, links=links.select(pl.col(c).cast(t) for c, t in LINKS.items()))
+
+
+@jit
+def _slot(fa: U64, fb: U64, table: I32, a: np.uint64, b: np.uint64) -> Int:
+    """The slot of flow (a, b) in the open-addressing ``table``, which holds the first message of
+    each flow (-1: a free slot)."""
+    mask = len(table) - 1
+    h = (a * np.uint64(0x9E3779B97F4A7C15)) ^ (b * np.uint64(0xC2B2AE3D27D4EB4F))
+    h ^= h >> np.uint64(29)
+    i = np.int64(h & np.uint64(mask))
+    while True:
+        f = table[i]
+        if f < 0 or (fa[f] == a and fb[f] == b):
+            return i
+        i = (i + 1) & mask
+
+
+@jit
+def _match(  # noqa: C901 - one state machine, kept in one piece to read against _Matcher
+    ts: I64, is_resp: Mask, fa: U64, fb: U64, q: U64, timeout: Int, end: Int
+) -> tuple[npt.NDArray[np.uint8], I32, I32, I32, npt.NDArray[np.uint8], I32]:
+    """:class:`_Matcher`, compiled: the same rules, over every message in time order.
+
+    A flow (client, server, ports, transport, ID) is named by its first message.  Per flow, the
+    outstanding queries and the recently answered responses are singly linked lists in order of
+    arrival, threaded through ``nxt`` by message index (a message is on at most one list).
+    """
+    n = len(ts)
+    cap = 2
+    while cap < n + n // 2 + 2:
+        cap *= 2
+    table = np.full(cap, -1, dtype=np.int32)
+    pend = np.full(n, -1, dtype=np.int32)  # per flow: first outstanding query
+    done = np.full(n, -1, dtype=np.int32)  # per flow: first recently answered response
+    nxt = np.full(n, -1, dtype=np.int32)
+    last_send = np.empty(n, dtype=np.int64)  # per outstanding query
+    retx = np.zeros(n, dtype=np.int32)
+    role = np.zeros(n, dtype=np.uint8)
+    txn = np.full(n, -1, dtype=np.int32)
+    lq = np.empty(n, dtype=np.int32)
+    lr = np.full(n, -1, dtype=np.int32)
+    ls = np.zeros(n, dtype=np.uint8)
+    lx = np.zeros(n, dtype=np.int32)
+    links = 0
+    for mi in range(n):
+        t = ts[mi]
+        s = _slot(fa, fb, table, fa[mi], fb[mi])
+        f = table[s]
+        if f < 0:
+            f = table[s] = mi
+        # expire: outstanding queries past their deadline become unanswered
+        prev = -1
+        node = pend[f]
+        while node >= 0:
+            after = nxt[node]
+            if last_send[node] + timeout < t:
+                lq[links] = node
+                ls[links] = _UNANSWERED
+                lx[links] = retx[node]
+                links += 1
+                if prev < 0:
+                    pend[f] = after
+                else:
+                    nxt[prev] = after
+            else:
+                prev = node
+            node = after
+        qq = q[mi]
+        if not is_resp[mi]:
+            tail = -1
+            node = pend[f]
+            while node >= 0 and q[node] != qq:
+                tail = node
+                node = nxt[node]
+            if node >= 0:
+                retx[node] += 1
+                last_send[node] = t
+                role[mi] = _RETRANSMISSION
+                txn[mi] = node
+                continue
+            last_send[mi] = t
+            if tail < 0:
+                pend[f] = mi
+            else:
+                nxt[tail] = mi
+            role[mi] = _QUERY
+            txn[mi] = mi
+            continue
+        no_question = qq == _NO_Q
+        prev = -1
+        node = pend[f]
+        while node >= 0 and not (no_question or q[node] == qq):
+            prev = node
+            node = nxt[node]
+        if node >= 0:
+            if prev < 0:
+                pend[f] = nxt[node]
+            else:
+                nxt[prev] = nxt[node]
+            lq[links] = node
+            lr[links] = mi
+            ls[links] = _ANSWERED
+            lx[links] = retx[node]
+            links += 1
+            role[mi] = _RESPONSE
+            txn[mi] = node
+            if done[f] < 0:  # remember the answer (at the end of the flow's answered list)
+                done[f] = mi
+            else:
+                tail = done[f]
+                while nxt[tail] >= 0:
+                    tail = nxt[tail]
+                nxt[tail] = mi
+            continue
+        # forget answers older than the timeout, then look for the transaction this one repeats
+        prev = -1
+        node = done[f]
+        while node >= 0:
+            after = nxt[node]
+            if t - ts[node] > timeout:
+                if prev < 0:
+                    done[f] = after
+                else:
+                    nxt[prev] = after
+            else:
+                prev = node
+            node = after
+        node = done[f]
+        while node >= 0 and not (no_question or q[node] == qq):
+            node = nxt[node]
+        if node >= 0:
+            role[mi] = _DUPLICATE
+            txn[mi] = txn[node]
+        else:
+            role[mi] = _ORPHAN
+    for f in range(n):
+        node = pend[f]
+        while node >= 0:
+            lq[links] = node
+            ls[links] = _ENDED if last_send[node] + timeout > end else _UNANSWERED
+            lx[links] = retx[node]
+            links += 1
+            node = nxt[node]
+    return role, txn, lq[:links], lr[:links], ls[:links], lx[:links]
 
 
 _ROLE_CODE = {name: i for i, name in enumerate(ROLES)}
 _STATUS_CODE = {name: i for i, name in enumerate(STATUSES)}
-
-
-def _links(
-    query: npt.NDArray[np.int64], response: npt.NDArray[np.int64] | None, status: npt.NDArray[np.int64]
-) -> pl.DataFrame:
-    return pl.DataFrame(
-        {
-            "query_mi": pl.Series(query, dtype=pl.UInt32),
-            "response_mi": pl.Series(response, dtype=pl.UInt32)
-            if response is not None
-            else pl.repeat(None, len(query), dtype=pl.UInt32, eager=True),
-            "status": pl.Series(status).replace_strict(dict(enumerate(STATUSES)), return_dtype=STATUS),
-            "retransmissions": pl.repeat(0, len(query), dtype=pl.UInt32, eager=True),
-        }
-    )
+_QUERY, _RETRANSMISSION, _RESPONSE = _ROLE_CODE["query"], _ROLE_CODE["retransmission"], _ROLE_CODE["response"]
+_DUPLICATE, _ORPHAN = _ROLE_CODE["duplicate_response"], _ROLE_CODE["orphan_response"]
+_ANSWERED, _UNANSWERED = _STATUS_CODE["answered"], _STATUS_CODE["unanswered"]
+_ENDED = _STATUS_CODE["capture_ended"]
+_NO_Q = np.uint64(_NO_QUESTION << 32)
 
 
 @dataclass(slots=True)
@@ -263,7 +359,12 @@ class _Matcher:
 
 
 def pair_hosts(
-    messages: pl.DataFrame, timeout_ns: int, captures: Sequence[CaptureInfo], hosts: Sequence[str]
+    messages: pl.DataFrame,
+    timeout_ns: int,
+    captures: Sequence[CaptureInfo],
+    hosts: Sequence[str],
+    *,
+    vectorized: bool = True,
 ) -> Paired:
     """Pair each host's messages on their own, as if its files were one capture; one result.
 
@@ -278,7 +379,7 @@ def pair_hosts(
         if c.last_ts_ns is not None:
             ends[g] = max(ends[g], c.last_ts_ns)
     if len(names) <= 1:
-        return pair(messages, timeout_ns, ends[0] if ends else 0)
+        return pair(messages, timeout_ns, ends[0] if ends else 0, vectorized=vectorized)
     ts_col = messages.get_column("ts_ns")
     m = messages if ts_col.is_sorted() else messages.sort("ts_ns", maintain_order=True)
     of_message = group[m.get_column("file_id").to_numpy()]
@@ -286,7 +387,7 @@ def pair_hosts(
     links: list[pl.DataFrame] = []
     for g, end in enumerate(ends):
         rows = np.flatnonzero(of_message == g)
-        p = pair(m[rows], timeout_ns, end)
+        p = pair(m[rows], timeout_ns, end, vectorized=vectorized)
         to_all = pl.Series(rows.astype(np.uint32))
         msgs = p.messages
         out.append(msgs.with_columns(to_all.gather(msgs.get_column(c)).alias(c) for c in ("mi", "txn")))

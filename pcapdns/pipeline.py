@@ -16,6 +16,7 @@ import polars as pl
 
 from pcapdns.anomalies import Inputs, Thresholds, detect
 from pcapdns.dissect import Dissector
+from pcapdns.jit import loaded
 from pcapdns.model import DEFAULT_PORTS, CaptureInfo, DecodeIssue
 from pcapdns.pairing import Paired, pair_hosts
 from pcapdns.schema import ANOMALIES, DECODE_ISSUES, MESSAGES
@@ -32,6 +33,9 @@ class Options:
     ports: frozenset[int] = DEFAULT_PORTS
     timeout_s: float = 5.0
     fast: bool = True  # False sends every frame down the per-packet path (for tests and debugging)
+    # Below this many frames in a batch (or messages to pair) the compiled code is not worth
+    # loading: the per-packet path and the Python pairing machine do it (same results).  0: always.
+    fast_min_frames: int = 20000
     batch_frames: int = 65536
     thresholds: Thresholds = field(default_factory=Thresholds)
     anomalies: bool = True  # run the anomaly engine
@@ -137,7 +141,7 @@ def analyze(
     ``progress`` is called after every batch of frames; ``stage`` names each step after reading.
     """
     opts = options or Options()
-    dissector = Dissector(opts.ports, fast=opts.fast)
+    dissector = Dissector(opts.ports, fast=opts.fast, fast_min_frames=opts.fast_min_frames)
     captures: list[CaptureInfo] = []
     chunks: list[pl.DataFrame] = []
     issues: list[DecodeIssue] = []
@@ -195,7 +199,8 @@ def assemble(decoded: Decoded, opts: Options, stage: Callable[[str], None] | Non
     decoded.messages = pl.DataFrame(schema=MESSAGES)
     timeout_ns = int(opts.timeout_s * 1e9)
     hosts = opts.hosts or ("",) * len(captures)
-    paired = pair_hosts(messages, timeout_ns, captures, hosts)
+    compiled = loaded() or messages.height >= opts.fast_min_frames
+    paired = pair_hosts(messages, timeout_ns, captures, hosts, vectorized=compiled)
     del messages
     _release_memory()
     files = [c.path for c in captures]

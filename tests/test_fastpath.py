@@ -19,7 +19,7 @@ ORDER = ["file_id", "frame", "idx"]
 
 
 def both(path: Path) -> tuple:
-    fast = analyze([str(path)], Options(fast=True))
+    fast = analyze([str(path)], Options(fast=True, fast_min_frames=0))
     slow = analyze([str(path)], Options(fast=False))
     return fast, slow
 
@@ -44,7 +44,7 @@ def test_the_fast_path_is_taken_on_plain_udp() -> None:
     path = CORPUS / "suricata-verify__bug-1158--input.pcap"
     if not path.exists():
         pytest.skip("shared corpus not present")
-    fast = analyze([str(path)], Options(fast=True))
+    fast = analyze([str(path)], Options(fast=True, fast_min_frames=0))
     assert fast.counters["fast_frames"] == fast.messages.filter(pl.col("transport") == 17).height > 100
 
 
@@ -67,11 +67,15 @@ def test_hostile_question_names_render_like_the_slow_parser() -> None:
         query(b"dot.inside", b"nul\x00byte"),
         query(),
         query(b"plain"),
+        query(b"www", b"example", b"com"),  # repeated names are rendered once, case kept apart
+        query(b"WWW", b"example", b"com"),
+        query(b"a\nb", b"example"),
     ]
     buf = b"".join(msgs)
     starts = np.cumsum([0] + [len(m) for m in msgs[:-1]]).astype(np.int64)
     cols = parse_batch(np.frombuffer(buf, dtype=np.uint8), starts, np.array([len(m) for m in msgs]))
     assert cols.ok.all()
     expected = [name_to_text(parse_message(m).questions[0].name) for m in msgs]
-    assert cols.qname == expected
+    assert [cols.names[i] for i in cols.name_id] == expected
+    assert len(cols.names) == len(set(expected)) == len(msgs) - 2
     assert expected[0] == "a\\010b.example" and expected[4] == "." and expected[2] == "\\027[31mred.[bold]x"

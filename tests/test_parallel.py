@@ -27,6 +27,7 @@ from pcapdns.model import CaptureInfo
 from pcapdns.parallel import analyze, plan
 from pcapdns.parallel.hosts import host_of
 from pcapdns.parallel.split import split
+from pcapdns.pipeline import Options
 from pcapdns.sources import open_capture
 from pcapdns.tables.summary import Analysis
 
@@ -37,6 +38,9 @@ CORPUS_FILES = sorted(str(p) for p in CORPUS.glob("*")) if CORPUS.exists() else 
 SMALL = 3000  # span size for the tests: the samples are cut into dozens of spans
 MEDIUM = 50000  # for the corpus (a dozen of its files are cut): tasks cost a few ms each
 PER_FILE = r"([^/]+)$"  # --group-by making every file a host of its own
+# Always the compiled fast path: by default small batches take the per-packet path unless numba is
+# already loaded in the process, which changes the fast/slow frame counters (not the analysis).
+OPTS = Options(fast_min_frames=0)
 
 
 def assert_same(a: Analysis, b: Analysis) -> None:
@@ -79,7 +83,7 @@ def test_pcapng_spans_carry_the_interfaces(tmp_path: Path) -> None:
     spans = split(str(path), 6, min_span=SMALL)
     assert spans is not None and len(spans) == 6
     assert all(s.head == blocks[0] + blocks[1] for s in spans)
-    assert_same(analyze([str(path)]), analyze([str(path)], workers=2, span_bytes=20000))
+    assert_same(analyze([str(path)], OPTS), analyze([str(path)], OPTS, workers=2, span_bytes=20000))
 
 
 def test_compressed_and_small_files_are_not_cut(tmp_path: Path) -> None:
@@ -106,16 +110,16 @@ def test_hosts_from_rotated_names_directories_or_a_pattern() -> None:
 
 def test_local_workers_give_the_in_process_analysis() -> None:
     for group_by in (None, PER_FILE):
-        here = analyze(SAMPLES, group_by=group_by)
-        assert_same(here, analyze(SAMPLES, workers=2, group_by=group_by, span_bytes=SMALL))
+        here = analyze(SAMPLES, OPTS, group_by=group_by)
+        assert_same(here, analyze(SAMPLES, OPTS, workers=2, group_by=group_by, span_bytes=SMALL))
 
 
 @pytest.mark.skipif(not CORPUS_FILES, reason="the shared corpus is not present")
 def test_local_workers_give_the_in_process_analysis_on_the_corpus() -> None:
     for group_by in (None, PER_FILE):
-        here = analyze(CORPUS_FILES, group_by=group_by)
+        here = analyze(CORPUS_FILES, OPTS, group_by=group_by)
         assert here.anomalies.height and here.issues.height and here.malformed.height  # not trivial
-        assert_same(here, analyze(CORPUS_FILES, workers=2, group_by=group_by, span_bytes=MEDIUM))
+        assert_same(here, analyze(CORPUS_FILES, OPTS, workers=2, group_by=group_by, span_bytes=MEDIUM))
 
 
 def _free_port() -> int:
@@ -173,8 +177,8 @@ def dask_cluster() -> Iterator[str]:
 def test_a_dask_cluster_gives_the_in_process_analysis(dask_cluster: str) -> None:
     files = SAMPLES + CORPUS_FILES
     for group_by in (None, PER_FILE):
-        here = analyze(files, group_by=group_by)
-        assert_same(here, analyze(files, scheduler=dask_cluster, group_by=group_by, span_bytes=MEDIUM))
+        here = analyze(files, OPTS, group_by=group_by)
+        assert_same(here, analyze(files, OPTS, scheduler=dask_cluster, group_by=group_by, span_bytes=MEDIUM))
 
 
 # -- many files of many hosts ------------------------------------------------------------------------
@@ -193,10 +197,10 @@ def _rotate(src: Path, out: Path, names: tuple[str, str]) -> tuple[str, str]:
 
 def test_rotated_files_pair_across_the_boundary_within_a_host(tmp_path: Path) -> None:
     src = ROOT / "samples" / "steady.pcap"
-    whole = analyze([str(src)])
+    whole = analyze([str(src)], OPTS)
     a, b = _rotate(src, tmp_path, ("ns1.20240301.100000.pcap", "ns1.20240301.100500.pcap"))
     for workers in (1, 2):
-        rotated = analyze([b, a], workers=workers, span_bytes=SMALL)  # ordered by first timestamp
+        rotated = analyze([b, a], OPTS, workers=workers, span_bytes=SMALL)  # ordered by first timestamp
         assert [c.path for c in rotated.captures] == [a, b]
         t0, t1 = whole.transactions, rotated.transactions
         assert t1.height == t0.height
@@ -206,9 +210,9 @@ def test_rotated_files_pair_across_the_boundary_within_a_host(tmp_path: Path) ->
         assert set(t1["file"].unique()) == {a, b}  # provenance stays per original file
     # The same two files from two hosts: what straddles the cut is never paired.
     c, d = _rotate(src, tmp_path, ("ns1.20240301.100000.pcap", "ns2.20240301.100500.pcap"))
-    apart = analyze([c, d], workers=2, span_bytes=SMALL)
+    apart = analyze([c, d], OPTS, workers=2, span_bytes=SMALL)
     assert (apart.transactions["status"] == "answered").sum() < (t0["status"] == "answered").sum()
-    assert_same(analyze([c, d]), apart)
+    assert_same(analyze([c, d], OPTS), apart)
 
 
 def test_a_bad_file_is_reported_and_the_others_analyzed(
@@ -224,7 +228,7 @@ def test_a_bad_file_is_reported_and_the_others_analyzed(
     assert len(lines) == 2
     assert lines[0].startswith(f"pcapdns: warning: {bad}: not a pcap or pcapng file")
     assert lines[1] == f"pcapdns: warning: {tmp_path / 'missing.pcap'}: no such file"
-    assert_same(analyze([good]), analyze([good, str(bad)], workers=2))
+    assert_same(analyze([good], OPTS), analyze([good, str(bad)], OPTS, workers=2))
 
 
 def test_progress_reaches_every_byte_of_every_file() -> None:
@@ -234,7 +238,7 @@ def test_progress_reaches_every_byte_of_every_file() -> None:
         assert info.bytes_read >= seen.get(info.file_id, 0)
         seen[info.file_id] = info.bytes_read
 
-    a = analyze(SAMPLES, workers=2, span_bytes=SMALL, progress=progress)
+    a = analyze(SAMPLES, OPTS, workers=2, span_bytes=SMALL, progress=progress)
     assert seen == {c.file_id: Path(c.path).stat().st_size for c in a.captures}
 
 

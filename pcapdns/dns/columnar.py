@@ -75,7 +75,8 @@ class DnsColumns:
     ancount: I64
     nscount: I64
     arcount: I64
-    qname: list[str]  # presentation form, one per ok message, in order
+    names: list[str]  # presentation form of each distinct question name of the batch
+    name_id: I64  # per ok message, in order: its question name's index in ``names``
     qtype: I64
     qclass: I64
     has_opt: Mask
@@ -262,6 +263,62 @@ def _parse(b: U8, start: I64, length: I64, name_at: I64) -> tuple[npt.NDArray[np
 
 
 @jit
+def _distinct(b: U8, qs: I64, qe: I64) -> tuple[I64, I64]:
+    """Number the distinct names ``b[qs[i]:qe[i]]`` (exact bytes) in order of first occurrence.
+
+    Returns (each name's number, the row of each number's first occurrence).  An open-addressing
+    table of first occurrences, compared by hash, then byte for byte against a compact copy of the
+    distinct names (cache-friendly): exact, whatever the hash does.
+    """
+    n = len(qs)
+    cap = 2
+    while cap < 2 * n + 2:
+        cap *= 2
+    mask = cap - 1
+    table = np.full(cap, -1, dtype=np.int64)
+    ids = np.empty(n, dtype=np.int64)
+    first = np.empty(n, dtype=np.int64)
+    hashes = np.empty(n, dtype=np.uint64)
+    at = np.empty(n + 1, dtype=np.int64)  # distinct name j is arena[at[j] : at[j + 1]]
+    arena = np.empty(np.sum(qe - qs), dtype=np.uint8)
+    at[0] = 0
+    count = 0
+    for i in range(n):
+        h = np.uint64(0xCBF29CE484222325)
+        for p in range(qs[i], qe[i]):
+            h = (h ^ np.uint64(b[p])) * np.uint64(0x100000001B3)
+        h ^= h >> np.uint64(33)  # FNV-1a's low bits are weak: mix the high ones in (fmix64)
+        h *= np.uint64(0xFF51AFD7ED558CCD)
+        h ^= h >> np.uint64(33)
+        slot = np.int64(h & np.uint64(mask))
+        length = qe[i] - qs[i]
+        while True:
+            j = table[slot]
+            if j < 0:
+                table[slot] = count
+                first[count] = i
+                hashes[count] = h
+                start = at[count]
+                arena[start : start + length] = b[qs[i] : qe[i]]
+                at[count + 1] = start + length
+                ids[i] = count
+                count += 1
+                break
+            if hashes[j] == h and at[j + 1] - at[j] == length:
+                same = True
+                base = at[j]
+                for k in range(length):
+                    if arena[base + k] != b[qs[i] + k]:
+                        same = False
+                        break
+                if same:
+                    ids[i] = j
+                    break
+            slot = (slot + 1) & mask
+    return ids, first[:count]
+
+
+@jit
 def _render(b: U8, qs: I64, qe: I64, kind: I64) -> U8:
     """The presentation form of each (uncompressed) name ``b[qs[i]:qe[i]]``, each followed by a newline.
 
@@ -319,8 +376,10 @@ def parse_batch(b: U8, start: I64, length: I64) -> DnsColumns:
     length = np.ascontiguousarray(length, dtype=np.int64)
     out, ok, has_opt, do = _parse(b, start, length, _NAME_AT_LUT)
     rows = np.flatnonzero(ok)
-    rendered = _render(b, out[rows, _QS], out[rows, _QE], _ESCAPE_KIND)
-    qname: list[str] = rendered.tobytes().decode("ascii").split("\n")[:-1]
+    qs, qe = out[rows, _QS], out[rows, _QE]
+    name_id, first = _distinct(b, qs, qe)  # render each distinct name once
+    rendered = _render(b, qs[first], qe[first], _ESCAPE_KIND)
+    names: list[str] = rendered.tobytes().decode("ascii").split("\n")[:-1]
     return DnsColumns(
         ok=ok,
         id=out[:, _ID],
@@ -329,7 +388,8 @@ def parse_batch(b: U8, start: I64, length: I64) -> DnsColumns:
         ancount=out[:, _AN],
         nscount=out[:, _NS],
         arcount=out[:, _AR],
-        qname=qname,
+        names=names,
+        name_id=name_id,
         qtype=out[:, _QTYPE],
         qclass=out[:, _QCLASS],
         has_opt=has_opt & ok,

@@ -134,7 +134,9 @@ def _tasks(paths: Sequence[str], opts: Options, workers: int, span_bytes: int | 
             cut = split(path, math.ceil(size / target), min_span=min(target, MIN_SPAN))
             spans = list(cut) if cut else [None]
         for span in spans:
-            tasks.append(Task(file_id, path, span, opts.ports, opts.fast, opts.batch_frames))
+            tasks.append(
+                Task(file_id, path, span, opts.ports, opts.fast, opts.batch_frames, opts.fast_min_frames)
+            )
     return tasks
 
 

@@ -32,6 +32,7 @@ class Task:
     ports: frozenset[int]
     fast: bool
     batch_frames: int
+    fast_min_frames: int = 0
 
     @property
     def size(self) -> int:
@@ -76,8 +77,8 @@ def _compact(batch: FrameBatch, rows: npt.NDArray[np.int64]) -> FrameBatch:
 class _FastOnly(Dissector):
     """A dissector whose slow path only puts the frames aside, for the parent."""
 
-    def __init__(self, ports: frozenset[int], *, fast: bool) -> None:
-        super().__init__(ports, fast=fast)
+    def __init__(self, ports: frozenset[int], *, fast: bool, fast_min_frames: int) -> None:
+        super().__init__(ports, fast=fast, fast_min_frames=fast_min_frames)
         self.deferred: list[FrameBatch] = []
 
     def _slow(self, batch: FrameBatch, rows: npt.NDArray[np.int64]) -> pl.DataFrame:
@@ -88,7 +89,7 @@ class _FastOnly(Dissector):
 
 def read_piece(task: Task) -> Piece:
     """Run ``task``; a problem with the file is returned as ``error``, never raised."""
-    dissector = _FastOnly(task.ports, fast=task.fast)
+    dissector = _FastOnly(task.ports, fast=task.fast, fast_min_frames=task.fast_min_frames)
     frames: list[pl.DataFrame] = []
     info: CaptureInfo | None = None
     error = ""

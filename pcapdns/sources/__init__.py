@@ -245,7 +245,11 @@ def _account(info: CaptureInfo, batch: FrameBatch) -> None:
     if not len(batch):
         return
     info.frames = int(batch.frame[-1])
-    kinds, counts = np.unique(batch.linktype, return_counts=True)
+    first = batch.linktype[0]
+    if (batch.linktype == first).all():  # one link type per batch is the rule: no sort needed
+        kinds, counts = np.array([first]), np.array([len(batch)])
+    else:
+        kinds, counts = np.unique(batch.linktype, return_counts=True)
     for lt, c in zip(kinds.tolist(), counts.tolist(), strict=True):
         info.linktypes[lt] = info.linktypes.get(lt, 0) + c
     lo, hi = int(batch.ts_ns.min()), int(batch.ts_ns.max())

@@ -13,17 +13,18 @@ consecutive plausible records chain; frames after that are still read.
 from __future__ import annotations
 
 import struct
-from array import array
 from dataclasses import dataclass, fields
 
 import numpy as np
 import numpy.typing as npt
 
+from pcapdns.jit import interpreted, jit, loaded
 from pcapdns.model import DecodeIssue, IssueReason
 
 MAX_CAPLEN = 16 * 1024 * 1024  # no real link layer has bigger frames (Wireshark's limit too)
 MIN_SNAP_LIMIT = 262144  # caplen above max(snaplen, this) is corrupt
 DAY_S = 86400
+COMPILED_MIN_BYTES = 2 * 1024 * 1024  # smaller buffers are walked without compiled code
 
 I64 = npt.NDArray[np.int64]
 
@@ -76,6 +77,31 @@ def u32_view(buf: bytes, little: bool) -> npt.NDArray[np.uint32]:
     return np.ndarray(shape=(n,), dtype=dt, buffer=buf, offset=0, strides=(1,))
 
 
+@jit
+def _record_offsets(
+    b: npt.NDArray[np.uint8], pos: int | np.int64, little: bool, limit: int
+) -> tuple[I64, int | np.int64, bool | np.bool_]:
+    """Offsets of the records from ``pos`` that fit whole in ``b``; the stop position; whether the
+    record at the stop position has a captured length above ``limit``."""
+    n = len(b)
+    offs = np.empty(max(n - pos, 0) // 16 + 1, dtype=np.int64)
+    k = 0
+    while n - pos >= 12:
+        c0, c1 = np.int64(b[pos + 8]), np.int64(b[pos + 9])
+        c2, c3 = np.int64(b[pos + 10]), np.int64(b[pos + 11])
+        if little:
+            caplen = c0 | (c1 << 8) | (c2 << 16) | (c3 << 24)
+        else:
+            caplen = (c0 << 24) | (c1 << 16) | (c2 << 8) | c3
+        nxt = pos + 16 + caplen
+        if nxt > n:
+            return offs[:k].copy(), pos, caplen > limit
+        offs[k] = pos
+        k += 1
+        pos = nxt
+    return offs[:k].copy(), pos, False
+
+
 class PcapWalker:
     """Walks classic pcap records over successive buffers; keeps the state between chunks.
 
@@ -119,7 +145,7 @@ class PcapWalker:
             if len(recs):
                 parts.append(recs)
             if cut is not None:  # a header field out of range at offs[cut]: resync from there
-                pos = offs[cut]
+                pos = int(offs[cut])
                 continue
             if bad:
                 (caplen,) = struct.unpack_from("<I" if self.little else ">I", buf, pos + 8)
@@ -127,32 +153,26 @@ class PcapWalker:
                 continue
             return concat_records(parts), pos
 
-    def _offsets(self, buf: bytes, pos: int) -> tuple[array[int], int, bool]:
+    def _offsets(self, buf: bytes, pos: int) -> tuple[I64, int, bool]:
         """The hot loop: record offsets from ``pos`` while whole records fit in ``buf``.
 
         Only the captured length is read here, and not even range-checked: ``_columns`` checks all
         of them at once afterwards.  A length too large to fit stops the loop, and is checked here.
         """
-        caplen_at = struct.Struct("<8xI" if self.little else ">8xI").unpack_from
-        n = len(buf)
-        offs = array("q")
-        append = offs.append
-        try:
-            while True:
-                nxt = pos + 16 + caplen_at(buf, pos)[0]
-                if nxt > n:
-                    break
-                append(pos)
-                pos = nxt
-        except struct.error:  # fewer than 16 bytes left
-            return offs, pos, False
-        return offs, pos, nxt - pos - 16 > self.limit
+        b = np.frombuffer(buf, dtype=np.uint8)
+        # A small buffer is walked by the same function, interpreted: cheaper than loading numba.
+        walk = (
+            _record_offsets
+            if loaded() or len(buf) - pos >= COMPILED_MIN_BYTES
+            else interpreted(_record_offsets)
+        )
+        offs, end, bad = walk(b, pos, self.little, self.limit)
+        return offs, int(end), bool(bad)
 
-    def _columns(self, buf: bytes, offs: array[int]) -> tuple[Records, int | None]:
+    def _columns(self, buf: bytes, o: I64) -> tuple[Records, int | None]:
         """Gather every header field at once; stop at the first header with an impossible field."""
-        if not offs:
+        if not len(o):
             return empty_records(), None
-        o = np.frombuffer(offs, dtype=np.int64)
         w = u32_view(buf, self.little)
         sec = w[o].astype(np.int64)
         frac = w[o + 4].astype(np.int64)

@@ -79,8 +79,10 @@ def summary(a: Analysis) -> dict[str, Any]:
     roles = {str(r): int(n) for r, n in role.iter_rows()}
     status = a.links.get_column("status").value_counts()
     statuses = {str(s): int(n) for s, n in status.iter_rows()}
-    queries = m.filter(~pl.col("qr"))
-    responses = m.filter(pl.col("qr"))
+    # Only the columns the counts read: filtering the whole message table would copy all of it.
+    counted = m.select("qr", "rcode", "qtype", "opcode")
+    queries = counted.filter(~pl.col("qr"))
+    responses = counted.filter(pl.col("qr"))
     malformed_reasons = (
         a.malformed.unique(["file_id", "frame", "idx", "reason"]).group_by("reason").len().sort("reason")
     )

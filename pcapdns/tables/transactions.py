@@ -68,11 +68,29 @@ _Q_COLS = [
     "file_id",
     "frame",
 ]
-_R_COLS = ["mi", "ts_ns", "rcode", "flags", "ede", "ancount", "frame"]
+_R_COLS = ["mi", "ts_ns", "rcode", "flags", "ancount", "frame"]
 
 
 def _flag(column: str, bit: int) -> pl.Expr:
     return (pl.col(column).cast(pl.Int32) & bit) != 0
+
+
+def _response_ede(m: pl.DataFrame, links: pl.DataFrame) -> pl.DataFrame:
+    """The responses' EDE lists, one row per link: null without a response, ``[]`` without EDE.
+
+    Gathering a list column of every message is slow; the few responses that carry EDE are
+    looked up instead.
+    """
+    with_ede = m.select("mi", "ede").filter(pl.col("ede").list.len() > 0)
+    found = links.select("response_mi").join(
+        with_ede.rename({"mi": "response_mi"}), on="response_mi", how="left", maintain_order="left"
+    )
+    return found.select(
+        pl.when(pl.col("response_mi").is_null())
+        .then(None)
+        .otherwise(pl.col("ede").fill_null(pl.lit([], dtype=pl.List(pl.UInt16))))
+        .alias("r_ede")
+    )
 
 
 def build_transactions(paired: Paired, files: list[str], addresses: list[str]) -> pl.DataFrame:
@@ -85,7 +103,7 @@ def build_transactions(paired: Paired, files: list[str], addresses: list[str]) -
     q = m.select(_Q_COLS).rename({c: f"q_{c}" for c in _Q_COLS})[links.get_column("query_mi")]
     r = m.select(_R_COLS).rename({c: f"r_{c}" for c in _R_COLS})
     r = r.select(pl.all().gather(links.get_column("response_mi")))
-    t = pl.concat([links, q, r], how="horizontal")
+    t = pl.concat([links, q, r, _response_ede(m, links)], how="horizontal")
     # The query's source is the client, its destination the server.
     text = pl.Series("address", addresses, dtype=pl.Categorical)
     t = t.with_columns(
