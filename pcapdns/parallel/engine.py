@@ -221,9 +221,14 @@ def merge(pieces: list[Piece], paths: Sequence[str], opts: Options) -> Decoded:
             if frame.height:
                 slow_frames.append(frame)
     tail = slow.finish()
-    messages = pl.concat([pl.DataFrame(schema=MESSAGES), *fast_frames, *slow_frames])
-    if slow_frames:
-        messages = messages.sort(["file_id", "frame", "idx"], maintain_order=True)
+    messages = pl.concat([pl.DataFrame(schema=MESSAGES), *fast_frames])
+    if slow_frames:  # both runs are in (file, frame, idx) order already: merge them
+        u64 = pl.UInt64
+        key = (
+            pl.col("file_id").cast(u64) * (1 << 48) + pl.col("frame").cast(u64) * (1 << 16) + pl.col("idx")
+        ).alias("_order")
+        slow_rows = pl.concat(slow_frames).with_columns(key).sort("_order", maintain_order=True)
+        messages = messages.with_columns(key).merge_sorted(slow_rows, "_order").drop("_order")
     if tail.height:
         messages = pl.concat([messages, tail])
     # A file none of whose pieces could be read (already reported) stays, empty, to keep file ids.
