@@ -63,10 +63,14 @@ def dask_cluster(workers: int) -> Iterator[str]:
             client.wait_for_workers(workers, timeout=60)
         yield address
     finally:
-        for p in procs:
+        for p in reversed(procs):  # workers first, then the scheduler
             p.terminate()
         for p in procs:
-            p.wait(timeout=30)
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -110,7 +110,7 @@ def analyze(
         if warn is not None:
             warn(line)
     opts = replace(opts, hosts=p.hosts)
-    if workers <= 1 and scheduler is None:
+    if (workers <= 1 and scheduler is None) or "-" in p.paths:  # stdin is read where it is
         return analyze_here(p.paths, opts, progress, stage)
     if scheduler is not None:
         from pcapdns.parallel.cluster import connect
@@ -120,6 +120,8 @@ def analyze(
             pieces = _collect(cluster.run(tasks), tasks, progress, warn)
     else:
         tasks = _tasks(p.paths, opts, workers, span_bytes)
+        if len(tasks) == 1:  # one small file: starting processes would cost more than it saves
+            return analyze_here(p.paths, opts, progress, stage)
         pieces = _collect(_run_local(tasks, workers), tasks, progress, warn)
     return assemble(merge(pieces, p.paths, opts), opts, stage)
 
