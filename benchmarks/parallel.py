@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--file-packets", type=int, default=100_000)
     ap.add_argument("--runs", type=int, default=3, help="runs per configuration; the best counts")
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the cluster on kill, too
     big = build(args.capture, 2_000_000, 7)
     fleet = [
         build(DATA / "fleet" / f"ns{i % 2 + 1}.20240301.{i // 2:04d}.pcap", args.file_packets, 100 + i)

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import click
 
@@ -94,7 +94,7 @@ def analysis_options(f: Callable[..., None]) -> Callable[..., None]:
             type=click.FloatRange(min=1),
             default=d.window_s,
             show_default=True,
-            help="Seconds per time window for rates, surges and latency baselines.",
+            help="Seconds per time window for rates, surges, latency baselines and the windows table.",
         ),
         click.option(
             "--sensitivity",
@@ -259,6 +259,104 @@ def explain(rcode: str, files: tuple[str, ...], **kw: Any) -> None:
     console.print(answers_with_rcode(analysis, info.name))
     if found.height:
         console.print(findings_table(found))
+
+
+def _stdout_bytes() -> BinaryIO:
+    """Standard output as a binary stream (what exports write to with ``-o -``)."""
+    sys.stdout.flush()
+    return sys.stdout.buffer
+
+
+# Kept here (not imported from pcapdns.tables) so `pcapdns --help` does not load polars; a test
+# keeps them equal to the registry and the writers.
+TABLE_NAMES = ("transactions", "anomalies", "windows", "servers", "malformed", "decode_issues")
+EXPORT_FORMATS = ("parquet", "csv", "ndjson", "pcap")
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    help="Directory (every table), file (with --table), or '-' for stdout (with --table).",
+)
+@click.option("--table", type=click.Choice(TABLE_NAMES), help="Write only this table.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(EXPORT_FORMATS),
+    help="Output format (default: from the file's extension, else parquet).",
+)
+@click.option(
+    "--partition-by",
+    type=click.Choice(("hour", "day", "server")),
+    help="Hive-style partitioned Parquet: <dir>/<table>/date=.../hour=.../part-0.parquet.",
+)
+@analysis_options
+def export(
+    files: tuple[str, ...],
+    output: str,
+    table: str | None,
+    fmt: str | None,
+    partition_by: str | None,
+    **kw: Any,
+) -> None:
+    """Write the tables of FILES (transactions, anomalies, windows, servers, malformed, decode_issues)."""
+    from pcapdns.report import export as writers
+    from pcapdns.tables.export_tables import build_tables
+
+    fmt = writers.format_for(output, fmt)
+    # the anomaly engine runs only when its findings are written
+    analysis = _analyze(files, kw, anomalies=table in (None, "anomalies"))
+    tables = build_tables(analysis, kw["window"], [table] if table else None)
+    written = writers.export(
+        tables,
+        output,
+        fmt,
+        partition_by=partition_by,
+        explicit=table is not None,
+        stdout=_stdout_bytes,
+    )
+    if output != "-":
+        for w in written:
+            click.echo(f"pcapdns: wrote {w.describe(fmt)}", err=True)
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True)
+@click.argument("sql")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(("table", "csv", "ndjson")),
+    default="table",
+    show_default=True,
+    help="A table on the terminal, or CSV / NDJSON on stdout.",
+)
+@click.option(
+    "--max-rows",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Rows drawn in the terminal table (csv and ndjson write all).",
+)
+@analysis_options
+def query(files: tuple[str, ...], sql: str, fmt: str, max_rows: int, **kw: Any) -> None:
+    """Run SQL over the tables of FILES, e.g. "SELECT rcode_name, count(*) FROM transactions GROUP BY 1"."""
+    from pcapdns.report.export import write_stream
+    from pcapdns.report.query import render, run_sql
+    from pcapdns.tables.export_tables import build_tables
+
+    # the anomaly engine runs only for a query that names its table
+    analysis = _analyze(files, kw, anomalies="anomalies" in sql.lower())
+    rows = run_sql(build_tables(analysis, kw["window"]), sql)
+    if fmt == "table":
+        from rich.console import Console
+
+        render(rows, Console(), max_rows)
+    else:
+        write_stream(rows, fmt, _stdout_bytes())
 
 
 def _fail(message: str, hint: str, status: int) -> int:

@@ -182,7 +182,7 @@ class Dissector:
             "ancount": cols.ancount[ok].astype(u16),
             "nscount": cols.nscount[ok].astype(u16),
             "arcount": cols.arcount[ok].astype(u16),
-            "qname": pl.Series(cols.names, dtype=pl.String).gather(cols.name_id),
+            "qname": pl.Series(cols.names, dtype=pl.Categorical).gather(cols.name_id),
             "qtype": cols.qtype[ok].astype(u16),
             "qclass": cols.qclass[ok].astype(u16),
             "edns": has_opt,

@@ -18,6 +18,8 @@ class ExitStatus(IntEnum):
     NO_INPUT = 3  # file missing or unreadable
     BAD_CAPTURE = 4  # not a capture file / unsupported format / empty file
     NO_PERMISSION = 5  # cannot open a capture device, cannot read a file
+    EXPORT_FAILED = 6  # cannot write an export (destination unwritable, packets not writable as asked)
+    QUERY_FAILED = 7  # the SQL of ``pcapdns query`` is wrong (syntax, unknown table or column, types)
     INTERRUPTED = 130
 
 
@@ -48,3 +50,15 @@ class CaptureFormatError(PcapdnsError):
     """The input is not a pcap/pcapng capture (or is empty, or uses an unsupported format)."""
 
     exit_status = ExitStatus.BAD_CAPTURE
+
+
+class ExportError(PcapdnsError):
+    """An export cannot be written (unwritable destination, packets a pcap cannot hold)."""
+
+    exit_status = ExitStatus.EXPORT_FAILED
+
+
+class QueryError(PcapdnsError):
+    """The SQL of ``pcapdns query`` failed: the engine's message, and the tables one can query."""
+
+    exit_status = ExitStatus.QUERY_FAILED

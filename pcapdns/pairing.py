@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -56,31 +57,36 @@ def _keys(m: pl.DataFrame) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint6
 
     ``flow_a`` = client id, server id; ``flow_b`` = transport, client port, server port, DNS ID;
     ``question`` = id of the lower-cased name, QTYPE, QCLASS.  The client is the query's sender.
+    Names are numbered through a categorical: only the distinct names are lower-cased.
     """
-    qr = pl.col("qr")
-    u64 = pl.UInt64
 
-    def side(query_side: str, response_side: str) -> pl.Expr:
-        return pl.when(qr).then(pl.col(response_side)).otherwise(pl.col(query_side)).cast(u64)
+    def col(name: str) -> npt.NDArray[Any]:
+        return m.get_column(name).fill_null(0).to_numpy()
 
-    def shifted(expr: pl.Expr, bits: int) -> pl.Expr:
-        return expr * pl.lit(1 << bits, dtype=u64)
-
-    name_id = pl.col("qname").str.to_lowercase().cast(pl.Categorical).to_physical().cast(u64)
-    k = m.select(
-        (shifted(side("src", "dst"), 32) | side("dst", "src")).alias("a"),
-        (
-            shifted(pl.col("transport").cast(u64), 48)
-            | shifted(side("sport", "dport"), 32)
-            | shifted(side("dport", "sport"), 16)
-            | pl.col("id").cast(u64)
-        ).alias("b"),
-        pl.when(pl.col("qname").is_null())
-        .then(pl.lit(_NO_QUESTION << 32, dtype=u64))
-        .otherwise(shifted(name_id, 32) | shifted(pl.col("qtype").cast(u64), 16) | pl.col("qclass").cast(u64))
-        .alias("q"),
-    )
-    return k.get_column("a").to_numpy(), k.get_column("b").to_numpy(), k.get_column("q").to_numpy()
+    u64 = np.uint64
+    qr = col("qr")
+    src, dst = col("src"), col("dst")
+    flow_a = np.where(qr, dst, src).astype(u64) << u64(32)
+    flow_a |= np.where(qr, src, dst)
+    del src, dst
+    sport, dport = col("sport"), col("dport")
+    flow_b = col("transport").astype(u64) << u64(48)
+    flow_b |= np.where(qr, dport, sport).astype(u64) << u64(32)
+    flow_b |= np.where(qr, sport, dport).astype(u64) << u64(16)
+    flow_b |= col("id")
+    del sport, dport
+    names = m.get_column("qname").cast(pl.Categorical)
+    distinct = names.unique().drop_nulls()
+    lower_id = distinct.cast(pl.String).str.to_lowercase().cast(pl.Categorical).to_physical().to_numpy()
+    codes = distinct.to_physical().to_numpy()
+    lut = np.zeros(int(codes.max()) + 1 if len(codes) else 1, dtype=np.uint64)
+    lut[codes] = lower_id
+    name_id = lut[names.to_physical().fill_null(0).to_numpy()]
+    question = name_id << u64(32)
+    question |= col("qtype").astype(u64) << u64(16)
+    question |= col("qclass")
+    question[names.is_null().to_numpy()] = np.uint64(_NO_QUESTION << 32)
+    return flow_a, flow_b, question
 
 
 def pair(messages: pl.DataFrame, timeout_ns: int, capture_end_ns: int, *, vectorized: bool = True) -> Paired:

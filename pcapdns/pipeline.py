@@ -95,7 +95,7 @@ def _unpaired(m: pl.DataFrame, files: list[str], addresses: list[str]) -> pl.Dat
             pl.col("sport").alias("server_port"),
             pl.when(pl.col("transport") == 6).then(pl.lit("tcp")).otherwise(pl.lit("udp")).alias("transport"),
             pl.col("id").alias("trans_id"),
-            "qname",
+            pl.col("qname").cast(pl.String),  # categorical in the message table
             "qtype",
             "rcode",
             "ancount",
@@ -210,29 +210,33 @@ def assemble(decoded: Decoded, opts: Options, stage: Callable[[str], None] | Non
         stage("building the transactions table")
     transactions = build_transactions(paired, files, addresses)
     links = paired.links
-    anomaly_inputs = Inputs(
-        transactions=pl.concat([transactions, _query_facts(paired)], how="horizontal"),
-        unpaired=_unpaired(paired.messages, files, addresses),
-        malformed=decoded.malformed,
-        issues=_issues_frame(decoded.issues),
-        captures=captures,
-        timeout_s=opts.timeout_s,
-        thresholds=opts.thresholds,
-    )
+    malformed = decoded.malformed
+    issues_frame = _issues_frame(decoded.issues)
+    anomaly_inputs = None
+    if opts.anomalies:  # its inputs cost time and memory: only built when the engine runs
+        anomaly_inputs = Inputs(
+            transactions=pl.concat([transactions, _query_facts(paired)], how="horizontal"),
+            unpaired=_unpaired(paired.messages, files, addresses),
+            malformed=malformed,
+            issues=issues_frame,
+            captures=captures,
+            timeout_s=opts.timeout_s,
+            thresholds=opts.thresholds,
+        )
     # Addresses, names and EDE lists now live in the transactions table; the messages keep what
     # the counts need (memory grows with the transactions kept, not with every message's text).
     messages_kept = paired.messages.drop(["qname", "ede"])
     del paired
     if stage is not None and opts.anomalies:
         stage("looking for anomalies")
-    anomalies = detect(anomaly_inputs) if opts.anomalies else pl.DataFrame(schema=ANOMALIES)
+    anomalies = detect(anomaly_inputs) if anomaly_inputs is not None else pl.DataFrame(schema=ANOMALIES)
     return Analysis(
         captures=captures,
         messages=messages_kept,
         links=links,
         transactions=transactions,
-        malformed=anomaly_inputs.malformed,
-        issues=anomaly_inputs.issues,
+        malformed=malformed,
+        issues=issues_frame,
         anomalies=anomalies,
         counters=counters,
         timeout_s=opts.timeout_s,

@@ -34,7 +34,9 @@ MESSAGES: dict[str, pl.DataType] = {
     "ancount": pl.UInt16(),
     "nscount": pl.UInt16(),
     "arcount": pl.UInt16(),
-    "qname": pl.String(),  # presentation form of the first question's name; null without a question
+    # presentation form of the first question's name; null without a question.  Categorical: a
+    # message table holds few distinct names, and pairing numbers them (the name text lives once).
+    "qname": pl.Categorical(),
     "qtype": pl.UInt16(),
     "qclass": pl.UInt16(),
     "edns": pl.Boolean(),

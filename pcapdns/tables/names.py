@@ -21,8 +21,14 @@ def address_text(hi: int, lo: int) -> str:
     return str(ipaddress.IPv6Address((hi << 64) | lo))
 
 
-def named(df: pl.DataFrame, column: str, namer: Callable[[int], str], name: str) -> pl.Expr:
-    """An expression mapping integer ``column`` of ``df`` through ``namer`` (nulls stay null)."""
-    values = [v for v in df.get_column(column).unique().to_list() if v is not None]
-    mapping = {v: namer(v) for v in values}
-    return pl.col(column).replace_strict(mapping, default=None, return_dtype=pl.String).alias(name)
+def named(df: pl.DataFrame, column: str, namer: Callable[[int], object], name: str) -> pl.Series:
+    """Categorical names of integer ``column`` of ``df`` through ``namer`` (nulls stay null).
+
+    Each distinct value is named once; the rows gather category codes, never build strings.
+    """
+    codes = df.get_column(column)
+    values = [v for v in codes.unique().to_list() if v is not None]
+    labels = pl.Series(name, [str(namer(v)) for v in values], dtype=pl.Categorical)
+    position = dict(zip(values, range(len(values)), strict=True))
+    index = codes.replace_strict(position, default=None, return_dtype=pl.UInt32)
+    return labels.gather(index).alias(name)

@@ -119,7 +119,7 @@ def build_transactions(paired: Paired, files: list[str], addresses: list[str]) -
         pl.col("q_sport").alias("client_port"),
         "server",
         pl.col("q_dport").alias("server_port"),
-        pl.when(pl.col("q_transport") == 6).then(pl.lit("tcp")).otherwise(pl.lit("udp")).alias("transport"),
+        named(t, "q_transport", lambda p: "tcp" if p == 6 else "udp", "transport"),
         named(t, "q_opcode", opcode_name, "opcode_name"),
         pl.col("q_qname").alias("qname"),
         pl.col("q_qclass").alias("qclass"),
@@ -141,9 +141,7 @@ def build_transactions(paired: Paired, files: list[str], addresses: list[str]) -
         ((pl.col("r_ts_ns") - pl.col("q_ts_ns")) / 1e9).alias("rtt"),
         "status",
         "retransmissions",
-        pl.col("q_file_id")
-        .replace_strict(dict(enumerate(files)), default=None, return_dtype=pl.String)
-        .alias("file"),
+        named(t, "q_file_id", files.__getitem__, "file"),
         pl.col("q_frame").alias("query_frame"),
         pl.col("r_frame").alias("response_frame"),
     )

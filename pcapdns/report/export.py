@@ -1,0 +1,366 @@
+"""Write tables as files other tools read: Parquet, CSV, NDJSON, pcap; one writer per destination.
+
+* :func:`write_stream` writes one table in one format to an open binary stream (stdout included);
+* :func:`write_file` writes it to a path atomically: into a temporary file in the destination's
+  directory, renamed over the final name only once complete, so a failure or Ctrl-C never leaves a
+  half-written file under the final name;
+* :func:`write_partitioned` writes Hive-style partitioned Parquet (``key=value/part-0.parquet``),
+  built in a temporary directory and moved into place whole;
+* :func:`export` decides, from the user's ``-o``, which tables go to which paths.
+
+Formats (the contract documented in ``docs/schema.md``): CSV is RFC 4180 (CRLF line ends, fields
+quoted only when needed, UTF-8, no BOM), with nested columns flattened: lists joined by one space,
+``file``/``frame`` items as ``file:frame``; null is the empty field.  NDJSON is one object per line,
+keys in schema order, lists as arrays.  Both write timestamps as ISO 8601 UTC with microseconds
+(``2024-03-01T10:00:00.038952Z``) and durations (from a query) as seconds.  Parquet keeps the
+declared types (timestamps with time zone UTC) and records the table name and schema version in
+its key-value metadata.  The pcap format writes the packets a table's rows point at (fetched back
+from the captures), in time order, as a classic nanosecond pcap; it refuses packets of several
+link types (a classic pcap holds one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import struct
+import tempfile
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import polars as pl
+from polars.datatypes import DataTypeClass
+
+from pcapdns.errors import ExportError, UsageError
+from pcapdns.sources.extract import StoredFrame, read_frames
+from pcapdns.tables.export_tables import SCHEMA_VERSION, TABLES, TableSpec
+
+FORMATS = ("parquet", "csv", "ndjson", "pcap")
+EXTENSIONS = {"parquet": ".parquet", "csv": ".csv", "ndjson": ".ndjson", "pcap": ".pcap"}
+_NAMED_FORMATS = {ext: name for name, ext in EXTENSIONS.items()} | {".jsonl": "ndjson", ".pq": "parquet"}
+BINARY_FORMATS = ("parquet", "pcap")
+PARTITIONS = ("hour", "day", "server")
+ISO_FORMAT = "%Y-%m-%dT%H:%M:%S%.6fZ"
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+
+_PCAP_NS_MAGIC = 0xA1B23C4D
+_SNAPLEN = 262144
+
+
+# -- formats ----------------------------------------------------------------------------------------
+def _iso(col: pl.Expr, dtype: pl.Datetime) -> pl.Expr:
+    """ISO 8601 with microseconds; ``Z`` for a zoned timestamp (shown in UTC), none for a naive one."""
+    if dtype.time_zone is None:
+        return col.dt.strftime(ISO_FORMAT.removesuffix("Z"))
+    return col.dt.convert_time_zone("UTC").dt.strftime(ISO_FORMAT)
+
+
+def _flat(col: pl.Expr, dtype: pl.DataType | DataTypeClass) -> pl.Expr:
+    """The column as CSV text: timestamps in ISO 8601, lists space-joined, structs ``a:b``."""
+    if isinstance(dtype, pl.Datetime):
+        return _iso(col, dtype)
+    if isinstance(dtype, pl.Duration):
+        return _seconds(col)
+    if isinstance(dtype, pl.Struct):
+        fields = [_flat(col.struct.field(f.name), f.dtype) for f in dtype.fields]
+        return pl.concat_str(fields, separator=":")
+    if isinstance(dtype, pl.List | pl.Array):
+        return col.list.eval(_flat(pl.element(), dtype.inner).cast(pl.String)).list.join(" ")
+    return col
+
+
+def _seconds(col: pl.Expr) -> pl.Expr:
+    """A duration (e.g. ``window_end - window_start`` in a query) as seconds."""
+    return col.dt.total_microseconds() / 1e6
+
+
+def for_csv(rows: pl.DataFrame) -> pl.DataFrame:
+    return rows.select(_flat(pl.col(name), dtype).alias(name) for name, dtype in rows.schema.items())
+
+
+def for_json(rows: pl.DataFrame) -> pl.DataFrame:
+    out = [
+        (_iso(pl.col(n), d) if isinstance(d, pl.Datetime) else _seconds(pl.col(n))).alias(n)
+        for n, d in rows.schema.items()
+        if isinstance(d, pl.Datetime | pl.Duration)
+    ]
+    return rows.with_columns(out)
+
+
+def _pcap_bytes(frames: list[StoredFrame]) -> Iterator[bytes]:
+    linktypes = sorted({f.linktype for f in frames})
+    if len(linktypes) > 1:
+        raise ExportError(
+            f"the packets span link types {', '.join(map(str, linktypes))}: a classic pcap holds one",
+            "export the files of each link type separately",
+        )
+    linktype = linktypes[0] if linktypes else 1
+    snaplen = max([_SNAPLEN, *(len(f.data) for f in frames)])
+    yield struct.pack("<IHHiIII", _PCAP_NS_MAGIC, 2, 4, 0, 0, snaplen, linktype)
+    for f in frames:
+        seconds, ns = divmod(f.ts_ns, 1_000_000_000)
+        yield struct.pack("<IIII", seconds, ns, len(f.data), max(f.wirelen, len(f.data))) + f.data
+
+
+def fetch_packets(packets: pl.DataFrame) -> list[StoredFrame]:
+    """The stored frames named by a ``(file, frame)`` table, without repeats, in time order."""
+    wanted = packets.unique().sort("file", "frame")
+    files = wanted.get_column("file").unique(maintain_order=True).to_list()
+    if "-" in files:
+        raise ExportError("packets read from stdin cannot be fetched again", "export from a capture file")
+    found: list[tuple[int, int, StoredFrame]] = []
+    for rank, part in enumerate(wanted.partition_by("file", maintain_order=True)):
+        path = files[rank]
+        try:
+            stored = read_frames(path, part.get_column("frame").to_list())
+        except OSError as e:
+            raise ExportError(f"{path}: cannot read the capture again: {e.strerror or e}") from e
+        found.extend((f.ts_ns, rank, f) for f in stored.values())
+    found.sort(key=lambda item: (item[0], item[1], item[2].frame))
+    return [f for _, _, f in found]
+
+
+def write_stream(rows: pl.DataFrame, fmt: str, stream: BinaryIO, table: str = "") -> None:
+    """Write ``rows`` in ``fmt`` to ``stream``.  For ``pcap``, ``rows`` is a ``(file, frame)`` table."""
+    try:
+        _write(rows, fmt, stream, table)
+    except (OSError, pl.exceptions.ComputeError) as e:
+        # The reader closed the pipe (`pcapdns export ... -o - | head`); polars says so with a plain
+        # OSError or a ComputeError.  Raised without an errno, so that click leaves it to the CLI's
+        # quiet handler.
+        if getattr(e, "errno", None) == errno.EPIPE or "os error 32" in str(e):
+            raise BrokenPipeError("the reader closed the pipe") from e
+        raise
+
+
+def _write(rows: pl.DataFrame, fmt: str, stream: BinaryIO, table: str) -> None:
+    if fmt == "csv":
+        for_csv(rows).write_csv(stream, line_terminator="\r\n", null_value="")
+    elif fmt == "ndjson":
+        for_json(rows).write_ndjson(stream)
+    elif fmt == "parquet":
+        meta = {"pcapdns.schema_version": str(SCHEMA_VERSION), "pcapdns.table": table}
+        rows.write_parquet(stream, compression="zstd", metadata=meta)
+    elif fmt == "pcap":
+        for chunk in _pcap_bytes(fetch_packets(rows)):
+            stream.write(chunk)
+    else:
+        raise UsageError(f"unknown format {fmt!r}", f"use one of {', '.join(FORMATS)}")
+
+
+# -- destinations -----------------------------------------------------------------------------------
+def _os_error(path: Path, e: OSError) -> ExportError:
+    return ExportError(f"{path}: cannot write: {e.strerror or e}")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A temporary file next to ``path``, renamed to ``path`` on success and removed on any failure."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as e:
+        raise _os_error(path, e) from e
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            yield stream
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise _os_error(path, e) from e
+        raise
+
+
+def write_file(rows: pl.DataFrame, fmt: str, path: Path, table: str = "") -> None:
+    """Write ``rows`` in ``fmt`` to ``path`` atomically (see :func:`atomic_file`)."""
+    with atomic_file(path) as stream:
+        write_stream(rows, fmt, stream, table)
+
+
+def _hive(key: str, value: object) -> str:
+    text = HIVE_NULL if value is None else urllib.parse.quote(str(value), safe="")
+    return f"{key}={text}"
+
+
+def partition_keys(spec: TableSpec, by: str) -> list[pl.Expr] | None:
+    """The Hive partition columns of ``spec`` for ``--partition-by by``; None when it does not apply."""
+    if by == "server":
+        return [pl.col("server").cast(pl.String)] if spec.server_column else None
+    if spec.time_column is None:
+        return None
+    ts = pl.col(spec.time_column)
+    date = ts.dt.strftime("%Y-%m-%d").alias("date")
+    return [date, ts.dt.strftime("%H").alias("hour")] if by == "hour" else [date]
+
+
+def write_partitioned(rows: pl.DataFrame, keys: list[pl.Expr], directory: Path, table: str = "") -> int:
+    """Write ``rows`` as ``directory/k1=v1/[k2=v2/]part-0.parquet``; returns the number of files.
+
+    The partition columns are in the paths, not in the files (``server`` is taken out of the rows
+    when it is the key), as Hive, Spark, DuckDB and polars expect.  The directory is built aside
+    and replaces any previous one whole.
+    """
+    keyed = rows.with_columns(keys)
+    names = [k.meta.output_name() for k in keys]
+    parent = directory.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".part", dir=parent))
+    except OSError as e:
+        raise _os_error(directory, e) from e
+    # An empty table still gets one (empty) file, so readers find its schema rather than nothing.
+    parts = keyed.partition_by(names, maintain_order=True) if keyed.height else [keyed]
+    try:
+        for part in parts:
+            values = part.select(names).row(0) if part.height else ()
+            where = staging.joinpath(*(_hive(k, v) for k, v in zip(names, values, strict=False)))
+            where.mkdir(parents=True, exist_ok=True)
+            with (where / "part-0.parquet").open("wb") as stream:
+                write_stream(part.drop(names), "parquet", stream, table)
+        _swap_in(staging, directory)
+    except BaseException as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise _os_error(directory, e) from e
+        raise
+    return len(parts)
+
+
+def _swap_in(staging: Path, directory: Path) -> None:
+    if not directory.exists():
+        os.replace(staging, directory)
+        return
+    if not directory.is_dir():
+        raise ExportError(f"{directory}: exists and is not a directory")
+    old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".old", dir=directory.parent))
+    os.replace(directory, old / directory.name)
+    os.replace(staging, directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# -- what goes where --------------------------------------------------------------------------------
+def format_for(output: str, fmt: str | None) -> str:
+    """``fmt``, or the format the output's extension names, or Parquet."""
+    if fmt is not None:
+        return fmt
+    return _NAMED_FORMATS.get(Path(output).suffix.lower(), "parquet") if output != "-" else "parquet"
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    table: str
+    path: str  # "-" for the stream
+    rows: int  # rows, or packets for the pcap format
+    files: int = 1
+
+    def describe(self, fmt: str) -> str:
+        unit = "packet" if fmt == "pcap" else "row"
+        text = f"{self.path}: {self.rows:,} {unit}{'' if self.rows == 1 else 's'}"
+        return text + (f" in {self.files} partition files" if self.files != 1 else "")
+
+
+def _rows_for(spec: TableSpec, frame: pl.LazyFrame, fmt: str) -> pl.DataFrame:
+    if fmt == "pcap":
+        assert spec.packets is not None
+        return spec.packets(frame).unique().collect()
+    return frame.collect()
+
+
+def _usable(spec: TableSpec, fmt: str, partition_by: str | None, explicit: bool) -> bool:
+    """Whether ``spec`` is written at all (a table named explicitly that cannot be is an error)."""
+    if fmt == "pcap" and spec.packets is None:
+        if explicit:
+            raise ExportError(
+                f"the {spec.name} table has no packets to write as pcap",
+                "pcap holds the packets of transactions, anomalies, malformed and decode_issues",
+            )
+        return False
+    if partition_by and partition_keys(spec, partition_by) is None and explicit:
+        raise ExportError(f"the {spec.name} table cannot be partitioned by {partition_by}")
+    return True
+
+
+def export(
+    tables: Mapping[str, pl.LazyFrame],
+    output: str,
+    fmt: str,
+    *,
+    partition_by: str | None = None,
+    explicit: bool = False,
+    stdout: Callable[[], BinaryIO] | None = None,
+) -> list[Written]:
+    """Write ``tables`` to ``output``: a file (one explicit table), a directory, or ``-`` (a stream).
+
+    A directory receives ``<table><extension>`` per table, or with ``partition_by`` a Hive tree
+    ``<table>/`` per table that has the key (the others as single Parquet files).
+    """
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown format {fmt!r}", f"use one of {', '.join(FORMATS)}")
+    if partition_by is not None:
+        if partition_by not in PARTITIONS:
+            raise UsageError(f"cannot partition by {partition_by!r}", f"use one of {', '.join(PARTITIONS)}")
+        if fmt != "parquet":
+            raise UsageError("--partition-by writes Parquet only", "drop --format or use --format parquet")
+        if output == "-":
+            raise UsageError("--partition-by writes a directory, not a stream", "give -o a directory")
+    specs = [TABLES[name] for name in tables if _usable(TABLES[name], fmt, partition_by, explicit)]
+    if output == "-":
+        if len(tables) != 1 or not explicit:
+            raise UsageError("-o - streams one table", "name it with --table")
+        if stdout is None:
+            raise UsageError("no stream to write to")
+        stream = stdout()
+        if fmt in BINARY_FORMATS and stream.isatty():
+            raise UsageError(
+                f"{fmt} is binary: not written to a terminal", "redirect -o - to a file or a pipe"
+            )
+        spec = specs[0]
+        rows = _rows_for(spec, tables[spec.name], fmt)
+        write_stream(rows, fmt, stream, spec.name)
+        return [Written(spec.name, "-", rows.height)]
+    target = Path(output)
+    if not explicit and target.suffix.lower() in _NAMED_FORMATS and not target.is_dir():
+        raise UsageError(f"-o {output} names a file, but every table is written", "add --table or -o DIR/")
+    if (
+        explicit
+        and len(specs) == 1
+        and partition_by is None
+        and not output.endswith(os.sep)
+        and not target.is_dir()
+    ):
+        spec = specs[0]
+        rows = _rows_for(spec, tables[spec.name], fmt)
+        write_file(rows, fmt, target, spec.name)
+        return [Written(spec.name, output, rows.height)]
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _os_error(target, e) from e
+    written: list[Written] = []
+    for spec in specs:
+        rows = _rows_for(spec, tables[spec.name], fmt)
+        keys = partition_keys(spec, partition_by) if partition_by else None
+        if keys is not None:
+            path = target / spec.name
+            files = write_partitioned(rows, keys, path, spec.name)
+            written.append(Written(spec.name, str(path), rows.height, files))
+        else:
+            path = target / (spec.name + EXTENSIONS[fmt])
+            write_file(rows, fmt, path, spec.name)
+            written.append(Written(spec.name, str(path), rows.height))
+    return written
