@@ -112,9 +112,7 @@ def pair(messages: pl.DataFrame, timeout_ns: int, capture_end_ns: int, *, vector
             {
                 "query_mi": pl.Series(lq, dtype=pl.UInt32),
                 "response_mi": pl.Series(lr).cast(pl.UInt32, strict=False),  # -1: none
-                "status": pl.Series(lstatus).cast(pl.UInt32).replace_strict(
-                    dict(enumerate(STATUSES)), return_dtype=STATUS
-                ),
+                "status": pl.Series(list(STATUSES), dtype=STATUS).gather(lstatus.astype(np.uint32)),
                 "retransmissions": pl.Series(lretx, dtype=pl.UInt32),
             }
         )
@@ -131,7 +129,7 @@ def pair(messages: pl.DataFrame, timeout_ns: int, capture_end_ns: int, *, vector
             txn[mi] = -1 if t is None else t
         links = pl.DataFrame(slow_links, schema=LINKS, orient="row")
     out = m.with_columns(
-        pl.Series("role", role).cast(pl.UInt32).replace_strict(dict(enumerate(ROLES)), return_dtype=ROLE),
+        pl.Series("role", list(ROLES), dtype=ROLE).gather(role.astype(np.uint32)),  # codes -> Enum
         pl.Series("txn", txn).cast(pl.UInt32, strict=False),  # -1 (no transaction) becomes null
     )
     return Paired(messages=out, links=links.select(pl.col(c).cast(t) for c, t in LINKS.items()))
