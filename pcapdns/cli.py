@@ -21,6 +21,7 @@ from pcapdns.anomalies.config import Thresholds
 from pcapdns.errors import ExitStatus, PcapdnsError, SourceMissing
 
 if TYPE_CHECKING:
+    from pcapdns.pipeline import Options
     from pcapdns.tables.summary import Analysis
 
 _DEBUG = False
@@ -137,9 +138,8 @@ def analysis_options(f: Callable[..., None]) -> Callable[..., None]:
     return f
 
 
-def _analyze(files: tuple[str, ...], kw: dict[str, Any], *, anomalies: bool = True) -> Analysis:
-    """Run the pipeline on ``files`` with the shared flags in ``kw`` (progress on a terminal)."""
-    from pcapdns.parallel import analyze as run
+def _options(kw: dict[str, Any], *, anomalies: bool = True) -> Options:
+    """The pipeline's options from the shared flags in ``kw``."""
     from pcapdns.pipeline import Options
 
     thresholds = Thresholds(
@@ -151,13 +151,23 @@ def _analyze(files: tuple[str, ...], kw: dict[str, Any], *, anomalies: bool = Tr
         slow_min_ms=kw["slow_ms"],
     )
     ports = kw["ports"]
-    opts = Options(
+    return Options(
         ports=frozenset(ports) if ports else Options().ports,
         timeout_s=kw["timeout"],
         fast=not kw["slow_path"],
         thresholds=thresholds,
         anomalies=anomalies,
     )
+
+
+def _analyze(files: tuple[str, ...], kw: dict[str, Any], *, anomalies: bool = True) -> Analysis:
+    """Run the pipeline on ``files`` with the shared flags in ``kw`` (progress on a terminal).
+
+    ``--workers`` / ``--scheduler`` read in parallel; the result is the same (``pcapdns.parallel``).
+    """
+    from pcapdns.parallel import analyze as run
+
+    opts = _options(kw, anomalies=anomalies)
     paths = _expand(files)
     if kw["group_by"]:
         _check_regex(kw["group_by"])
@@ -261,6 +271,63 @@ def explain(rcode: str, files: tuple[str, ...], **kw: Any) -> None:
         console.print(findings_table(found))
 
 
+@cli.command()
+@click.option("-i", "--interface", required=True, help="Interface to capture on ('any' for all).")
+@click.option("-f", "--filter", "bpf", help="Kernel capture filter, tcpdump syntax (default: the DNS ports).")
+@click.option(
+    "-p",
+    "--port",
+    "ports",
+    type=click.IntRange(1, 65535),
+    multiple=True,
+    help="DNS port (repeatable; default 53).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="Seconds after a query's last transmission before it is reported unanswered.",
+)
+@click.option(
+    "--interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True, help="Seconds per update."
+)
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="Stop after this many seconds.")
+@click.option("-c", "--count", type=click.IntRange(min=1), help="Stop after this many frames.")
+@click.option("--no-tui", is_flag=True, help="No live view: a status line per interval on stderr.")
+@click.option("--json-lines", is_flag=True, help="One JSON object per interval on stdout (stable keys).")
+@click.option(
+    "--write-anomalies",
+    "evidence",
+    type=click.Path(dir_okay=False),
+    help="Write the frames behind each finding to this pcap.",
+)
+@click.option(
+    "-C",
+    "rotate_mb",
+    type=click.FloatRange(min=0.01),
+    default=100.0,
+    show_default=True,
+    help="With --write-anomalies: start a new file past this many megabytes.",
+)
+@click.option(
+    "-W",
+    "rotate_files",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="With --write-anomalies: keep at most this many files (the oldest is overwritten).",
+)
+@click.option("--metrics", "metrics_at", metavar="[HOST]:PORT", help="Serve Prometheus metrics, e.g. :9153.")
+@click.option("--user", help="Drop root to this user once the capture is open (default: nobody, as root).")
+@click.option("--promisc", is_flag=True, help="Put the interface in promiscuous mode.")
+def live(**kw: Any) -> None:
+    """Capture DNS on an interface and analyse it as it flows (needs capture privileges)."""
+    from pcapdns.livecmd import run_live
+
+    run_live(**kw)
+
+
 def _stdout_bytes() -> BinaryIO:
     """Standard output as a binary stream (what exports write to with ``-o -``)."""
     sys.stdout.flush()
@@ -357,6 +424,25 @@ def query(files: tuple[str, ...], sql: str, fmt: str, max_rows: int, **kw: Any) 
         render(rows, Console(), max_rows)
     else:
         write_stream(rows, fmt, _stdout_bytes())
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True)
+@analysis_options
+def tui(files: tuple[str, ...], **kw: Any) -> None:
+    """Explore pcap/pcapng FILES in a terminal UI (overview, findings, transactions, packets)."""
+    paths = _expand(files)
+    if "-" in paths:
+        raise click.UsageError("the TUI reads keys from the terminal: give capture files, not '-'")
+    for p in paths:
+        if not os.path.exists(p):
+            raise SourceMissing(f"{p}: no such file")
+    from pcapdns.tui import make_app  # textual is loaded only for this command
+
+    app = make_app(paths, _options(kw))
+    app.run()
+    if app.error is not None:
+        raise app.error
 
 
 def _fail(message: str, hint: str, status: int) -> int:

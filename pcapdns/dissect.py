@@ -150,6 +150,12 @@ class Dissector:
     def malformed(self) -> pl.DataFrame:
         return pl.DataFrame(self._malformed, schema=MALFORMED, orient="row")
 
+    def take_malformed(self) -> pl.DataFrame:
+        """The malformations found since the last call, forgotten here (live mode stays bounded)."""
+        out = self.malformed()
+        self._malformed = []
+        return out
+
     # -- fast path ----------------------------------------------------------------------------
     def _fast_frame(
         self, batch: FrameBatch, l4: L4Columns, cols: DnsColumns, good: npt.NDArray[np.int64]

@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import ctypes
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
 
-from pcapdns.anomalies import Inputs, Thresholds, detect
+from pcapdns.anomalies import Thresholds, detect
 from pcapdns.dissect import Dissector
 from pcapdns.jit import loaded
 from pcapdns.model import DEFAULT_PORTS, CaptureInfo, DecodeIssue
-from pcapdns.pairing import Paired, pair_hosts
-from pcapdns.schema import ANOMALIES, DECODE_ISSUES, MESSAGES
+from pcapdns.pairing import pair_hosts
+from pcapdns.schema import ANOMALIES, MESSAGES
 from pcapdns.sources import open_capture
+from pcapdns.tables.engine import engine_inputs, issues_frame
 from pcapdns.tables.names import address_text
 from pcapdns.tables.summary import Analysis
 from pcapdns.tables.transactions import build_transactions
@@ -55,63 +56,6 @@ def _release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
-
-
-def _issues_frame(issues: Iterable[DecodeIssue]) -> pl.DataFrame:
-    rows = [(i.file_id, i.frame, i.ts_ns, str(i.reason), i.detail) for i in issues]
-    return pl.DataFrame(rows, schema=DECODE_ISSUES, orient="row")
-
-
-def _query_facts(paired: Paired) -> pl.DataFrame:
-    """Header facts of each transaction's query, aligned with the transactions table's rows."""
-    order = paired.links.sort("query_mi").get_column("query_mi")
-    return paired.messages[order].select(
-        pl.col("file_id").alias("q_file_id"),
-        pl.col("idx").alias("q_idx"),
-        pl.col("flags").alias("q_flags"),
-        pl.col("qdcount").alias("q_qdcount"),
-        pl.col("edns_version").alias("q_edns_version"),
-        pl.col("size").alias("q_size"),
-    )
-
-
-def _unpaired(m: pl.DataFrame, files: list[str], addresses: list[str]) -> pl.DataFrame:
-    """Duplicate and orphan responses, with the flow named from the client's side."""
-    r = m.filter(pl.col("role").is_in(["duplicate_response", "orphan_response"]))
-    text = pl.Series("address", addresses, dtype=pl.String)
-    return (
-        r.select(
-            pl.from_epoch(pl.col("ts_ns"), time_unit="ns")
-            .dt.cast_time_unit("us")
-            .dt.replace_time_zone("UTC")
-            .alias("ts"),
-            pl.col("file_id")
-            .replace_strict(dict(enumerate(files)), default=None, return_dtype=pl.String)
-            .alias("file"),
-            "frame",
-            pl.col("dst"),
-            pl.col("dport").alias("client_port"),
-            pl.col("src"),
-            pl.col("sport").alias("server_port"),
-            pl.when(pl.col("transport") == 6).then(pl.lit("tcp")).otherwise(pl.lit("udp")).alias("transport"),
-            pl.col("id").alias("trans_id"),
-            pl.col("qname").cast(pl.String),  # categorical in the message table
-            "qtype",
-            "rcode",
-            "ancount",
-            "size",
-            pl.col("role").cast(pl.String),
-        )
-        .with_columns(
-            text.gather(r.get_column("dst")).alias("client")
-            if r.height
-            else pl.lit(None, pl.String).alias("client"),
-            text.gather(r.get_column("src")).alias("server")
-            if r.height
-            else pl.lit(None, pl.String).alias("server"),
-        )
-        .drop("dst", "src")
-    )
 
 
 @dataclass(slots=True)
@@ -211,14 +155,16 @@ def assemble(decoded: Decoded, opts: Options, stage: Callable[[str], None] | Non
     transactions = build_transactions(paired, files, addresses)
     links = paired.links
     malformed = decoded.malformed
-    issues_frame = _issues_frame(decoded.issues)
+    issues_table = issues_frame(decoded.issues)
     anomaly_inputs = None
     if opts.anomalies:  # its inputs cost time and memory: only built when the engine runs
-        anomaly_inputs = Inputs(
-            transactions=pl.concat([transactions, _query_facts(paired)], how="horizontal"),
-            unpaired=_unpaired(paired.messages, files, addresses),
+        anomaly_inputs = engine_inputs(
+            paired,
+            transactions,
+            files,
+            addresses,
             malformed=malformed,
-            issues=issues_frame,
+            issues=issues_table,
             captures=captures,
             timeout_s=opts.timeout_s,
             thresholds=opts.thresholds,
@@ -236,7 +182,7 @@ def assemble(decoded: Decoded, opts: Options, stage: Callable[[str], None] | Non
         links=links,
         transactions=transactions,
         malformed=malformed,
-        issues=issues_frame,
+        issues=issues_table,
         anomalies=anomalies,
         counters=counters,
         timeout_s=opts.timeout_s,

@@ -5,7 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 
-CORE = ["pcapdns.pipeline", "pcapdns.tables.summary", "pcapdns.report.text", "pcapdns.cli"]
+CORE = [
+    "pcapdns.pipeline",
+    "pcapdns.stream",
+    "pcapdns.tables.summary",
+    "pcapdns.report.text",
+    "pcapdns.report.metrics",
+    "pcapdns.livecmd",
+    "pcapdns.cli",
+]
 
 
 def test_core_imports_neither_textual_nor_scapy() -> None:

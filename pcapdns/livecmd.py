@@ -1,0 +1,213 @@
+"""``pcapdns live``: open the capture, give up root, wire the stream to its outputs, run.
+
+Order matters and follows tcpdump: the capture socket (and the metrics port) are opened with
+privileges, then root is dropped (``--user``, ``nobody`` by default when running as root), and only
+then are output files opened, as that user.  Errors are :class:`~pcapdns.errors.PcapdnsError` s;
+the CLI turns them into one line and an exit status.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from pcapdns.errors import UsageError
+from pcapdns.model import DEFAULT_PORTS
+from pcapdns.stream import Runner, Stream, StreamOptions, Tick
+
+
+def default_filter(ports: frozenset[int]) -> str:
+    """The kernel filter for the DNS ports, plus IP fragments (a fragmented answer has no ports)."""
+    by_port = " or ".join(f"port {p}" for p in sorted(ports))
+    return f"({by_port}) or (ip[6:2] & 0x1fff != 0) or (ip6 and ip6[6] == 44)"
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``[HOST]:PORT`` -> (host, port); an empty host listens on every address."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--metrics {text!r}: expected [HOST]:PORT, e.g. :9153 or 127.0.0.1:9153")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+@contextmanager
+def _sigterm_stops(runner: Runner) -> Iterator[None]:
+    previous = signal.signal(signal.SIGTERM, lambda *_: runner.stop())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_live(
+    *,
+    interface: str,
+    bpf: str | None,
+    ports: tuple[int, ...],
+    timeout: float,
+    interval: float,
+    duration: float | None,
+    count: int | None,
+    no_tui: bool,
+    json_lines: bool,
+    evidence: str | None,
+    rotate_mb: float,
+    rotate_files: int,
+    metrics_at: str | None,
+    user: str | None,
+    promisc: bool,
+) -> None:
+    port_set = frozenset(ports) if ports else DEFAULT_PORTS
+    listen = parse_listen(metrics_at) if metrics_at else None
+    from pcapdns.sources.live import drop_privileges, open_live
+
+    stream = Stream(StreamOptions(ports=port_set, timeout_s=timeout), name=interface)
+    sinks: list[Callable[[Tick], None]] = []
+    writer = None
+    capture = open_live(interface, default_filter(port_set) if bpf is None else bpf, promisc=promisc)
+    try:
+        if listen is not None:  # before giving up root: the port may be privileged
+            from pcapdns.report.metrics import Exporter
+
+            exporter = Exporter(stream)
+            exporter.serve(*listen)
+            sinks.append(exporter.update)
+        target = user or ("nobody" if os.geteuid() == 0 else None)
+        if target:
+            _warm_up(port_set)  # the interpreter's own files may be out of the new user's reach
+            drop_privileges(target)
+        if evidence:  # opened as the user we now are, as tcpdump -w does
+            from pcapdns.report.evidence import EvidenceWriter
+
+            writer = w = EvidenceWriter(evidence, int(capture.linktype), int(rotate_mb * 1e6), rotate_files)
+
+            def keep_evidence(tick: Tick) -> None:
+                w.write(tick.findings, stream.ring)
+
+            sinks.append(keep_evidence)
+        if not json_lines and not no_tui and sys.stdout.isatty():
+            _run_view(capture, stream, sinks, interface, interval, duration, count)
+            return
+        sinks.append(_print_json_line if json_lines else _print_status)
+
+        def on_tick(tick: Tick) -> None:
+            for sink in sinks:
+                sink(tick)
+
+        runner = Runner(capture, stream, on_tick, interval_s=interval, duration_s=duration, count=count)
+        with _sigterm_stops(runner):
+            final = runner.run()
+        if not json_lines:
+            click.echo(json.dumps(_final(final), indent=1))
+    finally:
+        capture.close()
+        if writer is not None:
+            writer.close()
+
+
+def _frame(dns: bytes, sport: int, dport: int) -> bytes:
+    udp = struct.pack("!HHHH", sport, dport, 8 + len(dns), 0) + dns
+    ip = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1])
+    )
+    return bytes(12) + b"\x08\x00" + ip + udp
+
+
+def _warm_up(ports: frozenset[int]) -> None:
+    """Run every output once on a synthetic query and answer, so that each module is loaded while
+    the files of the Python installation are still readable (they may not be once root is gone)."""
+    import io
+
+    import numpy as np
+    from rich.console import Console
+
+    from pcapdns.model import FrameBatch
+    from pcapdns.report import evidence, metrics  # noqa: F401 - loaded now, used later
+    from pcapdns.report.live import finding_lines, json_line, status_line, view
+
+    port = min(ports)
+    question = b"\x07example\x03com\x00\x00\x01\x00\x01"
+    frames = [
+        _frame(b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + question, 40000, port),
+        _frame(b"\x12\x34\x81\x83\x00\x01\x00\x00\x00\x00\x00\x00" + question, port, 40000),
+    ]
+    buf = b"".join(frames)
+    n = len(frames)
+    lengths = np.array([len(f) for f in frames], dtype=np.uint32)
+    batch = FrameBatch(
+        file_id=0,
+        buf=buf,
+        data_off=np.array([0, len(frames[0])], dtype=np.int64),
+        caplen=lengths,
+        wirelen=lengths,
+        ts_ns=np.array([1_000_000_000, 1_001_000_000], dtype=np.int64),
+        linktype=np.ones(n, dtype=np.uint16),
+        frame=np.arange(1, n + 1, dtype=np.int64),
+    )
+    stream = Stream(StreamOptions(ports=ports), name="warm-up")
+    stream.feed(batch)
+    stream.settle()
+    step = stream.finish()
+    tick = Tick(stream.summary(), 0, 0, 0, 1, 1, 1, 0, step.transactions, stream.detect_new(), final=True)
+    json.dumps(json_line(tick))
+    status_line(tick)
+    finding_lines(tick.findings)
+    Console(file=io.StringIO()).print(view(tick, [], "warm-up"))
+
+
+def _final(tick: Tick) -> dict[str, Any]:
+    from pcapdns.report.live import json_line
+
+    return json_line(tick)
+
+
+def _print_json_line(tick: Tick) -> None:
+    from pcapdns.report.live import json_line
+
+    sys.stdout.write(json.dumps(json_line(tick)) + "\n")
+    sys.stdout.flush()
+
+
+def _print_status(tick: Tick) -> None:
+    from pcapdns.report.live import finding_lines, status_line
+
+    for line in [*finding_lines(tick.findings), status_line(tick)]:
+        click.echo(line, err=True)
+
+
+def _run_view(
+    capture: Any,
+    stream: Stream,
+    sinks: list[Callable[[Tick], None]],
+    interface: str,
+    interval: float,
+    duration: float | None,
+    count: int | None,
+) -> None:
+    from rich.console import Console
+    from rich.live import Live
+
+    from pcapdns.report.live import finding_lines, view
+
+    recent: list[str] = []
+    console = Console()
+    with Live(console=console, auto_refresh=False, transient=False) as screen:
+
+        def show(tick: Tick) -> None:
+            for sink in sinks:
+                sink(tick)
+            recent.extend(finding_lines(tick.findings))
+            del recent[:-20]
+            screen.update(view(tick, recent, interface), refresh=True)
+
+        runner = Runner(capture, stream, show, interval_s=interval, duration_s=duration, count=count)
+        with _sigterm_stops(runner):
+            runner.run()

@@ -1,0 +1,93 @@
+"""What the anomaly engine reads, built from the pairing result (shared by file and live analysis)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import polars as pl
+
+from pcapdns.anomalies import Inputs, Thresholds
+from pcapdns.model import CaptureInfo, DecodeIssue
+from pcapdns.pairing import Paired
+from pcapdns.schema import DECODE_ISSUES
+
+
+def issues_frame(issues: Iterable[DecodeIssue]) -> pl.DataFrame:
+    rows = [(i.file_id, i.frame, i.ts_ns, str(i.reason), i.detail) for i in issues]
+    return pl.DataFrame(rows, schema=DECODE_ISSUES, orient="row")
+
+
+def query_facts(paired: Paired) -> pl.DataFrame:
+    """Header facts of each transaction's query, aligned with the transactions table's rows."""
+    order = paired.links.sort("query_mi").get_column("query_mi")
+    return paired.messages[order].select(
+        pl.col("file_id").alias("q_file_id"),
+        pl.col("idx").alias("q_idx"),
+        pl.col("flags").alias("q_flags"),
+        pl.col("qdcount").alias("q_qdcount"),
+        pl.col("edns_version").alias("q_edns_version"),
+        pl.col("size").alias("q_size"),
+    )
+
+
+def unpaired(m: pl.DataFrame, files: list[str], addresses: list[str]) -> pl.DataFrame:
+    """Duplicate and orphan responses, with the flow named from the client's side."""
+    r = m.filter(pl.col("role").is_in(["duplicate_response", "orphan_response"]))
+    text = pl.Series("address", addresses, dtype=pl.String)
+    return (
+        r.select(
+            pl.from_epoch(pl.col("ts_ns"), time_unit="ns")
+            .dt.cast_time_unit("us")
+            .dt.replace_time_zone("UTC")
+            .alias("ts"),
+            pl.col("file_id")
+            .replace_strict(dict(enumerate(files)), default=None, return_dtype=pl.String)
+            .alias("file"),
+            "frame",
+            pl.col("dst"),
+            pl.col("dport").alias("client_port"),
+            pl.col("src"),
+            pl.col("sport").alias("server_port"),
+            pl.when(pl.col("transport") == 6).then(pl.lit("tcp")).otherwise(pl.lit("udp")).alias("transport"),
+            pl.col("id").alias("trans_id"),
+            pl.col("qname").cast(pl.String),  # categorical in the message table
+            "qtype",
+            "rcode",
+            "ancount",
+            "size",
+            pl.col("role").cast(pl.String),
+        )
+        .with_columns(
+            text.gather(r.get_column("dst")).alias("client")
+            if r.height
+            else pl.lit(None, pl.String).alias("client"),
+            text.gather(r.get_column("src")).alias("server")
+            if r.height
+            else pl.lit(None, pl.String).alias("server"),
+        )
+        .drop("dst", "src")
+    )
+
+
+def engine_inputs(
+    paired: Paired,
+    transactions: pl.DataFrame,
+    files: list[str],
+    addresses: list[str],
+    *,
+    malformed: pl.DataFrame,
+    issues: pl.DataFrame,
+    captures: list[CaptureInfo],
+    timeout_s: float,
+    thresholds: Thresholds,
+) -> Inputs:
+    """The engine's inputs: ``transactions`` (built from ``paired``) with their query facts."""
+    return Inputs(
+        transactions=pl.concat([transactions, query_facts(paired)], how="horizontal"),
+        unpaired=unpaired(paired.messages, files, addresses),
+        malformed=malformed,
+        issues=issues,
+        captures=captures,
+        timeout_s=timeout_s,
+        thresholds=thresholds,
+    )
