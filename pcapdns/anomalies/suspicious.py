@@ -45,7 +45,8 @@ def _finding(
         count=rows.height,
         summary=summary,
         likely_cause=cause,
-        evidence=evidence_of(rows, inp.thresholds.evidence, frames),
+        # Joins and unique() leave rows in an order that varies run to run: pick from a fixed one.
+        evidence=evidence_of(rows.sort("ts", "file", *frames), inp.thresholds.evidence, frames),
     )
 
 
