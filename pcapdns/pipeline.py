@@ -137,9 +137,6 @@ def assemble(decoded: Decoded, opts: Options, stage: Callable[[str], None] | Non
     if stage is not None:
         stage("pairing queries and responses")
     messages, halves = _canonical_addresses(decoded)
-    # One chunk: a join's row order can follow the input's chunk layout, which depends on how the
-    # input was read (batches, workers); the findings must not.
-    messages = messages.rechunk()
     decoded.messages = pl.DataFrame(schema=MESSAGES)
     timeout_ns = int(opts.timeout_s * 1e9)
     hosts = opts.hosts or ("",) * len(captures)

@@ -83,10 +83,13 @@ def engine_inputs(
     thresholds: Thresholds,
 ) -> Inputs:
     """The engine's inputs: ``transactions`` (built from ``paired``) with their query facts."""
+    # One chunk each: a join's row order can follow the input's chunk layout, which depends on how
+    # the input was read (batches, workers); the findings must not.  (The engine's tables are a
+    # fraction of the messages, so this costs far less than rechunking those.)
     return Inputs(
-        transactions=pl.concat([transactions, query_facts(paired)], how="horizontal"),
-        unpaired=unpaired(paired.messages, files, addresses),
-        malformed=malformed,
+        transactions=pl.concat([transactions, query_facts(paired)], how="horizontal").rechunk(),
+        unpaired=unpaired(paired.messages, files, addresses).rechunk(),
+        malformed=malformed.rechunk(),
         issues=issues,
         captures=captures,
         timeout_s=timeout_s,
