@@ -1,0 +1,236 @@
+"""The live dashboard, driven by the real Runner and Stream over samples/outage.pcap replayed as a
+capture: a fake Source hands out the file's batches and moves a simulated clock with them (the
+runner's clock is ``pcapdns.stream.time``), so ten minutes of outage pass in about a second."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from rich.console import Console
+from tuihelp import run_async
+
+from pcapdns.model import FrameBatch
+from pcapdns.sources import open_capture
+from pcapdns.stream import Runner, Stream, StreamOptions, Tick
+from pcapdns.tui.chart import Chart
+from pcapdns.tui.live import LiveApp, counts_line, names_table, servers_table
+from pcapdns.tui.livedata import LiveModel, Snapshot
+
+ROOT = Path(__file__).resolve().parents[1]
+OUTAGE = ROOT / "samples" / "outage.pcap"
+EXPECTED = json.loads((ROOT / "samples" / "expected" / "outage.json").read_text())
+INTERVAL_S = 10.0
+
+
+class Replay:
+    """A Source over a capture file: each read hands out the next batch; the simulated clock is the
+    newest time already handed out (never ahead of what the runner can have queued)."""
+
+    name = "outage"
+
+    def __init__(
+        self, path: Path, batch: int = 200, pace_s: float = 0.004, kernel_drops_after: int = 15
+    ) -> None:
+        with open_capture(str(path)) as cap:
+            self.batches: Iterator[FrameBatch] = iter(list(cap.batches(batch)))
+        self.first = True
+        self.now_ns = 0
+        self.pending_ns = 0
+        self.pace_s = pace_s
+        self.reads = 0
+        self.kernel_drops_after = kernel_drops_after
+        self.lock = threading.Lock()
+        self.runner: Runner | None = None  # when set, reads wait for room in its queue (no queue drops)
+
+    def start_at(self, ns: int) -> None:
+        self.now_ns = self.pending_ns = ns
+
+    def read(self, timeout_s: float) -> FrameBatch | None:
+        time.sleep(self.pace_s)
+        while self.runner is not None and self.runner.queue.qsize() > 2:
+            time.sleep(0.002)
+        with self.lock:
+            self.now_ns = max(self.now_ns, self.pending_ns)
+            batch = next(self.batches, None)
+            if batch is None:  # the file is over: time goes on, 5 simulated seconds a read
+                self.now_ns += 5_000_000_000
+                return None
+            self.reads += 1
+            self.pending_ns = int(batch.ts_ns.max())
+            return batch
+
+    def kernel_drops(self) -> int:
+        return 7 if self.reads >= self.kernel_drops_after else 0
+
+    def time_ns(self) -> int:
+        with self.lock:
+            return self.now_ns
+
+    def close(self) -> None:
+        pass
+
+
+def _clocked(monkeypatch: pytest.MonkeyPatch, source: Replay) -> None:
+    fake = SimpleNamespace(time_ns=source.time_ns, monotonic_ns=time.monotonic_ns)
+    monkeypatch.setattr("pcapdns.stream.time", fake)
+
+
+def _app(monkeypatch: pytest.MonkeyPatch, **kw: Any) -> tuple[LiveApp, Replay, list[Snapshot]]:
+    source = Replay(OUTAGE, **kw)
+    source.start_at(1_709_287_200_000_000_000)  # 2024-03-01T10:00:00Z, the capture's nominal start
+    _clocked(monkeypatch, source)
+    stream = Stream(StreamOptions(), name="outage")
+    seen: list[Snapshot] = []
+
+    def make_runner(on_tick: Any) -> Runner:
+        source.runner = Runner(source, stream, on_tick, interval_s=INTERVAL_S, duration_s=660)
+        return source.runner
+
+    app = LiveApp(make_runner, "outage", INTERVAL_S)
+    add = app.model.add
+
+    def recording(tick: Tick) -> Snapshot:
+        snap = add(tick)
+        seen.append(snap)
+        return snap
+
+    app.model.add = recording  # type: ignore[method-assign]
+    return app, source, seen
+
+
+async def _until(pilot: Any, done: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the dashboard did not get there")
+        await pilot.pause(0.05)
+
+
+def _plain(renderable: Any, width: int = 100) -> str:
+    console = Console(width=width, record=True, file=io.StringIO())
+    console.print(renderable)
+    return console.export_text()
+
+
+@run_async
+async def test_the_dashboard_shows_the_outage_as_it_happens(monkeypatch: pytest.MonkeyPatch) -> None:
+    app, source, seen = _app(monkeypatch)
+    async with app.run_test(size=(120, 44)) as pilot:
+        await _until(pilot, lambda: app.final is not None and app.snapshot is not None and app.snapshot.final)
+        await pilot.pause(0.1)
+        snap = app.snapshot
+        assert snap is not None
+        # the totals are the file analysis' figures
+        assert (snap.frames, snap.dns_messages, snap.queries) == (5930, 5930, EXPECTED["queries"])
+        assert (snap.answered, snap.unanswered) == (EXPECTED["answered"], EXPECTED["unanswered"])
+        # the rate chart carries every response and every unanswered query, interval by interval
+        assert round(sum(p.rates[2] * p.seconds for p in snap.points)) == EXPECTED["rcodes"]["SERVFAIL"]
+        assert round(sum(p.rates[1] * p.seconds for p in snap.points)) == EXPECTED["rcodes"]["NXDOMAIN"]
+        assert round(sum(p.rates[4] * p.seconds for p in snap.points)) == EXPECTED["unanswered"]
+        rising = [sum(p.rates[2] for p in s.points) for s in seen]
+        assert rising == sorted(rising) and rising[0] == 0 and rising[-1] > 0  # SERVFAIL counts rise
+        first_sf = next(p.bucket for p in snap.points if p.rates[2] > 0) * INTERVAL_S
+        assert 1_709_287_440 <= first_sf <= 1_709_287_480  # 10:04:00 + 1.5..3 s, give or take a batch
+        chart = app.query_one("#rates", Chart)
+        assert chart.data is not None and any(c for c in chart.data.columns)
+        # latency percentiles over time: the outage's SERVFAILs take 1.5-3 s
+        assert max(p.latency[2] for p in snap.points if p.latency) >= 1500
+        # drops: the kernel's 7 shown red, the queue's 0 green
+        counts = app.query_one("#live-counts").render()
+        plain = str(counts)
+        assert "packets 5,930" in plain and "DNS messages 5,930" in plain
+        assert "kernel 7" in plain and "queue 0" in plain
+        line = counts_line(snap)
+        styles = {line.plain[s.start : s.end]: str(s.style) for s in line.spans}
+        assert styles["7"] == "bold red" and styles["0"] == "green"
+        # the findings, with their onset in the outage
+        rows = [
+            app.query_one("#live-findings").get_row_at(i)
+            for i in range(app.query_one("#live-findings").row_count)
+        ]
+        kinds = {str(r[2]): str(r[0]) for r in rows}
+        assert "unanswered_outage" in kinds
+        assert kinds["unanswered_outage"].startswith("2024-03-01 10:04:0")
+        critical = [r for r in rows if str(r[1]) == "critical"]
+        assert critical and all(r[0].style == "bold white on #5f0000" for r in critical)
+        assert any("critical finding" == (n.title or "") for n in app._notifications)
+    assert app.final is not None and app.final.final
+
+
+def test_the_tables_show_the_failing_names_and_servers(monkeypatch: pytest.MonkeyPatch) -> None:
+    source = Replay(OUTAGE, pace_s=0)
+    source.start_at(1_709_287_200_000_000_000)
+    _clocked(monkeypatch, source)
+    model = LiveModel("outage", INTERVAL_S, window_s=3600)
+    snaps: list[Snapshot] = []
+    source.runner = runner = Runner(source, Stream(StreamOptions()), lambda t: snaps.append(model.add(t)),
+                                    interval_s=INTERVAL_S, duration_s=660)  # fmt: skip
+    runner.run()
+    snap = snaps[-1]
+    rcodes = [r for r, _ in snap.failing]
+    assert rcodes[:2] == ["SERVFAIL", "NXDOMAIN"]
+    servfail = dict(snap.failing)["SERVFAIL"]
+    assert all(name.endswith("shop.example") for name, _ in servfail)
+    names = _plain(names_table(snap))
+    assert "SERVFAIL" in names and "shop.example" in names
+    top = {row.server: row for row in snap.servers}
+    for server in EXPECTED["scenario"]["outage"]["servers"]:  # the outage's authorities, unanswered
+        assert top[server].unanswered > 0 and top[server].rate > 0.3
+    assert snap.servers[0].server in EXPECTED["scenario"]["outage"]["servers"]
+    assert "192.0.2.1" in _plain(servers_table(snap))
+    assert "kernel 7" in str(counts_line(snap))
+
+
+def test_memory_stays_bounded_over_a_long_run() -> None:
+    """Hours of ticks: the history and rolling tables keep their caps."""
+    source = Replay(OUTAGE, batch=500, pace_s=0)
+    stream = Stream(StreamOptions())
+    ticks = []
+    t = 0
+    for b in source.batches:
+        stream.feed(b)
+        step = stream.settle()
+        q, r = stream.take_interval()
+        ticks.append(
+            Tick(
+                stream.summary(),
+                0,
+                0,
+                t,
+                t + 1,
+                q,
+                r,
+                step.unanswered,
+                step.transactions,
+                stream.detect_new(),
+            )
+        )
+        t += 1
+    model = LiveModel("x", 1.0, points=100, window_s=30)
+    for i in range(400):
+        tick = ticks[i % len(ticks)]
+        tick.start_ns, tick.end_ns = i * 1_000_000_000, (i + 1) * 1_000_000_000
+        model._rcodes = {}
+        model.add(tick)
+    assert len(model.points) == 100
+    assert len(model.servers) <= 31 and len(model.names) <= 31
+    assert all(df.height <= model.per_tick_rows for _, df in model.names)
+
+
+@run_async
+async def test_quitting_stops_the_runner(monkeypatch: pytest.MonkeyPatch) -> None:
+    app, source, seen = _app(monkeypatch, pace_s=0.05)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await _until(pilot, lambda: len(seen) >= 2)
+        await pilot.press("q")
+        await _until(pilot, lambda: app.final is not None)
+    assert app.final is not None and app.final.final
+    assert app.final.summary["frames"] < 5930  # stopped before the end of the file
