@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from rich.console import Console
+from rich.text import Text
 from tuihelp import run_async
 
 from pcapdns.model import FrameBatch
@@ -114,6 +115,12 @@ async def _until(pilot: Any, done: Any, timeout: float = 60.0) -> None:
         await pilot.pause(0.05)
 
 
+def _style_after(line: Text, label: str) -> str:
+    """The style of the figure that follows ``label`` in a counts line."""
+    at = line.plain.index(label) + len(label)
+    return next(str(s.style) for s in line.spans if s.start == at)
+
+
 def _plain(renderable: Any, width: int = 100) -> str:
     console = Console(width=width, record=True, file=io.StringIO())
     console.print(renderable)
@@ -149,17 +156,16 @@ async def test_the_dashboard_shows_the_outage_as_it_happens(monkeypatch: pytest.
         assert "packets 5,930" in plain and "DNS messages 5,930" in plain
         assert "kernel 7" in plain and "queue 0" in plain
         line = counts_line(snap)
-        styles = {line.plain[s.start : s.end]: str(s.style) for s in line.spans}
-        assert styles["7"] == "bold red" and styles["0"] == "green"
+        assert _style_after(line, "kernel ") == "bold red" and _style_after(line, "queue ") == "green"
         # the findings, with their onset in the outage
         rows = [
             app.query_one("#live-findings").get_row_at(i)
             for i in range(app.query_one("#live-findings").row_count)
         ]
-        kinds = {str(r[2]): str(r[0]) for r in rows}
+        kinds = {str(r[3]): str(r[1]) for r in rows}
         assert "unanswered_outage" in kinds
         assert kinds["unanswered_outage"].startswith("2024-03-01 10:04:0")
-        critical = [r for r in rows if str(r[1]) == "critical"]
+        critical = [r for r in rows if str(r[2]) == "critical"]
         assert critical and all(r[0].style == "bold white on #5f0000" for r in critical)
         assert any("critical finding" == (n.title or "") for n in app._notifications)
     assert app.final is not None and app.final.final
@@ -234,3 +240,74 @@ async def test_quitting_stops_the_runner(monkeypatch: pytest.MonkeyPatch) -> Non
         await _until(pilot, lambda: app.final is not None)
     assert app.final is not None and app.final.final
     assert app.final.summary["frames"] < 5930  # stopped before the end of the file
+
+
+@run_async
+async def test_the_findings_table_keeps_the_newest_on_top_and_stays_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pcapdns.tui import live
+
+    monkeypatch.setattr(live, "MAX_FINDINGS", 3)
+    app, source, seen = _app(monkeypatch)
+    async with app.run_test(size=(120, 44)) as pilot:
+        await _until(pilot, lambda: app.final is not None and app.snapshot is not None and app.snapshot.final)
+        await pilot.pause(0.1)
+        table = app.query_one("#live-findings")
+        assert app.findings_seen > 3 and table.row_count == 3
+        numbers = [int(str(table.get_row_at(i)[0])) for i in range(3)]
+        assert numbers == [app.findings_seen, app.findings_seen - 1, app.findings_seen - 2]
+        assert f"{app.findings_seen} detected (the latest 3 shown)" in str(
+            app.query_one("#live-findings-title").render()
+        )
+
+
+def _stepped_ticks(batch: int = 250) -> list[Tick]:
+    """The outage streamed batch by batch, one tick per batch (deterministic, unlike a threaded run)."""
+    stream = Stream(StreamOptions(), name="outage")
+    ticks: list[Tick] = []
+    start = 1_709_287_200_000_000_000
+    with open_capture(str(OUTAGE)) as cap:
+        for i, b in enumerate(cap.batches(batch)):
+            stream.feed(b)
+            end = int(b.ts_ns.max())
+            step = stream.settle(end)
+            q, r = stream.take_interval()
+            drops = 7 if i >= 15 else 0
+            findings = stream.detect_new()
+            ticks.append(
+                Tick(
+                    stream.summary(), drops, 0, start, end, q, r, step.unanswered, step.transactions, findings
+                )
+            )
+            start = end
+    return ticks
+
+
+class TickReplay:
+    """A runner handing over ready ticks, then running on (as a quiet capture does) until stopped."""
+
+    def __init__(self, ticks: list[Tick], on_tick: Any) -> None:
+        self.ticks, self.on_tick = ticks, on_tick
+        self.stopped = threading.Event()
+
+    def run(self) -> Tick:
+        for t in self.ticks:
+            self.on_tick(t)
+        self.stopped.wait(30)
+        return self.ticks[-1]
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+def test_dashboard_snapshot(snap_compare: Any) -> None:
+    ticks = _stepped_ticks()
+    app = LiveApp(lambda on_tick: TickReplay(ticks, on_tick), "eth0", INTERVAL_S)
+
+    async def run_before(pilot: Any) -> None:
+        await _until(pilot, lambda: app.snapshot is not None and app.snapshot.end_ns == ticks[-1].end_ns)
+        await pilot.pause(0.2)
+
+    assert snap_compare(app, terminal_size=(120, 44), run_before=run_before)
+    assert app.final is not None  # quitting after the snapshot stopped the runner

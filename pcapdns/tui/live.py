@@ -44,7 +44,7 @@ MAX_FINDINGS = 200  # rows kept in the findings table
 CSS = """
 Screen { background: $surface; }
 #live-head { height: 1; background: $panel; padding: 0 1; }
-#live-counts { height: 1; padding: 0 1; margin-bottom: 1; }
+#live-counts { height: auto; margin-bottom: 1; }
 #live-body { padding: 0 1; height: 1fr; }
 #rates { height: 9; margin-bottom: 1; }
 #live-latency { height: 6; margin-bottom: 1; }
@@ -122,13 +122,13 @@ def counts_line(snap: Snapshot) -> Text:
 
     item("packets", snap.frames)
     item("DNS messages", snap.dns_messages)
+    out.append("dropped: ", style="dim")
+    item("kernel", snap.kernel_drops, "bold red" if snap.kernel_drops else "green")
+    item("queue", snap.queue_drops, "bold red" if snap.queue_drops else "green")
     item("malformed", snap.malformed, "yellow" if snap.malformed else "")
     item("queries", snap.queries)
     item("answered", snap.answered)
     item("unanswered", snap.unanswered, "magenta" if snap.unanswered else "")
-    out.append("dropped: ", style="dim")
-    item("kernel", snap.kernel_drops, "bold red" if snap.kernel_drops else "green")
-    item("queue", snap.queue_drops, "bold red" if snap.queue_drops else "green")
     if snap.queued:
         item("backlog", snap.queued, "yellow")
     out.rstrip()
@@ -230,7 +230,9 @@ class LiveApp(App[None]):
         self.snapshot: Snapshot | None = None
         self.paused = False
         self.stopping = False
+        self.closing = False
         self.findings_seen = 0
+        self.oldest_finding = 0  # the sequence number of the last row removed
 
     def compose(self) -> ComposeResult:
         yield Static(head_line(None, self.interface, False), id="live-head")
@@ -250,6 +252,7 @@ class LiveApp(App[None]):
     def on_mount(self) -> None:
         table = self.query_one("#live-findings", DataTable)
         for label, width in (
+            ("#", 4),
             ("onset (UTC)", 23),
             ("severity", 8),
             ("kind", 22),
@@ -257,6 +260,8 @@ class LiveApp(App[None]):
             ("summary", 200),
         ):
             table.add_column(label, width=width, key=label)
+        for chart in self.query(Chart):
+            chart.can_focus = False  # no cursor or zoom here: the charts roll
         self.runner = self.make_runner(self._on_tick)
         self.run_worker(self._run, thread=True, name="pcapdns-runner", exit_on_error=False)
 
@@ -272,7 +277,17 @@ class LiveApp(App[None]):
             self.final = self.runner.run()
         except BaseException as exc:  # noqa: BLE001 - raised again by the CLI once the screen is restored
             self.error = exc
-        self.call_from_thread(self.exit)
+        if self.closing:  # the app is going already (and stopped us on its way out)
+            return
+        try:
+            self.call_from_thread(self.exit)
+        except RuntimeError:  # it went meanwhile
+            pass
+
+    def on_unmount(self) -> None:
+        self.closing = True
+        if self.runner is not None:  # however the app ends, the capture stops with it
+            self.runner.stop()
 
     # -- the UI thread -----------------------------------------------------------------------
     def on_live_app_update(self, message: Update) -> None:
@@ -299,15 +314,16 @@ class LiveApp(App[None]):
         for f in snap.new_findings:
             critical = f["severity"] == "critical"
             style = CRITICAL_ROW if critical else SEVERITY_COLORS.get(f["severity"], "")
+            self.findings_seen += 1
             cells = [
+                str(self.findings_seen),
                 _onset(f["onset"]),
                 f["severity"],
                 f["kind"],
                 ", ".join(f["servers"]) or "-",
                 f["summary"],
             ]
-            table.add_row(*(text(c, style) for c in cells))
-            self.findings_seen += 1
+            table.add_row(*(text(c, style) for c in cells), key=str(self.findings_seen))
             if critical:
                 self.notify(
                     f"{f['kind']} since {_onset(f['onset'])}: {f['summary']}",
@@ -316,8 +332,10 @@ class LiveApp(App[None]):
                     timeout=8,
                     markup=False,
                 )
-        while table.row_count > MAX_FINDINGS:
-            table.remove_row(next(iter(table.rows)))
+        while table.row_count > MAX_FINDINGS:  # the oldest go: the table stays bounded
+            self.oldest_finding += 1
+            table.remove_row(str(self.oldest_finding))
+        table.sort("#", key=lambda cell: int(cell.plain), reverse=True)  # the newest on top
         title = Text("Findings  ", style="bold")
         title.append(f"{self.findings_seen:,} detected", style="")
         if self.findings_seen > table.row_count:
