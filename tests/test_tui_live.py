@@ -164,7 +164,7 @@ async def test_the_dashboard_shows_the_outage_as_it_happens(monkeypatch: pytest.
         ]
         kinds = {str(r[3]): str(r[1]) for r in rows}
         assert "unanswered_outage" in kinds
-        assert kinds["unanswered_outage"].startswith("2024-03-01 10:04:0")
+        assert kinds["unanswered_outage"].startswith("10:04:0")
         critical = [r for r in rows if str(r[2]) == "critical"]
         assert critical and all(r[0].style == "bold white on #5f0000" for r in critical)
         assert any("critical finding" == (n.title or "") for n in app._notifications)

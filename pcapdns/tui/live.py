@@ -46,9 +46,9 @@ Screen { background: $surface; }
 #live-head { height: 1; background: $panel; padding: 0 1; }
 #live-counts { height: auto; margin-bottom: 1; }
 #live-body { padding: 0 1; height: 1fr; }
-#rates { height: 9; margin-bottom: 1; }
-#live-latency { height: 6; margin-bottom: 1; }
-#live-tables { height: auto; max-height: 12; }
+#rates { height: 8; margin-bottom: 1; }
+#live-latency { height: 5; margin-bottom: 1; }
+#live-tables { height: auto; max-height: 10; }
 #live-servers { width: 1fr; margin-right: 2; }
 #live-names { width: 1fr; }
 #live-findings-title { height: 1; margin-top: 1; }
@@ -68,11 +68,12 @@ MakeRunner = Callable[[Callable[[Tick], None]], Runs]
 
 
 def _clock(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%H:%M:%S")
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _onset(iso: str | None) -> str:
-    return "-" if not iso else iso.replace("T", " ").rstrip("Z")[:23]
+    """``HH:MM:SS.mmm`` of an ISO time (the date is in the head line's clock)."""
+    return "-" if not iso else iso.partition("T")[2].rstrip("Z")[:12]
 
 
 def _columns(snap: Snapshot, buckets: int) -> tuple[list[Any], int]:
@@ -127,10 +128,9 @@ def counts_line(snap: Snapshot) -> Text:
     item("queue", snap.queue_drops, "bold red" if snap.queue_drops else "green")
     item("malformed", snap.malformed, "yellow" if snap.malformed else "")
     item("queries", snap.queries)
-    item("answered", snap.answered)
     item("unanswered", snap.unanswered, "magenta" if snap.unanswered else "")
     if snap.queued:
-        item("backlog", snap.queued, "yellow")
+        item("backlog", snap.queued, "yellow" if snap.queued > 8 else "dim")
     out.rstrip()
     return out
 
@@ -195,6 +195,10 @@ def names_table(snap: Snapshot, rows: int = 8) -> Table:
     return t
 
 
+class RollingChart(Chart, can_focus=False):
+    """The overview's chart without its cursor: here the columns roll by."""
+
+
 class LiveApp(App[None]):
     """The dashboard; :meth:`run` returns when the runner has stopped (``final`` holds its last tick)."""
 
@@ -239,9 +243,9 @@ class LiveApp(App[None]):
         with Vertical(id="live-body"):
             yield Static(Text(""), id="live-counts")
             yield Static(legend(RATES, "Responses per second by RCODE"))
-            yield Chart(id="rates")
+            yield RollingChart(id="rates")
             yield Static(legend(LATENCY_SERIES, "Latency of settled transactions (log scale)"))
-            yield Chart(id="live-latency")
+            yield RollingChart(id="live-latency")
             with Horizontal(id="live-tables"):
                 yield Static(id="live-servers")
                 yield Static(id="live-names")
@@ -253,15 +257,13 @@ class LiveApp(App[None]):
         table = self.query_one("#live-findings", DataTable)
         for label, width in (
             ("#", 4),
-            ("onset (UTC)", 23),
+            ("onset (UTC)", 12),
             ("severity", 8),
-            ("kind", 22),
-            ("servers", 18),
+            ("kind", 17),
+            ("servers", 15),
             ("summary", 200),
         ):
             table.add_column(label, width=width, key=label)
-        for chart in self.query(Chart):
-            chart.can_focus = False  # no cursor or zoom here: the charts roll
         self.runner = self.make_runner(self._on_tick)
         self.run_worker(self._run, thread=True, name="pcapdns-runner", exit_on_error=False)
 
