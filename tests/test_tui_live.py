@@ -311,3 +311,35 @@ def test_dashboard_snapshot(snap_compare: Any) -> None:
 
     assert snap_compare(app, terminal_size=(120, 44), run_before=run_before)
     assert app.final is not None  # quitting after the snapshot stopped the runner
+
+
+def test_a_capture_error_ends_the_dashboard_and_reaches_the_cli(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The capture thread's error stops the runner; run_dashboard raises it once the screen is back."""
+    from pcapdns.errors import SourcePermission
+    from pcapdns.tui import live
+
+    class Failing(Replay):
+        def read(self, timeout_s: float) -> FrameBatch | None:
+            if self.reads >= 3:
+                raise SourcePermission("lo: the interface went away")
+            return super().read(timeout_s)
+
+    source = Failing(OUTAGE, pace_s=0)
+    source.start_at(1_709_287_200_000_000_000)
+    _clocked(monkeypatch, source)
+
+    def make_runner(on_tick: Any) -> Runner:
+        return Runner(source, Stream(StreamOptions()), on_tick, interval_s=INTERVAL_S)
+
+    def headless(self: LiveApp) -> None:
+        async def drive() -> None:
+            async with self.run_test(size=(100, 40)) as pilot:
+                await _until(pilot, lambda: self.error is not None)
+
+        import asyncio
+
+        asyncio.run(drive())
+
+    monkeypatch.setattr(live.LiveApp, "run", headless)
+    with pytest.raises(SourcePermission, match="went away"):
+        live.run_dashboard(make_runner, "lo", INTERVAL_S)

@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
-from rich import box
 from rich.table import Table
 from rich.text import Text
 from textual.app import App, ComposeResult
@@ -33,6 +32,7 @@ from pcapdns.tui.overview import (
     SEVERITY_COLORS,
     _log_height,
     _nice_ceiling,
+    _table,
     legend,
 )
 from pcapdns.tui.safe import text
@@ -152,13 +152,6 @@ def head_line(snap: Snapshot | None, interface: str, stopping: bool) -> Text:
     if stopping or snap.final:
         out.append("   stopping…" if not snap.final else "   stopped", style="bold yellow")
     return out
-
-
-def _table(title: str) -> Table:
-    return Table(
-        title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, title_style="bold",
-        expand=True, padding=(0, 0, 0, 1),
-    )  # fmt: skip
 
 
 def servers_table(snap: Snapshot) -> Table:
