@@ -343,3 +343,11 @@ def test_a_capture_error_ends_the_dashboard_and_reaches_the_cli(monkeypatch: pyt
     monkeypatch.setattr(live.LiveApp, "run", headless)
     with pytest.raises(SourcePermission, match="went away"):
         live.run_dashboard(make_runner, "lo", INTERVAL_S)
+
+
+def test_rate_axis_labels_fit_the_axis() -> None:
+    from pcapdns.tui.chart import AXIS
+    from pcapdns.tui.live import _short
+
+    assert [_short(v) for v in (0.5, 25, 2500, 100_000, 1_250_000)] == ["0.5", "25", "2.5k", "100k", "1.25M"]
+    assert all(len(_short(v) + "/s") <= AXIS - 1 for v in (0.25, 999, 1e5, 2.5e6, 1e8))

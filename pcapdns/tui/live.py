@@ -84,6 +84,14 @@ def _columns(snap: Snapshot, buckets: int) -> tuple[list[Any], int]:
     return [by_bucket.get(b) for b in range(first, last + 1)], first
 
 
+def _short(v: float) -> str:
+    """A y-axis figure in at most 5 characters: 250, 2.5k, 100k, 1.2M."""
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if v >= scale:
+            return f"{v / scale:.3g}{suffix}"
+    return f"{v:.3g}"
+
+
 def rates_chart(snap: Snapshot, buckets: int) -> ChartData:
     points, first = _columns(snap, buckets)
     top = _nice_ceiling(max((sum(p.rates) for p in points if p), default=0.0))
@@ -97,7 +105,7 @@ def rates_chart(snap: Snapshot, buckets: int) -> ChartData:
             acc += v
             col.append(acc / top)
         columns.append(col)
-    labels = [(1.0, f"{top:g}/s"), (0.5, f"{top / 2:g}"), (0.0, "0")]
+    labels = [(1.0, _short(top) + "/s"), (0.5, _short(top / 2)), (0.0, "0")]
     bucket_us = snap.interval_ns // 1000
     return ChartData(RATES, columns, labels, first * bucket_us, bucket_us)
 
