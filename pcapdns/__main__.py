@@ -2,4 +2,5 @@
 
 from pcapdns.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # not when a worker process re-imports the main module (as __mp_main__)
+    raise SystemExit(main())

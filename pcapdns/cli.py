@@ -71,6 +71,23 @@ def analysis_options(f: Callable[..., None]) -> Callable[..., None]:
         ),
         click.option("--no-progress", is_flag=True, help="Never draw a progress bar."),
         click.option(
+            "--workers",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            help="Local processes reading the captures (files, and spans of large files, in parallel).",
+        ),
+        click.option(
+            "--scheduler",
+            metavar="tcp://HOST:PORT",
+            help="Run the reading on this Dask distributed cluster (workers must see the same paths).",
+        ),
+        click.option(
+            "--group-by",
+            metavar="REGEX",
+            help="Name each capture's host by this regex's first group (default: from rotated file names).",
+        ),
+        click.option(
             "--slow-path", is_flag=True, hidden=True, help="Decode every frame per packet (debugging)."
         ),
         click.option(
@@ -144,17 +161,39 @@ def _options(kw: dict[str, Any], *, anomalies: bool = True) -> Options:
 
 
 def _analyze(files: tuple[str, ...], kw: dict[str, Any], *, anomalies: bool = True) -> Analysis:
-    """Run the pipeline on ``files`` with the shared flags in ``kw`` (progress on a terminal)."""
-    from pcapdns.pipeline import analyze as run
+    """Run the pipeline on ``files`` with the shared flags in ``kw`` (progress on a terminal).
+
+    ``--workers`` / ``--scheduler`` read in parallel; the result is the same (``pcapdns.parallel``).
+    """
+    from pcapdns.parallel import analyze as run
 
     opts = _options(kw, anomalies=anomalies)
     paths = _expand(files)
+    if kw["group_by"]:
+        _check_regex(kw["group_by"])
+    engine: dict[str, Any] = {
+        "workers": kw["workers"],
+        "scheduler": kw["scheduler"],
+        "group_by": kw["group_by"],
+        "warn": lambda line: click.echo(f"pcapdns: warning: {line}", err=True),
+    }
     if not kw["no_progress"] and sys.stderr.isatty():
         from pcapdns.report.progress import FileProgress
 
         with FileProgress(paths) as progress:
-            return run(paths, opts, progress.update, progress.stage)
-    return run(paths, opts)
+            return run(paths, opts, progress=progress.update, stage=progress.stage, **engine)
+    return run(paths, opts, **engine)
+
+
+def _check_regex(pattern: str) -> None:
+    import re
+
+    try:
+        compiled = re.compile(pattern)
+    except re.error as e:
+        raise click.BadParameter(f"not a regular expression ({e})", param_hint="--group-by") from None
+    if compiled.groups < 1:
+        raise click.BadParameter("needs a group, e.g. '/(\\w+)/[^/]+$'", param_hint="--group-by")
 
 
 @cli.command()

@@ -22,8 +22,9 @@ import polars as pl
 from pcapdns.decode import Decoder
 from pcapdns.decode.columnar import FAST, NOT_DNS, L4Columns, classify
 from pcapdns.dns.columnar import DnsColumns, parse_batch
+from pcapdns.dns.edns import Edns
 from pcapdns.dns.names import name_to_text
-from pcapdns.dns.parse import parse_message
+from pcapdns.dns.parse import DnsMessage, parse_message
 from pcapdns.jit import jit, loaded
 from pcapdns.model import DEFAULT_PORTS, DecodeIssue, FrameBatch, Payload
 from pcapdns.schema import MALFORMED, MESSAGES
@@ -197,6 +198,8 @@ class Dissector:
             "edns_udp_size": pl.Series(cols.edns_udp_size[ok].astype(u16)),
             "do": cols.do[ok],
             "ede": pl.Series(ede.astype(np.int32)),
+            "edns_options": cols.edns_options[ok],
+            "min_ttl": pl.Series(cols.min_ttl[ok]),
             "malformed": np.zeros(n, dtype=bool),
             "capture_truncated": np.zeros(n, dtype=bool),
         }
@@ -204,6 +207,12 @@ class Dissector:
         return pl.DataFrame(data).with_columns(
             pl.when(no_opt).then(None).otherwise(pl.col("edns_version")).alias("edns_version"),
             pl.when(no_opt).then(None).otherwise(pl.col("edns_udp_size")).alias("edns_udp_size"),
+            pl.when(no_opt).then(None).otherwise(pl.col("edns_options")).alias("edns_options"),
+            pl.when(pl.col("min_ttl") < 0)
+            .then(None)
+            .otherwise(pl.col("min_ttl"))
+            .cast(pl.UInt32)
+            .alias("min_ttl"),
             pl.when(pl.col("ede") >= 0)
             .then(pl.concat_list(pl.col("ede").cast(pl.UInt16)))
             .otherwise(pl.lit([], dtype=pl.List(pl.UInt16)))
@@ -276,8 +285,25 @@ class Dissector:
                     edns.udp_size if edns else None,
                     bool(edns.do) if edns else False,
                     [code for code, _ in edns.ede] if edns else [],
+                    _option_mask(edns),
+                    _min_ttl(msg),
                     bad,
                     p.capture_truncated,
                 )
             )
         return pl.DataFrame(rows, schema=MESSAGES, orient="row")
+
+
+def _option_mask(edns: Edns | None) -> int | None:
+    """The EDNS option codes of a message as the fast path's mask (bit 63: any code from 63 up)."""
+    if edns is None:
+        return None
+    mask = 0
+    for opt in edns.options:
+        mask |= 1 << min(opt.code, 63)
+    return mask - (1 << 64) if mask >= 1 << 63 else mask  # as a signed 64-bit value
+
+
+def _min_ttl(msg: DnsMessage) -> int | None:
+    ttls = [rr.ttl for rr in msg.answers if rr.rtype != 41]
+    return min(ttls) if ttls else None

@@ -11,13 +11,14 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import polars as pl
 
 from pcapdns.anomalies import Thresholds, detect
 from pcapdns.dissect import Dissector
 from pcapdns.jit import loaded
 from pcapdns.model import DEFAULT_PORTS, CaptureInfo, DecodeIssue
-from pcapdns.pairing import pair
+from pcapdns.pairing import pair_hosts
 from pcapdns.schema import ANOMALIES, MESSAGES
 from pcapdns.sources import open_capture
 from pcapdns.tables.engine import engine_inputs, issues_frame
@@ -39,6 +40,9 @@ class Options:
     batch_frames: int = 65536
     thresholds: Thresholds = field(default_factory=Thresholds)
     anomalies: bool = True  # run the anomaly engine
+    # The host each path was captured on (parallel to ``paths``): queries are only ever paired
+    # with responses of the same host.  Empty: all files are one capture.
+    hosts: tuple[str, ...] = ()
     extra: dict[str, object] = field(default_factory=dict)
 
 
@@ -52,6 +56,22 @@ def _release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+@dataclass(slots=True)
+class Decoded:
+    """What reading and dissecting produced, before pairing: the hand-over point for parallel reads.
+
+    ``messages`` are in (file, frame, idx) order with addresses as ids into ``addresses`` (each
+    address as the two 64-bit halves of its IPv6 form); ``counters`` include the slow path's.
+    """
+
+    captures: list[CaptureInfo]
+    messages: pl.DataFrame
+    addresses: list[tuple[int, int]]
+    issues: list[DecodeIssue]
+    malformed: pl.DataFrame
+    counters: Counter[str]
 
 
 def analyze(
@@ -83,26 +103,59 @@ def analyze(
     if tail.height:
         chunks.append(tail)
     issues.extend(dissector.take_issues())
+    counters: Counter[str] = Counter(dissector.counters)
+    counters.update({f"slow_{k}": v for k, v in dissector.decoder.counters.items()})
+    decoded = Decoded(
+        captures=captures,
+        messages=pl.concat(chunks) if chunks else pl.DataFrame(schema=MESSAGES),
+        addresses=dissector.addresses.halves,
+        issues=issues,
+        malformed=dissector.malformed(),
+        counters=counters,
+    )
+    del chunks
+    return assemble(decoded, opts, stage)
+
+
+def _canonical_addresses(decoded: Decoded) -> tuple[pl.DataFrame, list[tuple[int, int]]]:
+    """Number addresses in sorted order, whoever interned them first (same ids however read)."""
+    halves = decoded.addresses
+    order = sorted(range(len(halves)), key=halves.__getitem__)
+    if order == list(range(len(halves))):
+        return decoded.messages, halves
+    rank = np.empty(len(order), dtype=np.uint32)
+    rank[np.array(order, dtype=np.int64)] = np.arange(len(order), dtype=np.uint32)
+    m = decoded.messages
+    src, dst = (rank[m.get_column(c).to_numpy()] for c in ("src", "dst"))
+    return m.with_columns(pl.Series("src", src), pl.Series("dst", dst)), [halves[i] for i in order]
+
+
+def assemble(decoded: Decoded, opts: Options, stage: Callable[[str], None] | None = None) -> Analysis:
+    """Pair, tabulate and look for anomalies in what was read (in-process or by workers)."""
+    captures = decoded.captures
     _release_memory()
     if stage is not None:
         stage("pairing queries and responses")
-    messages = pl.concat(chunks) if chunks else pl.DataFrame(schema=MESSAGES)
-    ends = [c.last_ts_ns for c in captures if c.last_ts_ns is not None]
+    messages, halves = _canonical_addresses(decoded)
+    # One chunk: a join's row order can follow the input's chunk layout, which depends on how the
+    # input was read (batches, workers); the findings must not.
+    messages = messages.rechunk()
+    decoded.messages = pl.DataFrame(schema=MESSAGES)
     timeout_ns = int(opts.timeout_s * 1e9)
+    hosts = opts.hosts or ("",) * len(captures)
     compiled = loaded() or messages.height >= opts.fast_min_frames
-    paired = pair(messages, timeout_ns, max(ends) if ends else 0, vectorized=compiled)
-    del chunks, messages
+    paired = pair_hosts(messages, timeout_ns, captures, hosts, vectorized=compiled)
+    del messages
     _release_memory()
     files = [c.path for c in captures]
-    counters: Counter[str] = Counter(dissector.counters)
-    counters.update({f"slow_{k}": v for k, v in dissector.decoder.counters.items()})
-    addresses = [address_text(hi, lo) for hi, lo in dissector.addresses.halves]
+    counters = decoded.counters
+    addresses = [address_text(hi, lo) for hi, lo in halves]
     if stage is not None:
         stage("building the transactions table")
     transactions = build_transactions(paired, files, addresses)
     links = paired.links
-    malformed = dissector.malformed()
-    issues_table = issues_frame(issues)
+    malformed = decoded.malformed
+    issues_table = issues_frame(decoded.issues)
     anomaly_inputs = None
     if opts.anomalies:  # its inputs cost time and memory: only built when the engine runs
         anomaly_inputs = engine_inputs(

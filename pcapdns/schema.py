@@ -44,6 +44,8 @@ MESSAGES: dict[str, pl.DataType] = {
     "edns_udp_size": pl.UInt16(),  # null without EDNS
     "do": pl.Boolean(),
     "ede": pl.List(pl.UInt16()),  # Extended DNS Error info-codes (RFC 8914)
+    "edns_options": pl.Int64(),  # option codes: bit c for code c < 63, bit 63 above; null without EDNS
+    "min_ttl": pl.UInt32(),  # smallest TTL of the answer section; null when it holds no record
     "malformed": pl.Boolean(),
     "capture_truncated": pl.Boolean(),  # cut by the capture's snaplen: not counted as malformed
 }

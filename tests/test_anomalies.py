@@ -342,3 +342,39 @@ def test_corpus_never_breaks_the_engine():
         a = analyze([str(path)])
         assert a.anomalies.schema == pl.Schema(ANOMALIES), path.name
         findings_json(a.anomalies)
+
+
+def test_authoritative_ttl_drop_is_flagged(tmp_path):
+    aa = 0x8400  # QR + AA
+    recs = []
+    for i in range(12):
+        t = T0 + i * 10**9
+        ttl = 3600 if i < 6 else 10
+        answer = d.rr(d.name("www.zone.example"), 1, bytes([192, 0, 2, 1]), ttl=ttl)
+        resp = d.message([d.question(d.name("www.zone.example"))], [answer], ident=i, flags=aa)
+        recs.append((t, _frame(RESOLVER, OTHER, 45000 + i, 53, _q(i, "www.zone.example", flags=0))))
+        recs.append((t + 2_000_000, _frame(OTHER, RESOLVER, 53, 45000 + i, resp)))
+    a = analyze([_write(tmp_path, recs)])
+    assert a.transactions.get_column("min_ttl").to_list() == [3600] * 6 + [10] * 6
+    (f,) = by_kind(a, "suspicious_response")
+    assert f["count"] == 6 and "as low as 10 s" in f["summary"] and f["servers"] == ["10.0.0.99"]
+    assert frames(f) <= set(range(13, 25))
+
+
+def test_formerr_for_an_unknown_edns_option(tmp_path):
+    recs = []
+    for i, code in enumerate((50, 65001)):
+        t = T0 + i * 10**9
+        q = d.message(
+            [d.question(d.name("opt.example"))],
+            additional=[d.opt(options=d.option(code, b"xy") + d.option(10, b"12345678"))],
+            ident=i,
+            flags=0x0100,
+        )
+        recs.append((t, _frame(CLIENT, RESOLVER, 46000 + i, 53, q)))
+        recs.append(
+            (t + 1_000_000, _frame(RESOLVER, CLIENT, 53, 46000 + i, d.message(ident=i, flags=0x8181)))
+        )
+    a = analyze([_write(tmp_path, recs)])
+    found = sorted(f["summary"] for f in by_kind(a, "formerr"))
+    assert [s.split(": ", 1)[1] for s in found] == ["unknown EDNS option OPT50", "unknown EDNS option OPT63+"]

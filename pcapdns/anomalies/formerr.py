@@ -14,8 +14,25 @@ import polars as pl
 
 from pcapdns.anomalies.findings import Finding, evidence_of, zone_for
 from pcapdns.anomalies.inputs import Inputs
+from pcapdns.dns.codes import EDNS_OPTIONS, edns_option_name
 
 FORMERR, BADVERS = 1, 16
+_UNASSIGNED_MASK = sum(1 << c for c in range(63) if c not in EDNS_OPTIONS) | (1 << 63)
+_UNASSIGNED_MASK -= 1 << 64  # as the signed 64-bit value the message table holds
+
+
+def _option_names(mask: int | None, *, only_unknown: bool = False) -> str:
+    """The option codes of a mask (bit 63 stands for any code from 63 up), by name."""
+    if not mask:
+        return ""
+    bits = mask & ((1 << 64) - 1)
+    codes = [c for c in range(64) if bits >> c & 1]
+    names = [
+        ("OPT63+" if c == 63 else edns_option_name(c))
+        for c in codes
+        if not only_unknown or c == 63 or c not in EDNS_OPTIONS
+    ]
+    return ", ".join(names)
 
 
 def _cause(t: pl.DataFrame, malformed: pl.DataFrame) -> pl.DataFrame:
@@ -34,11 +51,19 @@ def _cause(t: pl.DataFrame, malformed: pl.DataFrame) -> pl.DataFrame:
     )
     t = t.join(first, on=["q_file_id", "query_frame", "q_idx"], how="left")
     z_bit = (pl.col("q_flags").cast(pl.Int32) & 0x0040) != 0
+    unknown = pl.col("q_edns_options").fill_null(0) & _UNASSIGNED_MASK
+    t = t.with_columns(
+        pl.col("q_edns_options")
+        .map_elements(lambda m: _option_names(m, only_unknown=True), return_dtype=pl.String)
+        .alias("unknown_options")
+    )
     return t.with_columns(
         pl.when(pl.col("m_reason").is_not_null())
         .then(pl.concat_str(pl.lit("malformed query: "), pl.col("m_reason")))
         .when(pl.col("q_edns_version").fill_null(0) > 0)
         .then(pl.concat_str(pl.lit("EDNS version "), pl.col("q_edns_version").cast(pl.String)))
+        .when(unknown != 0)
+        .then(pl.concat_str(pl.lit("unknown EDNS option "), pl.col("unknown_options")))
         .when(pl.col("q_qdcount") > 1)
         .then(pl.concat_str(pl.lit("query with "), pl.col("q_qdcount").cast(pl.String), pl.lit(" questions")))
         .when(z_bit)
@@ -61,6 +86,12 @@ def _explain(cause: str, rows: pl.DataFrame) -> str:
             f"the client asked with {cause}; servers implement only version 0 and must answer BADVERS "
             "(RFC 6891 6.1.3). A client that does not fall back to version 0 will never get an answer"
         )
+    if cause.startswith("unknown EDNS option"):
+        return (
+            f"the query carries an {cause[8:]} that is not assigned by IANA; RFC 6891 says servers must "
+            "ignore unknown options, but some (and some firewalls) answer FORMERR. Compare with "
+            "`dig +noedns` and `dig +ednsopt=CODE`; fix the client or the server that chokes on it"
+        )
     if cause.startswith("query with"):
         return (
             f"a {cause}: DNS servers accept exactly one question (RFC 9619) and answer FORMERR; "
@@ -74,6 +105,8 @@ def _explain(cause: str, rows: pl.DataFrame) -> str:
         unusual.append(f"EDNS buffer {r['edns_udp_size']}")
         if r["do"]:
             unusual.append("DO bit")
+        names = _option_names(r["q_edns_options"])
+        unusual.append(f"EDNS options {names}" if names else "no EDNS option")
     else:
         unusual.append("no EDNS")
     unusual.append(f"{r['q_size']}-octet query")

@@ -45,7 +45,8 @@ def _finding(
         count=rows.height,
         summary=summary,
         likely_cause=cause,
-        evidence=evidence_of(rows, inp.thresholds.evidence, frames),
+        # Joins and unique() leave rows in an order that varies run to run: pick from a fixed one.
+        evidence=evidence_of(rows.sort("ts", "file", *frames), inp.thresholds.evidence, frames),
     )
 
 
@@ -170,7 +171,47 @@ def suspicious_findings(inp: Inputs) -> list[Finding]:
                 )
             )
     out.extend(_nodata_changes(t, inp))
+    out.extend(_ttl_drops(t, inp))
     return out
+
+
+_TTL_FACTOR = 10  # an authoritative TTL this many times below the name's usual one is suspicious
+_TTL_USUAL_MIN = 60
+
+
+def _ttl_drops(t: pl.DataFrame, inp: Inputs) -> list[Finding]:
+    """Authoritative answers whose TTL fell far below what the same server gave the same name.
+
+    Only AA answers count: a resolver's TTLs count down in its cache, an authority's do not.
+    """
+    keys = ["server", "name_l", "qtype"]
+    aa = t.filter(pl.col("AA").fill_null(False) & (pl.col("rcode") == 0) & pl.col("min_ttl").is_not_null())
+    if aa.height == 0:
+        return []
+    aa = aa.with_columns(pl.col("qname").str.to_lowercase().alias("name_l"))
+    usual = aa.group_by(keys).agg(pl.col("min_ttl").median().alias("usual"))
+    low = (
+        aa.join(usual, on=keys, how="inner")
+        .filter((pl.col("usual") >= _TTL_USUAL_MIN) & (pl.col("min_ttl") * _TTL_FACTOR < pl.col("usual")))
+        .sort("ts")
+    )
+    if low.height < inp.thresholds.min_count:
+        return []
+    lowest = int(low.get_column("min_ttl").min() or 0)  # type: ignore[arg-type]
+    usual_ttl = int(low.get_column("usual").median() or 0)  # type: ignore[arg-type]
+    return [
+        _finding(
+            low,
+            "info",
+            f"{low.height} authoritative answers carried TTLs far below the usual for their names "
+            f"(as low as {lowest} s against a usual {usual_ttl} s)",
+            "a zone change lowering TTLs (often before a migration), a misconfigured or spoofed "
+            "authority, or a load balancer answering with TTL 0; tiny TTLs multiply the queries "
+            "resolvers send. Compare with the zone's primary: dig @PRIMARY NAME TYPE",
+            inp,
+            ("query_frame", "response_frame"),
+        )
+    ]
 
 
 def _nodata_changes(t: pl.DataFrame, inp: Inputs) -> list[Finding]:

@@ -60,8 +60,25 @@ _ESCAPE_KIND = np.array(
 )
 
 # Columns of the integer table returned by the kernel.
-_ID, _FLAGS, _QD, _AN, _NS, _AR, _QTYPE, _QCLASS, _VERSION, _UDP, _EXT, _EDE_COL, _QS, _QE = range(14)
-_NCOLS = 14
+(
+    _ID,
+    _FLAGS,
+    _QD,
+    _AN,
+    _NS,
+    _AR,
+    _QTYPE,
+    _QCLASS,
+    _VERSION,
+    _UDP,
+    _EXT,
+    _EDE_COL,
+    _QS,
+    _QE,
+    _MINTTL,
+    _OPTMASK,
+) = range(16)
+_NCOLS = 16
 
 
 @dataclass(slots=True)
@@ -85,6 +102,8 @@ class DnsColumns:
     ext_rcode: I64
     do: Mask
     ede: I64  # first Extended DNS Error info-code, -1 when none
+    min_ttl: I64  # smallest TTL in the answer section, -1 when it holds no record
+    edns_options: I64  # option codes present: bit c for code c < 63, bit 63 for any higher code
 
 
 @jit
@@ -156,26 +175,34 @@ def _rdata_ok(b: U8, base: Int, rtype: Int, rs: Int, re: Int, qs: Int, ql: Int, 
 
 
 @jit
-def _options(b: U8, rs: Int, re: Int) -> tuple[Bool, Int]:
-    """EDNS options must tile the OPT rdata exactly; return (ok, first EDE info-code or -1).
+def _options(b: U8, rs: Int, re: Int) -> tuple[Bool, Int, Int]:
+    """EDNS options must tile the OPT rdata exactly; return (ok, first EDE info-code or -1, code mask).
 
     More than one EDE option is left to the per-message parser (``ok`` is False).
     """
     ede: Int = -1
+    mask: Int = 0
     q = rs
     while q < re:
         if q + 4 > re:
-            return False, ede
+            return False, ede, mask
         code = _u16(b, q)
         nxt = q + 4 + _u16(b, q + 2)
         if nxt > re:
-            return False, ede
+            return False, ede, mask
+        mask |= option_bit(code)
         if code == _EDE and nxt - q >= 6:
             if ede >= 0:
-                return False, ede
+                return False, ede, mask
             ede = _u16(b, q + 4)
         q = nxt
-    return True, ede
+    return True, ede, mask
+
+
+@jit
+def option_bit(code: Int) -> Int:
+    """The bit standing for EDNS option ``code`` in an option mask (codes from 63 share bit 63)."""
+    return np.int64(1) << np.int64(min(code, 63))
 
 
 @jit
@@ -190,6 +217,7 @@ def _parse(b: U8, start: I64, length: I64, name_at: I64) -> tuple[npt.NDArray[np
         mend = s + length[i]
         o = out[i]
         o[_EDE_COL] = -1
+        o[_MINTTL] = -1
         if length[i] < 12:
             continue
         o[_ID] = _u16(b, s)
@@ -240,6 +268,10 @@ def _parse(b: U8, start: I64, length: I64, name_at: I64) -> tuple[npt.NDArray[np
                 if not _rdata_ok(b, s, rtype, rs, re, qs, qlen, name_at):
                     good = False
                     break
+            if r < an and rtype != _OPT:
+                ttl = (_u16(b, fixed + 4) << 16) | _u16(b, fixed + 6)
+                if o[_MINTTL] < 0 or ttl < o[_MINTTL]:
+                    o[_MINTTL] = ttl
             if rtype == _OPT:
                 opts += 1
                 if opts > 1 or r < an + ns or b[p] != 0:
@@ -252,11 +284,12 @@ def _parse(b: U8, start: I64, length: I64, name_at: I64) -> tuple[npt.NDArray[np
                 o[_EXT] = ttl_hi >> 8
                 o[_VERSION] = ttl_hi & 0xFF
                 do[i] = (ttl_lo & 0x8000) != 0
-                opts_ok, first_ede = _options(b, rs, re)
+                opts_ok, first_ede, mask = _options(b, rs, re)
                 if not opts_ok:
                     good = False
                     break
                 o[_EDE_COL] = first_ede
+                o[_OPTMASK] = mask
             pos = re
         ok[i] = good and pos == mend
     return out, ok, has_opt, do
@@ -398,4 +431,6 @@ def parse_batch(b: U8, start: I64, length: I64) -> DnsColumns:
         ext_rcode=out[:, _EXT],
         do=do,
         ede=out[:, _EDE_COL],
+        min_ttl=out[:, _MINTTL],
+        edns_options=out[:, _OPTMASK],
     )

@@ -17,8 +17,9 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from types import TracebackType
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import numpy as np
 
@@ -35,16 +36,63 @@ from pcapdns.sources.compress import (
 from pcapdns.sources.pcapfile import PCAP_MAGICS, PcapWalker, Records
 from pcapdns.sources.pcapng import SHB, PcapngWalker
 
-__all__ = ["CHUNK_SIZE", "Capture", "open_capture"]
+__all__ = ["CHUNK_SIZE", "Capture", "Span", "open_capture"]
 
 CHUNK_SIZE = 16 * 1024 * 1024  # big enough that per-chunk costs vanish, small enough to stay cheap
 
 
-def open_capture(path: str, file_id: int = 0, *, chunk_size: int = CHUNK_SIZE) -> Capture:
-    """Open ``path`` (``"-"`` for stdin) and recognise its format; raise if it is not a capture."""
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A run of whole records of an uncompressed capture file, read on its own (by a worker).
+
+    ``head`` is what the records need to be read with: the 24-byte file header (pcap), or the
+    section header and interface description blocks before ``start`` (pcapng).  Frame numbers and
+    the file offsets in issues stay those of the whole file.
+    """
+
+    start: int  # file offset of the first record (block) of the span
+    stop: int  # file offset just past its last record
+    head: bytes
+    first_frame: int  # frame number of the span's first record
+
+
+class _SpanReader:
+    """``head`` then the bytes ``[start, stop)`` of ``f``, as one stream."""
+
+    def __init__(self, f: BinaryIO, span: Span) -> None:
+        self._f = f
+        self._head = span.head
+        self._left = span.stop - span.start
+        f.seek(span.start)
+
+    def read(self, size: int = -1, /) -> bytes:
+        if self._head:
+            out = self._head if size < 0 else self._head[:size]
+            self._head = self._head[len(out) :]
+            return out
+        n = self._left if size < 0 else min(size, self._left)
+        data = self._f.read(n) if n > 0 else b""
+        self._left -= len(data)
+        return data
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def open_capture(
+    path: str, file_id: int = 0, *, chunk_size: int = CHUNK_SIZE, span: Span | None = None
+) -> Capture:
+    """Open ``path`` (``"-"`` for stdin) and recognise its format; raise if it is not a capture.
+
+    With ``span``, only those records are read (the file must be uncompressed).
+    """
     raw, size = _open_raw(path)
     try:
-        return Capture(raw, path, file_id, size, chunk_size)
+        if span is None:
+            return Capture(raw, path, file_id, size, chunk_size)
+        capture = Capture(cast(BinaryIO, _SpanReader(raw, span)), path, file_id, size, chunk_size)
+        capture.start_at(span)
+        return capture
     except BaseException:
         if path != "-":
             raw.close()
@@ -113,6 +161,11 @@ class Capture:
                 "convert it with: editcap -F pcap IN OUT",
             )
         raise CaptureFormatError(f"{name}: not a pcap or pcapng file ({where} starts with {_hex(first)})")
+
+    def start_at(self, span: Span) -> None:
+        """Number frames and file offsets as if the file had been read up to ``span.start``."""
+        self._walker.base = span.start - len(span.head)
+        self._walker.frames = span.first_frame - 1
 
     def batches(self, max_frames: int = 65536) -> Iterator[FrameBatch]:
         """Yield the capture's frames in order, at most ``max_frames`` per batch."""

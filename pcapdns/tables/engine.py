@@ -27,6 +27,7 @@ def query_facts(paired: Paired) -> pl.DataFrame:
         pl.col("qdcount").alias("q_qdcount"),
         pl.col("edns_version").alias("q_edns_version"),
         pl.col("size").alias("q_size"),
+        pl.col("edns_options").alias("q_edns_options"),
     )
 
 

@@ -41,6 +41,7 @@ TRANSACTIONS: dict[str, pl.DataType] = {
     "do": pl.Boolean(),
     "ede": pl.List(pl.UInt16()),
     "answers": pl.UInt16(),
+    "min_ttl": pl.UInt32(),
     "rtt": pl.Float64(),
     "status": STATUS,
     "retransmissions": pl.UInt32(),
@@ -68,7 +69,7 @@ _Q_COLS = [
     "file_id",
     "frame",
 ]
-_R_COLS = ["mi", "ts_ns", "rcode", "flags", "ancount", "frame"]
+_R_COLS = ["mi", "ts_ns", "rcode", "flags", "ancount", "min_ttl", "frame"]
 
 
 def _flag(column: str, bit: int) -> pl.Expr:
@@ -138,6 +139,7 @@ def build_transactions(paired: Paired, files: list[str], addresses: list[str]) -
         pl.col("q_do").alias("do"),
         pl.col("r_ede").alias("ede"),
         pl.col("r_ancount").alias("answers"),
+        pl.col("r_min_ttl").alias("min_ttl"),
         ((pl.col("r_ts_ns") - pl.col("q_ts_ns")) / 1e9).alias("rtt"),
         "status",
         "retransmissions",

@@ -1,0 +1,52 @@
+"""The Dask distributed engine: tasks go to the cluster's workers, pieces come back as they finish.
+
+Dask does the distribution (placement, retries on lost workers, transfers); this module only
+submits one :func:`~pcapdns.parallel.worker.read_piece` per task and yields the results.  Workers
+must be able to import ``pcapdns`` and read the capture paths (a shared file system).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from pcapdns.errors import SourceMissing, UsageError
+from pcapdns.parallel.worker import Piece, Task, read_piece
+
+
+@dataclass(slots=True)
+class Cluster:
+    client: Any  # distributed.Client
+    workers: int
+
+    def run(self, tasks: list[Task]) -> Iterator[Piece | BaseException]:
+        from distributed import as_completed
+
+        futures = self.client.map(read_piece, tasks, pure=False)
+        for future in as_completed(futures):  # type: ignore[no-untyped-call]
+            exc = future.exception()
+            yield exc if exc is not None else future.result()
+            future.release()
+
+
+@contextmanager
+def connect(address: str, timeout_s: float = 10.0) -> Iterator[Cluster]:
+    """A client of the Dask scheduler at ``address`` (``tcp://host:8786``)."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise UsageError("--scheduler needs Dask: pip install 'dask[distributed]'") from None
+    try:
+        client = Client(address, timeout=f"{timeout_s}s")  # type: ignore[no-untyped-call]
+    except OSError as exc:
+        raise SourceMissing(f"cannot reach the Dask scheduler at {address} ({exc})") from None
+    try:
+        workers = len(client.scheduler_info().get("workers", {}))
+        if workers == 0:
+            client.wait_for_workers(1, timeout=timeout_s)
+            workers = len(client.scheduler_info().get("workers", {}))
+        yield Cluster(client, max(1, workers))
+    finally:
+        client.close()  # type: ignore[no-untyped-call]

@@ -1,0 +1,248 @@
+"""Plan, run and merge: the parallel entry point (``--workers N``, ``--scheduler tcp://...``).
+
+* **Plan**: captures are grouped by host (:mod:`pcapdns.parallel.hosts`) and ordered by host, then
+  by their first timestamp, so rotated files follow each other; a file that cannot be opened is
+  reported in one line and left out, the others are analyzed.
+* **Run**: every file (or span of a large uncompressed file, :mod:`pcapdns.parallel.split`) is one
+  task for :func:`pcapdns.parallel.worker.read_piece`, on local processes or on a Dask cluster.
+* **Merge**: address ids are re-interned into one table, the frames the fast path left are decoded
+  in capture order by one slow-path dissector, and each file's pieces are put back in frame order.
+  What comes out is what :func:`pcapdns.pipeline.analyze` reads in one process, and the same
+  :func:`pcapdns.pipeline.assemble` pairs it (per host), tabulates it and looks for anomalies.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, replace
+
+import numpy as np
+import polars as pl
+
+from pcapdns.dissect import Dissector
+from pcapdns.errors import PcapdnsError
+from pcapdns.model import CaptureInfo, DecodeIssue
+from pcapdns.parallel.hosts import host_of
+from pcapdns.parallel.split import split
+from pcapdns.parallel.worker import Piece, Task, read_piece
+from pcapdns.pipeline import Decoded, Options, Progress, assemble
+from pcapdns.pipeline import analyze as analyze_here
+from pcapdns.schema import MESSAGES
+from pcapdns.sources import Span, open_capture
+from pcapdns.tables.summary import Analysis
+
+Warn = Callable[[str], None]
+SPANS_PER_WORKER = 4  # more pieces than workers: the last ones finish together
+MIN_SPAN = 4 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The captures to analyze, in order, with the host of each; and the files left out."""
+
+    paths: tuple[str, ...]
+    hosts: tuple[str, ...]
+    skipped: tuple[str, ...] = ()  # one line per file that could not be opened
+
+
+def _first_ts(path: str) -> int | None:
+    with open_capture(path, chunk_size=1 << 16) as capture:
+        for batch in capture.batches(1024):
+            if len(batch):
+                return int(batch.ts_ns[0])
+    return None
+
+
+def plan(paths: Sequence[str], group_by: str | None = None) -> Plan:
+    """Group ``paths`` by host and order them by host and first timestamp.
+
+    A single input (or stdin) is kept as it is: errors opening it are raised later, as always.
+    """
+    pattern = re.compile(group_by) if group_by else None
+    if len(paths) <= 1 or "-" in paths:
+        return Plan(tuple(paths), tuple(host_of(p, pattern) for p in paths))
+    found: list[tuple[str, bool, int, int, str]] = []
+    skipped: list[str] = []
+    first_error: PcapdnsError | None = None
+    for i, path in enumerate(paths):
+        try:
+            ts = _first_ts(path)
+        except PcapdnsError as exc:
+            skipped.append(exc.message)
+            first_error = first_error or exc
+            continue
+        found.append((host_of(path, pattern), ts is None, ts or 0, i, path))
+    if not found and first_error is not None:
+        raise first_error
+    found.sort()
+    return Plan(tuple(f[4] for f in found), tuple(f[0] for f in found), tuple(skipped))
+
+
+def analyze(
+    paths: Sequence[str],
+    options: Options | None = None,
+    *,
+    workers: int = 1,
+    scheduler: str | None = None,
+    group_by: str | None = None,
+    progress: Progress | None = None,
+    stage: Callable[[str], None] | None = None,
+    warn: Warn | None = None,
+    span_bytes: int | None = None,
+) -> Analysis:
+    """Analyze ``paths`` as :func:`pcapdns.pipeline.analyze` does, on ``workers`` local processes
+    or on the Dask cluster whose scheduler is at ``scheduler``; the result is the same.
+
+    Files are grouped by host (``group_by``: a regex whose first group names it) and ordered by
+    first timestamp; queries pair only with responses of the same host.  ``warn`` gets one line
+    per file left out or piece that failed.  ``span_bytes`` sets how large a span of one file
+    a task reads (default: the input divided among the workers, at least 4 MiB).
+    """
+    opts = options or Options()
+    p = plan(paths, group_by)
+    for line in p.skipped:
+        if warn is not None:
+            warn(line)
+    opts = replace(opts, hosts=p.hosts)
+    if (workers <= 1 and scheduler is None) or "-" in p.paths:  # stdin is read where it is
+        return analyze_here(p.paths, opts, progress, stage)
+    if scheduler is not None:
+        from pcapdns.parallel.cluster import connect
+
+        with connect(scheduler) as cluster:
+            tasks = _tasks(p.paths, opts, cluster.workers, span_bytes)
+            pieces = _collect(cluster.run(tasks), tasks, progress, warn)
+    else:
+        tasks = _tasks(p.paths, opts, workers, span_bytes)
+        if len(tasks) == 1:  # one small file: starting processes would cost more than it saves
+            return analyze_here(p.paths, opts, progress, stage)
+        pieces = _collect(_run_local(tasks, workers), tasks, progress, warn)
+    return assemble(merge(pieces, p.paths, opts), opts, stage)
+
+
+def _tasks(paths: Sequence[str], opts: Options, workers: int, span_bytes: int | None) -> list[Task]:
+    sizes = [os.path.getsize(p) if os.path.isfile(p) else 0 for p in paths]
+    target = span_bytes or max(MIN_SPAN, sum(sizes) // max(1, workers * SPANS_PER_WORKER))
+    tasks: list[Task] = []
+    for file_id, (path, size) in enumerate(zip(paths, sizes, strict=True)):
+        spans: list[Span | None] = [None]
+        if size > target:
+            cut = split(path, math.ceil(size / target), min_span=min(target, MIN_SPAN))
+            spans = list(cut) if cut else [None]
+        for span in spans:
+            tasks.append(
+                Task(file_id, path, span, opts.ports, opts.fast, opts.batch_frames, opts.fast_min_frames)
+            )
+    return tasks
+
+
+def _run_local(tasks: list[Task], workers: int) -> Iterator[Piece | BaseException]:
+    """Run ``tasks`` on ``workers`` local processes (forked from a clean server process)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["pcapdns.parallel.worker"])
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = {pool.submit(read_piece, t): t for t in tasks}
+        for future in as_completed(futures):
+            exc = future.exception()
+            yield exc if exc is not None else future.result()
+
+
+def _collect(
+    results: Iterable[Piece | BaseException],
+    tasks: list[Task],
+    progress: Progress | None,
+    warn: Warn | None,
+) -> list[Piece]:
+    """Gather every piece (in any order), advancing the one progress bar over all files' bytes."""
+    done: Counter[int] = Counter()
+    sizes = {t.file_id: os.path.getsize(t.path) if os.path.isfile(t.path) else 0 for t in tasks}
+    pieces: list[Piece] = []
+    for result in results:
+        if isinstance(result, BaseException):  # not a file's fault: the worker process itself died
+            raise PcapdnsError(f"a worker failed: {type(result).__name__}: {result}") from result
+        task = result.task
+        if result.error:
+            if warn is not None:
+                warn(result.error if result.error.startswith(task.path) else f"{task.path}: {result.error}")
+            continue
+        pieces.append(result)
+        done[task.file_id] += task.size or sizes[task.file_id]
+        if progress is not None:
+            info = CaptureInfo(file_id=task.file_id, path=task.path, size=sizes[task.file_id])
+            info.bytes_read = min(done[task.file_id], sizes[task.file_id])
+            progress(info)
+    return pieces
+
+
+def _merge_info(parts: list[CaptureInfo]) -> CaptureInfo:
+    """One file's :class:`CaptureInfo` from its spans' (in span order)."""
+    info = replace(parts[0], linktypes=dict(parts[0].linktypes), issues=list(parts[0].issues))
+    for p in parts[1:]:
+        for lt, c in p.linktypes.items():
+            info.linktypes[lt] = info.linktypes.get(lt, 0) + c
+        info.frames = max(info.frames, p.frames)
+        info.snaplen = max(info.snaplen, p.snaplen)
+        ts = [t for t in (info.first_ts_ns, p.first_ts_ns) if t is not None]
+        info.first_ts_ns = min(ts) if ts else None
+        ts = [t for t in (info.last_ts_ns, p.last_ts_ns) if t is not None]
+        info.last_ts_ns = max(ts) if ts else None
+        if p.interface_drops is not None:
+            info.interface_drops = p.interface_drops
+        info.issues.extend(p.issues)
+    if len(parts) > 1:
+        info.bytes_read = info.size
+    return info
+
+
+def merge(pieces: list[Piece], paths: Sequence[str], opts: Options) -> Decoded:
+    """What one process reading ``paths`` in order would have read, from the workers' pieces."""
+    order = sorted(pieces, key=lambda pc: (pc.task.file_id, pc.task.span.start if pc.task.span else 0))
+    slow = Dissector(opts.ports, fast=False)  # its address table becomes the analysis' one
+    table = slow.addresses
+    fast_frames: list[pl.DataFrame] = []
+    slow_frames: list[pl.DataFrame] = []
+    counters: Counter[str] = Counter()
+    infos: dict[int, list[CaptureInfo]] = {}
+    for pc in order:
+        assert pc.info is not None
+        infos.setdefault(pc.task.file_id, []).append(pc.info)
+        counters.update(pc.counters)
+        m = pc.messages
+        if m.height:
+            remap = np.array([table.intern(hi, lo) for hi, lo in pc.addresses], dtype=np.uint32)
+            src, dst = (remap[m.get_column(c).to_numpy()] for c in ("src", "dst"))
+            fast_frames.append(m.with_columns(pl.Series("src", src), pl.Series("dst", dst)))
+        for batch in pc.slow:
+            frame = slow.dissect(batch)
+            if frame.height:
+                slow_frames.append(frame)
+    tail = slow.finish()
+    messages = pl.concat([pl.DataFrame(schema=MESSAGES), *fast_frames])
+    if slow_frames:  # both runs are in (file, frame, idx) order already: merge them
+        u64 = pl.UInt64
+        key = (
+            pl.col("file_id").cast(u64) * (1 << 48) + pl.col("frame").cast(u64) * (1 << 16) + pl.col("idx")
+        ).alias("_order")
+        slow_rows = pl.concat(slow_frames).with_columns(key).sort("_order", maintain_order=True)
+        messages = messages.with_columns(key).merge_sorted(slow_rows, "_order").drop("_order")
+    if tail.height:
+        messages = pl.concat([messages, tail])
+    # A file none of whose pieces could be read (already reported) stays, empty, to keep file ids.
+    captures = [_merge_info(infos[i]) if i in infos else CaptureInfo(i, p) for i, p in enumerate(paths)]
+    issues: list[DecodeIssue] = [i for c in captures for i in c.issues]
+    issues.extend(slow.take_issues())
+    counters.update({f"slow_{k}": v for k, v in slow.decoder.counters.items()})
+    return Decoded(
+        captures=captures,
+        messages=messages,
+        addresses=table.halves,
+        issues=issues,
+        malformed=slow.malformed(),
+        counters=counters,
+    )

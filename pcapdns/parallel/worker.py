@@ -1,0 +1,115 @@
+"""What one worker does with one piece of work: read a file (or a span of one) to message batches.
+
+The fast path runs here.  Frames it does not take are not decoded here but sent back as they are:
+the slow path keeps state across frames (TCP streams, IP fragments), so the parent feeds all of them,
+in capture order, to a single decoder -- exactly as a single process would.  They are few (TCP,
+fragments, odd link layers), so the parent's share of the work stays small.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+from pcapdns.dissect import Dissector
+from pcapdns.errors import PcapdnsError
+from pcapdns.model import CaptureInfo, FrameBatch
+from pcapdns.schema import MESSAGES
+from pcapdns.sources import Span, open_capture
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """Read ``path`` (only ``span`` of it when given) as file ``file_id`` of the analysis."""
+
+    file_id: int
+    path: str
+    span: Span | None
+    ports: frozenset[int]
+    fast: bool
+    batch_frames: int
+    fast_min_frames: int = 0
+
+    @property
+    def size(self) -> int:
+        """Bytes of the input this task covers (for progress)."""
+        if self.span is None:
+            return 0
+        return self.span.stop - (0 if self.span.first_frame == 1 else self.span.start)  # + headers
+
+
+@dataclass(slots=True)
+class Piece:
+    """A task's result: fast-path messages with addresses as ids into ``addresses``."""
+
+    task: Task
+    info: CaptureInfo | None
+    messages: pl.DataFrame
+    addresses: list[tuple[int, int]]
+    counters: Counter[str]
+    slow: list[FrameBatch] = field(default_factory=list)  # frames for the parent's slow path
+    error: str = ""
+
+
+def _compact(batch: FrameBatch, rows: npt.NDArray[np.int64]) -> FrameBatch:
+    """The frames ``rows`` of ``batch`` in a buffer of their own (a chunk is many megabytes)."""
+    data = [batch.frame_bytes(i) for i in rows.tolist()]
+    caplen = batch.caplen[rows]
+    off = np.zeros(len(rows), dtype=np.int64)
+    if len(rows) > 1:
+        off[1:] = np.cumsum(caplen[:-1].astype(np.int64))
+    return FrameBatch(
+        file_id=batch.file_id,
+        buf=b"".join(data),
+        data_off=off,
+        caplen=caplen,
+        wirelen=batch.wirelen[rows],
+        ts_ns=batch.ts_ns[rows],
+        linktype=batch.linktype[rows],
+        frame=batch.frame[rows],
+    )
+
+
+class _FastOnly(Dissector):
+    """A dissector whose slow path only puts the frames aside, for the parent."""
+
+    def __init__(self, ports: frozenset[int], *, fast: bool, fast_min_frames: int) -> None:
+        super().__init__(ports, fast=fast, fast_min_frames=fast_min_frames)
+        self.deferred: list[FrameBatch] = []
+
+    def _slow(self, batch: FrameBatch, rows: npt.NDArray[np.int64]) -> pl.DataFrame:
+        self.counters["slow_frames"] += len(rows)
+        self.deferred.append(_compact(batch, rows))
+        return pl.DataFrame(schema=MESSAGES)
+
+
+def read_piece(task: Task) -> Piece:
+    """Run ``task``; a problem with the file is returned as ``error``, never raised."""
+    dissector = _FastOnly(task.ports, fast=task.fast, fast_min_frames=task.fast_min_frames)
+    frames: list[pl.DataFrame] = []
+    info: CaptureInfo | None = None
+    error = ""
+    try:
+        with open_capture(task.path, task.file_id, span=task.span) as capture:
+            info = capture.info
+            for batch in capture.batches(task.batch_frames):
+                frame = dissector.dissect(batch)
+                if frame.height:
+                    frames.append(frame)
+    except PcapdnsError as exc:
+        error = exc.message
+    except Exception as exc:  # noqa: BLE001 -- a worker reports, the parent decides
+        error = f"{task.path}: internal error: {type(exc).__name__}: {exc}"
+    return Piece(
+        task=task,
+        info=info,
+        messages=pl.concat(frames) if frames else pl.DataFrame(schema=MESSAGES),
+        addresses=dissector.addresses.halves,
+        counters=dissector.counters,
+        slow=dissector.deferred,
+        error=error,
+    )

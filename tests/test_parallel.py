@@ -1,0 +1,254 @@
+"""Parallel reading (``pcapdns.parallel``): the same analysis however many workers read it.
+
+* The splitter cuts files exactly where the reader finds records, and the spans cover them.
+* Local processes (captures cut into many small spans) and a real Dask cluster (a ``dask scheduler``
+  and two ``dask worker`` processes on loopback) give exactly the in-process analysis -- every
+  table, counter and finding -- on the samples and on the corpus, host-grouped or not.
+* Rotated files of one host pair across the file boundary; files of different hosts never pair.
+* A bad file is reported in one line and the others are analyzed; progress reaches every byte.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pcapbuild as pb
+import pytest
+from polars.testing import assert_frame_equal
+
+from pcapdns.cli import main
+from pcapdns.model import CaptureInfo
+from pcapdns.parallel import analyze, plan
+from pcapdns.parallel.hosts import host_of
+from pcapdns.parallel.split import split
+from pcapdns.pipeline import Options
+from pcapdns.sources import open_capture
+from pcapdns.tables.summary import Analysis
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = sorted(str(p) for p in (ROOT / "samples").glob("*.pcap*"))
+CORPUS = ROOT.parent / "shared" / "corpus" / "pcaps"
+CORPUS_FILES = sorted(str(p) for p in CORPUS.glob("*")) if CORPUS.exists() else []
+SMALL = 3000  # span size for the tests: the samples are cut into dozens of spans
+MEDIUM = 50000  # for the corpus (a dozen of its files are cut): tasks cost a few ms each
+PER_FILE = r"([^/]+)$"  # --group-by making every file a host of its own
+# Always the compiled fast path: by default small batches take the per-packet path unless numba is
+# already loaded in the process, which changes the fast/slow frame counters (not the analysis).
+OPTS = Options(fast_min_frames=0)
+
+
+def assert_same(a: Analysis, b: Analysis) -> None:
+    assert a.counters == b.counters
+    assert a.addresses == b.addresses
+    assert a.captures == b.captures
+    for name in ("messages", "links", "transactions", "malformed", "issues", "anomalies"):
+        assert_frame_equal(getattr(a, name), getattr(b, name))
+
+
+def _record_offsets(path: str) -> list[int]:
+    """File offsets of every record, as the reader walks them (one chunk: small files)."""
+    with open_capture(path) as capture:
+        return [int(o) - 16 for b in capture.batches() for o in b.data_off]
+
+
+# -- planning ----------------------------------------------------------------------------------------
+
+
+def test_spans_start_where_the_reader_finds_records() -> None:
+    for name in ("outage.pcap", "tcp-fallback.pcap"):
+        path = str(ROOT / "samples" / name)
+        spans = split(path, 8, min_span=SMALL)
+        assert spans is not None and len(spans) >= 4
+        offsets = _record_offsets(path)
+        assert spans[0].start == 24 and spans[-1].stop == Path(path).stat().st_size
+        for s, nxt in zip(spans, spans[1:], strict=False):
+            assert s.stop == nxt.start
+        for s in spans:
+            assert offsets[s.first_frame - 1] == s.start  # frame numbers are the whole file's
+
+
+def test_pcapng_spans_carry_the_interfaces(tmp_path: Path) -> None:
+    path = tmp_path / "ng.pcapng"
+    with open_capture(str(ROOT / "samples" / "outage.pcap")) as capture:
+        blocks = [pb.shb(), pb.idb(1, tsresol=9)]
+        for b in capture.batches():
+            blocks += [pb.epb(0, int(b.ts_ns[i]), b.frame_bytes(i)) for i in range(len(b))]
+    path.write_bytes(b"".join(blocks))
+    spans = split(str(path), 6, min_span=SMALL)
+    assert spans is not None and len(spans) == 6
+    assert all(s.head == blocks[0] + blocks[1] for s in spans)
+    assert_same(analyze([str(path)], OPTS), analyze([str(path)], OPTS, workers=2, span_bytes=20000))
+
+
+def test_compressed_and_small_files_are_not_cut(tmp_path: Path) -> None:
+    import gzip
+
+    gz = tmp_path / "o.pcap.gz"
+    gz.write_bytes(gzip.compress((ROOT / "samples" / "outage.pcap").read_bytes()))
+    assert split(str(gz), 4, min_span=SMALL) is None
+    assert split(str(ROOT / "samples" / "formerr.pcap"), 4) is None  # < 2 MiB by default
+
+
+def test_hosts_from_rotated_names_directories_or_a_pattern() -> None:
+    assert host_of("captures/ns1.example.20240301.100000.pcap") == "ns1.example"
+    assert host_of("cap/host1-202403011005.pcap") == "host1"
+    assert host_of("captures/host2/20240301.1000.pcap") == "host2"
+    assert host_of("a.pcap") == host_of("b.pcap") == ""
+    import re
+
+    assert host_of("/x/site-a/ns1/cap.pcap", re.compile(r"/([^/]+)/[^/]+$")) == "ns1"
+
+
+# -- the same result however it is read --------------------------------------------------------------
+
+
+def test_local_workers_give_the_in_process_analysis() -> None:
+    for group_by in (None, PER_FILE):
+        here = analyze(SAMPLES, OPTS, group_by=group_by)
+        assert_same(here, analyze(SAMPLES, OPTS, workers=2, group_by=group_by, span_bytes=SMALL))
+
+
+@pytest.mark.skipif(not CORPUS_FILES, reason="the shared corpus is not present")
+def test_local_workers_give_the_in_process_analysis_on_the_corpus() -> None:
+    for group_by in (None, PER_FILE):
+        here = analyze(CORPUS_FILES, OPTS, group_by=group_by)
+        assert here.anomalies.height and here.issues.height and here.malformed.height  # not trivial
+        assert_same(here, analyze(CORPUS_FILES, OPTS, workers=2, group_by=group_by, span_bytes=MEDIUM))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def dask_cluster() -> Iterator[str]:
+    """A real scheduler and two single-threaded workers on loopback, stopped afterwards."""
+    pytest.importorskip("distributed", reason="dask[distributed] is not installed")
+    dask = shutil.which("dask", path=str(Path(sys.executable).parent)) or shutil.which("dask")
+    if dask is None:
+        pytest.skip("the dask command is not installed")
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    common = ["--no-dashboard"]
+    scheduler = [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), *common]
+    procs = [subprocess.Popen(scheduler, **quiet)]
+    try:
+        for _ in range(2):
+            procs.append(
+                subprocess.Popen(
+                    [dask, "worker", address, "--nthreads", "1", "--nworkers", "1", "--host", "127.0.0.1",
+                     "--no-nanny", *common],
+                    **quiet,
+                )
+            )  # fmt: skip
+        from distributed import Client
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with Client(address, timeout="5s") as client:
+                    client.wait_for_workers(2, timeout=max(1.0, deadline - time.monotonic()))
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        yield address
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def test_a_dask_cluster_gives_the_in_process_analysis(dask_cluster: str) -> None:
+    files = SAMPLES + CORPUS_FILES
+    for group_by in (None, PER_FILE):
+        here = analyze(files, OPTS, group_by=group_by)
+        assert_same(here, analyze(files, OPTS, scheduler=dask_cluster, group_by=group_by, span_bytes=MEDIUM))
+
+
+# -- many files of many hosts ------------------------------------------------------------------------
+
+
+def _rotate(src: Path, out: Path, names: tuple[str, str]) -> tuple[str, str]:
+    """Cut ``src`` in two rotated files at its middle record (bytes copied verbatim)."""
+    data = src.read_bytes()
+    offsets = _record_offsets(str(src))
+    cut = offsets[len(offsets) // 2]
+    first, second = out / names[0], out / names[1]
+    first.write_bytes(data[:cut])
+    second.write_bytes(data[:24] + data[cut:])
+    return str(first), str(second)
+
+
+def test_rotated_files_pair_across_the_boundary_within_a_host(tmp_path: Path) -> None:
+    src = ROOT / "samples" / "steady.pcap"
+    whole = analyze([str(src)], OPTS)
+    a, b = _rotate(src, tmp_path, ("ns1.20240301.100000.pcap", "ns1.20240301.100500.pcap"))
+    for workers in (1, 2):
+        rotated = analyze([b, a], OPTS, workers=workers, span_bytes=SMALL)  # ordered by first timestamp
+        assert [c.path for c in rotated.captures] == [a, b]
+        t0, t1 = whole.transactions, rotated.transactions
+        assert t1.height == t0.height
+        assert (t1["status"] == "answered").sum() == (t0["status"] == "answered").sum()
+        renumbered = ("file", "query_frame", "response_frame")  # frame numbers are per file
+        assert_frame_equal(t0.drop(renumbered), t1.drop(renumbered))
+        assert set(t1["file"].unique()) == {a, b}  # provenance stays per original file
+    # The same two files from two hosts: what straddles the cut is never paired.
+    c, d = _rotate(src, tmp_path, ("ns1.20240301.100000.pcap", "ns2.20240301.100500.pcap"))
+    apart = analyze([c, d], OPTS, workers=2, span_bytes=SMALL)
+    assert (apart.transactions["status"] == "answered").sum() < (t0["status"] == "answered").sum()
+    assert_same(analyze([c, d], OPTS), apart)
+
+
+def test_a_bad_file_is_reported_and_the_others_analyzed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "notes.pcap"
+    bad.write_text("not a capture\n")
+    good = str(ROOT / "samples" / "formerr.pcap")
+    assert main(["analyze", good, str(bad), str(tmp_path / "missing.pcap"), "--workers", "2", "--json"]) == 0
+    out = capsys.readouterr()
+    assert '"dns_messages"' in out.out
+    lines = out.err.strip().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith(f"pcapdns: warning: {bad}: not a pcap or pcapng file")
+    assert lines[1] == f"pcapdns: warning: {tmp_path / 'missing.pcap'}: no such file"
+    assert_same(analyze([good], OPTS), analyze([good, str(bad)], OPTS, workers=2))
+
+
+def test_progress_reaches_every_byte_of_every_file() -> None:
+    seen: dict[int, int] = {}
+
+    def progress(info: CaptureInfo) -> None:
+        assert info.bytes_read >= seen.get(info.file_id, 0)
+        seen[info.file_id] = info.bytes_read
+
+    a = analyze(SAMPLES, OPTS, workers=2, span_bytes=SMALL, progress=progress)
+    assert seen == {c.file_id: Path(c.path).stat().st_size for c in a.captures}
+
+
+def test_plan_orders_each_host_by_first_timestamp(tmp_path: Path) -> None:
+    rec = [(t * 10**9, pb.ether(pb.ipv4(pb.udp(pb.dns())))) for t in (5, 1, 3)]
+    paths = []
+    for i, r in enumerate(rec):
+        p = tmp_path / f"h{i % 2}.2024030{i}.pcap"
+        p.write_bytes(pb.pcap([r]))
+        paths.append(str(p))
+    p = plan(paths)
+    assert p.hosts == ("h0", "h0", "h1")
+    assert p.paths == (paths[2], paths[0], paths[1])
