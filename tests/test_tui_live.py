@@ -61,12 +61,18 @@ class Replay:
         with self.lock:
             self.now_ns = max(self.now_ns, self.pending_ns)
             batch = next(self.batches, None)
-            if batch is None:  # the file is over: time goes on, 5 simulated seconds a read
-                self.now_ns += 5_000_000_000
-                return None
-            self.reads += 1
-            self.pending_ns = int(batch.ts_ns.max())
-            return batch
+            if batch is not None:
+                self.reads += 1
+                self.pending_ns = int(batch.ts_ns.max())
+                return batch
+        # The file is over: once all of it is analysed, time goes on, 5 simulated seconds a read,
+        # each read taking a while as a quiet capture's does (the clock never races far ahead).
+        while self.runner is not None and not self.runner.queue.empty():
+            time.sleep(0.002)
+        time.sleep(min(timeout_s, 0.01))
+        with self.lock:
+            self.now_ns += 5_000_000_000
+        return None
 
     def kernel_drops(self) -> int:
         return 7 if self.reads >= self.kernel_drops_after else 0
