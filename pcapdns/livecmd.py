@@ -93,8 +93,9 @@ def run_live(
                 w.write(tick.findings, stream.ring)
 
             sinks.append(keep_evidence)
-        if not json_lines and not no_tui and sys.stdout.isatty():
-            _run_view(capture, stream, sinks, interface, interval, duration, count)
+        if not json_lines and not no_tui and sys.stdout.isatty() and sys.stdin.isatty():
+            final = _run_dashboard(capture, stream, sinks, interface, interval, duration, count)
+            click.echo(json.dumps(_final(final), indent=1))
             return
         sinks.append(_print_json_line if json_lines else _print_status)
 
@@ -124,14 +125,11 @@ def _frame(dns: bytes, sport: int, dport: int) -> bytes:
 def _warm_up(ports: frozenset[int]) -> None:
     """Run every output once on a synthetic query and answer, so that each module is loaded while
     the files of the Python installation are still readable (they may not be once root is gone)."""
-    import io
-
     import numpy as np
-    from rich.console import Console
 
     from pcapdns.model import FrameBatch
     from pcapdns.report import evidence, metrics  # noqa: F401 - loaded now, used later
-    from pcapdns.report.live import finding_lines, json_line, status_line, view
+    from pcapdns.report.live import finding_lines, json_line, status_line
 
     port = min(ports)
     question = b"\x07example\x03com\x00\x00\x01\x00\x01"
@@ -160,7 +158,9 @@ def _warm_up(ports: frozenset[int]) -> None:
     json.dumps(json_line(tick))
     status_line(tick)
     finding_lines(tick.findings)
-    Console(file=io.StringIO()).print(view(tick, [], "warm-up"))
+    from pcapdns.tui.live import warm_up
+
+    warm_up(tick)
 
 
 def _final(tick: Tick) -> dict[str, Any]:
@@ -183,7 +183,7 @@ def _print_status(tick: Tick) -> None:
         click.echo(line, err=True)
 
 
-def _run_view(
+def _run_dashboard(
     capture: Any,
     stream: Stream,
     sinks: list[Callable[[Tick], None]],
@@ -191,23 +191,23 @@ def _run_view(
     interval: float,
     duration: float | None,
     count: int | None,
-) -> None:
-    from rich.console import Console
-    from rich.live import Live
+) -> Tick:
+    """The textual dashboard (pcapdns.tui.live); its final tick once the runner has stopped."""
+    from pcapdns.tui.live import run_dashboard
 
-    from pcapdns.report.live import finding_lines, view
+    runners: list[Runner] = []
 
-    recent: list[str] = []
-    console = Console()
-    with Live(console=console, auto_refresh=False, transient=False) as screen:
+    def make_runner(on_tick: Callable[[Tick], None]) -> Runner:
+        runner = Runner(capture, stream, on_tick, interval_s=interval, duration_s=duration, count=count)
+        runners.append(runner)
+        return runner
 
-        def show(tick: Tick) -> None:
-            for sink in sinks:
-                sink(tick)
-            recent.extend(finding_lines(tick.findings))
-            del recent[:-20]
-            screen.update(view(tick, recent, interface), refresh=True)
+    def stop(*_: object) -> None:
+        for runner in runners:
+            runner.stop()
 
-        runner = Runner(capture, stream, show, interval_s=interval, duration_s=duration, count=count)
-        with _sigterm_stops(runner):
-            runner.run()
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        return run_dashboard(make_runner, interface, interval, sinks)
+    finally:
+        signal.signal(signal.SIGTERM, previous)

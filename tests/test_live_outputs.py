@@ -125,19 +125,3 @@ def test_default_filter_and_listen_address() -> None:
     assert parse_listen("[::1]:9153") == ("::1", 9153)
     with pytest.raises(UsageError):
         parse_listen("9153")
-
-
-def test_the_small_live_view_renders(outage: tuple[Stream, list[Tick]]) -> None:
-    from io import StringIO
-
-    from rich.console import Console
-
-    from pcapdns.report.live import finding_lines, view
-
-    _, ticks = outage
-    lines = [line for t in ticks for line in finding_lines(t.findings)]
-    out = StringIO()
-    Console(file=out, width=100).print(view(ticks[-1], lines, "lo"))
-    text = out.getvalue()
-    assert "pcapdns live on lo" in text and "SERVFAIL" in text and "dropped: kernel 3" in text
-    assert "finding:" in text

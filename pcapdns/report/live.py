@@ -1,7 +1,7 @@
-"""What ``pcapdns live`` prints: JSON lines (a contract), a one-line status, a small rich view.
+"""What ``pcapdns live`` prints: JSON lines (a contract) and a one-line status per interval.
 
-Until the live dashboard lands in the TUI, the terminal view is a compact rich panel redrawn every
-interval; ``--no-tui`` prints one status line per interval on stderr instead.
+On a terminal the dashboard of :mod:`pcapdns.tui.live` is shown instead; ``--no-tui`` (or output
+that is not a terminal) prints one status line per interval on stderr.
 """
 
 from __future__ import annotations
@@ -9,10 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import polars as pl
-from rich.console import Group, RenderableType
-from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
 
 from pcapdns.stream import Tick
 from pcapdns.tables.summary import iso
@@ -69,28 +65,3 @@ def finding_lines(findings: pl.DataFrame) -> list[str]:
         f"finding: {f['severity']} {f['kind']} since {f['onset']}: {f['summary']}"
         for f in findings_list(findings)
     ]
-
-
-def view(tick: Tick, recent: list[str], interface: str) -> RenderableType:
-    """The small live panel: totals, RCODEs, latency, drops and the latest findings."""
-    s = tick.summary
-    lat = s["latency_ms"]
-    head = Table.grid(padding=(0, 2))
-    head.add_row(
-        Text(f"pcapdns live on {interface}", style="bold"),
-        Text(f"{s['queries']:,} queries  {s['answered']:,} answered  {s['unanswered']:,} unanswered"),
-        Text(
-            f"dropped: kernel {tick.kernel_drops:,}  queue {tick.queue_drops:,}",
-            style="red" if tick.kernel_drops + tick.queue_drops else "green",
-        ),
-    )
-    rcodes = Table("RCODE", "responses", box=None)
-    for name, n in sorted(s["rcodes"].items(), key=lambda kv: -kv[1])[:6]:
-        rcodes.add_row(escape(name), f"{n:,}")
-    latency = Table("latency", "ms", box=None)
-    for key in ("p50", "p95", "p99", "max"):
-        latency.add_row(key, "-" if lat[key] is None else f"{lat[key]:.2f}")
-    body = Table.grid(padding=(0, 4))
-    body.add_row(rcodes, latency)
-    shown = [Text(line) for line in recent[-5:]] or [Text("no findings", style="dim")]
-    return Group(head, body, *shown)
