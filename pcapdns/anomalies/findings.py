@@ -28,7 +28,7 @@ _KIND_ORDER = (
     "capture_quality",
 )
 
-__all__ = ["Finding", "common_suffix", "evidence_of", "to_frame", "zone_for", "zone_of"]
+__all__ = ["Finding", "common_suffix", "evidence_of", "hms", "to_frame", "zone_for", "zone_of"]
 
 
 @dataclass(slots=True)
@@ -45,6 +45,11 @@ class Finding:
     zone: str | None = None
     rcode: str | None = None
     evidence: list[dict[str, object]] = field(default_factory=list)
+
+
+def hms(ts: datetime) -> str:
+    """A time of day as findings' summaries show it (UTC, whole seconds)."""
+    return ts.strftime("%H:%M:%S")
 
 
 def to_frame(findings: Iterable[Finding]) -> pl.DataFrame:

@@ -16,7 +16,7 @@ from datetime import datetime
 
 import polars as pl
 
-from pcapdns.anomalies.findings import Finding, evidence_of, zone_for, zone_of
+from pcapdns.anomalies.findings import Finding, evidence_of, hms, zone_for, zone_of
 from pcapdns.anomalies.inputs import Inputs
 from pcapdns.dns.knowledge import rcode_info
 
@@ -28,10 +28,6 @@ _MIN_WINDOWS = 3
 def _windowed(t: pl.DataFrame, window_s: float) -> pl.DataFrame:
     width = max(1, int(window_s * 1_000_000))
     return t.with_columns((pl.col("ts").dt.epoch("us") // width).alias("w"))
-
-
-def _hm(ts: datetime) -> str:
-    return ts.strftime("%H:%M:%S")
 
 
 def _episodes(flagged: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
@@ -151,10 +147,10 @@ def _surge_finding(
         rcode=rcode,
         count=rows.height,
         summary=(
-            f"{rcode} {where}{about} surged from {_hm(start)} to {_hm(end)}: {rows.height} answers to "
+            f"{rcode} {where}{about} surged from {hms(start)} to {hms(end)}: {rows.height} answers to "
             f"{clients} client{'s' if clients != 1 else ''}; peak {100 * share:.0f}% of answers in the "
-            f"{_hm(peak_at)} window ({peak[rcode]} of {peak['n']}) against a usual "
-            f"{100 * float(str(info['base'])):.1f}%; back to normal by {_hm(recovery)}"
+            f"{hms(peak_at)} window ({peak[rcode]} of {peak['n']}) against a usual "
+            f"{100 * float(str(info['base'])):.1f}%; back to normal by {hms(recovery)}"
         ),
         likely_cause=info_text.surge if info_text else f"{rcode} answers rose well above their usual share",
         evidence=evidence_of(rows, limit),
@@ -202,7 +198,7 @@ def slow_findings(inp: Inputs) -> list[Finding]:
                 zone=zone_for(names),
                 count=slow.height,
                 summary=(
-                    f"{server} answered slowly from {_hm(start)} to {_hm(end)}: p95 {peak['p95']:,.0f} ms "
+                    f"{server} answered slowly from {hms(start)} to {hms(end)}: p95 {peak['p95']:,.0f} ms "
                     f"against a usual {peak['base']:,.1f} ms "
                     f"({peak['p95'] / max(peak['base'], 1e-9):,.0f}x); "
                     f"{slow.height} answers over {th.slow_min_ms:.0f} ms ({top})"

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from pcapdns.anomalies.findings import Finding, evidence_of, zone_for
+from pcapdns.anomalies.findings import Finding, evidence_of, hms, zone_for
 from pcapdns.anomalies.inputs import Inputs
 
 _BRIDGE = 2  # answers between two runs of losses that still leave them one outage
@@ -23,10 +23,6 @@ _BRIDGE = 2  # answers between two runs of losses that still leave them one outa
 def _t(value: object) -> datetime:
     assert isinstance(value, datetime)
     return value
-
-
-def _hms(ts: datetime) -> str:
-    return ts.strftime("%H:%M:%S")
 
 
 def one_direction(t: pl.DataFrame, unpaired: pl.DataFrame) -> bool:
@@ -166,7 +162,7 @@ def _outage(g: dict[str, object], t: pl.DataFrame, limit: int) -> Finding:
     zone = g["zone"]
     who = " and ".join(servers) if len(servers) <= 3 else f"{len(servers)} servers"
     for_zone = f" for {zone}" if zone else ""
-    back = f"; answering again at {_hms(recovery)}" if recovery else "; still silent when the capture ended"
+    back = f"; answering again at {hms(recovery)}" if recovery else "; still silent when the capture ended"
     share = lost.height / rows.height
     return Finding(
         kind="unanswered_outage",
@@ -178,7 +174,7 @@ def _outage(g: dict[str, object], t: pl.DataFrame, limit: int) -> Finding:
         zone=str(zone) if zone else None,
         count=lost.height,
         summary=(
-            f"{who} stopped answering{for_zone} from {_hms(start)} to {_hms(end)}: {lost.height} of "
+            f"{who} stopped answering{for_zone} from {hms(start)} to {hms(end)}: {lost.height} of "
             f"{rows.height} queries lost ({'100%' if share == 1 else f'{100 * share:.1f}%'}){back}"
         ),
         likely_cause=(
