@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+if TYPE_CHECKING:
+    import numpy as np
 
 F = TypeVar("F", bound=Callable[..., Any])
+A = TypeVar("A", bound="np.ndarray[Any, Any]")
 
 _registered: list[Callable[..., Any]] = []
 _loaded = False
@@ -47,7 +51,26 @@ def jit(func: F) -> F:
 def _compile(func: Callable[..., Any]) -> Any:
     import numba
 
-    return numba.njit(cache=True, nogil=True)(func)
+    dispatcher = numba.njit(cache=True, nogil=True)(func)
+    cache = getattr(dispatcher, "_cache", None)
+    if cache is not None and hasattr(cache, "save_overload"):
+        cache.save_overload = _never_fails(cache.save_overload)
+    return dispatcher
+
+
+def _never_fails(save: Callable[..., Any]) -> Callable[..., Any]:
+    """The on-disk cache is a speed-up, not a duty: a cache that cannot be written (the package
+    directory is root's and ``pcapdns live`` has dropped to ``nobody``, a read-only install, a
+    full disk) leaves the freshly compiled code in memory, used as usual, instead of failing."""
+
+    @functools.wraps(save)
+    def save_or_skip(*args: Any) -> None:
+        try:
+            save(*args)
+        except OSError:
+            pass
+
+    return save_or_skip
 
 
 def load() -> None:
@@ -67,3 +90,17 @@ def loaded() -> bool:
 def interpreted(func: F) -> F:
     """The plain Python function behind a :func:`jit` function (for small inputs)."""
     return cast(F, getattr(func, "py_func", func))
+
+
+def writable(array: A) -> A:
+    """``array`` as a writable numpy array (copied only if it is not).
+
+    numba compiles a function once per argument type, and a read-only array (polars hands out
+    zero-copy views of single-chunk columns) is another type than a writable one: callers pass
+    arrays made from tables through here, so that which one arrives never depends on how a table
+    happens to be chunked, and no second compilation is needed halfway through a run (``pcapdns
+    live`` may no longer be able to read the Python installation by then).
+    """
+    import numpy as np
+
+    return array if array.flags.writeable else cast(A, np.array(array))

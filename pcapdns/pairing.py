@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from pcapdns.jit import jit
+from pcapdns.jit import interpreted, jit, writable
 from pcapdns.model import CaptureInfo
 from pcapdns.schema import LINKS, ROLE, ROLES, STATUS, STATUSES
 
@@ -52,7 +52,9 @@ class Paired:
     links: pl.DataFrame
 
 
-def _keys(m: pl.DataFrame) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+def _keys(
+    m: pl.DataFrame, *, compiled: bool = True
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
     """The exact pairing key of every message, packed into three 64-bit integers.
 
     ``flow_a`` = client id, server id; ``flow_b`` = transport, client port, server port, DNS ID;
@@ -61,31 +63,74 @@ def _keys(m: pl.DataFrame) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint6
     """
 
     def col(name: str) -> npt.NDArray[Any]:
-        return m.get_column(name).fill_null(0).to_numpy()
+        return writable(m.get_column(name).fill_null(0).to_numpy())
 
-    u64 = np.uint64
-    qr = col("qr")
-    src, dst = col("src"), col("dst")
-    flow_a = np.where(qr, dst, src).astype(u64) << u64(32)
-    flow_a |= np.where(qr, src, dst)
-    del src, dst
-    sport, dport = col("sport"), col("dport")
-    flow_b = col("transport").astype(u64) << u64(48)
-    flow_b |= np.where(qr, dport, sport).astype(u64) << u64(32)
-    flow_b |= np.where(qr, sport, dport).astype(u64) << u64(16)
-    flow_b |= col("id")
-    del sport, dport
     names = m.get_column("qname").cast(pl.Categorical)
     distinct = names.unique().drop_nulls()
     lower_id = distinct.cast(pl.String).str.to_lowercase().cast(pl.Categorical).to_physical().to_numpy()
     codes = distinct.to_physical().to_numpy()
     lut = np.zeros(int(codes.max()) + 1 if len(codes) else 1, dtype=np.uint64)
     lut[codes] = lower_id
-    name_id = lut[names.to_physical().fill_null(0).to_numpy()]
-    question = name_id << u64(32)
-    question |= col("qtype").astype(u64) << u64(16)
-    question |= col("qclass")
-    question[names.is_null().to_numpy()] = np.uint64(_NO_QUESTION << 32)
+    physical = names.to_physical()
+    pack = _pack if compiled else interpreted(_pack)  # a few messages: not worth loading numba
+    return pack(
+        col("qr"),
+        col("src"),
+        col("dst"),
+        col("transport"),
+        col("sport"),
+        col("dport"),
+        col("id"),
+        lut,
+        writable(physical.fill_null(0).to_numpy()),
+        writable(physical.is_null().to_numpy()),
+        col("qtype"),
+        col("qclass"),
+    )
+
+
+@jit
+def _pack(  # noqa: PLR0913 - one column per key part
+    qr: Mask,
+    src: npt.NDArray[np.uint32],
+    dst: npt.NDArray[np.uint32],
+    transport: npt.NDArray[np.uint8],
+    sport: npt.NDArray[np.uint16],
+    dport: npt.NDArray[np.uint16],
+    ident: npt.NDArray[np.uint16],
+    lut: U64,
+    name: npt.NDArray[np.uint32],
+    no_name: Mask,
+    qtype: npt.NDArray[np.uint16],
+    qclass: npt.NDArray[np.uint16],
+) -> tuple[U64, U64, U64]:
+    """:func:`_keys`' packing, one pass: (flow_a, flow_b, question) per message."""
+    n = len(qr)
+    flow_a = np.empty(n, dtype=np.uint64)
+    flow_b = np.empty(n, dtype=np.uint64)
+    question = np.empty(n, dtype=np.uint64)
+    for i in range(n):
+        if qr[i]:  # a response: the client is its destination
+            client, server = np.uint64(dst[i]), np.uint64(src[i])
+            cport, sport_ = np.uint64(dport[i]), np.uint64(sport[i])
+        else:
+            client, server = np.uint64(src[i]), np.uint64(dst[i])
+            cport, sport_ = np.uint64(sport[i]), np.uint64(dport[i])
+        flow_a[i] = (client << np.uint64(32)) | server
+        flow_b[i] = (
+            (np.uint64(transport[i]) << np.uint64(48))
+            | (cport << np.uint64(32))
+            | (sport_ << np.uint64(16))
+            | np.uint64(ident[i])
+        )
+        if no_name[i]:
+            question[i] = _NO_Q
+        else:
+            question[i] = (
+                (lut[name[i]] << np.uint64(32))
+                | (np.uint64(qtype[i]) << np.uint64(16))
+                | np.uint64(qclass[i])
+            )
     return flow_a, flow_b, question
 
 
@@ -101,13 +146,14 @@ def pair(messages: pl.DataFrame, timeout_ns: int, capture_end_ns: int, *, vector
     m = messages if ts_col.is_sorted() else messages.sort("ts_ns", maintain_order=True)
     m = m.with_row_index("mi")
     n = m.height
-    ts = m.get_column("ts_ns").to_numpy()
-    is_resp = m.get_column("qr").to_numpy()
-    flow_a, flow_b, question = _keys(m) if n else (np.zeros(0, np.uint64),) * 3
+    ts = writable(m.get_column("ts_ns").to_numpy())
+    is_resp = writable(m.get_column("qr").to_numpy())
+    flow_a, flow_b, question = _keys(m, compiled=vectorized) if n else (np.zeros(0, np.uint64),) * 3
     if vectorized:
         role, txn, lq, lr, lstatus, lretx = _match(
             ts, is_resp, flow_a, flow_b, question, timeout_ns, capture_end_ns
         )
+        del flow_a, flow_b, question  # 24 bytes a message, not needed for the output
         links = pl.DataFrame(
             {
                 "query_mi": pl.Series(lq, dtype=pl.UInt32),
