@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -97,6 +98,74 @@ def _distinct_pairs(hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]) -> t
     return ids, first[:count]
 
 
+@jit
+def _fast_columns(  # noqa: PLR0913 - the parser's columns, one argument each
+    rows: I64,
+    ident: I64,
+    flags: I64,
+    qd: I64,
+    an: I64,
+    ns: I64,
+    ar: I64,
+    qtype: I64,
+    qclass: I64,
+    has_opt: npt.NDArray[np.bool_],
+    version: I64,
+    udp: I64,
+    ext: I64,
+    do: npt.NDArray[np.bool_],
+    ede: I64,
+    min_ttl: I64,
+    options: I64,
+) -> tuple[npt.NDArray[Any], ...]:
+    """The ``rows`` of the parser's columns in the message table's types, in one pass."""
+    n = len(rows)
+    o_id, o_flags, o_rcode = np.empty(n, np.uint16), np.empty(n, np.uint16), np.empty(n, np.uint16)
+    o_qr, o_edns, o_do = np.empty(n, np.bool_), np.empty(n, np.bool_), np.empty(n, np.bool_)
+    o_opcode, o_version = np.empty(n, np.uint8), np.empty(n, np.uint8)
+    o_qd, o_an = np.empty(n, np.uint16), np.empty(n, np.uint16)
+    o_ns, o_ar = np.empty(n, np.uint16), np.empty(n, np.uint16)
+    o_qtype, o_qclass, o_udp = np.empty(n, np.uint16), np.empty(n, np.uint16), np.empty(n, np.uint16)
+    o_ede, o_ttl, o_options = np.empty(n, np.int32), np.empty(n, np.int64), np.empty(n, np.int64)
+    for k in range(n):
+        i = rows[k]
+        f = flags[i]
+        o_id[k] = ident[i]
+        o_flags[k] = f
+        o_qr[k] = (f & 0x8000) != 0
+        o_opcode[k] = (f >> 11) & 0xF
+        o_rcode[k] = (f & 0xF) | ((ext[i] << 4) if has_opt[i] else 0)
+        o_qd[k], o_an[k], o_ns[k], o_ar[k] = qd[i], an[i], ns[i], ar[i]
+        o_qtype[k], o_qclass[k] = qtype[i], qclass[i]
+        o_edns[k] = has_opt[i]
+        o_version[k] = version[i]
+        o_udp[k] = udp[i]
+        o_do[k] = do[i]
+        o_ede[k] = ede[i]
+        o_ttl[k] = min_ttl[i]
+        o_options[k] = options[i]
+    return (
+        o_id,
+        o_flags,
+        o_qr,
+        o_opcode,
+        o_rcode,
+        o_qd,
+        o_an,
+        o_ns,
+        o_ar,
+        o_qtype,
+        o_qclass,
+        o_edns,
+        o_version,
+        o_udp,
+        o_do,
+        o_ede,
+        o_ttl,
+        o_options,
+    )
+
+
 class Dissector:
     """Turns frame batches into ``MESSAGES`` frames; keeps the slow path's state across batches."""
 
@@ -139,7 +208,11 @@ class Dissector:
         if len(frames) == 1:
             return frames[0]
         # Keep messages in frame order, so that a capture in time order needs no global sort later.
-        return pl.concat(frames).sort(["frame", "idx"])
+        # Both parts are in frame order already and no frame is in both: merge, do not sort.
+        fast_rows, slow_part = frames
+        if not slow_part.get_column("frame").is_sorted():  # never seen; the rule, not a promise
+            slow_part = slow_part.sort(["frame", "idx"], maintain_order=True)
+        return fast_rows.merge_sorted(slow_part, "frame")
 
     def finish(self) -> pl.DataFrame:
         """Flush the slow path's reassembly state at the end of all input."""
@@ -161,11 +234,45 @@ class Dissector:
     def _fast_frame(
         self, batch: FrameBatch, l4: L4Columns, cols: DnsColumns, good: npt.NDArray[np.int64]
     ) -> pl.DataFrame:
-        ok = cols.ok
         n = len(good)
-        flags = cols.flags[ok]
-        has_opt = cols.has_opt[ok]
-        ede = cols.ede[ok]
+        (
+            ident,
+            flags,
+            qr,
+            opcode,
+            rcode,
+            qd,
+            an,
+            ns,
+            ar,
+            qtype,
+            qclass,
+            edns,
+            version,
+            udp,
+            do,
+            ede,
+            ttl,
+            opts,
+        ) = _fast_columns(
+            np.flatnonzero(cols.ok),
+            cols.id,
+            cols.flags,
+            cols.qdcount,
+            cols.ancount,
+            cols.nscount,
+            cols.arcount,
+            cols.qtype,
+            cols.qclass,
+            cols.has_opt,
+            cols.edns_version,
+            cols.edns_udp_size,
+            cols.ext_rcode,
+            cols.do,
+            cols.ede,
+            cols.min_ttl,
+            cols.edns_options,
+        )
         u8, u16, u32 = np.uint8, np.uint16, np.uint32
         hi = np.concatenate([l4.src_hi[good], l4.dst_hi[good]])
         lo = np.concatenate([l4.src_lo[good], l4.dst_lo[good]])
@@ -181,25 +288,25 @@ class Dissector:
             "dst": dst,
             "dport": l4.dport[good].astype(u16),
             "size": l4.payload_len[good].astype(u32),
-            "id": cols.id[ok].astype(u16),
-            "flags": flags.astype(u16),
-            "qr": (flags & 0x8000) != 0,
-            "opcode": ((flags >> 11) & 0xF).astype(u8),
-            "rcode": ((flags & 0xF) | np.where(has_opt, cols.ext_rcode[ok] << 4, 0)).astype(u16),
-            "qdcount": cols.qdcount[ok].astype(u16),
-            "ancount": cols.ancount[ok].astype(u16),
-            "nscount": cols.nscount[ok].astype(u16),
-            "arcount": cols.arcount[ok].astype(u16),
+            "id": ident,
+            "flags": flags,
+            "qr": qr,
+            "opcode": opcode,
+            "rcode": rcode,
+            "qdcount": qd,
+            "ancount": an,
+            "nscount": ns,
+            "arcount": ar,
             "qname": pl.Series(cols.names, dtype=pl.Categorical).gather(cols.name_id),
-            "qtype": cols.qtype[ok].astype(u16),
-            "qclass": cols.qclass[ok].astype(u16),
-            "edns": has_opt,
-            "edns_version": pl.Series(cols.edns_version[ok].astype(u8)),
-            "edns_udp_size": pl.Series(cols.edns_udp_size[ok].astype(u16)),
-            "do": cols.do[ok],
-            "ede": pl.Series(ede.astype(np.int32)),
-            "edns_options": cols.edns_options[ok],
-            "min_ttl": pl.Series(cols.min_ttl[ok]),
+            "qtype": qtype,
+            "qclass": qclass,
+            "edns": edns,
+            "edns_version": pl.Series(version),
+            "edns_udp_size": pl.Series(udp),
+            "do": do,
+            "ede": pl.Series(ede),
+            "edns_options": opts,
+            "min_ttl": pl.Series(ttl),
             "malformed": np.zeros(n, dtype=bool),
             "capture_truncated": np.zeros(n, dtype=bool),
         }
