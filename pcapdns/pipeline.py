@@ -23,7 +23,7 @@ from pcapdns.schema import ANOMALIES, MESSAGES
 from pcapdns.sources import open_capture
 from pcapdns.tables.engine import engine_inputs, issues_frame
 from pcapdns.tables.names import address_text
-from pcapdns.tables.summary import Analysis
+from pcapdns.tables.summary import COUNTED, Analysis
 from pcapdns.tables.transactions import build_transactions
 
 Progress = Callable[[CaptureInfo], None]
@@ -85,6 +85,11 @@ def analyze(
     ``progress`` is called after every batch of frames; ``stage`` names each step after reading.
     """
     opts = options or Options()
+    return assemble(read(paths, opts, progress), opts, stage)
+
+
+def read(paths: Sequence[str], opts: Options, progress: Progress | None = None) -> Decoded:
+    """Read and dissect every capture in ``paths``: the messages before pairing."""
     dissector = Dissector(opts.ports, fast=opts.fast, fast_min_frames=opts.fast_min_frames)
     captures: list[CaptureInfo] = []
     chunks: list[pl.DataFrame] = []
@@ -105,7 +110,7 @@ def analyze(
     issues.extend(dissector.take_issues())
     counters: Counter[str] = Counter(dissector.counters)
     counters.update({f"slow_{k}": v for k, v in dissector.decoder.counters.items()})
-    decoded = Decoded(
+    return Decoded(
         captures=captures,
         messages=pl.concat(chunks) if chunks else pl.DataFrame(schema=MESSAGES),
         addresses=dissector.addresses.halves,
@@ -113,8 +118,6 @@ def analyze(
         malformed=dissector.malformed(),
         counters=counters,
     )
-    del chunks
-    return assemble(decoded, opts, stage)
 
 
 def _canonical_addresses(decoded: Decoded) -> tuple[pl.DataFrame, list[tuple[int, int]]]:
@@ -166,9 +169,9 @@ def assemble(decoded: Decoded, opts: Options, stage: Callable[[str], None] | Non
             timeout_s=opts.timeout_s,
             thresholds=opts.thresholds,
         )
-    # Addresses, names and EDE lists now live in the transactions table; the messages keep what
-    # the counts need (memory grows with the transactions kept, not with every message's text).
-    messages_kept = paired.messages.drop(["qname", "ede"])
+    # Everything else about a message now lives in the transactions table (and the engine's
+    # inputs): the messages keep only what the counts read, a few bytes each.
+    messages_kept = paired.messages.select(COUNTED)
     del paired
     if stage is not None and opts.anomalies:
         stage("looking for anomalies")

@@ -8,7 +8,8 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from pcapdns.pipeline import Options, analyze
+from pcapdns.pipeline import Decoded, Options, analyze, assemble, read
+from pcapdns.tables.names import address_text
 from pcapdns.tables.summary import summary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,33 +19,34 @@ SAMPLES = sorted(p for p in (ROOT / "samples").glob("*.pcap*"))
 ORDER = ["file_id", "frame", "idx"]
 
 
-def both(path: Path) -> tuple:
-    fast = analyze([str(path)], Options(fast=True, fast_min_frames=0))
-    slow = analyze([str(path)], Options(fast=False))
-    return fast, slow
+FAST = Options(fast=True, fast_min_frames=0)
+SLOW = Options(fast=False)
+
+
+def comparable(d: Decoded) -> pl.DataFrame:
+    """Every decoded message, with its addresses as text (ids depend on the order first seen)."""
+    text = pl.Series([address_text(hi, lo) for hi, lo in d.addresses], dtype=pl.String)
+    m = d.messages
+    return m.with_columns(text.gather(m["src"]).alias("src"), text.gather(m["dst"]).alias("dst")).sort(ORDER)
 
 
 @pytest.mark.parametrize("path", CAPTURES + SAMPLES, ids=lambda p: p.name)
 def test_fast_and_slow_paths_agree(path: Path) -> None:
-    fast, slow = both(path)
+    fast_read, slow_read = read([str(path)], FAST), read([str(path)], SLOW)
+    assert_frame_equal(comparable(fast_read), comparable(slow_read))  # every column of every message
+    assert_frame_equal(fast_read.malformed, slow_read.malformed)
+    fast, slow = assemble(fast_read, FAST), assemble(slow_read, SLOW)
     assert summary(fast) == summary(slow)
-
-    def comparable(a):  # address ids depend on the order addresses were first seen: compare the text
-        text = pl.Series(a.addresses, dtype=pl.String)
-        m = a.messages.drop("mi")
-        return m.with_columns(text.gather(m["src"]).alias("src"), text.gather(m["dst"]).alias("dst")).sort(
-            ORDER
-        )
-
-    assert_frame_equal(comparable(fast), comparable(slow))
+    assert_frame_equal(fast.messages, slow.messages)
     assert_frame_equal(fast.transactions, slow.transactions)
+    assert_frame_equal(fast.anomalies, slow.anomalies)
 
 
 def test_the_fast_path_is_taken_on_plain_udp() -> None:
     path = CORPUS / "suricata-verify__bug-1158--input.pcap"
     if not path.exists():
         pytest.skip("shared corpus not present")
-    fast = analyze([str(path)], Options(fast=True, fast_min_frames=0))
+    fast = analyze([str(path)], FAST)
     assert fast.counters["fast_frames"] == fast.messages.filter(pl.col("transport") == 17).height > 100
 
 

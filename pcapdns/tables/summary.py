@@ -21,6 +21,8 @@ from pcapdns.model import CaptureInfo
 from pcapdns.schema import ANOMALIES, DECODE_ISSUES, MALFORMED
 
 PERCENTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
+# What the summary counts per message (the rest of a message lives in its transaction's row).
+COUNTED = ("role", "qr", "rcode", "qtype", "opcode", "transport", "malformed")
 
 
 @dataclass(slots=True)
@@ -28,7 +30,7 @@ class Analysis:
     """Everything one run of the pipeline produced."""
 
     captures: list[CaptureInfo]
-    messages: pl.DataFrame  # MESSAGES + mi, role, txn and flow columns, in time order
+    messages: pl.DataFrame  # one row per DNS message in time order, the COUNTED columns only
     links: pl.DataFrame
     transactions: pl.DataFrame
     malformed: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=MALFORMED))
