@@ -39,12 +39,23 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 @contextmanager
-def _sigterm_stops(runner: Runner) -> Iterator[None]:
-    previous = signal.signal(signal.SIGTERM, lambda *_: runner.stop())
+def _signals_stop(runner: Runner) -> Iterator[None]:
+    """SIGTERM and a first Ctrl-C stop the runner between two batches, never in the middle of one
+    (a KeyboardInterrupt inside pairing would lose the messages being paired); what was captured
+    is analysed and the final summary printed.  A second Ctrl-C interrupts at once."""
+    previous_int = signal.getsignal(signal.SIGINT)
+
+    def on_int(*_: Any) -> None:
+        runner.stop()
+        signal.signal(signal.SIGINT, previous_int)
+
+    previous_term = signal.signal(signal.SIGTERM, lambda *_: runner.stop())
+    signal.signal(signal.SIGINT, on_int)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 def run_live(
@@ -104,7 +115,7 @@ def run_live(
                 sink(tick)
 
         runner = Runner(capture, stream, on_tick, interval_s=interval, duration_s=duration, count=count)
-        with _sigterm_stops(runner):
+        with _signals_stop(runner):
             final = runner.run()
         if not json_lines:
             click.echo(json.dumps(_final(final), indent=1))
