@@ -437,9 +437,13 @@ def tui(files: tuple[str, ...], **kw: Any) -> None:
     for p in paths:
         if not os.path.exists(p):
             raise SourceMissing(f"{p}: no such file")
+    from pcapdns.parallel import Engine
     from pcapdns.tui import make_app  # textual is loaded only for this command
 
-    app = make_app(paths, _options(kw))
+    if kw["group_by"]:
+        _check_regex(kw["group_by"])
+    engine = Engine(workers=kw["workers"], scheduler=kw["scheduler"], group_by=kw["group_by"])
+    app = make_app(paths, _options(kw), engine=engine)
     app.run()
     if app.error is not None:
         raise app.error

@@ -249,3 +249,28 @@ async def test_the_analysis_can_run_in_a_child_process(tmp_path):
         # the error crosses the process boundary with its class, message and hint
         assert app.error is not None and app.error.exit_status == ExitStatus.BAD_CAPTURE
         assert "not a pcap" in app.failure
+
+
+@run_async
+async def test_workers_read_the_captures_in_parallel_with_the_same_result(tmp_path, monkeypatch):
+    """``pcapdns tui --workers 2``: the files go to worker processes; a bad one is a warning."""
+    import pcapdns.parallel.engine as engine_module
+    from pcapdns.parallel import Engine
+
+    runs = []
+    real = engine_module._run_local
+    monkeypatch.setattr(
+        engine_module, "_run_local", lambda tasks, n: runs.append((len(tasks), n)) or real(tasks, n)
+    )
+    bad = tmp_path / "notes.pcap"
+    bad.write_text("not a capture\n")
+    files = [OUTAGE, str(ROOT / "samples" / "tcp-fallback.pcap"), str(bad)]
+    app = make_app(files, isolate=False, engine=Engine(workers=2))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, timeout=60)
+        assert runs == [(2, 2)], app.failure  # the two captures, on two local processes
+        assert app.failure is None, app.failure
+        assert app.analysis is not None
+        direct = analyze(files[:2])
+        assert app.analysis.transactions.equals(direct.transactions)
+        assert any("notes.pcap" in str(n.message) for n in app._notifications)

@@ -7,6 +7,6 @@ columnar message batches, and merges them into exactly what the in-process
 (:func:`pcapdns.pipeline.assemble`: pairing, tables, anomalies).
 """
 
-from pcapdns.parallel.engine import Plan, analyze, plan
+from pcapdns.parallel.engine import Engine, Plan, analyze, plan, start_local_workers
 
-__all__ = ["Plan", "analyze", "plan"]
+__all__ = ["Engine", "Plan", "analyze", "plan", "start_local_workers"]

@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
+from multiprocessing import forkserver
 
 import numpy as np
 import polars as pl
@@ -40,6 +41,16 @@ from pcapdns.tables.summary import Analysis
 Warn = Callable[[str], None]
 SPANS_PER_WORKER = 4  # more pieces than workers: the last ones finish together
 MIN_SPAN = 4 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Engine:
+    """Where an analysis runs: ``workers`` local processes, or the Dask cluster at ``scheduler``;
+    ``group_by`` names each capture's host (see :func:`plan`)."""
+
+    workers: int = 1
+    scheduler: str | None = None
+    group_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,10 +153,21 @@ def _tasks(paths: Sequence[str], opts: Options, workers: int, span_bytes: int | 
     return tasks
 
 
-def _run_local(tasks: list[Task], workers: int) -> Iterator[Piece | BaseException]:
-    """Run ``tasks`` on ``workers`` local processes (forked from a clean server process)."""
+def start_local_workers() -> multiprocessing.context.BaseContext:
+    """Start the clean server process local workers are forked from (if not yet running).
+
+    Called early by a program that later replaces its standard streams (the TUI): the server's
+    launch passes the process' stderr descriptor on.
+    """
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["pcapdns.parallel.worker"])
+    forkserver.ensure_running()
+    return context
+
+
+def _run_local(tasks: list[Task], workers: int) -> Iterator[Piece | BaseException]:
+    """Run ``tasks`` on ``workers`` local processes (forked from a clean server process)."""
+    context = start_local_workers()
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = {pool.submit(read_piece, t): t for t in tasks}
         for future in as_completed(futures):

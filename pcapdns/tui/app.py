@@ -28,6 +28,7 @@ from textual.widgets import ContentSwitcher, Footer, ProgressBar, Static
 from textual.worker import get_current_worker
 
 from pcapdns.errors import PcapdnsError
+from pcapdns.parallel import Engine, start_local_workers
 from pcapdns.pipeline import Options
 from pcapdns.report.export import write_file
 from pcapdns.tables.summary import Analysis
@@ -101,17 +102,26 @@ class PcapdnsApp(App[None]):
     ]
 
     def __init__(
-        self, paths: Sequence[str], options: Options | None = None, *, isolate: bool | None = None
+        self,
+        paths: Sequence[str],
+        options: Options | None = None,
+        *,
+        isolate: bool | None = None,
+        engine: Engine | None = None,
     ) -> None:
         super().__init__()
         self.paths = list(paths)
         self.options = options or Options()
+        self.engine = engine or Engine()
         # the analysis in a child process? (None: by the inputs' size)
         self.isolate = isolate if isolate is not None else total_bytes(self.paths) > ISOLATE_BYTES
-        if self.isolate:
-            # Start multiprocessing's resource tracker now: once the app runs, textual has
-            # replaced sys.stderr, whose descriptor the tracker's launch wants to pass on.
+        local_workers = self.engine.workers > 1 and self.engine.scheduler is None
+        if self.isolate or local_workers:
+            # Start multiprocessing's helper processes now: once the app runs, textual has
+            # replaced sys.stderr, whose descriptor their launch wants to pass on.
             resource_tracker.ensure_running()
+        if local_workers and not self.isolate:
+            start_local_workers()
         self.analysis: Analysis | None = None
         self.error: PcapdnsError | None = None
         self.failure: str | None = None
@@ -161,12 +171,14 @@ class PcapdnsApp(App[None]):
     def analyze(self, columns: int) -> None:
         """Run the analysis (here, or in a child process for a large capture) and relay its events."""
         if not self.isolate:
-            run(self.paths, self.options, columns, self._relay)
+            run(self.paths, self.options, columns, self._relay, self.engine)
             return
         ctx = multiprocessing.get_context("spawn")  # never fork a process that runs threads
         try:
             events: Any = ctx.Queue()
-            proc = ctx.Process(target=child, args=(self.paths, self.options, columns, events), daemon=True)
+            proc = ctx.Process(
+                target=child, args=(self.paths, self.options, columns, events, self.engine), daemon=True
+            )
             proc.start()
         except (OSError, ValueError) as e:
             self._relay(("crash", f"internal error: cannot start the analysis process: {e}"))
@@ -198,6 +210,10 @@ class PcapdnsApp(App[None]):
         kind = event[0]
         if kind == "progress":
             self.post_message(AnalysisProgress(event[1], event[2], event[3]))
+        elif kind == "warning":
+            self.call_from_thread(
+                self.notify, f"pcapdns: warning: {event[1]}", severity="warning", markup=False
+            )
         elif kind == "done":
             self.post_message(AnalysisReady(event[1], event[2], event[3]))
         elif kind == "error":
@@ -317,11 +333,15 @@ class PcapdnsApp(App[None]):
 
 
 def make_app(
-    paths: Sequence[str], options: Options | None = None, *, isolate: bool | None = None
+    paths: Sequence[str],
+    options: Options | None = None,
+    *,
+    isolate: bool | None = None,
+    engine: Engine | None = None,
 ) -> PcapdnsApp:
     """The app for ``paths`` (one analysis over all of them), as ``pcapdns tui`` runs it.
 
     ``isolate`` runs the analysis in a child process (True), in the worker thread (False), or
     decides by the inputs' size (None: a child process above ``runner.ISOLATE_BYTES``).
     """
-    return PcapdnsApp(paths, options, isolate=isolate)
+    return PcapdnsApp(paths, options, isolate=isolate, engine=engine)

@@ -6,8 +6,9 @@ seconds to land.  For captures above :data:`ISOLATE_BYTES` the app's thread work
 :func:`child` in a spawned process and only relays its events (the analysis arrives pickled:
 polars frames travel as Arrow IPC).  Small captures run in the thread itself: no process start-up.
 
-Events are tuples: ``("progress", done_bytes, total_bytes, label)``, ``("done", Analysis,
-Overview, seconds)``, ``("error", error_class, message, hint)``, ``("crash", text)``.
+Events are tuples: ``("progress", done_bytes, total_bytes, label)``, ``("warning", line)`` (a
+file left out), ``("done", Analysis, Overview, seconds)``, ``("error", error_class, message,
+hint)``, ``("crash", text)``.  ``--workers`` / ``--scheduler`` apply here as in ``analyze``.
 No textual here: this module is imported by the child.
 """
 
@@ -20,7 +21,8 @@ from typing import Any
 
 from pcapdns.errors import PcapdnsError
 from pcapdns.model import CaptureInfo
-from pcapdns.pipeline import Options, analyze
+from pcapdns.parallel import Engine, analyze
+from pcapdns.pipeline import Options
 from pcapdns.tui.data import build_overview
 
 ISOLATE_BYTES = 32 * 2**20
@@ -31,8 +33,16 @@ def total_bytes(paths: Sequence[str]) -> int:
     return sum(os.path.getsize(p) if os.path.isfile(p) else 0 for p in paths)
 
 
-def run(paths: Sequence[str], options: Options, columns: int, emit: Callable[[Event], None]) -> None:
-    """Analyze ``paths`` and summarize them for the overview, reporting through ``emit``."""
+def run(
+    paths: Sequence[str],
+    options: Options,
+    columns: int,
+    emit: Callable[[Event], None],
+    engine: Engine | None = None,
+) -> None:
+    """Analyze ``paths`` (on ``engine``) and summarize them for the overview, reporting through
+    ``emit``."""
+    engine = engine or Engine()
     total = total_bytes(paths)
     done: dict[int, int] = {}
     last = [0.0]
@@ -49,7 +59,16 @@ def run(paths: Sequence[str], options: Options, columns: int, emit: Callable[[Ev
 
     started = time.perf_counter()
     try:
-        analysis = analyze(paths, options, progress, stage)
+        analysis = analyze(
+            paths,
+            options,
+            workers=engine.workers,
+            scheduler=engine.scheduler,
+            group_by=engine.group_by,
+            progress=progress,
+            stage=stage,
+            warn=lambda line: emit(("warning", line)),
+        )
         stage("summarizing")
         overview = build_overview(analysis, columns)
     except PcapdnsError as e:
@@ -61,6 +80,8 @@ def run(paths: Sequence[str], options: Options, columns: int, emit: Callable[[Ev
     emit(("done", analysis, overview, time.perf_counter() - started))
 
 
-def child(paths: Sequence[str], options: Options, columns: int, queue: Any) -> None:
+def child(
+    paths: Sequence[str], options: Options, columns: int, queue: Any, engine: Engine | None = None
+) -> None:
     """The child process' entry point: :func:`run` with every event put on ``queue``."""
-    run(paths, options, columns, queue.put)
+    run(paths, options, columns, queue.put, engine)
