@@ -98,6 +98,26 @@ def _distinct_pairs(hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]) -> t
     return ids, first[:count]
 
 
+def _interleave(fast: pl.DataFrame, slow: pl.DataFrame) -> pl.DataFrame:
+    """``fast`` and ``slow`` rows in frame order (each in frame order already, no frame in both).
+
+    The few slow rows are put between slices of the fast ones: no row is copied (a sort or a
+    merge would copy every column of the batch).
+    """
+    if not slow.height:
+        return fast
+    if not slow.get_column("frame").is_sorted():  # never seen; the rule, not a promise
+        slow = slow.sort(["frame", "idx"], maintain_order=True)
+    at = np.searchsorted(fast.get_column("frame").to_numpy(), slow.get_column("frame").to_numpy())
+    parts: list[pl.DataFrame] = []
+    done = taken = 0
+    for cut, count in zip(*np.unique(at, return_counts=True), strict=True):
+        parts += [fast.slice(done, int(cut) - done), slow.slice(taken, int(count))]
+        done, taken = int(cut), taken + int(count)
+    parts.append(fast.slice(done))
+    return pl.concat([p for p in parts if p.height], rechunk=False)
+
+
 @jit
 def _fast_columns(  # noqa: PLR0913 - the parser's columns, one argument each
     rows: I64,
@@ -208,11 +228,7 @@ class Dissector:
         if len(frames) == 1:
             return frames[0]
         # Keep messages in frame order, so that a capture in time order needs no global sort later.
-        # Both parts are in frame order already and no frame is in both: merge, do not sort.
-        fast_rows, slow_part = frames
-        if not slow_part.get_column("frame").is_sorted():  # never seen; the rule, not a promise
-            slow_part = slow_part.sort(["frame", "idx"], maintain_order=True)
-        return fast_rows.merge_sorted(slow_part, "frame")
+        return _interleave(*frames)
 
     def finish(self) -> pl.DataFrame:
         """Flush the slow path's reassembly state at the end of all input."""
