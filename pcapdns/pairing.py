@@ -154,9 +154,16 @@ def pair(messages: pl.DataFrame, timeout_ns: int, capture_end_ns: int, *, vector
             ts, is_resp, flow_a, flow_b, question, timeout_ns, capture_end_ns
         )
         del flow_a, flow_b, question  # 24 bytes a message, not needed for the output
+        # Links in query order (the transactions table's order): query ids are distinct row
+        # numbers, so a scatter sorts them, no comparison sort needed.
+        at = np.full(n, -1, dtype=np.int64)
+        at[lq] = np.arange(len(lq))
+        by_query = at[at >= 0]
+        del at
+        lq, lr, lstatus, lretx = lq[by_query], lr[by_query], lstatus[by_query], lretx[by_query]
         links = pl.DataFrame(
             {
-                "query_mi": pl.Series(lq, dtype=pl.UInt32),
+                "query_mi": pl.Series(lq, dtype=pl.UInt32).set_sorted(),
                 "response_mi": pl.Series(lr).cast(pl.UInt32, strict=False),  # -1: none
                 "status": pl.Series(list(STATUSES), dtype=STATUS).gather(lstatus.astype(np.uint32)),
                 "retransmissions": pl.Series(lretx, dtype=pl.UInt32),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 
+import numpy as np
 import polars as pl
 
 _V4_PREFIX = 0x0000FFFF00000000
@@ -27,8 +28,16 @@ def named(df: pl.DataFrame, column: str, namer: Callable[[int], object], name: s
     Each distinct value is named once; the rows gather category codes, never build strings.
     """
     codes = df.get_column(column)
-    values = [v for v in codes.unique().to_list() if v is not None]
+    if codes.dtype in (pl.UInt8, pl.UInt16):
+        # small codes (types, RCODEs, file ids): counted into a lookup table, not hashed per row
+        present = np.flatnonzero(np.bincount(codes.drop_nulls().to_numpy(), minlength=1))
+        values: list[int] = present.tolist()
+        table = np.zeros(len(present) and int(present[-1]) + 1, dtype=np.uint32)
+        table[present] = np.arange(len(present), dtype=np.uint32)
+        index = pl.Series(table).gather(codes.cast(pl.UInt32))
+    else:
+        values = sorted(v for v in codes.unique().to_list() if v is not None)
+        position = dict(zip(values, range(len(values)), strict=True))
+        index = codes.replace_strict(position, default=None, return_dtype=pl.UInt32)
     labels = pl.Series(name, [str(namer(v)) for v in values], dtype=pl.Categorical)
-    position = dict(zip(values, range(len(values)), strict=True))
-    index = codes.replace_strict(position, default=None, return_dtype=pl.UInt32)
     return labels.gather(index).alias(name)
