@@ -60,7 +60,8 @@ def _named_counts(df: pl.DataFrame, column: str, namer: Any) -> dict[str, int]:
 
 
 def latency_ms(transactions: pl.DataFrame) -> dict[str, float | int | None]:
-    rtt = transactions.filter(pl.col("rtt").is_not_null()).select((pl.col("rtt") * 1000).alias("ms"))
+    # select before filtering: filtering the whole table would copy every column of it
+    rtt = transactions.select((pl.col("rtt") * 1000).alias("ms")).drop_nulls()
     stats: dict[str, float | int | None] = {"count": rtt.height}
     if rtt.height == 0:
         stats.update({"min": None, **{name: None for name, _ in PERCENTILES}, "max": None})
@@ -146,7 +147,8 @@ def servers(a: Analysis) -> pl.DataFrame:
 def top_qnames_by_rcode(a: Analysis, per_rcode: int = 5) -> pl.DataFrame:
     """The most frequent names per non-NOERROR RCODE."""
     return (
-        a.transactions.filter(pl.col("rcode_name").is_not_null() & (pl.col("rcode_name") != "NOERROR"))
+        a.transactions.select("rcode_name", "qname")
+        .filter(pl.col("rcode_name").is_not_null() & (pl.col("rcode_name") != "NOERROR"))
         .group_by("rcode_name", "qname")
         .len()
         .sort(["rcode_name", "len", "qname"], descending=[False, True, False])
@@ -157,7 +159,8 @@ def top_qnames_by_rcode(a: Analysis, per_rcode: int = 5) -> pl.DataFrame:
 
 def unanswered_by_server(a: Analysis) -> pl.DataFrame:
     return (
-        a.transactions.filter(pl.col("status") != "answered")
+        a.transactions.select("server", "status")
+        .filter(pl.col("status") != "answered")
         .group_by("server", "status")
         .len()
         .sort(["len", "server"], descending=[True, False])
@@ -166,7 +169,7 @@ def unanswered_by_server(a: Analysis) -> pl.DataFrame:
 
 def rcodes_over_time(a: Analysis, every: str = "1m") -> pl.DataFrame:
     """Responses per RCODE per time window (windows start at whole multiples of ``every``)."""
-    t = a.transactions.filter(pl.col("rcode_name").is_not_null())
+    t = a.transactions.select("ts", "rcode_name").filter(pl.col("rcode_name").is_not_null())
     if t.height == 0:
         return pl.DataFrame(schema={"window": pl.Datetime("us", "UTC")})
     return (
