@@ -12,6 +12,7 @@ Both produce rows of the ``MESSAGES`` schema; ``fast=False`` sends every frame d
 
 from __future__ import annotations
 
+import struct
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -430,3 +431,20 @@ def _option_mask(edns: Edns | None) -> int | None:
 def _min_ttl(msg: DnsMessage) -> int | None:
     ttls = [rr.ttl for rr in msg.answers if rr.rtype != 41]
     return min(ttls) if ttls else None
+
+
+def exchange_frames(port: int) -> list[bytes]:
+    """A query for example.com and its NXDOMAIN answer on ``port``, as Ethernet frames: the
+    synthetic traffic that loads (or compiles) the code paths before real input arrives."""
+    question = b"\x07example\x03com\x00\x00\x01\x00\x01"
+    messages = [
+        (b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + question, 40000, port),
+        (b"\x12\x34\x81\x83\x00\x01\x00\x00\x00\x00\x00\x00" + question, port, 40000),
+    ]
+    frames = []
+    for dns, sport, dport in messages:
+        udp = struct.pack("!HHHH", sport, dport, 8 + len(dns), 0) + dns
+        loopback = bytes([127, 0, 0, 1])
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, loopback, loopback)
+        frames.append(bytes(12) + b"\x08\x00" + ip + udp)
+    return frames

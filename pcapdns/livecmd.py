@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import struct
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -125,29 +124,17 @@ def run_live(
             writer.close()
 
 
-def _frame(dns: bytes, sport: int, dport: int) -> bytes:
-    udp = struct.pack("!HHHH", sport, dport, 8 + len(dns), 0) + dns
-    ip = struct.pack(
-        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1])
-    )
-    return bytes(12) + b"\x08\x00" + ip + udp
-
-
 def _warm_up(ports: frozenset[int]) -> None:
     """Run every output once on a synthetic query and answer, so that each module is loaded while
     the files of the Python installation are still readable (they may not be once root is gone)."""
     import numpy as np
 
+    from pcapdns.dissect import exchange_frames
     from pcapdns.model import FrameBatch
     from pcapdns.report import evidence, metrics  # noqa: F401 - loaded now, used later
     from pcapdns.report.live import finding_lines, json_line, status_line
 
-    port = min(ports)
-    question = b"\x07example\x03com\x00\x00\x01\x00\x01"
-    frames = [
-        _frame(b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + question, 40000, port),
-        _frame(b"\x12\x34\x81\x83\x00\x01\x00\x00\x00\x00\x00\x00" + question, port, 40000),
-    ]
+    frames = exchange_frames(min(ports))
     buf = b"".join(frames)
     n = len(frames)
     lengths = np.array([len(f) for f in frames], dtype=np.uint32)

@@ -425,14 +425,15 @@ def pair_hosts(
 ) -> Paired:
     """Pair each host's messages on their own, as if its files were one capture; one result.
 
-    ``hosts[file_id]`` names the host each file was captured on.  A host's capture ends with its
+    ``hosts[i]`` names the host ``captures[i]`` was captured on.  A host's capture ends with its
     own last frame.  The result is :func:`pair`'s for all messages when there is a single host;
     otherwise ``mi`` still numbers all messages in time order, and links come host by host.
     """
     names = sorted(set(hosts))
-    group = np.array([names.index(h) for h in hosts], dtype=np.int64)
+    group = np.zeros(max((c.file_id for c in captures), default=0) + 1, dtype=np.int64)  # by file id
     ends = [0] * len(names)
-    for c, g in zip(captures, group.tolist(), strict=True):
+    for c, h in zip(captures, hosts, strict=True):
+        g = group[c.file_id] = names.index(h)
         if c.last_ts_ns is not None:
             ends[g] = max(ends[g], c.last_ts_ns)
     if len(names) <= 1:

@@ -16,14 +16,15 @@ import polars as pl
 
 from pcapdns.anomalies import Thresholds, detect
 from pcapdns.dissect import Dissector
+from pcapdns.errors import PcapdnsError
 from pcapdns.jit import loaded
 from pcapdns.model import DEFAULT_PORTS, CaptureInfo, DecodeIssue
 from pcapdns.pairing import pair_hosts
-from pcapdns.schema import ANOMALIES, MESSAGES
+from pcapdns.schema import ANOMALIES, MALFORMED, MESSAGES
 from pcapdns.sources import open_capture
-from pcapdns.tables.engine import engine_inputs, issues_frame
+from pcapdns.tables.engine import engine_inputs, issues_frame, query_facts, unpaired
 from pcapdns.tables.names import address_text
-from pcapdns.tables.summary import COUNTED, Analysis
+from pcapdns.tables.summary import Analysis, add_counts, count_messages
 from pcapdns.tables.transactions import build_transactions
 
 Progress = Callable[[CaptureInfo], None]
@@ -82,28 +83,67 @@ def analyze(
 ) -> Analysis:
     """Read every capture in ``paths`` (as one analysis) and pair, count and tabulate its DNS.
 
-    ``progress`` is called after every batch of frames; ``stage`` names each step after reading.
+    Each host's files (``options.hosts``) are read and tabulated on their own, as if they were
+    one capture, then the hosts are put together (:func:`finish`): exactly what the parallel
+    engine does with one host per worker.  ``progress`` is called after every batch of frames;
+    ``stage`` names each step after reading.
     """
     opts = options or Options()
-    return assemble(read(paths, opts, progress), opts, stage)
+    groups = host_groups(opts.hosts, len(paths))
+    if len(groups) <= 1:
+        return assemble(read(paths, opts, progress), opts, stage)
+    files = list(paths)
+    parts = [
+        tabulate(read([files[i] for i in ids], opts, progress, file_ids=ids), opts, files) for ids in groups
+    ]
+    return finish(parts, opts, stage)
 
 
-def read(paths: Sequence[str], opts: Options, progress: Progress | None = None) -> Decoded:
-    """Read and dissect every capture in ``paths``: the messages before pairing."""
+def host_groups(hosts: Sequence[str], count: int) -> list[list[int]]:
+    """The file ids of each host, hosts in order of their first file (one group without hosts)."""
+    if not hosts:
+        return [list(range(count))]
+    groups: dict[str, list[int]] = {}
+    for file_id, host in enumerate(hosts):
+        groups.setdefault(host, []).append(file_id)
+    return list(groups.values())
+
+
+def read(
+    paths: Sequence[str],
+    opts: Options,
+    progress: Progress | None = None,
+    *,
+    file_ids: Sequence[int] | None = None,
+    skip: Callable[[str], None] | None = None,
+) -> Decoded:
+    """Read and dissect every capture in ``paths`` (numbered ``file_ids``, by default from 0).
+
+    A file that cannot be read raises, unless ``skip`` is given: then it gets the error's line,
+    and the file stays in the analysis empty (file ids do not move).
+    """
     dissector = Dissector(opts.ports, fast=opts.fast, fast_min_frames=opts.fast_min_frames)
     captures: list[CaptureInfo] = []
     chunks: list[pl.DataFrame] = []
     issues: list[DecodeIssue] = []
-    for file_id, path in enumerate(paths):
-        with open_capture(path, file_id) as capture:
-            captures.append(capture.info)
-            for batch in capture.batches(opts.batch_frames):
-                frame = dissector.dissect(batch)
-                if frame.height:
-                    chunks.append(frame)
-                if progress is not None:
-                    progress(capture.info)
-            issues.extend(capture.info.issues)
+    for file_id, path in zip(file_ids if file_ids is not None else range(len(paths)), paths, strict=True):
+        mark, had = len(chunks), len(captures)
+        try:
+            with open_capture(path, file_id) as capture:
+                captures.append(capture.info)
+                for batch in capture.batches(opts.batch_frames):
+                    frame = dissector.dissect(batch)
+                    if frame.height:
+                        chunks.append(frame)
+                    if progress is not None:
+                        progress(capture.info)
+                issues.extend(capture.info.issues)
+        except PcapdnsError as exc:
+            if skip is None:
+                raise
+            skip(exc.message if exc.message.startswith(path) else f"{path}: {exc.message}")
+            del chunks[mark:], captures[had:]
+            captures.append(CaptureInfo(file_id, path))
     tail = dissector.finish()
     if tail.height:
         chunks.append(tail)
@@ -133,8 +173,35 @@ def _canonical_addresses(decoded: Decoded) -> tuple[pl.DataFrame, list[tuple[int
     return m.with_columns(pl.Series("src", src), pl.Series("dst", dst)), [halves[i] for i in order]
 
 
+@dataclass(slots=True)
+class Tables:
+    """One host's analysis before the anomaly engine (or all of it, with one host): the unit that
+    :func:`finish` puts together, and what a parallel worker sends back for a whole host.
+
+    ``facts`` (the engine's query facts, row for row with ``transactions``) and ``unpaired`` are
+    None when the engine does not run.
+    """
+
+    captures: list[CaptureInfo]
+    message_counts: pl.DataFrame
+    transactions: pl.DataFrame
+    facts: pl.DataFrame | None
+    unpaired: pl.DataFrame | None
+    malformed: pl.DataFrame
+    issues: pl.DataFrame
+    counters: Counter[str]
+    addresses: list[str]
+
+
 def assemble(decoded: Decoded, opts: Options, stage: Callable[[str], None] | None = None) -> Analysis:
     """Pair, tabulate and look for anomalies in what was read (in-process or by workers)."""
+    return finish([tabulate(decoded, opts, [c.path for c in decoded.captures], stage)], opts, stage)
+
+
+def tabulate(
+    decoded: Decoded, opts: Options, files: Sequence[str], stage: Callable[[str], None] | None = None
+) -> Tables:
+    """Pair and tabulate what was read; ``files`` names every file id of the analysis."""
     captures = decoded.captures
     _release_memory()
     if stage is not None:
@@ -142,47 +209,94 @@ def assemble(decoded: Decoded, opts: Options, stage: Callable[[str], None] | Non
     messages, halves = _canonical_addresses(decoded)
     decoded.messages = pl.DataFrame(schema=MESSAGES)
     timeout_ns = int(opts.timeout_s * 1e9)
-    hosts = opts.hosts or ("",) * len(captures)
+    hosts = opts.hosts or ("",) * (max((c.file_id for c in captures), default=-1) + 1)
     compiled = loaded() or messages.height >= opts.fast_min_frames
-    paired = pair_hosts(messages, timeout_ns, captures, hosts, vectorized=compiled)
+    paired = pair_hosts(
+        messages, timeout_ns, captures, [hosts[c.file_id] for c in captures], vectorized=compiled
+    )
     del messages
     _release_memory()
-    files = [c.path for c in captures]
-    counters = decoded.counters
+    names = list(files)
     addresses = [address_text(hi, lo) for hi, lo in halves]
     if stage is not None:
         stage("building the transactions table")
-    transactions = build_transactions(paired, files, addresses)
-    links = paired.links
-    malformed = decoded.malformed
-    issues_table = issues_frame(decoded.issues)
-    anomaly_inputs = None
+    transactions = build_transactions(paired, names, addresses)
+    facts = unpaired_rows = None
     if opts.anomalies:  # its inputs cost time and memory: only built when the engine runs
-        anomaly_inputs = engine_inputs(
-            paired,
-            transactions,
-            files,
-            addresses,
-            malformed=malformed,
-            issues=issues_table,
-            captures=captures,
-            timeout_s=opts.timeout_s,
-            thresholds=opts.thresholds,
-        )
+        facts, unpaired_rows = query_facts(paired), unpaired(paired.messages, names, addresses)
     # Everything else about a message now lives in the transactions table (and the engine's
     # inputs): the messages keep only what the counts read, a few bytes each.
-    messages_kept = paired.messages.select(COUNTED)
-    del paired
-    if stage is not None and opts.anomalies:
-        stage("looking for anomalies")
-    anomalies = detect(anomaly_inputs) if anomaly_inputs is not None else pl.DataFrame(schema=ANOMALIES)
+    return Tables(
+        captures=captures,
+        message_counts=count_messages(paired.messages),
+        transactions=transactions,
+        facts=facts,
+        unpaired=unpaired_rows,
+        malformed=decoded.malformed,
+        issues=issues_frame(decoded.issues),
+        counters=decoded.counters,
+        addresses=addresses,
+    )
+
+
+def empty_tables(captures: list[CaptureInfo], opts: Options, files: Sequence[str]) -> Tables:
+    """The tables of files that could not be read (kept, empty, so that file ids do not move)."""
+    nothing = Decoded(
+        captures, pl.DataFrame(schema=MESSAGES), [], [], pl.DataFrame(schema=MALFORMED), Counter()
+    )
+    return tabulate(nothing, opts, files)
+
+
+def finish(parts: Sequence[Tables], opts: Options, stage: Callable[[str], None] | None = None) -> Analysis:
+    """Put the hosts' tables together (in the order given) and run the anomaly engine over them.
+
+    Every table lists host after host (each host's rows in time order); the engine sorts what it
+    needs by time itself.
+    """
+    first = parts[0]
+    if len(parts) == 1:
+        transactions, facts, unpaired_rows = first.transactions, first.facts, first.unpaired
+        message_counts, malformed, issues = first.message_counts, first.malformed, first.issues
+        counters = first.counters
+        captures, addresses = first.captures, first.addresses
+    else:
+        transactions = pl.concat([p.transactions for p in parts])
+        facts = (
+            pl.concat([p.facts for p in parts if p.facts is not None]) if first.facts is not None else None
+        )
+        unpaired_rows = None
+        if first.unpaired is not None:
+            unpaired_rows = pl.concat([p.unpaired for p in parts if p.unpaired is not None])
+        message_counts = add_counts([p.message_counts for p in parts])
+        malformed = pl.concat([p.malformed for p in parts])
+        issues = pl.concat([p.issues for p in parts])
+        counters = Counter[str]()
+        for p in parts:
+            counters.update(p.counters)
+        captures = sorted((c for p in parts for c in p.captures), key=lambda c: c.file_id)
+        addresses = sorted({a for p in parts for a in p.addresses})
+    anomalies = pl.DataFrame(schema=ANOMALIES)
+    if facts is not None and unpaired_rows is not None:
+        if stage is not None:
+            stage("looking for anomalies")
+        anomalies = detect(
+            engine_inputs(
+                transactions,
+                facts,
+                unpaired_rows,
+                malformed=malformed,
+                issues=issues,
+                captures=captures,
+                timeout_s=opts.timeout_s,
+                thresholds=opts.thresholds,
+            )
+        )
     return Analysis(
         captures=captures,
-        messages=messages_kept,
-        links=links,
+        message_counts=message_counts,
         transactions=transactions,
         malformed=malformed,
-        issues=issues_table,
+        issues=issues,
         anomalies=anomalies,
         counters=counters,
         timeout_s=opts.timeout_s,

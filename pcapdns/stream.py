@@ -41,7 +41,7 @@ from pcapdns.dissect import AddressTable, Dissector
 from pcapdns.model import DEFAULT_PORTS, CaptureInfo, FrameBatch
 from pcapdns.pairing import Paired, pair
 from pcapdns.schema import ANOMALIES, DECODE_ISSUES, LINKS, MALFORMED, MESSAGES, ROLE, ROLES
-from pcapdns.tables.engine import engine_inputs
+from pcapdns.tables.engine import engine_inputs, query_facts, unpaired
 from pcapdns.tables.names import address_text
 from pcapdns.tables.totals import PairCounts, Totals
 from pcapdns.tables.transactions import build_transactions
@@ -427,10 +427,9 @@ class Stream:
         files = [self.name]
         transactions = build_transactions(local, files, addresses)
         inputs = engine_inputs(
-            local,
             transactions,
-            files,
-            addresses,
+            query_facts(local),
+            unpaired(local.messages, files, addresses),
             malformed=pl.DataFrame(schema=MALFORMED),
             issues=pl.DataFrame(schema=DECODE_ISSUES),
             captures=[self.info],

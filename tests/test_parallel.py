@@ -28,8 +28,9 @@ from pcapdns.parallel import analyze, plan
 from pcapdns.parallel.hosts import host_of
 from pcapdns.parallel.split import split
 from pcapdns.pipeline import Options
+from pcapdns.pipeline import analyze as analyze_here
 from pcapdns.sources import open_capture
-from pcapdns.tables.summary import Analysis
+from pcapdns.tables.summary import COUNTED, Analysis
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = sorted(str(p) for p in (ROOT / "samples").glob("*.pcap*"))
@@ -47,7 +48,7 @@ def assert_same(a: Analysis, b: Analysis) -> None:
     assert a.counters == b.counters
     assert a.addresses == b.addresses
     assert a.captures == b.captures
-    for name in ("messages", "links", "transactions", "malformed", "issues", "anomalies"):
+    for name in ("message_counts", "transactions", "malformed", "issues", "anomalies"):
         assert_frame_equal(getattr(a, name), getattr(b, name))
 
 
@@ -252,3 +253,42 @@ def test_plan_orders_each_host_by_first_timestamp(tmp_path: Path) -> None:
     p = plan(paths)
     assert p.hosts == ("h0", "h0", "h1")
     assert p.paths == (paths[2], paths[0], paths[1])
+
+
+def test_each_host_is_one_task_and_only_its_tables_come_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several hosts: a worker reads, pairs and tabulates a whole host; no message crosses."""
+    import pcapdns.parallel.engine as engine_module
+    from pcapdns.parallel.worker import tabulate_host
+
+    calls: list[tuple[object, int]] = []
+    real = engine_module._run_local
+
+    def spy(run, tasks, workers):  # type: ignore[no-untyped-def]
+        calls.append((run, len(tasks)))
+        results = list(real(run, tasks, workers))
+        assert all(r.tables.message_counts.columns == [*COUNTED, "count"] for r in results)  # no messages
+        return iter(results)
+
+    monkeypatch.setattr(engine_module, "_run_local", spy)
+    parallel = analyze(SAMPLES, OPTS, workers=2, group_by=PER_FILE)
+    assert calls == [(tabulate_host, len(SAMPLES))]
+    assert_same(analyze(SAMPLES, OPTS, group_by=PER_FILE), parallel)
+
+
+def test_a_file_gone_before_its_host_is_read_is_reported_and_its_host_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pcapdns.parallel.engine as engine_module
+    from pcapdns.parallel.engine import Plan
+
+    good, other = str(ROOT / "samples" / "formerr.pcap"), str(ROOT / "samples" / "steady.pcap")
+    gone = str(tmp_path / "ns2.20240301.100500.pcap")
+    monkeypatch.setattr(
+        engine_module, "plan", lambda paths, group_by=None: Plan((good, gone, other), ("ns1", "ns1", "ns2"))
+    )
+    warnings: list[str] = []
+    a = analyze([good, gone, other], OPTS, workers=2, warn=warnings.append)
+    assert warnings == [f"{gone}: no such file"]
+    assert [c.path for c in a.captures] == [good, gone, other] and a.captures[1].frames == 0
+    alone = analyze_here([good, other], Options(fast_min_frames=0, hosts=("ns1", "ns2")))
+    assert_frame_equal(a.transactions, alone.transactions.with_columns(a.transactions["file"]))

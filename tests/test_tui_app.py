@@ -260,7 +260,7 @@ async def test_workers_read_the_captures_in_parallel_with_the_same_result(tmp_pa
     runs = []
     real = engine_module._run_local
     monkeypatch.setattr(
-        engine_module, "_run_local", lambda tasks, n: runs.append((len(tasks), n)) or real(tasks, n)
+        engine_module, "_run_local", lambda run, tasks, n: runs.append((len(tasks), n)) or real(run, tasks, n)
     )
     bad = tmp_path / "notes.pcap"
     bad.write_text("not a capture\n")

@@ -1,19 +1,22 @@
 """The Dask distributed engine: tasks go to the cluster's workers, pieces come back as they finish.
 
 Dask does the distribution (placement, retries on lost workers, transfers); this module only
-submits one :func:`~pcapdns.parallel.worker.read_piece` per task and yields the results.  Workers
+submits one call per task (:func:`~pcapdns.parallel.worker.read_piece` or
+:func:`~pcapdns.parallel.worker.tabulate_host`) and yields the results.  Workers
 must be able to import ``pcapdns`` and read the capture paths (a shared file system).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pcapdns.errors import SourceMissing, UsageError
-from pcapdns.parallel.worker import Piece, Task, read_piece
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(slots=True)
@@ -21,10 +24,11 @@ class Cluster:
     client: Any  # distributed.Client
     workers: int
 
-    def run(self, tasks: list[Task]) -> Iterator[Piece | BaseException]:
+    def run(self, func: Callable[[T], R], tasks: list[T]) -> Iterator[R | BaseException]:
+        """``func`` of each task on the cluster; results (or the exception) as they finish."""
         from distributed import as_completed
 
-        futures = self.client.map(read_piece, tasks, pure=False)
+        futures = self.client.map(func, tasks, pure=False)
         for future in as_completed(futures):  # type: ignore[no-untyped-call]
             exc = future.exception()
             yield exc if exc is not None else future.result()

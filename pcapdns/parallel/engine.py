@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from multiprocessing import forkserver
+from typing import TypeVar
 
 import numpy as np
 import polars as pl
@@ -31,14 +32,16 @@ from pcapdns.errors import PcapdnsError
 from pcapdns.model import CaptureInfo, DecodeIssue
 from pcapdns.parallel.hosts import host_of
 from pcapdns.parallel.split import split
-from pcapdns.parallel.worker import Piece, Task, read_piece
-from pcapdns.pipeline import Decoded, Options, Progress, assemble
+from pcapdns.parallel.worker import HostResult, HostTask, Piece, Task, read_piece, tabulate_host
+from pcapdns.pipeline import Decoded, Options, Progress, Tables, assemble, empty_tables, finish, host_groups
 from pcapdns.pipeline import analyze as analyze_here
 from pcapdns.schema import MESSAGES
 from pcapdns.sources import Span, open_capture
 from pcapdns.tables.summary import Analysis
 
 Warn = Callable[[str], None]
+T = TypeVar("T")
+R = TypeVar("R")
 SPANS_PER_WORKER = 4  # more pieces than workers: the last ones finish together
 MIN_SPAN = 4 << 20
 
@@ -116,6 +119,8 @@ def analyze(
     a task reads (default: the input divided among the workers, at least 4 MiB).
     """
     opts = options or Options()
+    if workers > 1 and scheduler is None and "-" not in paths:
+        start_local_workers()  # the fork server loads everything while the files are planned
     p = plan(paths, group_by)
     for line in p.skipped:
         if warn is not None:
@@ -123,17 +128,28 @@ def analyze(
     opts = replace(opts, hosts=p.hosts)
     if (workers <= 1 and scheduler is None) or "-" in p.paths:  # stdin is read where it is
         return analyze_here(p.paths, opts, progress, stage)
+    groups = host_groups(p.hosts, len(p.paths))
+    if len(groups) > 1:  # hosts are independent: one task reads and tabulates a whole host
+        host_tasks = [HostTask(tuple(ids), p.paths, opts) for ids in groups]
+        if scheduler is not None:
+            from pcapdns.parallel.cluster import connect
+
+            with connect(scheduler) as cluster:
+                parts = _collect_hosts(cluster.run(tabulate_host, host_tasks), host_tasks, progress, warn)
+        else:
+            parts = _collect_hosts(_run_local(tabulate_host, host_tasks, workers), host_tasks, progress, warn)
+        return finish(parts, opts, stage)
     if scheduler is not None:
         from pcapdns.parallel.cluster import connect
 
         with connect(scheduler) as cluster:
             tasks = _tasks(p.paths, opts, cluster.workers, span_bytes)
-            pieces = _collect(cluster.run(tasks), tasks, progress, warn)
+            pieces = _collect(cluster.run(read_piece, tasks), tasks, progress, warn)
     else:
         tasks = _tasks(p.paths, opts, workers, span_bytes)
         if len(tasks) == 1:  # one small file: starting processes would cost more than it saves
             return analyze_here(p.paths, opts, progress, stage)
-        pieces = _collect(_run_local(tasks, workers), tasks, progress, warn)
+        pieces = _collect(_run_local(read_piece, tasks, workers), tasks, progress, warn)
     return assemble(merge(pieces, p.paths, opts), opts, stage)
 
 
@@ -160,19 +176,27 @@ def start_local_workers() -> multiprocessing.context.BaseContext:
     launch passes the process' stderr descriptor on.
     """
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["pcapdns.parallel.worker"])
+    context.set_forkserver_preload(["pcapdns.parallel.preload"])
     forkserver.ensure_running()
     return context
 
 
-def _run_local(tasks: list[Task], workers: int) -> Iterator[Piece | BaseException]:
-    """Run ``tasks`` on ``workers`` local processes (forked from a clean server process)."""
+def _run_local(run: Callable[[T], R], tasks: list[T], workers: int) -> Iterator[R | BaseException]:
+    """``run`` each of ``tasks`` on ``workers`` local processes (forked from a clean server process)."""
     context = start_local_workers()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = {pool.submit(read_piece, t): t for t in tasks}
+    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context) as pool:
+        futures = {pool.submit(run, t): t for t in tasks}
         for future in as_completed(futures):
             exc = future.exception()
             yield exc if exc is not None else future.result()
+
+
+def _alive(results: Iterable[R | BaseException]) -> Iterator[R]:
+    """The results; a worker process that died (not a file's fault) ends the analysis."""
+    for result in results:
+        if isinstance(result, BaseException):
+            raise PcapdnsError(f"a worker failed: {type(result).__name__}: {result}") from result
+        yield result
 
 
 def _collect(
@@ -185,9 +209,7 @@ def _collect(
     done: Counter[int] = Counter()
     sizes = {t.file_id: os.path.getsize(t.path) if os.path.isfile(t.path) else 0 for t in tasks}
     pieces: list[Piece] = []
-    for result in results:
-        if isinstance(result, BaseException):  # not a file's fault: the worker process itself died
-            raise PcapdnsError(f"a worker failed: {type(result).__name__}: {result}") from result
+    for result in _alive(results):
         task = result.task
         if result.error:
             if warn is not None:
@@ -200,6 +222,33 @@ def _collect(
             info.bytes_read = min(done[task.file_id], sizes[task.file_id])
             progress(info)
     return pieces
+
+
+def _collect_hosts(
+    results: Iterable[HostResult | BaseException],
+    tasks: list[HostTask],
+    progress: Progress | None,
+    warn: Warn | None,
+) -> list[Tables]:
+    """Every host's tables, in the order of ``tasks`` (whatever order they finish in)."""
+    done: dict[tuple[int, ...], Tables] = {}
+    for result in _alive(results):
+        for line in result.errors:
+            if warn is not None:
+                warn(line)
+        task = result.task
+        tables = result.tables
+        if tables is None:  # already reported: the host's files stay, empty, to keep file ids
+            tables = empty_tables(
+                [CaptureInfo(i, task.files[i]) for i in task.file_ids], task.options, task.files
+            )
+        done[task.file_ids] = tables
+        if progress is not None:
+            for c in tables.captures:
+                info = replace(c)
+                info.bytes_read = os.path.getsize(c.path) if os.path.isfile(c.path) else c.bytes_read
+                progress(info)
+    return [done[t.file_ids] for t in tasks]
 
 
 def _merge_info(parts: list[CaptureInfo]) -> CaptureInfo:

@@ -18,6 +18,7 @@ import polars as pl
 from pcapdns.dissect import Dissector
 from pcapdns.errors import PcapdnsError
 from pcapdns.model import CaptureInfo, FrameBatch
+from pcapdns.pipeline import Options, Tables, read, tabulate
 from pcapdns.schema import MESSAGES
 from pcapdns.sources import Span, open_capture
 
@@ -113,3 +114,35 @@ def read_piece(task: Task) -> Piece:
         slow=dissector.deferred,
         error=error,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class HostTask:
+    """Read and tabulate one host's files (``paths``, file ids ``file_ids`` of the analysis, whose
+    files are ``files``) as :func:`pcapdns.pipeline.analyze` does for each host."""
+
+    file_ids: tuple[int, ...]
+    files: tuple[str, ...]
+    options: Options
+
+    @property
+    def paths(self) -> list[str]:
+        return [self.files[i] for i in self.file_ids]
+
+
+@dataclass(slots=True)
+class HostResult:
+    task: HostTask
+    tables: Tables | None
+    errors: list[str] = field(default_factory=list)  # one line per file left out
+
+
+def tabulate_host(task: HostTask) -> HostResult:
+    """Run ``task`` where it lands (a local process or a Dask worker): only tables come back."""
+    errors: list[str] = []
+    try:
+        decoded = read(task.paths, task.options, file_ids=task.file_ids, skip=errors.append)
+        return HostResult(task, tabulate(decoded, task.options, task.files), errors)
+    except Exception as exc:  # noqa: BLE001 -- a worker reports, the parent decides
+        errors.append(f"{', '.join(task.paths)}: internal error: {type(exc).__name__}: {exc}")
+        return HostResult(task, None, errors)

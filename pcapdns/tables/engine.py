@@ -71,10 +71,9 @@ def unpaired(m: pl.DataFrame, files: list[str], addresses: list[str]) -> pl.Data
 
 
 def engine_inputs(
-    paired: Paired,
     transactions: pl.DataFrame,
-    files: list[str],
-    addresses: list[str],
+    facts: pl.DataFrame,
+    unpaired_rows: pl.DataFrame,
     *,
     malformed: pl.DataFrame,
     issues: pl.DataFrame,
@@ -82,13 +81,14 @@ def engine_inputs(
     timeout_s: float,
     thresholds: Thresholds,
 ) -> Inputs:
-    """The engine's inputs: ``transactions`` (built from ``paired``) with their query facts."""
+    """The engine's inputs: ``transactions`` with their query ``facts`` (:func:`query_facts`,
+    row for row) and the ``unpaired`` responses."""
     # One chunk each: a join's row order can follow the input's chunk layout, which depends on how
     # the input was read (batches, workers); the findings must not.  (The engine's tables are a
     # fraction of the messages, so this costs far less than rechunking those.)
     return Inputs(
-        transactions=pl.concat([transactions, query_facts(paired)], how="horizontal").rechunk(),
-        unpaired=unpaired(paired.messages, files, addresses).rechunk(),
+        transactions=pl.concat([transactions, facts], how="horizontal").rechunk(),
+        unpaired=unpaired_rows.rechunk(),
         malformed=malformed.rechunk(),
         issues=issues,
         captures=captures,

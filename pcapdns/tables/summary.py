@@ -25,13 +25,25 @@ PERCENTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
 COUNTED = ("role", "qr", "rcode", "qtype", "opcode", "transport", "malformed")
 
 
+def count_messages(m: pl.DataFrame) -> pl.DataFrame:
+    """``m``'s messages counted by the COUNTED columns, in a canonical row order."""
+    return m.group_by(COUNTED).agg(pl.len().cast(pl.UInt64).alias("count")).sort(COUNTED, nulls_last=True)
+
+
+def add_counts(parts: list[pl.DataFrame]) -> pl.DataFrame:
+    """Message counts of several parts added up (same canonical order)."""
+    both = pl.concat(parts)
+    return both.group_by(COUNTED).agg(pl.col("count").sum()).sort(COUNTED, nulls_last=True)
+
+
 @dataclass(slots=True)
 class Analysis:
     """Everything one run of the pipeline produced."""
 
     captures: list[CaptureInfo]
-    messages: pl.DataFrame  # one row per DNS message in time order, the COUNTED columns only
-    links: pl.DataFrame
+    # DNS messages counted by the COUNTED columns: one row per distinct combination, with ``count``
+    # (everything else about a message lives in its transaction's row)
+    message_counts: pl.DataFrame
     transactions: pl.DataFrame
     malformed: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=MALFORMED))
     issues: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=DECODE_ISSUES))
@@ -55,7 +67,7 @@ def iso(ts_ns: int | None) -> str | None:
 
 
 def _named_counts(df: pl.DataFrame, column: str, namer: Any) -> dict[str, int]:
-    counts = df.filter(pl.col(column).is_not_null()).group_by(column).len().sort(column)
+    counts = df.filter(pl.col(column).is_not_null()).group_by(column).agg(pl.col("count").sum()).sort(column)
     return {namer(v): int(n) for v, n in counts.iter_rows()}
 
 
@@ -77,15 +89,20 @@ def latency_ms(transactions: pl.DataFrame) -> dict[str, float | int | None]:
 
 def summary(a: Analysis) -> dict[str, Any]:
     """The ``--json`` summary."""
-    m = a.messages
-    role = m.get_column("role").value_counts() if m.height else pl.DataFrame({"role": [], "count": []})
-    roles = {str(r): int(n) for r, n in role.iter_rows()}
-    status = a.links.get_column("status").value_counts()
+    m = a.message_counts
+
+    def total(df: pl.DataFrame) -> int:
+        return int(df.get_column("count").sum())
+
+    def counted_by(df: pl.DataFrame, column: str) -> list[tuple[Any, int]]:
+        rows = df.group_by(column).agg(pl.col("count").sum()).sort(column).iter_rows()
+        return [(v, int(n)) for v, n in rows]
+
+    roles = {str(r): n for r, n in counted_by(m, "role")}
+    status = a.transactions.get_column("status").value_counts()
     statuses = {str(s): int(n) for s, n in status.iter_rows()}
-    # Only the columns the counts read: filtering the whole message table would copy all of it.
-    counted = m.select("qr", "rcode", "qtype", "opcode")
-    queries = counted.filter(~pl.col("qr"))
-    responses = counted.filter(pl.col("qr"))
+    queries = m.filter(~pl.col("qr"))
+    responses = m.filter(pl.col("qr"))
     malformed_reasons = (
         a.malformed.unique(["file_id", "frame", "idx", "reason"]).group_by("reason").len().sort("reason")
     )
@@ -96,24 +113,21 @@ def summary(a: Analysis) -> dict[str, Any]:
     capture_ended = statuses.get("capture_ended", 0)
     return {
         "frames": sum(c.frames for c in a.captures),
-        "dns_messages": m.height,
-        "queries": queries.height,
-        "responses": responses.height,
+        "dns_messages": total(m),
+        "queries": total(queries),
+        "responses": total(responses),
         "answered": statuses.get("answered", 0),
         "unanswered": unanswered_timeout + capture_ended,
         "unanswered_by_reason": {"timeout": unanswered_timeout, "capture_ended": capture_ended},
         "orphan_responses": roles.get("orphan_response", 0),
         "retransmissions": roles.get("retransmission", 0),
         "duplicate_responses": roles.get("duplicate_response", 0),
-        "malformed": int(m.get_column("malformed").sum()),
+        "malformed": total(m.filter(pl.col("malformed"))),
         "malformed_reasons": {str(r): int(n) for r, n in malformed_reasons.iter_rows()},
         "rcodes": _named_counts(responses, "rcode", rcode_name),
         # An UPDATE's first section is the zone, not a question (RFC 2136 2.3): not a QTYPE.
         "qtypes": _named_counts(queries.filter(pl.col("opcode") != 5), "qtype", rrtype_name),
-        "transports": {
-            ("tcp" if t == 6 else "udp"): int(n)
-            for t, n in m.group_by("transport").len().sort("transport", descending=True).iter_rows()
-        },
+        "transports": {("tcp" if t == 6 else "udp"): n for t, n in reversed(counted_by(m, "transport"))},
         "latency_ms": latency_ms(a.transactions),
         "decode_issues": {str(r): int(n) for r, n in issues.iter_rows()},
         "time_span": {

@@ -1,0 +1,30 @@
+"""What the local workers' fork server loads once, before it forks any worker.
+
+Importing pcapdns (polars, numpy) and starting numba take most of a second; done here, every
+worker is forked with them in place (their pages shared, copy-on-write) and starts on its task
+sooner.  Nothing here may start a thread (polars' thread pool included: it starts on first use),
+because the fork server forks: a child gets no copy of its parent's threads, and a lock one of
+them held would never be released.  So polars is imported but not used, and numba is started by
+one call of a compiled function that uses no thread.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pcapdns.jit import load
+from pcapdns.parallel import worker  # noqa: F401 - what a worker runs
+from pcapdns.sources.pcapfile import _record_offsets
+
+
+def warm_up() -> None:
+    load()
+    # numba's type registries are set up by the first call, and this walk's code loaded, as a
+    # reader calls it (a read-only view of a bytes chunk)
+    _record_offsets(np.frombuffer(bytes(64), dtype=np.uint8), 24, True, 65535)
+
+
+try:
+    warm_up()
+except Exception:  # noqa: BLE001,S110 - a warm-up only saves time: workers load what they need anyway
+    pass
