@@ -215,6 +215,7 @@ def tabulate(
         messages, timeout_ns, captures, [hosts[c.file_id] for c in captures], vectorized=compiled
     )
     del messages
+    counts = count_messages(paired.messages)  # before the transactions exist: a lower peak
     _release_memory()
     names = list(files)
     addresses = [address_text(hi, lo) for hi, lo in halves]
@@ -228,7 +229,7 @@ def tabulate(
     # inputs): the messages keep only what the counts read, a few bytes each.
     return Tables(
         captures=captures,
-        message_counts=count_messages(paired.messages),
+        message_counts=counts,
         transactions=transactions,
         facts=facts,
         unpaired=unpaired_rows,

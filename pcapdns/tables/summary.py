@@ -18,16 +18,53 @@ import polars as pl
 
 from pcapdns.dns.codes import rcode_name, rrtype_name
 from pcapdns.model import CaptureInfo
-from pcapdns.schema import ANOMALIES, DECODE_ISSUES, MALFORMED
+from pcapdns.schema import ANOMALIES, DECODE_ISSUES, MALFORMED, ROLES
 
 PERCENTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
 # What the summary counts per message (the rest of a message lives in its transaction's row).
 COUNTED = ("role", "qr", "rcode", "qtype", "opcode", "transport", "malformed")
 
 
+# Bit positions of the COUNTED columns packed into one 64-bit key (qtype: 16 bits and a null bit).
+_ROLE, _QR, _RCODE, _QTYPE, _NO_QTYPE, _OPCODE, _TRANSPORT = 56, 55, 36, 18, 17, 9, 1
+
+
 def count_messages(m: pl.DataFrame) -> pl.DataFrame:
-    """``m``'s messages counted by the COUNTED columns, in a canonical row order."""
-    return m.group_by(COUNTED).agg(pl.len().cast(pl.UInt64).alias("count")).sort(COUNTED, nulls_last=True)
+    """``m``'s messages counted by the COUNTED columns, in a canonical row order.
+
+    The columns are packed into one integer per message (fields of disjoint bits, so a sum is
+    their union) and those are counted (a group-by on
+    seven columns of millions of rows costs several times the time and memory); the few distinct
+    keys are unpacked in Python.
+    """
+    u64 = pl.UInt64
+    qtype = pl.col("qtype")
+    key = (
+        pl.col("role").to_physical().cast(u64) * (1 << _ROLE)
+        + pl.col("qr").cast(u64) * (1 << _QR)
+        + pl.col("rcode").cast(u64) * (1 << _RCODE)
+        + qtype.fill_null(0).cast(u64) * (1 << _QTYPE)
+        + qtype.is_null().cast(u64) * (1 << _NO_QTYPE)
+        + pl.col("opcode").cast(u64) * (1 << _OPCODE)
+        + pl.col("transport").cast(u64) * (1 << _TRANSPORT)
+        + pl.col("malformed").cast(u64)
+    ).alias("key")
+    counted = m.select(key).group_by("key").agg(pl.len().alias("count"))
+    rows = [
+        (
+            ROLES[k >> _ROLE],
+            bool(k >> _QR & 1),
+            k >> _RCODE & 0xFFFF,
+            None if k >> _NO_QTYPE & 1 else k >> _QTYPE & 0xFFFF,
+            k >> _OPCODE & 0xFF,
+            k >> _TRANSPORT & 0xFF,
+            bool(k & 1),
+            n,
+        )
+        for k, n in counted.iter_rows()
+    ]
+    schema = {c: m.schema[c] for c in COUNTED} | {"count": pl.UInt64()}
+    return pl.DataFrame(rows, schema=schema, orient="row").sort(COUNTED, nulls_last=True)
 
 
 def add_counts(parts: list[pl.DataFrame]) -> pl.DataFrame:
