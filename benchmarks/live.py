@@ -88,7 +88,7 @@ def main() -> int:
             print(
                 f"{rate:>8} {r['packets_per_s']:>9,.0f} {r['sent']:>8} {r['completed']:>8} {r['seen']:>9} "
                 f"{r['dropped']:>7} {r['cpu_cores']:>5.2f} {r['max_backlog']:>7}  "
-                + ('lossless' if ok else 'LOSS')
+                + ("lossless" if ok else "LOSS")
             )
             if not ok:
                 break

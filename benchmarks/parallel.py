@@ -6,7 +6,8 @@
     python benchmarks/parallel.py --runs 1 --files 4   # quicker
 
 Each run is ``pcapdns analyze FILES --json --no-progress`` in a child process, timed around it;
-every configuration runs ``--runs`` times and the best time is reported (the machine may be shared),
+every configuration runs ``--runs`` times, the configurations taking turns (round robin), and the
+best time is reported (the machine may be shared),
 with the CPU seconds the ``pcapdns`` process itself used in that run (its worker processes are
 not counted: local ones are children of a fork server, Dask ones of the cluster).  That is the
 part of the work that does not run in parallel.
@@ -106,23 +107,25 @@ def main(argv: list[str] | None = None) -> int:
             "Dask, 2 workers": ["--scheduler", address],
         }
         for label, files in inputs.items():
-            base: float | None = None
+            # Round robin (every configuration once, then again): on a shared machine whose speed
+            # drifts from minute to minute, each configuration sees the same drift.
+            times: dict[str, list[float]] = {name: [] for name in configs}
+            cpus: dict[str, list[float]] = {name: [] for name in configs}
             reference: str | None = None
-            for name, extra in configs.items():
-                times = []
-                cpus = []
-                for _ in range(args.runs):
+            for _ in range(args.runs):
+                for name, extra in configs.items():
                     took, cpu, out = pcapdns(files, *extra)
-                    times.append(took)
-                    cpus.append(cpu)
+                    times[name].append(took)
+                    cpus[name].append(cpu)
                     if reference is None:
                         reference = out
                     elif out != reference:
                         raise SystemExit(f"{label}, {name}: the --json output differs from --workers 1")
-                best = min(times)
-                base = base or best
-                runs = " ".join(f"{t:.2f}" for t in times)
-                cpu = cpus[times.index(best)]  # of the best run
+            base = min(times["--workers 1"])
+            for name in configs:
+                best = min(times[name])
+                runs = " ".join(f"{t:.2f}" for t in times[name])
+                cpu = cpus[name][times[name].index(best)]  # of the best run
                 line = f"{label:<28} {name:<18} {best:7.2f} {base / best:8.2f}x {cpu:12.2f}   {runs}"
                 print(line, flush=True)
     return 0

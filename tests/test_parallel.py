@@ -292,3 +292,20 @@ def test_a_file_gone_before_its_host_is_read_is_reported_and_its_host_kept(
     assert [c.path for c in a.captures] == [good, gone, other] and a.captures[1].frames == 0
     alone = analyze_here([good, other], Options(fast_min_frames=0, hosts=("ns1", "ns2")))
     assert_frame_equal(a.transactions, alone.transactions.with_columns(a.transactions["file"]))
+
+
+def test_frames_travel_through_shared_memory_and_nothing_is_left_there(tmp_path: Path) -> None:
+    from pcapdns.parallel import shm
+    from pcapdns.parallel.worker import HostTask, tabulate_host
+
+    task = HostTask((0,), (str(ROOT / "samples" / "outage.pcap"),), OPTS)
+    direct = tabulate_host(task)
+    stored = shm.put(direct, str(tmp_path))
+    assert isinstance(stored.tables.transactions, shm.Stored) and len(list(tmp_path.iterdir())) == 6
+    back = shm.take(stored)
+    assert not list(tmp_path.iterdir())
+    for name in ("message_counts", "transactions", "facts", "unpaired", "malformed", "issues"):
+        assert_frame_equal(getattr(back.tables, name), getattr(direct.tables, name))
+    with shm.exchange() as directory:
+        assert directory is None or Path(directory).is_dir()
+    assert directory is None or not Path(directory).exists()

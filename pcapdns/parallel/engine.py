@@ -21,8 +21,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
+from functools import partial
 from multiprocessing import forkserver
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import numpy as np
 import polars as pl
@@ -31,6 +32,7 @@ from pcapdns.dissect import Dissector
 from pcapdns.errors import PcapdnsError
 from pcapdns.model import CaptureInfo, DecodeIssue
 from pcapdns.parallel.hosts import host_of
+from pcapdns.parallel.shm import exchange, take, through
 from pcapdns.parallel.split import split
 from pcapdns.parallel.worker import HostResult, HostTask, Piece, Task, read_piece, tabulate_host
 from pcapdns.pipeline import Decoded, Options, Progress, Tables, assemble, empty_tables, finish, host_groups
@@ -184,11 +186,15 @@ def start_local_workers() -> multiprocessing.context.BaseContext:
 def _run_local(run: Callable[[T], R], tasks: list[T], workers: int) -> Iterator[R | BaseException]:
     """``run`` each of ``tasks`` on ``workers`` local processes (forked from a clean server process)."""
     context = start_local_workers()
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context) as pool:
-        futures = {pool.submit(run, t): t for t in tasks}
+    with (
+        exchange() as directory,
+        ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context) as pool,
+    ):
+        call = run if directory is None else partial(through, run, directory)
+        futures = {pool.submit(call, t): t for t in tasks}
         for future in as_completed(futures):
             exc = future.exception()
-            yield exc if exc is not None else future.result()
+            yield exc if exc is not None else cast(R, take(future.result()))
 
 
 def _alive(results: Iterable[R | BaseException]) -> Iterator[R]:
