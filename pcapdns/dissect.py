@@ -99,23 +99,34 @@ def _distinct_pairs(hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]) -> t
     return ids, first[:count]
 
 
-def _interleave(fast: pl.DataFrame, slow: pl.DataFrame) -> pl.DataFrame:
-    """``fast`` and ``slow`` rows in frame order (each in frame order already, no frame in both).
+def message_order(m: pl.DataFrame) -> npt.NDArray[np.uint64]:
+    """Each message's place in reading order, (file, frame, index in frame), as one integer."""
+    key = m.get_column("file_id").to_numpy().astype(np.uint64) << np.uint64(48)
+    key |= m.get_column("frame").to_numpy().astype(np.uint64) << np.uint64(16)
+    key |= m.get_column("idx").to_numpy().astype(np.uint64)
+    return key
 
-    The few slow rows are put between slices of the fast ones: no row is copied (a sort or a
-    merge would copy every column of the batch).
+
+def interleave(first: pl.DataFrame, second: pl.DataFrame) -> pl.DataFrame:
+    """The rows of ``first`` and ``second`` in reading order (each is in that order already, and
+    no message is in both).
+
+    ``second`` is the short one: its rows are put between slices of ``first``, so that no row is
+    copied (a sort or a merge would copy every column of both).
     """
-    if not slow.height:
-        return fast
-    if not slow.get_column("frame").is_sorted():  # never seen; the rule, not a promise
-        slow = slow.sort(["frame", "idx"], maintain_order=True)
-    at = np.searchsorted(fast.get_column("frame").to_numpy(), slow.get_column("frame").to_numpy())
+    if not second.height:
+        return first
+    b = message_order(second)
+    if len(b) > 1 and bool((b[1:] < b[:-1]).any()):  # never seen; the rule, not a promise
+        second = second.sort(["file_id", "frame", "idx"], maintain_order=True)
+        b = message_order(second)
+    at = np.searchsorted(message_order(first), b, side="right")
     parts: list[pl.DataFrame] = []
     done = taken = 0
     for cut, count in zip(*np.unique(at, return_counts=True), strict=True):
-        parts += [fast.slice(done, int(cut) - done), slow.slice(taken, int(count))]
+        parts += [first.slice(done, int(cut) - done), second.slice(taken, int(count))]
         done, taken = int(cut), taken + int(count)
-    parts.append(fast.slice(done))
+    parts.append(first.slice(done))
     return pl.concat([p for p in parts if p.height], rechunk=False)
 
 
@@ -229,7 +240,7 @@ class Dissector:
         if len(frames) == 1:
             return frames[0]
         # Keep messages in frame order, so that a capture in time order needs no global sort later.
-        return _interleave(*frames)
+        return interleave(*frames)
 
     def finish(self) -> pl.DataFrame:
         """Flush the slow path's reassembly state at the end of all input."""

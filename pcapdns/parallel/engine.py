@@ -28,7 +28,7 @@ from typing import TypeVar, cast
 import numpy as np
 import polars as pl
 
-from pcapdns.dissect import Dissector
+from pcapdns.dissect import Dissector, interleave
 from pcapdns.errors import PcapdnsError
 from pcapdns.model import CaptureInfo, DecodeIssue
 from pcapdns.parallel.hosts import host_of
@@ -301,13 +301,8 @@ def merge(pieces: list[Piece], paths: Sequence[str], opts: Options) -> Decoded:
                 slow_frames.append(frame)
     tail = slow.finish()
     messages = pl.concat([pl.DataFrame(schema=MESSAGES), *fast_frames])
-    if slow_frames:  # both runs are in (file, frame, idx) order already: merge them
-        u64 = pl.UInt64
-        key = (
-            pl.col("file_id").cast(u64) * (1 << 48) + pl.col("frame").cast(u64) * (1 << 16) + pl.col("idx")
-        ).alias("_order")
-        slow_rows = pl.concat(slow_frames).with_columns(key).sort("_order", maintain_order=True)
-        messages = messages.with_columns(key).merge_sorted(slow_rows, "_order").drop("_order")
+    if slow_frames:  # both runs are in (file, frame, idx) order already
+        messages = interleave(messages, pl.concat(slow_frames))
     if tail.height:
         messages = pl.concat([messages, tail])
     # A file none of whose pieces could be read (already reported) stays, empty, to keep file ids.
