@@ -1,7 +1,10 @@
 """The one place where the stages are wired together: files in, an :class:`Analysis` out.
 
 ``sources`` -> ``dissect`` (decode + dns, fast and slow paths) -> ``pairing`` -> ``tables``.
-The CLI, the report and (later) the TUI all call :func:`analyze`; none of them wires stages itself.
+:func:`read` reads and dissects, :func:`tabulate` pairs and tabulates one host's messages,
+:func:`finish` puts the hosts together and runs the anomaly engine; :func:`analyze` is the three
+in a row, which the CLI, the report and the TUI call (the parallel engine runs the same steps in
+its workers).  None of them wires stages itself.
 """
 
 from __future__ import annotations
