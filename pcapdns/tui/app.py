@@ -191,12 +191,15 @@ class PcapdnsApp(App[None]):
                 try:
                     event = events.get(timeout=0.1)
                 except queue.Empty:
-                    if not proc.is_alive():
+                    if proc.is_alive():
+                        continue
+                    try:  # it may have ended just after its last event: that one is still in the pipe
+                        event = events.get(timeout=1.0)
+                    except queue.Empty:
                         self._relay(
                             ("crash", f"internal error: the analysis process ended ({proc.exitcode})")
                         )
                         return
-                    continue
                 self._relay(event)
                 if event[0] != "progress":
                     return
