@@ -23,7 +23,6 @@ generated, and require the same roles and links.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +31,6 @@ import numpy.typing as npt
 import polars as pl
 
 from pcapdns.jit import interpreted, jit, writable
-from pcapdns.model import CaptureInfo
 from pcapdns.schema import LINKS, ROLE, ROLES, STATUS, STATUSES
 
 _NO_QUESTION = 0xFFFFFFFF  # question id of a message without a question
@@ -413,44 +411,3 @@ class _Matcher:
                 )
         self.outstanding.clear()
         return self.roles, self.links
-
-
-def pair_hosts(
-    messages: pl.DataFrame,
-    timeout_ns: int,
-    captures: Sequence[CaptureInfo],
-    hosts: Sequence[str],
-    *,
-    vectorized: bool = True,
-) -> Paired:
-    """Pair each host's messages on their own, as if its files were one capture; one result.
-
-    ``hosts[i]`` names the host ``captures[i]`` was captured on.  A host's capture ends with its
-    own last frame.  The result is :func:`pair`'s for all messages when there is a single host;
-    otherwise ``mi`` still numbers all messages in time order, and links come host by host.
-    """
-    names = sorted(set(hosts))
-    group = np.zeros(max((c.file_id for c in captures), default=0) + 1, dtype=np.int64)  # by file id
-    ends = [0] * len(names)
-    for c, h in zip(captures, hosts, strict=True):
-        g = group[c.file_id] = names.index(h)
-        if c.last_ts_ns is not None:
-            ends[g] = max(ends[g], c.last_ts_ns)
-    if len(names) <= 1:
-        return pair(messages, timeout_ns, ends[0] if ends else 0, vectorized=vectorized)
-    ts_col = messages.get_column("ts_ns")
-    m = messages if ts_col.is_sorted() else messages.sort("ts_ns", maintain_order=True)
-    of_message = group[m.get_column("file_id").to_numpy()]
-    out: list[pl.DataFrame] = []
-    links: list[pl.DataFrame] = []
-    for g, end in enumerate(ends):
-        rows = np.flatnonzero(of_message == g)
-        p = pair(m[rows], timeout_ns, end, vectorized=vectorized)
-        to_all = pl.Series(rows.astype(np.uint32))
-        msgs = p.messages
-        out.append(msgs.with_columns(to_all.gather(msgs.get_column(c)).alias(c) for c in ("mi", "txn")))
-        lk = p.links
-        links.append(
-            lk.with_columns(to_all.gather(lk.get_column(c)).alias(c) for c in ("query_mi", "response_mi"))
-        )
-    return Paired(messages=pl.concat(out).sort("mi"), links=pl.concat(links))

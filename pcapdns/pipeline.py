@@ -22,7 +22,7 @@ from pcapdns.dissect import Dissector
 from pcapdns.errors import PcapdnsError
 from pcapdns.jit import loaded
 from pcapdns.model import DEFAULT_PORTS, CaptureInfo, DecodeIssue
-from pcapdns.pairing import pair_hosts
+from pcapdns.pairing import pair
 from pcapdns.schema import ANOMALIES, MALFORMED, MESSAGES
 from pcapdns.sources import open_capture
 from pcapdns.tables.engine import engine_inputs, issues_frame, query_facts, unpaired
@@ -204,7 +204,8 @@ def assemble(decoded: Decoded, opts: Options, stage: Callable[[str], None] | Non
 def tabulate(
     decoded: Decoded, opts: Options, files: Sequence[str], stage: Callable[[str], None] | None = None
 ) -> Tables:
-    """Pair and tabulate what was read; ``files`` names every file id of the analysis."""
+    """Pair and tabulate what was read, one host's files (hosts are split by :func:`analyze` and
+    the parallel engine); ``files`` names every file id of the analysis."""
     captures = decoded.captures
     _release_memory()
     if stage is not None:
@@ -212,11 +213,9 @@ def tabulate(
     messages, halves = _canonical_addresses(decoded)
     decoded.messages = pl.DataFrame(schema=MESSAGES)
     timeout_ns = int(opts.timeout_s * 1e9)
-    hosts = opts.hosts or ("",) * (max((c.file_id for c in captures), default=-1) + 1)
+    end = max([0, *(c.last_ts_ns for c in captures if c.last_ts_ns is not None)])  # the host's end
     compiled = loaded() or messages.height >= opts.fast_min_frames
-    paired = pair_hosts(
-        messages, timeout_ns, captures, [hosts[c.file_id] for c in captures], vectorized=compiled
-    )
+    paired = pair(messages, timeout_ns, end, vectorized=compiled)
     del messages
     counts = count_messages(paired.messages)  # before the transactions exist: a lower peak
     _release_memory()

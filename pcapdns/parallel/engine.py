@@ -194,7 +194,10 @@ def _run_local(run: Callable[[T], R], tasks: list[T], workers: int) -> Iterator[
         futures = {pool.submit(call, t): t for t in tasks}
         for future in as_completed(futures):
             exc = future.exception()
-            yield exc if exc is not None else cast(R, take(future.result()))
+            if exc is not None:
+                yield exc
+            else:
+                yield future.result() if directory is None else cast(R, take(future.result()))
 
 
 def _alive(results: Iterable[R | BaseException]) -> Iterator[R]:

@@ -33,9 +33,8 @@ def count_messages(m: pl.DataFrame) -> pl.DataFrame:
     """``m``'s messages counted by the COUNTED columns, in a canonical row order.
 
     The columns are packed into one integer per message (fields of disjoint bits, so a sum is
-    their union) and those are counted (a group-by on
-    seven columns of millions of rows costs several times the time and memory); the few distinct
-    keys are unpacked in Python.
+    their union) and those are counted: a group-by on seven columns of millions of rows costs
+    several times the time and memory.  The few distinct keys are unpacked in Python.
     """
     u64 = pl.UInt64
     qtype = pl.col("qtype")
