@@ -165,8 +165,10 @@ def _analyze(files: tuple[str, ...], kw: dict[str, Any], *, anomalies: bool = Tr
 
     ``--workers`` / ``--scheduler`` read in parallel; the result is the same (``pcapdns.parallel``).
     """
+    from pcapdns import jit
     from pcapdns.parallel import analyze as run
 
+    jit.announce = lambda line: click.echo(f"pcapdns: {line}", err=True)
     opts = _options(kw, anomalies=anomalies)
     paths = _expand(files)
     if kw["group_by"]:

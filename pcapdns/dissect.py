@@ -69,7 +69,7 @@ class AddressTable:
         return out
 
 
-@jit
+@jit("UniTuple(i8[::1], 2)(u8[::1], u8[::1])")
 def _distinct_pairs(hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]) -> tuple[I64, I64]:
     """Number the distinct (hi, lo) pairs in order of first occurrence: (numbers, first rows)."""
     n = len(hi)
@@ -130,7 +130,12 @@ def interleave(first: pl.DataFrame, second: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([p for p in parts if p.height], rechunk=False)
 
 
-@jit
+@jit(
+    "Tuple((u2[::1], u2[::1], b1[::1], u1[::1], u2[::1], u2[::1], u2[::1], u2[::1], u2[::1], u2[::1], "
+    "u2[::1], b1[::1], u1[::1], u2[::1], b1[::1], i4[::1], i8[::1], i8[::1]))"
+    "(i8[::1], i8[:], i8[:], i8[:], i8[:], i8[:], i8[:], i8[:], i8[:], b1[::1], i8[:], i8[:], i8[:], "
+    "b1[::1], i8[:], i8[:], i8[:])"
+)
 def _fast_columns(  # noqa: PLR0913 - the parser's columns, one argument each
     rows: I64,
     ident: I64,

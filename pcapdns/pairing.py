@@ -72,7 +72,7 @@ def _keys(
     physical = names.to_physical()
     pack = _pack if compiled else interpreted(_pack)  # a few messages: not worth loading numba
     return pack(
-        col("qr"),
+        writable(m.get_column("qr").fill_null(False).to_numpy()),
         col("src"),
         col("dst"),
         col("transport"),
@@ -87,7 +87,11 @@ def _keys(
     )
 
 
-@jit
+@jit(
+    "UniTuple(u8[::1], 3)"
+    "(b1[::1], u4[::1], u4[::1], u1[::1], u2[::1], u2[::1], u2[::1], u8[::1], u4[::1], b1[::1], u2[::1], "
+    "u2[::1])"
+)
 def _pack(  # noqa: PLR0913 - one column per key part
     qr: Mask,
     src: npt.NDArray[np.uint32],
@@ -201,7 +205,10 @@ def _slot(fa: U64, fb: U64, table: I32, a: np.uint64, b: np.uint64) -> Int:
         i = (i + 1) & mask
 
 
-@jit
+@jit(
+    "Tuple((u1[::1], i4[::1], i4[::1], i4[::1], u1[::1], i4[::1]))"
+    "(i8[::1], b1[::1], u8[::1], u8[::1], u8[::1], i8, i8)"
+)
 def _match(  # noqa: C901 - one state machine, kept in one piece to read against _Matcher
     ts: I64, is_resp: Mask, fa: U64, fb: U64, q: U64, timeout: Int, end: Int
 ) -> tuple[npt.NDArray[np.uint8], I32, I32, I32, npt.NDArray[np.uint8], I32]:

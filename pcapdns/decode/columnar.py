@@ -83,7 +83,10 @@ def _rd32(b: U8, p: Int) -> Int:
     return (_rd16(b, p) << 16) | _rd16(b, p + 2)
 
 
-@jit
+@jit(
+    "Tuple((u1[::1], u1[::1], u8[:, ::1], i8[:, ::1], i8, i8))"
+    "(u1[::1], i8[::1], i8[::1], i8[::1], i8[::1], b1[::1])"
+)
 def _classify(
     b: U8, data_off: I64, caplen: I64, wirelen: I64, lt: I64, on_port: Mask
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8], U64, I64, Int, Int]:

@@ -205,7 +205,7 @@ def option_bit(code: Int) -> Int:
     return np.int64(1) << np.int64(min(code, 63))
 
 
-@jit
+@jit("Tuple((i8[:, ::1], b1[::1], b1[::1], b1[::1]))(u1[::1], i8[::1], i8[::1], i8[::1])")
 def _parse(b: U8, start: I64, length: I64, name_at: I64) -> tuple[npt.NDArray[np.int64], Mask, Mask, Mask]:
     n = len(start)
     out = np.zeros((n, _NCOLS), dtype=np.int64)
@@ -295,7 +295,7 @@ def _parse(b: U8, start: I64, length: I64, name_at: I64) -> tuple[npt.NDArray[np
     return out, ok, has_opt, do
 
 
-@jit
+@jit("UniTuple(i8[::1], 2)(u1[::1], i8[::1], i8[::1])")
 def _distinct(b: U8, qs: I64, qe: I64) -> tuple[I64, I64]:
     """Number the distinct names ``b[qs[i]:qe[i]]`` (exact bytes) in order of first occurrence.
 
@@ -351,7 +351,7 @@ def _distinct(b: U8, qs: I64, qe: I64) -> tuple[I64, I64]:
     return ids, first[:count]
 
 
-@jit
+@jit("u1[::1](u1[::1], i8[::1], i8[::1], i8[::1])")
 def _render(b: U8, qs: I64, qe: I64, kind: I64) -> U8:
     """The presentation form of each (uncompressed) name ``b[qs[i]:qe[i]]``, each followed by a newline.
 

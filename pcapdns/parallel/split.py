@@ -75,7 +75,7 @@ def _split_pcap(buf: npt.NDArray[np.uint8], head: bytes, size: int, parts: int) 
     return [Span(a, b, head, f) for a, b, f in zip(starts, stops, firsts, strict=True)]
 
 
-@jit
+@jit("UniTuple(i8[::1], 2)(u1[::1], b1, i8, i8, i8[::1])")
 def _walk_pcap(
     b: npt.NDArray[np.uint8], little: bool, frac_limit: int, limit: int, targets: I64
 ) -> tuple[I64, I64]:

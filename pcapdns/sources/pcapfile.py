@@ -77,7 +77,7 @@ def u32_view(buf: bytes, little: bool) -> npt.NDArray[np.uint32]:
     return np.ndarray(shape=(n,), dtype=dt, buffer=buf, offset=0, strides=(1,))
 
 
-@jit
+@jit("Tuple((i8[::1], i8, b1))(u1[::1], i8, b1, i8)")
 def _record_offsets(
     b: npt.NDArray[np.uint8], pos: int | np.int64, little: bool, limit: int
 ) -> tuple[I64, int | np.int64, bool | np.bool_]:

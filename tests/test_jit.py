@@ -1,0 +1,114 @@
+"""The compiled core: built and used where a compiler exists, checked at its boundary, and the
+numba JIT fallback gives the same analysis."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pcapdns import dissect, jit, pairing
+
+SAMPLES = Path(__file__).parent.parent / "samples"
+NO_TOOLCHAIN = jit._missing_toolchain()  # noqa: SLF001
+
+# One analysis with every frame on the fast path and compiled pairing, printed as JSON.
+RUN = """
+import json, sys
+from pcapdns import jit, pipeline
+from pcapdns.tables.summary import summary
+a = pipeline.analyze(sys.argv[1:], pipeline.Options(fast_min_frames=0))
+digest = lambda df: [df.height, int(df.hash_rows(seed=1).sum())]
+print(json.dumps({"backend": jit.backend(), "numba": "numba" in sys.modules, "summary": summary(a),
+                  "transactions": digest(a.transactions), "anomalies": digest(a.anomalies.drop("evidence"))}))
+"""
+
+
+def _run(env_extra: dict[str, str], *files: str) -> dict[str, object]:
+    env = {**os.environ, **env_extra}
+    proc = subprocess.run(
+        [sys.executable, "-c", RUN, *files], capture_output=True, text=True, env=env, check=True, timeout=600
+    )
+    result: dict[str, object] = json.loads(proc.stdout)
+    return result
+
+
+@pytest.mark.skipif(bool(NO_TOOLCHAIN), reason=NO_TOOLCHAIN or "")
+def test_the_core_is_used_without_importing_numba() -> None:
+    out = _run({}, str(SAMPLES / "outage.pcap"))
+    assert out["backend"] == "core"
+    assert out["numba"] is False  # the point of the core: numba's start-up is never paid
+
+
+def test_jit_fallback_gives_the_same_analysis() -> None:
+    files = [str(SAMPLES / n) for n in ("outage.pcap", "tcp-fallback.pcap", "mixed-links.pcapng")]
+    jitted = _run({"PCAPDNS_COMPILED": "jit"}, *files)
+    assert jitted["backend"] == "jit"
+    assert jitted["numba"] is True
+    default = _run({}, *files)
+    assert default["backend"] == ("jit" if NO_TOOLCHAIN else "core")
+    for key in ("summary", "transactions", "anomalies"):
+        assert default[key] == jitted[key]
+
+
+def test_arguments_are_checked_at_the_boundary() -> None:
+    jit.load()
+    hi = np.array([1, 2, 1, 3], dtype=np.uint64)
+    lo = np.array([5, 6, 5, 7], dtype=np.uint64)
+    numbers, first = dissect._distinct_pairs(hi, lo)  # noqa: SLF001
+    assert numbers.tolist() == [0, 1, 0, 2]
+    assert first.tolist() == [0, 1, 3]
+    # a strided view where the signature wants a contiguous array: copied, same answer
+    wide_hi, wide_lo = np.repeat(hi, 2), np.repeat(lo, 2)
+    numbers2, _ = dissect._distinct_pairs(wide_hi[::2], wide_lo[::2])  # noqa: SLF001
+    assert numbers2.tolist() == numbers.tolist()
+    if jit.backend() == "core":
+        # the wrong dtype is refused (compiled code would read int64 memory as uint64 blindly)
+        with pytest.raises(TypeError, match="wants uint64"):
+            dissect._distinct_pairs(hi.astype(np.int64), lo)  # noqa: SLF001
+        with pytest.raises(TypeError, match="takes 7 arguments"):
+            pairing._match(hi)  # noqa: SLF001
+
+
+def test_every_entry_point_has_a_signature_that_numba_accepts() -> None:
+    numba_sigutils = pytest.importorskip("numba.core.sigutils")
+    import pcapdns.buildcore as buildcore
+
+    entries = [f for f in jit._registered if jit.signature(f)]  # noqa: SLF001
+    assert {f.__module__ for f in entries} == {m.__name__ for m in buildcore.COMPILED_MODULES}
+    for f in entries:
+        args, ret = numba_sigutils.normalize_signature(jit.signature(f))
+        assert ret is not None
+        assert len(args) == f.__code__.co_argcount, f.__name__
+
+
+def test_a_failed_build_is_remembered_and_falls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    told: list[str] = []
+    monkeypatch.setattr(jit, "core_dir", lambda: tmp_path)
+    monkeypatch.setattr(jit, "BUILDER", "pcapdns.no_such_module")
+    monkeypatch.setattr(jit, "announce", told.append)
+    monkeypatch.setattr(jit, "_missing_toolchain", lambda: "")
+    monkeypatch.setattr(jit, "core_problem", "")
+    assert jit._build("testkey") is None  # noqa: SLF001
+    assert "building the compiled core failed" in jit.core_problem
+    assert "No module named pcapdns.no_such_module" in jit.core_problem
+    assert (tmp_path / "core-testkey.failed").exists()
+    assert told[0].startswith("compiling the fast path")
+    assert told[1].startswith("note: building the compiled core failed")
+    # the next run does not try again, and says nothing
+    told.clear()
+    assert jit._build("testkey") is None  # noqa: SLF001
+    assert told == []
+    assert "No module named" in jit.core_problem
+
+
+def test_the_key_follows_the_sources(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    key = jit.core_key()
+    assert key == jit.core_key()
+    monkeypatch.setattr(jit, "SOURCES", (*jit.SOURCES[1:], jit.SOURCES[0]))  # order is part of it
+    assert jit.core_key() != key
