@@ -1,11 +1,11 @@
 """What the local workers' fork server loads once, before it forks any worker.
 
-Importing pcapdns (polars, numpy) and loading the compiled code take a good part of a second;
-done here, every worker is forked with them in place (their pages shared, copy-on-write) and
-starts on its task sooner.  Nothing here may start a thread (polars' thread pool included: it starts on first use),
-because the fork server forks: a child gets no copy of its parent's threads, and a lock one of
-them held would never be released.  So polars is imported but not used, and the compiled code is loaded
-by one call of a compiled function that uses no thread (numba's JIT, where it stands in for
+Importing pcapdns (polars, numpy) and loading the compiled code take a good part of a second; done
+here, every worker is forked with them in place (their pages shared, copy-on-write) and starts on
+its task sooner. Nothing here may start a thread (polars' thread pool included: it starts on first
+use), because the fork server forks: a child gets no copy of its parent's threads, and a lock one
+of them held would never be released. So polars is imported but not used, and the compiled code is
+loaded by one call of a compiled function that uses no thread (numba's JIT, where it stands in for
 the core, sets up its type registries on that call).
 """
 
