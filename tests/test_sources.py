@@ -82,6 +82,18 @@ def test_batches_split_and_chunks_carry_records_over(tmp_path: Path) -> None:
     assert info.frames == 200 and info.issues == []
 
 
+def test_a_record_bigger_than_the_window_is_read_whole(tmp_path: Path) -> None:
+    # A plain file is memory-mapped a window (chunk) at a time: a record longer than the window
+    # makes the next window bigger, and the window after it small again.
+    recs = [(T0 + i, pb.udp_frame(ident=i) + (b"j" * 9000 if i == 5 else b"")) for i in range(12)]
+    path = write(tmp_path, pb.pcap(recs))
+    whole, _ = read_all(path)
+    small, info = read_all(path, chunk_size=1000, max_frames=4)
+    assert flat(small) == flat(whole) and len(flat(whole)) == 12
+    assert len(flat(small)[5][4]) > 9000
+    assert info.frames == 12 and info.issues == [] and info.bytes_read == info.size
+
+
 def test_cut_short_last_record(tmp_path: Path) -> None:
     data = pb.pcap(frames(3))
     batches, info = read_all(write(tmp_path, data[:-10]))

@@ -15,14 +15,14 @@ import numpy as np
 
 from pcapdns.jit import load
 from pcapdns.parallel import worker  # noqa: F401 - what a worker runs
-from pcapdns.sources.pcapfile import _record_offsets
+from pcapdns.sources.pcapfile import _records
 
 
 def warm_up() -> None:
     load()
     # numba's type registries are set up by the first call, and this walk's code loaded, as a
     # reader calls it (a read-only view of a bytes chunk)
-    _record_offsets(np.frombuffer(bytes(64), dtype=np.uint8), 24, True, 65535)
+    _records(np.frombuffer(bytes(64), dtype=np.uint8), 24, True, False, 65535)
 
 
 try:

@@ -3,8 +3,9 @@
 ``open_capture(path)`` recognises the format (classic pcap in either byte order with microsecond
 or nanosecond timestamps, or pcapng) and any compression (gzip, xz, zstd, bzip2) from the first
 bytes, never from the name, so stdin (``"-"``) works the same as a file.  The input is read in large
-chunks; each chunk is walked once and handed on as batches whose ``buf`` is the chunk itself, so
-memory is bounded by the chunk size, not the file size.
+chunks (a plain file is memory-mapped a window at a time instead); each chunk is walked once and
+handed on as batches whose ``buf`` is the chunk itself, so memory is bounded by the chunk size,
+not the file size.
 
 Problems with the input itself (missing, unreadable, not a capture, empty) raise the errors of
 :mod:`pcapdns.errors` at open time.  Problems inside a capture (a record cut short, a corrupt
@@ -14,6 +15,8 @@ everything readable is still yielded.
 
 from __future__ import annotations
 
+import io
+import mmap
 import os
 import sys
 from collections.abc import Iterator
@@ -39,6 +42,7 @@ from pcapdns.sources.pcapng import SHB, PcapngWalker
 __all__ = ["CHUNK_SIZE", "Capture", "Span", "open_capture"]
 
 CHUNK_SIZE = 16 * 1024 * 1024  # big enough that per-chunk costs vanish, small enough to stay cheap
+MAPPED_PEEK = 64  # enough of a mapped file's start to recognise it (the pcap header is 24 bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,8 +139,16 @@ class Capture:
             raise CaptureFormatError(f"{path}: empty file, not a capture")
         self.info.compression = sniff_compression(head)
         self._stream: Readable = decompressing(self._counting, self.info.compression)
-        self._first, self._error = read_full(self._stream, chunk_size)
-        self._walker = self._sniff(self._first)
+        # A plain regular file is mapped window by window instead of read: no copy into Python
+        # bytes, no chunk carried over and joined (windows start at any page).
+        self._mapped = size > 0 and not self.info.compression and isinstance(raw, io.BufferedReader)
+        if self._mapped:
+            self._first, self._error = self._counting.peek(MAPPED_PEEK), None
+            self._walker = self._sniff(self._first)
+            self._first = b""
+        else:
+            self._first, self._error = read_full(self._stream, chunk_size)
+            self._walker = self._sniff(self._first)
         self.info.format = self._walker.format
 
     def _sniff(self, first: bytes) -> PcapWalker | PcapngWalker:
@@ -169,6 +181,9 @@ class Capture:
 
     def batches(self, max_frames: int = 65536) -> Iterator[FrameBatch]:
         """Yield the capture's frames in order, at most ``max_frames`` per batch."""
+        if self._mapped:
+            yield from self._mapped_batches(max_frames)
+            return
         walker, info = self._walker, self.info
         carry = b""
         while True:
@@ -192,6 +207,45 @@ class Capture:
             if eof:
                 self._finish(carry, error)
                 return
+
+    def _mapped_batches(self, max_frames: int) -> Iterator[FrameBatch]:
+        """:meth:`batches` over a regular file, through read-only memory maps of ``chunk`` bytes.
+
+        Each window starts at the page holding the first byte not yet done with; the walker is
+        told to skip to it.  A window is unmapped once its batches are done with (when the last
+        reference goes).  The size is looked at again for every window, so that a file still being
+        written is read as far as it goes when the reader gets there, like ``read()`` would.
+        """
+        walker, info = self._walker, self.info
+        fileno = self._raw.fileno()
+        nxt = walker.base + walker.skip  # file offset where the walk goes on
+        window = self._chunk
+        while True:
+            size = os.fstat(fileno).st_size
+            start = nxt - nxt % mmap.ALLOCATIONGRANULARITY
+            length = min(nxt - start + window, size - start)
+            eof = start + length >= size
+            buf: bytes = b""
+            if length > 0:
+                buf = cast(bytes, mmap.mmap(fileno, length, offset=start, access=mmap.ACCESS_READ))
+            walker.base, walker.skip = start, nxt - start
+            recs, consumed = walker.walk(buf, eof)
+            done = start + consumed
+            info.bytes_read = start + length
+            info.snaplen = walker.snaplen
+            for first in range(0, len(recs), max_frames):
+                batch = _batch(info.file_id, buf, recs, first, first + max_frames)
+                _account(info, batch)
+                yield batch
+            info.frames = walker.frames
+            if eof:
+                walker.base = done  # the leftover bytes' offset, as the read path leaves it
+                self._finish(buf[consumed:], None)
+                return
+            # no whole record in the window (one bigger than it): a bigger window next time
+            window = window * 2 if done <= nxt and not len(recs) else self._chunk
+            nxt = max(done, nxt)
+            del recs, buf
 
     def _finish(self, rest: bytes, error: BaseException | None) -> None:
         info = self.info

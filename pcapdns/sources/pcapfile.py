@@ -1,9 +1,8 @@
 """Classic pcap (libpcap) files: the record walk, the hot loop of the whole tool.
 
-The walk touches each record header once in Python, only to learn where the next record starts
-(the captured length is the only field that decides it), and collects record offsets.  Every other
-field is then read for all records at once with numpy gathers over the chunk buffer.  The buffer
-is never copied per record: a :class:`~pcapdns.model.FrameBatch` points into it.
+One compiled pass over a chunk reads every record header (captured and original lengths,
+timestamp) into columns and checks them as it goes.  The buffer is never copied per record: a
+:class:`~pcapdns.model.FrameBatch` points into it.
 
 A record header that makes no sense (an impossible captured length, a sub-second field out of
 range) is reported with its file offset and the walk resynchronises on the next offset where two
@@ -27,6 +26,8 @@ DAY_S = 86400
 COMPILED_MIN_BYTES = 2 * 1024 * 1024  # smaller buffers are walked without compiled code
 
 I64 = npt.NDArray[np.int64]
+U32 = npt.NDArray[np.uint32]
+FITS_NO_MORE, BAD_FRACTION, BAD_CAPLEN = 0, 1, 2  # why a record walk stopped
 
 # file magic (read little-endian) -> (little-endian records, nanosecond timestamps)
 PCAP_MAGICS: dict[int, tuple[bool, bool]] = {
@@ -77,29 +78,69 @@ def u32_view(buf: bytes, little: bool) -> npt.NDArray[np.uint32]:
     return np.ndarray(shape=(n,), dtype=dt, buffer=buf, offset=0, strides=(1,))
 
 
-@jit("Tuple((i8[::1], i8, b1))(u1[::1], i8, b1, i8)")
-def _record_offsets(
-    b: npt.NDArray[np.uint8], pos: int | np.int64, little: bool, limit: int
-) -> tuple[I64, int | np.int64, bool | np.bool_]:
-    """Offsets of the records from ``pos`` that fit whole in ``b``; the stop position; whether the
-    record at the stop position has a captured length above ``limit``."""
+@jit("Tuple((i8[::1], u4[::1], u4[::1], i8[::1], i8, i8))(u1[::1], i8, b1, b1, i8)")
+def _records(
+    b: npt.NDArray[np.uint8], pos: int | np.int64, little: bool, nano: bool, limit: int
+) -> tuple[I64, U32, U32, I64, int | np.int64, int | np.int64]:
+    """The records from ``pos`` that fit whole in ``b``, every header field read in one pass:
+    (data offsets, captured lengths, original lengths, timestamps in ns, stop position, why).
+
+    ``why`` says what stopped the walk at the stop position: ``FITS_NO_MORE`` (the end of the
+    buffer, or a record not yet whole in it), ``BAD_FRACTION`` (a sub-second field out of range)
+    or ``BAD_CAPLEN`` (a captured length above ``limit``).
+    """
     n = len(b)
-    offs = np.empty(max(n - pos, 0) // 16 + 1, dtype=np.int64)
+    most = max(n - pos, 0) // 16 + 1
+    off = np.empty(most, dtype=np.int64)
+    cap = np.empty(most, dtype=np.uint32)
+    wire = np.empty(most, dtype=np.uint32)
+    ts = np.empty(most, dtype=np.int64)
+    frac_limit = 10**9 if nano else 10**6
+    scale = 1 if nano else 1000
     k = 0
-    while n - pos >= 12:
-        c0, c1 = np.int64(b[pos + 8]), np.int64(b[pos + 9])
-        c2, c3 = np.int64(b[pos + 10]), np.int64(b[pos + 11])
+    why = FITS_NO_MORE
+    while n - pos >= 16:
         if little:
-            caplen = c0 | (c1 << 8) | (c2 << 16) | (c3 << 24)
+            sec = _le32(b, pos)
+            frac = _le32(b, pos + 4)
+            caplen = _le32(b, pos + 8)
+            wirelen = _le32(b, pos + 12)
         else:
-            caplen = (c0 << 24) | (c1 << 16) | (c2 << 8) | c3
-        nxt = pos + 16 + caplen
-        if nxt > n:
-            return offs[:k].copy(), pos, caplen > limit
-        offs[k] = pos
+            sec = _be32(b, pos)
+            frac = _be32(b, pos + 4)
+            caplen = _be32(b, pos + 8)
+            wirelen = _be32(b, pos + 12)
+        if pos + 16 + caplen > n:
+            if caplen > limit:
+                why = BAD_CAPLEN
+            break
+        if frac >= frac_limit:
+            why = BAD_FRACTION
+            break
+        if caplen > limit:
+            why = BAD_CAPLEN
+            break
+        off[k] = pos + 16
+        cap[k] = caplen
+        wire[k] = wirelen
+        ts[k] = sec * 1_000_000_000 + frac * scale
         k += 1
-        pos = nxt
-    return offs[:k].copy(), pos, False
+        pos += 16 + caplen
+    return off[:k].copy(), cap[:k].copy(), wire[:k].copy(), ts[:k].copy(), pos, why
+
+
+@jit
+def _le32(b: npt.NDArray[np.uint8], p: int | np.int64) -> int | np.int64:
+    return (
+        np.int64(b[p]) | (np.int64(b[p + 1]) << 8) | (np.int64(b[p + 2]) << 16) | (np.int64(b[p + 3]) << 24)
+    )
+
+
+@jit
+def _be32(b: npt.NDArray[np.uint8], p: int | np.int64) -> int | np.int64:
+    return (
+        (np.int64(b[p]) << 24) | (np.int64(b[p + 1]) << 16) | (np.int64(b[p + 2]) << 8) | np.int64(b[p + 3])
+    )
 
 
 class PcapWalker:
@@ -122,7 +163,7 @@ class PcapWalker:
         self.snaplen: int = snaplen
         self.linktype: int = network & 0xFFFF  # upper bits carry FCS information
         self.limit = min(max(snaplen, MIN_SNAP_LIMIT), MAX_CAPLEN)
-        self._skip = 24
+        self.skip = 24  # leading bytes of the next buffer already done with (the file header)
         self.last_sec: int | None = None
         self._resync_from: int | None = None  # file offset of the corrupt header being skipped
         self._resync_why = ""
@@ -132,7 +173,7 @@ class PcapWalker:
         return "pcap-ns" if self.nano else "pcap"
 
     def walk(self, buf: bytes, eof: bool) -> tuple[Records, int]:
-        pos, self._skip = self._skip, 0
+        pos, self.skip = self.skip, 0
         parts: list[Records] = []
         while True:
             if self._resync_from is not None:
@@ -140,65 +181,36 @@ class PcapWalker:
                 if found < 0:  # need more data (or gave up at eof)
                     return concat_records(parts), (-found - 1)
                 pos = found
-            offs, pos, bad = self._offsets(buf, pos)
-            recs, cut = self._columns(buf, offs)
+            recs, pos, why = self._records(buf, pos)
             if len(recs):
                 parts.append(recs)
-            if cut is not None:  # a header field out of range at offs[cut]: resync from there
-                pos = int(offs[cut])
-                continue
-            if bad:
+            if why == BAD_FRACTION:
+                self._start_resync(pos, "sub-second timestamp field out of range")
+            elif why == BAD_CAPLEN:
                 (caplen,) = struct.unpack_from("<I" if self.little else ">I", buf, pos + 8)
                 self._start_resync(pos, f"captured length {caplen} > {self.limit}")
-                continue
-            return concat_records(parts), pos
+            else:
+                return concat_records(parts), pos
 
-    def _offsets(self, buf: bytes, pos: int) -> tuple[I64, int, bool]:
-        """The hot loop: record offsets from ``pos`` while whole records fit in ``buf``.
-
-        Only the captured length is read here, and not even range-checked: ``_columns`` checks all
-        of them at once afterwards.  A length too large to fit stops the loop, and is checked here.
-        """
+    def _records(self, buf: bytes, pos: int) -> tuple[Records, int, int]:
+        """The hot loop: every record from ``pos`` while whole records fit in ``buf``."""
         b = np.frombuffer(buf, dtype=np.uint8)
-        # A small buffer is walked by the same function, interpreted: cheaper than loading numba.
-        walk = (
-            _record_offsets
-            if loaded() or len(buf) - pos >= COMPILED_MIN_BYTES
-            else interpreted(_record_offsets)
-        )
-        offs, end, bad = walk(b, pos, self.little, self.limit)
-        return offs, int(end), bool(bad)
-
-    def _columns(self, buf: bytes, o: I64) -> tuple[Records, int | None]:
-        """Gather every header field at once; stop at the first header with an impossible field."""
-        if not len(o):
-            return empty_records(), None
-        w = u32_view(buf, self.little)
-        sec = w[o].astype(np.int64)
-        frac = w[o + 4].astype(np.int64)
-        caplen = w[o + 8].astype(np.uint32)
-        cut: int | None = None
-        bad = (frac >= (10**9 if self.nano else 10**6)) | (caplen > self.limit)
-        if bad.any():
-            cut = int(np.argmax(bad))
-            why = "sub-second timestamp field out of range"
-            if caplen[cut] > self.limit:
-                why = f"captured length {caplen[cut]} > {self.limit}"
-            self._start_resync(int(o[cut]), why)
-            o, sec, frac, caplen = o[:cut], sec[:cut], frac[:cut], caplen[:cut]
-        n = len(o)
+        # A small buffer is walked by the same function, interpreted: cheaper than loading it.
+        walk = _records if loaded() or len(buf) - pos >= COMPILED_MIN_BYTES else interpreted(_records)
+        off, caplen, wirelen, ts_ns, end, why = walk(b, pos, self.little, self.nano, self.limit)
+        n = len(off)
         recs = Records(
-            data_off=o + 16,
+            data_off=off,
             caplen=caplen,
-            wirelen=w[o + 12].astype(np.uint32),
-            ts_ns=sec * 10**9 + (frac if self.nano else frac * 1000),
+            wirelen=wirelen,
+            ts_ns=ts_ns,
             linktype=np.full(n, self.linktype, dtype=np.uint16),
             frame=np.arange(self.frames + 1, self.frames + 1 + n, dtype=np.int64),
         )
         self.frames += n
         if n:
-            self.last_sec = int(sec[-1])
-        return recs, cut
+            self.last_sec = int(ts_ns[-1]) // 10**9
+        return recs, int(end), int(why)
 
     def describe_cut(self, rest: bytes) -> str:
         """Say what the bytes left over at end of input were (for CAPTURE_CUT_SHORT)."""

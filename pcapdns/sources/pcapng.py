@@ -63,6 +63,7 @@ class PcapngWalker:
         self.name = name
         self.issues = issues
         self.base = 0
+        self.skip = 0  # leading bytes of the next buffer already done with
         self.frames = 0
         self.little = True
         self.section: list[Interface] = []  # interfaces of the current section, by id
@@ -78,7 +79,7 @@ class PcapngWalker:
 
     def walk(self, buf: bytes, eof: bool) -> tuple[Records, int]:
         parts: list[Records] = []
-        pos = 0
+        pos, self.skip = self.skip, 0
         n = len(buf)
         while True:
             if self._resync_from is not None:
