@@ -198,12 +198,7 @@ class Capture:
             walker.base += consumed
             carry = buf[consumed:]
             info.bytes_read = self._counting.count
-            info.snaplen = walker.snaplen
-            for start in range(0, len(recs), max_frames):
-                batch = _batch(info.file_id, buf, recs, start, start + max_frames)
-                _account(info, batch)
-                yield batch
-            info.frames = walker.frames
+            yield from self._split(buf, recs, max_frames)
             if eof:
                 self._finish(carry, error)
                 return
@@ -232,12 +227,7 @@ class Capture:
             recs, consumed = walker.walk(buf, eof)
             done = start + consumed
             info.bytes_read = start + length
-            info.snaplen = walker.snaplen
-            for first in range(0, len(recs), max_frames):
-                batch = _batch(info.file_id, buf, recs, first, first + max_frames)
-                _account(info, batch)
-                yield batch
-            info.frames = walker.frames
+            yield from self._split(buf, recs, max_frames)
             if eof:
                 walker.base = done  # the leftover bytes' offset, as the read path leaves it
                 self._finish(buf[consumed:], None)
@@ -246,6 +236,16 @@ class Capture:
             window = window * 2 if done <= nxt and not len(recs) else self._chunk
             nxt = max(done, nxt)
             del recs, buf
+
+    def _split(self, buf: bytes, recs: Records, max_frames: int) -> Iterator[FrameBatch]:
+        """One walk's records as batches of at most ``max_frames``, the totals kept current."""
+        info = self.info
+        info.snaplen = self._walker.snaplen
+        for start in range(0, len(recs), max_frames):
+            batch = _batch(info.file_id, buf, recs, start, start + max_frames)
+            _account(info, batch)
+            yield batch
+        info.frames = self._walker.frames
 
     def _finish(self, rest: bytes, error: BaseException | None) -> None:
         info = self.info
