@@ -1,6 +1,6 @@
 """``python -m pcapdns`` runs the command-line interface."""
 
-from pcapdns.cli import main
+from pcapdns.launch import main
 
 if __name__ == "__main__":  # not when a worker process re-imports the main module (as __mp_main__)
     raise SystemExit(main())

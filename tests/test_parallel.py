@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -309,3 +310,37 @@ def test_frames_travel_through_shared_memory_and_nothing_is_left_there(tmp_path:
     with shm.exchange() as directory:
         assert directory is None or Path(directory).is_dir()
     assert directory is None or not Path(directory).exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "wanted"),
+    [
+        (["analyze", "a.pcap", "--workers", "2"], True),
+        (["analyze", "a.pcap", "--workers=3"], True),
+        (["analyze", "a.pcap"], False),
+        (["analyze", "a.pcap", "--workers", "1"], False),
+        (["analyze", "a.pcap", "--workers", "2", "--scheduler", "tcp://x:8786"], False),
+        (["analyze", "-", "--workers", "2"], False),  # stdin is read in the one process
+        (["analyze", "a.pcap", "--workers", "two"], False),  # the CLI reports the bad value
+    ],
+)
+def test_the_command_starts_local_workers_only_when_asked(argv: list[str], wanted: bool) -> None:
+    from pcapdns.launch import wants_local_workers
+
+    assert wants_local_workers(argv) is wanted
+
+
+def test_the_worker_server_module_stays_light() -> None:
+    # the command starts the worker server before it imports anything heavy: that import must
+    # not pull polars or numpy in (the two imports would then run one after the other again)
+    code = "import sys, pcapdns.parallel.local; print(sorted({'polars', 'numpy'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_the_command_with_workers_gives_the_one_process_answer() -> None:
+    files = [str(ROOT / "samples" / "outage.pcap"), str(ROOT / "samples" / "steady.pcap")]
+    run = [sys.executable, "-m", "pcapdns", "analyze", *files, "--json", "--no-progress"]
+    one = subprocess.run(run, capture_output=True, text=True, check=True).stdout
+    two = subprocess.run([*run, "--workers", "2"], capture_output=True, text=True, check=True).stdout
+    assert json.loads(one) == json.loads(two) and json.loads(one)["queries"] > 0

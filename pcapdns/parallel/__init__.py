@@ -7,6 +7,22 @@ columnar message batches, and merges them into exactly what the in-process
 (:func:`pcapdns.pipeline.assemble`: pairing, tables, anomalies).
 """
 
-from pcapdns.parallel.engine import Engine, Plan, analyze, plan, start_local_workers
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pcapdns.parallel.local import start_local_workers
+
+if TYPE_CHECKING:
+    from pcapdns.parallel.engine import Engine, Plan, analyze, plan
 
 __all__ = ["Engine", "Plan", "analyze", "plan", "start_local_workers"]
+
+
+def __getattr__(name: str) -> Any:
+    """The engine is imported on first use: :mod:`pcapdns.parallel.local` must stay light."""
+    if name in ("Engine", "Plan", "analyze", "plan"):
+        from pcapdns.parallel import engine
+
+        return getattr(engine, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
 import re
 from collections import Counter
@@ -22,7 +21,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from functools import partial
-from multiprocessing import forkserver
 from typing import TypeVar, cast
 
 import numpy as np
@@ -32,6 +30,7 @@ from pcapdns.dissect import Dissector, interleave
 from pcapdns.errors import PcapdnsError
 from pcapdns.model import CaptureInfo, DecodeIssue
 from pcapdns.parallel.hosts import host_of
+from pcapdns.parallel.local import start_local_workers
 from pcapdns.parallel.shm import exchange, take, through
 from pcapdns.parallel.split import split
 from pcapdns.parallel.worker import HostResult, HostTask, Piece, Task, read_piece, tabulate_host
@@ -169,18 +168,6 @@ def _tasks(paths: Sequence[str], opts: Options, workers: int, span_bytes: int | 
                 Task(file_id, path, span, opts.ports, opts.fast, opts.batch_frames, opts.fast_min_frames)
             )
     return tasks
-
-
-def start_local_workers() -> multiprocessing.context.BaseContext:
-    """Start the clean server process local workers are forked from (if not yet running).
-
-    Called early by a program that later replaces its standard streams (the TUI): the server's
-    launch passes the process' stderr descriptor on.
-    """
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["pcapdns.parallel.preload"])
-    forkserver.ensure_running()
-    return context
 
 
 def _run_local(run: Callable[[T], R], tasks: list[T], workers: int) -> Iterator[R | BaseException]:
