@@ -367,8 +367,11 @@ def writable(array: A) -> A:
     out zero-copy views of single-chunk columns) is another type than a writable one: callers
     pass arrays made from tables through here, so that which one arrives never depends on how a
     table happens to be chunked, and no second compilation is needed halfway through a run
-    (``pcapdns live`` may no longer be able to read the Python installation by then).
+    (``pcapdns live`` may no longer be able to read the Python installation by then).  The
+    compiled core has one signature per function and takes read-only arrays as they are.
     """
     import numpy as np
 
-    return array if array.flags.writeable else cast(A, np.array(array))
+    if _backend == "core" or array.flags.writeable:
+        return array
+    return cast(A, np.array(array))

@@ -61,7 +61,10 @@ def _keys(
     """
 
     def col(name: str) -> npt.NDArray[Any]:
-        return writable(m.get_column(name).fill_null(0).to_numpy())
+        column = m.get_column(name)
+        if column.null_count():
+            column = column.fill_null(False if column.dtype == pl.Boolean else 0)
+        return writable(column.to_numpy())
 
     names = m.get_column("qname").cast(pl.Categorical)
     distinct = names.unique().drop_nulls()
@@ -72,7 +75,7 @@ def _keys(
     physical = names.to_physical()
     pack = _pack if compiled else interpreted(_pack)  # a few messages: not worth loading numba
     return pack(
-        writable(m.get_column("qr").fill_null(False).to_numpy()),
+        col("qr"),
         col("src"),
         col("dst"),
         col("transport"),

@@ -155,7 +155,7 @@ def read(
     counters.update({f"slow_{k}": v for k, v in dissector.decoder.counters.items()})
     return Decoded(
         captures=captures,
-        messages=pl.concat(chunks) if chunks else pl.DataFrame(schema=MESSAGES),
+        messages=pl.concat(chunks, rechunk=True) if chunks else pl.DataFrame(schema=MESSAGES),
         addresses=dissector.addresses.halves,
         issues=issues,
         malformed=dissector.malformed(),
