@@ -41,7 +41,7 @@ class Options:
     # Below this many frames in a batch (or messages to pair) the compiled code is not worth
     # loading: the per-packet path and the Python pairing machine do it (same results).  0: always.
     fast_min_frames: int = 20000
-    batch_frames: int = 65536
+    batch_frames: int = 262144
     thresholds: Thresholds = field(default_factory=Thresholds)
     anomalies: bool = True  # run the anomaly engine
     # The host each path was captured on (parallel to ``paths``): queries are only ever paired
@@ -223,10 +223,11 @@ def tabulate(
     addresses = [address_text(hi, lo) for hi, lo in halves]
     if stage is not None:
         stage("building the transactions table")
-    transactions = build_transactions(paired, names, addresses)
     facts = unpaired_rows = None
     if opts.anomalies:  # its inputs cost time and memory: only built when the engine runs
         facts, unpaired_rows = query_facts(paired), unpaired(paired.messages, names, addresses)
+    # The messages go into the transactions table, which is built without them alive (the peak).
+    transactions = build_transactions(paired.take_messages(), names, addresses)
     # Everything else about a message now lives in the transactions table (and the engine's
     # inputs): the messages keep only what the counts read, a few bytes each.
     return Tables(
