@@ -23,7 +23,8 @@ import polars as pl
 
 from pcapdns.decode import Decoder
 from pcapdns.decode.columnar import FAST, NOT_DNS, L4Columns, classify
-from pcapdns.dns.columnar import DnsColumns, parse_batch
+from pcapdns.dns import columnar as dns_columnar
+from pcapdns.dns.columnar import TABLE_START, DnsColumns, parse_batch
 from pcapdns.dns.edns import Edns
 from pcapdns.dns.names import name_to_text
 from pcapdns.dns.parse import DnsMessage, parse_message
@@ -71,31 +72,42 @@ class AddressTable:
 
 @jit("UniTuple(i8[::1], 2)(u8[::1], u8[::1])")
 def _distinct_pairs(hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]) -> tuple[I64, I64]:
-    """Number the distinct (hi, lo) pairs in order of first occurrence: (numbers, first rows)."""
+    """Number the distinct (hi, lo) pairs in order of first occurrence: (numbers, first rows).
+
+    The table and the distinct keys it is checked against grow with the distinct pairs (a few
+    thousand addresses), not with the batch, so that they stay in the CPU's cache.
+    """
     n = len(hi)
-    cap = 2
-    while cap < 2 * n + 2:
-        cap *= 2
-    mask = np.uint64(cap - 1)
-    table = np.full(cap, -1, dtype=np.int64)
+    table = np.full(TABLE_START, -1, dtype=np.int64)
     ids = np.empty(n, dtype=np.int64)
     first = np.empty(n, dtype=np.int64)
+    key_hi = np.empty(n, dtype=np.uint64)
+    key_lo = np.empty(n, dtype=np.uint64)
+    hashes = np.empty(n, dtype=np.uint64)
     count = 0
     for i in range(n):
-        h = (hi[i] * np.uint64(0x9E3779B97F4A7C15)) ^ (lo[i] * np.uint64(0xC2B2AE3D27D4EB4F))
-        slot = np.int64((h ^ (h >> np.uint64(31))) & mask)
+        if 2 * (count + 1) > len(table):
+            table = dns_columnar.grown(table, hashes, count)  # the module's: compiled once loaded
+        mask = len(table) - 1
+        a, c = hi[i], lo[i]
+        h = (a * np.uint64(0x9E3779B97F4A7C15)) ^ (c * np.uint64(0xC2B2AE3D27D4EB4F))
+        h ^= h >> np.uint64(31)
+        slot = np.int64(h & np.uint64(mask))
         while True:
             j = table[slot]
             if j < 0:
                 table[slot] = count
                 first[count] = i
+                key_hi[count] = a
+                key_lo[count] = c
+                hashes[count] = h
                 ids[i] = count
                 count += 1
                 break
-            if hi[first[j]] == hi[i] and lo[first[j]] == lo[i]:
+            if key_hi[j] == a and key_lo[j] == c:
                 ids[i] = j
                 break
-            slot = (slot + 1) & (cap - 1)
+            slot = (slot + 1) & mask
     return ids, first[:count]
 
 

@@ -84,7 +84,9 @@ def jit(arg: Any, /) -> Any:
     compiled core exports it with exactly these types); plain ``@jit`` marks a helper called only
     from compiled code (and from the interpreted form of an entry point).  Until :func:`load` the
     module attribute is a stand-in that loads everything on its first call; then every
-    registered function is replaced, in its module, by its compiled form.
+    registered function is replaced, in its module, by its compiled form (helpers are plain
+    Python until then).  Compiled code calls a helper of another module through that module
+    (``columnar.grown(...)``), which is resolved when it is compiled, after loading.
     """
     if isinstance(arg, str):
         signature = arg
@@ -101,6 +103,10 @@ def _register(func: F) -> F:
     _registered.append(func)
     if _loaded:
         return cast(F, _compiled(func))
+    if func not in _signatures:
+        # A helper stays plain Python until loading: only the interpreted form of an entry point
+        # calls it from Python, and that must not load anything.
+        return func
 
     @functools.wraps(func)
     def first_call(*args: Any) -> Any:

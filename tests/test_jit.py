@@ -112,3 +112,15 @@ def test_the_key_follows_the_sources(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert key == jit.core_key()
     monkeypatch.setattr(jit, "SOURCES", (*jit.SOURCES[1:], jit.SOURCES[0]))  # order is part of it
     assert jit.core_key() != key
+
+
+def test_a_small_analysis_loads_no_compiled_code() -> None:
+    # Under 20,000 frames a batch the per-packet path and the interpreted walk do the work: even
+    # loading the core (or building it, the first time) would cost more than they take.
+    code = (
+        "import sys\nfrom pcapdns import jit, pipeline\n"
+        f"a = pipeline.analyze([{str(SAMPLES / 'formerr.pcap')!r}, {str(SAMPLES / 'steady.pcap')!r}])\n"
+        "print(jit.loaded(), 'numba' in sys.modules, a.transactions.height)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split()[:2] == ["False", "False"] and int(out.split()[2]) > 0

@@ -28,6 +28,7 @@ I64 = npt.NDArray[np.int64]
 Mask = npt.NDArray[np.bool_]
 U8 = npt.NDArray[np.uint8]
 Int = int | np.int64  # scalars inside compiled code (numba types both the same)
+TABLE_START = 4096  # first size of a table of distinct values (grown as they come)
 Bool = bool | np.bool_
 
 _MAX_NAME = 255
@@ -301,14 +302,11 @@ def _distinct(b: U8, qs: I64, qe: I64) -> tuple[I64, I64]:
 
     Returns (each name's number, the row of each number's first occurrence).  An open-addressing
     table of first occurrences, compared by hash, then byte for byte against a compact copy of the
-    distinct names (cache-friendly): exact, whatever the hash does.
+    distinct names (cache-friendly): exact, whatever the hash does.  The table grows with the
+    distinct names (a few thousand a batch), not with the batch: it stays in the CPU's cache.
     """
     n = len(qs)
-    cap = 2
-    while cap < 2 * n + 2:
-        cap *= 2
-    mask = cap - 1
-    table = np.full(cap, -1, dtype=np.int64)
+    table = np.full(TABLE_START, -1, dtype=np.int64)
     ids = np.empty(n, dtype=np.int64)
     first = np.empty(n, dtype=np.int64)
     hashes = np.empty(n, dtype=np.uint64)
@@ -317,6 +315,9 @@ def _distinct(b: U8, qs: I64, qe: I64) -> tuple[I64, I64]:
     at[0] = 0
     count = 0
     for i in range(n):
+        if 2 * (count + 1) > len(table):
+            table = grown(table, hashes, count)
+        mask = len(table) - 1
         h = np.uint64(0xCBF29CE484222325)
         for p in range(qs[i], qe[i]):
             h = (h ^ np.uint64(b[p])) * np.uint64(0x100000001B3)
@@ -349,6 +350,20 @@ def _distinct(b: U8, qs: I64, qe: I64) -> tuple[I64, I64]:
                     break
             slot = (slot + 1) & mask
     return ids, first[:count]
+
+
+@jit
+def grown(table: I64, hashes: npt.NDArray[np.uint64], count: Int) -> I64:
+    """An open-addressing table of twice the size holding entries ``0 .. count-1`` (by hash)."""
+    cap = 2 * len(table)
+    mask = cap - 1
+    out = np.full(cap, -1, dtype=np.int64)
+    for j in range(count):
+        slot = np.int64(hashes[j] & np.uint64(mask))
+        while out[slot] >= 0:
+            slot = (slot + 1) & mask
+        out[slot] = j
+    return out
 
 
 @jit("u1[::1](u1[::1], i8[::1], i8[::1], i8[::1])")
