@@ -75,6 +75,7 @@ def build(target: Path) -> Path:
         cc.output_dir = str(work)
         cc.target_cpu = "host"  # built where it runs: use this CPU's instructions
         cc.verbose = False
+        tempfile.tempdir = str(work)  # numba's scratch directories go in here (and away with it)
         for func in jit._registered:  # noqa: SLF001
             sig = jit.signature(func)
             if sig is None:
@@ -86,7 +87,8 @@ def build(target: Path) -> Path:
         built = [p.name for p in work.iterdir() if p.name.startswith(jit.CORE_NAME)]
         if len(built) != 1:
             raise SystemExit(f"the build left {built or 'nothing'} instead of one extension module")
-        (work / "manifest.json").write_text(json.dumps({"file": built[0], "entries": entries}, indent=1))
+        manifest = {"key": jit.core_key(), "file": built[0], "entries": entries}
+        (work / "manifest.json").write_text(json.dumps(manifest, indent=1))
         if target.exists():
             shutil.rmtree(target)
         work.rename(target)

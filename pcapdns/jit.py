@@ -280,6 +280,8 @@ def _open_core() -> Any:
         if found is None:
             return None
         manifest = json.loads((found / "manifest.json").read_text())
+        if manifest.get("key") != key:  # built from other sources than these: never use it
+            raise ImportError(f"{found} was built from other sources ({manifest.get('key')})")
         library = found / manifest["file"]
         loader = importlib.machinery.ExtensionFileLoader(CORE_NAME, str(library))
         spec = importlib.util.spec_from_file_location(CORE_NAME, library, loader=loader)
@@ -313,9 +315,18 @@ def _build(key: str) -> Path | None:
             return where
         if announce is not None:
             announce("compiling the fast path for this machine (once; about a minute)")
-        cmd = [sys.executable, "-m", BUILDER, str(where)]
+        # The child must compile these very sources: ``-P`` keeps the working directory (which
+        # may hold another pcapdns checkout) off its path, and this package's directory leads it.
+        cmd = [sys.executable, "-P", "-m", BUILDER, str(where)]
+        here = str(Path(__file__).resolve().parent.parent)
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])),
+        }
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False)
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False, env=env
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             core_problem = f"building the compiled core failed ({exc})"
             return None

@@ -124,3 +124,33 @@ def test_a_small_analysis_loads_no_compiled_code() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split()[:2] == ["False", "False"] and int(out.split()[2]) > 0
+
+
+def test_the_build_never_compiles_another_checkout_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A pcapdns source tree in the working directory (a checkout next to an installed copy) must
+    # not be what the child process compiles into this package's cache.
+    fake = tmp_path / "pcapdns"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("")
+    (fake / "probe.py").write_text("import sys, pathlib\npathlib.Path(sys.argv[1]).mkdir()\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(jit, "core_dir", lambda: tmp_path / "cache")
+    monkeypatch.setattr(jit, "BUILDER", "pcapdns.probe")
+    monkeypatch.setattr(jit, "_missing_toolchain", lambda: "")
+    monkeypatch.setattr(jit, "announce", None)
+    assert jit._build("k") is None  # noqa: SLF001
+    assert "No module named pcapdns.probe" in jit.core_problem
+
+
+def test_a_core_built_from_other_sources_is_not_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stale = tmp_path / "core-x"
+    stale.mkdir()
+    (stale / "manifest.json").write_text(json.dumps({"key": "0000", "file": "nothing.so", "entries": {}}))
+    monkeypatch.setattr(jit, "_candidates", lambda key: [stale])
+    monkeypatch.delenv("PCAPDNS_COMPILED", raising=False)
+    assert jit._open_core() is None  # noqa: SLF001
+    assert "built from other sources" in jit.core_problem
