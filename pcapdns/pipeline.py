@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from pcapdns.anomalies import Thresholds, detect
+from pcapdns.anomalies import Thresholds
 from pcapdns.dissect import Dissector
 from pcapdns.errors import PcapdnsError
 from pcapdns.jit import loaded
@@ -283,6 +283,8 @@ def finish(parts: Sequence[Tables], opts: Options, stage: Callable[[str], None] 
     if facts is not None and unpaired_rows is not None:
         if stage is not None:
             stage("looking for anomalies")
+        from pcapdns.anomalies.rules import detect  # noqa: PLC0415 - only when the engine runs
+
         anomalies = detect(
             engine_inputs(
                 transactions,

@@ -36,7 +36,8 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from pcapdns.anomalies import Inputs, Thresholds, detect
+from pcapdns.anomalies import Inputs, Thresholds
+from pcapdns.anomalies.rules import detect
 from pcapdns.dissect import AddressTable, Dissector
 from pcapdns.model import DEFAULT_PORTS, CaptureInfo, FrameBatch
 from pcapdns.pairing import Paired, pair

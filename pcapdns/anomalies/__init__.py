@@ -7,36 +7,23 @@
 
 from __future__ import annotations
 
-import polars as pl
+from typing import TYPE_CHECKING, Any
 
 from pcapdns.anomalies.config import Thresholds
-from pcapdns.anomalies.findings import Finding, to_frame
-from pcapdns.anomalies.formerr import formerr_findings
+from pcapdns.anomalies.findings import Finding
 from pcapdns.anomalies.inputs import Inputs
-from pcapdns.anomalies.quality import quality_findings
-from pcapdns.anomalies.rates import slow_findings, surge_findings
-from pcapdns.anomalies.servfail import servfail_findings
-from pcapdns.anomalies.suspicious import suspicious_findings
-from pcapdns.anomalies.transport import retry_findings, truncation_findings
-from pcapdns.anomalies.unanswered import unanswered_findings
+
+if TYPE_CHECKING:
+    from pcapdns.anomalies.rules import RULES, detect
 
 __all__ = ["RULES", "Finding", "Inputs", "Thresholds", "detect"]
 
-RULES = (
-    formerr_findings,
-    unanswered_findings,
-    surge_findings,
-    slow_findings,
-    servfail_findings,
-    truncation_findings,
-    retry_findings,
-    suspicious_findings,
-    quality_findings,
-)
 
+def __getattr__(name: str) -> Any:
+    """The rules are imported on first use: what only needs the thresholds (the CLI's flags, a
+    ``--json`` run that never looks for anomalies) does not pay for importing them."""
+    if name in ("RULES", "detect"):
+        from pcapdns.anomalies import rules
 
-def detect(inputs: Inputs) -> pl.DataFrame:
-    findings: list[Finding] = []
-    for rule in RULES:
-        findings.extend(rule(inputs))
-    return to_frame(findings)
+        return getattr(rules, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

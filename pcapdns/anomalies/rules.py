@@ -1,0 +1,34 @@
+"""Every rule of the anomaly engine, and :func:`detect`, which runs them all."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from pcapdns.anomalies.findings import Finding, to_frame
+from pcapdns.anomalies.formerr import formerr_findings
+from pcapdns.anomalies.inputs import Inputs
+from pcapdns.anomalies.quality import quality_findings
+from pcapdns.anomalies.rates import slow_findings, surge_findings
+from pcapdns.anomalies.servfail import servfail_findings
+from pcapdns.anomalies.suspicious import suspicious_findings
+from pcapdns.anomalies.transport import retry_findings, truncation_findings
+from pcapdns.anomalies.unanswered import unanswered_findings
+
+RULES = (
+    formerr_findings,
+    unanswered_findings,
+    surge_findings,
+    slow_findings,
+    servfail_findings,
+    truncation_findings,
+    retry_findings,
+    suspicious_findings,
+    quality_findings,
+)
+
+
+def detect(inputs: Inputs) -> pl.DataFrame:
+    findings: list[Finding] = []
+    for rule in RULES:
+        findings.extend(rule(inputs))
+    return to_frame(findings)
