@@ -26,7 +26,8 @@ import pcapdns.dissect
 import pcapdns.dns.columnar
 import pcapdns.pairing
 import pcapdns.parallel.split
-import pcapdns.sources.pcapfile  # noqa: F401
+import pcapdns.sources.pcapfile
+import pcapdns.tables.kernels  # noqa: F401
 from pcapdns import jit
 
 COMPILED_MODULES = (
@@ -36,6 +37,7 @@ COMPILED_MODULES = (
     pcapdns.pairing,
     pcapdns.parallel.split,
     pcapdns.sources.pcapfile,
+    pcapdns.tables.kernels,
 )
 
 

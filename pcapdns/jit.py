@@ -56,6 +56,7 @@ SOURCES = (
     "dissect.py",
     "pairing.py",
     "parallel/split.py",
+    "tables/kernels.py",
 )
 CORE_NAME = "_pcapdns_core"  # the extension module's name (its PyInit_ symbol)
 BUILD_TIMEOUT_S = 900

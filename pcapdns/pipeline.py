@@ -217,7 +217,7 @@ def tabulate(
     compiled = loaded() or messages.height >= opts.fast_min_frames
     paired = pair(messages, timeout_ns, end, vectorized=compiled)
     del messages
-    counts = count_messages(paired.messages)  # before the transactions exist: a lower peak
+    counts = count_messages(paired.messages, compiled=compiled)  # before the transactions: lower peak
     _release_memory()
     names = list(files)
     addresses = [address_text(hi, lo) for hi, lo in halves]

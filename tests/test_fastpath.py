@@ -82,3 +82,15 @@ def test_hostile_question_names_render_like_the_slow_parser() -> None:
     assert [cols.names[i] for i in cols.name_id] == expected
     assert len(cols.names) == len(set(expected)) == len(msgs) - 2
     assert expected[0] == "a\\010b.example" and expected[4] == "." and expected[2] == "\\027[31mred.[bold]x"
+
+
+@pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)
+def test_message_counts_compiled_and_by_expression_agree(path: Path) -> None:
+    from pcapdns.pairing import pair
+    from pcapdns.tables.summary import count_messages
+
+    d = read([str(path)], FAST)
+    paired = pair(d.messages, 5 * 10**9, 2**62)
+    compiled = count_messages(paired.messages, compiled=True)
+    assert_frame_equal(compiled, count_messages(paired.messages, compiled=False))
+    assert int(compiled.get_column("count").sum()) == d.messages.height > 0

@@ -14,49 +14,48 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy.typing as npt
 import polars as pl
 
 from pcapdns.dns.codes import rcode_name, rrtype_name
+from pcapdns.jit import writable
 from pcapdns.model import CaptureInfo
 from pcapdns.schema import ANOMALIES, DECODE_ISSUES, MALFORMED, ROLES
+from pcapdns.tables.kernels import (
+    NO_QTYPE_AT,
+    OPCODE_AT,
+    QR_AT,
+    QTYPE_AT,
+    RCODE_AT,
+    ROLE_AT,
+    TRANSPORT_AT,
+    count_keys,
+)
 
 PERCENTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
 # What the summary counts per message (the rest of a message lives in its transaction's row).
 COUNTED = ("role", "qr", "rcode", "qtype", "opcode", "transport", "malformed")
 
 
-# Bit positions of the COUNTED columns packed into one 64-bit key (qtype: 16 bits and a null bit).
-_ROLE, _QR, _RCODE, _QTYPE, _NO_QTYPE, _OPCODE, _TRANSPORT = 56, 55, 36, 18, 17, 9, 1
-
-
-def count_messages(m: pl.DataFrame) -> pl.DataFrame:
+def count_messages(m: pl.DataFrame, *, compiled: bool = True) -> pl.DataFrame:
     """``m``'s messages counted by the COUNTED columns, in a canonical row order.
 
-    The columns are packed into one integer per message (fields of disjoint bits, so a sum is
-    their union) and those are counted: a group-by on seven columns of millions of rows costs
-    several times the time and memory.  The few distinct keys are unpacked in Python.
+    The columns are packed into one integer per message (fields of disjoint bits) and polars
+    counts those: a group-by on seven columns of millions of rows costs several times the time
+    and memory.  The few distinct keys are unpacked in Python.  The packing is compiled (one
+    pass); ``compiled=False`` packs with a polars expression instead (a few messages: not worth
+    loading compiled code), the same bits (tested).
     """
-    u64 = pl.UInt64
-    qtype = pl.col("qtype")
-    key = (
-        pl.col("role").to_physical().cast(u64) * (1 << _ROLE)
-        + pl.col("qr").cast(u64) * (1 << _QR)
-        + pl.col("rcode").cast(u64) * (1 << _RCODE)
-        + qtype.fill_null(0).cast(u64) * (1 << _QTYPE)
-        + qtype.is_null().cast(u64) * (1 << _NO_QTYPE)
-        + pl.col("opcode").cast(u64) * (1 << _OPCODE)
-        + pl.col("transport").cast(u64) * (1 << _TRANSPORT)
-        + pl.col("malformed").cast(u64)
-    ).alias("key")
-    counted = m.select(key).group_by("key").agg(pl.len().alias("count"))
+    keys = pl.DataFrame({"key": _count_keys(m)}) if compiled else m.select(_count_key_expr())
+    counted = keys.group_by("key").agg(pl.len().alias("count"))
     rows = [
         (
-            ROLES[k >> _ROLE],
-            bool(k >> _QR & 1),
-            k >> _RCODE & 0xFFFF,
-            None if k >> _NO_QTYPE & 1 else k >> _QTYPE & 0xFFFF,
-            k >> _OPCODE & 0xFF,
-            k >> _TRANSPORT & 0xFF,
+            ROLES[k >> ROLE_AT],
+            bool(k >> QR_AT & 1),
+            k >> RCODE_AT & 0xFFFF,
+            None if k >> NO_QTYPE_AT & 1 else k >> QTYPE_AT & 0xFFFF,
+            k >> OPCODE_AT & 0xFF,
+            k >> TRANSPORT_AT & 0xFF,
             bool(k & 1),
             n,
         )
@@ -64,6 +63,40 @@ def count_messages(m: pl.DataFrame) -> pl.DataFrame:
     ]
     schema = {c: m.schema[c] for c in COUNTED} | {"count": pl.UInt64()}
     return pl.DataFrame(rows, schema=schema, orient="row").sort(COUNTED, nulls_last=True)
+
+
+def _count_keys(m: pl.DataFrame) -> npt.NDArray[Any]:
+    def col(name: str, fill: object) -> npt.NDArray[Any]:
+        c = m.get_column(name)
+        return writable((c.fill_null(fill) if c.null_count() else c).to_numpy())
+
+    qtype = m.get_column("qtype")
+    return count_keys(
+        writable(m.get_column("role").to_physical().cast(pl.UInt8).to_numpy()),
+        col("qr", False),
+        col("rcode", 0),
+        writable(qtype.fill_null(0).to_numpy()),
+        writable(qtype.is_null().to_numpy()),
+        col("opcode", 0),
+        col("transport", 0),
+        col("malformed", False),
+    )
+
+
+def _count_key_expr() -> pl.Expr:
+    """:func:`~pcapdns.tables.kernels.count_keys` as a polars expression."""
+    u64 = pl.UInt64
+    qtype = pl.col("qtype")
+    return (
+        pl.col("role").to_physical().cast(u64) * (1 << ROLE_AT)
+        + pl.col("qr").cast(u64) * (1 << QR_AT)
+        + pl.col("rcode").cast(u64) * (1 << RCODE_AT)
+        + qtype.fill_null(0).cast(u64) * (1 << QTYPE_AT)
+        + qtype.is_null().cast(u64) * (1 << NO_QTYPE_AT)
+        + pl.col("opcode").cast(u64) * (1 << OPCODE_AT)
+        + pl.col("transport").cast(u64) * (1 << TRANSPORT_AT)
+        + pl.col("malformed").cast(u64)
+    ).alias("key")
 
 
 def add_counts(parts: list[pl.DataFrame]) -> pl.DataFrame:
