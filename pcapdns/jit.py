@@ -33,6 +33,7 @@ import importlib.util
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -275,14 +276,12 @@ def _open_core() -> Any:
         return None
     try:
         key = core_key()
-        found = next((p for p in _candidates(key) if (p / "manifest.json").exists()), None)
+        found = next((p for p in _candidates(key) if _built(p, key)), None)
         if found is None:
             found = _build(key)
         if found is None:
             return None
         manifest = json.loads((found / "manifest.json").read_text())
-        if manifest.get("key") != key:  # built from other sources than these: never use it
-            raise ImportError(f"{found} was built from other sources ({manifest.get('key')})")
         library = found / manifest["file"]
         loader = importlib.machinery.ExtensionFileLoader(CORE_NAME, str(library))
         spec = importlib.util.spec_from_file_location(CORE_NAME, library, loader=loader)
@@ -295,6 +294,14 @@ def _open_core() -> Any:
         return None
     _manifest = manifest["entries"]
     return module
+
+
+def _built(where: Path, key: str) -> bool:
+    """Whether ``where`` holds a core built from these sources (its manifest names the key)."""
+    try:
+        return bool(json.loads((where / "manifest.json").read_text()).get("key") == key)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _build(key: str) -> Path | None:
@@ -312,10 +319,12 @@ def _build(key: str) -> Path | None:
     where.parent.mkdir(parents=True, exist_ok=True)
     with open(where.with_suffix(".lock"), "w") as lock:
         _lock(lock)
-        if (where / "manifest.json").exists():  # another process built it meanwhile
+        if _built(where, key):  # another process built it meanwhile
             return where
+        if where.exists():  # something else under this name (an interrupted or foreign build)
+            shutil.rmtree(where, ignore_errors=True)
         if announce is not None:
-            announce("compiling the fast path for this machine (once; about a minute)")
+            announce("compiling the fast path for this machine (once; under a minute)")
         # The child must compile these very sources: ``-P`` keeps the working directory (which
         # may hold another pcapdns checkout) off its path, and this package's directory leads it.
         cmd = [sys.executable, "-P", "-m", BUILDER, str(where)]
@@ -365,8 +374,6 @@ def _missing_toolchain() -> str:
 
 
 def _which(cmd: str) -> bool:
-    import shutil
-
     return shutil.which(cmd) is not None
 
 

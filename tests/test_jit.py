@@ -147,10 +147,15 @@ def test_the_build_never_compiles_another_checkout_in_the_working_directory(
 def test_a_core_built_from_other_sources_is_not_loaded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A core whose manifest names other sources (a foreign or an interrupted build) is passed
+    # over, and a build for these sources is asked for instead.
     stale = tmp_path / "core-x"
     stale.mkdir()
     (stale / "manifest.json").write_text(json.dumps({"key": "0000", "file": "nothing.so", "entries": {}}))
+    asked: list[str] = []
     monkeypatch.setattr(jit, "_candidates", lambda key: [stale])
+    monkeypatch.setattr(jit, "_build", lambda key: asked.append(key))
     monkeypatch.delenv("PCAPDNS_COMPILED", raising=False)
     assert jit._open_core() is None  # noqa: SLF001
-    assert "built from other sources" in jit.core_problem
+    assert asked == [jit.core_key()]
+    assert not jit._built(stale, jit.core_key()) and jit._built(stale, "0000")  # noqa: SLF001
