@@ -11,8 +11,8 @@ plain Python loops over numpy arrays, compiled to machine code by numba.  Two wa
   100 MiB of LLVM, more than a 2M-packet capture's DNS parse.  The module is kept in the package's
   ``__pycache__`` (or ``$XDG_CACHE_HOME/pcapdns`` where that is not writable).
 * **numba's JIT** (``njit(cache=True)``): where the core cannot be built (no C compiler or Python
-  headers; the reason is kept beside the cache and shown by ``pcapdns analyze --debug``), or with
-  ``PCAPDNS_COMPILED=jit``.  Same source, same results.
+  headers; a failed build is announced once and its reason kept beside the cache in
+  ``core-KEY.failed``), or with ``PCAPDNS_COMPILED=jit``.  Same source, same results.
 
 Arguments cross into the core through a check of each array's dtype and dimensions (compiled
 code trusts its signature: a wrong dtype would be read as raw memory), and a copy where the
@@ -155,10 +155,9 @@ def backend() -> str:
 
 def _compiled(func: Callable[..., Any]) -> Any:
     if _backend == "core":
-        sig = _signatures.get(func)
-        spec = _manifest.get(exported_name(func)) if sig else None
-        if sig is None:
+        if func not in _signatures:
             return func  # a helper: only the interpreted form of an entry point calls it from Python
+        spec = _manifest.get(exported_name(func))
         if spec is None:  # built from other sources than these (cannot happen with a matching key)
             raise RuntimeError(f"the compiled core lacks {exported_name(func)}; delete {core_dir()}")
         return _checked(getattr(_core, exported_name(func)), spec, func)
@@ -254,17 +253,16 @@ def core_dir() -> Path:
     pkg = Path(__file__).parent / "__pycache__"
     with contextlib.suppress(OSError):
         pkg.mkdir(exist_ok=True)
-    if os.access(pkg, os.W_OK):
-        return pkg
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "pcapdns"
+    return pkg if os.access(pkg, os.W_OK) else _user_cache()
+
+
+def _user_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pcapdns"
 
 
 def _candidates(key: str) -> list[Path]:
     """Where a built core may already be (the package's cache first, even if read-only)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    dirs = [Path(__file__).parent / "__pycache__", Path(base) / "pcapdns"]
-    return [d / f"core-{key}" for d in dirs]
+    return [d / f"core-{key}" for d in (Path(__file__).parent / "__pycache__", _user_cache())]
 
 
 def _open_core() -> Any:
@@ -365,16 +363,12 @@ def _missing_toolchain() -> str:
     if importlib.util.find_spec("numba") is None:
         return "numba is not installed"
     cc = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]
-    if not _which(cc) and not _which("cc"):
+    if shutil.which(cc) is None and shutil.which("cc") is None:
         return f"no C compiler ({cc}) to build the compiled core"
     include = sysconfig.get_paths().get("include", "")
     if not (Path(include) / "Python.h").exists():
         return f"no Python headers ({include}/Python.h) to build the compiled core"
     return ""
-
-
-def _which(cmd: str) -> bool:
-    return shutil.which(cmd) is not None
 
 
 # -- helpers for callers ---------------------------------------------------------------------------

@@ -49,12 +49,6 @@ class Paired:
     messages: pl.DataFrame
     links: pl.DataFrame
 
-    def take_messages(self) -> Paired:
-        """These links with the messages, which this object lets go of (an empty table stays)."""
-        out = Paired(self.messages, self.links)
-        self.messages = self.messages.clear()
-        return out
-
 
 def _keys(
     m: pl.DataFrame, *, compiled: bool = True

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pcapdns.jit import jit
-from pcapdns.sources import Span
+from pcapdns.sources import Span, pcapfile
 from pcapdns.sources.compress import sniff_compression
 from pcapdns.sources.pcapfile import MAX_CAPLEN, MIN_SNAP_LIMIT, PCAP_MAGICS
 from pcapdns.sources.pcapng import BOM, EPB, IDB, MAX_BLOCK, NRB, SHB
@@ -88,16 +88,11 @@ def _walk_pcap(
     pos = 24
     frame = 1
     while t < len(targets) and pos + 16 <= n:
+        # the record walk's readers, through their module (resolved when this is compiled)
         if little:
-            frac = np.int64(b[pos + 4]) | np.int64(b[pos + 5]) << 8 | np.int64(b[pos + 6]) << 16
-            frac |= np.int64(b[pos + 7]) << 24
-            cap = np.int64(b[pos + 8]) | np.int64(b[pos + 9]) << 8 | np.int64(b[pos + 10]) << 16
-            cap |= np.int64(b[pos + 11]) << 24
+            frac, cap = pcapfile._le32(b, pos + 4), pcapfile._le32(b, pos + 8)  # noqa: SLF001
         else:
-            frac = np.int64(b[pos + 7]) | np.int64(b[pos + 6]) << 8 | np.int64(b[pos + 5]) << 16
-            frac |= np.int64(b[pos + 4]) << 24
-            cap = np.int64(b[pos + 11]) | np.int64(b[pos + 10]) << 8 | np.int64(b[pos + 9]) << 16
-            cap |= np.int64(b[pos + 8]) << 24
+            frac, cap = pcapfile._be32(b, pos + 4), pcapfile._be32(b, pos + 8)  # noqa: SLF001
         if frac >= frac_limit or cap > limit or pos + 16 + cap > n:
             break  # the reader would resynchronise or stop here: do not cut after it
         if pos >= targets[t] and pos > 24:

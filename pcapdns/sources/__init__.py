@@ -143,12 +143,11 @@ class Capture:
         # bytes, no chunk carried over and joined (windows start at any page).
         self._mapped = size > 0 and not self.info.compression and isinstance(raw, io.BufferedReader)
         if self._mapped:
-            self._first, self._error = self._counting.peek(MAPPED_PEEK), None
-            self._walker = self._sniff(self._first)
-            self._first = b""
+            first, self._first, self._error = self._counting.peek(MAPPED_PEEK), b"", None
         else:
             self._first, self._error = read_full(self._stream, chunk_size)
-            self._walker = self._sniff(self._first)
+            first = self._first
+        self._walker = self._sniff(first)
         self.info.format = self._walker.format
 
     def _sniff(self, first: bytes) -> PcapWalker | PcapngWalker:

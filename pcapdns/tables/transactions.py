@@ -97,19 +97,14 @@ def _response_ede(m: pl.DataFrame, links: pl.DataFrame) -> pl.DataFrame:
 def build_transactions(paired: Paired, files: list[str], addresses: list[str]) -> pl.DataFrame:
     """Join each transaction's query and response messages into one row (schema ``TRANSACTIONS``).
 
-    ``addresses`` holds the text of each address id used in the messages.  The messages are let
-    go of as soon as the rows are gathered: a caller done with them hands them over with
-    :meth:`~pcapdns.pairing.Paired.take_messages`, and the table is then built without them.
+    ``addresses`` holds the text of each address id used in the messages.
     """
     m = paired.messages  # row i has mi == i, so a message is fetched by position, not by a join
     links = paired.links.sort("query_mi")
     q = m.select(_Q_COLS).rename({c: f"q_{c}" for c in _Q_COLS})[links.get_column("query_mi")]
     r = m.select(_R_COLS).rename({c: f"r_{c}" for c in _R_COLS})
     r = r.select(pl.all().gather(links.get_column("response_mi")))
-    ede = _response_ede(m, links)
-    del m, paired
-    t = pl.concat([links, q, r, ede], how="horizontal")
-    del q, r, ede
+    t = pl.concat([links, q, r, _response_ede(m, links)], how="horizontal")
     # The query's source is the client, its destination the server.
     text = pl.Series("address", addresses, dtype=pl.Categorical)
     t = t.with_columns(
