@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import socket
@@ -26,6 +27,7 @@ from polars.testing import assert_frame_equal
 from pcapdns.cli import main
 from pcapdns.model import CaptureInfo
 from pcapdns.parallel import analyze, plan
+from pcapdns.parallel.engine import PEEK_BYTES, _first_ts
 from pcapdns.parallel.hosts import host_of
 from pcapdns.parallel.split import split
 from pcapdns.pipeline import Options
@@ -254,6 +256,25 @@ def test_plan_orders_each_host_by_first_timestamp(tmp_path: Path) -> None:
     p = plan(paths)
     assert p.hosts == ("h0", "h0", "h1")
     assert p.paths == (paths[2], paths[0], paths[1])
+
+
+@pytest.mark.parametrize("suffix", ["pcap", "pcapng", "pcap.gz"])
+def test_plan_reads_a_first_record_larger_than_its_peek(tmp_path: Path, suffix: str) -> None:
+    """Planning looks at a few KiB of each file; a jumbo first frame (and a compressed file) still
+    gives its timestamp, and the file that starts earlier goes first."""
+    jumbo = pb.ether(pb.ipv4(pb.udp(b"\0" * (2 * PEEK_BYTES))))
+    paths = []
+    for i, t in enumerate((7, 2)):
+        records = [(t * 10**9 + 123_456_000, jumbo), ((t + 1) * 10**9, pb.udp_frame())]
+        if suffix == "pcapng":
+            data = pb.shb() + pb.idb(1) + b"".join(pb.epb(0, ts // 1000, d) for ts, d in records)
+        else:
+            data = pb.pcap(records)
+        p = tmp_path / f"ns1.{i}.{suffix}"
+        p.write_bytes(gzip.compress(data) if suffix.endswith(".gz") else data)
+        paths.append(str(p))
+    assert plan(paths).paths == (paths[1], paths[0])
+    assert _first_ts(paths[1]) == 2 * 10**9 + 123_456_000
 
 
 def test_each_host_is_one_task_and_only_its_tables_come_back(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -45,6 +45,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 SPANS_PER_WORKER = 4  # more pieces than workers: the last ones finish together
 MIN_SPAN = 4 << 20
+PEEK_BYTES = 4096  # what planning reads of each file (a bigger first record widens it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +68,10 @@ class Plan:
 
 
 def _first_ts(path: str) -> int | None:
-    with open_capture(path, chunk_size=1 << 16) as capture:
-        for batch in capture.batches(1024):
+    """The first record's timestamp: one small window is walked (in this process, uncompiled),
+    so that planning a fleet of files costs a fraction of a millisecond per file."""
+    with open_capture(path, chunk_size=PEEK_BYTES) as capture:
+        for batch in capture.batches(1):
             if len(batch):
                 return int(batch.ts_ns[0])
     return None
