@@ -23,6 +23,8 @@ from pcapdns.dns.knowledge import rcode_info
 SURGE_RCODES = ("SERVFAIL", "REFUSED", "NXDOMAIN", "FORMERR", "NOTIMP")
 _NO_BASELINE = {"SERVFAIL": 0.2, "REFUSED": 0.2, "NOTIMP": 0.2}  # absolute shares for short captures
 _MIN_WINDOWS = 3
+# What the rules read of the transactions (taken first: every filter and join copies its input).
+_COLUMNS = ("ts", "server", "client", "rcode_name", "qname", "file", "query_frame", "response_frame")
 
 
 def _windowed(t: pl.DataFrame, window_s: float) -> pl.DataFrame:
@@ -42,7 +44,7 @@ def _surges(t: pl.DataFrame, key: str, inp: Inputs) -> list[tuple[pl.DataFrame, 
     answered = t.filter(pl.col("rcode_name").is_not_null())
     if answered.height == 0:
         return []
-    rc = pl.col("rcode_name").cast(pl.String)
+    rc = pl.col("rcode_name")  # a categorical compared with a name: no string is made
     per = answered.group_by(key, "w").agg(
         pl.len().alias("n"), *[(rc == name).sum().alias(name) for name in SURGE_RCODES]
     )
@@ -97,7 +99,7 @@ def _surges(t: pl.DataFrame, key: str, inp: Inputs) -> list[tuple[pl.DataFrame, 
 
 def surge_findings(inp: Inputs) -> list[Finding]:
     th = inp.thresholds
-    t = _windowed(inp.transactions, th.window_s)
+    t = _windowed(inp.transactions.select(_COLUMNS), th.window_s)
     if t.height == 0:
         return []
     names = t.get_column("qname").drop_nulls().unique()
@@ -159,7 +161,7 @@ def _surge_finding(
 
 def slow_findings(inp: Inputs) -> list[Finding]:
     th = inp.thresholds
-    t = _windowed(inp.transactions.filter(pl.col("rtt").is_not_null()), th.window_s)
+    t = _windowed(inp.transactions.select(*_COLUMNS, "rtt").filter(pl.col("rtt").is_not_null()), th.window_s)
     if t.height == 0:
         return []
     per = (

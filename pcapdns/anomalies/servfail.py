@@ -27,9 +27,7 @@ def _lower(col: str) -> pl.Expr:
 def servfail_findings(inp: Inputs) -> list[Finding]:
     th = inp.thresholds
     t = inp.transactions.with_columns(pl.col("server").cast(pl.String), pl.col("client").cast(pl.String))
-    sf = t.filter(pl.col("rcode_name").cast(pl.String) == "SERVFAIL").with_columns(
-        _lower("qname").alias("name_l")
-    )
+    sf = t.filter(pl.col("rcode_name") == "SERVFAIL").with_columns(_lower("qname").alias("name_l"))
     if sf.height == 0:
         return []
     resolvers = set(sf.get_column("server").unique().to_list()) & set(
@@ -68,7 +66,7 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
         .otherwise(pl.lit("unknown"))
         .alias("cause_class")
     )
-    answered = t.filter(pl.col("rcode_name").is_not_null()).select("server", "ts")
+    answered = t.lazy().filter(pl.col("rcode_name").is_not_null()).select("server", "ts").collect()
     out: list[Finding] = []
     for (server, cls), rows in sf.sort("ts").group_by(["server", "cause_class"], maintain_order=True):
         start, last = rows.get_column("ts").min(), rows.get_column("ts").max()
@@ -120,9 +118,9 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
 
 def _cd_retries(sf: pl.DataFrame, t: pl.DataFrame, window_s: float) -> pl.DataFrame:
     """SERVFAILs whose client asked again with CD=1 within ``window_s`` and got an answer."""
-    retries = t.filter(
-        pl.col("CD") & (pl.col("rcode_name").cast(pl.String).is_in(["NOERROR", "NXDOMAIN"]))
-    ).select("client", _lower("qname").alias("name_l"), "qtype", pl.col("ts").alias("r_ts"))
+    retries = t.filter(pl.col("CD") & (pl.col("rcode_name").is_in(["NOERROR", "NXDOMAIN"]))).select(
+        "client", _lower("qname").alias("name_l"), "qtype", pl.col("ts").alias("r_ts")
+    )
     if retries.height == 0:
         return sf.head(0).select("query_frame")
     j = (

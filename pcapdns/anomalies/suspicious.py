@@ -23,6 +23,8 @@ from pcapdns.anomalies.findings import Finding, evidence_of, zone_for
 from pcapdns.anomalies.inputs import Inputs
 
 _FLOW = ["client", "client_port", "trans_id", "transport"]
+# What a finding about answers reads (selected first: every filter copies the columns it keeps).
+_ANSWER = ("ts", "server", "client", "qname", "qtype", "file", "query_frame", "response_frame")
 
 
 def _strings(df: pl.DataFrame, *cols: str) -> pl.DataFrame:
@@ -216,9 +218,9 @@ def _ttl_drops(t: pl.DataFrame, inp: Inputs) -> list[Finding]:
 
 def _nodata_changes(t: pl.DataFrame, inp: Inputs) -> list[Finding]:
     a = (
-        t.filter((pl.col("status") == "answered") & (pl.col("rcode") == 0))
+        t.select(*_ANSWER, "status", "rcode", "answers")
+        .filter((pl.col("status") == "answered") & (pl.col("rcode") == 0))
         .with_columns(pl.col("qname").str.to_lowercase().alias("name_l"))
-        .sort("ts")
     )
     keys = ["server", "name_l", "qtype"]
     first_had = a.filter(pl.col("answers") > 0).group_by(keys).agg(pl.col("ts").min().alias("first_had"))

@@ -159,11 +159,12 @@ def retry_findings(inp: Inputs) -> list[Finding]:
         (pl.col("n_transport") != pl.col("transport").cast(pl.String)).alias("changed_transport"),
         pl.col("qname").map_elements(zone_of, return_dtype=pl.String).alias("zk"),
     )
+    # Only the (client, zone) pairs with enough retries make a finding: thousands of one-retry
+    # pairs are left out before the loop, which would gather each of them as a frame of its own.
+    nxt = nxt.filter(pl.len().over("client", "zk") >= th.min_count)
     out: list[Finding] = []
     for (client, _zk), rows in nxt.sort("ts").group_by(["client", "zk"], maintain_order=True):
         n = rows.height
-        if n < th.min_count:
-            continue
         good = int(rows.get_column("ok").sum())
         hows = []
         for col, text in (
