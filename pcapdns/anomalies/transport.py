@@ -34,11 +34,11 @@ def _key_cols(t: pl.DataFrame) -> pl.DataFrame:
 
 def truncation_findings(inp: Inputs) -> list[Finding]:
     th = inp.thresholds
-    t = _key_cols(inp.transactions)
-    tc = t.filter(pl.col("TC") & (pl.col("transport").cast(pl.String) == "udp"))
+    t = inp.transactions  # the key columns are made for the few rows each side needs, not for all
+    tc = _key_cols(t.filter(pl.col("TC") & (pl.col("transport") == "udp")))
     if tc.height == 0:
         return []
-    tcp = t.filter(pl.col("transport").cast(pl.String) == "tcp").select(
+    tcp = _key_cols(t.filter(pl.col("transport") == "tcp")).select(
         "client",
         "server",
         "name_l",

@@ -20,7 +20,7 @@ def issues_frame(issues: Iterable[DecodeIssue]) -> pl.DataFrame:
 def query_facts(paired: Paired) -> pl.DataFrame:
     """Header facts of each transaction's query, aligned with the transactions table's rows."""
     order = paired.links.sort("query_mi").get_column("query_mi")
-    return paired.messages[order].select(
+    return paired.messages.select(  # the columns first, then the rows: a gather copies what it gets
         pl.col("file_id").alias("q_file_id"),
         pl.col("idx").alias("q_idx"),
         pl.col("flags").alias("q_flags"),
@@ -28,7 +28,7 @@ def query_facts(paired: Paired) -> pl.DataFrame:
         pl.col("edns_version").alias("q_edns_version"),
         pl.col("size").alias("q_size"),
         pl.col("edns_options").alias("q_edns_options"),
-    )
+    )[order]
 
 
 def unpaired(m: pl.DataFrame, files: list[str], addresses: list[str]) -> pl.DataFrame:
