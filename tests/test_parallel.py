@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import shutil
@@ -21,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pcapbuild as pb
+import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
@@ -331,6 +333,27 @@ def test_frames_travel_through_shared_memory_and_nothing_is_left_there(tmp_path:
     with shm.exchange() as directory:
         assert directory is None or Path(directory).is_dir()
     assert directory is None or not Path(directory).exists()
+
+
+def test_frames_cross_a_dask_cluster_as_compressed_arrow_bytes() -> None:
+    """What a Dask worker returns holds no polars frame, only bytes, and reads back the same."""
+    import pickle
+
+    from pcapdns.parallel import shm
+    from pcapdns.parallel.worker import HostTask, tabulate_host
+
+    task = HostTask((0,), (str(ROOT / "samples" / "outage.pcap"),), OPTS)
+    direct = tabulate_host(task)
+    sent = shm.packed(tabulate_host, task)
+    assert isinstance(sent.tables.transactions, shm.Packed)
+    values = [getattr(sent.tables, f.name) for f in dataclasses.fields(sent.tables)]
+    assert not [v for v in values if isinstance(v, pl.DataFrame)]
+    packed_bytes = len(sent.tables.transactions.data)
+    assert packed_bytes < len(pickle.dumps(direct.tables.transactions)) / 2  # compressed
+    back = shm.unpack(pickle.loads(pickle.dumps(sent)))
+    for name in ("message_counts", "transactions", "facts", "unpaired", "malformed", "issues"):
+        assert_frame_equal(getattr(back.tables, name), getattr(direct.tables, name))
+    assert back.tables.captures == direct.tables.captures and back.errors == direct.errors
 
 
 @pytest.mark.parametrize(

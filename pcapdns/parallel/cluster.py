@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from functools import partial
+from typing import Any, TypeVar, cast
 
 from pcapdns.errors import SourceMissing, UsageError
+from pcapdns.parallel.shm import packed, unpack
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -28,10 +30,10 @@ class Cluster:
         """``func`` of each task on the cluster; results (or the exception) as they finish."""
         from distributed import as_completed
 
-        futures = self.client.map(func, tasks, pure=False)
+        futures = self.client.map(partial(packed, func), tasks, pure=False)
         for future in as_completed(futures):  # type: ignore[no-untyped-call]
             exc = future.exception()
-            yield exc if exc is not None else future.result()
+            yield exc if exc is not None else cast(R, unpack(future.result()))
             future.release()
 
 
