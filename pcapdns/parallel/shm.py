@@ -4,8 +4,9 @@ A pickled polars frame is serialized, copied through the pool's pipe and deseria
 0.4 s for a host's 63 MiB of tables.  Local workers write their frames as Arrow IPC into files in
 ``/dev/shm`` and the parent reads them back: the same frames cost about 0.1 s (where there is no
 usable ``/dev/shm``, results are pickled).  A Dask worker may be another machine, so Dask moves
-its results; they travel as Arrow IPC bytes (:func:`packed`), which Dask sends as they are, not
-as pickled frames (about 1.2 s for the two hosts of the benchmark fleet, against 0.1 s).
+its results; they travel as zstd-compressed Arrow IPC bytes (:func:`packed`), which Dask sends as
+they are: the two hosts of the benchmark fleet reach the parent about 0.2 s after their workers
+are done, where their pickled frames took 0.75 s (and zstd makes the bytes a fifth as many).
 """
 
 from __future__ import annotations
