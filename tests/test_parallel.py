@@ -388,3 +388,17 @@ def test_the_command_with_workers_gives_the_one_process_answer() -> None:
     one = subprocess.run(run, capture_output=True, text=True, check=True).stdout
     two = subprocess.run([*run, "--workers", "2"], capture_output=True, text=True, check=True).stdout
     assert json.loads(one) == json.loads(two) and json.loads(one)["queries"] > 0
+
+
+def test_this_process_takes_its_share_of_the_local_tasks() -> None:
+    """With --workers 2 the parent is one of the two: it runs tasks itself (taken from the end)
+    and one pool process runs the others; every task runs once."""
+    import os
+    from operator import methodcaller
+
+    from pcapdns.parallel.engine import _run_local
+
+    pids = list(_run_local(methodcaller("__call__"), [os.getpid] * 6, 2))
+    assert len(pids) == 6
+    assert os.getpid() in pids and len(set(pids)) == 2
+    assert list(_run_local(methodcaller("__call__"), [os.getpid], 2)) == [os.getpid()]

@@ -16,9 +16,9 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import TypeVar, cast
@@ -174,20 +174,44 @@ def _tasks(paths: Sequence[str], opts: Options, workers: int, span_bytes: int | 
 
 
 def _run_local(run: Callable[[T], R], tasks: list[T], workers: int) -> Iterator[R | BaseException]:
-    """``run`` each of ``tasks`` on ``workers`` local processes (forked from a clean server process)."""
+    """``run`` each of ``tasks`` on ``workers`` local processes: this one, and ``workers - 1``
+    forked from a clean server process; results in the order they are done.
+
+    This process would otherwise only wait for the others: it takes tasks from the end of the
+    list while the pool takes them from the front, and what it computes needs no transfer.  The
+    pool is kept up to two tasks ahead per process (so that it does not wait while this one is
+    busy), but never given the last task left: that one is this process' share.
+    """
+    pending = deque(tasks)
+    helpers = min(workers, len(tasks)) - 1
+    if helpers <= 0:
+        yield from (run(t) for t in tasks)
+        return
     context = start_local_workers()
     with (
         exchange() as directory,
-        ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context) as pool,
+        ProcessPoolExecutor(max_workers=helpers, mp_context=context) as pool,
     ):
         call = run if directory is None else partial(through, run, directory)
-        futures = {pool.submit(call, t): t for t in tasks}
-        for future in as_completed(futures):
-            exc = future.exception()
-            if exc is not None:
-                yield exc
+        running: set[Future[object]] = set()
+
+        def finished(futures: Iterable[Future[object]]) -> Iterator[R | BaseException]:
+            for future in futures:
+                running.discard(future)
+                exc = future.exception()
+                if exc is not None:
+                    yield exc
+                else:
+                    yield cast(R, future.result() if directory is None else take(future.result()))
+
+        while pending or running:
+            while len(pending) > 1 and len(running) < 2 * helpers:  # the last one is for this process
+                running.add(pool.submit(call, pending.popleft()))
+            if pending:
+                yield run(pending.pop())
+                yield from finished([f for f in running if f.done()])
             else:
-                yield future.result() if directory is None else cast(R, take(future.result()))
+                yield from finished(as_completed(list(running)))
 
 
 def _alive(results: Iterable[R | BaseException]) -> Iterator[R]:
