@@ -94,3 +94,14 @@ def test_message_counts_compiled_and_by_expression_agree(path: Path) -> None:
     compiled = count_messages(paired.messages, compiled=True)
     assert_frame_equal(compiled, count_messages(paired.messages, compiled=False))
     assert int(compiled.get_column("count").sum()) == d.messages.height > 0
+
+
+@pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)
+def test_a_run_without_the_engine_drops_only_what_the_engine_reads(path: Path) -> None:
+    """Without the anomaly engine (--json, most exports) the message columns only its inputs read
+    are dropped before pairing; the counts, the transactions and the summary stay the same."""
+    opts = {"fast_min_frames": 0}
+    lean, full = analyze([str(path)], Options(anomalies=False, **opts)), analyze([str(path)], Options(**opts))
+    assert_frame_equal(lean.transactions, full.transactions)
+    assert_frame_equal(lean.message_counts, full.message_counts)
+    assert summary(lean) == summary(full)
