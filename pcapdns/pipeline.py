@@ -80,7 +80,8 @@ class Decoded:
     """What reading and dissecting produced, before pairing: the hand-over point for parallel reads.
 
     ``messages`` are in (file, frame, idx) order with addresses as ids into ``addresses`` (each
-    address as the two 64-bit halves of its IPv6 form); ``counters`` include the slow path's.
+    address as the two 64-bit halves of its IPv6 form), without the ``ENGINE_ONLY`` columns when
+    the anomaly engine does not run; ``counters`` include the slow path's.
     """
 
     captures: list[CaptureInfo]
@@ -139,6 +140,7 @@ def read(
     and the file stays in the analysis empty (file ids do not move).
     """
     dissector = Dissector(opts.ports, fast=opts.fast, fast_min_frames=opts.fast_min_frames)
+    unread = () if opts.anomalies else ENGINE_ONLY  # dropped batch by batch: a lower peak
     captures: list[CaptureInfo] = []
     chunks: list[pl.DataFrame] = []
     issues: list[DecodeIssue] = []
@@ -150,7 +152,7 @@ def read(
                 for batch in capture.batches(opts.batch_frames):
                     frame = dissector.dissect(batch)
                     if frame.height:
-                        chunks.append(frame)
+                        chunks.append(frame.drop(unread))
                     if progress is not None:
                         progress(capture.info)
                 issues.extend(capture.info.issues)
@@ -162,13 +164,13 @@ def read(
             captures.append(CaptureInfo(file_id, path))
     tail = dissector.finish()
     if tail.height:
-        chunks.append(tail)
+        chunks.append(tail.drop(unread))
     issues.extend(dissector.take_issues())
     counters: Counter[str] = Counter(dissector.counters)
     counters.update({f"slow_{k}": v for k, v in dissector.decoder.counters.items()})
     return Decoded(
         captures=captures,
-        messages=pl.concat(chunks, rechunk=True) if chunks else pl.DataFrame(schema=MESSAGES),
+        messages=pl.concat(chunks, rechunk=True) if chunks else pl.DataFrame(schema=MESSAGES).drop(unread),
         addresses=dissector.addresses.halves,
         issues=issues,
         malformed=dissector.malformed(),
@@ -225,8 +227,8 @@ def tabulate(
         stage("pairing queries and responses")
     messages, halves = _canonical_addresses(decoded)
     decoded.messages = pl.DataFrame(schema=MESSAGES)
-    if not opts.anomalies:  # nothing else reads these: dropped before pairing, a lower peak
-        messages = messages.drop(ENGINE_ONLY)
+    if not opts.anomalies:  # nothing else reads these (read() drops them already; merge() not)
+        messages = messages.drop(ENGINE_ONLY, strict=False)
     timeout_ns = int(opts.timeout_s * 1e9)
     end = max([0, *(c.last_ts_ns for c in captures if c.last_ts_ns is not None)])  # the host's end
     compiled = loaded() or messages.height >= opts.fast_min_frames
