@@ -243,7 +243,7 @@ def tabulate(
     facts = unpaired_rows = None
     if opts.anomalies:  # its inputs cost time and memory: only built when the engine runs
         facts, unpaired_rows = query_facts(paired), unpaired(paired.messages, names, addresses)
-    transactions = build_transactions(paired, names, addresses)
+    transactions = build_transactions(paired, names, addresses, consume=True)
     # Everything else about a message now lives in the transactions table (and the engine's
     # inputs): the messages keep only what the counts read, a few bytes each.
     return Tables(

@@ -105,3 +105,18 @@ def test_a_run_without_the_engine_drops_only_what_the_engine_reads(path: Path) -
     assert_frame_equal(lean.transactions, full.transactions)
     assert_frame_equal(lean.message_counts, full.message_counts)
     assert summary(lean) == summary(full)
+
+
+def test_the_transactions_table_is_the_same_when_it_consumes_the_messages() -> None:
+    from pcapdns.pairing import pair
+    from pcapdns.tables.transactions import build_transactions
+
+    m = read([str(ROOT / "samples" / "outage.pcap")], Options()).messages
+    end = int(m.get_column("ts_ns").max() or 0)  # type: ignore[arg-type]
+    kept, consumed = pair(m, 5 * 10**9, end), pair(m, 5 * 10**9, end)
+    names, addresses = ["outage.pcap"], [f"a{i}" for i in range(1000)]
+    want = build_transactions(kept, names, addresses)
+    got = build_transactions(consumed, names, addresses, consume=True)
+    assert_frame_equal(got, want)
+    assert consumed.messages.height == 0 and kept.messages.height == m.height
+    assert consumed.messages.schema == kept.messages.schema

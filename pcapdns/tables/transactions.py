@@ -94,10 +94,14 @@ def _response_ede(m: pl.DataFrame, links: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def build_transactions(paired: Paired, files: list[str], addresses: list[str]) -> pl.DataFrame:
+def build_transactions(
+    paired: Paired, files: list[str], addresses: list[str], *, consume: bool = False
+) -> pl.DataFrame:
     """Join each transaction's query and response messages into one row (schema ``TRANSACTIONS``).
 
-    ``addresses`` holds the text of each address id used in the messages.
+    ``addresses`` holds the text of each address id used in the messages.  With ``consume`` the
+    messages are let go of (``paired.messages`` emptied) as soon as their rows are gathered, so
+    that the table is finished without them alive.
     """
     m = paired.messages  # row i has mi == i, so a message is fetched by position, not by a join
     links = paired.links.sort("query_mi")
@@ -105,6 +109,9 @@ def build_transactions(paired: Paired, files: list[str], addresses: list[str]) -
     r = m.select(_R_COLS).rename({c: f"r_{c}" for c in _R_COLS})
     r = r.select(pl.all().gather(links.get_column("response_mi")))
     t = pl.concat([links, q, r, _response_ede(m, links)], how="horizontal")
+    if consume:
+        paired.messages = m.clear()
+    del m, q, r
     # The query's source is the client, its destination the server.
     text = pl.Series("address", addresses, dtype=pl.Categorical)
     t = t.with_columns(
