@@ -37,4 +37,29 @@ def main() -> int:
             pass
     from pcapdns.cli import main as cli_main
 
-    return cli_main()
+    status = cli_main()
+    leave(status)
+    return status
+
+
+def leave(status: int) -> None:
+    """End the process now, without the interpreter's teardown, when nothing is left to do.
+
+    The teardown frees every object one by one: about 70 ms for the tables of a 2M-packet
+    analysis, after its answer is out, for nobody.  The exit handlers still run and the standard
+    streams are flushed first; when another thread still runs, or a stream cannot be flushed (a
+    closed pipe), the ordinary exit is left to happen instead.
+    """
+    import atexit
+    import os
+    import threading
+
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        return
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return
+    atexit._run_exitfuncs()
+    os._exit(status)

@@ -145,3 +145,32 @@ def test_damaged_capture_is_analyzed_up_to_the_damage(capsys, tmp_path):
     assert 2000 < s["frames"] < 5930 and s["dns_messages"] == s["frames"]
     status, out, _ = run(capsys, "analyze", str(cut))
     assert status == 0 and "capture_cut_short" in out and "cut short" in out
+
+
+def test_the_command_skips_the_teardown_but_not_the_exit_handlers_or_its_output() -> None:
+    """``launch.leave``: the streams are flushed and the exit handlers run, then the process ends
+    with the command's status; with another thread still running it leaves the exit to Python."""
+    code = (
+        "import atexit, sys, threading\n"
+        "from pcapdns.launch import leave\n"
+        "atexit.register(lambda: print('handler ran'))\n"
+        "sys.stdout.write('x' * 100000 + '\\n')\n"
+        "if sys.argv[1] == 'thread':\n"
+        "    stop = threading.Event(); threading.Thread(target=stop.wait).start()\n"
+        "    leave(4); print('left to python'); stop.set(); sys.exit(5)\n"
+        "leave(4)\n"
+        "print('not reached')\n"
+    )
+    fast = subprocess.run([sys.executable, "-c", code, "fast"], capture_output=True, text=True, check=False)
+    assert fast.returncode == 4
+    assert fast.stdout == "x" * 100000 + "\nhandler ran\n"
+    slow = subprocess.run([sys.executable, "-c", code, "thread"], capture_output=True, text=True, check=False)
+    assert slow.returncode == 5 and slow.stdout.endswith("left to python\nhandler ran\n")
+    steady = Path(__file__).resolve().parents[1] / "samples" / "steady.pcap"
+    out = subprocess.run(
+        [sys.executable, "-m", "pcapdns", "analyze", "--json", str(steady)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0 and json.loads(out.stdout)["frames"] == 5678
