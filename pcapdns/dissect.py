@@ -34,6 +34,7 @@ from pcapdns.schema import MALFORMED, MESSAGES
 
 _V4_MAPPED = 0x0000FFFF00000000
 I64 = npt.NDArray[np.int64]
+Int = int | np.int64  # scalars inside compiled code
 _HEX_LIMIT = 512
 
 
@@ -47,13 +48,21 @@ def _halves(addr: bytes) -> tuple[int, int]:
 class AddressTable:
     """Interns addresses (two 64-bit halves of the IPv6 form) as small integer ids.
 
-    Messages carry 4-byte ids instead of 16-byte addresses; a batch's few hundred distinct
-    addresses are looked up once each, not once per message.
+    Messages carry 4-byte ids instead of 16-byte addresses.  The ids are the positions in
+    ``halves``; the per-packet path interns one address at a time (a dict), the fast path a batch's
+    columns at a time (:meth:`intern_rows`, a compiled open-addressing table that mirrors the
+    dict: addresses the dict learnt since are added to it first, and addresses it finds new go
+    into the dict after it).
     """
 
     def __init__(self) -> None:
         self._ids: dict[tuple[int, int], int] = {}
         self.halves: list[tuple[int, int]] = []
+        self._table = np.full(TABLE_START, -1, dtype=np.int64)
+        self._key_hi = np.zeros(TABLE_START // 2, dtype=np.uint64)
+        self._key_lo = np.zeros(TABLE_START // 2, dtype=np.uint64)
+        self._hashes = np.zeros(TABLE_START // 2, dtype=np.uint64)
+        self._mirrored = 0  # halves[:_mirrored] are in the compiled table
 
     def intern(self, hi: int, lo: int) -> int:
         key = (hi, lo)
@@ -63,52 +72,83 @@ class AddressTable:
             self.halves.append(key)
         return found
 
+    def intern_rows(
+        self, hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64], rows: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.uint32]:
+        """The ids of the addresses ``(hi[r], lo[r])`` for ``r`` in ``rows``, new ones added."""
+        if self._mirrored < len(self.halves):
+            missing = np.array(self.halves[self._mirrored :], dtype=np.uint64).reshape(-1, 2)
+            self._run(missing[:, 0].copy(), missing[:, 1].copy(), np.arange(len(missing), dtype=np.int64))
+        before = self._mirrored
+        ids = self._run(hi, lo, rows)
+        for a, b in zip(
+            self._key_hi[before : self._mirrored].tolist(),
+            self._key_lo[before : self._mirrored].tolist(),
+            strict=True,
+        ):
+            self._ids[(a, b)] = len(self.halves)
+            self.halves.append((a, b))
+        return ids
+
     def intern_many(self, hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint32]:
-        ids, first = _distinct_pairs(hi, lo)
-        known = [self.intern(a, b) for a, b in zip(hi[first].tolist(), lo[first].tolist(), strict=True)]
-        out: npt.NDArray[np.uint32] = np.array(known, dtype=np.uint32)[ids]
-        return out
+        return self.intern_rows(hi, lo, np.arange(len(hi), dtype=np.int64))
+
+    def _run(
+        self, hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64], rows: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.uint32]:
+        ids, self._table, self._key_hi, self._key_lo, self._hashes, count = _intern(
+            hi, lo, rows, self._table, self._key_hi, self._key_lo, self._hashes, self._mirrored
+        )
+        self._mirrored = int(count)
+        return ids
 
 
-@jit("UniTuple(i8[::1], 2)(u8[::1], u8[::1])")
-def _distinct_pairs(hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]) -> tuple[I64, I64]:
-    """Number the distinct (hi, lo) pairs in order of first occurrence: (numbers, first rows).
-
-    The table and the distinct keys it is checked against grow with the distinct pairs (a few
-    thousand addresses), not with the batch, so that they stay in the CPU's cache.
-    """
-    n = len(hi)
-    table = np.full(TABLE_START, -1, dtype=np.int64)
-    ids = np.empty(n, dtype=np.int64)
-    first = np.empty(n, dtype=np.int64)
-    key_hi = np.empty(n, dtype=np.uint64)
-    key_lo = np.empty(n, dtype=np.uint64)
-    hashes = np.empty(n, dtype=np.uint64)
-    count = 0
-    for i in range(n):
-        if 2 * (count + 1) > len(table):
-            table = dns_columnar.grown(table, hashes, count)  # the module's: compiled once loaded
-        mask = len(table) - 1
-        a, c = hi[i], lo[i]
+@jit(
+    "Tuple((u4[::1], i8[::1], u8[::1], u8[::1], u8[::1], i8))"
+    "(u8[:], u8[:], i8[::1], i8[::1], u8[::1], u8[::1], u8[::1], i8)"  # hi, lo: strided views of a batch
+)
+def _intern(  # noqa: PLR0913 - the table's state goes in and comes back out
+    hi: npt.NDArray[np.uint64],
+    lo: npt.NDArray[np.uint64],
+    rows: I64,
+    table: I64,
+    key_hi: npt.NDArray[np.uint64],
+    key_lo: npt.NDArray[np.uint64],
+    hashes: npt.NDArray[np.uint64],
+    count: Int,
+) -> tuple[
+    npt.NDArray[np.uint32], I64, npt.NDArray[np.uint64], npt.NDArray[np.uint64], npt.NDArray[np.uint64], Int
+]:
+    """:class:`AddressTable`'s compiled table: the id of each ``(hi[r], lo[r])``, ``r`` in
+    ``rows``; a key not among the table's ``count`` gets the next id.  Returns the ids and the
+    table's state (its arrays grown where they had to be)."""
+    ids = np.empty(len(rows), dtype=np.uint32)
+    for i in range(len(rows)):
+        a, c = hi[rows[i]], lo[rows[i]]
         h = (a * np.uint64(0x9E3779B97F4A7C15)) ^ (c * np.uint64(0xC2B2AE3D27D4EB4F))
         h ^= h >> np.uint64(31)
+        mask = len(table) - 1
         slot = np.int64(h & np.uint64(mask))
         while True:
             j = table[slot]
             if j < 0:
-                table[slot] = count
-                first[count] = i
-                key_hi[count] = a
-                key_lo[count] = c
-                hashes[count] = h
+                if count == len(key_hi):  # the keys' arrays are full: twice the room
+                    key_hi = np.concatenate((key_hi, np.zeros(len(key_hi), dtype=np.uint64)))
+                    key_lo = np.concatenate((key_lo, np.zeros(len(key_lo), dtype=np.uint64)))
+                    hashes = np.concatenate((hashes, np.zeros(len(hashes), dtype=np.uint64)))
+                key_hi[count], key_lo[count], hashes[count] = a, c, h
                 ids[i] = count
                 count += 1
+                if 2 * count > len(table):
+                    table = dns_columnar.grown(table, hashes, count)  # the module's: compiled once loaded
+                else:
+                    table[slot] = count - 1
                 break
             if key_hi[j] == a and key_lo[j] == c:
                 ids[i] = j
                 break
             slot = (slot + 1) & mask
-    return ids, first[:count]
+    return ids, table, key_hi, key_lo, hashes, count
 
 
 def message_order(m: pl.DataFrame) -> npt.NDArray[np.uint64]:
@@ -319,9 +359,8 @@ class Dissector:
             cols.edns_options,
         )
         u8, u16, u32 = np.uint8, np.uint16, np.uint32
-        hi = np.concatenate([l4.src_hi[good], l4.dst_hi[good]])
-        lo = np.concatenate([l4.src_lo[good], l4.dst_lo[good]])
-        src, dst = np.split(self.addresses.intern_many(hi, lo), 2)
+        src = self.addresses.intern_rows(l4.src_hi, l4.src_lo, good)
+        dst = self.addresses.intern_rows(l4.dst_hi, l4.dst_lo, good)
         data = {
             "file_id": np.full(n, batch.file_id, dtype=u16),
             "frame": batch.frame[good].astype(u32),

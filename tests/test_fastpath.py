@@ -120,3 +120,25 @@ def test_the_transactions_table_is_the_same_when_it_consumes_the_messages() -> N
     assert_frame_equal(got, want)
     assert consumed.messages.height == 0 and kept.messages.height == m.height
     assert consumed.messages.schema == kept.messages.schema
+
+
+def test_the_address_table_gives_one_id_per_address_whichever_path_interns_it() -> None:
+    """The per-packet path's dict and the fast path's compiled table are one numbering."""
+    import numpy as np
+
+    from pcapdns.dissect import AddressTable
+
+    t = AddressTable()
+    assert t.intern(0, 9) == 0  # the per-packet path first
+    rng = np.random.default_rng(1)
+    hi = rng.integers(0, 3, 20000).astype(np.uint64)  # about 12,000 distinct: the table grows
+    lo = rng.integers(0, 5000, 20000).astype(np.uint64)
+    hi[5], lo[5] = 0, 9
+    ids = t.intern_many(hi, lo)
+    assert ids[5] == 0
+    assert [t.halves[i] for i in ids.tolist()] == list(zip(hi.tolist(), lo.tolist(), strict=True))
+    assert len(set(t.halves)) == len(t.halves) > 10000
+    new = t.intern(7, 7)  # the dict again, then the compiled table: it learns it first
+    seven = np.array([7, 7], dtype=np.uint64)
+    assert t.intern_rows(seven, seven, np.array([1], dtype=np.int64)).tolist() == [new]
+    assert len(t.halves) == new + 1

@@ -58,19 +58,20 @@ def test_jit_fallback_gives_the_same_analysis() -> None:
 
 def test_arguments_are_checked_at_the_boundary() -> None:
     jit.load()
+    table = dissect.AddressTable()
     hi = np.array([1, 2, 1, 3], dtype=np.uint64)
     lo = np.array([5, 6, 5, 7], dtype=np.uint64)
-    numbers, first = dissect._distinct_pairs(hi, lo)  # noqa: SLF001
-    assert numbers.tolist() == [0, 1, 0, 2]
-    assert first.tolist() == [0, 1, 3]
-    # a strided view where the signature wants a contiguous array: copied, same answer
-    wide_hi, wide_lo = np.repeat(hi, 2), np.repeat(lo, 2)
-    numbers2, _ = dissect._distinct_pairs(wide_hi[::2], wide_lo[::2])  # noqa: SLF001
-    assert numbers2.tolist() == numbers.tolist()
+    assert table.intern_many(hi, lo).tolist() == [0, 1, 0, 2]
+    assert table.halves == [(1, 5), (2, 6), (3, 7)]
+    # a strided view where the signature wants a contiguous array (the rows): copied, same answer
+    rows = np.repeat(np.arange(4, dtype=np.int64), 2)[::2]
+    assert not rows.flags.c_contiguous
+    assert table.intern_rows(hi, lo, rows).tolist() == [0, 1, 0, 2]
     if jit.backend() == "core":
         # the wrong dtype is refused (compiled code would read int64 memory as uint64 blindly)
+        state = (table._table, table._key_hi, table._key_lo, table._hashes, 3)  # noqa: SLF001
         with pytest.raises(TypeError, match="wants uint64"):
-            dissect._distinct_pairs(hi.astype(np.int64), lo)  # noqa: SLF001
+            dissect._intern(hi.astype(np.int64), lo, np.arange(4), *state)  # noqa: SLF001
         with pytest.raises(TypeError, match="takes 7 arguments"):
             pairing._match(hi)  # noqa: SLF001
 
