@@ -14,7 +14,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 import polars as pl
 
 from pcapdns.anomalies import Thresholds
@@ -178,19 +177,6 @@ def read(
     )
 
 
-def _canonical_addresses(decoded: Decoded) -> tuple[pl.DataFrame, list[tuple[int, int]]]:
-    """Number addresses in sorted order, whoever interned them first (same ids however read)."""
-    halves = decoded.addresses
-    order = sorted(range(len(halves)), key=halves.__getitem__)
-    if order == list(range(len(halves))):
-        return decoded.messages, halves
-    rank = np.empty(len(order), dtype=np.uint32)
-    rank[np.array(order, dtype=np.int64)] = np.arange(len(order), dtype=np.uint32)
-    m = decoded.messages
-    src, dst = (rank[m.get_column(c).to_numpy()] for c in ("src", "dst"))
-    return m.with_columns(pl.Series("src", src), pl.Series("dst", dst)), [halves[i] for i in order]
-
-
 @dataclass(slots=True)
 class Tables:
     """One host's analysis before the anomaly engine (or all of it, with one host): the unit that
@@ -225,7 +211,9 @@ def tabulate(
     _release_memory()
     if stage is not None:
         stage("pairing queries and responses")
-    messages, halves = _canonical_addresses(decoded)
+    # Address ids are whatever order they were interned in (pairing needs them consistent, not
+    # sorted); the tables name addresses by their text, and list them in sorted order.
+    messages, halves = decoded.messages, decoded.addresses
     decoded.messages = pl.DataFrame(schema=MESSAGES)
     if not opts.anomalies:  # nothing else reads these (read() drops them already; merge() not)
         messages = messages.drop(ENGINE_ONLY, strict=False)
@@ -237,7 +225,7 @@ def tabulate(
     counts = count_messages(paired.messages, compiled=compiled)  # before the transactions: lower peak
     _release_memory()
     names = list(files)
-    addresses = [address_text(hi, lo) for hi, lo in halves]
+    addresses = [address_text(hi, lo) for hi, lo in halves]  # by id, for the tables' gathers
     if stage is not None:
         stage("building the transactions table")
     facts = unpaired_rows = None
@@ -255,7 +243,7 @@ def tabulate(
         malformed=decoded.malformed,
         issues=issues_frame(decoded.issues),
         counters=decoded.counters,
-        addresses=addresses,
+        addresses=[address_text(hi, lo) for hi, lo in sorted(halves)],  # the same however read
     )
 
 
