@@ -118,7 +118,7 @@ class Analysis:
     issues: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=DECODE_ISSUES))
     counters: Counter[str] = field(default_factory=Counter)
     timeout_s: float = 5.0
-    addresses: list[str] = field(default_factory=list)  # text of the address ids in ``messages``
+    addresses: list[str] = field(default_factory=list)  # every address seen, as text, in numeric order
     anomalies: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=ANOMALIES))
 
     @property
