@@ -5,6 +5,7 @@
     python benchmarks/run.py --packets 200000      # a smaller capture
     python benchmarks/run.py --skip-tshark         # pcapdns and the record walk only
     python benchmarks/run.py --check               # exit 1 if pcapdns is too slow or too big
+    python benchmarks/run.py --report              # the terminal report too (no target)
 
 Each tool runs in its own child process; wall time is measured around it and its peak resident
 set size is read from ``os.wait4`` (the child's own ``ru_maxrss``).  The table reports; it does not
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -113,9 +115,14 @@ def prepare() -> str:
     return loaded.stdout.strip() or f"unknown ({loaded.stderr.strip()[-200:]})"
 
 
-def run_pcapdns(capture: Path, repeat: int = 1) -> Result:
-    """The fastest of ``repeat`` runs (the machine may be shared), with the highest peak of them."""
-    runs = [_run_pcapdns(capture) for _ in range(repeat)]
+def run_pcapdns(capture: Path, repeat: int = 1, report_packets: int | None = None) -> Result:
+    """The fastest of ``repeat`` runs (the machine may be shared), with the highest peak of them.
+
+    ``report_packets``: time the terminal report (``pcapdns analyze FILE``, the anomaly engine
+    included) instead of ``--json``; it has no target.
+    """
+    run = _run_pcapdns if report_packets is None else partial(_run_report, packets=report_packets)
+    runs = [run(capture) for _ in range(repeat)]
     best = min(runs, key=lambda r: r.seconds if r.packets is not None and r.seconds else float("inf"))
     peaks = [r.peak_mib for r in runs if r.peak_mib is not None]
     best.peak_mib = max(peaks) if peaks else None
@@ -137,6 +144,15 @@ def _run_pcapdns(capture: Path) -> Result:
     except (ValueError, KeyError, TypeError):
         return Result("pcapdns analyze --json", None, seconds, peak, "no usable --json output")
     return Result("pcapdns analyze --json", frames, seconds, peak, cpu=LAST_CPU)
+
+
+def _run_report(capture: Path, packets: int) -> Result:
+    name = "pcapdns analyze (the report)"
+    argv = [sys.executable, "-m", "pcapdns", "analyze", str(capture), "--no-progress"]
+    status, seconds, peak, err = measure(argv)
+    if status != 0:
+        return Result(name, None, seconds, peak, f"failed (exit status {status}): {err}")
+    return Result(name, packets, seconds, peak, cpu=LAST_CPU)
 
 
 def run_tshark(capture: Path, packets: int) -> Result:
@@ -192,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--packets", type=int, default=2_000_000, help="capture size (default 2,000,000)")
     ap.add_argument("--capture", type=Path, help="use this pcap instead of benchmarks/data/resolver-*.pcap")
     ap.add_argument("--skip-tshark", action="store_true", help="do not run tshark")
+    ap.add_argument("--report", action="store_true", help="also time the terminal report (no target)")
     ap.add_argument("--repeat", type=int, default=1, help="run pcapdns N times, report the fastest")
     check_help = f"exit 1 unless pcapdns reaches {MIN_PPS:,} packets/s under {MAX_MIB} MiB"
     ap.add_argument("--check", action="store_true", help=check_help)
@@ -229,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"capture: {capture} ({packets:,} packets, {capture.stat().st_size / 2**20:,.1f} MiB)")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, compiled code: {prepare()}\n")
     results = [run_pcapdns(capture, max(args.repeat, 1))]
+    if args.report:
+        results.append(run_pcapdns(capture, max(args.repeat, 1), report_packets=packets))
     if not args.skip_tshark:
         results.append(run_tshark(capture, packets))
     results.append(baseline)
