@@ -54,6 +54,9 @@ def leave(status: int) -> None:
     import os
     import threading
 
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)  # CPython's; else the ordinary exit
+    if run_exit_handlers is None:
+        return
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         return
     try:
@@ -61,5 +64,5 @@ def leave(status: int) -> None:
         sys.stderr.flush()
     except (OSError, ValueError):
         return
-    atexit._run_exitfuncs()
+    run_exit_handlers()
     os._exit(status)
