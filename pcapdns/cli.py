@@ -7,6 +7,7 @@ a traceback is shown only with ``--debug``.
 
 from __future__ import annotations
 
+import errno
 import glob
 import json
 import os
@@ -459,6 +460,9 @@ def _fail(message: str, hint: str, status: int) -> int:
     return status
 
 
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # writing the output (stdout, a file) failed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pcapdns`` console script; returns the exit status."""
     try:
@@ -485,6 +489,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 -- the one place that turns bugs into a clean line
         if _DEBUG:
             raise
+        if isinstance(e, OSError) and e.errno in _NO_ROOM:  # the output could not be written
+            return _fail(
+                f"cannot write the output: {e.strerror}", "free some space", int(ExitStatus.EXPORT_FAILED)
+            )
         return _fail(
             f"internal error: {type(e).__name__}: {e}",
             "run with --debug for the traceback",

@@ -174,3 +174,21 @@ def test_the_command_skips_the_teardown_but_not_the_exit_handlers_or_its_output(
         check=False,
     )
     assert out.returncode == 0 and json.loads(out.stdout)["frames"] == 5678
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
+def test_a_full_disk_is_one_line_and_the_export_status_not_an_internal_error() -> None:
+    steady = Path(__file__).resolve().parents[1] / "samples" / "steady.pcap"
+    for extra in (["--json"], []):
+        with open("/dev/full", "w") as full:
+            out = subprocess.run(
+                [sys.executable, "-m", "pcapdns", "analyze", *extra, str(steady)],
+                stdout=full,
+                stderr=subprocess.PIPE,
+                text=True,
+                check=False,
+            )
+        assert out.returncode == ExitStatus.EXPORT_FAILED
+        assert out.stderr.strip().splitlines() == [
+            "pcapdns: error: cannot write the output: No space left on device (free some space)"
+        ]
