@@ -18,7 +18,7 @@ class ExitStatus(IntEnum):
     NO_INPUT = 3  # file missing or unreadable
     BAD_CAPTURE = 4  # not a capture file / unsupported format / empty file
     NO_PERMISSION = 5  # cannot open a capture device, cannot read a file
-    EXPORT_FAILED = 6  # cannot write an export or the output (unwritable, a full disk, packets not writable as asked)
+    EXPORT_FAILED = 6  # cannot write an export or the output (unwritable, full disk, packets not writable)
     QUERY_FAILED = 7  # the SQL of ``pcapdns query`` is wrong (syntax, unknown table or column, types)
     INTERRUPTED = 130
 
