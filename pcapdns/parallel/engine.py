@@ -3,8 +3,11 @@
 * **Plan**: captures are grouped by host (:mod:`pcapdns.parallel.hosts`) and ordered by host, then
   by their first timestamp, so rotated files follow each other; a file that cannot be opened is
   reported in one line and left out, the others are analyzed.
-* **Run**: every file (or span of a large uncompressed file, :mod:`pcapdns.parallel.split`) is one
-  task for :func:`pcapdns.parallel.worker.read_piece`, on local processes or on a Dask cluster.
+* **Run**: with several hosts, each host is one task for
+  :func:`pcapdns.parallel.worker.tabulate_host` (only its tables come back); with one host, every
+  file (or span of a large uncompressed file, :mod:`pcapdns.parallel.split`) is one task for
+  :func:`pcapdns.parallel.worker.read_piece`.  Tasks run on local processes, this one among them
+  (:func:`_run_local`), or on a Dask cluster.
 * **Merge**: address ids are re-interned into one table, the frames the fast path left are decoded
   in capture order by one slow-path dissector, and each file's pieces are put back in frame order.
   What comes out is what :func:`pcapdns.pipeline.analyze` reads in one process, and the same
