@@ -243,7 +243,8 @@ def tabulate(
         malformed=decoded.malformed,
         issues=issues_frame(decoded.issues),
         counters=decoded.counters,
-        addresses=[address_text(hi, lo) for hi, lo in sorted(halves)],  # the same however read
+        # listed in numeric order, the same however the capture was read
+        addresses=[addresses[i] for i in sorted(range(len(halves)), key=halves.__getitem__)],
     )
 
 
