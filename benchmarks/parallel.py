@@ -13,6 +13,12 @@ not counted: local ones are children of a fork server, Dask ones of the cluster)
 part of the work that does not run in parallel.
 The Dask cluster (``dask scheduler`` + two ``dask worker --nthreads 1``) is started once, before the
 timed runs, as a standing cluster would be.  The --json outputs of all configurations must agree.
+
+The "perfect split" row is a bound, not an engine: the input's two halves (the large capture cut
+at its middle record, written once to two files; the fleet's two hosts) analyzed by two
+processes at once, forked after one import (``benchmarks/ceiling.py``), with nothing sent
+between them or merged.  No correct two-worker engine built on the same per-packet code can be
+faster than that on this machine; its speed-up is the most ``--workers 2`` could reach.
 """
 
 from __future__ import annotations
@@ -39,6 +45,33 @@ def build(path: Path, packets: int, seed: int) -> Path:
         cmd = [sys.executable, str(HERE / "make_capture.py"), "--packets", str(packets), "--seed", str(seed)]
         subprocess.run([*cmd, "-o", str(path)], check=True)
     return path
+
+
+def halves(path: Path) -> tuple[list[Path], list[Path]]:
+    """``path`` cut at its middle record into two capture files (written once, beside it)."""
+    from pcapdns.parallel.split import split
+
+    out = [path.with_suffix(f".half{i}.pcap") for i in (1, 2)]
+    if not all(p.exists() for p in out):
+        spans = split(str(path), 2)
+        if spans is None or len(spans) != 2:
+            raise SystemExit(f"{path} cannot be cut in two")
+        with path.open("rb") as f:
+            for span, half in zip(spans, out, strict=True):
+                f.seek(span.start)
+                half.write_bytes(span.head + f.read(span.stop - span.start))
+    return [out[0]], [out[1]]
+
+
+def perfect_split(first: list[Path], second: list[Path]) -> tuple[float, float, str]:
+    """Wall seconds of :mod:`ceiling` on the two halves (and its CPU seconds, both processes)."""
+    cmd = [sys.executable, str(HERE / "ceiling.py"), *map(str, first), "--", *map(str, second)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    took = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return took, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, ""
 
 
 def pcapdns(files: list[Path], *extra: str) -> tuple[float, float, str]:
@@ -97,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         build(DATA / "fleet" / f"ns{i % 2 + 1}.20240301.{i // 2:04d}.pcap", args.file_packets, 100 + i)
         for i in range(args.files)
     ]
-    inputs = {f"1 x {big.name}": [big], f"{args.files} x {args.file_packets:,} packets": fleet}
+    one, many = f"1 x {big.name}", f"{args.files} x {args.file_packets:,} packets"
+    inputs = {one: [big], many: fleet}
+    cuts = {one: halves(big), many: (fleet[0::2], fleet[1::2])}  # the fleet's halves: its two hosts
     head = f"{'input':<28} {'configuration':<18} {'best s':>7} {'speed-up':>9} {'parent CPU s':>12}"
     print(head + "   runs (wall s)")
     with dask_cluster(2) as address:
@@ -105,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             "--workers 1": ["--workers", "1"],
             "--workers 2": ["--workers", "2"],
             "Dask, 2 workers": ["--scheduler", address],
+            "perfect split": [],  # the bound (see the docstring)
         }
         for label, files in inputs.items():
             # Round robin (every configuration once, then again): on a shared machine whose speed
@@ -114,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
             reference: str | None = None
             for _ in range(args.runs):
                 for name, extra in configs.items():
+                    if name == "perfect split":
+                        times[name].append(perfect_split(*cuts[label])[0])
+                        cpus[name].append(float("nan"))  # two processes: not one parent's share
+                        continue
                     took, cpu, out = pcapdns(files, *extra)
                     times[name].append(took)
                     cpus[name].append(cpu)
@@ -126,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                 best = min(times[name])
                 runs = " ".join(f"{t:.2f}" for t in times[name])
                 cpu = cpus[name][times[name].index(best)]  # of the best run
-                line = f"{label:<28} {name:<18} {best:7.2f} {base / best:8.2f}x {cpu:12.2f}   {runs}"
+                shown = "-" if cpu != cpu else f"{cpu:.2f}"  # nan: not measured
+                line = f"{label:<28} {name:<18} {best:7.2f} {base / best:8.2f}x {shown:>12}   {runs}"
                 print(line, flush=True)
     return 0
 

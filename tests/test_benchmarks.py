@@ -1,0 +1,44 @@
+"""The benchmark tools' own logic: the perfect-split bound cuts a capture exactly and runs both halves."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from test_samples import _load
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
+
+
+def test_halves_cut_a_capture_at_a_record_into_two_readable_files(tmp_path: Path) -> None:
+    make = _load("pcapdns_make_capture", BENCH / "make_capture.py")
+    parallel = _load("pcapdns_bench_parallel", BENCH / "parallel.py")
+    whole = tmp_path / "big.pcap"
+    make.make_capture(whole, packets=30_000)
+    (first,), (second,) = parallel.halves(whole)
+    data, a, b = whole.read_bytes(), first.read_bytes(), second.read_bytes()
+    assert a[:24] == b[:24] == data[:24]  # each half is a capture file of its own
+    assert a + b[24:] == data  # every record, once, in order
+    assert 0.3 < len(a) / len(data) < 0.7
+    from pcapdns.pipeline import Options, analyze
+
+    opts = Options(anomalies=False)
+    frames = [analyze([str(p)], opts).captures[0].frames for p in (whole, first, second)]
+    assert frames[1] + frames[2] == frames[0] == 30_000
+    assert parallel.halves(whole) == ([first], [second])  # written once, then reused
+
+
+def test_ceiling_runs_both_halves_and_fails_with_either() -> None:
+    ceiling = [sys.executable, str(BENCH / "ceiling.py")]
+    steady, outage = ROOT / "samples" / "steady.pcap", ROOT / "samples" / "outage.pcap"
+    done = subprocess.run([*ceiling, str(steady), "--", str(outage)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""  # the analyses' output is thrown away
+    for args in ([str(steady), "--", "missing.pcap"], ["missing.pcap", "--", str(outage)]):
+        failed = subprocess.run([*ceiling, *args], capture_output=True, text=True)
+        assert failed.returncode != 0
+        assert "missing.pcap" in failed.stderr
+    usage = subprocess.run([*ceiling, str(steady)], capture_output=True, text=True)
+    assert usage.returncode == 2
