@@ -63,27 +63,28 @@ def halves(path: Path) -> tuple[list[Path], list[Path]]:
     return [out[0]], [out[1]]
 
 
-def perfect_split(first: list[Path], second: list[Path]) -> tuple[float, float, str]:
-    """Wall seconds of :mod:`ceiling` on the two halves (and its CPU seconds, both processes)."""
-    cmd = [sys.executable, str(HERE / "ceiling.py"), *map(str, first), "--", *map(str, second)]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    subprocess.run(cmd, check=True)
-    took = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return took, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, ""
+BOUND = "perfect split"
 
 
-def pcapdns(files: list[Path], *extra: str) -> tuple[float, float, str]:
-    """Wall seconds, CPU seconds of the pcapdns process (not its workers) and stdout."""
-    cmd = [sys.executable, "-m", "pcapdns", "analyze", *map(str, files), "--json", "--no-progress", *extra]
+def timed(cmd: list[str]) -> tuple[float, float, str]:
+    """Wall seconds, CPU seconds of the process ``cmd`` starts (and the children it waited for,
+    not the pcapdns workers: those belong to a fork server or the cluster) and its stdout."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(cmd, check=True, capture_output=True, text=True)
     took = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    return took, cpu, done.stdout
+    return took, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, done.stdout
+
+
+def pcapdns(files: list[Path], *extra: str) -> list[str]:
+    """The timed command: ``pcapdns analyze FILES --json --no-progress EXTRA``."""
+    return [sys.executable, "-m", "pcapdns", "analyze", *map(str, files), "--json", "--no-progress", *extra]
+
+
+def ceiling(first: list[Path], second: list[Path]) -> list[str]:
+    """The bound's command: :mod:`ceiling` on the two halves (it prints nothing)."""
+    return [sys.executable, str(HERE / "ceiling.py"), *map(str, first), "--", *map(str, second)]
 
 
 @contextmanager
@@ -140,29 +141,29 @@ def main(argv: list[str] | None = None) -> int:
             "--workers 1": ["--workers", "1"],
             "--workers 2": ["--workers", "2"],
             "Dask, 2 workers": ["--scheduler", address],
-            "perfect split": [],  # the bound (see the docstring)
         }
         for label, files in inputs.items():
+            commands = {name: pcapdns(files, *extra) for name, extra in configs.items()}
+            commands[BOUND] = ceiling(*cuts[label])
             # Round robin (every configuration once, then again): on a shared machine whose speed
             # drifts from minute to minute, each configuration sees the same drift.
-            times: dict[str, list[float]] = {name: [] for name in configs}
-            cpus: dict[str, list[float]] = {name: [] for name in configs}
+            times: dict[str, list[float]] = {name: [] for name in commands}
+            cpus: dict[str, list[float]] = {name: [] for name in commands}
             reference: str | None = None
             for _ in range(args.runs):
-                for name, extra in configs.items():
-                    if name == "perfect split":
-                        times[name].append(perfect_split(*cuts[label])[0])
-                        cpus[name].append(float("nan"))  # two processes: not one parent's share
-                        continue
-                    took, cpu, out = pcapdns(files, *extra)
+                for name, cmd in commands.items():
+                    took, cpu, out = timed(cmd)
                     times[name].append(took)
+                    if name == BOUND:  # two processes' CPU, not one parent's; and no output
+                        cpus[name].append(float("nan"))
+                        continue
                     cpus[name].append(cpu)
                     if reference is None:
                         reference = out
                     elif out != reference:
                         raise SystemExit(f"{label}, {name}: the --json output differs from --workers 1")
             base = min(times["--workers 1"])
-            for name in configs:
+            for name in commands:
                 best = min(times[name])
                 runs = " ".join(f"{t:.2f}" for t in times[name])
                 cpu = cpus[name][times[name].index(best)]  # of the best run
