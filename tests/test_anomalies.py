@@ -7,6 +7,8 @@ import json
 from datetime import datetime
 from pathlib import Path
 
+import dnsbuild as d
+import pcapbuild as pb
 import polars as pl
 import pytest
 
@@ -16,11 +18,8 @@ from pcapdns.pipeline import Options, analyze
 from pcapdns.report.findings import JSON_KEYS, findings_json
 from pcapdns.schema import ANOMALIES, ANOMALY_KINDS
 from pcapdns.sources.extract import read_frames
-from tests import dnsbuild as d
-from tests import pcapbuild as pb
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "pcaps"
 
 
 def scenario(name: str) -> dict:
@@ -336,12 +335,10 @@ def test_zone_helpers():
     assert zone_for(["www.corp.example"]) == "corp.example" and zone_for([]) is None
 
 
-@pytest.mark.skipif(not CORPUS.exists(), reason="shared corpus not present")
-def test_corpus_never_breaks_the_engine():
-    for path in sorted(CORPUS.iterdir()):
-        a = analyze([str(path)])
-        assert a.anomalies.schema == pl.Schema(ANOMALIES), path.name
-        findings_json(a.anomalies)
+def test_corpus_never_breaks_the_engine(corpus_capture):
+    a = analyze([str(corpus_capture)])
+    assert a.anomalies.schema == pl.Schema(ANOMALIES)
+    findings_json(a.anomalies)
 
 
 def test_authoritative_ttl_drop_is_flagged(tmp_path):

@@ -6,15 +6,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_samples import _load
+from scriptload import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
 
 
 def test_halves_cut_a_capture_at_a_record_into_two_readable_files(tmp_path: Path) -> None:
-    make = _load("pcapdns_make_capture", BENCH / "make_capture.py")
-    parallel = _load("pcapdns_bench_parallel", BENCH / "parallel.py")
+    make = load_script("pcapdns_make_capture", BENCH / "make_capture.py")
+    parallel = load_script("pcapdns_bench_parallel", BENCH / "parallel.py")
     whole = tmp_path / "big.pcap"
     make.make_capture(whole, packets=30_000)
     (first,), (second,) = parallel.halves(whole)

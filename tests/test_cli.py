@@ -9,26 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from clihelp import one_line, run
 
-from pcapdns.cli import main
 from pcapdns.errors import ExitStatus
-
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "pcaps"
-CHEPY = CORPUS / "chepy__test.pcapng"
-needs_corpus = pytest.mark.skipif(not CHEPY.exists(), reason="shared corpus not present")
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    status = main(list(args))
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def one_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def test_missing_file(capsys, tmp_path):
@@ -71,9 +54,13 @@ def test_pattern_matching_nothing(capsys, tmp_path):
     assert "no file matches" in one_line(err)
 
 
-@needs_corpus
-def test_json_summary_contract(capsys):
-    status, out, err = run(capsys, "analyze", str(CHEPY), "--json")
+@pytest.fixture
+def chepy(corpus_file):
+    return corpus_file("chepy__test.pcapng")
+
+
+def test_json_summary_contract(capsys, chepy):
+    status, out, err = run(capsys, "analyze", str(chepy), "--json")
     assert status == 0, err
     s = json.loads(out)
     assert list(s) == [
@@ -105,11 +92,10 @@ def test_json_summary_contract(capsys):
     assert s["latency_ms"]["p50"] == pytest.approx(21.290, abs=0.001)
 
 
-@needs_corpus
-def test_several_files_compressed_and_stdin(capsys, tmp_path):
-    other = CORPUS / "suricata-verify__bug-1158--input.pcap"
+def test_several_files_compressed_and_stdin(capsys, tmp_path, chepy, corpus_file):
+    other = corpus_file("suricata-verify__bug-1158--input.pcap")
     gz = tmp_path / "c.pcapng.gz"
-    gz.write_bytes(gzip.compress(CHEPY.read_bytes()))
+    gz.write_bytes(gzip.compress(chepy.read_bytes()))
     status, out, err = run(capsys, "analyze", str(gz), str(other), "--json")
     assert status == 0, err
     s = json.loads(out)
@@ -117,7 +103,7 @@ def test_several_files_compressed_and_stdin(capsys, tmp_path):
     assert (s["frames"], s["dns_messages"], s["answered"]) == (16 + 164, 6 + 161, 3 + 80)
     proc = subprocess.run(
         [sys.executable, "-m", "pcapdns", "analyze", "-", "--json"],
-        input=CHEPY.read_bytes(),
+        input=chepy.read_bytes(),
         capture_output=True,
         check=False,
     )
@@ -125,9 +111,8 @@ def test_several_files_compressed_and_stdin(capsys, tmp_path):
     assert json.loads(proc.stdout)["dns_messages"] == 6
 
 
-@needs_corpus
-def test_human_report_mentions_the_essentials(capsys):
-    status, out, _ = run(capsys, "analyze", str(CHEPY))
+def test_human_report_mentions_the_essentials(capsys, chepy):
+    status, out, _ = run(capsys, "analyze", str(chepy))
     assert status == 0
     for heading in ("Capture quality", "Totals", "RCODEs", "Latency"):
         assert heading in out

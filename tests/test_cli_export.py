@@ -12,8 +12,8 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
+from clihelp import one_line, run
 from polars.testing import assert_frame_equal
-from test_cli import one_line, run  # the CLI tests' helpers
 
 from pcapdns.cli import main
 from pcapdns.errors import ExitStatus

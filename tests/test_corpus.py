@@ -1,4 +1,4 @@
-"""pcapdns against tshark 4.0 on real captures written by other projects (../shared/corpus).
+"""pcapdns against tshark 4.0 on real captures written by other projects (the optional corpus).
 
 Every capture must agree with tshark's reference on DNS message, query and response counts, the
 RCODE and QTYPE histograms and the transports.  Where pcapdns disagrees by design, the capture is
@@ -10,18 +10,13 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from pcapdns.dns.codes import rcode_value, rrtype_value
 from pcapdns.pipeline import Options, analyze
 from pcapdns.tables.summary import summary
-
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
-REFS = sorted((CORPUS / "reference").glob("*.json")) if CORPUS.exists() else []
-REFS = [r for r in REFS if (CORPUS / "pcaps" / r.name.removesuffix(".json")).exists()]
 
 # capture -> (reason, {field: what pcapdns reports instead of tshark})
 BY_DESIGN: dict[str, tuple[str, dict[str, Any]]] = {
@@ -79,10 +74,9 @@ def ports(ref: dict[str, Any]) -> frozenset[int]:
     return frozenset({53} | extra)
 
 
-@pytest.mark.parametrize("ref_path", REFS, ids=lambda p: p.name.removesuffix(".json"))
-def test_agrees_with_tshark(ref_path: Path) -> None:
-    ref = json.loads(ref_path.read_text())
-    capture = CORPUS / "pcaps" / ref["file"]
+def test_agrees_with_tshark(corpus: Path, corpus_reference: Path) -> None:
+    ref = json.loads(corpus_reference.read_text())
+    capture = corpus / "pcaps" / ref["file"]
     got = observed(summary(analyze([str(capture)], Options(ports=ports(ref)))))
     want = expected(ref)
     if ref["file"] in BY_DESIGN:
@@ -91,18 +85,18 @@ def test_agrees_with_tshark(ref_path: Path) -> None:
     assert got == want
 
 
-def test_by_design_differences_disappear_when_asked() -> None:
+def test_by_design_differences_disappear_when_asked(corpus: Path, corpus_file: Callable[[str], Path]) -> None:
     """dns-incomplete agrees with tshark once port 5353 is named."""
     name = "suricata-verify__dns-incomplete--input.pcap"
-    ref = json.loads((CORPUS / "reference" / f"{name}.json").read_text())
-    got = observed(summary(analyze([str(CORPUS / "pcaps" / name)], Options(ports=frozenset({53, 5353})))))
+    capture = corpus_file(name)
+    ref = json.loads((corpus / "reference" / f"{name}.json").read_text())
+    got = observed(summary(analyze([str(capture)], Options(ports=frozenset({53, 5353})))))
     assert got == expected(ref)
 
 
-def test_conservation_on_every_capture() -> None:
-    for ref_path in REFS:
-        ref = json.loads(ref_path.read_text())
-        s = summary(analyze([str(CORPUS / "pcaps" / ref["file"])], Options(ports=ports(ref))))
-        assert s["queries"] == s["answered"] + s["unanswered"] + s["retransmissions"], ref["file"]
-        assert s["responses"] == s["answered"] + s["duplicate_responses"] + s["orphan_responses"], ref["file"]
-        assert s["dns_messages"] == s["queries"] + s["responses"], ref["file"]
+def test_conservation_on_every_capture(corpus: Path, corpus_reference: Path) -> None:
+    ref = json.loads(corpus_reference.read_text())
+    s = summary(analyze([str(corpus / "pcaps" / ref["file"])], Options(ports=ports(ref))))
+    assert s["queries"] == s["answered"] + s["unanswered"] + s["retransmissions"]
+    assert s["responses"] == s["answered"] + s["duplicate_responses"] + s["orphan_responses"]
+    assert s["dns_messages"] == s["queries"] + s["responses"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pcapbuild as pb
@@ -13,7 +14,6 @@ from pcapdns.decode import OUTCOMES, Decoder
 from pcapdns.model import IssueReason, LinkType, Payload, Transport
 from pcapdns.sources import open_capture
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 MSG = pb.dns(0xBEEF)
 UDP = pb.udp(MSG)
 
@@ -273,10 +273,8 @@ def test_oversized_fragment_is_rejected() -> None:
     assert out == [] and reasons(dec) == [IssueReason.IP_BAD_LENGTH]
 
 
-def test_corpus_dns_response_in_two_fragments() -> None:
-    path = CORPUS / "pcaps" / "entrada2__sidnlabs-test-ip-1-dns-response-2-ip-fragments.pcap"
-    if not path.exists():
-        pytest.skip("shared corpus not present")
+def test_corpus_dns_response_in_two_fragments(corpus_file: Callable[[str], Path]) -> None:
+    path = corpus_file("entrada2__sidnlabs-test-ip-1-dns-response-2-ip-fragments.pcap")
     dec = Decoder()
     out: list[Payload] = []
     with open_capture(str(path)) as cap:

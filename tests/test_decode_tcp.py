@@ -1,4 +1,4 @@
-"""DNS over TCP reassembly, and the whole decoder against tshark's view of the shared corpus."""
+"""DNS over TCP reassembly, and the whole decoder against tshark's view of the optional corpus."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from pcapdns.decode import OUTCOMES, Decoder
 from pcapdns.model import IssueReason, Payload, Transport
 from pcapdns.sources import open_capture
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 ISN = 1_000
 Q = [pb.dns(0x100 + i, 0, b"\x01" + bytes([97 + i]) + b"\x00") for i in range(6)]  # 17-byte queries
 
@@ -244,7 +243,7 @@ def test_tcp_header_problems(segment: bytes, reason: IssueReason) -> None:
     assert dec.counters["dropped"] == 1
 
 
-# -- the shared corpus against tshark 4.0 ----------------------------------------------------------
+# -- the optional corpus against tshark 4.0 ----------------------------------------------------------
 
 # Files where pcapdns disagrees with tshark on purpose: file -> (extra ports that make us agree, why).
 BY_DESIGN: dict[str, tuple[frozenset[int], str]] = {
@@ -258,13 +257,8 @@ BY_DESIGN: dict[str, tuple[frozenset[int], str]] = {
 Message = tuple[int, int, str, int, int]  # frame, idx, carrier, DNS id, QR
 
 
-def _corpus_files() -> list[str]:
-    pcaps = CORPUS / "pcaps"
-    return sorted(p.name for p in pcaps.iterdir()) if pcaps.is_dir() else []
-
-
-def _reference(name: str) -> tuple[list[Message], frozenset[int]]:
-    ref = json.loads((CORPUS / "reference" / f"{name}.json").read_text())
+def _reference(corpus: Path, name: str) -> tuple[list[Message], frozenset[int]]:
+    ref = json.loads((corpus / "reference" / f"{name}.json").read_text())
     ports = {53}
     for rule in ref["decode_as"]:
         m = re.match(r"(?:udp|tcp)\.port==(\d+)", rule)
@@ -307,12 +301,9 @@ def _unnumbered(path: Path) -> int:
     return 3 if path.name == "gopacket__test202.pcapng" else 0
 
 
-@pytest.mark.parametrize("name", _corpus_files() or ["(corpus absent)"])
-def test_corpus_agrees_with_tshark(name: str) -> None:
-    if not _corpus_files():
-        pytest.skip("shared corpus not present")
-    expected, ports = _reference(name)
-    path = CORPUS / "pcaps" / name
+def test_corpus_agrees_with_tshark(corpus: Path, corpus_capture: Path) -> None:
+    path, name = corpus_capture, corpus_capture.name
+    expected, ports = _reference(corpus, name)
     if name in BY_DESIGN:
         extra, _why = BY_DESIGN[name]
         assert _ours(path, ports) != expected  # still a disagreement with the default ports

@@ -1,4 +1,4 @@
-"""dnspython as an oracle: real captures from the shared corpus, and messages dnspython encodes.
+"""dnspython as an oracle: real captures from the optional corpus, and messages dnspython encodes.
 
 For every UDP port-53 payload of every corpus capture: where dnspython parses the message, ours
 must be malformation-free and agree on the header, the questions, every record's owner, type,
@@ -26,9 +26,6 @@ import pytest
 
 from pcapdns.dns.names import name_key
 from pcapdns.dns.parse import DnsMessage, Malform, parse_message
-
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "pcaps"
-FILES = sorted(p.name for p in CORPUS.iterdir()) if CORPUS.is_dir() else []
 
 # Corpus messages both parsers reject, with the reason we give (kept explicit so a change shows).
 KNOWN_MALFORMED: dict[str, list[list[Malform]]] = {
@@ -110,11 +107,10 @@ def assert_agree(ours: DnsMessage, theirs: dns.message.Message) -> None:
     assert (theirs.tsig is not None) == any(rr.rtype == dns.rdatatype.TSIG for rr in ours.additional)
 
 
-@pytest.mark.skipif(not FILES, reason=f"corpus not found at {CORPUS}")
-@pytest.mark.parametrize("filename", FILES)
-def test_corpus_against_dnspython(filename: str) -> None:
+def test_corpus_against_dnspython(corpus_capture: Path) -> None:
+    filename = corpus_capture.name
     rejected: list[list[Malform]] = []
-    for wire in udp53_payloads(CORPUS / filename):
+    for wire in udp53_payloads(corpus_capture):
         ours = parse_message(wire)
         try:
             theirs = oracle(wire)
@@ -126,10 +122,8 @@ def test_corpus_against_dnspython(filename: str) -> None:
     assert rejected == KNOWN_MALFORMED.get(filename, [])
 
 
-def test_corpus_has_dns() -> None:
-    if not FILES:
-        pytest.skip(f"corpus not found at {CORPUS}")
-    total = sum(len(udp53_payloads(CORPUS / f)) for f in FILES)
+def test_corpus_has_dns(corpus: Path, corpus_captures: list[Path]) -> None:
+    total = sum(len(udp53_payloads(path)) for path in corpus_captures)
     assert total > 2000  # guards against the extraction silently finding nothing
 
 

@@ -6,19 +6,14 @@ import csv
 import io
 import json
 import struct
-from pathlib import Path
 
 import polars as pl
-import pytest
 from polars.testing import assert_frame_equal
 
 from pcapdns.errors import CaptureFormatError, ExportError
 from pcapdns.pipeline import analyze
 from pcapdns.report.export import write_stream
 from pcapdns.tables.export_tables import TABLES, build_tables
-
-PCAPS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "pcaps"
-CAPTURES = sorted(PCAPS.iterdir()) if PCAPS.exists() else []
 
 
 def _written(rows: pl.DataFrame, fmt: str) -> bytes:
@@ -27,10 +22,9 @@ def _written(rows: pl.DataFrame, fmt: str) -> bytes:
     return out.getvalue()
 
 
-@pytest.mark.skipif(not CAPTURES, reason="shared corpus not present")
-def test_every_corpus_capture_exports_and_reads_back():
+def test_every_corpus_capture_exports_and_reads_back(corpus, corpus_captures):
     totals = {name: 0 for name in TABLES}
-    for capture in CAPTURES:
+    for capture in corpus_captures:
         try:
             a = analyze([str(capture)])
         except CaptureFormatError:  # a capture pcapdns refuses is test_corpus.py's business

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -13,8 +14,6 @@ from pcapdns.tables.names import address_text
 from pcapdns.tables.summary import summary
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT.parent / "shared" / "corpus" / "pcaps"
-CAPTURES = sorted(CORPUS.glob("*")) if CORPUS.exists() else []
 SAMPLES = sorted(p for p in (ROOT / "samples").glob("*.pcap*"))
 ORDER = ["file_id", "frame", "idx"]
 
@@ -30,8 +29,16 @@ def comparable(d: Decoded) -> pl.DataFrame:
     return m.with_columns(text.gather(m["src"]).alias("src"), text.gather(m["dst"]).alias("dst")).sort(ORDER)
 
 
-@pytest.mark.parametrize("path", CAPTURES + SAMPLES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)
 def test_fast_and_slow_paths_agree(path: Path) -> None:
+    assert_paths_agree(path)
+
+
+def test_fast_and_slow_paths_agree_on_the_corpus(corpus_capture: Path) -> None:
+    assert_paths_agree(corpus_capture)
+
+
+def assert_paths_agree(path: Path) -> None:
     fast_read, slow_read = read([str(path)], FAST), read([str(path)], SLOW)
     assert_frame_equal(comparable(fast_read), comparable(slow_read))  # every column of every message
     assert_frame_equal(fast_read.malformed, slow_read.malformed)
@@ -42,10 +49,8 @@ def test_fast_and_slow_paths_agree(path: Path) -> None:
     assert_frame_equal(fast.anomalies, slow.anomalies)
 
 
-def test_the_fast_path_is_taken_on_plain_udp() -> None:
-    path = CORPUS / "suricata-verify__bug-1158--input.pcap"
-    if not path.exists():
-        pytest.skip("shared corpus not present")
+def test_the_fast_path_is_taken_on_plain_udp(corpus_file: Callable[[str], Path]) -> None:
+    path = corpus_file("suricata-verify__bug-1158--input.pcap")
     fast = analyze([str(path)], FAST)
     udp = fast.message_counts.filter(pl.col("transport") == 17)["count"].sum()
     assert fast.counters["fast_frames"] == udp > 100

@@ -16,8 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
-from tests.liveenv import Live, dig, dnsperf, needs, unbound
+from liveenv import Live, dig, dnsperf, needs, unbound
 
 pytestmark = pytest.mark.live
 _PREIMPORT = (

@@ -8,9 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from test_tui_tmux import TMUX, Terminal
-
-from tests.liveenv import dig, needs, unbound
+from liveenv import dig, needs, unbound
+from tmuxterm import TMUX, Terminal
 
 
 @needs("unbound", "dig", "tmux")

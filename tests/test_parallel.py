@@ -39,8 +39,6 @@ from pcapdns.tables.summary import COUNTED, Analysis
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = sorted(str(p) for p in (ROOT / "samples").glob("*.pcap*"))
-CORPUS = ROOT.parent / "shared" / "corpus" / "pcaps"
-CORPUS_FILES = sorted(str(p) for p in CORPUS.glob("*")) if CORPUS.exists() else []
 SMALL = 3000  # span size for the tests: the samples are cut into dozens of spans
 MEDIUM = 50000  # for the corpus (a dozen of its files are cut): tasks cost a few ms each
 PER_FILE = r"([^/]+)$"  # --group-by making every file a host of its own
@@ -120,12 +118,14 @@ def test_local_workers_give_the_in_process_analysis() -> None:
         assert_same(here, analyze(SAMPLES, OPTS, workers=2, group_by=group_by, span_bytes=SMALL))
 
 
-@pytest.mark.skipif(not CORPUS_FILES, reason="the shared corpus is not present")
-def test_local_workers_give_the_in_process_analysis_on_the_corpus() -> None:
+def test_local_workers_give_the_in_process_analysis_on_the_corpus(
+    corpus: Path, corpus_captures: list[Path]
+) -> None:
+    corpus_files = [str(p) for p in corpus_captures]
     for group_by in (None, PER_FILE):
-        here = analyze(CORPUS_FILES, OPTS, group_by=group_by)
+        here = analyze(corpus_files, OPTS, group_by=group_by)
         assert here.anomalies.height and here.issues.height and here.malformed.height  # not trivial
-        assert_same(here, analyze(CORPUS_FILES, OPTS, workers=2, group_by=group_by, span_bytes=MEDIUM))
+        assert_same(here, analyze(corpus_files, OPTS, workers=2, group_by=group_by, span_bytes=MEDIUM))
 
 
 def _free_port() -> int:
@@ -180,8 +180,8 @@ def dask_cluster() -> Iterator[str]:
                 p.wait()
 
 
-def test_a_dask_cluster_gives_the_in_process_analysis(dask_cluster: str) -> None:
-    files = SAMPLES + CORPUS_FILES
+def test_a_dask_cluster_gives_the_in_process_analysis(dask_cluster: str, corpus_captures: list[Path]) -> None:
+    files = SAMPLES + [str(p) for p in corpus_captures]  # the corpus too, when there is one
     for group_by in (None, PER_FILE):
         here = analyze(files, OPTS, group_by=group_by)
         assert_same(here, analyze(files, OPTS, scheduler=dask_cluster, group_by=group_by, span_bytes=MEDIUM))

@@ -20,6 +20,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from scriptload import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
@@ -44,18 +45,8 @@ def _expected(name: str) -> dict[str, Any]:
     return dict(json.loads(_expected_path(name).read_text()))
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    """Import a script that is not in a package (samples/build.py, benchmarks/make_capture.py)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
 def _builder() -> ModuleType:
-    return _load("pcapdns_samples_build", SAMPLES / "build.py")
+    return load_script("pcapdns_samples_build", SAMPLES / "build.py")
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +177,7 @@ def test_steady_is_healthy() -> None:
 
 
 def test_benchmark_capture_is_deterministic_and_exact(tmp_path: Path) -> None:
-    module = _load("pcapdns_make_capture", ROOT / "benchmarks" / "make_capture.py")
+    module = load_script("pcapdns_make_capture", ROOT / "benchmarks" / "make_capture.py")
     a, b = tmp_path / "a.pcap", tmp_path / "b.pcap"
     stats = module.make_capture(a, packets=20_000)
     module.make_capture(b, packets=20_000)

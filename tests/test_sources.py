@@ -9,6 +9,7 @@ import lzma
 import os
 import struct
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -223,10 +224,8 @@ def test_pcapng_trailer_mismatch_and_cut_short(tmp_path: Path) -> None:
     assert [i.reason for i in info.issues] == [IssueReason.BAD_BLOCK, IssueReason.CAPTURE_CUT_SHORT]
 
 
-def test_corpus_big_endian_pcapng_with_custom_blocks() -> None:
-    path = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "pcaps" / "gopacket__test202.pcapng"
-    if not path.exists():
-        pytest.skip("shared corpus not present")
+def test_corpus_big_endian_pcapng_with_custom_blocks(corpus_file: Callable[[str], Path]) -> None:
+    path = corpus_file("gopacket__test202.pcapng")
     batches, info = read_all(path)
     got = flat(batches)
     # tshark numbers the three custom blocks 1, 7 and 10 as frames; packets keep its numbers.
@@ -260,6 +259,18 @@ def test_truncated_gzip_keeps_what_was_read(tmp_path: Path) -> None:
     packed = gzip.compress(pb.pcap(frames(200)))
     batches, info = read_all(write(tmp_path, packed[: len(packed) * 3 // 4]), chunk_size=512)
     assert 0 < len(flat(batches)) < 200
+    assert [i.reason for i in info.issues] == [IssueReason.CAPTURE_CUT_SHORT]
+
+
+def test_corrupt_zstd_data_keeps_what_was_read(tmp_path: Path) -> None:
+    # bytes flipped near the end of the compressed stream: what came before is analyzed, the rest
+    # is one "cut short" issue (zstd's own error type included, though zstandard is imported lazily)
+    count = 6000
+    packed = bytearray(COMPRESSORS["zstd"](pb.pcap(frames(count))))
+    for i in range(len(packed) * 9 // 10, len(packed) - 8, 5):
+        packed[i] ^= 0x5A
+    batches, info = read_all(write(tmp_path, bytes(packed)), chunk_size=512)
+    assert 0 < len(flat(batches)) < count
     assert [i.reason for i in info.issues] == [IssueReason.CAPTURE_CUT_SHORT]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from pcapbuild import dns, ether, ipv4, udp
 
 from pcapdns.model import FrameBatch
 from pcapdns.pipeline import Options, analyze
@@ -15,7 +16,6 @@ from pcapdns.sources import open_capture
 from pcapdns.stream import FrameRing, Stream, StreamOptions
 from pcapdns.tables.summary import summary
 from pcapdns.tables.totals import RTT_EXACT, Totals
-from tests.pcapbuild import dns, ether, ipv4, udp
 
 SAMPLES = Path(__file__).parent.parent / "samples"
 CAPTURES = sorted(p for p in SAMPLES.iterdir() if p.suffix in (".pcap", ".pcapng"))

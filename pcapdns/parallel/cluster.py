@@ -37,13 +37,22 @@ class Cluster:
             future.release()
 
 
+def require_dask() -> None:
+    """Raise the one-line usage error when Dask (the ``cluster`` extra) is not installed."""
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise UsageError(
+            "--scheduler needs Dask, which is not installed: pip install 'pcapdns[cluster]'"
+        ) from None
+
+
 @contextmanager
 def connect(address: str, timeout_s: float = 10.0) -> Iterator[Cluster]:
     """A client of the Dask scheduler at ``address`` (``tcp://host:8786``)."""
-    try:
-        from distributed import Client
-    except ImportError:
-        raise UsageError("--scheduler needs Dask: pip install 'dask[distributed]'") from None
+    require_dask()
+    from distributed import Client
+
     try:
         client = Client(address, timeout=f"{timeout_s}s")  # type: ignore[no-untyped-call]
     except OSError as exc:

@@ -126,6 +126,10 @@ def analyze(
     a task reads (default: the input divided among the workers, at least 4 MiB).
     """
     opts = options or Options()
+    if scheduler is not None:
+        from pcapdns.parallel.cluster import require_dask
+
+        require_dask()  # before any file is planned: one line, exit status 2
     if workers > 1 and scheduler is None and "-" not in paths:
         start_local_workers()  # the fork server loads everything while the files are planned
     p = plan(paths, group_by)

@@ -13,9 +13,7 @@ import bz2
 import gzip
 import lzma
 import zlib
-from typing import BinaryIO, Protocol, cast
-
-import zstandard
+from typing import Any, BinaryIO, Protocol, cast
 
 # (magic prefix, name), checked in order against the first bytes of the input.
 _MAGICS: tuple[tuple[bytes, str], ...] = (
@@ -26,13 +24,19 @@ _MAGICS: tuple[tuple[bytes, str], ...] = (
 )
 PEEK = 8  # enough for every magic above and for the pcap/pcapng magics
 
+
+
+class ZstdDataError(Exception):
+    """Corrupt zstd data: zstandard's own error, re-raised so that zstandard loads for zstd input only."""
+
+
 # What a broken compressed stream raises, per library (turned into a "cut short" issue).
 DECOMPRESS_ERRORS: tuple[type[BaseException], ...] = (
     EOFError,
     zlib.error,
     lzma.LZMAError,
     gzip.BadGzipFile,
-    zstandard.ZstdError,
+    ZstdDataError,
     OSError,
 )
 
@@ -83,6 +87,22 @@ class CountingReader:
         self._raw.close()
 
 
+class _ZstdReader:
+    """A zstd stream reader whose errors are :class:`ZstdDataError`."""
+
+    def __init__(self, fileobj: BinaryIO) -> None:
+        import zstandard  # only zstd input needs it (13-40 ms of import otherwise paid by every run)
+
+        self._error: type[Exception] = zstandard.ZstdError
+        self._reader: Any = zstandard.ZstdDecompressor().stream_reader(fileobj, read_across_frames=True)
+
+    def read(self, size: int = -1, /) -> bytes:
+        try:
+            return cast(bytes, self._reader.read(size))
+        except self._error as exc:
+            raise ZstdDataError(str(exc)) from exc
+
+
 def sniff_compression(head: bytes) -> str:
     """Name of the compression whose magic ``head`` starts with, or ``""``."""
     for magic, name in _MAGICS:
@@ -101,8 +121,7 @@ def decompressing(raw: CountingReader, compression: str) -> Readable:
     if compression == "bzip2":
         return bz2.BZ2File(fileobj, mode="rb")
     if compression == "zstd":
-        reader: Readable = zstandard.ZstdDecompressor().stream_reader(fileobj, read_across_frames=True)
-        return reader
+        return _ZstdReader(fileobj)
     return raw
 
 
