@@ -42,6 +42,11 @@ def _expand(paths: Sequence[str]) -> list[str]:
     return out
 
 
+def _examples(*lines: str) -> str:
+    """A help epilog of example command lines, kept as written (click's \\b)."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pcapdns")
 @click.option("--debug", is_flag=True, help="Show a traceback for internal errors.")
@@ -51,10 +56,15 @@ def cli(debug: bool) -> None:
     _DEBUG = debug
 
 
-def analysis_options(f: Callable[..., None]) -> Callable[..., None]:
-    """The flags every command that analyzes captures shares (ports, timeout, anomaly thresholds)."""
-    d = Thresholds()
-    options = [
+def _apply(f: Callable[..., None], options: list[Callable[..., Any]]) -> Callable[..., None]:
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _decoding_options() -> list[Callable[..., Any]]:
+    """What a DNS message is and when a query is unanswered: every command that reads captures."""
+    return [
         click.option(
             "-p",
             "--port",
@@ -72,6 +82,22 @@ def analysis_options(f: Callable[..., None]) -> Callable[..., None]:
         ),
         click.option("--no-progress", is_flag=True, help="Never draw a progress bar."),
         click.option(
+            "--slow-path", is_flag=True, hidden=True, help="Decode every frame per packet (debugging)."
+        ),
+    ]
+
+
+def decoding_options(f: Callable[..., None]) -> Callable[..., None]:
+    """The flags of a command that reads a few captures in this process (``explain --in``)."""
+    return _apply(f, _decoding_options())
+
+
+def analysis_options(f: Callable[..., None]) -> Callable[..., None]:
+    """The flags of a command that reads captures and computes findings: decoding, where the
+    captures are read (local workers, a Dask cluster, hosts) and the anomaly thresholds."""
+    d = Thresholds()
+    options = _decoding_options() + [
+        click.option(
             "--workers",
             type=click.IntRange(min=1),
             default=1,
@@ -87,9 +113,6 @@ def analysis_options(f: Callable[..., None]) -> Callable[..., None]:
             "--group-by",
             metavar="REGEX",
             help="Name each capture's host by this regex's first group (default: from rotated file names).",
-        ),
-        click.option(
-            "--slow-path", is_flag=True, hidden=True, help="Decode every frame per packet (debugging)."
         ),
         click.option(
             "--window",
@@ -134,22 +157,21 @@ def analysis_options(f: Callable[..., None]) -> Callable[..., None]:
             help="... when it is also at least this many milliseconds.",
         ),
     ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    return _apply(f, options)
 
 
 def _options(kw: dict[str, Any], *, anomalies: bool = True) -> Options:
     """The pipeline's options from the shared flags in ``kw``."""
     from pcapdns.pipeline import Options
 
+    d = Thresholds()
     thresholds = Thresholds(
-        window_s=kw["window"],
-        sensitivity=kw["sensitivity"],
-        min_count=kw["min_count"],
-        outage_run=kw["outage_run"],
-        slow_factor=kw["slow_factor"],
-        slow_min_ms=kw["slow_ms"],
+        window_s=kw.get("window", d.window_s),
+        sensitivity=kw.get("sensitivity", d.sensitivity),
+        min_count=kw.get("min_count", d.min_count),
+        outage_run=kw.get("outage_run", d.outage_run),
+        slow_factor=kw.get("slow_factor", d.slow_factor),
+        slow_min_ms=kw.get("slow_ms", d.slow_min_ms),
     )
     ports = kw["ports"]
     return Options(
@@ -172,12 +194,13 @@ def _analyze(files: tuple[str, ...], kw: dict[str, Any], *, anomalies: bool = Tr
     jit.announce = lambda line: click.echo(f"pcapdns: {line}", err=True)
     opts = _options(kw, anomalies=anomalies)
     paths = _expand(files)
-    if kw["group_by"]:
-        _check_regex(kw["group_by"])
+    group_by = kw.get("group_by")
+    if group_by:
+        _check_regex(group_by)
     engine: dict[str, Any] = {
-        "workers": kw["workers"],
-        "scheduler": kw["scheduler"],
-        "group_by": kw["group_by"],
+        "workers": kw.get("workers", 1),
+        "scheduler": kw.get("scheduler"),
+        "group_by": group_by,
         "warn": lambda line: click.echo(f"pcapdns: warning: {line}", err=True),
     }
     if not kw["no_progress"] and sys.stderr.isatty():
@@ -199,12 +222,25 @@ def _check_regex(pattern: str) -> None:
         raise click.BadParameter("needs a group, e.g. '/(\\w+)/[^/]+$'", param_hint="--group-by")
 
 
-@cli.command()
+@cli.command(
+    short_help="Report what broke in captures: findings, RCODEs, latency, loss.",
+    epilog=_examples(
+        "pcapdns analyze capture.pcap",
+        "pcapdns analyze 'captures/*.pcap' --json",
+        "tcpdump -i eth0 -w - port 53 | pcapdns analyze -",
+    ),
+)
 @click.argument("files", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the machine-readable summary (stable keys).")
 @analysis_options
 def analyze(files: tuple[str, ...], as_json: bool, **kw: Any) -> None:
-    """Analyze pcap/pcapng FILES (compressed or not, '-' for stdin) as one capture."""
+    """Analyze pcap/pcapng FILES (compressed or not, '-' for stdin) as one capture.
+
+    The report opens with the incident timeline and the ranked findings, then the capture's
+    quality, totals, RCODEs, unanswered queries by server, latency percentiles, the top failing
+    names and the malformed messages, with frame numbers to open in Wireshark. Quoted patterns
+    ('captures/*.pcap') are expanded by pcapdns.
+    """
     from pcapdns.tables.summary import summary
 
     # The summary holds no finding: --json skips the anomaly engine (the fast path stays fast).
@@ -219,12 +255,23 @@ def analyze(files: tuple[str, ...], as_json: bool, **kw: Any) -> None:
     render(analysis, Console())
 
 
-@cli.command()
+@cli.command(
+    short_help="List the ranked findings: what broke, when, for whom, why.",
+    epilog=_examples(
+        "pcapdns anomalies outage.pcap",
+        "pcapdns anomalies outage.pcap --json",
+        "pcapdns anomalies outage.pcap --window 30 --sensitivity 3",
+    ),
+)
 @click.argument("files", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as a JSON array (stable keys).")
 @analysis_options
 def anomalies(files: tuple[str, ...], as_json: bool, **kw: Any) -> None:
-    """The ranked findings in FILES: what broke, when, for whom, why, with evidence frames."""
+    """The ranked findings in FILES: what broke, when, for whom and why, with evidence frames.
+
+    Severity first, then causes before their symptoms, then clients affected. The thresholds
+    below tune what counts as a finding.
+    """
     from pcapdns.report.findings import findings_json, findings_table, timeline
 
     analysis = _analyze(files, kw)
@@ -238,12 +285,22 @@ def anomalies(files: tuple[str, ...], as_json: bool, **kw: Any) -> None:
     console.print(findings_table(analysis.anomalies))
 
 
-@cli.command()
+@cli.command(
+    short_help="Explain an RCODE: meaning, usual causes, how to check each.",
+    epilog=_examples(
+        "pcapdns explain SERVFAIL",
+        "pcapdns explain 3",
+        "pcapdns explain formerr --in formerr.pcap",
+    ),
+)
 @click.argument("rcode")
 @click.option("--in", "files", multiple=True, help="A capture (repeatable): show this RCODE's answers in it.")
-@analysis_options
+@decoding_options
 def explain(rcode: str, files: tuple[str, ...], **kw: Any) -> None:
-    """What an RCODE (name or number) means, its usual causes, and how to check each."""
+    """What an RCODE (a name in any case, or a number) means, its usual causes, and how to check each.
+
+    With --in, also this RCODE's answers in those captures and the findings about them.
+    """
     from rich.console import Console
 
     from pcapdns.dns.knowledge import all_rcodes, rcode_info
@@ -274,7 +331,14 @@ def explain(rcode: str, files: tuple[str, ...], **kw: Any) -> None:
         console.print(findings_table(found))
 
 
-@cli.command()
+@cli.command(
+    short_help="Watch DNS on an interface live: dashboard, JSON lines, metrics.",
+    epilog=_examples(
+        "sudo pcapdns live -i eth0",
+        "sudo pcapdns live -i eth0 --no-tui --json-lines",
+        "sudo pcapdns live -i any --metrics :9153 --write-anomalies evidence.pcap",
+    ),
+)
 @click.option("-i", "--interface", required=True, help="Interface to capture on ('any' for all).")
 @click.option("-f", "--filter", "bpf", help="Kernel capture filter, tcpdump syntax (default: the DNS ports).")
 @click.option(
@@ -325,7 +389,11 @@ def explain(rcode: str, files: tuple[str, ...], **kw: Any) -> None:
 @click.option("--user", help="Drop root to this user once the capture is open (default: nobody, as root).")
 @click.option("--promisc", is_flag=True, help="Put the interface in promiscuous mode.")
 def live(**kw: Any) -> None:
-    """Capture DNS on an interface and analyse it as it flows (needs capture privileges)."""
+    """Capture DNS on an interface and analyse it as it flows (needs capture privileges).
+
+    On a terminal a live dashboard; otherwise a status line per interval on stderr and the final
+    summary as JSON on stdout. Ctrl-C, q, --duration or --count stop it cleanly.
+    """
     from pcapdns.livecmd import run_live
 
     run_live(**kw)
@@ -343,7 +411,14 @@ TABLE_NAMES = ("transactions", "anomalies", "windows", "servers", "malformed", "
 EXPORT_FORMATS = ("parquet", "csv", "ndjson", "pcap")
 
 
-@cli.command()
+@cli.command(
+    short_help="Write the tables as Parquet, CSV, NDJSON or pcap.",
+    epilog=_examples(
+        "pcapdns export outage.pcap -o out/",
+        "pcapdns export outage.pcap --table anomalies --format csv -o anomalies.csv",
+        "pcapdns export 'captures/*.pcap' -o lake/ --partition-by hour",
+    ),
+)
 @click.argument("files", nargs=-1, required=True)
 @click.option(
     "-o",
@@ -372,7 +447,10 @@ def export(
     partition_by: str | None,
     **kw: Any,
 ) -> None:
-    """Write the tables of FILES (transactions, anomalies, windows, servers, malformed, decode_issues)."""
+    """Write the tables of FILES: transactions, anomalies, windows, servers, malformed, decode_issues.
+
+    Their columns are documented in docs/schema.md. Files are written atomically.
+    """
     from pcapdns.report import export as writers
     from pcapdns.tables.export_tables import build_tables
 
@@ -393,7 +471,14 @@ def export(
             click.echo(f"pcapdns: wrote {w.describe(fmt)}", err=True)
 
 
-@cli.command()
+@cli.command(
+    short_help="Run SQL over the tables of captures.",
+    epilog=_examples(
+        'pcapdns query outage.pcap "SELECT * FROM servers"',
+        'pcapdns query outage.pcap "SELECT * FROM windows WHERE SERVFAIL > 0"',
+        'pcapdns query outage.pcap "SELECT kind, summary FROM anomalies" --format csv',
+    ),
+)
 @click.argument("files", nargs=-1, required=True)
 @click.argument("sql")
 @click.option(
@@ -413,7 +498,11 @@ def export(
 )
 @analysis_options
 def query(files: tuple[str, ...], sql: str, fmt: str, max_rows: int, **kw: Any) -> None:
-    """Run SQL over the tables of FILES, e.g. "SELECT rcode_name, count(*) FROM transactions GROUP BY 1"."""
+    """Run SQL (polars' engine) over the tables of FILES, the last argument being the query.
+
+    Tables: transactions, anomalies, windows, servers, malformed, decode_issues (docs/schema.md).
+    A bad query prints the engine's message and every table with its columns (exit status 7).
+    """
     from pcapdns.report.export import write_stream
     from pcapdns.report.query import render, run_sql
     from pcapdns.tables.export_tables import build_tables
@@ -429,11 +518,21 @@ def query(files: tuple[str, ...], sql: str, fmt: str, max_rows: int, **kw: Any) 
         write_stream(rows, fmt, _stdout_bytes())
 
 
-@cli.command()
+@cli.command(
+    short_help="Explore captures in a terminal UI.",
+    epilog=_examples(
+        "pcapdns tui samples/outage.pcap",
+        "pcapdns tui 'captures/*.pcap' --workers 2",
+        "pcapdns tui capture.pcap --port 53 --port 5353 --timeout 2",
+    ),
+)
 @click.argument("files", nargs=-1, required=True)
 @analysis_options
 def tui(files: tuple[str, ...], **kw: Any) -> None:
-    """Explore pcap/pcapng FILES in a terminal UI (overview, findings, transactions, packets)."""
+    """Explore pcap/pcapng FILES in a terminal UI: overview, findings, transactions, packets.
+
+    The window opens at once and fills in as the analysis runs; press ? for the keys.
+    """
     paths = _expand(files)
     if "-" in paths:
         raise click.UsageError("the TUI reads keys from the terminal: give capture files, not '-'")
