@@ -248,11 +248,9 @@ def analyze(files: tuple[str, ...], as_json: bool, **kw: Any) -> None:
     if as_json:
         click.echo(json.dumps(summary(analysis), indent=1))
         return
-    from rich.console import Console
+    from pcapdns.report.text import render, report_console
 
-    from pcapdns.report.text import render
-
-    render(analysis, Console())
+    render(analysis, report_console(analysis.files))
 
 
 @cli.command(
@@ -278,9 +276,9 @@ def anomalies(files: tuple[str, ...], as_json: bool, **kw: Any) -> None:
     if as_json:
         click.echo(json.dumps(findings_json(analysis.anomalies), indent=1))
         return
-    from rich.console import Console
+    from pcapdns.report.text import report_console
 
-    console = Console()
+    console = report_console(analysis.files)
     console.print(timeline(analysis.anomalies))
     console.print(findings_table(analysis.anomalies))
 
@@ -301,10 +299,9 @@ def explain(rcode: str, files: tuple[str, ...], **kw: Any) -> None:
 
     With --in, also this RCODE's answers in those captures and the findings about them.
     """
-    from rich.console import Console
-
     from pcapdns.dns.knowledge import all_rcodes, rcode_info
     from pcapdns.report.findings import explain_panel, findings_table
+    from pcapdns.report.text import report_console
 
     info = rcode_info(rcode)
     if info is None:
@@ -312,7 +309,7 @@ def explain(rcode: str, files: tuple[str, ...], **kw: Any) -> None:
         raise click.BadParameter(
             f"unknown RCODE {rcode!r} (one of: {names}, or a number)", param_hint="RCODE"
         )
-    console = Console()
+    console = report_console(files)
     console.print(explain_panel(info))
     if not files:
         return
@@ -511,9 +508,9 @@ def query(files: tuple[str, ...], sql: str, fmt: str, max_rows: int, **kw: Any) 
     analysis = _analyze(files, kw, anomalies="anomalies" in sql.lower())
     rows = run_sql(build_tables(analysis, kw["window"]), sql)
     if fmt == "table":
-        from rich.console import Console
+        from pcapdns.report.text import report_console
 
-        render(rows, Console(), max_rows)
+        render(rows, report_console(analysis.files), max_rows)
     else:
         write_stream(rows, fmt, _stdout_bytes())
 

@@ -4,6 +4,7 @@ described), on hand-built captures for the rarer rules, and over the whole corpu
 from __future__ import annotations
 
 import json
+import struct
 from datetime import datetime
 from pathlib import Path
 
@@ -375,3 +376,25 @@ def test_formerr_for_an_unknown_edns_option(tmp_path):
     a = analyze([_write(tmp_path, recs)])
     found = sorted(f["summary"] for f in by_kind(a, "formerr"))
     assert [s.split(": ", 1)[1] for s in found] == ["unknown EDNS option OPT50", "unknown EDNS option OPT63+"]
+
+
+def test_short_dns_over_tcp_messages_are_explained_as_tcp(tmp_path):
+    # a client's TCP stream to port 53 carrying a 3-byte "message" before a real query: the decode
+    # issue is about DNS over TCP, and its explanation must say so (not "UDP payloads")
+    query = _q(7, "www.example")
+    stream = struct.pack("!H", 3) + b"abc" + struct.pack("!H", len(query)) + query
+    isn = 5000
+
+    def seg(payload, flags, seq):
+        l4 = pb.tcp(payload, 40000, 53, seq=seq, flags=flags)
+        return pb.ether(pb.ipv4(l4, proto=6, src=CLIENT, dst=RESOLVER))
+
+    path = _write(tmp_path, [(T0, seg(b"", "S", isn)), (T0 + 1_000_000, seg(stream, "PA", isn + 1))])
+    a = analyze([path])
+    (q,) = by_kind(a, "capture_quality")
+    assert "dns_too_short" in q["summary"] and "DNS-over-TCP" in q["summary"]
+    assert q["likely_cause"].startswith("DNS-over-TCP messages shorter than a DNS header")
+    assert "UDP" not in q["likely_cause"]
+    # the UDP case keeps its own explanation (formerr.pcap holds one short UDP payload)
+    (udp,) = by_kind(analyze([str(SAMPLES / "formerr.pcap")]), "capture_quality")
+    assert udp["likely_cause"].startswith("UDP payloads on a DNS port shorter than a DNS header")

@@ -24,8 +24,23 @@ _WHY = {
     "are lost",
     "fragment_incomplete": "IP fragments whose datagram never completed (fragments dropped on the way or by "
     "the capture)",
-    "dns_too_short": "UDP payloads on a DNS port shorter than a DNS header: probes or another protocol",
 }
+# dns_too_short, by the transport that carried the short messages (the TCP reassembler's details
+# name DNS over TCP; the UDP decoder's name UDP)
+_TOO_SHORT = {
+    "udp": "UDP payloads on a DNS port shorter than a DNS header: probes or another protocol",
+    "tcp": "DNS-over-TCP messages shorter than a DNS header (by their 2-byte length prefix): another "
+    "protocol on the DNS port, or a client that frames its messages wrongly",
+    "both": "UDP payloads and DNS-over-TCP messages on a DNS port shorter than a DNS header: probes or "
+    "another protocol",
+}
+
+
+def _why(reason: str, tcp: int, n: int) -> str:
+    """Why this decode issue happens; ``tcp`` of the ``n`` issues came from DNS-over-TCP streams."""
+    if reason == "dns_too_short":
+        return _TOO_SHORT["udp" if tcp == 0 else "tcp" if tcp == n else "both"]
+    return _WHY.get(reason, "frames that could not be decoded down to DNS")
 _GAP_MIN_S = 30.0
 _GAP_FACTOR = 50.0
 _GAP_MIN_TXNS = 100
@@ -46,11 +61,12 @@ def quality_findings(inp: Inputs) -> list[Finding]:
             pl.col("ts_ns").filter(pl.col("ts_ns") > 0).max().alias("last"),
             pl.struct("file_id", "frame").filter(pl.col("frame") > 0).head(4).alias("frames"),
             pl.col("detail").first(),
+            pl.col("detail").str.contains("DNS-over-TCP", literal=True).sum().alias("tcp"),
         )
         .sort("reason")
     )
-    for reason, n, first, last, frames, detail in issues.iter_rows():
-        why = _WHY.get(reason, "frames that could not be decoded down to DNS")
+    for reason, n, first, last, frames, detail, tcp in issues.iter_rows():
+        why = _why(reason, tcp, n)
         out.append(
             Finding(
                 kind="capture_quality",

@@ -9,6 +9,7 @@ control bytes are ``\\DDD`` escapes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -188,6 +189,21 @@ def malformed(a: Analysis, s: dict[str, Any]) -> RenderableType:
         where = f"{a.files[ex['file_id']]}:{ex['frame']} @{ex['offset']}" if ex else ""
         t.add_row(reason, f"{n:,}", Text(where))
     return t
+
+
+def report_console(paths: Sequence[str] = ()) -> Console:
+    """The console a report goes to: a terminal's own width; piped or redirected (no terminal, so
+    80 columns or ``$COLUMNS``), widened until the longest file name fits on one line, because a
+    path broken mid-word cannot be copied back into a command."""
+    console = Console()
+    if not console.is_terminal:
+        longest = max((len(p) for p in paths), default=0)
+        console.width = max(console.width, longest + _PATH_MARGIN)
+    return console
+
+
+# what the report puts around a file name on its line: panel borders and padding, an indent
+_PATH_MARGIN = 8
 
 
 def render(a: Analysis, console: Console) -> None:
