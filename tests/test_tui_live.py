@@ -47,7 +47,12 @@ class Replay:
     name = "outage"
 
     def __init__(
-        self, path: Path, batch: int = 200, pace_s: float = 0.004, kernel_drops_after: int = 15
+        self,
+        path: Path,
+        batch: int = 200,
+        pace_s: float = 0.004,
+        kernel_drops_after: int = 15,
+        hold_after: int | None = None,
     ) -> None:
         with open_capture(str(path)) as cap:
             self.batches: Iterator[FrameBatch] = iter(list(cap.batches(batch)))
@@ -60,6 +65,7 @@ class Replay:
         self.handed = 0  # frames handed out
         self.ends: list[tuple[int, int]] = []  # (frames handed out, newest time) per batch not yet taken
         self.idle_reads = 0  # clock reads by the analysis since it took everything handed out
+        self.hold_after = hold_after  # batches handed out before the capture goes quiet until stopped
 
     def start_at(self, ns: int) -> None:
         self.now_ns = ns
@@ -72,7 +78,10 @@ class Replay:
             self.reads += batch is not None
             return batch
         with self.cond:
-            if not self.cond.wait_for(lambda: self.idle_reads >= 2 or runner._stop.is_set(), timeout_s):
+            held = self.hold_after is not None and self.reads >= self.hold_after
+            if not self.cond.wait_for(
+                lambda: (self.idle_reads >= 2 and not held) or runner._stop.is_set(), timeout_s
+            ):
                 return None  # the runner's capture loop asks again
             if runner._stop.is_set():
                 return None
@@ -272,13 +281,14 @@ def test_memory_stays_bounded_over_a_long_run() -> None:
 
 @run_async
 async def test_quitting_stops_the_runner(monkeypatch: pytest.MonkeyPatch) -> None:
-    app, source, seen = _app(monkeypatch, pace_s=0.05)
+    # the capture goes quiet after 10 of the file's 30 batches: only q can end the run
+    app, source, seen = _app(monkeypatch, pace_s=0, hold_after=10)
     async with app.run_test(size=(100, 40)) as pilot:
         await _until(pilot, lambda: len(seen) >= 2)
         await pilot.press("q")
         await _until(pilot, lambda: app.final is not None)
     assert app.final is not None and app.final.final
-    assert app.final.summary["frames"] < 5930  # stopped before the end of the file
+    assert 0 < app.final.summary["frames"] <= 2000  # stopped where the capture stood, not at the file's end
 
 
 @run_async
