@@ -1,0 +1,35 @@
+"""The README's commands are the ones CI runs, and the user and design documents hold no diary."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_COMMAND = "python3 -m venv .venv && .venv/bin/pip install -q '.[dev]' && .venv/bin/python -m pytest -q"
+
+
+def test_the_readme_test_command_is_what_ci_runs() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert TEST_COMMAND in readme and TEST_COMMAND in ci
+    assert (
+        "python3 -m venv .venv && .venv/bin/pip install . && .venv/bin/pcapdns analyze samples/outage.pcap"
+        in readme
+    )
+    assert (ROOT / "samples" / "outage.pcap").is_file()
+
+
+def test_user_and_design_documents_hold_no_diary() -> None:
+    for name in ("README.md", "docs/design.md", "docs/performance.md"):
+        text = (ROOT / name).read_text(encoding="utf-8")
+        # no work-session words, no path outside the repository (a link to ../README.md is inside)
+        for pattern in (r"\btoday\b", r"[Tt]ried and dropped", r"(?<!\()\.\./", r"\bthis stop\b"):
+            assert not re.search(pattern, text), (name, pattern)
+
+
+def test_every_relative_link_in_the_documents_resolves() -> None:
+    for doc in [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", doc.read_text(encoding="utf-8")):
+            if not target.startswith(("http://", "https://")):
+                assert (doc.parent / target).exists(), (doc.name, target)
