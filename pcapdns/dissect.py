@@ -29,13 +29,29 @@ from pcapdns.dns.edns import Edns
 from pcapdns.dns.names import name_to_text
 from pcapdns.dns.parse import DnsMessage, parse_message
 from pcapdns.jit import jit, loaded
-from pcapdns.model import DEFAULT_PORTS, DecodeIssue, FrameBatch, Payload
+from pcapdns.model import (
+    DEFAULT_PORTS,
+    DecodeIssue,
+    DnstapFields,
+    FrameBatch,
+    IssueReason,
+    Payload,
+    Transport,
+)
 from pcapdns.schema import MALFORMED, MESSAGES
+from pcapdns.sources import dnstap
 
 _V4_MAPPED = 0x0000FFFF00000000
 I64 = npt.NDArray[np.int64]
 Int = int | np.int64  # scalars inside compiled code
 _HEX_LIMIT = 512
+
+
+def _packed(hi: int, lo: int) -> bytes:
+    """An address from the two halves of its IPv6 form (IPv4-mapped ones as 4 bytes)."""
+    if hi == 0 and lo >> 32 == 0xFFFF:
+        return (lo & 0xFFFFFFFF).to_bytes(4, "big")
+    return hi.to_bytes(8, "big") + lo.to_bytes(8, "big")
 
 
 def _halves(addr: bytes) -> tuple[int, int]:
@@ -271,11 +287,14 @@ class Dissector:
         self.counters: Counter[str] = Counter()
         self.addresses = AddressTable()
         self._malformed: list[tuple[object, ...]] = []
+        self._issues: list[DecodeIssue] = []  # found here (dnstap), not by the decoder
 
     # -- batches -----------------------------------------------------------------------------
     def dissect(self, batch: FrameBatch) -> pl.DataFrame:
         """The messages found in ``batch`` (fast rows first, then slow rows; order by time later)."""
         self.counters["frames"] += len(batch)
+        if batch.dnstap is not None:
+            return self._dnstap(batch, batch.dnstap)
         if not self.fast or (len(batch) < self.fast_min_frames and not loaded()):
             return self._slow(batch, np.arange(len(batch)))
         l4 = classify(batch, self._port_array)
@@ -299,12 +318,98 @@ class Dissector:
         # Keep messages in frame order, so that a capture in time order needs no global sort later.
         return interleave(*frames)
 
+    def _dnstap(self, batch: FrameBatch, f: DnstapFields) -> pl.DataFrame:
+        """The DNS messages of a batch of dnstap messages: their flows come from the dnstap fields,
+        the DNS messages are parsed by the same two paths (a message the fast parser cannot prove
+        well-formed goes through :func:`parse_message`, which names its malformations)."""
+        self.counters["dnstap_messages"] += len(batch)
+        for i in np.flatnonzero(f.status != 0).tolist():
+            self._issues.append(dnstap_issue(batch, f, i))
+        readable = np.flatnonzero(f.status == 0)
+        short = readable[f.dns_len[readable] < 12]
+        for i in short.tolist():
+            self._issues.append(
+                DecodeIssue(
+                    batch.file_id,
+                    int(batch.frame[i]),
+                    int(batch.ts_ns[i]),
+                    IssueReason.DNS_TOO_SHORT,
+                    f"{int(f.dns_len[i])}-byte DNS message in a dnstap message",
+                )
+            )
+        rows = readable[f.dns_len[readable] >= 12]
+        fast_ok = self.fast and (len(rows) >= self.fast_min_frames or loaded())
+        frames: list[pl.DataFrame] = []
+        slow_rows = rows
+        if fast_ok and len(rows):
+            b = np.frombuffer(batch.buf, dtype=np.uint8)
+            cols = parse_batch(b, f.dns_off[rows], f.dns_len[rows])
+            good = rows[cols.ok]
+            slow_rows = rows[~cols.ok]
+            l4 = L4Columns(
+                verdict=np.zeros(0, dtype=np.uint8),
+                ip_version=np.zeros(0, dtype=np.uint8),
+                src_hi=f.src_hi,
+                src_lo=f.src_lo,
+                dst_hi=f.dst_hi,
+                dst_lo=f.dst_lo,
+                sport=f.sport,
+                dport=f.dport,
+                payload_off=f.dns_off,
+                payload_len=f.dns_len,
+                non_ip=0,
+                icmp=0,
+            )
+            if len(good):
+                query_ns = f.query_ns[good]
+                response = f.mtype[good] % 2 == 0
+                frames.append(
+                    self._fast_frame(batch, l4, cols, good)
+                    .with_columns(
+                        pl.Series("transport", f.transport[good]),
+                        pl.Series("dnstap_type", f.mtype[good]),
+                        pl.Series("query_ts_ns", np.where(response & (query_ns >= 0), query_ns, 0)),
+                        pl.Series("_q", response & (query_ns >= 0)),
+                    )
+                    .with_columns(
+                        pl.when(pl.col("_q")).then(pl.col("query_ts_ns")).otherwise(None).alias("query_ts_ns")
+                    )
+                    .drop("_q")
+                )
+        if len(slow_rows):
+            payloads = []
+            for i in slow_rows.tolist():
+                start, length = int(f.dns_off[i]), int(f.dns_len[i])
+                response = f.mtype[i] % 2 == 0
+                sent = int(f.query_ns[i])
+                payloads.append(
+                    Payload(
+                        batch.file_id,
+                        int(batch.frame[i]),
+                        int(batch.ts_ns[i]),
+                        Transport(int(f.transport[i])),
+                        _packed(int(f.src_hi[i]), int(f.src_lo[i])),
+                        int(f.sport[i]),
+                        _packed(int(f.dst_hi[i]), int(f.dst_lo[i])),
+                        int(f.dport[i]),
+                        batch.buf[start : start + length],
+                        dnstap_type=int(f.mtype[i]),
+                        query_ns=sent if response and sent >= 0 else None,
+                    )
+                )
+            frames.append(self._rows(payloads))
+        self.counters["dnstap_dns"] += len(rows)
+        if not frames:
+            return pl.DataFrame(schema=MESSAGES)
+        return frames[0] if len(frames) == 1 else interleave(*frames)
+
     def finish(self) -> pl.DataFrame:
         """Flush the slow path's reassembly state at the end of all input."""
         return self._rows(self.decoder.flush())
 
     def take_issues(self) -> list[DecodeIssue]:
-        return self.decoder.take_issues()
+        issues, self._issues = self._issues, []
+        return issues + self.decoder.take_issues()
 
     def malformed(self) -> pl.DataFrame:
         return pl.DataFrame(self._malformed, schema=MALFORMED, orient="row")
@@ -393,6 +498,8 @@ class Dissector:
             "min_ttl": pl.Series(ttl),
             "malformed": np.zeros(n, dtype=bool),
             "capture_truncated": np.zeros(n, dtype=bool),
+            "dnstap_type": np.zeros(n, dtype=u8),
+            "query_ts_ns": pl.repeat(None, n, dtype=pl.Int64, eager=True),
         }
         no_opt = ~pl.col("edns")
         return pl.DataFrame(data).with_columns(
@@ -480,9 +587,25 @@ class Dissector:
                     _min_ttl(msg),
                     bad,
                     p.capture_truncated,
+                    p.dnstap_type,
+                    p.query_ns,
                 )
             )
         return pl.DataFrame(rows, schema=MESSAGES, orient="row")
+
+
+def dnstap_issue(batch: FrameBatch, f: DnstapFields, i: int) -> DecodeIssue:
+    """The decode issue naming why dnstap message ``i`` of ``batch`` could not be read."""
+    status, mtype = int(f.status[i]), int(f.mtype[i])
+    frame, ts = int(batch.frame[i]), int(batch.ts_ns[i])
+    if status == dnstap.NO_DNS:
+        kind = dnstap.MESSAGE_TYPES[mtype]
+        which = "response" if mtype % 2 == 0 else "query"
+        detail = f"dnstap message {frame} ({kind}) has no {which} message"
+        return DecodeIssue(batch.file_id, frame, ts, IssueReason.DNSTAP_NO_DNS, detail)
+    where = f" (at byte {int(f.at[i])} of the message)" if f.at[i] >= 0 else ""
+    detail = f"dnstap message {frame}: {dnstap.PROBLEMS[status]}{where}"
+    return DecodeIssue(batch.file_id, frame, ts, IssueReason.DNSTAP_BAD_PROTOBUF, detail)
 
 
 def _option_mask(edns: Edns | None) -> int | None:

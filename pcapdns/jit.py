@@ -52,6 +52,8 @@ A = TypeVar("A", bound="np.ndarray[Any, Any]")
 SOURCES = (
     "jit.py",
     "sources/pcapfile.py",
+    "sources/fstrm.py",
+    "sources/dnstap.py",
     "decode/columnar.py",
     "dns/columnar.py",
     "dissect.py",

@@ -78,6 +78,10 @@ class IssueReason(StrEnum):
     TCP_STREAM_LIMIT = "tcp_stream_limit"  # per-flow buffer full: data dropped
     TCP_INCOMPLETE = "tcp_incomplete"  # a DNS-over-TCP message still incomplete at end of capture
     DNS_TOO_SHORT = "dns_too_short"  # a DNS payload shorter than the 12-byte header
+    # dnstap (Frame Streams + protobuf)
+    FSTRM_BAD_FRAME = "fstrm_bad_frame"  # a Frame Streams frame that makes no sense; skipped to the next
+    DNSTAP_BAD_PROTOBUF = "dnstap_bad_protobuf"  # a data frame that is not a dnstap protobuf message
+    DNSTAP_NO_DNS = "dnstap_no_dns"  # a dnstap message without the DNS message its type calls for
 
 
 @dataclass(slots=True)
@@ -89,6 +93,42 @@ class DecodeIssue:
     ts_ns: int
     reason: IssueReason
     detail: str = ""
+
+
+#: The link type pcapdns gives dnstap messages (outside tcpdump's registry, which has none for
+#: dnstap): each "frame" is one Dnstap protobuf message, as Frame Streams carried it.
+DNSTAP_LINKTYPE = 0xFFFE
+
+
+@dataclass(slots=True)
+class DnstapFields:
+    """The fields of each dnstap message of a batch, row for row with its frames.
+
+    ``status`` is 0 for a message that could be read (the dissector names the others, as
+    :class:`DecodeIssue` s).
+    Addresses are the two 64-bit halves of their IPv6 form (IPv4 mapped), as the fast path has
+    them; ``dns_off`` / ``dns_len`` locate the DNS message the type calls for (the query message
+    of a ``*_QUERY``, the response message of a ``*_RESPONSE``) in the batch buffer, ``dns_len``
+    -1 when there is none.  ``query_ns`` is the query time, -1 when absent.
+    """
+
+    status: npt.NDArray[np.uint8]
+    mtype: npt.NDArray[np.uint8]  # Message.Type: 1 AUTH_QUERY ... 14 UPDATE_RESPONSE
+    transport: npt.NDArray[np.uint8]  # IP protocol number the socket protocol runs on
+    protocol: npt.NDArray[np.uint8]  # SocketProtocol: 1 UDP, 2 TCP, 3 DOT, 4 DOH, ...
+    src_hi: npt.NDArray[np.uint64]
+    src_lo: npt.NDArray[np.uint64]
+    dst_hi: npt.NDArray[np.uint64]
+    dst_lo: npt.NDArray[np.uint64]
+    sport: npt.NDArray[np.int64]
+    dport: npt.NDArray[np.int64]
+    dns_off: npt.NDArray[np.int64]
+    dns_len: npt.NDArray[np.int64]
+    query_ns: npt.NDArray[np.int64]
+    at: npt.NDArray[np.int64]  # where in the frame an unreadable message went wrong; -1: nowhere
+
+    def slice(self, start: int, stop: int) -> DnstapFields:
+        return DnstapFields(*(getattr(self, name)[start:stop] for name in self.__slots__))  # type: ignore[attr-defined]
 
 
 @dataclass(slots=True)
@@ -107,6 +147,21 @@ class FrameBatch:
     ts_ns: npt.NDArray[np.int64]
     linktype: npt.NDArray[np.uint16]
     frame: npt.NDArray[np.int64]  # 1-based frame numbers
+    dnstap: DnstapFields | None = None  # the messages' fields when the frames are dnstap messages
+
+    def head(self, n: int) -> FrameBatch:
+        """The first ``n`` frames."""
+        return FrameBatch(
+            self.file_id,
+            self.buf,
+            self.data_off[:n],
+            self.caplen[:n],
+            self.wirelen[:n],
+            self.ts_ns[:n],
+            self.linktype[:n],
+            self.frame[:n],
+            None if self.dnstap is None else self.dnstap.slice(0, n),
+        )
 
     def __len__(self) -> int:
         return len(self.data_off)
@@ -136,6 +191,8 @@ class Payload:
     data: bytes
     idx: int = 0
     capture_truncated: bool = False
+    dnstap_type: int = 0  # the dnstap Message.Type it was logged as; 0 from a capture
+    query_ns: int | None = None  # the query time a dnstap response carries
 
 
 @dataclass(slots=True)
@@ -144,7 +201,7 @@ class CaptureInfo:
 
     file_id: int
     path: str
-    format: str = ""  # "pcap", "pcap-ns", "pcapng"
+    format: str = ""  # "pcap", "pcap-ns", "pcapng", "dnstap"
     compression: str = ""  # "", "gzip", "xz", "zstd", "bzip2"
     size: int = 0  # bytes on disk (compressed), 0 when unknown (stdin)
     bytes_read: int = 0  # bytes consumed from the (compressed) input so far, for progress

@@ -12,6 +12,12 @@ ROLES = ("query", "retransmission", "response", "duplicate_response", "orphan_re
 ROLE = pl.Enum(list(ROLES))
 STATUSES = ("answered", "unanswered", "capture_ended")
 STATUS = pl.Enum(list(STATUSES))
+SOURCES = ("pcap", "dnstap")  # where a message was read: a packet capture, or a resolver's dnstap log
+SOURCE = pl.Enum(list(SOURCES))
+# the side of the resolver a dnstap message is logged on: Message.Type (1 AUTH_QUERY ... 14
+# UPDATE_RESPONSE) pairs, in order (type t is side (t - 1) // 2)
+DNSTAP_SIDES = ("auth", "resolver", "client", "forwarder", "stub", "tool", "update")
+DNSTAP_SIDE = pl.Enum(list(DNSTAP_SIDES))
 
 # One row per DNS message (a payload on a DNS port with a complete 12-byte header).
 MESSAGES: dict[str, pl.DataType] = {
@@ -48,6 +54,8 @@ MESSAGES: dict[str, pl.DataType] = {
     "min_ttl": pl.UInt32(),  # smallest TTL of the answer section; null when it holds no record
     "malformed": pl.Boolean(),
     "capture_truncated": pl.Boolean(),  # cut by the capture's snaplen: not counted as malformed
+    "dnstap_type": pl.UInt8(),  # dnstap Message.Type it was logged as (5 CLIENT_QUERY ...); 0: a capture
+    "query_ts_ns": pl.Int64(),  # the query time a dnstap response carries; null otherwise
 }
 
 # One row per malformation found in a DNS message.

@@ -232,7 +232,7 @@ def test_a_bad_file_is_reported_and_the_others_analyzed(
     assert '"dns_messages"' in out.out
     lines = out.err.strip().splitlines()
     assert len(lines) == 2
-    assert lines[0].startswith(f"pcapdns: warning: {bad}: not a pcap or pcapng file")
+    assert lines[0].startswith(f"pcapdns: warning: {bad}: not a pcap, pcapng or dnstap file")
     assert lines[1] == f"pcapdns: warning: {tmp_path / 'missing.pcap'}: no such file"
     assert_same(analyze([good], OPTS), analyze([good, str(bad)], OPTS, workers=2))
 

@@ -295,7 +295,7 @@ def test_not_a_capture(tmp_path: Path) -> None:
     path = write(tmp_path, b"Hello, world\n", "capture.txt")
     with pytest.raises(CaptureFormatError) as err:
         open_capture(str(path))
-    assert err.value.message == f"{path}: not a pcap or pcapng file (it starts with 48 65 6c 6c)"
+    assert err.value.message == f"{path}: not a pcap, pcapng or dnstap file (it starts with 48 65 6c 6c)"
 
 
 def test_compressed_non_capture(tmp_path: Path) -> None:

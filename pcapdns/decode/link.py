@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pcapdns.model import LinkType
+from pcapdns.model import DNSTAP_LINKTYPE, LinkType
 
 ETH_IPV4 = 0x0800
 ETH_IPV6 = 0x86DD
@@ -110,6 +110,7 @@ _OTHER_NAMES = {
     249: "NETLINK",
     252: "WIRESHARK_UPPER_PDU",
     274: "NFLOG",
+    DNSTAP_LINKTYPE: "dnstap",
 } | {147 + i: f"USER{i}" for i in range(16)}
 
 

@@ -53,7 +53,8 @@ def quality(a: Analysis, s: dict[str, Any]) -> RenderableType:
     for c in a.captures:
         links = ", ".join(f"linktype {lt}: {n:,}" for lt, n in sorted(c.linktypes.items())) or "no frames"
         comp = f", {c.compression}" if c.compression else ""
-        lines.append(Text.assemble((c.path, "bold"), f"  {c.format}{comp}, {c.frames:,} frames ({links})"))
+        counted = f"{c.frames:,} messages" if c.format == "dnstap" else f"{c.frames:,} frames ({links})"
+        lines.append(Text.assemble((c.path, "bold"), f"  {c.format}{comp}, {counted}"))
         if c.interface_drops:
             lines.append(
                 Text(f"  the capture itself dropped {c.interface_drops:,} packets (pcapng ISB)", "yellow")

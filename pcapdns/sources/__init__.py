@@ -28,6 +28,7 @@ import numpy as np
 
 from pcapdns.errors import CaptureFormatError, SourceMissing, SourcePermission
 from pcapdns.model import CaptureInfo, DecodeIssue, FrameBatch, IssueReason
+from pcapdns.sources import dnstap, fstrm
 from pcapdns.sources.compress import (
     PEEK,
     CountingReader,
@@ -150,7 +151,7 @@ class Capture:
         self._walker = self._sniff(first)
         self.info.format = self._walker.format
 
-    def _sniff(self, first: bytes) -> PcapWalker | PcapngWalker:
+    def _sniff(self, first: bytes) -> PcapWalker | PcapngWalker | dnstap.DnstapWalker:
         name, comp = self._path, self.info.compression
         where = f"{comp}-compressed, decompressed data" if comp else "it"
         if not first:
@@ -166,12 +167,20 @@ class Capture:
             if first[8:12] not in (b"\x4d\x3c\x2b\x1a", b"\x1a\x2b\x3c\x4d"):
                 raise CaptureFormatError(f"{name}: pcapng section header with a bad byte-order magic")
             return PcapngWalker(self.info.file_id, name, self.info.issues)
+        content_type = dnstap.sniff(first)
+        if content_type is not None:
+            if content_type not in (b"", fstrm.CONTENT_TYPE):
+                shown = content_type.decode("ascii", "replace")
+                raise CaptureFormatError(f"{name}: a Frame Streams file of {shown!r}, not dnstap")
+            return dnstap.DnstapWalker(self.info.file_id, name, self.info.issues)
         if magic in (0xA1B2CD34, 0x34CDB2A1):
             raise CaptureFormatError(
                 f"{name}: modified (Kuznetzov) pcap format is not supported",
                 "convert it with: editcap -F pcap IN OUT",
             )
-        raise CaptureFormatError(f"{name}: not a pcap or pcapng file ({where} starts with {_hex(first)})")
+        raise CaptureFormatError(
+            f"{name}: not a pcap, pcapng or dnstap file ({where} starts with {_hex(first)})"
+        )
 
     def start_at(self, span: Span) -> None:
         """Number frames and file offsets as if the file had been read up to ``span.start``."""
@@ -240,8 +249,11 @@ class Capture:
         """One walk's records as batches of at most ``max_frames``, the totals kept current."""
         info = self.info
         info.snaplen = self._walker.snaplen
+        fields = self._walker.fields if isinstance(self._walker, dnstap.DnstapWalker) else None
         for start in range(0, len(recs), max_frames):
             batch = _batch(info.file_id, buf, recs, start, start + max_frames)
+            if fields is not None:
+                batch.dnstap = fields.slice(start, start + max_frames)
             _account(info, batch)
             yield batch
         info.frames = self._walker.frames

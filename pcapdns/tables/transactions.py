@@ -3,7 +3,8 @@
 Column names follow Zeek's ``dns.log`` where one exists (``ts``, ``trans_id``, ``rtt``, ``qname``,
 ``qtype_name``, ``rcode_name``, ``AA`` ...).  Text columns with few distinct values (addresses,
 names of codes, the file) are categorical, so a million rows stay small.  ``rtt`` is in seconds
-from the first transmission of the query to the response; it is null when there was no response.
+from the first transmission of the query to the response (from the query time a dnstap response
+carries, where it carries one); it is null when there was no response.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import polars as pl
 
 from pcapdns.dns.codes import opcode_name, rcode_name, rrclass_name, rrtype_name
 from pcapdns.pairing import Paired
-from pcapdns.schema import STATUS
+from pcapdns.schema import DNSTAP_SIDE, DNSTAP_SIDES, SOURCE, STATUS
 from pcapdns.tables.names import named
 
 TRANSACTIONS: dict[str, pl.DataType] = {
@@ -48,6 +49,8 @@ TRANSACTIONS: dict[str, pl.DataType] = {
     "file": pl.Categorical(),
     "query_frame": pl.UInt32(),
     "response_frame": pl.UInt32(),
+    "source": SOURCE,
+    "dnstap_side": DNSTAP_SIDE,
 }
 
 _Q_COLS = [
@@ -68,8 +71,10 @@ _Q_COLS = [
     "do",
     "file_id",
     "frame",
+    "dnstap_type",
 ]
-_R_COLS = ["mi", "ts_ns", "rcode", "flags", "ancount", "min_ttl", "frame"]
+_SIDE_OF = {t: DNSTAP_SIDES[(t - 1) // 2] for t in range(1, 2 * len(DNSTAP_SIDES) + 1)}
+_R_COLS = ["mi", "ts_ns", "rcode", "flags", "ancount", "min_ttl", "frame", "query_ts_ns"]
 
 
 def _flag(column: str, bit: int) -> pl.Expr:
@@ -147,11 +152,15 @@ def build_transactions(
         pl.col("r_ede").alias("ede"),
         pl.col("r_ancount").alias("answers"),
         pl.col("r_min_ttl").alias("min_ttl"),
-        ((pl.col("r_ts_ns") - pl.col("q_ts_ns")) / 1e9).alias("rtt"),
+        ((pl.col("r_ts_ns") - pl.coalesce("r_query_ts_ns", "q_ts_ns")) / 1e9).alias("rtt"),
         "status",
         "retransmissions",
         named(t, "q_file_id", files.__getitem__, "file"),
         pl.col("q_frame").alias("query_frame"),
         pl.col("r_frame").alias("response_frame"),
+        pl.when(pl.col("q_dnstap_type") > 0).then(pl.lit("dnstap")).otherwise(pl.lit("pcap")).alias("source"),
+        pl.col("q_dnstap_type")
+        .replace_strict(_SIDE_OF, default=None, return_dtype=pl.String)
+        .alias("dnstap_side"),
     )
     return out.select(pl.col(name).cast(dtype) for name, dtype in TRANSACTIONS.items())
