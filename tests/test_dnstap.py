@@ -329,3 +329,13 @@ def test_analyze_json_on_a_dnstap_file(tmp_path, capsys):
     s = json.loads(out)
     assert (s["frames"], s["dns_messages"], s["queries"], s["answered"]) == (6, 6, 3, 3)
     assert s["rcodes"] == {"NOERROR": 2, "SERVFAIL": 1}
+
+
+def test_export_of_dnstap_rows_as_pcap_is_refused_in_one_line(tmp_path, capsys):
+    path = str(write(tmp_path, exchange()))
+    assert main(["export", path, "-o", str(tmp_path / "out"), "--format", "csv"]) == 0
+    assert (tmp_path / "out" / "transactions.csv").read_text().splitlines()[1].endswith(",dnstap,client")
+    capsys.readouterr()
+    status = main(["export", path, "-o", str(tmp_path / "p"), "--format", "pcap", "--table", "transactions"])
+    err = capsys.readouterr().err.strip()
+    assert status != 0 and len(err.splitlines()) <= 2 and "dnstap messages, not packets" in err

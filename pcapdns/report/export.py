@@ -37,6 +37,7 @@ import polars as pl
 from polars.datatypes import DataTypeClass
 
 from pcapdns.errors import ExportError, UsageError
+from pcapdns.model import DNSTAP_LINKTYPE
 from pcapdns.sources.extract import StoredFrame, read_frames
 from pcapdns.tables.export_tables import SCHEMA_VERSION, TABLES, TableSpec
 
@@ -94,6 +95,11 @@ def for_json(rows: pl.DataFrame) -> pl.DataFrame:
 
 def _pcap_bytes(frames: list[StoredFrame]) -> Iterator[bytes]:
     linktypes = sorted({f.linktype for f in frames})
+    if DNSTAP_LINKTYPE in linktypes:
+        raise ExportError(
+            "the rows come from dnstap messages, not packets: a pcap cannot hold them",
+            "the dnstap file itself holds them (query_frame and response_frame number its messages)",
+        )
     if len(linktypes) > 1:
         raise ExportError(
             f"the packets span link types {', '.join(map(str, linktypes))}: a classic pcap holds one",
