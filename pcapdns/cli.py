@@ -329,14 +329,27 @@ def explain(rcode: str, files: tuple[str, ...], **kw: Any) -> None:
 
 
 @cli.command(
-    short_help="Watch DNS on an interface live: dashboard, JSON lines, metrics.",
+    short_help="Watch DNS live (interface or dnstap): dashboard, JSON, metrics.",
     epilog=_examples(
         "sudo pcapdns live -i eth0",
-        "sudo pcapdns live -i eth0 --no-tui --json-lines",
         "sudo pcapdns live -i any --metrics :9153 --write-anomalies evidence.pcap",
+        "pcapdns live --dnstap-socket /run/dnstap.sock --no-tui --json-lines",
     ),
 )
-@click.option("-i", "--interface", required=True, help="Interface to capture on ('any' for all).")
+@click.option("-i", "--interface", help="Interface to capture on ('any' for all).")
+@click.option(
+    "--dnstap-socket",
+    metavar="PATH",
+    help="Instead of capturing: listen for dnstap from resolvers on this Unix socket (see docs/dnstap.md).",
+)
+@click.option(
+    "--dnstap-tcp", metavar="HOST:PORT", help="Instead of capturing: listen for dnstap on this TCP port."
+)
+@click.option(
+    "--dnstap-write",
+    type=click.Path(dir_okay=False),
+    help="With --dnstap-socket/--dnstap-tcp: also write every dnstap message received to this file.",
+)
 @click.option("-f", "--filter", "bpf", help="Kernel capture filter, tcpdump syntax (default: the DNS ports).")
 @click.option(
     "-p",
@@ -386,7 +399,8 @@ def explain(rcode: str, files: tuple[str, ...], **kw: Any) -> None:
 @click.option("--user", help="Drop root to this user once the capture is open (default: nobody, as root).")
 @click.option("--promisc", is_flag=True, help="Put the interface in promiscuous mode.")
 def live(**kw: Any) -> None:
-    """Capture DNS on an interface and analyse it as it flows (needs capture privileges).
+    """Capture DNS on an interface (needs capture privileges), or receive a resolver's dnstap on a
+    socket (docs/dnstap.md), and analyse it as it flows.
 
     On a terminal a live dashboard; otherwise a status line per interval on stderr and the final
     summary as JSON on stdout. Ctrl-C, q, --duration or --count stop it cleanly.

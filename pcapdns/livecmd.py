@@ -59,7 +59,10 @@ def _signals_stop(runner: Runner) -> Iterator[None]:
 
 def run_live(
     *,
-    interface: str,
+    interface: str | None,
+    dnstap_socket: str | None = None,
+    dnstap_tcp: str | None = None,
+    dnstap_write: str | None = None,
     bpf: str | None,
     ports: tuple[int, ...],
     timeout: float,
@@ -77,12 +80,34 @@ def run_live(
 ) -> None:
     port_set = frozenset(ports) if ports else DEFAULT_PORTS
     listen = parse_listen(metrics_at) if metrics_at else None
+    given = [
+        o
+        for o, v in (("-i", interface), ("--dnstap-socket", dnstap_socket), ("--dnstap-tcp", dnstap_tcp))
+        if v
+    ]
+    if len(given) != 1:
+        raise UsageError("give one of -i INTERFACE, --dnstap-socket PATH or --dnstap-tcp HOST:PORT")
+    if interface is None and (evidence or bpf is not None or promisc):
+        raise UsageError(
+            "--write-anomalies, -f and --promisc are for packet capture; with dnstap, keep the messages "
+            "with --dnstap-write FILE"
+        )
+    if dnstap_write and interface is not None:
+        raise UsageError("--dnstap-write goes with --dnstap-socket or --dnstap-tcp")
     from pcapdns.sources.live import drop_privileges, open_live
 
-    stream = Stream(StreamOptions(ports=port_set, timeout_s=timeout), name=interface)
+    capture: Any
+    if interface is not None:
+        capture = open_live(interface, default_filter(port_set) if bpf is None else bpf, promisc=promisc)
+    else:
+        from pcapdns.sources.dnstapsock import DnstapListener, parse_hostport
+
+        tcp = parse_hostport(dnstap_tcp) if dnstap_tcp else None
+        capture = DnstapListener(unix_path=dnstap_socket, tcp=tcp, record=dnstap_write)
+    name = capture.name
+    stream = Stream(StreamOptions(ports=port_set, timeout_s=timeout), name=name)
     sinks: list[Callable[[Tick], None]] = []
     writer = None
-    capture = open_live(interface, default_filter(port_set) if bpf is None else bpf, promisc=promisc)
     try:
         if listen is not None:  # before giving up root: the port may be privileged
             from pcapdns.report.metrics import Exporter
@@ -104,7 +129,7 @@ def run_live(
 
             sinks.append(keep_evidence)
         if not json_lines and not no_tui and sys.stdout.isatty() and sys.stdin.isatty():
-            final = _run_dashboard(capture, stream, sinks, interface, interval, duration, count)
+            final = _run_dashboard(capture, stream, sinks, name, interval, duration, count)
             click.echo(json.dumps(_final(final), indent=1))
             return
         sinks.append(_print_json_line if json_lines else _print_status)

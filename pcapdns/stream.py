@@ -39,7 +39,7 @@ import polars as pl
 from pcapdns.anomalies import Inputs, Thresholds
 from pcapdns.anomalies.rules import detect
 from pcapdns.dissect import AddressTable, Dissector
-from pcapdns.model import DEFAULT_PORTS, CaptureInfo, FrameBatch
+from pcapdns.model import DEFAULT_PORTS, CaptureInfo, DecodeIssue, FrameBatch
 from pcapdns.pairing import Paired, pair
 from pcapdns.schema import ANOMALIES, DECODE_ISSUES, LINKS, MALFORMED, MESSAGES, ROLE, ROLES
 from pcapdns.tables.engine import engine_inputs, query_facts, unpaired
@@ -162,6 +162,16 @@ def _counts(messages: pl.DataFrame, links: pl.DataFrame, rtt: npt.NDArray[np.int
 _H1, _H2, _H3 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9)
 
 
+def _rtt(messages: pl.DataFrame, answered: pl.DataFrame) -> npt.NDArray[np.int64]:
+    """Each answered link's latency: from its query (or the query time its dnstap response
+    carries) to its response."""
+    ts = messages.get_column("ts_ns").to_numpy()
+    sent = messages.get_column("query_ts_ns").fill_null(-1).to_numpy()
+    r = answered.get_column("response_mi").cast(pl.Int64).to_numpy()
+    q = answered.get_column("query_mi").cast(pl.Int64).to_numpy()
+    return np.asarray(ts[r] - np.where(sent[r] >= 0, sent[r], ts[q]), dtype=np.int64)
+
+
 def _flow_hash(m: pl.DataFrame) -> npt.NDArray[np.uint64]:
     """One 64-bit number per message for its flow (client, server, transport, ports, DNS ID).
 
@@ -275,6 +285,16 @@ class Stream:
         self.totals.add_frames(n, int(batch.ts_ns.min()), int(batch.ts_ns.max()))
         self._absorb(self.dissector.dissect(batch))
 
+    def add_issues(self, issues: list[DecodeIssue]) -> None:
+        """Problems the source found itself (not in a batch), counted and kept like the others."""
+        if not issues:
+            return
+        self.totals.add_issues([str(i.reason) for i in issues])
+        rows = [(i.file_id, i.frame, i.ts_ns, str(i.reason), i.detail) for i in issues]
+        self.window.issues.add(
+            pl.DataFrame(rows, schema=DECODE_ISSUES, orient="row"), self.totals.last_ts or 0
+        )
+
     def _absorb(self, messages: pl.DataFrame) -> None:
         q, r = self.totals.add_messages(messages)
         self.interval_queries += q
@@ -343,22 +363,13 @@ class Stream:
         self._wait_deadline = np.concatenate([d for _, d, _ in wait_parts])
         self._wait_flow = np.concatenate([f for _, _, f in wait_parts])
         wm, wl = self._wait.messages, self._wait.links
-        w_ts = wm.get_column("ts_ns").to_numpy()
-        w_rtt = (
-            w_ts[wl.get_column("response_mi").cast(pl.Int64).to_numpy()]
-            - w_ts[wl.get_column("query_mi").cast(pl.Int64).to_numpy()]
-        )
+        w_rtt = _rtt(wm, wl)
         self._pending_counts = _merge_counts(self._pending_step, _counts(wm, wl, w_rtt))
         sub = _concat(parts_done)
         if sub.messages.height == 0:
             self._compact_addresses()
             return Step(pl.DataFrame(), 0)
-        sts = sub.messages.get_column("ts_ns").to_numpy()
-        sl = sub.links.filter(pl.col("response_mi").is_not_null())
-        rtt = (
-            sts[sl.get_column("response_mi").cast(pl.Int64).to_numpy()]
-            - sts[sl.get_column("query_mi").cast(pl.Int64).to_numpy()]
-        )
+        rtt = _rtt(sub.messages, sub.links.filter(pl.col("response_mi").is_not_null()))
         counts = _counts(sub.messages, sub.links, rtt)
         self.totals.add_settled(counts)
         transactions = self._tables(sub)
@@ -638,7 +649,14 @@ class Runner:
             raise self._error
         return self._tick(tick_start, time.time_ns(), final=True)
 
+    def _take_issues(self) -> None:
+        """Problems a source found itself (a dnstap socket: a sender's broken framing)."""
+        take = getattr(self.source, "take_issues", None)
+        if take is not None:
+            self.stream.add_issues(take())
+
     def _take(self, batch: FrameBatch) -> None:
+        self._take_issues()
         if self.count is not None and self._seen + len(batch) >= self.count:
             batch = _head(batch, self.count - self._seen)
             self._stop.set()
@@ -646,6 +664,7 @@ class Runner:
         self.stream.feed(batch)
 
     def _tick(self, start: int, now: int, *, final: bool) -> Tick:
+        self._take_issues()
         s = self.stream
         if final:
             step = s.finish(now - self.lag_ns)
@@ -682,13 +701,4 @@ class Runner:
 
 
 def _head(batch: FrameBatch, n: int) -> FrameBatch:
-    return FrameBatch(
-        file_id=batch.file_id,
-        buf=batch.buf,
-        data_off=batch.data_off[:n],
-        caplen=batch.caplen[:n],
-        wirelen=batch.wirelen[:n],
-        ts_ns=batch.ts_ns[:n],
-        linktype=batch.linktype[:n],
-        frame=batch.frame[:n],
-    )
+    return batch.head(n)
