@@ -339,3 +339,41 @@ def test_export_of_dnstap_rows_as_pcap_is_refused_in_one_line(tmp_path, capsys):
     status = main(["export", path, "-o", str(tmp_path / "p"), "--format", "pcap", "--table", "transactions"])
     err = capsys.readouterr().err.strip()
     assert status != 0 and len(err.splitlines()) <= 2 and "dnstap messages, not packets" in err
+
+
+def test_a_client_servfail_is_linked_to_the_resolvers_failed_upstream_queries(tmp_path):
+    """The SERVFAIL cause rule, as for a capture on the resolver host: the log's client side and
+    resolver side are one resolver (Unbound does not even log the upstream source address)."""
+    msgs = []
+    up = {"query_address": "0.0.0.0", "response_address": "198.51.100.9", "protocol": tb.UDP}
+    for i in range(
+        6
+    ):  # six clients' SERVFAILs (a finding needs five), each after two REFUSED upstream answers
+        t = T + i * 1_000_000_000
+        name = d.name(f"host{i}.broken.example")
+        q = d.header(100 + i, 0x0100, qd=1) + d.question(name)
+        sf = d.header(100 + i, 0x8182, qd=1) + d.question(name)
+        client = {"query_address": f"192.0.2.{20 + i}", "query_port": 3000 + i}
+        msgs.append(tb.dnstap(tb.Msg("CLIENT_QUERY", query_ns=t, query_message=q, **client)))  # type: ignore[arg-type]
+        for k in range(2):
+            uq = d.header(900 + 2 * i + k, 0, qd=1) + d.question(name)
+            ur = d.header(900 + 2 * i + k, 0x8005, qd=1) + d.question(name)
+            hop = {**up, "query_port": 5000 + 2 * i + k}
+            sent, got = t + 1_000 + k * 10_000, t + 5_000 + k * 10_000
+            msgs.append(tb.dnstap(tb.Msg("RESOLVER_QUERY", query_ns=sent, query_message=uq, **hop)))  # type: ignore[arg-type]
+            msgs.append(
+                tb.dnstap(
+                    tb.Msg("RESOLVER_RESPONSE", query_ns=sent, response_ns=got, response_message=ur, **hop)
+                )  # type: ignore[arg-type]
+            )
+        msgs.append(
+            tb.dnstap(
+                tb.Msg("CLIENT_RESPONSE", query_ns=t, response_ns=t + 40_000, response_message=sf, **client)
+            )  # type: ignore[arg-type]
+        )
+    a = pipeline.analyze([str(write(tmp_path, msgs))])
+    found = a.anomalies.filter(kind="servfail_cause")
+    assert found.height == 1
+    row = found.row(0, named=True)
+    assert row["servers"] == ["192.0.2.53"] and row["count"] == 6
+    assert "198.51.100.9 (12 upstream queries: 0 unanswered, REFUSED)" in row["summary"]

@@ -2,7 +2,8 @@
 when the capture holds it, and client retries with the CD bit that then succeed (DNSSEC).
 
 A resolver is recognised as a server that also sends queries itself in the capture (captured on
-the resolver host).  For each SERVFAIL it answered, its upstream queries for the same name sent
+the resolver host); in a resolver's dnstap log, its client side and its resolver (or forwarder)
+side are the same resolver.  For each SERVFAIL it answered, its upstream queries for the same name sent
 between the client's query and the SERVFAIL are looked up: unanswered, REFUSED or SERVFAIL ones
 name the upstream server that failed.
 """
@@ -30,11 +31,20 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
     sf = t.filter(pl.col("rcode_name") == "SERVFAIL").with_columns(_lower("qname").alias("name_l"))
     if sf.height == 0:
         return []
-    resolvers = set(sf.get_column("server").unique().to_list()) & set(
-        t.get_column("client").unique().to_list()
+    resolvers = set(sf.filter(pl.col("source") == "pcap").get_column("server").unique().to_list()) & set(
+        t.filter(pl.col("source") == "pcap").get_column("client").unique().to_list()
     )
-    upstream = t.filter(pl.col("client").is_in(list(resolvers))).select(
-        pl.col("client").alias("server"),
+    # The resolver behind a SERVFAIL, and the one sending an upstream query: in a capture, the
+    # same address; in dnstap, the same log (its client side and its resolver/forwarder side).
+    dnstap_log = pl.lit("dnstap ") + pl.col("file").cast(pl.String)
+    sf = sf.with_columns(
+        pl.when(pl.col("source") == "dnstap").then(dnstap_log).otherwise("server").alias("rkey")
+    )
+    from_resolver = ((pl.col("source") == "pcap") & pl.col("client").is_in(list(resolvers))) | (
+        pl.col("dnstap_side").is_in(["resolver", "forwarder"])
+    )
+    upstream = t.filter(from_resolver).select(
+        pl.when(pl.col("source") == "dnstap").then(dnstap_log).otherwise("client").alias("rkey"),
         _lower("qname").alias("name_l"),
         pl.col("ts").alias("u_ts"),
         pl.col("server").alias("upstream"),
@@ -45,8 +55,8 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
     )
     end = pl.col("ts") + pl.duration(microseconds=(pl.col("rtt") * 1e6).cast(pl.Int64))
     hops = (
-        sf.select("server", "name_l", "ts", "rtt", "query_frame", "file")
-        .join(upstream, on=["server", "name_l"], how="inner")
+        sf.select("server", "rkey", "name_l", "ts", "rtt", "query_frame", "file")
+        .join(upstream, on=["rkey", "name_l"], how="inner")
         .filter((pl.col("u_ts") >= pl.col("ts")) & (pl.col("u_ts") <= end))
     )
     failed_hops = hops.filter(
