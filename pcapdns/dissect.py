@@ -47,13 +47,6 @@ Int = int | np.int64  # scalars inside compiled code
 _HEX_LIMIT = 512
 
 
-def _packed(hi: int, lo: int) -> bytes:
-    """An address from the two halves of its IPv6 form (IPv4-mapped ones as 4 bytes)."""
-    if hi == 0 and lo >> 32 == 0xFFFF:
-        return (lo & 0xFFFFFFFF).to_bytes(4, "big")
-    return hi.to_bytes(8, "big") + lo.to_bytes(8, "big")
-
-
 def _halves(addr: bytes) -> tuple[int, int]:
     if len(addr) == 4:
         return 0, _V4_MAPPED | int.from_bytes(addr, "big")
@@ -388,9 +381,9 @@ class Dissector:
                         int(batch.frame[i]),
                         int(batch.ts_ns[i]),
                         Transport(int(f.transport[i])),
-                        _packed(int(f.src_hi[i]), int(f.src_lo[i])),
+                        dnstap.packed_address(int(f.src_hi[i]), int(f.src_lo[i])),
                         int(f.sport[i]),
-                        _packed(int(f.dst_hi[i]), int(f.dst_lo[i])),
+                        dnstap.packed_address(int(f.dst_hi[i]), int(f.dst_lo[i])),
                         int(f.dport[i]),
                         batch.buf[start : start + length],
                         dnstap_type=int(f.mtype[i]),

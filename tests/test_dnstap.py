@@ -23,6 +23,7 @@ from pcapdns.dissect import Dissector
 from pcapdns.errors import CaptureFormatError
 from pcapdns.jit import interpreted
 from pcapdns.model import DecodeIssue, FrameBatch, IssueReason
+from pcapdns.schema import MALFORMED
 from pcapdns.sources import dnstap as reader
 from pcapdns.sources import open_capture
 
@@ -377,3 +378,16 @@ def test_a_client_servfail_is_linked_to_the_resolvers_failed_upstream_queries(tm
     row = found.row(0, named=True)
     assert row["servers"] == ["192.0.2.53"] and row["count"] == 6
     assert "198.51.100.9 (12 upstream queries: 0 unanswered, REFUSED)" in row["summary"]
+
+
+def test_a_dnstap_message_fetched_again_decodes_to_its_dns_message(tmp_path):
+    """What the TUI's packet view does with a row's frame: read it again, decode it alone."""
+    from pcapdns.tui.packet import load_side
+
+    path = str(write(tmp_path, exchange()))
+    side = load_side(path, "response", 3, 0x4321, pl.DataFrame(schema=MALFORMED))
+    assert side.payload is not None and side.message is not None
+    assert side.payload.data == UP_R and side.payload.dnstap_type == 4
+    assert (side.payload.src, side.payload.sport, side.payload.dport) == (bytes([198, 51, 100, 1]), 53, 33333)
+    assert side.payload_offset is not None and side.stored is not None
+    assert side.stored.data[side.payload_offset :].startswith(UP_R)

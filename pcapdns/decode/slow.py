@@ -16,10 +16,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 
+import numpy as np
+
 from pcapdns.decode.ip import Bad, Defragmenter, FragKey, Ip, Pending, extensions, ipv4, ipv6, short
 from pcapdns.decode.link import ETH_IPV4, ETH_IPV6, LINKS, TRUNCATED, linktype_name
 from pcapdns.decode.tcp import FlowKey, TcpStreams
-from pcapdns.model import DEFAULT_PORTS, DecodeIssue, IssueReason, Payload, Transport
+from pcapdns.model import DEFAULT_PORTS, DNSTAP_LINKTYPE, DecodeIssue, IssueReason, Payload, Transport
+from pcapdns.sources import dnstap
+from pcapdns.sources.dnstap import packed_address
 
 OUTCOMES = (
     "non_ip",  # a known link layer carrying something other than IP
@@ -70,6 +74,8 @@ class Decoder:
         self.counters["frames"] += 1
         if self._defrag.pending:
             self._give_up(self._defrag.expired(ts_ns), IssueReason.FRAGMENT_INCOMPLETE, "timed out")
+        if linktype == DNSTAP_LINKTYPE:
+            return self._dnstap(file_id, frame, ts_ns, data)
         link = LINKS.get(linktype)
         if link is None:
             self.counters["unsupported_linktype"] += 1
@@ -103,6 +109,33 @@ class Decoder:
             self.counters["dropped"] += 1
             self._issue(file_id, frame, ts_ns, bad.reason, bad.detail)
             return []
+
+    def _dnstap(self, file_id: int, frame: int, ts_ns: int, data: bytes) -> list[Payload]:
+        """The DNS message of one dnstap message (a frame of a dnstap file, fetched again), with
+        the flow the dnstap fields give it; none when it cannot be read."""
+        f, _ = dnstap.fields(
+            np.frombuffer(data, dtype=np.uint8), np.zeros(1, np.int64), np.array([len(data)])
+        )
+        if f.status[0] != 0 or f.dns_len[0] < 12:
+            return []
+        start, length = int(f.dns_off[0]), int(f.dns_len[0])
+        response = f.mtype[0] % 2 == 0
+        sent = int(f.query_ns[0])
+        return [
+            Payload(
+                file_id,
+                frame,
+                ts_ns,
+                Transport(int(f.transport[0])),
+                packed_address(int(f.src_hi[0]), int(f.src_lo[0])),
+                int(f.sport[0]),
+                packed_address(int(f.dst_hi[0]), int(f.dst_lo[0])),
+                int(f.dport[0]),
+                data[start : start + length],
+                dnstap_type=int(f.mtype[0]),
+                query_ns=sent if response and sent >= 0 else None,
+            )
+        ]
 
     def flush(self) -> list[Payload]:
         """End of all input: unfinished TCP messages and fragments become issues."""

@@ -311,6 +311,13 @@ def _flow(out: I64, addr: U64, i: Int) -> None:
         out[i, C_DNS_OFF], out[i, C_DNS_LEN] = out[i, C_QOFF], out[i, C_QLEN]
 
 
+def packed_address(hi: int, lo: int) -> bytes:
+    """An address from the two halves of its IPv6 form (IPv4-mapped ones as 4 bytes)."""
+    if hi == 0 and lo >> 32 == 0xFFFF:
+        return (lo & 0xFFFFFFFF).to_bytes(4, "big")
+    return hi.to_bytes(8, "big") + lo.to_bytes(8, "big")
+
+
 def fields(b: npt.NDArray[np.uint8], off: I64, length: I64) -> tuple[DnstapFields, I64]:
     """:func:`decode` as :class:`~pcapdns.model.DnstapFields`, with each message's time (-1:
     none)."""
