@@ -155,10 +155,12 @@ def _warm_up(ports: frozenset[int]) -> None:
     import numpy as np
 
     from pcapdns.dissect import exchange_frames
+    from pcapdns.dns.knowledge import all_rcodes
     from pcapdns.model import FrameBatch
     from pcapdns.report import evidence, metrics  # noqa: F401 - loaded now, used later
     from pcapdns.report.live import finding_lines, json_line, status_line
 
+    all_rcodes()  # the RCODE knowledge file (an RCODE surge finding) is read now, and kept
     frames = exchange_frames(min(ports))
     buf = b"".join(frames)
     n = len(frames)

@@ -128,6 +128,8 @@ class DnstapListener:
                     size += sum(len(f) for f in got)
         if not frames:
             return None
+        if self._record is not None:
+            self._record.flush()  # what was received is on disk, whatever happens next
         return self._batch(frames)
 
     def kernel_drops(self) -> int:
