@@ -42,3 +42,18 @@ def test_ceiling_runs_both_halves_and_fails_with_either() -> None:
         assert "missing.pcap" in failed.stderr
     usage = subprocess.run([*ceiling, str(steady)], capture_output=True, text=True)
     assert usage.returncode == 2
+
+
+def test_the_dnstap_benchmark_file_is_what_it_says(tmp_path: Path) -> None:
+    bench = _load("pcapdns_bench_dnstap", BENCH / "dnstap.py")
+    path = tmp_path / "r.dnstap"
+    bench.build(path, 2_000)
+    assert bench.read_all(path, dissect=True) == 2_000
+    from pcapdns.pipeline import analyze
+
+    a = analyze([str(path)])
+    assert a.issues.height == 0 and a.malformed.height == 0
+    t = a.transactions
+    assert set(t.get_column("dnstap_side").unique().to_list()) == {"client", "resolver"}
+    assert t.filter(dnstap_side="client").get_column("status").unique().to_list() == ["answered"]
+    assert set(t.get_column("transport").cast(str).unique().to_list()) == {"udp", "tcp"}

@@ -111,6 +111,20 @@ def test_handshake_reconnect_and_a_frame_cut_by_a_disconnect(tmp_path):
     assert a.transactions.height == 5 and a.captures[0].format == "dnstap"
 
 
+def test_over_tcp_a_unidirectional_sender_is_read_too():
+    listener = DnstapListener(tcp=("127.0.0.1", 0))
+    port = listener._listen.getsockname()[1]
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(tb.control(START) + tb.frame(message(7)) + tb.control(STOP, None))
+            batches = drain(listener, 1)
+            s.settimeout(5)
+            assert recv_control(s)[0] == FINISH
+    finally:
+        listener.close()
+    assert [int(b.dnstap.dport[0]) for b in batches if b.dnstap is not None] == [53]
+
+
 def test_a_sender_of_another_content_type_is_refused(tmp_path):
     path = str(tmp_path / "dnstap.sock")
     listener = DnstapListener(unix_path=path)
