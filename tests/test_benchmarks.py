@@ -45,7 +45,7 @@ def test_ceiling_runs_both_halves_and_fails_with_either() -> None:
 
 
 def test_the_dnstap_benchmark_file_is_what_it_says(tmp_path: Path) -> None:
-    bench = _load("pcapdns_bench_dnstap", BENCH / "dnstap.py")
+    bench = load_script("pcapdns_bench_dnstap", BENCH / "dnstap.py")
     path = tmp_path / "r.dnstap"
     bench.build(path, 2_000)
     assert bench.read_all(path, dissect=True) == 2_000

@@ -25,7 +25,7 @@ import numpy.typing as npt
 from pcapdns.jit import interpreted, jit, loaded
 from pcapdns.model import DNSTAP_LINKTYPE, DecodeIssue, DnstapFields, IssueReason
 from pcapdns.sources import fstrm
-from pcapdns.sources.pcapfile import Records, concat_records, empty_records
+from pcapdns.sources.pcapfile import Records, concat_records
 
 # Dnstap (outer message) fields
 D_IDENTITY, D_VERSION, D_MESSAGE, D_TYPE = 1, 2, 14, 15
@@ -531,4 +531,4 @@ def sniff(first: bytes) -> bytes | None:
     return control.content_types[0] if control.content_types else b""
 
 
-__all__ = ["DnstapWalker", "MESSAGE_TYPES", "empty_records", "fields", "sniff"]
+__all__ = ["DnstapWalker", "MESSAGE_TYPES", "fields", "packed_address", "sniff"]
