@@ -1,8 +1,9 @@
 """Real parts for the live tests: an unbound on loopback serving a local zone, dig, dnsperf, pcapdns live.
 
 Everything stays on 127.0.0.0/8.  The zone (``test.``) answers ``ok.test`` and says NXDOMAIN for
-any other name; ``fail.example`` is a stub zone whose only server has no address (SERVFAIL);
-queries from 127.0.0.2 are REFUSED and queries from 127.0.0.3 silently dropped (unanswered).
+any other name; ``fail.example`` is a stub zone whose only server has no address (SERVFAIL); the
+root is a stub that unbound may not query, so nothing is sent off the machine; queries from
+127.0.0.2 are REFUSED and queries from 127.0.0.3 silently dropped (unanswered).
 """
 
 from __future__ import annotations
@@ -85,11 +86,19 @@ server:
     local-data: "test. 300 IN SOA ns.test. admin.test. 1 3600 600 86400 300"
     infra-host-ttl: 60
     outgoing-port-permit: 1024-65535
+    # Nothing leaves the machine: upstream queries come from 127.0.0.1, and the root is a stub whose
+    # only address (TEST-NET-1) unbound may not query, so no real root server is ever primed and
+    # anything outside the local zones SERVFAILs at once.
+    outgoing-interface: 127.0.0.1
+    do-not-query-address: 192.0.2.254
 remote-control:
     control-enable: no
 stub-zone:
     name: "fail.example."
     stub-host: "ns.nowhere.test."
+stub-zone:
+    name: "."
+    stub-addr: 192.0.2.254
 """
 
 
