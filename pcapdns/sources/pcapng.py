@@ -41,18 +41,34 @@ class Interface:
     offset_s: int = 0
 
 
+# if_tsoffset beyond this many seconds would put every timestamp outside int64 nanoseconds.
+MAX_OFFSET_S = (2**63 - 1) // 10**9 // 2
+
+
 def ticks_to_ns(ticks: I64, iface: Interface) -> I64:
-    """Timestamps in the interface's units to ns since the epoch, without overflowing int64."""
+    """Timestamps in the interface's units to ns since the epoch, without overflowing int64.
+
+    The tick count is the block's unsigned 64-bit field.  Any resolution is taken (one finer than
+    1 ns only divides), so an absurd ``if_tsresol`` gives odd timestamps, never an error;
+    ``offset_s`` is clamped when the IDB is read.
+    """
+    t = ticks.astype(np.uint64)
     base, exp = iface.resol
     if base == 10:
-        ns = ticks * 10 ** (9 - exp) if exp <= 9 else ticks // 10 ** (exp - 9)
+        if exp <= 9:
+            ns = t * np.uint64(10 ** (9 - exp))
+        elif exp - 9 < 20:
+            ns = t // np.uint64(10 ** (exp - 9))
+        else:  # 10**20 ticks per ns or more: any 64-bit count is under 1 ns
+            ns = np.zeros_like(t)
     else:
-        sec = ticks >> exp
-        frac = ticks & ((1 << exp) - 1)
-        if exp > 33:  # keep frac * 1e9 below 2**63
-            frac, exp = frac >> (exp - 33), 33
-        ns = sec * 10**9 + ((frac * 10**9) >> exp)
-    return np.asarray(ns + iface.offset_s * 10**9, dtype=np.int64)
+        sec = t >> np.uint64(exp) if exp < 64 else np.zeros_like(t)
+        frac = t & np.uint64((1 << exp) - 1) if exp < 64 else t
+        if exp > 34:  # keep frac * 1e9 below 2**64
+            frac = frac >> np.uint64(exp - 34) if exp - 34 < 64 else np.zeros_like(t)
+            exp = 34
+        ns = sec * np.uint64(10**9) + ((frac * np.uint64(10**9)) >> np.uint64(exp))
+    return ns.astype(np.int64) + np.int64(iface.offset_s * 10**9)
 
 
 class PcapngWalker:
@@ -219,7 +235,7 @@ class PcapngWalker:
                 if code == 9 and len(val) >= 1:
                     iface.resol = (2, val[0] & 0x7F) if val[0] & 0x80 else (10, val[0])
                 elif code == 14 and len(val) >= 8:
-                    iface.offset_s = struct.unpack_from(e + "q", val)[0]
+                    iface.offset_s = self._offset(struct.unpack_from(e + "q", val)[0], pos)
             self.section.append(iface)
             self.snaplen = max(self.snaplen, snaplen)
         elif btype == ISB and blen >= 24:
@@ -250,6 +266,22 @@ class PcapngWalker:
                 )
             )
         return None
+
+    def _offset(self, offset_s: int, pos: int) -> int:
+        """``if_tsoffset``, clamped (and reported) where nanoseconds since 1970 cannot hold it."""
+        clamped = max(-MAX_OFFSET_S, min(offset_s, MAX_OFFSET_S))
+        if clamped != offset_s:
+            self.issues.append(
+                DecodeIssue(
+                    self.file_id,
+                    0,
+                    0,
+                    IssueReason.BAD_BLOCK,
+                    f"Interface Description Block at offset {self.base + pos}: if_tsoffset {offset_s} s "
+                    f"out of range, clamped to {clamped} s (its packets' timestamps are wrong)",
+                )
+            )
+        return clamped
 
     def _one(self, data_off: int, caplen: int, wirelen: int, ticks: int | None, iface: int) -> Records:
         """A single packet from a Simple (no timestamp: the previous one is kept) or obsolete block."""
