@@ -133,9 +133,12 @@ def read_full(stream: Readable, size: int) -> tuple[bytes, BaseException | None]
     """
     parts: list[bytes] = []
     got = 0
+    # The decompressors' read() buffers internally and drops what it has gathered when the data
+    # turns out cut short; read1() hands over each decompressed piece as it comes.
+    read = getattr(stream, "read1", stream.read)
     try:
         while got < size:
-            more = stream.read(size - got)
+            more = read(size - got)
             if not more:
                 break
             parts.append(more)
