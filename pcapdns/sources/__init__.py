@@ -278,6 +278,13 @@ class Capture:
             )
         if isinstance(self._walker, PcapngWalker) and self._walker.drops:
             info.interface_drops = sum(self._walker.drops.values())
+        if self._walker.frames == 0 and info.issues:
+            # Bytes after the file header, but not one record in them: a capture only by its magic.
+            first = next((i for i in info.issues if i.frame == 0), info.issues[0])
+            raise CaptureFormatError(
+                f"{self._path}: no packet could be read ({first.reason}: {first.detail})",
+                "the file is damaged from its first record on, or is not a capture",
+            )
 
     def close(self) -> None:
         if self._path != "-":
