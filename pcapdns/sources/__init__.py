@@ -182,6 +182,11 @@ class Capture:
             f"{name}: not a pcap, pcapng or dnstap file ({where} starts with {_hex(first)})"
         )
 
+    @property
+    def scanned(self) -> int:
+        """Bytes looked at by resynchronisation after corrupt records (linear in the bytes skipped)."""
+        return self._walker.scanned
+
     def start_at(self, span: Span) -> None:
         """Number frames and file offsets as if the file had been read up to ``span.start``."""
         self._walker.base = span.start - len(span.head)

@@ -12,6 +12,7 @@ consecutive plausible records chain; frames after that are still read.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -24,6 +25,11 @@ MAX_CAPLEN = 16 * 1024 * 1024  # no real link layer has bigger frames (Wireshark
 MIN_SNAP_LIMIT = 262144  # caplen above max(snaplen, this) is corrupt
 DAY_S = 86400
 COMPILED_MIN_BYTES = 2 * 1024 * 1024  # smaller buffers are walked without compiled code
+
+# Resynchronisation looks at the bytes after a corrupt header in blocks that start small and
+# double up to this size: the scan stops at the first block holding a sync point, so its work is
+# proportional to the bytes it skips (plus a small constant), and its memory to this block.
+SCAN_FIRST, SCAN_MAX = 64, 256 * 1024
 
 I64 = npt.NDArray[np.int64]
 U32 = npt.NDArray[np.uint32]
@@ -64,6 +70,16 @@ def concat_records(parts: list[Records]) -> Records:
     if not parts:
         return empty_records()
     return Records(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Records)))
+
+
+def scan_blocks(start: int, stop: int) -> Iterator[tuple[int, int]]:
+    """``[start, stop)`` as consecutive ranges of ``SCAN_FIRST`` bytes, then twice that, and so
+    on up to ``SCAN_MAX``: what a resynchronisation scan looks at, in order, until it finds."""
+    size = SCAN_FIRST
+    while start < stop:
+        end = min(start + size, stop)
+        yield start, end
+        start, size = end, min(size * 2, SCAN_MAX)
 
 
 def u32_view(buf: bytes, little: bool) -> npt.NDArray[np.uint32]:
@@ -167,6 +183,7 @@ class PcapWalker:
         self.last_sec: int | None = None
         self._resync_from: int | None = None  # file offset of the corrupt header being skipped
         self._resync_why = ""
+        self.scanned = 0  # bytes looked at by resynchronisation scans (their work, for tests)
 
     @property
     def format(self) -> str:
@@ -251,16 +268,17 @@ class PcapWalker:
         assert self._resync_from is not None
         scan_from = max(start, self._resync_from - self.base + 1)
         n = len(buf)
-        cands = self._plausible(buf, scan_from, n - 15)
         cap_at = struct.Struct("<8xI" if self.little else ">8xI").unpack_from
         p: int
-        for p in cands.tolist():
-            nxt = p + 16 + int(cap_at(buf, p)[0])
-            if (nxt + 16 <= n and len(self._plausible(buf, nxt, nxt + 1))) or (eof and nxt == n):
-                self._end_resync(p, found=True)
-                return p
-            if nxt + 16 > n and not eof:
-                return -(p + 1)  # decide when more bytes are in
+        for lo, hi in scan_blocks(scan_from, n - 15):
+            self.scanned += hi - lo
+            for p in self._plausible(buf, lo, hi).tolist():
+                nxt = p + 16 + int(cap_at(buf, p)[0])
+                if (nxt + 16 <= n and len(self._plausible(buf, nxt, nxt + 1))) or (eof and nxt == n):
+                    self._end_resync(p, found=True)
+                    return p
+                if nxt + 16 > n and not eof:
+                    return -(p + 1)  # decide when more bytes are in
         if eof:
             self._end_resync(n, found=False)
             return -(n + 1)

@@ -18,11 +18,20 @@ import numpy as np
 import numpy.typing as npt
 
 from pcapdns.model import DecodeIssue, IssueReason
-from pcapdns.sources.pcapfile import MAX_CAPLEN, Records, concat_records, empty_records, u32_view
+from pcapdns.sources.pcapfile import (
+    MAX_CAPLEN,
+    Records,
+    concat_records,
+    empty_records,
+    scan_blocks,
+    u32_view,
+)
 
 SHB, IDB, PB, SPB, NRB, ISB, EPB = 0x0A0D0D0A, 1, 2, 3, 4, 5, 6
 BOM = 0x1A2B3C4D
 MAX_BLOCK = MAX_CAPLEN + 4096
+# Runs of the Enhanced Packet Block loop: RUN_FIRST blocks after a bad one, doubling up to RUN_MAX.
+RUN_FIRST, RUN_MAX = 8, 1 << 20
 # Non-packet blocks that Wireshark numbers as frames: custom blocks and systemd journal entries.
 NUMBERED = (0xBAD, 0x40000BAD, 9)
 # Block types the resynchronisation scan accepts as a landing point.
@@ -90,6 +99,9 @@ class PcapngWalker:
         self.last_ts = 0
         self._resync_from: int | None = None
         self._resync_why = ""
+        self.scanned = 0  # bytes looked at by resynchronisation scans (their work, for tests)
+        self.walked = 0  # Enhanced Packet Blocks the hot loop went over, thrown-away runs included
+        self._run = RUN_FIRST  # most Enhanced Packet Blocks the next run of the hot loop collects
 
     format = "pcapng"
 
@@ -103,13 +115,18 @@ class PcapngWalker:
                 if found < 0:
                     return concat_records(parts), -found - 1
                 pos = found
-            offs, pos = self._epb_offsets(buf, pos)
+            offs, pos = self._epb_offsets(buf, pos, self._run)
+            self.walked += len(offs)
             recs, cut = self._epb_columns(buf, offs)
             if len(recs):
                 parts.append(recs)
             if cut is not None:
                 pos = offs[cut]
                 self._start_resync(pos, "Enhanced Packet Block inconsistent (trailer or captured length)")
+                self._run = RUN_FIRST
+                continue
+            if len(offs) == self._run:  # the run stopped at its limit, not at another block
+                self._run = min(self._run * 2, RUN_MAX)
                 continue
             if pos + 12 > n:
                 return concat_records(parts), pos
@@ -124,17 +141,21 @@ class PcapngWalker:
                 parts.append(one)
             pos += blen
 
-    def _epb_offsets(self, buf: bytes, pos: int) -> tuple[array[int], int]:
-        """The hot loop: offsets of consecutive, whole Enhanced Packet Blocks from ``pos``.
+    def _epb_offsets(self, buf: bytes, pos: int, most: int) -> tuple[array[int], int]:
+        """The hot loop: offsets of at most ``most`` consecutive, whole Enhanced Packet Blocks
+        from ``pos``.
 
         Anything unusual stops it and is looked at again by the careful path in :meth:`walk`.
+        The blocks' trailers are checked afterwards, column-wise: a bad one throws away the
+        offsets after it, which is why a run is short after a bad block and doubles after each
+        good run (the work thrown away stays proportional to the work kept).
         """
         hdr = struct.Struct("<II" if self.little else ">II").unpack_from
         n = len(buf)
         offs = array("q")
         append = offs.append
         try:
-            while True:
+            for _ in range(most):
                 btype, blen = hdr(buf, pos)
                 nxt = pos + blen
                 if btype != EPB or blen < 32 or blen & 3 or nxt > n:
@@ -337,28 +358,30 @@ class PcapngWalker:
         scan_from = max(start, self._resync_from - self.base + 1)
         n = len(buf)
         stop = n - 11
-        cands = np.zeros(0, dtype=np.int64)
-        if stop > scan_from:
-            w = u32_view(buf, self.little)
-            at = np.arange(scan_from, stop, dtype=np.int64)
+        w = u32_view(buf, self.little)
+        p: int
+        for lo, hi in scan_blocks(scan_from, stop):
+            self.scanned += hi - lo
+            at = np.arange(lo, hi, dtype=np.int64)
             bt = w[at].astype(np.int64)
             bl = w[at + 4].astype(np.int64)
-            ok = np.isin(bt, _KNOWN) & (bl >= 12) & ((bl & 3) == 0) & (bl <= MAX_BLOCK)
-            cands = at[ok | (bt == SHB)]
-        p: int
-        for p in cands.tolist():
-            first = self._block_ok(buf, p, eof)
-            if first is None:
-                return -(p + 1)
-            if not first:
-                continue
-            nxt = p + self._block_header(buf, p)[1]
-            second = True if (eof and nxt == n) else self._block_ok(buf, nxt, eof, whole=False)
-            if second is None:
-                return -(p + 1)
-            if second:
-                self._end_resync(p, found=True)
-                return p
+            known = bt == SHB
+            for kind in _KNOWN.tolist():  # np.isin's setup costs more than these few compares
+                known |= bt == kind
+            ok = known & (bl >= 12) & ((bl & 3) == 0) & (bl <= MAX_BLOCK)
+            for p in at[ok | (bt == SHB)].tolist():
+                first = self._block_ok(buf, p, eof)
+                if first is None:
+                    return -(p + 1)
+                if not first:
+                    continue
+                nxt = p + self._block_header(buf, p)[1]
+                second = True if (eof and nxt == n) else self._block_ok(buf, nxt, eof, whole=False)
+                if second is None:
+                    return -(p + 1)
+                if second:
+                    self._end_resync(p, found=True)
+                    return p
         if eof:
             self._end_resync(n, found=False)
             return -(n + 1)
