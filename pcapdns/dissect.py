@@ -34,6 +34,7 @@ from pcapdns.model import (
     DecodeIssue,
     DnstapFields,
     FrameBatch,
+    IssueLog,
     IssueReason,
     Payload,
     Transport,
@@ -280,7 +281,7 @@ class Dissector:
         self.counters: Counter[str] = Counter()
         self.addresses = AddressTable()
         self._malformed: list[tuple[object, ...]] = []
-        self._issues: list[DecodeIssue] = []  # found here (dnstap), not by the decoder
+        self._issues = IssueLog()  # found here (dnstap), not by the decoder
 
     # -- batches -----------------------------------------------------------------------------
     def dissect(self, batch: FrameBatch) -> pl.DataFrame:
@@ -400,9 +401,10 @@ class Dissector:
         """Flush the slow path's reassembly state at the end of all input."""
         return self._rows(self.decoder.flush())
 
-    def take_issues(self) -> list[DecodeIssue]:
-        issues, self._issues = self._issues, []
-        return issues + self.decoder.take_issues()
+    def take_issues(self) -> IssueLog:
+        issues, self._issues = self._issues, IssueLog()
+        issues.extend(self.decoder.take_issues())
+        return issues
 
     def malformed(self) -> pl.DataFrame:
         return pl.DataFrame(self._malformed, schema=MALFORMED, orient="row")

@@ -12,6 +12,7 @@ IPv4, 16 for IPv6) until something shows them to a person.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 
@@ -131,6 +132,101 @@ class DnstapFields:
         return DnstapFields(*(getattr(self, name)[start:stop] for name in self.__slots__))  # type: ignore[attr-defined]
 
 
+ISSUE_EXAMPLES = 100  # decode issues kept whole per (file, reason); the others are only counted
+
+
+class IssueLog:
+    """Decode issues, counted per (file, reason), the first ``limit`` of each kept whole.
+
+    Hostile input can make an issue of every frame: its memory must not grow with them.  So the
+    counts (with the first and last timestamp of each reason) are exact, and ``examples`` holds
+    at most ``limit`` issues per (file, reason), the earliest, in the order they came.  Iterating
+    the log goes over the examples; ``len`` is the number of issues counted.
+    """
+
+    __slots__ = ("examples", "limit", "stats")
+
+    def __init__(self, issues: Iterable[DecodeIssue] = (), *, limit: int = ISSUE_EXAMPLES) -> None:
+        self.limit = limit
+        self.examples: list[DecodeIssue] = []
+        # (file_id, reason) -> [count, examples kept, first ts_ns, last ts_ns]; ts 0 = none (file-level)
+        self.stats: dict[tuple[int, str], list[int]] = {}
+        self.extend(issues)
+
+    def append(self, issue: DecodeIssue) -> None:
+        key = (issue.file_id, str(issue.reason))
+        s = self.stats.get(key)
+        if s is None:
+            s = self.stats[key] = [0, 0, 0, 0]
+        s[0] += 1
+        if s[1] < self.limit:
+            s[1] += 1
+            self.examples.append(issue)
+        ts = issue.ts_ns
+        if ts > 0:
+            if s[2] == 0 or ts < s[2]:
+                s[2] = ts
+            s[3] = max(s[3], ts)
+
+    def extend(self, issues: Iterable[DecodeIssue]) -> None:
+        """Add ``issues``; another log is merged whole (its counts, and examples while room is left)."""
+        if not isinstance(issues, IssueLog):
+            for issue in issues:
+                self.append(issue)
+            return
+        for key, (count, _, first, last) in issues.stats.items():
+            s = self.stats.get(key)
+            if s is None:
+                s = self.stats[key] = [0, 0, 0, 0]
+            s[0] += count
+            if first and (s[2] == 0 or first < s[2]):
+                s[2] = first
+            s[3] = max(s[3], last)
+        for issue in issues.examples:
+            s = self.stats[(issue.file_id, str(issue.reason))]
+            if s[1] < self.limit:
+                s[1] += 1
+                self.examples.append(issue)
+
+    def counts(self) -> dict[str, int]:
+        """Issues per reason (all files)."""
+        out: dict[str, int] = {}
+        for (_, reason), s in self.stats.items():
+            out[reason] = out.get(reason, 0) + s[0]
+        return out
+
+    def copy(self) -> IssueLog:
+        out = IssueLog(limit=self.limit)
+        out.examples = list(self.examples)
+        out.stats = {k: list(v) for k, v in self.stats.items()}
+        return out
+
+    def __iter__(self) -> Iterator[DecodeIssue]:
+        return iter(self.examples)
+
+    def __getitem__(self, i: int) -> DecodeIssue:
+        return self.examples[i]
+
+    def __len__(self) -> int:
+        return sum(s[0] for s in self.stats.values())
+
+    def __bool__(self) -> bool:
+        return bool(self.stats)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to a list of the very issues it holds, all of them kept (or to a same log)."""
+        if isinstance(other, IssueLog):
+            return self.examples == other.examples and self.stats == other.stats
+        if isinstance(other, list):
+            return len(self) == len(self.examples) and self.examples == other
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"IssueLog({self.counts()!r}, {len(self.examples)} examples)"
+
+
 @dataclass(slots=True)
 class FrameBatch:
     """A run of consecutive capture records, held column-wise over one shared buffer.
@@ -211,4 +307,4 @@ class CaptureInfo:
     first_ts_ns: int | None = None
     last_ts_ns: int | None = None
     interface_drops: int | None = None  # pcapng ISB ifdrop summed over interfaces, when recorded
-    issues: list[DecodeIssue] = field(default_factory=list)
+    issues: IssueLog = field(default_factory=IssueLog)

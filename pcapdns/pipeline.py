@@ -20,11 +20,11 @@ from pcapdns.anomalies import Thresholds
 from pcapdns.dissect import Dissector
 from pcapdns.errors import PcapdnsError
 from pcapdns.jit import loaded
-from pcapdns.model import DEFAULT_PORTS, CaptureInfo, DecodeIssue
+from pcapdns.model import DEFAULT_PORTS, CaptureInfo, IssueLog
 from pcapdns.pairing import pair
 from pcapdns.schema import ANOMALIES, MALFORMED, MESSAGES
 from pcapdns.sources import open_capture
-from pcapdns.tables.engine import engine_inputs, issues_frame, query_facts, unpaired
+from pcapdns.tables.engine import engine_inputs, issue_counts_frame, issues_frame, query_facts, unpaired
 from pcapdns.tables.names import address_text
 from pcapdns.tables.summary import Analysis, add_counts, count_messages
 from pcapdns.tables.transactions import build_transactions
@@ -86,7 +86,7 @@ class Decoded:
     captures: list[CaptureInfo]
     messages: pl.DataFrame
     addresses: list[tuple[int, int]]
-    issues: list[DecodeIssue]
+    issues: IssueLog
     malformed: pl.DataFrame
     counters: Counter[str]
 
@@ -142,7 +142,7 @@ def read(
     unread = () if opts.anomalies else ENGINE_ONLY  # dropped batch by batch: a lower peak
     captures: list[CaptureInfo] = []
     chunks: list[pl.DataFrame] = []
-    issues: list[DecodeIssue] = []
+    issues = IssueLog()
     for file_id, path in zip(file_ids if file_ids is not None else range(len(paths)), paths, strict=True):
         mark, had = len(chunks), len(captures)
         try:
@@ -195,6 +195,7 @@ class Tables:
     issues: pl.DataFrame
     counters: Counter[str]
     addresses: list[str]
+    issue_counts: pl.DataFrame
 
 
 def assemble(decoded: Decoded, opts: Options, stage: Callable[[str], None] | None = None) -> Analysis:
@@ -242,6 +243,7 @@ def tabulate(
         unpaired=unpaired_rows,
         malformed=decoded.malformed,
         issues=issues_frame(decoded.issues),
+        issue_counts=issue_counts_frame(decoded.issues),
         counters=decoded.counters,
         # listed in numeric order, the same however the capture was read
         addresses=[addresses[i] for i in sorted(range(len(halves)), key=halves.__getitem__)],
@@ -251,7 +253,7 @@ def tabulate(
 def empty_tables(captures: list[CaptureInfo], opts: Options, files: Sequence[str]) -> Tables:
     """The tables of files that could not be read (kept, empty, so that file ids do not move)."""
     nothing = Decoded(
-        captures, pl.DataFrame(schema=MESSAGES), [], [], pl.DataFrame(schema=MALFORMED), Counter()
+        captures, pl.DataFrame(schema=MESSAGES), [], IssueLog(), pl.DataFrame(schema=MALFORMED), Counter()
     )
     return tabulate(nothing, opts, files)
 
@@ -266,6 +268,7 @@ def finish(parts: Sequence[Tables], opts: Options, stage: Callable[[str], None] 
     if len(parts) == 1:
         transactions, facts, unpaired_rows = first.transactions, first.facts, first.unpaired
         message_counts, malformed, issues = first.message_counts, first.malformed, first.issues
+        issue_counts = first.issue_counts
         counters = first.counters
         captures, addresses = first.captures, first.addresses
     else:
@@ -279,6 +282,7 @@ def finish(parts: Sequence[Tables], opts: Options, stage: Callable[[str], None] 
         message_counts = add_counts([p.message_counts for p in parts])
         malformed = pl.concat([p.malformed for p in parts])
         issues = pl.concat([p.issues for p in parts])
+        issue_counts = pl.concat([p.issue_counts for p in parts]).sort("file_id", "reason")
         counters = Counter[str]()
         for p in parts:
             counters.update(p.counters)
@@ -297,6 +301,7 @@ def finish(parts: Sequence[Tables], opts: Options, stage: Callable[[str], None] 
                 unpaired_rows,
                 malformed=malformed,
                 issues=issues,
+                issue_counts=issue_counts,
                 captures=captures,
                 timeout_s=opts.timeout_s,
                 thresholds=opts.thresholds,
@@ -308,6 +313,7 @@ def finish(parts: Sequence[Tables], opts: Options, stage: Callable[[str], None] 
         transactions=transactions,
         malformed=malformed,
         issues=issues,
+        issue_counts=issue_counts,
         anomalies=anomalies,
         counters=counters,
         timeout_s=opts.timeout_s,

@@ -79,6 +79,15 @@ DECODE_ISSUES: dict[str, pl.DataType] = {
     "detail": pl.String(),
 }
 
+# Decode issues counted per file and reason (DECODE_ISSUES holds only the first examples of each).
+ISSUE_COUNTS: dict[str, pl.DataType] = {
+    "file_id": pl.UInt16(),
+    "reason": pl.String(),
+    "count": pl.UInt64(),
+    "first_ts_ns": pl.Int64(),  # null: no issue of this reason belongs to a frame
+    "last_ts_ns": pl.Int64(),
+}
+
 # What pairing adds to each message, and the transactions it forms.
 ROLE_COLUMNS: dict[str, pl.DataType] = {
     "mi": pl.UInt32(),  # message row in time order

@@ -28,7 +28,7 @@ import threading
 import time
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -39,10 +39,10 @@ import polars as pl
 from pcapdns.anomalies import Inputs, Thresholds
 from pcapdns.anomalies.rules import detect
 from pcapdns.dissect import AddressTable, Dissector
-from pcapdns.model import DEFAULT_PORTS, CaptureInfo, DecodeIssue, FrameBatch
+from pcapdns.model import DEFAULT_PORTS, CaptureInfo, DecodeIssue, FrameBatch, IssueLog
 from pcapdns.pairing import Paired, pair
-from pcapdns.schema import ANOMALIES, DECODE_ISSUES, LINKS, MALFORMED, MESSAGES, ROLE, ROLES
-from pcapdns.tables.engine import engine_inputs, query_facts, unpaired
+from pcapdns.schema import ANOMALIES, DECODE_ISSUES, ISSUE_COUNTS, LINKS, MALFORMED, MESSAGES, ROLE, ROLES
+from pcapdns.tables.engine import engine_inputs, issue_counts_frame, issues_frame, query_facts, unpaired
 from pcapdns.tables.names import address_text
 from pcapdns.tables.totals import PairCounts, Totals
 from pcapdns.tables.transactions import build_transactions
@@ -109,10 +109,11 @@ class Window:
         self.transactions = _Chunks()
         self.unpaired = _Chunks()
         self.malformed = _Chunks(MALFORMED)
-        self.issues = _Chunks(DECODE_ISSUES)
+        self.issues = _Chunks(DECODE_ISSUES)  # the first examples of each reason, per step
+        self.issue_counts = _Chunks(ISSUE_COUNTS)  # all of them, counted per step
 
     def trim(self, now_ns: int) -> None:
-        for chunks in (self.transactions, self.unpaired, self.malformed, self.issues):
+        for chunks in (self.transactions, self.unpaired, self.malformed, self.issues, self.issue_counts):
             chunks.trim(now_ns - self.span_ns, self.max_rows)
 
     @property
@@ -285,15 +286,15 @@ class Stream:
         self.totals.add_frames(n, int(batch.ts_ns.min()), int(batch.ts_ns.max()))
         self._absorb(self.dissector.dissect(batch))
 
-    def add_issues(self, issues: list[DecodeIssue]) -> None:
+    def add_issues(self, issues: Iterable[DecodeIssue]) -> None:
         """Problems the source found itself (not in a batch), counted and kept like the others."""
-        if not issues:
+        log = IssueLog(issues)
+        if not log:
             return
-        self.totals.add_issues([str(i.reason) for i in issues])
-        rows = [(i.file_id, i.frame, i.ts_ns, str(i.reason), i.detail) for i in issues]
-        self.window.issues.add(
-            pl.DataFrame(rows, schema=DECODE_ISSUES, orient="row"), self.totals.last_ts or 0
-        )
+        self.totals.add_issues(log.counts())
+        last = self.totals.last_ts or 0
+        self.window.issues.add(issues_frame(log), last)
+        self.window.issue_counts.add(issue_counts_frame(log), last)
 
     def _absorb(self, messages: pl.DataFrame) -> None:
         q, r = self.totals.add_messages(messages)
@@ -304,12 +305,12 @@ class Stream:
         malformed = self.dissector.take_malformed()
         self.totals.add_malformed(malformed)
         issues = self.dissector.take_issues()
-        self.totals.add_issues([str(i.reason) for i in issues])
+        self.totals.add_issues(issues.counts())
         last = self.totals.last_ts or 0
         self.window.malformed.add(malformed, last)
         if issues:
-            rows = [(i.file_id, i.frame, i.ts_ns, str(i.reason), i.detail) for i in issues]
-            self.window.issues.add(pl.DataFrame(rows, schema=DECODE_ISSUES, orient="row"), last)
+            self.window.issues.add(issues_frame(issues), last)
+            self.window.issue_counts.add(issue_counts_frame(issues), last)
 
     # -- settling ----------------------------------------------------------------------------
     def settle(self, now_ns: int | None = None) -> Step:
@@ -501,11 +502,17 @@ class Stream:
             return pl.DataFrame(schema=ANOMALIES)
         unpaired, malformed, issues = w.unpaired.frame(), w.malformed.frame(), w.issues.frame()
         assert unpaired is not None and malformed is not None and issues is not None  # added together
+        counts = w.issue_counts.frame()
+        assert counts is not None  # made with its schema
+        issue_counts = counts.group_by("file_id", "reason").agg(
+            pl.col("count").sum(), pl.col("first_ts_ns").min(), pl.col("last_ts_ns").max()
+        )
         inputs = Inputs(
             transactions=transactions,
             unpaired=unpaired,
             malformed=malformed,
             issues=issues,
+            issue_counts=issue_counts,
             captures=[self.info],
             timeout_s=self.options.timeout_s,
             thresholds=self.options.thresholds,

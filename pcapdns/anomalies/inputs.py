@@ -18,7 +18,8 @@ class Inputs:
     ``unpaired`` holds the duplicate and orphan responses (``ts``, ``file``, ``frame``, ``client``,
     ``client_port``, ``server``, ``server_port``, ``transport``, ``trans_id``, ``qname``, ``qtype``,
     ``rcode``, ``ancount``, ``size``, ``role``).  ``malformed`` and ``issues`` are the pipeline's
-    tables; ``captures`` what each file said about itself.
+    tables (``issues`` the first examples of each reason, ``issue_counts`` all of them counted:
+    see :func:`issue_totals`); ``captures`` what each file said about itself.
     """
 
     transactions: pl.DataFrame
@@ -28,7 +29,25 @@ class Inputs:
     captures: list[CaptureInfo]
     timeout_s: float = 5.0
     thresholds: Thresholds = field(default_factory=Thresholds)
+    issue_counts: pl.DataFrame | None = None
 
     @property
     def files(self) -> list[str]:
         return [c.path for c in self.captures]
+
+
+def issue_totals(issues: pl.DataFrame, counts: pl.DataFrame | None) -> pl.DataFrame:
+    """Decode issues per (file, reason) (schema ISSUE_COUNTS): ``counts`` when the pipeline kept
+    them, else counted from ``issues`` (which then holds every issue, e.g. a hand-made table)."""
+    if counts is not None:
+        return counts
+    ts = pl.col("ts_ns").filter(pl.col("ts_ns") > 0)
+    return (
+        issues.group_by("file_id", "reason", maintain_order=True)
+        .agg(
+            pl.len().cast(pl.UInt64).alias("count"),
+            ts.min().alias("first_ts_ns"),
+            ts.max().alias("last_ts_ns"),
+        )
+        .sort("file_id", "reason")
+    )

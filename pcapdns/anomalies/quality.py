@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import polars as pl
 
 from pcapdns.anomalies.findings import Finding
-from pcapdns.anomalies.inputs import Inputs
+from pcapdns.anomalies.inputs import Inputs, issue_totals
 from pcapdns.anomalies.unanswered import one_direction
 
 _SERIOUS = {"capture_cut_short", "corrupt_record", "bad_block", "snaplen_truncated", "unsupported_linktype"}
@@ -53,20 +53,29 @@ def _at(ns: int | None) -> datetime | None:
 def quality_findings(inp: Inputs) -> list[Finding]:
     out: list[Finding] = []
     files = inp.files
-    issues = (
-        inp.issues.group_by("reason")
+    # Counts and times from every issue, frames and detail from the examples kept of each reason.
+    totals = (
+        issue_totals(inp.issues, inp.issue_counts)
+        .group_by("reason")
         .agg(
-            pl.len().alias("n"),
-            pl.col("ts_ns").filter(pl.col("ts_ns") > 0).min().alias("first"),
-            pl.col("ts_ns").filter(pl.col("ts_ns") > 0).max().alias("last"),
-            pl.struct("file_id", "frame").filter(pl.col("frame") > 0).head(4).alias("frames"),
-            pl.col("detail").first(),
-            pl.col("detail").str.contains("DNS-over-TCP", literal=True).sum().alias("tcp"),
+            pl.col("count").sum().alias("n"),
+            pl.col("first_ts_ns").min().alias("first"),
+            pl.col("last_ts_ns").max().alias("last"),
         )
+    )
+    examples = inp.issues.group_by("reason", maintain_order=True).agg(
+        pl.struct("file_id", "frame").filter(pl.col("frame") > 0).head(4).alias("frames"),
+        pl.col("detail").first(),
+        pl.col("detail").str.contains("DNS-over-TCP", literal=True).sum().alias("tcp"),
+        pl.len().alias("kept"),
+    )
+    issues = (
+        totals.join(examples, on="reason", how="left")
+        .select("reason", "n", "first", "last", "frames", "detail", "tcp", "kept")
         .sort("reason")
     )
-    for reason, n, first, last, frames, detail, tcp in issues.iter_rows():
-        why = _why(reason, tcp, n)
+    for reason, n, first, last, frames, detail, tcp, kept in issues.iter_rows():
+        why = _why(reason, tcp or 0, kept or 0)  # the transports, as the examples show them
         out.append(
             Finding(
                 kind="capture_quality",
@@ -77,7 +86,7 @@ def quality_findings(inp: Inputs) -> list[Finding]:
                 + (f": {detail}" if detail else ""),
                 likely_cause=why,
                 count=n,
-                evidence=[{"file": files[f["file_id"]], "frame": f["frame"]} for f in frames],
+                evidence=[{"file": files[f["file_id"]], "frame": f["frame"]} for f in frames or []],
             )
         )
     for c in inp.captures:

@@ -21,7 +21,15 @@ import numpy as np
 from pcapdns.decode.ip import Bad, Defragmenter, FragKey, Ip, Pending, extensions, ipv4, ipv6, short
 from pcapdns.decode.link import ETH_IPV4, ETH_IPV6, LINKS, TRUNCATED, linktype_name
 from pcapdns.decode.tcp import FlowKey, TcpStreams
-from pcapdns.model import DEFAULT_PORTS, DNSTAP_LINKTYPE, DecodeIssue, IssueReason, Payload, Transport
+from pcapdns.model import (
+    DEFAULT_PORTS,
+    DNSTAP_LINKTYPE,
+    DecodeIssue,
+    IssueLog,
+    IssueReason,
+    Payload,
+    Transport,
+)
 from pcapdns.sources import dnstap
 from pcapdns.sources.dnstap import packed_address
 
@@ -54,14 +62,14 @@ class Decoder:
     ) -> None:
         self.ports = frozenset(ports)
         self.counters: Counter[str] = Counter()
-        self._issues: list[DecodeIssue] = []
+        self._issues = IssueLog()
         self._unsupported: set[int] = set()
         self._defrag = Defragmenter(max_fragments, fragment_timeout_ns)
         self._tcp = TcpStreams(max_tcp_flows, max_tcp_buffer, self._issue)
 
-    def take_issues(self) -> list[DecodeIssue]:
-        """Return the issues found so far and forget them."""
-        issues, self._issues = self._issues, []
+    def take_issues(self) -> IssueLog:
+        """Return the issues found so far (counted, a few of each kept: bounded) and forget them."""
+        issues, self._issues = self._issues, IssueLog()
         return issues
 
     def _issue(self, file_id: int, frame: int, ts: int, reason: IssueReason, detail: str) -> None:

@@ -31,7 +31,7 @@ import polars as pl
 
 from pcapdns.dissect import Dissector, interleave
 from pcapdns.errors import PcapdnsError
-from pcapdns.model import CaptureInfo, DecodeIssue
+from pcapdns.model import CaptureInfo, IssueLog
 from pcapdns.parallel.hosts import host_of
 from pcapdns.parallel.local import start_local_workers
 from pcapdns.parallel.shm import exchange, take, through
@@ -283,7 +283,7 @@ def _collect_hosts(
 
 def _merge_info(parts: list[CaptureInfo]) -> CaptureInfo:
     """One file's :class:`CaptureInfo` from its spans' (in span order)."""
-    info = replace(parts[0], linktypes=dict(parts[0].linktypes), issues=list(parts[0].issues))
+    info = replace(parts[0], linktypes=dict(parts[0].linktypes), issues=parts[0].issues.copy())
     for p in parts[1:]:
         for lt, c in p.linktypes.items():
             info.linktypes[lt] = info.linktypes.get(lt, 0) + c
@@ -331,7 +331,9 @@ def merge(pieces: list[Piece], paths: Sequence[str], opts: Options) -> Decoded:
         messages = pl.concat([messages, tail])
     # A file none of whose pieces could be read (already reported) stays, empty, to keep file ids.
     captures = [_merge_info(infos[i]) if i in infos else CaptureInfo(i, p) for i, p in enumerate(paths)]
-    issues: list[DecodeIssue] = [i for c in captures for i in c.issues]
+    issues = IssueLog()
+    for c in captures:
+        issues.extend(c.issues)
     issues.extend(slow.take_issues())
     counters.update({f"slow_{k}": v for k, v in slow.decoder.counters.items()})
     return Decoded(

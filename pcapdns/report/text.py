@@ -48,6 +48,9 @@ def _pct(part: int, whole: int) -> str:
     return "-" if whole == 0 else f"{100 * part / whole:.1f}%"
 
 
+_FILE_ISSUES_SHOWN = 3  # file-level decode issues listed per file and reason
+
+
 def quality(a: Analysis, s: dict[str, Any]) -> RenderableType:
     lines: list[Text] = []
     for c in a.captures:
@@ -64,11 +67,21 @@ def quality(a: Analysis, s: dict[str, Any]) -> RenderableType:
     if s["decode_issues"]:
         detail = ", ".join(f"{k} {v:,}" for k, v in s["decode_issues"].items())
         lines.append(Text(f"decode issues: {detail}", "yellow"))
-        # Every file-level issue, and the first occurrence of each frame-level reason.
+        # The first few file-level issues of each file and reason, and the first occurrence of each
+        # frame-level reason (the decode_issues table has more examples, the counts are above).
+        in_file = a.issues.filter(pl.col("frame") == 0)
+        shown = (
+            in_file.group_by("file_id", "reason", maintain_order=True)
+            .head(_FILE_ISSUES_SHOWN)
+            .select(in_file.columns)
+        )
         firsts = a.issues.filter(pl.col("frame") > 0).unique("reason", keep="first", maintain_order=True)
-        for row in pl.concat([a.issues.filter(pl.col("frame") == 0), firsts]).iter_rows(named=True):
+        for row in pl.concat([shown, firsts]).iter_rows(named=True):
             where = a.files[row["file_id"]] + (f" frame {row['frame']}" if row["frame"] else "")
             lines.append(Text(f"  {where}: {row['reason']}: {row['detail']}", "yellow"))
+        if shown.height < in_file.height:
+            more = in_file.height - shown.height
+            lines.append(Text(f"  ... {more:,} more examples in the decode_issues table", "yellow"))
     else:
         lines.append(Text("decode issues: none", "green"))
     if s["queries"] and not s["responses"]:

@@ -185,7 +185,7 @@ class Capture:
     @property
     def scanned(self) -> int:
         """Bytes looked at by resynchronisation after corrupt records (linear in the bytes skipped)."""
-        return self._walker.scanned
+        return getattr(self._walker, "scanned", 0)  # dnstap's Frame Streams need no resync scan
 
     def start_at(self, span: Span) -> None:
         """Number frames and file offsets as if the file had been read up to ``span.start``."""

@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pcapdns.jit import interpreted, jit, loaded
-from pcapdns.model import DNSTAP_LINKTYPE, DecodeIssue, DnstapFields, IssueReason
+from pcapdns.model import DNSTAP_LINKTYPE, DecodeIssue, DnstapFields, IssueLog, IssueReason
 from pcapdns.sources import fstrm
 from pcapdns.sources.pcapfile import Records, concat_records
 
@@ -356,7 +356,7 @@ class DnstapWalker:
     format = "dnstap"
     snaplen = 0
 
-    def __init__(self, file_id: int, name: str, issues: list[DecodeIssue]) -> None:
+    def __init__(self, file_id: int, name: str, issues: IssueLog) -> None:
         self.file_id = file_id
         self.name = name
         self.issues = issues

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pcapdns.jit import interpreted, jit, loaded
-from pcapdns.model import DecodeIssue, IssueReason
+from pcapdns.model import DecodeIssue, IssueLog, IssueReason
 
 MAX_CAPLEN = 16 * 1024 * 1024  # no real link layer has bigger frames (Wireshark's limit too)
 MIN_SNAP_LIMIT = 262144  # caplen above max(snaplen, this) is corrupt
@@ -166,7 +166,7 @@ class PcapWalker:
     done with; the caller carries the rest over, in front of the next chunk.
     """
 
-    def __init__(self, file_id: int, name: str, issues: list[DecodeIssue], header: bytes) -> None:
+    def __init__(self, file_id: int, name: str, issues: IssueLog, header: bytes) -> None:
         """``header`` is (at least) the 24-byte file header, which the first ``walk`` skips."""
         self.file_id = file_id
         self.name = name

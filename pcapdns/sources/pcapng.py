@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from pcapdns.model import DecodeIssue, IssueReason
+from pcapdns.model import DecodeIssue, IssueLog, IssueReason
 from pcapdns.sources.pcapfile import (
     MAX_CAPLEN,
     Records,
@@ -83,7 +83,7 @@ def ticks_to_ns(ticks: I64, iface: Interface) -> I64:
 class PcapngWalker:
     """Walks pcapng blocks over successive buffers (same contract as ``PcapWalker.walk``)."""
 
-    def __init__(self, file_id: int, name: str, issues: list[DecodeIssue]) -> None:
+    def __init__(self, file_id: int, name: str, issues: IssueLog) -> None:
         self.file_id = file_id
         self.name = name
         self.issues = issues

@@ -7,14 +7,24 @@ from collections.abc import Iterable
 import polars as pl
 
 from pcapdns.anomalies import Inputs, Thresholds
-from pcapdns.model import CaptureInfo, DecodeIssue
+from pcapdns.model import CaptureInfo, DecodeIssue, IssueLog
 from pcapdns.pairing import Paired
-from pcapdns.schema import DECODE_ISSUES
+from pcapdns.schema import DECODE_ISSUES, ISSUE_COUNTS
 
 
 def issues_frame(issues: Iterable[DecodeIssue]) -> pl.DataFrame:
+    """The issues (of an :class:`IssueLog`: its examples) as DECODE_ISSUES rows."""
     rows = [(i.file_id, i.frame, i.ts_ns, str(i.reason), i.detail) for i in issues]
     return pl.DataFrame(rows, schema=DECODE_ISSUES, orient="row")
+
+
+def issue_counts_frame(log: IssueLog) -> pl.DataFrame:
+    """The log's counts as ISSUE_COUNTS rows, one per (file, reason)."""
+    rows = [
+        (file_id, reason, count, first or None, last or None)
+        for (file_id, reason), (count, _, first, last) in sorted(log.stats.items())
+    ]
+    return pl.DataFrame(rows, schema=ISSUE_COUNTS, orient="row")
 
 
 def query_facts(paired: Paired) -> pl.DataFrame:
@@ -80,6 +90,7 @@ def engine_inputs(
     captures: list[CaptureInfo],
     timeout_s: float,
     thresholds: Thresholds,
+    issue_counts: pl.DataFrame | None = None,
 ) -> Inputs:
     """The engine's inputs: ``transactions`` with their query ``facts`` (:func:`query_facts`,
     row for row) and the ``unpaired`` responses."""
@@ -94,4 +105,5 @@ def engine_inputs(
         captures=captures,
         timeout_s=timeout_s,
         thresholds=thresholds,
+        issue_counts=issue_counts,
     )

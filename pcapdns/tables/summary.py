@@ -17,6 +17,7 @@ from typing import Any
 import numpy.typing as npt
 import polars as pl
 
+from pcapdns.anomalies.inputs import issue_totals
 from pcapdns.dns.codes import rcode_name, rrtype_name
 from pcapdns.jit import writable
 from pcapdns.model import CaptureInfo
@@ -115,7 +116,10 @@ class Analysis:
     message_counts: pl.DataFrame
     transactions: pl.DataFrame
     malformed: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=MALFORMED))
+    # the first examples of each decode issue reason (pcapdns.model.ISSUE_EXAMPLES per file and reason)
     issues: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=DECODE_ISSUES))
+    # every decode issue, counted per file and reason (schema ISSUE_COUNTS); None: ``issues`` has them all
+    issue_counts: pl.DataFrame | None = None
     counters: Counter[str] = field(default_factory=Counter)
     timeout_s: float = 5.0
     addresses: list[str] = field(default_factory=list)  # every address seen, as text, in numeric order
@@ -175,7 +179,8 @@ def summary(a: Analysis) -> dict[str, Any]:
     malformed_reasons = (
         a.malformed.unique(["file_id", "frame", "idx", "reason"]).group_by("reason").len().sort("reason")
     )
-    issues = a.issues.group_by("reason").len().sort("reason")
+    issues = issue_totals(a.issues, a.issue_counts).group_by("reason").agg(pl.col("count").sum())
+    issues = issues.sort("reason")
     firsts = [c.first_ts_ns for c in a.captures if c.first_ts_ns is not None]
     lasts = [c.last_ts_ns for c in a.captures if c.last_ts_ns is not None]
     unanswered_timeout = statuses.get("unanswered", 0)

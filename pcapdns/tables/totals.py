@@ -95,8 +95,9 @@ class Totals:
             per = rows.unique(["file_id", "frame", "idx", "reason"]).group_by("reason").len()
             self.malformed_reasons.update({str(r): int(n) for r, n in per.iter_rows()})
 
-    def add_issues(self, reasons: list[str]) -> None:
-        self.decode_issues.update(reasons)
+    def add_issues(self, counts: dict[str, int]) -> None:
+        """Add decode issues counted per reason."""
+        self.decode_issues.update(counts)
 
     def add_settled(self, c: PairCounts) -> None:
         s = self.settled
