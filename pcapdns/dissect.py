@@ -169,12 +169,19 @@ def message_order(m: pl.DataFrame) -> npt.NDArray[np.uint64]:
     return key
 
 
+# Up to this many runs of ``second``'s rows are put between slices of ``first`` (no row copied);
+# more, and slicing costs more than one gather of both (a slice is a chunk of every column).
+_MAX_SLICES = 16
+
+
 def interleave(first: pl.DataFrame, second: pl.DataFrame) -> pl.DataFrame:
     """The rows of ``first`` and ``second`` in reading order (each is in that order already, and
     no message is in both).
 
-    ``second`` is the short one: its rows are put between slices of ``first``, so that no row is
-    copied (a sort or a merge would copy every column of both).
+    ``second`` is the short one.  Its rows usually come in a few runs, put between slices of
+    ``first`` so that no row is copied.  When they are many (malformed messages between good
+    ones), both are put together and gathered in order once: memory is one copy of the rows,
+    never a chunk per message.
     """
     if not second.height:
         return first
@@ -183,11 +190,22 @@ def interleave(first: pl.DataFrame, second: pl.DataFrame) -> pl.DataFrame:
         second = second.sort(["file_id", "frame", "idx"], maintain_order=True)
         b = message_order(second)
     at = np.searchsorted(message_order(first), b, side="right")
+    cuts, counts = np.unique(at, return_counts=True)
+    if len(cuts) > _MAX_SLICES:
+        # Row k of ``second`` goes to place at[k] + k; the rows of ``first`` fill the others in order.
+        n = first.height + second.height
+        into = at + np.arange(len(at))
+        take = np.empty(n, dtype=np.int64)
+        from_first = np.ones(n, dtype=bool)
+        from_first[into] = False
+        take[from_first] = np.arange(first.height)
+        take[into] = np.arange(first.height, n)
+        return pl.concat([first, second], rechunk=False)[pl.Series(take)]
     parts: list[pl.DataFrame] = []
     done = taken = 0
-    for cut, count in zip(*np.unique(at, return_counts=True), strict=True):
-        parts += [first.slice(done, int(cut) - done), second.slice(taken, int(count))]
-        done, taken = int(cut), taken + int(count)
+    for cut, count in zip(cuts.tolist(), counts.tolist(), strict=True):
+        parts += [first.slice(done, cut - done), second.slice(taken, count)]
+        done, taken = cut, taken + count
     parts.append(first.slice(done))
     return pl.concat([p for p in parts if p.height], rechunk=False)
 
