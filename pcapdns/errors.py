@@ -16,7 +16,7 @@ class ExitStatus(IntEnum):
     ERROR = 1  # unexpected internal error (a bug): reported with --debug for the traceback
     USAGE = 2  # bad flag or argument (click uses 2 as well)
     NO_INPUT = 3  # file missing or unreadable
-    BAD_CAPTURE = 4  # not a capture file / unsupported format / empty file
+    BAD_CAPTURE = 4  # not a capture file / unsupported format / empty file / no packet readable in it
     NO_PERMISSION = 5  # cannot open a capture device, cannot read a file
     EXPORT_FAILED = 6  # cannot write an export or the output (unwritable, full disk, packets not writable)
     QUERY_FAILED = 7  # the SQL of ``pcapdns query`` is wrong (syntax, unknown table or column, types)
