@@ -47,11 +47,15 @@ PER_FILE = r"([^/]+)$"  # --group-by making every file a host of its own
 OPTS = Options(fast_min_frames=0)
 
 
+# the DataFrames of one host's Tables, as they travel back from a worker
+HOST_TABLES = ("message_counts", "transactions", "facts", "unpaired", "malformed", "issues", "issue_counts")
+
+
 def assert_same(a: Analysis, b: Analysis) -> None:
     assert a.counters == b.counters
     assert a.addresses == b.addresses
     assert a.captures == b.captures
-    for name in ("message_counts", "transactions", "malformed", "issues", "anomalies"):
+    for name in ("message_counts", "transactions", "malformed", "issues", "issue_counts", "anomalies"):
         assert_frame_equal(getattr(a, name), getattr(b, name))
 
 
@@ -325,10 +329,10 @@ def test_frames_travel_through_shared_memory_and_nothing_is_left_there(tmp_path:
     task = HostTask((0,), (str(ROOT / "samples" / "outage.pcap"),), OPTS)
     direct = tabulate_host(task)
     stored = shm.put(direct, str(tmp_path))
-    assert isinstance(stored.tables.transactions, shm.Stored) and len(list(tmp_path.iterdir())) == 6
+    assert isinstance(stored.tables.transactions, shm.Stored) and len(list(tmp_path.iterdir())) == 7
     back = shm.take(stored)
     assert not list(tmp_path.iterdir())
-    for name in ("message_counts", "transactions", "facts", "unpaired", "malformed", "issues"):
+    for name in HOST_TABLES:
         assert_frame_equal(getattr(back.tables, name), getattr(direct.tables, name))
     with shm.exchange() as directory:
         assert directory is None or Path(directory).is_dir()
@@ -351,7 +355,7 @@ def test_frames_cross_a_dask_cluster_as_compressed_arrow_bytes() -> None:
     packed_bytes = len(sent.tables.transactions.data)
     assert packed_bytes < len(pickle.dumps(direct.tables.transactions)) / 2  # compressed
     back = shm.unpack(pickle.loads(pickle.dumps(sent)))
-    for name in ("message_counts", "transactions", "facts", "unpaired", "malformed", "issues"):
+    for name in HOST_TABLES:
         assert_frame_equal(getattr(back.tables, name), getattr(direct.tables, name))
     assert back.tables.captures == direct.tables.captures and back.errors == direct.errors
 
