@@ -9,8 +9,9 @@ not the file size.
 
 Problems with the input itself (missing, unreadable, not a capture, empty) raise the errors of
 :mod:`pcapdns.errors` at open time.  Problems inside a capture (a record cut short, a corrupt
-header) never raise: they become :class:`~pcapdns.model.DecodeIssue` s in ``info.issues`` and
-everything readable is still yielded.
+header) never raise: they become :class:`~pcapdns.model.DecodeIssue` s in ``info.issues`` (an
+:class:`~pcapdns.model.IssueLog`: counted, the first of each reason kept) and everything readable
+is still yielded.  A capture in which not one record could be read raises at the end of the walk.
 """
 
 from __future__ import annotations
