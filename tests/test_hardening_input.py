@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import lzma
 import random
 import struct
@@ -21,12 +22,14 @@ import numpy as np
 import pcapbuild as pb
 import polars as pl
 import pytest
+from rich.console import Console
 
 from pcapdns.cli import main
 from pcapdns.dissect import interleave
 from pcapdns.errors import ExitStatus
 from pcapdns.model import ISSUE_EXAMPLES, DecodeIssue, IssueLog, IssueReason
 from pcapdns.pipeline import Options, analyze
+from pcapdns.report.text import quality
 from pcapdns.sources import open_capture
 from pcapdns.tables.export_tables import build_tables
 from pcapdns.tables.summary import summary
@@ -272,6 +275,20 @@ def test_every_view_of_decode_issues_counts_them_all(tmp_path: Path) -> None:
     assert quality.get_column("count").to_list() == [n]
     rows = build_tables(a, names=["decode_issues"])["decode_issues"].collect()
     assert rows.height == ISSUE_EXAMPLES and rows.get_column("frame").to_list() == list(range(1, 101))
+
+
+def test_the_report_lists_a_few_file_level_issues_and_says_how_many_more(tmp_path: Path) -> None:
+    data, bad = damaged_pcapng(300, 10, "length")
+    path = tmp_path / "damaged.pcapng"
+    path.write_bytes(data)
+    a = analyze([str(path)], Options())
+    out = io.StringIO()
+    quality_panel = quality(a, summary(a))
+    Console(file=out, width=400).print(quality_panel)
+    text = out.getvalue()
+    assert f"decode issues: bad_block {bad}" in text
+    assert text.count("resynchronised at offset") == 3
+    assert f"... {bad - 3} more examples in the decode_issues table" in text
 
 
 # -- a capture without one readable packet ---------------------------------------------------------
