@@ -23,6 +23,7 @@ _MAGICS: tuple[tuple[bytes, str], ...] = (
     (b"BZh", "bzip2"),
 )
 PEEK = 8  # enough for every magic above and for the pcap/pcapng magics
+PIECE = 1 << 20  # most bytes asked of a stream per read (read1 allocates what is asked for)
 
 
 
@@ -39,6 +40,9 @@ DECOMPRESS_ERRORS: tuple[type[BaseException], ...] = (
     ZstdDataError,
     OSError,
 )
+
+
+_BUFFERED = (gzip.GzipFile, lzma.LZMAFile, bz2.BZ2File)
 
 
 class Readable(Protocol):
@@ -133,12 +137,13 @@ def read_full(stream: Readable, size: int) -> tuple[bytes, BaseException | None]
     """
     parts: list[bytes] = []
     got = 0
-    # The decompressors' read() buffers internally and drops what it has gathered when the data
-    # turns out cut short; read1() hands over each decompressed piece as it comes.
-    read = getattr(stream, "read1", stream.read)
+    # The standard library's decompressors' read() gathers pieces in a buffered reader and drops
+    # them all when the data turns out cut short; their read1() hands over each piece as it comes.
+    # (zstandard's read() keeps what it has; its read1() would only return smaller pieces.)
+    read = stream.read1 if isinstance(stream, _BUFFERED) else stream.read
     try:
         while got < size:
-            more = read(size - got)
+            more = read(min(size - got, PIECE))
             if not more:
                 break
             parts.append(more)
