@@ -61,7 +61,7 @@ def read(path: Path) -> tuple[list[FrameBatch], list[DecodeIssue]]:
         batches = list(cap.batches())
         for batch in batches:
             dissector.dissect(batch)
-    return batches, list(cap.info.issues) + dissector.take_issues()
+    return batches, list(cap.info.issues) + list(dissector.take_issues())
 
 
 def write(tmp_path: Path, payloads: list[bytes], name: str = "x.dnstap") -> Path:
