@@ -23,11 +23,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import dnsbuild as d
 import pytest
+from pcapbuild import ether, ipv4, pcap, udp
 
 import pcapdns
-from tests import dnsbuild as d
-from tests.pcapbuild import ether, ipv4, pcap, udp
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTAGE = ROOT / "samples" / "outage.pcap"
