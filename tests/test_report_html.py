@@ -312,3 +312,15 @@ def test_chromium_shows_hostile_text_as_text(hostile_report: Path, tmp_path: Pat
     assert "<img" not in elements and "<b>bold" not in elements and "<script" not in elements
     assert ESCAPED_LABEL in dom
     assert console_lines(done.stderr) == []
+
+
+def test_the_chart_scripts_are_bundled_once_and_a_broken_cache_is_remade(tmp_path, monkeypatch):
+    from pcapdns.report import charts
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    first = charts.javascript()
+    (cached,) = (tmp_path / "pcapdns").glob("vega-bundle-*.js")
+    assert cached.read_text() == first and "window.vegaEmbed=" in first
+    cached.write_text(first[: len(first) // 2])  # cut short (a full disk, a killed run)
+    assert charts.javascript() == first
+    assert cached.read_text() == first

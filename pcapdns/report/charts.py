@@ -12,7 +12,11 @@ it when the capture is too long for :data:`MAX_WINDOWS` of them.
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import altair as alt
@@ -287,8 +291,37 @@ def to_png(chart: Chart, scale: float = 2.0) -> bytes:
 
 
 def javascript() -> str:
-    """Vega, Vega-Lite and Vega-Embed in one script (globals ``vega``, ``vegaLite``, ``vegaEmbed``)."""
+    """Vega, Vega-Lite and Vega-Embed in one script (globals ``vega``, ``vegaLite``, ``vegaEmbed``).
+
+    vl-convert bundles them on demand (about 2 s); the bundle is kept in the user's cache
+    directory, one file per vl-convert and Vega-Lite version, written atomically.  A cache that
+    cannot be read or written is only a slower run.
+    """
     import vl_convert
 
-    bundle: str = vl_convert.javascript_bundle(vl_version=vegalite_version())  # type: ignore[call-arg]
+    version = vegalite_version()
+    path = _cache_dir() / f"vega-bundle-{metadata.version('vl-convert-python')}-{version or 'default'}.js"
+    try:
+        cached = path.read_text(encoding="utf-8")
+        if _BUNDLE_END in cached[-400:]:  # whole, as vl-convert made it
+            return cached
+    except (OSError, UnicodeDecodeError):
+        pass
+    bundle: str = vl_convert.javascript_bundle(vl_version=version)  # type: ignore[call-arg]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(bundle)
+        os.replace(tmp, path)
+    except OSError:
+        pass
     return bundle
+
+
+# How vl-convert's default bundle ends: it makes the three libraries globals.
+_BUNDLE_END = "window.vegaEmbed="
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pcapdns"
