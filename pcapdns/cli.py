@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from pcapdns.tables.summary import Analysis
 
 _DEBUG = False
+_ARGV: list[str] = []  # the arguments of this run, for the report's provenance
 
 
 def _expand(paths: Sequence[str]) -> list[str]:
@@ -530,6 +531,45 @@ def query(files: tuple[str, ...], sql: str, fmt: str, max_rows: int, **kw: Any) 
 
 
 @cli.command(
+    short_help="Write an HTML incident report of captures for a postmortem.",
+    epilog=_examples(
+        "pcapdns report samples/outage.pcap -o incident.html",
+        "pcapdns report 'captures/*.pcap.gz' -o incident.html --png charts/",
+        "pcapdns report capture.pcap -o incident.html --window 10 --timeout 2",
+    ),
+)
+@click.argument("files", nargs=-1, required=True)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The HTML file to write (self-contained: opens with no network).",
+)
+@click.option(
+    "--png",
+    "png_dir",
+    metavar="DIR",
+    type=click.Path(file_okay=False),
+    help="Also write a PNG of each chart into DIR (made if missing).",
+)
+@analysis_options
+def report(files: tuple[str, ...], output: str, png_dir: str | None, **kw: Any) -> None:
+    """Write one self-contained HTML page about FILES for a postmortem (docs/report.md).
+
+    The findings with their evidence, queries/s by RCODE and latency percentiles over time,
+    per-server health, top failing names, the capture's quality, and this command line. The page
+    opens without network; --png DIR also writes each chart as a PNG.
+    """
+    from pcapdns.report.html import provenance, write
+
+    analysis = _analyze(files, kw)
+    made = provenance(_ARGV, __version__)
+    for w in write(analysis, output, made, kw["window"], png_dir):
+        click.echo(f"pcapdns: wrote {w.path}: {w.what}", err=True)
+
+
+@cli.command(
     short_help="Explore captures in a terminal UI.",
     epilog=_examples(
         "pcapdns tui samples/outage.pcap",
@@ -575,6 +615,8 @@ _NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # writing the output (stdo
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pcapdns`` console script; returns the exit status."""
+    global _ARGV
+    _ARGV = list(argv) if argv is not None else sys.argv[1:]
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="pcapdns", standalone_mode=False)
     except PcapdnsError as e:

@@ -15,7 +15,7 @@ COMMANDS = sorted(cli.commands)
 THRESHOLDS = {"--window", "--sensitivity", "--min-count", "--outage-run", "--slow-factor", "--slow-ms"}
 READING = {"--workers", "--scheduler", "--group-by"}  # where the captures are read
 # the commands that read captures and compute findings
-FINDINGS = {"analyze", "anomalies", "export", "query", "tui"}
+FINDINGS = {"analyze", "anomalies", "export", "query", "report", "tui"}
 
 
 def help_text(*args: str) -> str:

@@ -1,4 +1,4 @@
-"""SVG snapshots of the TUI's screens at 120x40 (pytest-textual-snapshot; update with
+"""SVG snapshots of the TUI's screens at 120x40 and 80x24 (pytest-textual-snapshot; update with
 ``pytest tests/test_tui_snapshots.py --snapshot-update`` and look at the SVGs before committing)."""
 
 from __future__ import annotations
@@ -57,3 +57,29 @@ def test_hex_dump_highlights_a_malformation(snap_compare):
 
 def test_findings(snap_compare):
     assert snap_compare(make_app([OUTAGE]), terminal_size=SIZE, run_before=steps("2"))  # the real engine
+
+
+# -- the same screens at 80x24, the smallest usual terminal ------------------------------------------
+SMALL = (80, 24)
+
+
+def test_overview_80x24(snap_compare):
+    assert snap_compare(make_app([OUTAGE]), terminal_size=SMALL, run_before=steps())
+
+
+def test_findings_80x24(snap_compare):
+    assert snap_compare(make_app([OUTAGE]), terminal_size=SMALL, run_before=steps("2"))
+
+
+def test_transactions_80x24(snap_compare):
+    app = make_app([OUTAGE])
+    assert snap_compare(app, terminal_size=SMALL, run_before=steps("3", ("filter", "rcode=SERVFAIL ede=22")))
+
+
+def test_packet_detail_80x24(snap_compare):
+    app = make_app([OUTAGE])
+    assert snap_compare(app, terminal_size=SMALL, run_before=steps("3", ("filter", "frame=2316"), "enter"))
+
+
+def test_help_80x24(snap_compare):
+    assert snap_compare(make_app([OUTAGE]), terminal_size=SMALL, run_before=steps("question_mark"))

@@ -14,8 +14,8 @@ pytestmark = pytest.mark.skipif(TMUX is None, reason="tmux is not installed (apt
 def test_pcapdns_tui_from_overview_to_the_packets():
     term = Terminal(f"{sys.executable} -m pcapdns tui samples/outage.pcap; echo exit=$?")
     try:
-        # the overview, filled in: quality line, charts and the top-servers table
-        term.wait_for("5,930 frames", "Queries per second", "Top servers", "10.0.0.53", "2,503")
+        # the overview, filled in: quality line, incidents, charts and the top-servers table
+        term.wait_for("5,930 frames", "Incidents", "Queries/s", "Top servers", "10.0.0.53", "2,503")
         term.keys("3")
         term.wait_for("of 3,126")
         term.keys("/")

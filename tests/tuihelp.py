@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import html
 import json
+import re
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from pathlib import Path
@@ -130,3 +132,38 @@ def write_hostile(path: Path) -> None:
         reply = pb.ether(pb.ipv4(pb.udp(r, sport=53, dport=40000 + i), src=pb.B4, dst=pb.A4))
         records.append((ts + i * 10**8 + 2 * 10**6, reply))
     path.write_bytes(pb.pcap(records))
+
+
+_SVG_TEXT = re.compile(
+    r'<text[^>]*\bx="([\d.]+)"[^>]*clip-path="url\(#[\w-]+-line-(\d+)\)"[^>]*>(.*?)</text>'
+)
+
+
+def screen_lines(app: PcapdnsApp) -> list[str]:
+    """What the terminal shows, line by line (read from the app's SVG screenshot): what a person
+    sees without scrolling, nothing more."""
+    svg = app.export_screenshot()
+    runs: dict[int, list[tuple[float, str]]] = {}
+    for x, line, body in _SVG_TEXT.findall(svg):
+        runs.setdefault(int(line), []).append((float(x), html.unescape(body).replace("\xa0", " ")))
+    height = app.size.height
+    lines = ["" for _ in range(height)]
+    cell = _cell_width(svg)
+    for line, parts in runs.items():
+        row = ""
+        for x, body in sorted(parts):
+            column = round(x / cell)
+            row = row.ljust(column) + body
+        if line < height:
+            lines[line] = row
+    return lines
+
+
+def _cell_width(svg: str) -> float:
+    m = re.search(r'<text[^>]*textLength="([\d.]+)"[^>]*>(.*?)</text>', svg)
+    assert m, "no text in the screenshot"
+    return float(m.group(1)) / len(html.unescape(m.group(2)))
+
+
+def screen_text(app: PcapdnsApp) -> str:
+    return "\n".join(screen_lines(app))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -38,6 +39,7 @@ from pcapdns.tui.detail import DetailScreen
 from pcapdns.tui.findings import FindingsView
 from pcapdns.tui.messages import AnalysisFailed, AnalysisProgress, AnalysisReady, OverviewReady
 from pcapdns.tui.overview import OverviewView, clock
+from pcapdns.tui.packet import preload_scapy
 from pcapdns.tui.runner import ISOLATE_BYTES, child, run, total_bytes
 from pcapdns.tui.safe import text
 from pcapdns.tui.table import FrameTable
@@ -47,41 +49,46 @@ __all__ = ["PcapdnsApp", "make_app"]
 
 VIEWS = (("overview", "1 Overview"), ("findings", "2 Findings"), ("transactions", "3 Transactions"))
 
+# At most 74 cells a line: the help box fits an 80-column terminal (border and padding included).
 HELP = """\
 pcapdns tui: from "something broke" to the packets
 
-  1 / 2 / 3      Overview / Findings / Transactions
-  ?              this help          q, ctrl+c  quit          tab  next pane
-  e / E / N      export the current view as CSV / Parquet / NDJSON
+  1 / 2 / 3     Overview / Findings / Transactions
+  ?             this help       q, ctrl+c  quit       tab  next pane
+  e / E / N     export the current view as CSV / Parquet / NDJSON
 
-Overview        left/right move the chart cursor, shift+left/right widen it,
-                enter shows the transactions of that time range
-Findings        up/down pick a finding, enter its evidence packets,
-                t its transactions, s sort (rank, severity, kind, start, count)
-Transactions    / edit the filter, enter apply it; up/down/pgup/pgdn/home/end,
-                enter opens the packet detail of a row
-Packet detail   d decoded, s scapy dissection, x hex dump, escape back
+Overview       left/right move the chart cursor, shift+left/right widen
+               it, enter shows the transactions of that time range
+Findings       up/down pick a finding, enter its evidence packets,
+               t its transactions, s sort (rank, severity, kind, start,
+               count)
+Transactions   / edit the filter, enter apply it; up/down/pgup/pgdn/
+               home/end; enter opens the packet detail of a row
+Packet detail  d decoded, s scapy dissection, x hex dump, escape back
 
 Filter language (terms ANDed; = and != take comma alternatives)
-  rcode qtype          = !=            SERVFAIL, NXDOMAIN, 2 / AAAA, HTTPS, 28
-  qname server client  = != ~ !~       ~ contains (case-insensitive)
-  status               = !=            answered, unanswered, timeout, capture_ended
-  transport            = !=            udp, tcp
-  latency              = != < <= > >=  200ms, 1.5s, 300us (a bare number is ms)
-  frame id             = != < <= > >=  frame numbers (query or response), DNS ID
-  ede                  = !=            Extended DNS Error codes, e.g. 22
-  time                 < <= > >=       10:04, 10:04:30.5, 2024-03-01T10:04:00
-  a bare word          qname contains it
-
-  press escape or ? to close
+  rcode qtype         = !=            SERVFAIL, NXDOMAIN, 2 / AAAA, 28
+  qname server client = != ~ !~       ~ contains (case-insensitive)
+  status              = !=            answered, unanswered, timeout,
+                                      capture_ended
+  transport           = !=            udp, tcp
+  latency             = != < <= > >=  200ms, 1.5s, 300us (bare: ms)
+  frame id            = != < <= > >=  frame numbers, DNS ID
+  ede                 = !=            Extended DNS Error codes, e.g. 22
+  time                < <= > >=       10:04, 10:04:30.5,
+                                      2024-03-01T10:04:00
+  a bare word         qname contains it
 """
+HELP_WIDTH = 74
 
 
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,question_mark,q", "app.pop_screen", "close")]
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll(id="help"):
+        with VerticalScroll(id="help") as box:
+            box.border_title = "help"
+            box.border_subtitle = "escape or ? closes"
             yield Static(Text(HELP))
 
 
@@ -91,11 +98,12 @@ class PcapdnsApp(App[None]):
     CSS_PATH = str(Path(__file__).with_name("app.tcss"))  # absolute: subclasses live elsewhere
     TITLE = "pcapdns"
     BINDINGS = [
-        Binding("1", "view('overview')", "overview"),
-        Binding("2", "view('findings')", "findings"),
-        Binding("3", "view('transactions')", "transactions"),
+        # the views' keys are on the top bar (1 Overview 2 Findings 3 Transactions): not in the footer
+        Binding("1", "view('overview')", "overview", show=False),
+        Binding("2", "view('findings')", "findings", show=False),
+        Binding("3", "view('transactions')", "transactions", show=False),
         Binding("question_mark", "help", "help"),
-        Binding("e", "export('csv')", "export csv"),
+        Binding("e", "export('csv')", "export"),
         Binding("E", "export('parquet')", "parquet", show=False),
         Binding("N", "export('ndjson')", "ndjson", show=False),
         Binding("q", "quit", "quit"),
@@ -238,7 +246,14 @@ class PcapdnsApp(App[None]):
             self.error = message.error
         self.failure = message.message
         self.main.query_one("#progress", ProgressBar).display = False
+        # the error, whole (wrapped), on the line above every view; the views' own "analyzing…"
+        # placeholders point to it
+        self.main.query_one("#progress-row").add_class("-failed")
         self.main.query_one("#stage", Static).update(text(f"pcapdns: error: {message.message}", "bold red"))
+        note = "no analysis: the error is above"
+        self.main.query_one(OverviewView).failed(note)
+        self.main.query_one(FindingsView).failed(note)
+        self.main.query_one(TransactionsView).failed(note)
 
     def on_analysis_ready(self, message: AnalysisReady) -> None:
         a = message.analysis
@@ -249,6 +264,8 @@ class PcapdnsApp(App[None]):
         self.main.query_one(OverviewView).show(message.overview)
         self.main.query_one(FindingsView).load(a.anomalies, a.transactions)
         self.main.query_one(TransactionsView).load(a.transactions)
+        # the packet detail's scapy dissection needs scapy: import it now, not when a packet opens
+        threading.Thread(target=preload_scapy, name="pcapdns-scapy-preload", daemon=True).start()
 
     # -- overview width -------------------------------------------------------------------------
 

@@ -86,7 +86,7 @@ class Chart(Widget, can_focus=True):
         Binding("right", "move(1)", "later", show=False),
         Binding("shift+left", "extend(-1)", "extend", show=False),
         Binding("shift+right", "extend(1)", "extend", show=False),
-        Binding("enter", "zoom", "zoom to transactions"),
+        Binding("enter", "zoom", "zoom in"),
     ]
     cursor: reactive[int] = reactive(0)
 

@@ -14,8 +14,9 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from pcapdns.model import DEFAULT_PORTS
-from pcapdns.tui.messages import DetailLoaded
-from pcapdns.tui.packet import Side, hexdump, load_side, render_message, render_scapy
+from pcapdns.sources.extract import read_frames
+from pcapdns.tui.messages import DetailLoaded, ScapyLoaded
+from pcapdns.tui.packet import Side, dissect, frames_needed, hexdump, load_side, render_message, render_scapy
 from pcapdns.tui.safe import text
 
 _VIEWS = (("decoded", "Decoded", render_message), ("scapy", "Scapy", render_scapy), ("hex", "Hex", hexdump))
@@ -77,13 +78,23 @@ class DetailScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="detail")
     def load(self) -> None:
+        """Read both messages' frames in one pass, show them decoded, then scapy's dissection.
+
+        scapy comes last and apart: its first import takes seconds (the app preloads it in the
+        background once the analysis is done), and the decoded view must not wait for it.
+        """
         r = self.row
         path, tid, tx = str(r["file"]), int(r["trans_id"]), str(r["transport"])
-        q = load_side(path, "query", r["query_frame"], tid, self.malformed, self.ports, tx, self.file_id)
-        s = load_side(
-            path, "response", r["response_frame"], tid, self.malformed, self.ports, tx, self.file_id
-        )
+        frames = read_frames(path, frames_needed(tx, r["query_frame"], r["response_frame"]))
+        q, s = (
+            load_side(path, role, r[f"{role}_frame"], tid, self.malformed, self.ports, tx, self.file_id,
+                      frames=frames, scapy=False)
+            for role in ("query", "response")
+        )  # fmt: skip
         self.post_message(DetailLoaded(q, s))
+        dissect(q)
+        dissect(s)
+        self.post_message(ScapyLoaded(q, s))
 
     def on_detail_loaded(self, message: DetailLoaded) -> None:
         self.sides = (message.query, message.response)
@@ -92,6 +103,10 @@ class DetailScreen(Screen[None]):
                 self.query_one(f"#{key}-{side.role}", Static).update(render(side))
         if any(side.malformed for side in self.sides):
             self.action_tab("hex")
+
+    def on_scapy_loaded(self, message: ScapyLoaded) -> None:
+        for side in (message.query, message.response):
+            self.query_one(f"#scapy-{side.role}", Static).update(render_scapy(side))
 
     def action_tab(self, key: str) -> None:
         self.query_one("#views", TabbedContent).active = key

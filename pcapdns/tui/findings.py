@@ -3,6 +3,7 @@ summary, likely cause and evidence transactions."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -18,20 +19,23 @@ from pcapdns.dns.knowledge import rcode_info
 from pcapdns.schema import ANOMALIES
 from pcapdns.tui.overview import SEVERITY_COLORS
 from pcapdns.tui.safe import text
-from pcapdns.tui.table import FrameTable
+from pcapdns.tui.table import Column, FrameTable, fit
 from pcapdns.tui.transactions import TRANSACTION_COLUMNS
 
+# The summary before the zone and the servers; on a narrow terminal the columns of the highest
+# priority number go first (the detail pane below the table has everything).
 _COLUMNS = (
-    ("rank", "#"),
-    ("severity", "severity"),
-    ("kind", "kind"),
-    ("start", "start"),
-    ("duration", "for"),
-    ("zone", "zone"),
-    ("servers", "servers"),
-    ("count", "count"),
-    ("summary", "summary"),
+    Column("rank", "#", 3),
+    Column("severity", "severity", 8),
+    Column("kind", "kind", 19, min_width=12),
+    Column("start", "start", 8, priority=1),
+    Column("duration", "for", 5, priority=3),
+    Column("count", "count", 6, priority=2),
+    Column("summary", "summary", 40, min_width=24, grow=True),
+    Column("zone", "zone", 18, priority=4),
+    Column("servers", "servers", 24, priority=5),
 )
+_PADDING = 2  # a DataTable cell's padding (one cell either side)
 _SORTABLE = ("rank", "severity", "kind", "start", "count")
 _SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 
@@ -89,9 +93,31 @@ class FindingsView(Vertical):
             yield FrameTable(TRANSACTION_COLUMNS, id="evidence")
 
     def on_mount(self) -> None:
+        self._columns(self.size.width)
+
+    def on_resize(self) -> None:
+        if self._columns(self.size.width):
+            self._fill(keep_cursor=True)
+
+    def _columns(self, width: int) -> bool:
+        """Lay the table's columns out for ``width`` cells; True when they changed."""
         table = self.query_one("#findings-table", DataTable)
-        for key, title in _COLUMNS:
-            table.add_column(title, key=key)
+        room = max(0, width - 2 - _PADDING * len(_COLUMNS))  # a scrollbar's width spare
+        # fit() counts one cell between columns; a DataTable pads each by _PADDING: give it back
+        wide = [
+            replace(c, width=c.width + 1, min_width=None if c.min_width is None else c.min_width + 1)
+            for c in _COLUMNS
+        ]
+        shown = [replace(c, width=c.width - 1) for c in fit(wide, room + len(_COLUMNS))]
+        layout = [(c.key, c.width) for c in shown]
+        if layout == getattr(self, "_layout", None):
+            return False
+        self._layout = layout
+        self._shown_columns = shown
+        table.clear(columns=True)
+        for c in shown:
+            table.add_column(c.title, key=c.key, width=c.width)
+        return True
 
     def load(self, anomalies: pl.DataFrame, transactions: pl.DataFrame) -> None:
         self.anomalies = anomalies
@@ -105,6 +131,9 @@ class FindingsView(Vertical):
         self.query_one("#findings-title", Static).update(title)
         self._fill()
 
+    def failed(self, line: str) -> None:
+        self.query_one("#findings-title", Static).update(text(line, "italic"))
+
     def _sorted(self) -> pl.DataFrame:
         a = self.anomalies
         if self.sort_key == "severity":
@@ -112,28 +141,33 @@ class FindingsView(Vertical):
             return a.sort([order, pl.col("rank")])
         return a.sort([self.sort_key, "rank"], descending=[self.sort_key == "count", False], nulls_last=True)
 
-    def _fill(self) -> None:
+    def _fill(self, keep_cursor: bool = False) -> None:
         table = self.query_one("#findings-table", DataTable)
+        cursor = table.cursor_row if keep_cursor else 0
         table.clear()
         self.shown = self._sorted()
         for row in self.shown.iter_rows(named=True):
             sev = str(row["severity"])
             style = SEVERITY_COLORS.get(sev, "")
             start = row["start"]
-            cells = [
-                Text(str(row["rank"])),
-                Text(sev, style=style),
-                text(row["kind"]),
-                Text(start.strftime("%H:%M:%S") if start else ""),
-                Text(_duration(start, row["end"])),
-                text(row["zone"] or ""),
-                text(", ".join(row["servers"] or [])),
-                Text(f"{row['count']:,}" if row["count"] is not None else "", justify="right"),
-                text(row["summary"] or ""),
-            ]
-            table.add_row(*cells, key=str(row["rank"]))
+            cells = {
+                "rank": Text(str(row["rank"])),
+                "severity": Text(sev, style=style),
+                "kind": text(row["kind"]),
+                "start": Text(start.strftime("%H:%M:%S") if start else ""),
+                "duration": Text(_duration(start, row["end"])),
+                "count": Text(f"{row['count']:,}" if row["count"] is not None else "", justify="right"),
+                "summary": text(row["summary"] or ""),
+                "zone": text(row["zone"] or ""),
+                "servers": text(", ".join(row["servers"] or [])),
+            }
+            for c in self._shown_columns:  # one line a finding: cut, with an ellipsis
+                cells[c.key].truncate(c.width, overflow="ellipsis")
+            table.add_row(*(cells[c.key] for c in self._shown_columns), key=str(row["rank"]))
         if self.shown.height:
-            self._show(0)
+            cursor = min(cursor, self.shown.height - 1)
+            table.move_cursor(row=cursor)
+            self._show(cursor)
 
     def action_sort(self) -> None:
         self.sort_key = _SORTABLE[(_SORTABLE.index(self.sort_key) + 1) % len(_SORTABLE)]

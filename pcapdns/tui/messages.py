@@ -56,3 +56,12 @@ class DetailLoaded(Message):
         super().__init__()
         self.query = query
         self.response = response
+
+
+class ScapyLoaded(Message):
+    """scapy's dissection of a detail's frames, after the decoded view (scapy is slower)."""
+
+    def __init__(self, query: Side, response: Side) -> None:
+        super().__init__()
+        self.query = query
+        self.response = response

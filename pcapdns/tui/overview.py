@@ -68,10 +68,11 @@ def latency_chart(ov: Overview) -> ChartData:
 
 def legend(series: list[Series] | tuple[Series, ...], title: str) -> Text:
     out = Text(title, style="bold")
-    out.append("   ")
+    out.append("  ")
     for s in series:
         out.append("■ ", style=s.color)
-        out.append(s.name + "   ")
+        out.append(s.name + "  ")
+    out.rstrip()
     return out
 
 
@@ -116,7 +117,7 @@ def _table(title: str) -> Table:
 def _counts_table(title: str, rows: list[tuple[str, int]], colors: dict[str, str]) -> Table:
     t = _table(title)
     t.add_column("", no_wrap=True, min_width=9)
-    t.add_column("count", justify="right")
+    t.add_column("count", justify="right", no_wrap=True)
     for name, n in rows[:6]:
         t.add_row(text(name, colors.get(name, "")), f"{n:,}")
     return t
@@ -124,10 +125,11 @@ def _counts_table(title: str, rows: list[tuple[str, int]], colors: dict[str, str
 
 def _health_table(title: str, rows: list[Health]) -> Table:
     t = _table(title)
-    t.add_column("", no_wrap=True, overflow="ellipsis", min_width=15, ratio=1)
-    t.add_column("queries", justify="right")
-    t.add_column("ans", justify="right")
-    t.add_column("p95 ms", justify="right")
+    # the address gives way first (ellipsis); the number columns never wrap nor shrink
+    t.add_column("", no_wrap=True, overflow="ellipsis", min_width=6, ratio=1)
+    t.add_column("queries", justify="right", no_wrap=True)
+    t.add_column("ans", justify="right", no_wrap=True)
+    t.add_column("p95 ms", justify="right", no_wrap=True)
     for h in rows:
         rate = f"{100 * h.answer_rate:.1f}%"
         style = "red" if h.answer_rate < 0.9 else "yellow" if h.answer_rate < 0.99 else ""
@@ -139,18 +141,31 @@ def _health_table(title: str, rows: list[Health]) -> Table:
 class OverviewView(VerticalScroll):
     """Everything at a glance; the charts' cursor zooms into the transactions of a time range."""
 
+    # Below this width the four breakdown tables go two by two (their number columns stay whole).
+    STACK_BELOW = 120
+
     def compose(self) -> ComposeResult:
+        # What matters first comes first: at 80x24 the quality line and the incidents show
+        # without scrolling, the charts follow.
         yield Static(Text("analyzing…", style="italic"), id="quality")
-        yield Static(legend([Series(n, OUTCOME_COLORS[n]) for n in OUTCOMES], "Queries per second"))
+        yield Static(id="timeline")
+        yield Static(legend([Series(n, OUTCOME_COLORS[n]) for n in OUTCOMES], "Queries/s"))
         yield Chart(id="qps")
         yield Static(legend(LATENCY_SERIES, "Latency (log scale)"))
         yield Chart(id="latency")
-        yield Static(id="timeline")
         with Horizontal(id="breakdowns"):
             yield Static(id="rcodes", classes="box narrow")
             yield Static(id="qtypes", classes="box narrow")
             yield Static(id="servers", classes="box wide")
             yield Static(id="clients", classes="box wide")
+
+    def on_resize(self) -> None:
+        self.query_one("#breakdowns").set_class(self.size.width < self.STACK_BELOW, "-stacked")
+        if getattr(self, "overview", None) is not None:
+            self.query_one("#timeline", Static).update(timeline(self.overview, self.size.width - 2))
+
+    def failed(self, line: str) -> None:
+        self.query_one("#quality", Static).update(text(line, "italic"))
 
     def chart_columns(self) -> int:
         """How many time buckets fit the charts at the current width."""

@@ -34,7 +34,16 @@ from pcapdns.model import DEFAULT_PORTS, Payload
 from pcapdns.sources.extract import StoredFrame, read_frames
 from pcapdns.tui.safe import clean
 
-__all__ = ["Side", "hexdump", "load_side", "render_message", "render_scapy"]
+__all__ = [
+    "Side",
+    "dissect",
+    "frames_needed",
+    "hexdump",
+    "load_side",
+    "preload_scapy",
+    "render_message",
+    "render_scapy",
+]
 
 _TCP_LOOKBACK = 64  # frames read before a TCP frame to reassemble a message split over segments
 
@@ -65,13 +74,34 @@ def _pick(payloads: list[Payload], trans_id: int, qr: bool) -> Payload | None:
     return payloads[0] if payloads else None
 
 
+def _import_scapy() -> Any:
+    """scapy's configuration with the dissectors the detail uses registered (scapy only here)."""
+    import scapy.layers.dns  # noqa: F401 -- registers the DNS dissector
+    import scapy.layers.inet  # noqa: F401
+    import scapy.layers.inet6  # noqa: F401
+    import scapy.layers.l2  # noqa: F401
+    from scapy.config import conf
+
+    return conf
+
+
+def preload_scapy() -> None:
+    """Import scapy ahead of the first packet detail (a second or more; run in a background thread)."""
+    try:
+        _import_scapy()
+    except Exception:  # noqa: BLE001 -- the detail reports it when a packet is opened
+        pass
+
+
+def dissect(side: Side) -> None:
+    """Fill ``side.scapy`` with scapy's dissection of its frame (slow the first time: the import)."""
+    if side.stored is not None:
+        side.scapy = _scapy(side.stored)
+
+
 def _scapy(stored: StoredFrame) -> str:
     try:
-        import scapy.layers.dns  # noqa: F401 -- registers the DNS dissector
-        import scapy.layers.inet  # noqa: F401
-        import scapy.layers.inet6  # noqa: F401
-        import scapy.layers.l2  # noqa: F401
-        from scapy.config import conf  # scapy only here, and only when a packet is opened
+        conf = _import_scapy()
 
         cls: Any = conf.l2types.get(stored.linktype)
         if cls is None:
@@ -90,18 +120,26 @@ def load_side(
     ports: frozenset[int] = DEFAULT_PORTS,
     transport: str = "udp",
     file_id: int = 0,
+    *,
+    frames: dict[int, StoredFrame] | None = None,
+    scapy: bool = True,
 ) -> Side:
     """Everything the detail screen shows about one message (runs off the UI thread).
 
     Malformations come from the analysis' ``malformed`` table (schema MALFORMED) for this frame,
     or from parsing the message again when the table has none for it (both apply the same rules).
+    ``frames``: the frames already read (:func:`frames_needed`), else they are read here;
+    ``scapy=False`` leaves the scapy dissection to :func:`dissect`.
     """
     side = Side(role, frame)
     if frame is None:
         side.note = "no response was captured" if role == "response" else "no query was captured"
         return side
     first = max(1, frame - _TCP_LOOKBACK) if transport == "tcp" else frame
-    frames = read_frames(path, range(first, frame + 1))
+    if frames is None:
+        frames = read_frames(path, range(first, frame + 1))
+    else:
+        frames = {n: f for n, f in frames.items() if first <= n <= frame}
     stored = frames.get(frame)
     if stored is None:
         side.note = f"frame {frame} is not in {path}"
@@ -128,8 +166,19 @@ def load_side(
         ]
         if not side.malformed:
             side.malformed = [(str(m.code), m.offset, m.detail) for m in side.message.malformations]
-    side.scapy = _scapy(stored)
+    if scapy:
+        side.scapy = _scapy(stored)
     return side
+
+
+def frames_needed(transport: str, *frames: int | None) -> list[int]:
+    """The frame numbers :func:`load_side` reads for these messages (read them in one pass)."""
+    out: set[int] = set()
+    for frame in frames:
+        if frame is not None:
+            first = max(1, frame - _TCP_LOOKBACK) if transport == "tcp" else frame
+            out.update(range(first, frame + 1))
+    return sorted(out)
 
 
 # -- rendering -------------------------------------------------------------------------------------
@@ -256,7 +305,8 @@ def render_scapy(side: Side) -> Text:
     out = Text()
     out.append(f"{side.role.upper()}  scapy dissection\n", style="bold")
     if not side.scapy:
-        out.append(clean(side.note or "no frame") + "\n", style="italic yellow")
+        note = side.note or ("dissecting…" if side.stored is not None else "no frame")
+        out.append(clean(note) + "\n", style="italic yellow")
     for line in side.scapy.splitlines():
         out.append(clean(line) + "\n")
     return out

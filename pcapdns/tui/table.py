@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, ClassVar
 
@@ -44,10 +44,61 @@ _PAGES_KEPT = 8
 class Column:
     key: str  # column of the frame
     title: str
-    width: int
+    width: int  # cells, when there is room
     fmt: Callable[[Any], str] = lambda v: "" if v is None else str(v)
     right: bool = False
     color: Callable[[Any], str | None] | None = None  # a rich style for the cell's value, or None
+    # Narrow tables: the columns of the highest priority number are dropped first (0: never).
+    # A column with ``min_width`` may shrink down to it; it does so when the dropping reaches
+    # ``shrink_priority`` (by default before any column is dropped).  ``grow`` columns take what
+    # is left over on a wide terminal.
+    priority: int = 0
+    min_width: int | None = None
+    shrink_priority: int = 1_000
+    grow: bool = False
+
+
+def fit(columns: Sequence[Column], width: int) -> list[Column]:
+    """The columns that fit ``width`` cells (one between columns), in their order, resized.
+
+    Steps by priority, highest number first (the rightmost of equals first): a shrinkable
+    column shrinks to its ``min_width`` at its ``shrink_priority``, any other droppable column
+    goes at its ``priority``, until the rest fits.  What is left over goes back to the shrunk
+    columns, up to their width, then to the ``grow`` columns.
+    """
+    kept = list(columns)
+    shrunk: set[str] = set()
+
+    def need(cs: list[Column]) -> int:
+        return sum((c.min_width if c.key in shrunk and c.min_width else c.width) + 1 for c in cs)
+
+    while need(kept) > width:
+        steps = [(c.priority, kept.index(c), "drop", c) for c in kept if c.priority > 0]
+        steps += [
+            (c.shrink_priority, kept.index(c), "shrink", c)
+            for c in kept
+            if c.min_width is not None and c.key not in shrunk
+        ]
+        if not steps:
+            break
+        _, _, what, col = max(steps, key=lambda s: (s[0], s[1], s[2] == "shrink"))
+        if what == "shrink":
+            shrunk.add(col.key)
+        else:
+            kept.remove(col)
+    spare = width - need(kept)
+    sizes = {c.key: c.min_width if c.key in shrunk and c.min_width else c.width for c in kept}
+    for c in kept:  # shrunk columns back toward their width
+        if c.key in shrunk and spare > 0:
+            give = min(spare, c.width - sizes[c.key])
+            sizes[c.key] += give
+            spare -= give
+    growing = [c for c in kept if c.grow]
+    for i, c in enumerate(growing):  # the rest, shared
+        give = spare // (len(growing) - i) if spare > 0 else 0
+        sizes[c.key] += give
+        spare -= give
+    return [replace(c, width=sizes[c.key]) for c in kept]
 
 
 class FrameTable(ScrollView, can_focus=True):
@@ -85,11 +136,27 @@ class FrameTable(ScrollView, can_focus=True):
 
     def __init__(self, columns: Sequence[Column], *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.columns = list(columns)
+        self.all_columns = list(columns)
+        self.columns = list(columns)  # those shown: :func:`fit` to the widget's width
         self.frame: pl.DataFrame = pl.DataFrame()
         self.rows_formatted = 0
         self._pages: OrderedDict[int, list[list[tuple[str, str | None]]]] = OrderedDict()
         self._width = sum(c.width + 1 for c in self.columns)
+        self._fitted_to = -1
+
+    def on_resize(self) -> None:
+        self._fit()
+
+    def _fit(self) -> None:
+        width = self.scrollable_content_region.width
+        if width <= 0 or width == self._fitted_to:
+            return
+        self._fitted_to = width
+        self.columns = fit(self.all_columns, width)
+        self._width = sum(c.width + 1 for c in self.columns)
+        self._pages.clear()  # pages hold formatted cells of the columns shown
+        self.virtual_size = Size(self._width, self.frame.height + 1)
+        self.refresh()
 
     @property
     def row_count(self) -> int:

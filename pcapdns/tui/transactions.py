@@ -16,6 +16,7 @@ from textual.widgets import Input, Static
 
 from pcapdns.tui.filter import FilterError, compile_filter
 from pcapdns.tui.messages import FilterDone
+from pcapdns.tui.safe import text
 from pcapdns.tui.table import Column, FrameTable
 
 RCODE_COLORS = {
@@ -50,29 +51,32 @@ def _frame(v: int | None) -> str:
     return "-" if v is None else str(v)
 
 
+# At 80 columns: time, qname (shrunk), rcode, ms, client and server; the rest as width allows.
 TRANSACTION_COLUMNS = [
-    Column("ts", "time", 12, _ts),
-    Column("qname", "qname", 34),
-    Column("qtype_name", "type", 6),
-    Column("rcode_name", "rcode", 9, lambda v: "-" if v is None else str(v), color=RCODE_COLORS.get),
-    Column("rtt", "ms", 9, _ms, right=True, color=_ms_color),
+    Column("ts", "time", 12, _ts, priority=1),
+    Column("qname", "qname", 34, min_width=12, shrink_priority=3, grow=True),
+    Column("qtype_name", "type", 6, priority=3),
+    Column("rcode_name", "rcode", 8, lambda v: "-" if v is None else str(v), color=RCODE_COLORS.get),
+    Column("rtt", "ms", 8, _ms, right=True, color=_ms_color, priority=2),
     Column(
         "status",
         "status",
         8,
         lambda v: STATUS_TEXT.get(v, str(v)),
         color=lambda v: None if v == "answered" else "magenta",
+        priority=4,
     ),
-    Column("retransmissions", "rtx", 3, lambda v: str(v) if v else "", right=True),
-    Column("client", "client", 15),
-    Column("server", "server", 15),
-    Column("transport", "tx", 3),
-    Column("ede", "ede", 4, _ede, color=lambda v: "magenta" if v else None),
-    Column("query_frame", "query#", 7, _frame, right=True),
-    Column("response_frame", "resp#", 7, _frame, right=True),
+    Column("retransmissions", "rtx", 3, lambda v: str(v) if v else "", right=True, priority=7),
+    Column("client", "client", 15, priority=1),
+    Column("server", "server", 15, priority=1),
+    Column("transport", "tx", 3, priority=6),
+    Column("ede", "ede", 4, _ede, color=lambda v: "magenta" if v else None, priority=6),
+    Column("query_frame", "query#", 7, _frame, right=True, priority=5),
+    Column("response_frame", "resp#", 7, _frame, right=True, priority=5),
 ]
 
-PLACEHOLDER = "filter: rcode=SERVFAIL server=10.0.0.53 qname~example.com latency>200ms status=unanswered"
+# An instruction, not a filter: it must never read as one that is applied (it is drawn dim)
+PLACEHOLDER = "type a filter, e.g. rcode=SERVFAIL"
 
 
 class TransactionsView(Vertical):
@@ -156,6 +160,9 @@ class TransactionsView(Vertical):
         count = Text(f"{message.frame.height:,}", style="bold")
         count.append(f" of {total:,}")
         self.query_one("#count", Static).update(count)
+
+    def failed(self, line: str) -> None:
+        self.query_one("#count", Static).update(text(line, "italic"))
 
     def selected(self, row: int) -> dict[str, Any]:
         return self.table.row(row)
