@@ -93,18 +93,24 @@ def quality(a: Analysis, s: dict[str, Any]) -> RenderableType:
 
 def totals(s: dict[str, Any]) -> RenderableType:
     t = _table("Totals", "", "count", "", right=("count",))
-    q = s["queries"]
+    # Shares are of transactions (a query and its retransmissions are one), as in the server table.
+    n_tx = s["answered"] + s["unanswered"]
     rows = [
         ("DNS messages", s["dns_messages"], ", ".join(f"{k} {v:,}" for k, v in s["transports"].items())),
-        ("queries", q, ""),
-        ("  answered", s["answered"], _pct(s["answered"], q)),
+        ("query messages", s["queries"], ""),
+        ("  transactions", n_tx, "queries less their retransmissions"),
+        ("    answered", s["answered"], _pct(s["answered"], n_tx)),
         (
-            "  unanswered (timed out)",
+            "    unanswered (timed out)",
             s["unanswered_by_reason"]["timeout"],
-            _pct(s["unanswered_by_reason"]["timeout"], q),
+            _pct(s["unanswered_by_reason"]["timeout"], n_tx),
         ),
-        ("  unanswered (capture ended)", s["unanswered_by_reason"]["capture_ended"], ""),
-        ("  retransmissions", s["retransmissions"], ""),
+        (
+            "    unanswered (capture ended)",
+            s["unanswered_by_reason"]["capture_ended"],
+            _pct(s["unanswered_by_reason"]["capture_ended"], n_tx),
+        ),
+        ("  retransmissions", s["retransmissions"], "the same query again"),
         ("responses", s["responses"], ""),
         ("  duplicate responses", s["duplicate_responses"], ""),
         ("  orphan responses", s["orphan_responses"], "no matching query"),

@@ -1,0 +1,41 @@
+"""The report's totals: shares of transactions, so a retransmitted query is not counted as lost."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from pcapbuild import A4, B4, dns, ether, ipv4, pcap, udp
+
+ROOT = Path(__file__).resolve().parents[1]
+S = 10**9
+
+
+def query(ident: int) -> bytes:
+    return ether(ipv4(udp(dns(ident, 0), sport=40000, dport=53), src=A4, dst=B4))
+
+
+def response(ident: int) -> bytes:
+    return ether(ipv4(udp(dns(ident, 1), sport=53, dport=40000), src=B4, dst=A4))
+
+
+def test_shares_are_of_transactions_not_of_query_messages(tmp_path: Path) -> None:
+    # ID 1 sent four times (three retransmissions) then answered; ID 2 never answered; ID 3 answered.
+    records = [(t * S // 2, query(1)) for t in range(4)]
+    records += [(2 * S, response(1)), (3 * S, query(2)), (15 * S, query(3)), (15 * S + S // 100, response(3))]
+    records.append((20 * S, query(3)[:14]))  # a non-IP tail frame keeps the capture going past ID 2's timeout
+    capture = tmp_path / "retransmitted.pcap"
+    capture.write_bytes(pcap(records))
+    out = subprocess.run(
+        [sys.executable, "-m", "pcapdns", "analyze", str(capture), "--no-progress"],
+        capture_output=True, text=True, cwd=ROOT, check=True, env={"COLUMNS": "100", "PATH": ""},
+    ).stdout
+    row = re.compile(r"^ +([a-z][a-z ()]+?) +([\d,]+)(?: +([\d.]+%))?", re.M)
+    rows = {m[1]: (m[2], m[3]) for m in row.finditer(out)}
+    assert rows["query messages"][0] == "6"
+    assert rows["transactions"][0] == "3"
+    assert rows["answered"] == ("2", "66.7%")
+    assert rows["unanswered (timed out)"] == ("1", "33.3%")
+    assert rows["retransmissions"][0] == "3"
