@@ -308,7 +308,8 @@ def explain(rcode: str, files: tuple[str, ...], **kw: Any) -> None:
     if info is None:
         names = ", ".join(i.name for i in all_rcodes())
         raise click.BadParameter(
-            f"unknown RCODE {rcode!r} (one of: {names}, or a number)", param_hint="RCODE"
+            f"unknown RCODE {rcode!r} (one of: {names}; or a number from 0 to 4095, or RCODE<n>)",
+            param_hint="RCODE",
         )
     console = report_console(files)
     console.print(explain_panel(info))

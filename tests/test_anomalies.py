@@ -321,8 +321,23 @@ def test_every_rcode_has_knowledge():
     from pcapdns.dns.knowledge import all_rcodes
 
     values = sorted({i.value for i in all_rcodes()})
-    assert values == [*range(0, 11), *range(16, 24)]
+    assert values == [*range(0, 12), *range(16, 24)]
     assert all(i.causes and i.checks and i.surge and i.meaning for i in all_rcodes())
+
+
+def test_unassigned_rcodes_are_explained_as_such(capsys):
+    from pcapdns.dns.knowledge import rcode_info
+
+    for asked in ("12", "rcode12", "RCODE12"):
+        info = rcode_info(asked)
+        assert info is not None and (info.name, info.value) == ("RCODE12", 12), asked
+        assert "No RFC assigns RCODE 12" in info.meaning
+    assert rcode_info("11") is not None and rcode_info("11").name == "DSOTYPENI"  # type: ignore[union-attr]
+    assert rcode_info("4096") is None and rcode_info("RCODE4096") is None
+    assert main(["explain", "12"]) == 0
+    assert "unassigned" in capsys.readouterr().out
+    assert main(["explain", "4096"]) == 2
+    assert "a number from 0 to 4095" in capsys.readouterr().err
 
 
 def test_zone_helpers():
