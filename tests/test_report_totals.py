@@ -39,3 +39,14 @@ def test_shares_are_of_transactions_not_of_query_messages(tmp_path: Path) -> Non
     assert rows["answered"] == ("2", "66.7%")
     assert rows["unanswered (timed out)"] == ("1", "33.3%")
     assert rows["retransmissions"][0] == "3"
+
+
+def test_a_capture_without_dns_on_the_ports_asked_says_so() -> None:
+    outage = ROOT / "samples" / "outage.pcap"
+    args = [sys.executable, "-m", "pcapdns", "analyze", str(outage), "--no-progress"]
+    env = {"COLUMNS": "200", "PATH": ""}
+    elsewhere = subprocess.run([*args, "--port", "5353"], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert elsewhere.returncode == 0
+    assert "no DNS message in 5,930 frames" in elsewhere.stdout and "--port 53" in elsewhere.stdout
+    usual = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, env=env, check=True)
+    assert "no DNS message" not in usual.stdout

@@ -84,6 +84,14 @@ def quality(a: Analysis, s: dict[str, Any]) -> RenderableType:
             lines.append(Text(f"  ... {more:,} more examples in the decode_issues table", "yellow"))
     else:
         lines.append(Text("decode issues: none", "green"))
+    if s["frames"] and not s["dns_messages"]:
+        lines.append(
+            Text(
+                f"no DNS message in {s['frames']:,} frames: none was on the DNS ports analyzed (--port "
+                "replaces the default 53: give --port 53 too to keep it) or in a transport pcapdns reads",
+                "yellow",
+            )
+        )
     if s["queries"] and not s["responses"]:
         lines.append(Text("only queries were captured: the capture probably saw one direction", "yellow"))
     elif s["responses"] and not s["queries"]:
