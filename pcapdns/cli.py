@@ -72,7 +72,10 @@ def _decoding_options() -> list[Callable[..., Any]]:
             "ports",
             type=click.IntRange(1, 65535),
             multiple=True,
-            help="DNS port (repeatable; default 53). mDNS (5353) and LLMNR (5355) only when named.",
+            help=(
+                "DNS port (repeatable; default 53, replaced when given: name 53 too to keep it). "
+                "mDNS (5353) and LLMNR (5355) only when named."
+            ),
         ),
         click.option(
             "--timeout",
@@ -257,9 +260,9 @@ def analyze(files: tuple[str, ...], as_json: bool, **kw: Any) -> None:
 @cli.command(
     short_help="List the ranked findings: what broke, when, for whom, why.",
     epilog=_examples(
-        "pcapdns anomalies outage.pcap",
-        "pcapdns anomalies outage.pcap --json",
-        "pcapdns anomalies outage.pcap --window 30 --sensitivity 3",
+        "pcapdns anomalies samples/outage.pcap",
+        "pcapdns anomalies samples/outage.pcap --json",
+        "pcapdns anomalies samples/outage.pcap --window 30 --sensitivity 3",
     ),
 )
 @click.argument("files", nargs=-1, required=True)
@@ -289,7 +292,7 @@ def anomalies(files: tuple[str, ...], as_json: bool, **kw: Any) -> None:
     epilog=_examples(
         "pcapdns explain SERVFAIL",
         "pcapdns explain 3",
-        "pcapdns explain formerr --in formerr.pcap",
+        "pcapdns explain formerr --in samples/formerr.pcap",
     ),
 )
 @click.argument("rcode")
@@ -352,14 +355,19 @@ def explain(rcode: str, files: tuple[str, ...], **kw: Any) -> None:
     type=click.Path(dir_okay=False),
     help="With --dnstap-socket/--dnstap-tcp: also write every dnstap message received to this file.",
 )
-@click.option("-f", "--filter", "bpf", help="Kernel capture filter, tcpdump syntax (default: the DNS ports).")
+@click.option(
+    "-f",
+    "--filter",
+    "bpf",
+    help="Kernel capture filter, tcpdump syntax (default: the DNS ports and IP fragments).",
+)
 @click.option(
     "-p",
     "--port",
     "ports",
     type=click.IntRange(1, 65535),
     multiple=True,
-    help="DNS port (repeatable; default 53).",
+    help="DNS port (repeatable; default 53, replaced when given: name 53 too to keep it).",
 )
 @click.option(
     "--timeout",
@@ -427,8 +435,8 @@ EXPORT_FORMATS = ("parquet", "csv", "ndjson", "pcap")
 @cli.command(
     short_help="Write the tables as Parquet, CSV, NDJSON or pcap.",
     epilog=_examples(
-        "pcapdns export outage.pcap -o out/",
-        "pcapdns export outage.pcap --table anomalies --format csv -o anomalies.csv",
+        "pcapdns export samples/outage.pcap -o out/",
+        "pcapdns export samples/outage.pcap --table anomalies --format csv -o a.csv",
         "pcapdns export 'captures/*.pcap' -o lake/ --partition-by hour",
     ),
 )
@@ -487,9 +495,9 @@ def export(
 @cli.command(
     short_help="Run SQL over the tables of captures.",
     epilog=_examples(
-        'pcapdns query outage.pcap "SELECT * FROM servers"',
-        'pcapdns query outage.pcap "SELECT * FROM windows WHERE SERVFAIL > 0"',
-        'pcapdns query outage.pcap "SELECT kind, summary FROM anomalies" --format csv',
+        'pcapdns query samples/outage.pcap "SELECT * FROM servers"',
+        'pcapdns query samples/outage.pcap "SELECT * FROM windows WHERE SERVFAIL > 0"',
+        'pcapdns query samples/outage.pcap "SELECT * FROM anomalies" --format csv',
     ),
 )
 @click.argument("files", nargs=-1, required=True)

@@ -144,11 +144,21 @@ def rcode_timeline(a: Analysis, every: str = "1m", limit: int = 60) -> Renderabl
     names = [c for c in table.columns if c != "window"]
     order = sorted(names, key=lambda n: (n != "NOERROR", n))
     t = _table(f"RCODEs over time (per {every})", "window (UTC)", *order, right=tuple(order))
-    for row in table.head(limit).iter_rows(named=True):
+    shown = table.head(limit)
+    bad = [n for n in names if n in _BAD_RCODES]
+    if table.height > limit and bad:
+        # Too many windows to list: the ones with the most failing answers, in time order, so an
+        # incident late in a long capture is never cut off.
+        failing = pl.sum_horizontal(bad)
+        shown = table.with_columns(failing.alias("_failing")).top_k(limit, by="_failing").sort("window")
+        shown = shown.drop("_failing")
+    for row in shown.iter_rows(named=True):
         cells = [Text(f"{row[n]:,}", "red" if n in _BAD_RCODES and row[n] else "") for n in order]
         t.add_row(row["window"].strftime("%Y-%m-%d %H:%M:%S"), *cells)
     if table.height > limit:
-        t.caption = f"first {limit} of {table.height} windows"
+        which = "with the most failing answers" if bad else "first"
+        every_window = "pcapdns query FILES 'SELECT * FROM windows'"
+        t.caption = f"the {limit} of {table.height} windows {which} (all: {every_window})"
     return t
 
 

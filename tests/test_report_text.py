@@ -1,8 +1,9 @@
-"""The report's totals: shares of transactions, so a retransmitted query is not counted as lost."""
+"""The terminal report's tables: totals as shares of transactions, the RCODE timeline, empty captures."""
 
 from __future__ import annotations
 
 import re
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +51,25 @@ def test_a_capture_without_dns_on_the_ports_asked_says_so() -> None:
     assert "no DNS message in 5,930 frames" in elsewhere.stdout and "--port 53" in elsewhere.stdout
     usual = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, env=env, check=True)
     assert "no DNS message" not in usual.stdout
+
+
+def test_the_rcode_timeline_of_a_long_capture_keeps_the_failing_windows(tmp_path: Path) -> None:
+    # 80 minutes, one answered query a minute; SERVFAILs only in minutes 75-77, past the 60 rows shown
+    records = []
+    for minute in range(80):
+        ident = minute + 1
+        answer = dns(ident, 1)
+        if 75 <= minute <= 77:
+            answer = answer[:2] + struct.pack("!H", 0x8182) + answer[4:]  # RCODE 2
+        records += [(minute * 60 * S, query(ident)), (minute * 60 * S + S // 100, ether(
+            ipv4(udp(answer, sport=53, dport=40000), src=B4, dst=A4)))]
+    capture = tmp_path / "long.pcap"
+    capture.write_bytes(pcap(records))
+    out = subprocess.run(
+        [sys.executable, "-m", "pcapdns", "analyze", str(capture), "--no-progress"],
+        capture_output=True, text=True, cwd=ROOT, check=True, env={"COLUMNS": "120", "PATH": ""},
+    ).stdout
+    timeline = out[out.index("RCODEs over time") : out.index("Latency (ms)")]
+    for minute in (75, 76, 77):
+        assert f"01:{minute - 60:02d}:00" in timeline, timeline
+    assert "the 60 of 80 windows with the most failing answers" in " ".join(timeline.split())
