@@ -73,3 +73,23 @@ def test_the_rcode_timeline_of_a_long_capture_keeps_the_failing_windows(tmp_path
     for minute in (75, 76, 77):
         assert f"01:{minute - 60:02d}:00" in timeline, timeline
     assert "the 60 of 80 windows with the most failing answers" in " ".join(timeline.split())
+
+
+def test_a_query_result_too_wide_for_the_terminal_is_shown_record_by_record() -> None:
+    outage = str(ROOT / "samples" / "outage.pcap")
+    env = {"COLUMNS": "80", "PATH": ""}
+    wide = subprocess.run(
+        [sys.executable, "-m", "pcapdns", "query", outage, "SELECT * FROM servers ORDER BY server"],
+        capture_output=True, text=True, cwd=ROOT, env=env, check=True,
+    ).stdout
+    lines = wide.splitlines()
+    assert lines[0].startswith("-[ record 1 ]")
+    assert "server      | 10.0.0.53" in lines and "servfail    | 109" in lines
+    assert all(len(line) <= 80 for line in lines)
+    two_columns = "SELECT server, servfail FROM servers ORDER BY server"
+    narrow = subprocess.run(
+        [sys.executable, "-m", "pcapdns", "query", outage, two_columns],
+        capture_output=True, text=True, cwd=ROOT, env=env, check=True,
+    ).stdout
+    assert "record" not in narrow
+    assert any(line.split() == ["10.0.0.53", "109"] for line in narrow.splitlines())

@@ -40,14 +40,42 @@ def run_sql(tables: Mapping[str, pl.LazyFrame], sql: str) -> pl.DataFrame:
         raise QueryError(f"SQL: {_engine_message(e)}", f"tables: {describe(tables)}") from e
 
 
+_CELL_CAP = 40  # widest a cell is counted when judging whether the table fits
+
+
 def render(rows: pl.DataFrame, console: Console, max_rows: int = 1000) -> None:
-    """The result as a rich table (packet-derived text as plain :class:`Text`, never markup)."""
+    """The result as a rich table (packet-derived text as plain :class:`Text`, never markup).
+
+    A result too wide for the console is shown one record at a time, each column on its own line
+    (psql's expanded display), instead of squeezing every column to a few characters.
+    """
+    shown = for_csv(rows.head(max_rows))
+    cells = [["null" if v is None else str(v) for v in values] for values in shown.iter_rows()]
+    widths = [
+        max([len(name), *(min(len(row[i]), _CELL_CAP) for row in cells)])
+        for i, name in enumerate(rows.columns)
+    ]
+    more = f", the first {max_rows} shown (use --format csv for all)" if rows.height > max_rows else ""
+    caption = f"{rows.height:,} row{'s' if rows.height != 1 else ''}{more}"
+    if sum(w + 3 for w in widths) + 1 > console.width and len(widths) > 1:
+        _expanded(rows.columns, cells, console)
+        console.print(Text(caption, "dim"))
+        return
     table = Table(box=box.SIMPLE_HEAD)
     for name, dtype in rows.schema.items():
         table.add_column(Text(name), justify="right" if dtype.is_numeric() else "left", overflow="fold")
-    shown = for_csv(rows.head(max_rows))
-    for values in shown.iter_rows():
-        table.add_row(*(Text("null", "dim") if v is None else Text(str(v)) for v in values))
-    more = f", the first {max_rows} shown (use --format csv for all)" if rows.height > max_rows else ""
-    table.caption = f"{rows.height:,} row{'s' if rows.height != 1 else ''}{more}"
+    for values in cells:
+        table.add_row(*(Text(v, "dim") if v == "null" else Text(v) for v in values))
+    table.caption = caption
     console.print(table)
+
+
+def _expanded(names: list[str], cells: list[list[str]], console: Console) -> None:
+    pad = max(len(n) for n in names)
+    for number, values in enumerate(cells, 1):
+        console.print(Text(f"-[ record {number} ]" + "-" * max(0, min(console.width, 60) - 14), "dim"))
+        for name, value in zip(names, values, strict=True):
+            line = Text(name.ljust(pad), "bold")
+            line.append(" | ")
+            line.append(value, "dim" if value == "null" else "")
+            console.print(line, overflow="fold")
