@@ -32,6 +32,7 @@ import random
 import struct
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,30 @@ REC = struct.Struct("<IIII")
 V4 = struct.Struct("!BBHHHBBH4s4sHHHHH")  # IPv4 header, UDP header, DNS ID
 V6 = struct.Struct("!IHBB16s16sHHHHH")  # IPv6 header, UDP header, DNS ID
 ETH_V4, ETH_V6 = b"\x08\x00", b"\x86\xdd"
+RRSIG = 46
+
+
+@dataclass(frozen=True)
+class Mix:
+    """What a capture holds besides plain UDP resolver traffic (see :data:`MIXES`)."""
+
+    tcp_every: int = 0  # one DNS-over-TCP exchange every this many transactions (0: none)
+    tcp_share: float = 0.0  # or: this share of the transactions over TCP (varied segmentation)
+    truncation: bool = False  # each TCP exchange follows a UDP answer with TC set (a truncation storm)
+    malformed: float = 0.0  # share of the messages damaged (trailing bytes, a missing record, a pointer loop)
+    attack: float = 0.0  # share of the queries for never-repeating names under one zone (SERVFAIL/NXDOMAIN)
+    fragmented: float = 0.0  # share of the answers made large (DNSSEC signatures) and IP-fragmented
+
+
+#: The benchmark matrix's captures (``--mix``): ``resolver`` is the historical default.
+MIXES: dict[str, Mix] = {
+    "resolver": Mix(tcp_every=20_000),
+    "udp": Mix(),
+    "mixed": Mix(tcp_share=0.0069, malformed=0.002),
+    "tcp": Mix(tcp_share=0.072, truncation=True),
+    "attack": Mix(attack=0.5),
+    "fragments": Mix(fragmented=0.01),
+}
 
 
 # -- DNS messages (built once per template) ----------------------------------------------------------
@@ -222,8 +247,15 @@ class _Writer:
         self.f.close()
 
 
-def make_capture(path: str | Path, packets: int = 2_000_000, seed: int = 7) -> dict[str, Any]:
-    """Write ``packets`` records of resolver traffic to ``path``; return what was written."""
+def make_capture(  # noqa: PLR0915 - one loop writes every kind of packet
+    path: str | Path, packets: int = 2_000_000, seed: int = 7, mix: str | Mix = "resolver"
+) -> dict[str, Any]:
+    """Write ``packets`` records of resolver traffic to ``path``; return what was written.
+
+    ``mix`` names one of :data:`MIXES` (or is a :class:`Mix`): how much TCP, malformed messages,
+    attack queries and IP fragments the traffic holds besides plain UDP.
+    """
+    m = MIXES[mix] if isinstance(mix, str) else mix
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -303,7 +335,6 @@ def make_capture(path: str | Path, packets: int = 2_000_000, seed: int = 7) -> d
     heappush, heappop = heapq.heappush, heapq.heappop
     emit = out.emit
     ip_id = getrandbits(16)
-    next_tcp = 20_000
 
     def frame(
         v6: bool, k: int, c: int, cport: int, dns_id: int, tail: bytes, tsum: int, to_server: bool, ident: int
@@ -336,6 +367,68 @@ def make_capture(path: str | Path, packets: int = 2_000_000, seed: int = 7) -> d
             + tail
         )
 
+    victim = "victim-bank.example"  # the attacked zone (random-subdomain queries)
+
+    def damaged(tail: bytes) -> bytes:
+        """The message ``tail`` (without its ID) made malformed in one of three ways."""
+        kind = int(random_() * 3)
+        if kind == 0:  # bytes after the last record
+            return tail + b"\x00\x07\xff"
+        if kind == 1:  # one more answer announced than present
+            an = struct.unpack_from("!H", tail, 4)[0]
+            return tail[:4] + struct.pack("!H", an + 1) + tail[6:]
+        # the question name is a compression pointer to itself (a loop)
+        return struct.pack("!5H", struct.unpack_from("!H", tail)[0], 1, 0, 0, 0) + b"\xc0\x0c\x00\x01\x00\x01"
+
+    def attack_pair(outcome: int) -> tuple[bytes, int, bytes, int]:
+        label = f"{getrandbits(48):012x}"
+        name = f"{label}.{victim}"
+        q = _Msg(0x0100).question(name, A).opt(1232, do=False)
+        r = _Msg(QR_RD_RA | outcome).question(name, A)
+        if outcome == NXDOMAIN:
+            r.rr(2, *_soa(victim))
+        r.opt(1232, do=False)
+        qt, rt = q.tail(), r.tail()
+        return qt, _sum16(qt), rt, _sum16(rt)
+
+    def signed(tail: bytes, qtype: int) -> bytes:
+        """``tail`` with a large RRSIG in the answer section (a DNSSEC answer over 1,500 bytes)."""
+        sig = struct.pack("!HBBIIIH", qtype, 13, 2, 300, 1712000000, 1709400000, 4242)
+        sig += b"\x07example\x00" + bytes((i * 37) & 0xFF for i in range(1700))
+        head = struct.unpack_from("!5H", tail)
+        rr = b"\xc0\x0c" + struct.pack("!HHIH", RRSIG, 1, 300, len(sig)) + sig
+        qend = _question_end(tail)  # the RRSIG goes first in the answer section
+        header = struct.pack("!5H", head[0], head[1], head[2] + 1, head[3], head[4])
+        return header + tail[10:qend] + rr + tail[qend:]
+
+    def fragments(whole: bytes, v6: bool, ident: int) -> list[bytes]:
+        """An Ethernet frame holding one IP datagram (header + UDP + DNS) cut into IP fragments."""
+        eth, ip = whole[:14], whole[14:]
+        if not v6:
+            hdr, body = ip[:20], ip[20:]
+            out_frames = []
+            for off in range(0, len(body), 1480):
+                part = body[off : off + 1480]
+                more = 0x2000 if off + 1480 < len(body) else 0
+                h = bytearray(hdr)
+                struct.pack_into("!HHHH", h, 2, 20 + len(part), ident, more | (off // 8), 0)
+                h[8] = 64
+                struct.pack_into("!H", h, 10, _fold(_sum16(bytes(h))))
+                out_frames.append(eth + bytes(h) + part)
+            return out_frames
+        hdr, body = ip[:40], ip[40:]
+        out_frames = []
+        for off in range(0, len(body), 1448):
+            part = body[off : off + 1448]
+            more = 1 if off + 1448 < len(body) else 0
+            h = bytearray(hdr)
+            struct.pack_into("!H", h, 4, 8 + len(part))
+            h[6] = 44
+            frag = struct.pack("!BBHI", 17, 0, off | more, ident)
+            out_frames.append(eth + bytes(h) + frag + part)
+        return out_frames
+
+    tcp_due = m.tcp_every
     while out.count < packets:
         t += int(expovariate(1.0 / QUERY_GAP_US)) + 1
         while heap and heap[0][0] <= t:
@@ -361,17 +454,36 @@ def make_capture(path: str | Path, packets: int = 2_000_000, seed: int = 7) -> d
         y = random_()
         edns = 0 if y < 0.15 else (2 if y < 0.35 else 1)
         key = (idx, qtype, outcome, edns)
-        tpl = templates.get(key) or template(key)
+        attacking = m.attack and random_() < m.attack
+        if attacking:
+            outcome = SERVFAIL if random_() < 0.5 else NXDOMAIN
+            qtype = A
+            tpl = attack_pair(outcome)
+            stats["attack_queries"] = stats.get("attack_queries", 0) + 1
+        else:
+            tpl = templates.get(key) or template(key)
         qtail, qsum, rtail, rsum = tpl
         cport = 1024 + getrandbits(16) % 64512
         dns_id = getrandbits(16)
         ip_id = (ip_id + 1) & 0xFFFF
-        if out.count + 12 < packets and stats["transactions"] >= next_tcp:
-            next_tcp += 20_000
+        over_tcp = False
+        if tcp_due:
+            over_tcp = out.count + 12 < packets and stats["transactions"] >= tcp_due
+        elif m.tcp_share:
+            over_tcp = out.count + 24 < packets and random_() < m.tcp_share
+        if over_tcp:
+            tcp_due += m.tcp_every
             stats["tcp_exchanges"] += 1
+            start_t = t
+            if m.truncation:  # first over UDP: the answer has TC set and no records
+                tc = struct.pack("!5H", QR_RD_RA | 0x0200, 1, 0, 0, 0) + rtail[10 : _question_end(rtail)]
+                emit(t, frame(v6, k, c, cport, dns_id, qtail, qsum, True, ip_id))
+                seq += 1
+                heappush(heap, (t + 300, seq, frame(v6, k, c, cport, dns_id, tc, _sum16(tc), False, ip_id)))
+                start_t = t + 600
             for ts, fr in _tcp_exchange(
                 rng,
-                t,
+                start_t,
                 clients[c][0],
                 servers4[k] if not v6 else servers6[k],
                 eth_q[(k, int(v6))],
@@ -379,10 +491,19 @@ def make_capture(path: str | Path, packets: int = 2_000_000, seed: int = 7) -> d
                 dns_id,
                 qtail,
                 rtail,
+                varied=bool(m.tcp_share),
             ):
                 seq += 1
                 heappush(heap, (ts, seq, fr))
             continue
+        if m.malformed and random_() < 2 * m.malformed:  # the query or the answer (one message in two)
+            if random_() < 0.5:
+                qtail = damaged(qtail)
+                qsum = _sum16(qtail)
+            else:
+                rtail = damaged(rtail)
+                rsum = _sum16(rtail)
+            stats["malformed"] = stats.get("malformed", 0) + 1
         if v6:
             stats["udp_v6"] += 1
         emit(t, frame(v6, k, c, cport, dns_id, qtail, qsum, True, ip_id))
@@ -405,12 +526,22 @@ def make_capture(path: str | Path, packets: int = 2_000_000, seed: int = 7) -> d
         elif outcome == SERVFAIL:
             stats["servfail"] += 1
         z = random_()
-        if outcome == SERVFAIL:
+        if attacking:
+            lat = 20_000 + int(z * 400_000)  # the victim's servers are slow to fail
+        elif outcome == SERVFAIL:
             lat = 800_000 + int(z * 2_000_000)
         elif z < 0.7:
             lat = 150 + int(random_() * 1500)  # cache hit
         else:
             lat = 4000 + int(expovariate(1 / 25_000))  # recursion
+        if m.fragmented and random_() < m.fragmented:
+            big = signed(rtail, qtype)
+            whole = frame(v6, k, c, cport, dns_id, big, _sum16(big), False, 0)
+            stats["fragmented"] = stats.get("fragmented", 0) + 1
+            for n_frag, fr in enumerate(fragments(whole, v6, getrandbits(16 if not v6 else 32))):
+                seq += 1
+                heappush(heap, (t + lat + 20 * n_frag, seq, fr))
+            continue
         seq += 1
         heappush(heap, (t + lat, seq, frame(v6, k, c, cport, dns_id, rtail, rsum, False, getrandbits(16))))
     while heap and out.count < packets:
@@ -431,6 +562,18 @@ def make_capture(path: str | Path, packets: int = 2_000_000, seed: int = 7) -> d
     }
 
 
+# The segmentation patterns of varied DNS-over-TCP exchanges, with their cumulative shares.
+PATTERNS = (("plain", 0.6), ("split", 0.75), ("prefix", 0.8), ("retx", 0.9), ("pipe", 1.0))
+
+
+def _question_end(tail: bytes) -> int:
+    """Where the question of a message ``tail`` (without its ID) ends."""
+    pos = 10
+    while tail[pos] != 0 and tail[pos] < 0xC0:
+        pos += 1 + tail[pos]
+    return pos + (2 if tail[pos] >= 0xC0 else 1) + 4
+
+
 def _tcp_exchange(
     rng: random.Random,
     t: int,
@@ -441,6 +584,8 @@ def _tcp_exchange(
     dns_id: int,
     qtail: bytes,
     rtail: bytes,
+    *,
+    varied: bool = False,
 ) -> list[tuple[int, bytes]]:
     """A whole DNS-over-TCP exchange: handshake, one query, one answer, ACKs and teardown."""
     cport = 1024 + rng.getrandbits(16) % 64512
@@ -464,12 +609,29 @@ def _tcp_exchange(
         return (eth_q if to_server else eth_r) + ipk + body
 
     SYN, ACK, PSH, FIN = 0x02, 0x10, 0x08, 0x01
+    # How the messages are cut into segments (``varied``): one each (most), the answer over two or
+    # three segments (the first one just its length), the query sent twice (a retransmission), or two
+    # queries pipelined in one segment and their two answers in one segment.
+    pattern = "plain"
+    if varied:
+        x = rng.random()
+        pattern = next(name for name, upto in PATTERNS if x < upto)
+    if pattern == "pipe":
+        q2 = struct.pack("!HH", 2 + len(qtail), (dns_id + 1) & 0xFFFF) + qtail
+        r2 = struct.pack("!HH", 2 + len(rtail), (dns_id + 1) & 0xFFFF) + rtail
+        q, r = q + q2, r + r2
+    client_data = [(cseq + 1, q)]
+    if pattern == "retx":
+        client_data.append((cseq + 1, q))
+    cuts = {"split": [len(r) // 2], "prefix": [2, 2 + (len(r) - 2) // 2]}.get(pattern, [])
+    bounds = [0, *cuts, len(r)]
+    server_data = [(sseq + 1 + a, r[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
     plan = [
         (True, cseq, 0, SYN, b""),
         (False, sseq, cseq + 1, SYN | ACK, b""),
         (True, cseq + 1, sseq + 1, ACK, b""),
-        (True, cseq + 1, sseq + 1, PSH | ACK, q),
-        (False, sseq + 1, cseq + 1 + len(q), PSH | ACK, r),
+        *[(True, s_, sseq + 1, PSH | ACK, d) for s_, d in client_data],
+        *[(False, s_, cseq + 1 + len(q), PSH | ACK, d) for s_, d in server_data],
         (True, cseq + 1 + len(q), sseq + 1 + len(r), ACK, b""),
         (True, cseq + 1 + len(q), sseq + 1 + len(r), FIN | ACK, b""),
         (False, sseq + 1 + len(r), cseq + 2 + len(q), FIN | ACK, b""),
@@ -487,9 +649,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--packets", type=int, default=2_000_000, help="records to write (default 2,000,000)")
     ap.add_argument("-o", "--output", type=Path, default=Path(__file__).parent / "data" / "resolver-2m.pcap")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--mix", choices=sorted(MIXES), default="resolver", help="what the traffic holds")
     args = ap.parse_args(argv)
     start = time.perf_counter()
-    stats = make_capture(args.output, args.packets, args.seed)
+    stats = make_capture(args.output, args.packets, args.seed, args.mix)
     took = time.perf_counter() - start
     print(f"wrote {stats['packets']:,} packets ({stats['bytes'] / 2**20:,.1f} MiB) to {stats['path']} "
           f"in {took:.1f} s", file=sys.stderr)  # fmt: skip

@@ -6,6 +6,8 @@
     python benchmarks/run.py --skip-tshark         # pcapdns and the record walk only
     python benchmarks/run.py --check               # exit 1 if pcapdns is too slow or too big
     python benchmarks/run.py --report              # the terminal report too (no target)
+    python benchmarks/run.py --matrix              # every traffic mix (make_capture.MIXES), one row each
+    python benchmarks/run.py --matrix --packets 300000 --repeat 2
 
 Each tool runs in its own child process; wall time is measured around it and its peak resident
 set size is read from ``os.wait4`` (the child's own ``ru_maxrss``).  The table reports; it does not
@@ -31,7 +33,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 MIN_PPS = 1_000_000
+MIN_REPORT_PPS = 700_000
+MIN_VS_TSHARK = 40
 MAX_MIB = 500
+#: The matrix's rows: the mixes of ``make_capture.MIXES``, in this order.
+MATRIX = ("udp", "mixed", "tcp", "attack", "fragments")
 LAST_CPU = 0.0
 
 
@@ -59,6 +65,22 @@ def default_capture(packets: int) -> Path:
     else:
         tag = str(packets)
     return HERE / "data" / f"resolver-{tag}.pcap"
+
+
+def mix_capture(mix: str, packets: int) -> Path:
+    return default_capture(packets).with_name(default_capture(packets).name.replace("resolver", f"mix-{mix}"))
+
+
+def build_capture(capture: Path, packets: int, mix: str = "resolver") -> str:
+    """Write ``capture`` with make_capture.py in a child; "" or why it failed."""
+    print(f"building {capture} ({packets:,} packets, mix {mix}) ...", file=sys.stderr)
+    build = [sys.executable, str(HERE / "make_capture.py"), "--packets", str(packets), "--mix", mix,
+             "-o", str(capture)]  # fmt: skip
+    status, seconds, _, err = measure(build)
+    if status != 0:
+        return f"make_capture.py failed (exit status {status}): {err}"
+    print(f"  done in {seconds:.1f} s", file=sys.stderr)
+    return ""
 
 
 def measure(argv: list[str], stdout: int = subprocess.DEVNULL) -> tuple[int, float, float, str]:
@@ -203,6 +225,84 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines + notes)
 
 
+@dataclass
+class Row:
+    """One mix of the matrix: every tool on the same capture, in the same run."""
+
+    mix: str
+    packets: int
+    json: Result
+    report: Result
+    tshark: Result
+    walk: Result
+
+    def failures(self) -> list[str]:
+        out = []
+        for r, floor in ((self.json, MIN_PPS), (self.report, MIN_REPORT_PPS)):
+            if r.pps is None:
+                out.append(f"{self.mix}: {r.tool} did not complete ({r.note})")
+                continue
+            if r.pps < floor:
+                out.append(f"{self.mix}: {r.tool} {r.pps:,.0f} packets/s < {floor:,}")
+            if r.peak_mib is not None and r.peak_mib > MAX_MIB * self.packets / 2_000_000:
+                out.append(f"{self.mix}: {r.tool} peak {r.peak_mib:,.0f} MiB over the scaled 500 MiB")
+        ratio = _ratio(self.json, self.tshark)
+        if ratio is not None and ratio < MIN_VS_TSHARK:
+            out.append(f"{self.mix}: --json only {ratio:.0f}x tshark")
+        return out
+
+
+def _ratio(a: Result, b: Result) -> float | None:
+    """How many times faster ``a`` is than ``b`` (None when either did not complete)."""
+    if a.pps is None or b.pps is None:
+        return None
+    return a.pps / b.pps
+
+
+def run_matrix(packets: int, repeat: int, skip_tshark: bool) -> list[Row]:
+    rows = []
+    for mix in MATRIX:
+        capture = mix_capture(mix, packets)
+        if not capture.exists():
+            problem = build_capture(capture, packets, mix)
+            if problem:
+                raise SystemExit(f"run.py: {problem}")
+        walked = run_walk(capture)
+        n = walked.packets or 0
+        json_ = run_pcapdns(capture, repeat)
+        report = run_pcapdns(capture, repeat, report_packets=n)
+        tshark = run_tshark(capture, n) if not skip_tshark else Result("tshark", None, None, None, "skipped")
+        rows.append(Row(mix, n, json_, report, tshark, walked))
+        print(f"  {mix}: done", file=sys.stderr)
+    return rows
+
+
+def matrix_table(rows: list[Row]) -> str:
+    head = ("mix", "packets", "--json pkt/s", "peak MiB", "report pkt/s", "peak MiB", "tshark pkt/s",
+            "--json/tshark", "walk pkt/s", "--json/walk")  # fmt: skip
+
+    def pps(r: Result) -> str:
+        return f"{r.pps:,.0f}" if r.pps is not None else "-"
+
+    def peak(r: Result) -> str:
+        return f"{r.peak_mib:,.0f}" if r.peak_mib is not None else "-"
+
+    def times(x: float | None) -> str:
+        return f"{x:.1f}x" if x is not None else "-"
+
+    table_rows = [head]
+    for r in rows:
+        table_rows.append((r.mix, f"{r.packets:,}", pps(r.json), peak(r.json), pps(r.report), peak(r.report),
+                           pps(r.tshark), times(_ratio(r.json, r.tshark)), pps(r.walk),
+                           times(_ratio(r.json, r.walk))))  # fmt: skip
+    widths = [max(len(row[i]) for row in table_rows) for i in range(len(head))]
+    cells = [[c.ljust(w) for c, w in zip(row, widths, strict=True)] for row in table_rows]
+    lines = ["| " + " | ".join(row) + " |" for row in cells]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    notes = sorted({f"  {x.tool}: {x.note}" for r in rows for x in (r.json, r.report, r.tshark) if x.note})
+    return "\n".join(lines + notes)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Time pcapdns, tshark and a bare record walk on one capture.")
     ap.add_argument("--packets", type=int, default=2_000_000, help="capture size (default 2,000,000)")
@@ -212,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=1, help="run pcapdns N times, report the fastest")
     check_help = f"exit 1 unless pcapdns reaches {MIN_PPS:,} packets/s under {MAX_MIB} MiB"
     ap.add_argument("--check", action="store_true", help=check_help)
+    ap.add_argument("--matrix", action="store_true", help="every traffic mix, --json and the report each")
     ap.add_argument("--walk", type=Path, help=argparse.SUPPRESS)  # the baseline's child process
     args = ap.parse_args(argv)
 
@@ -221,25 +322,17 @@ def main(argv: list[str] | None = None) -> int:
 
     # Everything heavy runs in child processes: on Linux a child's ru_maxrss starts from its
     # parent's high-water mark, so this process must stay small to measure the children fairly.
+    if args.matrix:
+        return matrix_main(args)
     capture = args.capture or default_capture(args.packets)
     if not capture.exists():
         if args.capture:
             print(f"run.py: {capture}: no such file", file=sys.stderr)
             return 2
-        print(f"building {capture} ({args.packets:,} packets) ...", file=sys.stderr)
-        build = [
-            sys.executable,
-            str(HERE / "make_capture.py"),
-            "--packets",
-            str(args.packets),
-            "-o",
-            str(capture),
-        ]
-        status, seconds, _, err = measure(build)
-        if status != 0:
-            print(f"run.py: make_capture.py failed (exit status {status}): {err}", file=sys.stderr)
+        problem = build_capture(capture, args.packets)
+        if problem:
+            print(f"run.py: {problem}", file=sys.stderr)
             return 2
-        print(f"  done in {seconds:.1f} s", file=sys.stderr)
 
     baseline = run_walk(capture)
     packets = baseline.packets or 0
@@ -265,6 +358,23 @@ def main(argv: list[str] | None = None) -> int:
                 failures.append(f"peak {ours.peak_mib:,.0f} MiB > {MAX_MIB} MiB")
         if failures:
             print("\ncheck failed: " + "; ".join(failures))
+            return 1
+        print("\ncheck passed")
+    return 0
+
+
+def matrix_main(args: argparse.Namespace) -> int:
+    load = os.getloadavg()
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, compiled code: {prepare()}")
+    print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    rows = run_matrix(args.packets, max(args.repeat, 1), args.skip_tshark)
+    load = os.getloadavg()
+    print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n")
+    print(matrix_table(rows))
+    if args.check:
+        failures = [f for r in rows for f in r.failures()]
+        if failures:
+            print("\ncheck failed:\n  " + "\n  ".join(failures))
             return 1
         print("\ncheck passed")
     return 0

@@ -57,3 +57,37 @@ def test_the_dnstap_benchmark_file_is_what_it_says(tmp_path: Path) -> None:
     assert set(t.get_column("dnstap_side").unique().to_list()) == {"client", "resolver"}
     assert t.filter(dnstap_side="client").get_column("status").unique().to_list() == ["answered"]
     assert set(t.get_column("transport").cast(str).unique().to_list()) == {"udp", "tcp"}
+
+
+def test_each_mix_of_the_matrix_holds_what_it_is_named_for(tmp_path: Path) -> None:
+    """The matrix's captures decode without an issue and carry their share of TCP, damaged
+    messages, attack names and fragments (read back by pcapdns, counted by the generator)."""
+    import polars as pl
+
+    from pcapdns.pipeline import Options, analyze
+
+    make = _load("pcapdns_make_capture", BENCH / "make_capture.py")
+    seen = {}
+    for mix in ("udp", "mixed", "tcp", "attack", "fragments"):
+        path = tmp_path / f"{mix}.pcap"
+        stats = make.make_capture(path, packets=8_000, mix=mix)
+        a = analyze([str(path)], Options(anomalies=False))
+        assert a.captures[0].frames == 8_000
+        # only what the end of the capture cut off (exchanges still in flight)
+        cut_off = a.issues.filter(pl.col("detail").str.contains("end of capture"))
+        assert a.issues.height == cut_off.height, a.issues
+        tcp = a.transactions.filter(pl.col("transport") == "tcp").height
+        seen[mix] = (stats, a, tcp)
+    assert seen["udp"][2] == 0 and seen["udp"][1].malformed.height == 0
+    stats, a, tcp = seen["mixed"]
+    assert tcp > 0
+    assert a.malformed.select(pl.struct("file_id", "frame").n_unique()).item() == stats["malformed"] > 0
+    stats, a, tcp = seen["tcp"]
+    assert tcp > 5 * seen["mixed"][2]
+    stats, a, _ = seen["attack"]
+    names = a.transactions.filter(pl.col("qname").str.ends_with(".victim-bank.example"))["qname"]
+    assert names.n_unique() == names.len() == stats["attack_queries"] > 1_000  # never repeated
+    stats, a, _ = seen["fragments"]
+    # every large answer written is reassembled, but those the end of the capture cut off
+    assert 0.9 * stats["fragmented"] <= a.counters["slow_reassembled"] <= stats["fragmented"]
+    assert stats["fragmented"] > 20
