@@ -15,6 +15,7 @@ from __future__ import annotations
 import struct
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ import numpy.typing as npt
 import polars as pl
 
 from pcapdns.decode import Decoder
-from pcapdns.decode.columnar import FAST, NOT_DNS, L4Columns, classify
+from pcapdns.decode.columnar import FAST, NOT_DNS, SLOW, TCP, L4Columns, classify
 from pcapdns.dns import columnar as dns_columnar
 from pcapdns.dns.columnar import TABLE_START, DnsColumns, parse_batch
 from pcapdns.dns.edns import Edns
@@ -46,6 +47,7 @@ _V4_MAPPED = 0x0000FFFF00000000
 I64 = npt.NDArray[np.int64]
 Int = int | np.int64  # scalars inside compiled code
 _HEX_LIMIT = 512
+DNS_HEADER = 12
 
 
 def _halves(addr: bytes) -> tuple[int, int]:
@@ -303,7 +305,14 @@ class Dissector:
 
     # -- batches -----------------------------------------------------------------------------
     def dissect(self, batch: FrameBatch) -> pl.DataFrame:
-        """The messages found in ``batch`` (fast rows first, then slow rows; order by time later)."""
+        """The messages found in ``batch``, in (frame, idx) order.
+
+        Frames the columnar classifier takes (UDP and whole TCP segments on a DNS port) are never
+        decoded frame by frame: TCP segments go straight to stream reassembly, and every message
+        -- from UDP datagrams, TCP streams, the per-packet decoder -- is parsed by the columnar
+        parser in one pass, the few it cannot prove well-formed by the per-message parser, whose
+        results are written in their place.  The rows come out in order: nothing to interleave.
+        """
         self.counters["frames"] += len(batch)
         if batch.dnstap is not None:
             return self._dnstap(batch, batch.dnstap)
@@ -313,22 +322,10 @@ class Dissector:
         self.counters["non_ip"] += l4.non_ip
         self.counters["not_dns"] += int(np.count_nonzero(l4.verdict == NOT_DNS))
         fast = np.flatnonzero(l4.verdict == FAST)
-        b = np.frombuffer(batch.buf, dtype=np.uint8)
-        cols = parse_batch(b, l4.payload_off[fast], l4.payload_len[fast])
-        good = fast[cols.ok]
-        self.counters["fast_frames"] += len(good)
-        frames = [self._fast_frame(batch, l4, cols, good)] if len(good) else []
-        slow = l4.verdict != NOT_DNS
-        slow[good] = False  # a mask, not np.setdiff1d: no sort
-        slow_rows = np.flatnonzero(slow)
-        if len(slow_rows):
-            frames.append(self._slow(batch, slow_rows))
-        if not frames:
-            return pl.DataFrame(schema=MESSAGES)
-        if len(frames) == 1:
-            return frames[0]
-        # Keep messages in frame order, so that a capture in time order needs no global sort later.
-        return interleave(*frames)
+        self.counters["fast_frames"] += len(fast)
+        stateful = np.flatnonzero((l4.verdict == SLOW) | (l4.verdict == TCP))
+        payloads = self._stateful(batch, l4, stateful) if len(stateful) else []
+        return self._messages(batch, l4, fast, payloads)
 
     def _dnstap(self, batch: FrameBatch, f: DnstapFields) -> pl.DataFrame:
         """The DNS messages of a batch of dnstap messages: their flows come from the dnstap fields,
@@ -369,6 +366,8 @@ class Dissector:
                 dport=f.dport,
                 payload_off=f.dns_off,
                 payload_len=f.dns_len,
+                seq=np.zeros(0, dtype=np.int64),
+                tcp_flags=np.zeros(0, dtype=np.int64),
                 non_ip=0,
                 icmp=0,
             )
@@ -425,7 +424,9 @@ class Dissector:
         return issues
 
     def malformed(self) -> pl.DataFrame:
-        return pl.DataFrame(self._malformed, schema=MALFORMED, orient="row")
+        """Every malformation found, in reading order (file, frame, idx)."""
+        rows = pl.DataFrame(self._malformed, schema=MALFORMED, orient="row")
+        return rows.sort(["file_id", "frame", "idx"], maintain_order=True)
 
     def take_malformed(self) -> pl.DataFrame:
         """The malformations found since the last call, forgotten here (live mode stays bounded)."""
@@ -434,6 +435,242 @@ class Dissector:
         return out
 
     # -- fast path ----------------------------------------------------------------------------
+    def _count_stateful(self, l4: L4Columns, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+        """Count the frames ``rows`` as TCP segments or frames for the per-packet decoder; the TCP
+        ones are returned as a mask."""
+        is_tcp: npt.NDArray[np.bool_] = l4.verdict[rows] == TCP
+        n_tcp = int(np.count_nonzero(is_tcp))
+        self.counters["tcp_frames"] += n_tcp
+        self.counters["slow_frames"] += len(rows) - n_tcp
+        return is_tcp
+
+    def _stateful(self, batch: FrameBatch, l4: L4Columns, rows: npt.NDArray[np.int64]) -> list[Payload]:
+        """The frames whose messages depend on other frames, in frame order: whole TCP segments
+        go to stream reassembly with the headers the classifier read, everything else (fragments,
+        odd headers, snaplen-cut frames) through the per-packet decoder."""
+        is_tcp = self._count_stateful(l4, rows).tolist()
+        buf, fid = batch.buf, batch.file_id
+        v4 = l4.ip_version[rows] == 4
+        src = _address_bytes(l4.src_hi[rows], l4.src_lo[rows], v4)
+        dst = _address_bytes(l4.dst_hi[rows], l4.dst_lo[rows], v4)
+        columns = (
+            batch.frame[rows], batch.ts_ns[rows], l4.sport[rows], l4.dport[rows], l4.seq[rows],
+            l4.tcp_flags[rows], l4.payload_off[rows], l4.payload_len[rows], batch.data_off[rows],
+            batch.caplen[rows], batch.linktype[rows], batch.wirelen[rows],
+        )  # fmt: skip
+        segment, decode = self.decoder.segment, self.decoder.decode
+        out: list[Payload] = []
+        for k, (frame, ts, sport, dport, seq, flags, off, size, start, caplen, lt, wirelen) in enumerate(
+            zip(*(c.tolist() for c in columns), strict=True)
+        ):
+            if is_tcp[k]:
+                data = buf[off : off + size] if size else b""
+                out += segment(fid, frame, ts, src[k], sport, dst[k], dport, seq, flags, data)
+            else:
+                out += decode(fid, frame, ts, lt, buf[start : start + caplen], wirelen)
+        return out
+
+    def _messages(
+        self, batch: FrameBatch, l4: L4Columns, fast: npt.NDArray[np.int64], payloads: list[Payload]
+    ) -> pl.DataFrame:
+        """The rows of the UDP messages ``fast`` (in the batch's buffer) and of ``payloads``."""
+        payloads = [p for p in payloads if len(p.data) >= DNS_HEADER]
+        names: list[str] = []
+        parts: list[_Part] = []
+        if len(fast):
+            b = np.frombuffer(batch.buf, dtype=np.uint8)
+            meta: dict[str, npt.NDArray[Any]] = {
+                "frame": batch.frame[fast].astype(np.uint32),
+                "idx": np.zeros(len(fast), dtype=np.uint16),
+                "ts_ns": batch.ts_ns[fast].astype(np.int64),
+                "transport": np.full(len(fast), 17, dtype=np.uint8),
+                "src_hi": l4.src_hi[fast],
+                "src_lo": l4.src_lo[fast],
+                "dst_hi": l4.dst_hi[fast],
+                "dst_lo": l4.dst_lo[fast],
+                "sport": l4.sport[fast].astype(np.uint16),
+                "dport": l4.dport[fast].astype(np.uint16),
+                "size": l4.payload_len[fast].astype(np.uint32),
+                "capture_truncated": np.zeros(len(fast), dtype=np.bool_),
+                "dnstap_type": np.zeros(len(fast), dtype=np.uint8),
+                "query_ts_ns": np.full(len(fast), -1, dtype=np.int64),
+            }
+            parts.append(
+                self._part(b, l4.payload_off[fast], l4.payload_len[fast], meta, batch.file_id, names)
+            )
+        if payloads:
+            arena = b"".join(p.data for p in payloads)
+            length = np.array([len(p.data) for p in payloads], dtype=np.int64)
+            start = np.zeros(len(payloads), dtype=np.int64)
+            np.cumsum(length[:-1], out=start[1:])
+            halves = np.array([_halves(p.src) + _halves(p.dst) for p in payloads], dtype=np.uint64)
+            meta = {
+                "frame": np.array([p.frame for p in payloads], dtype=np.uint32),
+                "idx": np.array([p.idx for p in payloads], dtype=np.uint16),
+                "ts_ns": np.array([p.ts_ns for p in payloads], dtype=np.int64),
+                "transport": np.array([int(p.transport) for p in payloads], dtype=np.uint8),
+                "src_hi": halves[:, 0].copy(),
+                "src_lo": halves[:, 1].copy(),
+                "dst_hi": halves[:, 2].copy(),
+                "dst_lo": halves[:, 3].copy(),
+                "sport": np.array([p.sport for p in payloads], dtype=np.uint16),
+                "dport": np.array([p.dport for p in payloads], dtype=np.uint16),
+                "size": length.astype(np.uint32),
+                "capture_truncated": np.array([p.capture_truncated for p in payloads], dtype=np.bool_),
+                "dnstap_type": np.array([p.dnstap_type for p in payloads], dtype=np.uint8),
+                "query_ts_ns": np.array(
+                    [-1 if p.query_ns is None else p.query_ns for p in payloads], dtype=np.int64
+                ),
+            }
+            b = np.frombuffer(arena, dtype=np.uint8)
+            parts.append(self._part(b, start, length, meta, batch.file_id, names))
+        if not parts:
+            return pl.DataFrame(schema=MESSAGES)
+        return self._frame(batch.file_id, _ordered(parts), names)
+
+    def _part(  # noqa: PLR0913 - one set of messages and where they came from
+        self,
+        b: npt.NDArray[np.uint8],
+        start: I64,
+        length: I64,
+        meta: dict[str, npt.NDArray[Any]],
+        file_id: int,
+        names: list[str],
+    ) -> _Part:
+        """Parse the messages ``b[start[i] : start[i] + length[i]]`` column-wise; those the columnar
+        parser cannot prove well-formed (and those cut by the capture) are parsed by the
+        per-message parser, which names their malformations, and written in their rows."""
+        cols = parse_batch(b, start, length)
+        n = len(start)
+        every = np.arange(n, dtype=np.int64)
+        values = dict(zip(_DNS_FIELDS, _fast_columns(
+            every, cols.id, cols.flags, cols.qdcount, cols.ancount, cols.nscount, cols.arcount, cols.qtype,
+            cols.qclass, cols.has_opt, cols.edns_version, cols.edns_udp_size, cols.ext_rcode, cols.do,
+            cols.ede, cols.min_ttl, cols.edns_options,
+        ), strict=True))  # fmt: skip
+        values.update(meta)
+        name_id = np.zeros(n, dtype=np.int64)
+        name_id[cols.ok] = cols.name_id + len(names)
+        names += cols.names
+        values["name_id"] = name_id
+        values["has_question"] = cols.ok.copy()
+        values["malformed"] = np.zeros(n, dtype=np.bool_)
+        part = _Part(values, {})
+        redo = np.flatnonzero(~cols.ok | meta["capture_truncated"])
+        for r in redo.tolist():
+            data = bytes(b[start[r] : start[r] + length[r]])
+            self._per_message(part, r, data, file_id, names)
+        return part
+
+    def _per_message(self, part: _Part, r: int, data: bytes, file_id: int, names: list[str]) -> None:
+        """Row ``r`` of ``part`` from the per-message parser (as :meth:`_rows` makes it)."""
+        v = part.values
+        msg = parse_message(data)
+        q = msg.questions[0] if msg.questions else None
+        edns = msg.edns
+        cut = bool(v["capture_truncated"][r])
+        bad = bool(msg.malformations) and not cut
+        if bad:
+            hexdump = data[:_HEX_LIMIT].hex()
+            frame, idx, ts = int(v["frame"][r]), int(v["idx"][r]), int(v["ts_ns"][r])
+            for mf in msg.malformations:
+                self._malformed.append((file_id, frame, idx, ts, str(mf.code), mf.offset, mf.detail, hexdump))
+        v["id"][r], v["flags"][r], v["qr"][r], v["opcode"][r] = msg.id, msg.flags, msg.qr, msg.opcode
+        v["rcode"][r], v["qdcount"][r], v["ancount"][r] = msg.rcode, msg.qdcount, msg.ancount
+        v["nscount"][r], v["arcount"][r] = msg.nscount, msg.arcount
+        v["has_question"][r] = q is not None
+        if q is not None:
+            v["name_id"][r] = len(names)
+            names.append(name_to_text(q.name))
+            v["qtype"][r], v["qclass"][r] = q.qtype, q.qclass
+        v["edns"][r] = edns is not None
+        v["edns_version"][r] = edns.version if edns else 0
+        v["edns_udp_size"][r] = edns.udp_size if edns else 0
+        v["do"][r] = bool(edns.do) if edns else False
+        codes = [code for code, _ in edns.ede] if edns else []
+        v["ede"][r] = codes[0] if len(codes) == 1 else -1
+        if len(codes) > 1:
+            part.ede_lists[r] = codes
+        v["edns_options"][r] = _option_mask(edns) or 0
+        ttl = _min_ttl(msg)
+        v["min_ttl"][r] = -1 if ttl is None else ttl
+        v["malformed"][r] = bad
+
+    def _frame(self, file_id: int, part: _Part, names: list[str]) -> pl.DataFrame:
+        """The ``MESSAGES`` frame of ``part`` (its columns in row order)."""
+        v = part.values
+        n = len(v["frame"])
+        src = self.addresses.intern_many(v["src_hi"], v["src_lo"])
+        dst = self.addresses.intern_many(v["dst_hi"], v["dst_lo"])
+        qname = pl.Series(names or [""], dtype=pl.Categorical).gather(v["name_id"])
+        data = {
+            "file_id": np.full(n, file_id, dtype=np.uint16),
+            "frame": v["frame"],
+            "idx": v["idx"],
+            "ts_ns": v["ts_ns"],
+            "transport": v["transport"],
+            "src": src,
+            "sport": v["sport"],
+            "dst": dst,
+            "dport": v["dport"],
+            "size": v["size"],
+            "id": v["id"],
+            "flags": v["flags"],
+            "qr": v["qr"],
+            "opcode": v["opcode"],
+            "rcode": v["rcode"],
+            "qdcount": v["qdcount"],
+            "ancount": v["ancount"],
+            "nscount": v["nscount"],
+            "arcount": v["arcount"],
+            "qname": qname,
+            "qtype": v["qtype"],
+            "qclass": v["qclass"],
+            "edns": v["edns"],
+            "edns_version": pl.Series(v["edns_version"]),
+            "edns_udp_size": pl.Series(v["edns_udp_size"]),
+            "do": v["do"],
+            "ede": pl.Series(v["ede"]),
+            "edns_options": v["edns_options"],
+            "min_ttl": pl.Series(v["min_ttl"]),
+            "malformed": v["malformed"],
+            "capture_truncated": v["capture_truncated"],
+            "dnstap_type": v["dnstap_type"],
+            "query_ts_ns": v["query_ts_ns"],
+        }
+        no_opt = ~pl.col("edns")
+        asked = pl.lit(pl.Series(v["has_question"]))
+        out = (
+            pl.DataFrame(data)
+            .with_columns(
+                pl.when(asked).then(pl.col(c)).otherwise(None).alias(c) for c in ("qname", "qtype", "qclass")
+            )
+            .with_columns(
+                pl.when(pl.col("query_ts_ns") < 0)
+                .then(None)
+                .otherwise(pl.col("query_ts_ns"))
+                .alias("query_ts_ns"),
+                pl.when(no_opt).then(None).otherwise(pl.col("edns_version")).alias("edns_version"),
+                pl.when(no_opt).then(None).otherwise(pl.col("edns_udp_size")).alias("edns_udp_size"),
+                pl.when(no_opt).then(None).otherwise(pl.col("edns_options")).alias("edns_options"),
+                pl.when(pl.col("min_ttl") < 0)
+                .then(None)
+                .otherwise(pl.col("min_ttl"))
+                .cast(pl.UInt32)
+                .alias("min_ttl"),
+                pl.when(pl.col("ede") >= 0)
+                .then(pl.concat_list(pl.col("ede").cast(pl.UInt16)))
+                .otherwise(pl.lit([], dtype=pl.List(pl.UInt16)))
+                .alias("ede"),
+            )
+        )
+        if part.ede_lists:  # several Extended DNS Errors in one message: rare, done by hand
+            lists = out.get_column("ede").to_list()
+            for r, codes in part.ede_lists.items():
+                lists[r] = codes
+            out = out.with_columns(pl.Series("ede", lists, dtype=pl.List(pl.UInt16)))
+        return out
+
     def _fast_frame(
         self, batch: FrameBatch, l4: L4Columns, cols: DnsColumns, good: npt.NDArray[np.int64]
     ) -> pl.DataFrame:
@@ -619,6 +856,62 @@ def dnstap_issue(batch: FrameBatch, f: DnstapFields, i: int) -> DecodeIssue:
     where = f" (at byte {int(f.at[i])} of the message)" if f.at[i] >= 0 else ""
     detail = f"dnstap message {frame}: {dnstap.PROBLEMS[status]}{where}"
     return DecodeIssue(batch.file_id, frame, ts, IssueReason.DNSTAP_BAD_PROTOBUF, detail)
+
+
+# The columns of :func:`_fast_columns`' result, in its order.
+_DNS_FIELDS = (
+    "id", "flags", "qr", "opcode", "rcode", "qdcount", "ancount", "nscount", "arcount", "qtype", "qclass",
+    "edns", "edns_version", "edns_udp_size", "do", "ede", "min_ttl", "edns_options",
+)  # fmt: skip
+
+
+@dataclass(slots=True)
+class _Part:
+    """Messages as columns (numpy arrays, one value per message), before they become a frame."""
+
+    values: dict[str, npt.NDArray[Any]]
+    ede_lists: dict[int, list[int]]  # rows with several Extended DNS Errors: their codes
+
+
+def _ordered(parts: list[_Part]) -> _Part:
+    """``parts`` as one, rows in (frame, idx) order (each part is nearly in that order already)."""
+    if len(parts) == 1 and _in_order(parts[0]):
+        return parts[0]
+    keys = np.concatenate([_order_key(p) for p in parts])
+    order = np.argsort(keys, kind="stable")  # a merge of sorted runs: linear
+    values = {c: np.concatenate([p.values[c] for p in parts])[order] for c in parts[0].values}
+    ede_lists: dict[int, list[int]] = {}
+    if any(p.ede_lists for p in parts):
+        where = np.empty(len(order), dtype=np.int64)
+        where[order] = np.arange(len(order))
+        base = 0
+        for p in parts:
+            for r, codes in p.ede_lists.items():
+                ede_lists[int(where[base + r])] = codes
+            base += len(p.values["frame"])
+    return _Part(values, ede_lists)
+
+
+def _order_key(part: _Part) -> npt.NDArray[np.uint64]:
+    return (part.values["frame"].astype(np.uint64) << np.uint64(16)) | part.values["idx"].astype(np.uint64)
+
+
+def _in_order(part: _Part) -> bool:
+    key = _order_key(part)
+    return len(key) < 2 or not bool((key[1:] < key[:-1]).any())
+
+
+def _address_bytes(
+    hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64], v4: npt.NDArray[np.bool_]
+) -> list[bytes]:
+    """Each address as the per-packet decoder has it: 4 bytes for IPv4, 16 for IPv6."""
+    both = np.empty((len(hi), 2), dtype=">u8")
+    both[:, 0], both[:, 1] = hi, lo
+    raw = both.tobytes()
+    return [
+        raw[16 * k + 12 : 16 * k + 16] if four else raw[16 * k : 16 * k + 16]
+        for k, four in enumerate(v4.tolist())
+    ]
 
 
 def _option_mask(edns: Edns | None) -> int | None:

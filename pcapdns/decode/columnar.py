@@ -11,9 +11,13 @@ into three verdicts:
     a frame this path can prove carries no unicast DNS: a non-IP ethertype, or an IP packet that is
     not a fragment and whose UDP/TCP ports are not DNS ports, or another IP protocol (ICMP included:
     DNS quoted inside ICMP errors is not a message).
+``TCP``
+    a complete frame carrying an unfragmented IPv4 or IPv6 TCP segment on a DNS port whose header
+    is whole and consistent.  Its flow columns, sequence number, flags and the position of its
+    payload are returned; the segment goes to stream reassembly without being decoded again.
 ``SLOW``
-    everything else (TCP on a DNS port, fragments, IPv6 extension headers, odd or short link
-    headers, snaplen-cut frames, inconsistent lengths).  These go to the per-packet
+    everything else (fragments, IPv6 extension headers, odd or short link headers, snaplen-cut
+    frames, inconsistent lengths).  These go to the per-packet
     :class:`~pcapdns.decode.Decoder`, which is authoritative: the fast path only ever takes frames
     on which the two agree (a test feeds the same frames through both).
 
@@ -34,6 +38,7 @@ from pcapdns.model import FrameBatch, LinkType
 SLOW = 0
 FAST = 1
 NOT_DNS = 2
+TCP = 3
 
 _ETH_IPV4 = 0x0800
 _ETH_IPV6 = 0x86DD
@@ -61,8 +66,10 @@ class L4Columns:
     dst_lo: U64
     sport: I64
     dport: I64
-    payload_off: I64  # absolute offset of the DNS message in the batch buffer
+    payload_off: I64  # absolute offset of the DNS message (TCP: of the segment's payload) in the buffer
     payload_len: I64
+    seq: I64  # TCP: the segment's sequence number
+    tcp_flags: I64  # TCP: the flags octet (FIN 0x01, SYN 0x02, RST 0x04, ...)
     non_ip: int  # frames with a known link layer and a non-IP ethertype
     icmp: int
 
@@ -95,7 +102,7 @@ def _classify(
     verdict = np.zeros(n, dtype=np.uint8)
     version = np.zeros(n, dtype=np.uint8)
     addr = np.zeros((n, 4), dtype=np.uint64)  # src_hi, src_lo, dst_hi, dst_lo
-    l4c = np.zeros((n, 4), dtype=np.int64)  # sport, dport, payload_off, payload_len
+    l4c = np.zeros((n, 6), dtype=np.int64)  # sport, dport, payload_off, payload_len, seq, flags
     non_ip_count = 0
     icmp_count = 0
     for i in range(n):
@@ -160,6 +167,8 @@ def _classify(
         ip_ok = v4 or v6
         udp = ip_ok and proto == 17 and l4 + 8 <= ip_end
         tcp = ip_ok and proto == 6 and l4 + 4 <= ip_end
+        doff = (_rd(b, l4 + 12) >> 4) * 4
+        tcp_ok = tcp and l4 + 20 <= ip_end and doff >= 20 and l4 + doff <= ip_end
         sport = _rd16(b, l4)
         dport = _rd16(b, l4 + 2)
         dns_port = on_port[sport] or on_port[dport]
@@ -173,8 +182,9 @@ def _classify(
         other_proto = ip_ok and proto != 17 and proto != 6 and not v6_ext
         if non_ip:
             non_ip_count += 1
-        if udp_ok and dns_port and caplen[i] == wirelen[i]:
-            verdict[i] = FAST
+        whole = caplen[i] == wirelen[i]
+        if (udp_ok or tcp_ok) and dns_port and whole:
+            verdict[i] = FAST if udp_ok else TCP
             if v4:
                 addr[i, 1] = _V4_MAPPED | np.uint64(_rd32(b, l3 + 12))
                 addr[i, 3] = _V4_MAPPED | np.uint64(_rd32(b, l3 + 16))
@@ -189,8 +199,14 @@ def _classify(
         version[i] = 4 if v4 else (6 if v6 else 0)
         l4c[i, 0] = sport
         l4c[i, 1] = dport
-        l4c[i, 2] = l4 + 8
-        l4c[i, 3] = ulen - 8
+        if tcp_ok:
+            l4c[i, 2] = l4 + doff
+            l4c[i, 3] = ip_end - l4 - doff
+            l4c[i, 4] = _rd32(b, l4 + 4)
+            l4c[i, 5] = _rd(b, l4 + 13)
+        else:
+            l4c[i, 2] = l4 + 8
+            l4c[i, 3] = ulen - 8
     return verdict, version, addr, l4c, non_ip_count, icmp_count
 
 
@@ -218,6 +234,8 @@ def classify(batch: FrameBatch, ports: npt.NDArray[np.int64]) -> L4Columns:
         dport=l4c[:, 1],
         payload_off=l4c[:, 2],
         payload_len=l4c[:, 3],
+        seq=l4c[:, 4],
+        tcp_flags=l4c[:, 5],
         non_ip=int(non_ip),
         icmp=int(icmp),
     )

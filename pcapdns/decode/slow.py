@@ -145,6 +145,30 @@ class Decoder:
             )
         ]
 
+    def segment(  # noqa: PLR0913 - a segment's fields, as the columnar classifier found them
+        self,
+        file_id: int,
+        frame: int,
+        ts_ns: int,
+        src: bytes,
+        sport: int,
+        dst: bytes,
+        dport: int,
+        seq: int,
+        flags: int,
+        data: bytes,
+    ) -> list[Payload]:
+        """A whole, unfragmented TCP segment on a DNS port whose headers were read already (by
+        :func:`pcapdns.decode.columnar.classify`): exactly what :meth:`decode` does with its frame,
+        counters included, without parsing the headers a second time."""
+        self.counters["frames"] += 1
+        if self._defrag.pending:
+            self._give_up(self._defrag.expired(ts_ns), IssueReason.FRAGMENT_INCOMPLETE, "timed out")
+        self.counters["tcp_segments"] += 1
+        out = self._tcp.segment((file_id, src, sport, dst, dport), seq, flags, data, 0, frame, ts_ns)
+        self.counters["dns_payloads"] += len(out)
+        return out
+
     def flush(self) -> list[Payload]:
         """End of all input: unfinished TCP messages and fragments become issues."""
         self._give_up(

@@ -341,6 +341,8 @@ def merge(pieces: list[Piece], paths: Sequence[str], opts: Options) -> Decoded:
         messages=messages,
         addresses=table.halves,
         issues=issues,
-        malformed=slow.malformed(),
+        malformed=pl.concat([*(pc.malformed for pc in order), slow.malformed()]).sort(
+            ["file_id", "frame", "idx"], maintain_order=True
+        ),
         counters=counters,
     )

@@ -1,9 +1,11 @@
 """What one worker does with one piece of work: read a file (or a span of one) to message batches.
 
-The fast path runs here.  Frames it does not take are not decoded here but sent back as they are:
-the slow path keeps state across frames (TCP streams, IP fragments), so the parent feeds all of them,
-in capture order, to a single decoder -- exactly as a single process would.  They are few (TCP,
-fragments, odd link layers), so the parent's share of the work stays small.
+The fast path runs here.  Frames whose messages depend on other frames (TCP segments, IP fragments,
+and the odd frames only the per-packet decoder reads) are not decoded here but sent back as they
+are: stream reassembly keeps state across frames, so the parent feeds all of them, in capture
+order, to a single decoder -- exactly as a single process would.  They are few, so the parent's
+share of the work stays small.  Damaged UDP messages are parsed here (the per-message parser needs
+no state); their malformations come back with the piece.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from pcapdns.decode.columnar import L4Columns
 from pcapdns.dissect import Dissector
 from pcapdns.errors import PcapdnsError
-from pcapdns.model import CaptureInfo, FrameBatch
+from pcapdns.model import CaptureInfo, FrameBatch, Payload
 from pcapdns.pipeline import Options, Tables, read, tabulate
-from pcapdns.schema import MESSAGES
+from pcapdns.schema import MALFORMED, MESSAGES
 from pcapdns.sources import Span, open_capture
 
 
@@ -53,6 +56,7 @@ class Piece:
     addresses: list[tuple[int, int]]
     counters: Counter[str]
     slow: list[FrameBatch] = field(default_factory=list)  # frames for the parent's slow path
+    malformed: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=MALFORMED))
     error: str = ""
 
 
@@ -87,6 +91,11 @@ class _FastOnly(Dissector):
         self.deferred.append(_compact(batch, rows))
         return pl.DataFrame(schema=MESSAGES)
 
+    def _stateful(self, batch: FrameBatch, l4: L4Columns, rows: npt.NDArray[np.int64]) -> list[Payload]:
+        self._count_stateful(l4, rows)
+        self.deferred.append(_compact(batch, rows))
+        return []
+
 
 def read_piece(task: Task) -> Piece:
     """Run ``task``; a problem with the file is returned as ``error``, never raised."""
@@ -112,6 +121,7 @@ def read_piece(task: Task) -> Piece:
         addresses=dissector.addresses.halves,
         counters=dissector.counters,
         slow=dissector.deferred,
+        malformed=dissector.malformed(),
         error=error,
     )
 

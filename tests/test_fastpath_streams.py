@@ -1,0 +1,194 @@
+"""DNS over TCP and malformed messages on the fast path: exactly the per-packet path's results.
+
+Seeded generators draw captures of many interleaved TCP connections whose DNS messages are cut
+into segments every way a stream allows (several messages in one segment, one message over
+several segments, a segment holding only a length prefix), with the accidents of real captures
+(retransmissions, overlaps, reordering, lost segments, snaplen cuts, RST, FIN with a message
+unfinished, a new SYN on the same ports), beside UDP traffic with damaged messages and IP
+fragments.  The fast path (small batches, so that streams cross batch boundaries) must give the
+same messages, malformations and decode issues as the per-packet path, and take the TCP segments
+itself.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from pathlib import Path
+
+import polars as pl
+import pytest
+from pcapbuild import dns, ether, ipv4, ipv6, pcap, tcp, udp, v4_fragments
+from polars.testing import assert_frame_equal
+from test_fastpath import comparable
+
+from pcapdns.pipeline import Decoded, Options, assemble, read
+
+FAST = Options(fast=True, fast_min_frames=0, batch_frames=64)
+SLOW = Options(fast=False, batch_frames=64)
+
+
+def message(rng: random.Random, ident: int, response: bool) -> bytes:
+    """A DNS message, now and then damaged or with several Extended DNS Errors."""
+    labels = [
+        bytes(rng.choice(b"abcdexyz") for _ in range(rng.randint(1, 9))) for _ in range(rng.randint(1, 4))
+    ]
+    name = b"".join(bytes([len(x)]) + x for x in labels) + b"\x00"
+    m = dns(ident, int(response), name)
+    x = rng.random()
+    if x < 0.08:
+        return m + b"\x00\x07"  # trailing bytes
+    if x < 0.12:
+        return m[:4] + b"\x00\x01\x00\x01" + m[8:]  # an answer announced, none present
+    if x < 0.15:
+        return m[:12] + b"\xc0\x0c\x00\x01\x00\x01"  # a compression loop
+    if x < 0.18:  # an OPT record with two Extended DNS Errors
+        ede = struct.pack("!HHH", 15, 2, 6) + struct.pack("!HHH", 15, 2, 22)
+        opt = b"\x00" + struct.pack("!HHIH", 41, 1232, 0, len(ede)) + ede
+        return m[:10] + b"\x00\x01" + m[12:] + opt
+    return m
+
+
+class Capture:
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.frames: list[list[tuple[bytes, int]]] = []  # per source: (frame, wire length)
+
+    def connection(self, k: int) -> None:
+        rng = self.rng
+        v6 = rng.random() < 0.3
+        client = (
+            bytes([10, 0, k // 250, k % 250 + 1])
+            if not v6
+            else bytes.fromhex("20010db8") + bytes(11) + bytes([k % 250 + 1])
+        )
+        server = bytes([10, 53, 0, 1]) if not v6 else bytes.fromhex("20010db8005300000000000000000001")
+        cport = 20000 + k
+        out: list[tuple[bytes, int]] = []
+
+        def seg(to_server: bool, seq: int, flags: str, payload: bytes = b"", cut: int = 0) -> None:
+            sp, dp = (cport, 53) if to_server else (53, cport)
+            src, dst = (client, server) if to_server else (server, client)
+            l4 = tcp(payload, sp, dp, seq=seq, flags=flags)
+            frame = ether(ipv6(l4, 6, src, dst), 0x86DD) if v6 else ether(ipv4(l4, 6, src, dst))
+            out.append((frame[: len(frame) - cut], len(frame)))
+
+        cseq, sseq = rng.getrandbits(32), rng.getrandbits(32)
+        handshake = rng.random() < 0.8
+        if handshake:
+            seg(True, cseq, "S")
+            seg(False, sseq, "SA")
+            seg(True, cseq + 1, "A")
+        for to_server, base in ((True, cseq + 1), (False, sseq + 1)):
+            n = rng.randint(1, 4)
+            stream = b""
+            for i in range(n):
+                m = message(rng, k * 8 + i, not to_server)
+                size = len(m) if rng.random() > 0.03 else rng.randint(0, 11)  # a too-short prefix
+                stream += struct.pack("!H", size) + m[:size]
+            cuts = sorted(
+                {0, len(stream), *(rng.randint(1, len(stream) - 1) for _ in range(rng.randint(0, 4)))}
+            )
+            pieces = [(base + a, stream[a:b]) for a, b in zip(cuts, cuts[1:], strict=False)]
+            if rng.random() < 0.5:
+                pieces = [(base + 0, stream[:2])] + [
+                    (s + 2, d[2:]) if s == base else (s, d) for s, d in pieces
+                ]
+                pieces = [(s, d) for s, d in pieces if d]
+            x = rng.random()
+            if x < 0.1 and len(pieces) > 1:
+                i = rng.randrange(len(pieces) - 1)
+                pieces[i], pieces[i + 1] = pieces[i + 1], pieces[i]  # reordered
+            elif x < 0.2:
+                pieces.insert(rng.randrange(len(pieces) + 1), rng.choice(pieces))  # retransmitted
+            elif x < 0.25 and len(pieces) > 1:
+                del pieces[rng.randrange(len(pieces))]  # lost
+            elif x < 0.3:
+                s, d = rng.choice(pieces)  # overlapping: a little before, a little more
+                pieces.append(
+                    (s - 1 if s > base else s, stream[s - base - (s > base) : s - base + len(d) + 3])
+                )
+            for s, d in pieces:
+                cut = rng.randint(1, len(d)) if rng.random() < 0.02 else 0
+                seg(to_server, s, "PA", d, cut)
+        y = rng.random()
+        if y < 0.6:
+            seg(True, cseq + 10**6, "FA")
+            seg(False, sseq + 10**6, "FA")
+        elif y < 0.7:
+            seg(rng.random() < 0.5, cseq, "R")
+        elif y < 0.8 and handshake:
+            seg(True, cseq + 5000, "S")  # the ports reused
+        self.frames.append(out)
+
+    def udp(self, k: int) -> None:
+        rng = self.rng
+        out = []
+        for i in range(rng.randint(1, 3)):
+            m = message(rng, k + i, bool(i % 2))
+            frame = ether(ipv4(udp(m, 40000 + k if i % 2 == 0 else 53, 53 if i % 2 == 0 else 40000 + k)))
+            out.append((frame, len(frame)))
+        if rng.random() < 0.2:  # a large answer in IP fragments
+            m = message(rng, k, True) + bytes(200)
+            out += [(ether(f), len(ether(f))) for f in v4_fragments(udp(m, 53, 40000 + k), size=96, ident=k)]
+        self.frames.append(out)
+
+    def write(self, path: Path) -> None:
+        """Interleave the sources at random, each in its own order."""
+        queues = [list(f) for f in self.frames if f]
+        records = []
+        t = 10**18
+        while queues:
+            q = self.rng.choice(queues)
+            frame, wire = q.pop(0)
+            t += self.rng.randint(1, 3000) * 1000
+            records.append((t, frame, wire))
+            if not q:
+                queues.remove(q)
+        path.write_bytes(pcap(records))
+
+
+def issues(d: Decoded) -> list[tuple[object, ...]]:
+    return sorted((i.file_id, i.frame, str(i.reason), i.detail) for i in d.issues)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_tcp_streams_and_damaged_messages_agree_on_both_paths(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    cap = Capture(rng)
+    for k in range(120):
+        cap.connection(k) if rng.random() < 0.6 else cap.udp(k)
+    path = tmp_path / f"mix{seed}.pcap"
+    cap.write(path)
+    fast, slow = read([str(path)], FAST), read([str(path)], SLOW)
+    assert_frame_equal(comparable(fast), comparable(slow))
+    assert_frame_equal(fast.malformed, slow.malformed)
+    assert issues(fast) == issues(slow)
+    assert fast.messages.filter(pl.col("transport") == 6).height > 50
+    assert fast.malformed.height > 5
+    # the TCP segments went to reassembly straight from the classifier; only those cut by the
+    # snaplen were decoded frame by frame
+    assert fast.counters["slow_tcp_segments"] == slow.counters["slow_tcp_segments"]
+    assert fast.counters["tcp_frames"] > 0.9 * slow.counters["slow_tcp_segments"]
+    assert fast.counters["slow_udp_dns"] == 0 < slow.counters["slow_udp_dns"]  # damaged ones included
+    a, b = assemble(fast, FAST), assemble(slow, SLOW)
+    assert_frame_equal(a.transactions, b.transactions)
+    assert_frame_equal(a.anomalies, b.anomalies)
+
+
+def test_the_benchmark_mixes_agree_on_both_paths(tmp_path: Path) -> None:
+    """The matrix's mixed and TCP captures (varied segmentation, damaged messages, fragments)."""
+    from test_samples import _load
+
+    make = _load(
+        "pcapdns_make_capture", Path(__file__).resolve().parent.parent / "benchmarks" / "make_capture.py"
+    )
+    for mix in ("mixed", "tcp", "fragments"):
+        path = tmp_path / f"{mix}.pcap"
+        make.make_capture(path, packets=6_000, mix=mix)
+        opts = Options(fast=True, fast_min_frames=0, batch_frames=1000)
+        fast, slow = read([str(path)], opts), read([str(path)], SLOW)
+        assert_frame_equal(comparable(fast), comparable(slow))
+        assert_frame_equal(fast.malformed, slow.malformed)
+        assert issues(fast) == issues(slow)
+        assert fast.counters["tcp_frames"] == slow.counters["slow_tcp_segments"]
