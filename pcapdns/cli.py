@@ -7,12 +7,13 @@ a traceback is shown only with ``--debug``.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import glob
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import click
@@ -187,10 +188,13 @@ def _options(kw: dict[str, Any], *, anomalies: bool = True) -> Options:
     )
 
 
-def _analyze(files: tuple[str, ...], kw: dict[str, Any], *, anomalies: bool = True) -> Analysis:
+def _analyze(
+    files: tuple[str, ...], kw: dict[str, Any], *, anomalies: bool = True, bar: Any = None
+) -> Analysis:
     """Run the pipeline on ``files`` with the shared flags in ``kw`` (progress on a terminal).
 
     ``--workers`` / ``--scheduler`` read in parallel; the result is the same (``pcapdns.parallel``).
+    ``bar``: a progress bar already shown (:func:`_progress`), kept for the caller's own last step.
     """
     from pcapdns import jit
     from pcapdns.parallel import analyze as run
@@ -207,12 +211,24 @@ def _analyze(files: tuple[str, ...], kw: dict[str, Any], *, anomalies: bool = Tr
         "group_by": group_by,
         "warn": lambda line: click.echo(f"pcapdns: warning: {line}", err=True),
     }
-    if not kw["no_progress"] and sys.stderr.isatty():
-        from pcapdns.report.progress import FileProgress
+    if bar is not None:
+        return run(paths, opts, progress=bar.update, stage=bar.stage, **engine)
+    with _progress(files, kw) as progress:
+        if progress is None:
+            return run(paths, opts, **engine)
+        return run(paths, opts, progress=progress.update, stage=progress.stage, **engine)
 
-        with FileProgress(paths) as progress:
-            return run(paths, opts, progress=progress.update, stage=progress.stage, **engine)
-    return run(paths, opts, **engine)
+
+@contextlib.contextmanager
+def _progress(files: tuple[str, ...], kw: dict[str, Any]) -> Iterator[Any]:
+    """The progress bar over ``files`` on a terminal's stderr (None otherwise or with --no-progress)."""
+    if kw["no_progress"] or not sys.stderr.isatty():
+        yield None
+        return
+    from pcapdns.report.progress import FileProgress
+
+    with FileProgress(_expand(files)) as progress:
+        yield progress
 
 
 def _check_regex(pattern: str) -> None:
@@ -248,13 +264,25 @@ def analyze(files: tuple[str, ...], as_json: bool, **kw: Any) -> None:
     from pcapdns.tables.summary import summary
 
     # The summary holds no finding: --json skips the anomaly engine (the fast path stays fast).
-    analysis = _analyze(files, kw, anomalies=not as_json)
-    if as_json:
-        click.echo(json.dumps(summary(analysis), indent=1))
-        return
-    from pcapdns.report.text import render, report_console
+    # The bar stays up until the output is ready, then the output is written at once.
+    with _progress(files, kw) as bar:
+        analysis = _analyze(files, kw, anomalies=not as_json, bar=bar)
+        if bar is not None:
+            bar.stage("writing the summary" if as_json else "writing the report")
+        if as_json:
+            text = json.dumps(summary(analysis), indent=1)
+        else:
+            from pcapdns.report.text import sections
 
-    render(analysis, report_console(analysis.files))
+            output = sections(analysis)
+    if as_json:
+        click.echo(text)
+        return
+    from pcapdns.report.text import report_console
+
+    console = report_console(analysis.files)
+    for part in output:
+        console.print(part)
 
 
 @cli.command(

@@ -223,6 +223,8 @@ def tabulate(
     compiled = loaded() or messages.height >= opts.fast_min_frames
     paired = pair(messages, timeout_ns, end, vectorized=compiled)
     del messages
+    if stage is not None:
+        stage("counting messages")
     counts = count_messages(paired.messages, compiled=compiled)  # before the transactions: lower peak
     _release_memory()
     names = list(files)
@@ -272,6 +274,8 @@ def finish(parts: Sequence[Tables], opts: Options, stage: Callable[[str], None] 
         counters = first.counters
         captures, addresses = first.captures, first.addresses
     else:
+        if stage is not None:
+            stage("putting the hosts together")
         transactions = pl.concat([p.transactions for p in parts])
         facts = (
             pl.concat([p.facts for p in parts if p.facts is not None]) if first.facts is not None else None
@@ -291,7 +295,7 @@ def finish(parts: Sequence[Tables], opts: Options, stage: Callable[[str], None] 
     anomalies = pl.DataFrame(schema=ANOMALIES)
     if facts is not None and unpaired_rows is not None:
         if stage is not None:
-            stage("looking for anomalies")
+            stage("looking for anomalies: preparing the inputs")
         from pcapdns.anomalies.rules import detect  # noqa: PLC0415 - only when the engine runs
 
         anomalies = detect(
@@ -305,7 +309,8 @@ def finish(parts: Sequence[Tables], opts: Options, stage: Callable[[str], None] 
                 captures=captures,
                 timeout_s=opts.timeout_s,
                 thresholds=opts.thresholds,
-            )
+            ),
+            stage,
         )
     return Analysis(
         captures=captures,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import polars as pl
 
 from pcapdns.anomalies.findings import Finding, to_frame
@@ -27,8 +29,16 @@ RULES = (
 )
 
 
-def detect(inputs: Inputs) -> pl.DataFrame:
+def detect(inputs: Inputs, step: Callable[[str], None] | None = None) -> pl.DataFrame:
+    """Run every rule; ``step`` is told each rule's name before it runs (for a progress bar)."""
     findings: list[Finding] = []
     for rule in RULES:
+        if step is not None:
+            step(f"looking for anomalies: {rule_name(rule)}")
         findings.extend(rule(inputs))
     return to_frame(findings)
+
+
+def rule_name(rule: Callable[..., object]) -> str:
+    """How a rule is named on the progress bar: ``servfail_findings`` is "servfail"."""
+    return rule.__name__.removesuffix("_findings").replace("_", " ")

@@ -245,26 +245,33 @@ _PATH_MARGIN = 8
 
 
 def render(a: Analysis, console: Console) -> None:
+    for part in sections(a):
+        console.print(part)
+
+
+def sections(a: Analysis) -> list[RenderableType]:
+    """The report's parts, in order, computed (printing them is quick: the CLI builds them while
+    the progress bar still says so, then prints them)."""
     s = summary(a)
-    console.print(timeline(a.anomalies))
+    out: list[RenderableType] = [timeline(a.anomalies)]
     if a.anomalies.height:
-        console.print(findings_table(a.anomalies))
-    console.print(quality(a, s))
-    console.print(totals(s))
+        out.append(findings_table(a.anomalies))
+    out += [quality(a, s), totals(s)]
     if s["rcodes"]:
-        console.print(rcodes(s))
+        out.append(rcodes(s))
         if a.transactions.height and a.transactions.select(
             pl.col("ts").max() - pl.col("ts").min()
         ).item() > timedelta(minutes=2):
-            console.print(rcode_timeline(a))
+            out.append(rcode_timeline(a))
     if s["unanswered"]:
-        console.print(unanswered(a))
+        out.append(unanswered(a))
     if a.transactions.height:
-        console.print(latency(a, s))
+        out.append(latency(a, s))
     if a.transactions.filter(pl.col("rcode_name").is_not_null() & (pl.col("rcode_name") != "NOERROR")).height:
-        console.print(failing_names(a))
+        out.append(failing_names(a))
     if s["malformed"]:
-        console.print(malformed(a, s))
+        out.append(malformed(a, s))
+    return out
 
 
 def answers_with_rcode(a: Analysis, rcode: str, limit: int = 20) -> RenderableType:
