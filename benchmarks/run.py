@@ -278,11 +278,18 @@ def run_matrix(packets: int, repeat: int, skip_tshark: bool) -> list[Row]:
 
 
 def matrix_table(rows: list[Row]) -> str:
-    head = ("mix", "packets", "--json pkt/s", "peak MiB", "report pkt/s", "peak MiB", "tshark pkt/s",
-            "--json/tshark", "walk pkt/s", "--json/walk")  # fmt: skip
+    head = ("mix", "packets", "--json pkt/s", "CPU", "peak MiB", "report pkt/s", "CPU", "peak MiB",
+            "tshark pkt/s", "CPU", "--json/tshark", "CPU", "walk pkt/s", "--json/walk")  # fmt: skip
 
     def pps(r: Result) -> str:
         return f"{r.pps:,.0f}" if r.pps is not None else "-"
+
+    def cpu(r: Result) -> str:
+        """Packets per CPU second of the child (user + system): steady on a shared machine."""
+        return f"{r.packets / r.cpu:,.0f}" if r.packets and r.cpu else "-"
+
+    def cpu_ratio(a: Result, b: Result) -> float | None:
+        return b.cpu / a.cpu if a.packets and b.packets and a.cpu and b.cpu else None
 
     def peak(r: Result) -> str:
         return f"{r.peak_mib:,.0f}" if r.peak_mib is not None else "-"
@@ -292,14 +299,16 @@ def matrix_table(rows: list[Row]) -> str:
 
     table_rows = [head]
     for r in rows:
-        table_rows.append((r.mix, f"{r.packets:,}", pps(r.json), peak(r.json), pps(r.report), peak(r.report),
-                           pps(r.tshark), times(_ratio(r.json, r.tshark)), pps(r.walk),
+        table_rows.append((r.mix, f"{r.packets:,}", pps(r.json), cpu(r.json), peak(r.json), pps(r.report),
+                           cpu(r.report), peak(r.report), pps(r.tshark), cpu(r.tshark),
+                           times(_ratio(r.json, r.tshark)), times(cpu_ratio(r.json, r.tshark)), pps(r.walk),
                            times(_ratio(r.json, r.walk))))  # fmt: skip
     widths = [max(len(row[i]) for row in table_rows) for i in range(len(head))]
     cells = [[c.ljust(w) for c, w in zip(row, widths, strict=True)] for row in table_rows]
     lines = ["| " + " | ".join(row) + " |" for row in cells]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     notes = sorted({f"  {x.tool}: {x.note}" for r in rows for x in (r.json, r.report, r.tshark) if x.note})
+    notes.append("  pkt/s: packets per wall second; CPU: per CPU second of the child (user + system)")
     return "\n".join(lines + notes)
 
 
