@@ -66,7 +66,7 @@ def test_each_mix_of_the_matrix_holds_what_it_is_named_for(tmp_path: Path) -> No
 
     from pcapdns.pipeline import Options, analyze
 
-    make = _load("pcapdns_make_capture", BENCH / "make_capture.py")
+    make = load_script("pcapdns_make_capture", BENCH / "make_capture.py")
     seen = {}
     for mix in ("udp", "mixed", "tcp", "attack", "fragments"):
         path = tmp_path / f"{mix}.pcap"

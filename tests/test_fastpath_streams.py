@@ -20,6 +20,7 @@ import polars as pl
 import pytest
 from pcapbuild import dns, ether, ipv4, ipv6, pcap, tcp, udp, v4_fragments
 from polars.testing import assert_frame_equal
+from scriptload import load_script
 from test_fastpath import comparable
 
 from pcapdns.pipeline import Decoded, Options, assemble, read
@@ -178,9 +179,7 @@ def test_tcp_streams_and_damaged_messages_agree_on_both_paths(tmp_path: Path, se
 
 def test_the_benchmark_mixes_agree_on_both_paths(tmp_path: Path) -> None:
     """The matrix's mixed and TCP captures (varied segmentation, damaged messages, fragments)."""
-    from test_samples import _load
-
-    make = _load(
+    make = load_script(
         "pcapdns_make_capture", Path(__file__).resolve().parent.parent / "benchmarks" / "make_capture.py"
     )
     for mix in ("mixed", "tcp", "fragments"):
