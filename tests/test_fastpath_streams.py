@@ -21,9 +21,9 @@ import pytest
 from pcapbuild import dns, ether, ipv4, ipv6, pcap, tcp, udp, v4_fragments
 from polars.testing import assert_frame_equal
 from scriptload import load_script
-from test_fastpath import comparable
 
 from pcapdns.pipeline import Decoded, Options, assemble, read
+from pcapdns.tables.names import address_text
 
 FAST = Options(fast=True, fast_min_frames=0, batch_frames=64)
 SLOW = Options(fast=False, batch_frames=64)
@@ -147,6 +147,14 @@ class Capture:
             if not q:
                 queues.remove(q)
         path.write_bytes(pcap(records))
+
+
+def comparable(d: Decoded) -> pl.DataFrame:
+    """Every decoded message, addresses as text (ids depend on the order they were first seen)."""
+    text = pl.Series([address_text(hi, lo) for hi, lo in d.addresses], dtype=pl.String)
+    m = d.messages
+    m = m.with_columns(text.gather(m["src"]).alias("src"), text.gather(m["dst"]).alias("dst"))
+    return m.sort(["file_id", "frame", "idx"])
 
 
 def issues(d: Decoded) -> list[tuple[object, ...]]:
