@@ -20,7 +20,7 @@ import numpy as np
 
 from pcapdns.decode.ip import Bad, Defragmenter, FragKey, Ip, Pending, extensions, ipv4, ipv6, short
 from pcapdns.decode.link import ETH_IPV4, ETH_IPV6, LINKS, TRUNCATED, linktype_name
-from pcapdns.decode.tcp import FlowKey, TcpStreams
+from pcapdns.decode.tcp import FIN, RST, SYN, FlowKey, TcpStreams
 from pcapdns.model import (
     DEFAULT_PORTS,
     DNSTAP_LINKTYPE,
@@ -165,7 +165,11 @@ class Decoder:
         if self._defrag.pending:
             self._give_up(self._defrag.expired(ts_ns), IssueReason.FRAGMENT_INCOMPLETE, "timed out")
         self.counters["tcp_segments"] += 1
-        out = self._tcp.segment((file_id, src, sport, dst, dport), seq, flags, data, 0, frame, ts_ns)
+        key: FlowKey = (file_id, src, sport, dst, dport)
+        if not data and not flags & (FIN | SYN | RST):  # a bare ACK: it only refreshes its flow
+            self._tcp.touch(key, frame, ts_ns)
+            return []
+        out = self._tcp.segment(key, seq, flags, data, 0, frame, ts_ns)
         self.counters["dns_payloads"] += len(out)
         return out
 

@@ -95,6 +95,11 @@ class TcpStreams:
             self._close(key, d, "FIN", frame, ts, out, end_seq=(seq + len(data) + missing) % SEQ_MOD)
         return out
 
+    def touch(self, key: FlowKey, frame: int, ts: int) -> None:
+        """What :meth:`segment` does with a segment that carries no data and no SYN, FIN or RST:
+        its direction is created, or becomes the most recently used."""
+        self._direction(key, frame, ts)
+
     def flush(self) -> list[Payload]:
         """End of all input: resolve holes, then report every unfinished message."""
         out: list[Payload] = []
