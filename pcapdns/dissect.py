@@ -526,7 +526,7 @@ class Dissector:
             parts.append(self._part(b, start, length, meta, batch.file_id, names))
         if not parts:
             return pl.DataFrame(schema=MESSAGES)
-        return self._frame(batch.file_id, _ordered(parts), names)
+        return self._frame(batch.file_id, _ordered(parts), names)  # the parts are emptied
 
     def _part(  # noqa: PLR0913 - one set of messages and where they came from
         self,
@@ -640,29 +640,28 @@ class Dissector:
         }
         no_opt = ~pl.col("edns")
         asked = pl.lit(pl.Series(v["has_question"]))
-        out = (
-            pl.DataFrame(data)
-            .with_columns(
-                pl.when(asked).then(pl.col(c)).otherwise(None).alias(c) for c in ("qname", "qtype", "qclass")
-            )
-            .with_columns(
-                pl.when(pl.col("query_ts_ns") < 0)
-                .then(None)
-                .otherwise(pl.col("query_ts_ns"))
-                .alias("query_ts_ns"),
-                pl.when(no_opt).then(None).otherwise(pl.col("edns_version")).alias("edns_version"),
-                pl.when(no_opt).then(None).otherwise(pl.col("edns_udp_size")).alias("edns_udp_size"),
-                pl.when(no_opt).then(None).otherwise(pl.col("edns_options")).alias("edns_options"),
-                pl.when(pl.col("min_ttl") < 0)
-                .then(None)
-                .otherwise(pl.col("min_ttl"))
-                .cast(pl.UInt32)
-                .alias("min_ttl"),
-                pl.when(pl.col("ede") >= 0)
-                .then(pl.concat_list(pl.col("ede").cast(pl.UInt16)))
-                .otherwise(pl.lit([], dtype=pl.List(pl.UInt16)))
-                .alias("ede"),
-            )
+        frame = pl.DataFrame(data)
+        data.clear()  # the numpy columns go as soon as the frame holds them (a lower peak)
+        v.clear()
+        out = frame.with_columns(
+            pl.when(asked).then(pl.col(c)).otherwise(None).alias(c) for c in ("qname", "qtype", "qclass")
+        ).with_columns(
+            pl.when(pl.col("query_ts_ns") < 0)
+            .then(None)
+            .otherwise(pl.col("query_ts_ns"))
+            .alias("query_ts_ns"),
+            pl.when(no_opt).then(None).otherwise(pl.col("edns_version")).alias("edns_version"),
+            pl.when(no_opt).then(None).otherwise(pl.col("edns_udp_size")).alias("edns_udp_size"),
+            pl.when(no_opt).then(None).otherwise(pl.col("edns_options")).alias("edns_options"),
+            pl.when(pl.col("min_ttl") < 0)
+            .then(None)
+            .otherwise(pl.col("min_ttl"))
+            .cast(pl.UInt32)
+            .alias("min_ttl"),
+            pl.when(pl.col("ede") >= 0)
+            .then(pl.concat_list(pl.col("ede").cast(pl.UInt16)))
+            .otherwise(pl.lit([], dtype=pl.List(pl.UInt16)))
+            .alias("ede"),
         )
         if part.ede_lists:  # several Extended DNS Errors in one message: rare, done by hand
             lists = out.get_column("ede").to_list()
@@ -874,21 +873,26 @@ class _Part:
 
 
 def _ordered(parts: list[_Part]) -> _Part:
-    """``parts`` as one, rows in (frame, idx) order (each part is nearly in that order already)."""
+    """``parts`` as one, rows in (frame, idx) order (each part is nearly in that order already);
+    the parts' columns are moved, not copied: they are left empty."""
     if len(parts) == 1 and _in_order(parts[0]):
         return parts[0]
     keys = np.concatenate([_order_key(p) for p in parts])
     order = np.argsort(keys, kind="stable")  # a merge of sorted runs: linear
-    values = {c: np.concatenate([p.values[c] for p in parts])[order] for c in parts[0].values}
+    del keys
+    sizes = [len(p.values["frame"]) for p in parts]
+    # Column by column, each part's column let go as soon as it is merged: the batch's columns
+    # are held about once, not twice, at any time.
+    values = {c: np.concatenate([p.values.pop(c) for p in parts])[order] for c in list(parts[0].values)}
     ede_lists: dict[int, list[int]] = {}
     if any(p.ede_lists for p in parts):
         where = np.empty(len(order), dtype=np.int64)
         where[order] = np.arange(len(order))
         base = 0
-        for p in parts:
+        for p, size in zip(parts, sizes, strict=True):
             for r, codes in p.ede_lists.items():
                 ede_lists[int(where[base + r])] = codes
-            base += len(p.values["frame"])
+            base += size
     return _Part(values, ede_lists)
 
 
