@@ -22,7 +22,7 @@ import numpy.typing as npt
 import polars as pl
 
 from pcapdns.decode import Decoder
-from pcapdns.decode.columnar import FAST, NOT_DNS, L4Columns, classify
+from pcapdns.decode.columnar import FAST, NOT_DNS, L4Columns, classify, lookup_tables
 from pcapdns.dns import columnar as dns_columnar
 from pcapdns.dns.columnar import TABLE_START, DnsColumns, parse_batch
 from pcapdns.dns.edns import Edns
@@ -31,6 +31,8 @@ from pcapdns.dns.parse import DnsMessage, parse_message
 from pcapdns.jit import jit, loaded
 from pcapdns.model import (
     DEFAULT_PORTS,
+    GENEVE_PORTS,
+    VXLAN_PORTS,
     DecodeIssue,
     DnstapFields,
     FrameBatch,
@@ -287,14 +289,23 @@ class Dissector:
     """Turns frame batches into ``MESSAGES`` frames; keeps the slow path's state across batches."""
 
     def __init__(
-        self, ports: Iterable[int] = DEFAULT_PORTS, *, fast: bool = True, fast_min_frames: int = 0
+        self,
+        ports: Iterable[int] = DEFAULT_PORTS,
+        *,
+        fast: bool = True,
+        fast_min_frames: int = 0,
+        vxlan_ports: Iterable[int] = VXLAN_PORTS,
+        geneve_ports: Iterable[int] = GENEVE_PORTS,
     ) -> None:
         """``fast_min_frames``: batches smaller than this take the per-packet path until the
-        compiled fast path is loaded (loading it costs more than a few thousand frames)."""
+        compiled fast path is loaded (loading it costs more than a few thousand frames).
+        ``vxlan_ports``, ``geneve_ports``: UDP destination ports decapsulated as those tunnels."""
         self.ports = frozenset(ports)
         self.fast_min_frames = fast_min_frames
-        self._port_array = np.array(sorted(self.ports), dtype=np.int64)
-        self.decoder = Decoder(self.ports)
+        self.decoder = Decoder(
+            self.ports, vxlan_ports=frozenset(vxlan_ports), geneve_ports=frozenset(geneve_ports)
+        )
+        self._tables = lookup_tables(self.ports, self.decoder.vxlan_ports | self.decoder.geneve_ports)
         self.fast = fast
         self.counters: Counter[str] = Counter()
         self.addresses = AddressTable()
@@ -309,7 +320,7 @@ class Dissector:
             return self._dnstap(batch, batch.dnstap)
         if not self.fast or (len(batch) < self.fast_min_frames and not loaded()):
             return self._slow(batch, np.arange(len(batch)))
-        l4 = classify(batch, self._port_array)
+        l4 = classify(batch, self._tables)
         self.counters["non_ip"] += l4.non_ip
         self.counters["not_dns"] += int(np.count_nonzero(l4.verdict == NOT_DNS))
         fast = np.flatnonzero(l4.verdict == FAST)
@@ -513,6 +524,7 @@ class Dissector:
             "capture_truncated": np.zeros(n, dtype=bool),
             "dnstap_type": np.zeros(n, dtype=u8),
             "query_ts_ns": pl.repeat(None, n, dtype=pl.Int64, eager=True),
+            "encap": pl.Series([None] * n, dtype=pl.Categorical),
         }
         no_opt = ~pl.col("edns")
         return pl.DataFrame(data).with_columns(
@@ -602,6 +614,7 @@ class Dissector:
                     p.capture_truncated,
                     p.dnstap_type,
                     p.query_ns,
+                    p.encap or None,
                 )
             )
         return pl.DataFrame(rows, schema=MESSAGES, orient="row")

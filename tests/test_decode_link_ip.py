@@ -97,8 +97,10 @@ def test_link_layers_reach_the_dns_payload(linktype: int, frame: bytes) -> None:
         (LinkType.EN10MB, pb.ether(b"\0" * 28, 0x0806)),  # ARP
         (LinkType.EN10MB, pb.ether(b"\0" * 28, 0x0806, vlans=[(0x8100, 5)])),
         (LinkType.EN10MB, pb.ether(b"\xaa\xaa\x03" + b"\0" * 40, 46)),  # 802.3 length + LLC
+        (LinkType.EN10MB, pb.ether(b"\x42\x42\x03" + b"\0" * 40, 46)),  # spanning tree
+        (LinkType.EN10MB, pb.ether(b"\0" * 46, 0x88CC)),  # LLDP
+        (LinkType.EN10MB, pb.ether(b"\x11\x09\0\x01\0\x04\xc0\x21" + b"\0" * 4, 0x8864)),  # PPPoE LCP
         (LinkType.LINUX_SLL, pb.sll(b"\0" * 28, 0x0806)),
-        (LinkType.NULL, pb.null(IP4, 7)),
     ],
 )
 def test_non_ip_is_counted(linktype: int, frame: bytes) -> None:
@@ -106,16 +108,47 @@ def test_non_ip_is_counted(linktype: int, frame: bytes) -> None:
     assert out == [] and dec.counters["non_ip"] == 1 and dec.take_issues() == []
 
 
-def test_unsupported_linktype_one_issue_per_type() -> None:
+@pytest.mark.parametrize(
+    ("linktype", "frame", "detail"),
+    [
+        (147, b"\0" * 40, "link type 147 (USER0) not decoded"),
+        (6, b"\0" * 40, "link type 6 (IEEE802_5) not decoded"),
+        (LinkType.NULL, pb.null(IP4, 7), "BSD loopback address family 7 not decoded"),
+        (LinkType.EN10MB, pb.ether(b"\0" * 46, 0x88E5), "EtherType 0x88e5 (MACsec) not decoded"),
+        (LinkType.EN10MB, pb.ether(b"\0" * 46, 0x1234), "EtherType 0x1234 not decoded"),
+        (LinkType.EN10MB, pb.ether(pb.ipv4(b"\0" * 30, proto=50)), "IP protocol 50 (ESP) not decoded"),
+        (
+            LinkType.EN10MB,
+            pb.ether(pb.ipv6(b"\0" * 30, nh=115), 0x86DD),
+            "IP protocol 115 (L2TP) not decoded",
+        ),
+    ],
+)
+def test_what_is_not_decoded_is_an_issue_for_every_frame(linktype: int, frame: bytes, detail: str) -> None:
     dec = Decoder()
-    for lt in (147, 147, 105, 147):
-        assert dec.decode(0, 1, 0, lt, b"\0" * 40, 40) == []
+    for n in range(1, 4):
+        assert dec.decode(0, n, n, linktype, frame, len(frame)) == []
     issues = dec.take_issues()
-    assert [i.reason for i in issues] == [IssueReason.UNSUPPORTED_LINKTYPE] * 2
-    assert issues[0].detail.startswith("link type 147 (USER0) not supported")
-    assert "(IEEE802_11)" in issues[1].detail
-    assert dec.counters["unsupported_linktype"] == 4
+    assert [(i.frame, i.reason, i.detail) for i in issues] == [
+        (n, IssueReason.UNSUPPORTED_ENCAPSULATION, detail) for n in range(1, 4)
+    ]
+    assert dec.counters["unsupported"] == 3
     assert_accounted(dec)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        pb.ether(pb.ipv4(b"\0" * 30, proto=2)),  # IGMP
+        pb.ether(pb.ipv4(b"\0" * 30, proto=89)),  # OSPF
+        pb.ether(pb.ipv4(pb.udp(b"\0" * 20, 40000, 443))),
+        pb.ether(pb.ipv4(pb.tcp(b"", sport=40000, dport=443))),
+        pb.ether(pb.ipv6(b"", nh=59), 0x86DD),
+    ],
+)
+def test_understood_traffic_that_is_not_dns_is_no_issue(frame: bytes) -> None:
+    out, dec = one(LinkType.EN10MB, frame)
+    assert out == [] and dec.counters["not_dns"] == 1 and dec.take_issues() == []
 
 
 @pytest.mark.parametrize(
@@ -338,7 +371,7 @@ def test_icmp_quoting_dns_is_not_dns() -> None:
 
 def test_other_protocols_and_ports_are_not_dns() -> None:
     for frame in (
-        pb.ipv4(b"\0" * 20, 47),
+        pb.ipv4(b"\0" * 20, 89),  # OSPF
         pb.ipv4(pb.udp(MSG, 1000, 2000)),
         pb.ipv4(pb.tcp(b"", 80, 443), 6),
     ):

@@ -8,9 +8,11 @@ into three verdicts:
     headers) UDP datagram on a DNS port whose lengths are consistent and whose payload holds at
     least a DNS header.  Its flow columns and the payload position are returned.
 ``NOT_DNS``
-    a frame this path can prove carries no unicast DNS: a non-IP ethertype, or an IP packet that is
-    not a fragment and whose UDP/TCP ports are not DNS ports, or another IP protocol (ICMP included:
-    DNS quoted inside ICMP errors is not a message).
+    a frame this path can prove carries no unicast DNS: an ethertype known not to carry IP (ARP,
+    LLDP ...), or an IP packet that is not a fragment and whose UDP/TCP ports are neither DNS ports
+    nor (UDP) a tunnel's, or an IP protocol known to carry no DNS (ICMP included: DNS quoted inside
+    ICMP errors is not a message).  Unknown ethertypes and protocols are not ``NOT_DNS``: the
+    per-packet decoder reports them (``unsupported_encapsulation``).
 ``SLOW``
     everything else (TCP on a DNS port, fragments, IPv6 extension headers, odd or short link
     headers, snaplen-cut frames, inconsistent lengths).  These go to the per-packet
@@ -23,11 +25,14 @@ mapped (``::ffff:a.b.c.d``), which keeps one column type for both families.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
+from pcapdns.decode.link import NON_IP_ETHERTYPES
+from pcapdns.decode.slow import NOT_DNS_PROTOS
 from pcapdns.jit import jit
 from pcapdns.model import FrameBatch, LinkType
 
@@ -85,12 +90,23 @@ def _rd32(b: U8, p: Int) -> Int:
 
 @jit(
     "Tuple((u1[::1], u1[::1], u8[:, ::1], i8[:, ::1], i8, i8))"
-    "(u1[::1], i8[::1], i8[::1], i8[::1], i8[::1], b1[::1])"
+    "(u1[::1], i8[::1], i8[::1], i8[::1], i8[::1], u1[::1], b1[::1], b1[::1])"
 )
-def _classify(
-    b: U8, data_off: I64, caplen: I64, wirelen: I64, lt: I64, on_port: Mask
+def _classify(  # noqa: PLR0913 - the batch's columns and three lookup tables
+    b: U8,
+    data_off: I64,
+    caplen: I64,
+    wirelen: I64,
+    lt: I64,
+    port_kind: U8,
+    non_ip_et: Mask,
+    not_dns_proto: Mask,
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8], U64, I64, Int, Int]:
-    """The verdict of every frame; flow columns as (n, 4) u64 and (n, 4) i64 tables."""
+    """The verdict of every frame; flow columns as (n, 4) u64 and (n, 4) i64 tables.
+
+    ``port_kind[p]`` is 1 for a DNS port, 2 for a tunnel's (VXLAN, Geneve); ``non_ip_et`` and
+    ``not_dns_proto`` are the ethertypes and IP protocols known to carry no DNS (anything else
+    the per-packet decoder decodes or reports as unsupported)."""
     n = len(data_off)
     verdict = np.zeros(n, dtype=np.uint8)
     version = np.zeros(n, dtype=np.uint8)
@@ -136,7 +152,7 @@ def _classify(
                 et = _ETH_IPV6
             l3 = off + 4
         link_ok = et >= 0 and l3 <= end
-        non_ip = link_ok and et != _ETH_IPV4 and et != _ETH_IPV6 and l3 < end
+        non_ip = link_ok and et != _ETH_IPV4 and et != _ETH_IPV6 and l3 < end and non_ip_et[et]
         # IPv4: version 4, IHL >= 5, not a fragment, total length within the captured frame.
         b0 = _rd(b, l3)
         ihl = (b0 & 0x0F) * 4
@@ -162,7 +178,8 @@ def _classify(
         tcp = ip_ok and proto == 6 and l4 + 4 <= ip_end
         sport = _rd16(b, l4)
         dport = _rd16(b, l4 + 2)
-        dns_port = on_port[sport] or on_port[dport]
+        dns_port = port_kind[sport] == 1 or port_kind[dport] == 1
+        tunnel_port = port_kind[dport] == 2
         ulen = _rd16(b, l4 + 4)
         udp_ok = udp and ulen >= 8 + 12 and l4 + ulen <= ip_end
         if ip_ok and (proto == 1 or proto == 58):
@@ -170,7 +187,13 @@ def _classify(
         # IPv6 extension headers (hop-by-hop, routing, fragment, AH, destination options) hide the
         # transport: the per-packet decoder walks them.
         v6_ext = v6 and (proto == 0 or proto == 43 or proto == 44 or proto == 51 or proto == 60)
-        other_proto = ip_ok and proto != 17 and proto != 6 and not v6_ext
+        other_proto = (
+            ip_ok
+            and proto != 17
+            and proto != 6
+            and not v6_ext
+            and (proto == 1 or proto == 58 or not_dns_proto[proto])
+        )
         if non_ip:
             non_ip_count += 1
         if udp_ok and dns_port and caplen[i] == wirelen[i]:
@@ -184,7 +207,7 @@ def _classify(
                     for q in range(8):
                         w = (w << np.uint64(8)) | np.uint64(_rd(b, l3 + 8 + 8 * j + q))
                     addr[i, j] = w
-        elif non_ip or other_proto or ((udp or tcp) and not dns_port):
+        elif non_ip or other_proto or (udp and not dns_port and not tunnel_port) or (tcp and not dns_port):
             verdict[i] = NOT_DNS
         version[i] = 4 if v4 else (6 if v6 else 0)
         l4c[i, 0] = sport
@@ -194,18 +217,30 @@ def _classify(
     return verdict, version, addr, l4c, non_ip_count, icmp_count
 
 
-def classify(batch: FrameBatch, ports: npt.NDArray[np.int64]) -> L4Columns:
-    """Classify every frame of ``batch``; ``ports`` is the sorted array of DNS ports."""
+def lookup_tables(
+    ports: Iterable[int], tunnel_ports: Iterable[int]
+) -> tuple[npt.NDArray[np.uint8], Mask, Mask]:
+    """:func:`classify`'s tables: port kinds (1 DNS, 2 tunnel), non-IP ethertypes, non-DNS protocols."""
+    port_kind = np.zeros(65536, dtype=np.uint8)
+    port_kind[np.array(sorted(tunnel_ports), dtype=np.int64)] = 2
+    port_kind[np.array(sorted(ports), dtype=np.int64)] = 1  # a DNS port stays a DNS port
+    non_ip_et = np.zeros(65536, dtype=np.bool_)
+    non_ip_et[np.array(sorted(NON_IP_ETHERTYPES), dtype=np.int64)] = True
+    not_dns_proto = np.zeros(256, dtype=np.bool_)
+    not_dns_proto[np.array(sorted(NOT_DNS_PROTOS), dtype=np.int64)] = True
+    return port_kind, non_ip_et, not_dns_proto
+
+
+def classify(batch: FrameBatch, tables: tuple[npt.NDArray[np.uint8], Mask, Mask]) -> L4Columns:
+    """Classify every frame of ``batch``; ``tables`` come from :func:`lookup_tables`."""
     b = np.frombuffer(batch.buf, dtype=np.uint8) if len(batch.buf) else np.zeros(1, dtype=np.uint8)
-    on_port = np.zeros(65536, dtype=np.bool_)
-    on_port[ports] = True
     verdict, version, addr, l4c, non_ip, icmp = _classify(
         b,
         batch.data_off.astype(np.int64),
         batch.caplen.astype(np.int64),
         batch.wirelen.astype(np.int64),
         batch.linktype.astype(np.int64),
-        on_port,
+        *tables,
     )
     return L4Columns(
         verdict=verdict,
