@@ -22,7 +22,7 @@ import numpy.typing as npt
 import polars as pl
 
 from pcapdns.decode import Decoder
-from pcapdns.decode.columnar import FAST, NOT_DNS, L4Columns, classify, lookup_tables
+from pcapdns.decode.columnar import FAST, NOT_DNS, TUNNELS, L4Columns, classify, encap_label, lookup_tables
 from pcapdns.dns import columnar as dns_columnar
 from pcapdns.dns.columnar import TABLE_START, DnsColumns, parse_batch
 from pcapdns.dns.edns import Edns
@@ -305,7 +305,7 @@ class Dissector:
         self.decoder = Decoder(
             self.ports, vxlan_ports=frozenset(vxlan_ports), geneve_ports=frozenset(geneve_ports)
         )
-        self._tables = lookup_tables(self.ports, self.decoder.vxlan_ports | self.decoder.geneve_ports)
+        self._tables = lookup_tables(self.ports, self.decoder.vxlan_ports, self.decoder.geneve_ports)
         self.fast = fast
         self.counters: Counter[str] = Counter()
         self.addresses = AddressTable()
@@ -380,6 +380,7 @@ class Dissector:
                 dport=f.dport,
                 payload_off=f.dns_off,
                 payload_len=f.dns_len,
+                encap=np.zeros(len(f.dns_len), dtype=np.int64),
                 non_ip=0,
                 icmp=0,
             )
@@ -524,7 +525,7 @@ class Dissector:
             "capture_truncated": np.zeros(n, dtype=bool),
             "dnstap_type": np.zeros(n, dtype=u8),
             "query_ts_ns": pl.repeat(None, n, dtype=pl.Int64, eager=True),
-            "encap": pl.Series([None] * n, dtype=pl.Categorical),
+            "encap": _encap_column(l4.encap[good]),
         }
         no_opt = ~pl.col("edns")
         return pl.DataFrame(data).with_columns(
@@ -632,6 +633,14 @@ def dnstap_issue(batch: FrameBatch, f: DnstapFields, i: int) -> DecodeIssue:
     where = f" (at byte {int(f.at[i])} of the message)" if f.at[i] >= 0 else ""
     detail = f"dnstap message {frame}: {dnstap.PROBLEMS[status]}{where}"
     return DecodeIssue(batch.file_id, frame, ts, IssueReason.DNSTAP_BAD_PROTOBUF, detail)
+
+
+def _encap_column(codes: I64) -> pl.Series:
+    """The fast path's encapsulation codes as the ``encap`` column (null: none)."""
+    if not codes.any():
+        return pl.Series([None] * len(codes), dtype=pl.Categorical)
+    labels = pl.Series([encap_label(c) for c in range(3 * len(TUNNELS))], dtype=pl.Categorical)
+    return labels.gather(codes.astype(np.uint32))
 
 
 def _option_mask(edns: Edns | None) -> int | None:

@@ -57,3 +57,23 @@ def test_the_dnstap_benchmark_file_is_what_it_says(tmp_path: Path) -> None:
     assert set(t.get_column("dnstap_side").unique().to_list()) == {"client", "resolver"}
     assert t.filter(dnstap_side="client").get_column("status").unique().to_list() == ["answered"]
     assert set(t.get_column("transport").cast(str).unique().to_list()) == {"udp", "tcp"}
+
+
+def test_the_tunnel_benchmark_wraps_every_record_without_changing_the_dns(tmp_path: Path) -> None:
+    make = load_script("pcapdns_make_capture", BENCH / "make_capture.py")
+    tunnel = load_script("pcapdns_bench_tunnel", BENCH / "tunnel.py")
+    bare = tmp_path / "bare.pcap"
+    make.make_capture(bare, packets=5_000)
+    from pcapdns.pipeline import Options, analyze
+
+    opts = Options(anomalies=False, fast_min_frames=0)
+    want = analyze([str(bare)], opts)
+    for name, wrap in tunnel.WRAPS.items():
+        mirror = tmp_path / f"{name}.pcap"
+        tunnel.wrap_pcap(bare, mirror, wrap)
+        got = analyze([str(mirror)], opts)
+        assert got.captures[0].frames == 5_000, name
+        assert got.transactions.drop("file", "encapsulation").equals(
+            want.transactions.drop("file", "encapsulation")
+        )
+        assert got.transactions["encapsulation"].cast(str).unique().to_list() == [name], name

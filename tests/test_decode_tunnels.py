@@ -29,6 +29,7 @@ SAMPLES = sorted((ROOT / "samples").glob("*.pcap*"))
 MSG = pb.dns(0xBEEF)
 INNER = pb.ether(pb.ipv4(pb.udp(MSG)))
 INNER6 = pb.ether(pb.ipv6(pb.udp(MSG)), 0x86DD)
+FAST_WRAPS = {"vxlan", "geneve", "gre-teb", "gre-ip", "erspan1", "erspan2", "erspan3", "mpls"}
 
 
 def decode(linktype: int, frame: bytes, **kw: object) -> tuple[list[Payload], Decoder]:
@@ -184,16 +185,18 @@ def scapy_frames() -> list[tuple[str, int, bytes, str]]:
 
     dns = DNS(id=0xBEEF, rd=1, qd=DNSQR(qname="example.com"))
     inner_ip = IP(src="192.0.2.1", dst="192.0.2.53") / UDP(sport=33333, dport=53) / dns
-    inner = Ether() / inner_ip
-    outer = Ether() / IP(src="198.51.100.1", dst="198.51.100.2")
+    inner = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / inner_ip
+    outer = Ether(src="02:00:00:00:00:03", dst="02:00:00:00:00:04") / IP(
+        src="198.51.100.1", dst="198.51.100.2"
+    )
     frames = [
         ("vxlan", 1, outer / UDP(sport=49152, dport=4789) / VXLAN(vni=5001) / inner, "vxlan"),
         (
             "geneve",
             1,
-            Ether()
+            Ether(dst="02:00:00:00:00:04")
             / IPv6(src="2001:db8:ffff::1", dst="2001:db8:ffff::2")
-            / UDP(dport=6081)
+            / UDP(sport=50000, dport=6081)
             / GENEVE(vni=4097, proto=0x6558, optionlen=2, options=b"\x01\x03\x80\x01opt!")
             / inner,
             "geneve",
@@ -218,8 +221,21 @@ def scapy_frames() -> list[tuple[str, int, bytes, str]]:
             "erspan3",
         ),
         ("ipip", 1, outer.copy() / inner_ip, "ip4in4"),
-        ("mpls", 1, Ether(type=0x8847) / MPLS(label=16, s=0) / MPLS(label=1000, s=1) / inner_ip, "mpls"),
-        ("pppoe", 1, Ether() / PPPoE(sessionid=0x2A) / PPP(proto=0x0021) / inner_ip, "pppoe"),
+        (
+            "mpls",
+            1,
+            Ether(dst="02:00:00:00:00:04", type=0x8847)
+            / MPLS(label=16, s=0)
+            / MPLS(label=1000, s=1)
+            / inner_ip,
+            "mpls",
+        ),
+        (
+            "pppoe",
+            1,
+            Ether(dst="02:00:00:00:00:04") / PPPoE(sessionid=0x2A) / PPP(proto=0x0021) / inner_ip,
+            "pppoe",
+        ),
         (
             "802.11",
             105,
@@ -288,3 +304,11 @@ def test_a_wrapped_sample_analyzes_like_the_bare_one(sample: Path, wrap: tn.Wrap
         assert_frame_equal(t, bare[1])
         assert_frame_equal(findings, bare[2])
         assert set(labels.get_column("encapsulation").cast(pl.String).to_list()) <= wrap.labels
+
+
+@pytest.mark.parametrize("wrap", [w for w in tn.WRAPS if w.name in FAST_WRAPS], ids=lambda w: w.name)
+def test_mirror_formats_take_the_fast_path(wrap: tn.Wrap, tmp_path: Path) -> None:
+    path = wrapped_capture(ROOT / "samples" / "outage.pcap", wrap, tmp_path)
+    a = analyze([str(path)], Options(fast=True, fast_min_frames=0))
+    udp = a.message_counts.filter(pl.col("transport") == 17)["count"].sum()
+    assert a.counters["fast_frames"] == udp > 1000

@@ -268,7 +268,7 @@ class Decoder:
         if proto == AH and version == 4:  # IPv6 walks AH with its extension headers
             proto, pos, _ = extensions(AH, l4, cut, allow_fragment=False)
             return self._proto(at, version, src, dst, proto, l4[pos:], cut, enc, count)
-        if proto == UDP and len(l4) >= 8:
+        if proto == UDP and len(l4) >= 8 and not self._on_port(l4):  # a DNS port is never a tunnel's
             dport = (l4[2] << 8) | l4[3]
             if dport in self.vxlan_ports:
                 return self._vxlan(at, l4, cut, enc, count)
