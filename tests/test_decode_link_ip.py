@@ -186,7 +186,8 @@ def test_ipv4_options_are_skipped() -> None:
     [
         (pb.ipv4(UDP, version=5), IssueReason.IP_BAD_HEADER),
         (pb.ipv4(UDP, ihl=4), IssueReason.IP_BAD_HEADER),
-        (pb.ipv4(UDP, total=len(IP4) + 20), IssueReason.IP_BAD_LENGTH),  # claims more than the wire had
+        (pb.ipv4(pb.udp(MSG, length=len(UDP) + 20), total=len(IP4) + 20), IssueReason.IP_BAD_LENGTH),
+        (pb.ipv4(pb.tcp(MSG), 6, total=len(IP4) + 40), IssueReason.IP_BAD_LENGTH),  # only UDP is let through
         (pb.ipv4(UDP, total=10), IssueReason.IP_BAD_LENGTH),
         (IP4[:15], IssueReason.IP_TRUNCATED),
     ],
@@ -194,6 +195,41 @@ def test_ipv4_options_are_skipped() -> None:
 def test_ipv4_header_problems(frame: bytes, reason: IssueReason) -> None:
     out, dec = one(1, pb.ether(frame))
     assert out == [] and reasons(dec) == [reason] and dec.counters["dropped"] == 1
+
+
+def udp_checksummed(src: bytes, dst: bytes, payload: bytes, v6: bool = False) -> bytes:
+    """A UDP datagram to port 53 with its checksum filled in (RFC 768 / RFC 8200 pseudo-header)."""
+    datagram = pb.udp(payload)
+    n = len(datagram)
+    pseudo = src + dst + (n.to_bytes(4, "big") + b"\0\0\0\x11" if v6 else b"\0\x11" + n.to_bytes(2, "big"))
+    data = pseudo + datagram + b"\0" * (n % 2)
+    total = sum(int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2))
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    return datagram[:6] + (0xFFFF - total).to_bytes(2, "big") + datagram[8:]
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        pb.ether(pb.ipv4(UDP, total=len(IP4) + 20)),  # claims more than the wire had
+        pb.ether(pb.ipv6(UDP, plen=200), 0x86DD),
+        pb.ether(pb.ipv4(udp_checksummed(pb.A4, pb.B4, MSG), total=28)),  # claims less than its datagram
+        pb.ether(pb.ipv6(udp_checksummed(pb.A6, pb.B6, MSG, v6=True), plen=8), 0x86DD),
+    ],
+)
+def test_a_wrong_ip_length_around_a_whole_udp_datagram_is_decoded_with_an_issue(frame: bytes) -> None:
+    (p,), dec = one(1, frame)
+    assert p.data == MSG and dec.counters["udp_dns"] == 1
+    ((reason, detail),) = [(i.reason, i.detail) for i in dec.take_issues()]
+    assert reason == IssueReason.IP_BAD_LENGTH and detail.endswith("its DNS message was decoded")
+
+
+def test_a_short_ip_length_is_not_trusted_without_a_checksum_that_verifies() -> None:
+    good = udp_checksummed(pb.A4, pb.B4, MSG)
+    for datagram in (pb.udp(MSG), good[:6] + bytes([good[6] ^ 1]) + good[7:]):  # no checksum, a wrong one
+        out, dec = one(1, pb.ether(pb.ipv4(datagram, total=28)))
+        assert out == [] and reasons(dec) == [IssueReason.UDP_BAD_LENGTH]
 
 
 def test_snaplen_cut_udp_is_a_truncated_payload_not_a_malformation() -> None:
@@ -225,7 +261,7 @@ def test_ipv6_no_next_header_is_not_dns() -> None:
     [
         (pb.ipv6(b"", 17, ext=[(0, pb.ext_opts(3))], plen=8), IssueReason.IPV6_BAD_EXTENSION),
         (pb.ipv6(b"\0\0\0", 0, plen=3), IssueReason.IPV6_BAD_EXTENSION),
-        (pb.ipv6(UDP, plen=200), IssueReason.IP_BAD_LENGTH),
+        (pb.ipv6(pb.udp(MSG, length=len(UDP) + 1), plen=200), IssueReason.IP_BAD_LENGTH),
         (pb.ipv6(UDP)[:30], IssueReason.IP_TRUNCATED),
         (b"\x45" + pb.ipv6(UDP)[1:], IssueReason.IP_BAD_HEADER),
     ],

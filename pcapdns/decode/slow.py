@@ -107,6 +107,23 @@ def ethertype_text(ethertype: int) -> str:
     return f"EtherType 0x{ethertype:04x}" + (f" ({name})" if name else "")
 
 
+def _whole_beyond(ip: Ip, l4: bytes, ulen: int) -> bool:
+    """Whether a UDP datagram longer than its IP packet says is whole in the frame: its bytes are
+    there, and its checksum (which a zero-filled or foreign tail would fail) verifies."""
+    if ulen > len(l4) + len(ip.rest) or l4[6:8] == b"\0\0":
+        return False
+    datagram = l4 + ip.rest[: ulen - len(l4)]
+    if ip.version == 4:
+        pseudo = ip.src + ip.dst + bytes([0, UDP]) + ulen.to_bytes(2, "big")
+    else:
+        pseudo = ip.src + ip.dst + ulen.to_bytes(4, "big") + bytes([0, 0, 0, UDP])
+    data = pseudo + datagram + b"\0" * (len(datagram) % 2)
+    total = sum(int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2))
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total == 0xFFFF
+
+
 class Decoder:
     """Frames in, DNS :class:`~pcapdns.model.Payload` s out; problems collected for :meth:`take_issues`.
 
@@ -242,7 +259,7 @@ class Decoder:
         ip = ipv4(data, off, cut) if ethertype == ETH_IPV4 else ipv6(data, off, cut)
         if ip.frag is not None:
             return self._fragment(at, ip, enc, count)
-        return self._proto(at, ip.version, ip.src, ip.dst, ip.proto, ip.payload, ip.cut, enc, count)
+        return self._proto(at, ip.version, ip.src, ip.dst, ip.proto, ip.payload, ip.cut, enc, count, ip)
 
     def _proto(  # noqa: PLR0911 - one return per protocol
         self,
@@ -255,8 +272,12 @@ class Decoder:
         cut: int,
         enc: Enc,
         count: Counter[str],
+        ip: Ip | None = None,
     ) -> list[Payload]:
-        """What an IP packet carries: a tunnel, or the transport."""
+        """What an IP packet carries: a tunnel, or the transport.  ``ip`` is the packet, when its
+        length may disagree with the frame (only DNS over UDP is decoded from such a packet)."""
+        if ip is not None and ip.bad_length and (proto != UDP or len(l4) < 8 or not self._on_port(l4)):
+            raise Bad(IssueReason.IP_BAD_LENGTH, ip.bad_length)
         if proto == IPIP or proto == IPV6_IN_IP:
             inner = ETH_IPV4 if proto == IPIP else ETH_IPV6
             label = f"ip{4 if proto == IPIP else 6}in{version}"
@@ -274,7 +295,7 @@ class Decoder:
                 return self._vxlan(at, l4, cut, enc, count)
             if dport in self.geneve_ports:
                 return self._geneve(at, l4, cut, enc, count)
-        return self._transport(at, src, dst, proto, l4, cut, enc, count)
+        return self._transport(at, src, dst, proto, l4, cut, enc, count, ip)
 
     def _gre(self, at: Where, data: bytes, cut: int, enc: Enc, count: Counter[str]) -> list[Payload]:
         """GRE (RFC 2784, with RFC 2890's key and sequence number); ERSPAN rides on it."""
@@ -440,6 +461,7 @@ class Decoder:
         cut: int,
         enc: Enc,
         count: Counter[str],
+        ip: Ip | None = None,
     ) -> list[Payload]:
         """UDP or TCP on a DNS port; ``cut`` bytes of ``l4`` were not captured (snaplen)."""
         file_id, frame, ts = at
@@ -463,7 +485,7 @@ class Decoder:
             raise short(cut, reason, f"{name} header needs {need} bytes, {len(l4)} present")
         sport, dport = (l4[0] << 8) | l4[1], (l4[2] << 8) | l4[3]
         if proto == UDP:
-            return self._udp(file_id, frame, ts, src, dst, sport, dport, l4, cut, enc, count)
+            return self._udp(file_id, frame, ts, src, dst, sport, dport, l4, cut, enc, count, ip)
         off = (l4[12] >> 4) * 4
         if off < 20:
             raise Bad(IssueReason.TCP_BAD_HEADER, f"TCP data offset {off} < 20")
@@ -505,11 +527,27 @@ class Decoder:
         cut: int,
         enc: Enc,
         count: Counter[str],
+        ip: Ip | None = None,
     ) -> list[Payload]:
         ulen = (l4[4] << 8) | l4[5]
         if ulen < 8:
             raise Bad(IssueReason.UDP_BAD_LENGTH, f"UDP length {ulen} < 8")
         truncated = False
+        if ip is not None and ip.bad_length:  # the IP length runs past the frame: is the datagram whole?
+            if ulen > len(l4):
+                raise Bad(IssueReason.IP_BAD_LENGTH, ip.bad_length)
+            detail = f"{ip.bad_length}; the UDP datagram inside is whole: its DNS message was decoded"
+            self._issue(file_id, frame, ts, IssueReason.IP_BAD_LENGTH, detail)
+        elif ulen > len(l4) + cut and ip is not None and not cut and _whole_beyond(ip, l4, ulen):
+            self._issue(
+                file_id,
+                frame,
+                ts,
+                IssueReason.IP_BAD_LENGTH,
+                f"IPv{ip.version} length leaves {ulen - len(l4)} bytes of the {ulen}-byte UDP datagram out; "
+                "the frame holds them and the UDP checksum verifies: its DNS message was decoded",
+            )
+            l4 += ip.rest[: ulen - len(l4)]
         if ulen > len(l4):
             if ulen > len(l4) + cut:
                 raise Bad(
