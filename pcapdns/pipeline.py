@@ -31,11 +31,10 @@ from pcapdns.tables.transactions import build_transactions
 
 Progress = Callable[[CaptureInfo], None]
 # Message columns only the anomaly engine's inputs read (its query facts and unpaired responses):
-# without the engine they are dropped before pairing (23 bytes a message).
+# without the engine they are dropped before pairing (21 bytes a message; pairing reads QDCOUNT).
 ENGINE_ONLY = (
     "idx",
     "size",
-    "qdcount",
     "nscount",
     "arcount",
     "edns",
