@@ -9,6 +9,7 @@ sample's tables and findings, on the per-packet path and on the fast path alike.
 from __future__ import annotations
 
 import functools
+import json
 import struct
 from pathlib import Path
 
@@ -312,3 +313,38 @@ def test_mirror_formats_take_the_fast_path(wrap: tn.Wrap, tmp_path: Path) -> Non
     a = analyze([str(path)], Options(fast=True, fast_min_frames=0))
     udp = a.message_counts.filter(pl.col("transport") == 17)["count"].sum()
     assert a.counters["fast_frames"] == udp > 1000
+
+
+def test_the_cli_takes_tunnel_ports_and_names_what_it_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pcapdns.cli import main
+
+    query = pb.udp_frame(0x4242)
+    answer = pb.ether(pb.ipv4(pb.udp(pb.dns(0x4242, 1), 53, 33333), src=pb.B4, dst=pb.A4))
+    esp = tn.outer4(b"\0" * 40, 50)
+    records: list[pb.Record] = [
+        (10**9, tn.vxlan(query, port=8472)),
+        (10**9 + 10**6, tn.vxlan(answer, port=8472)),
+        (2 * 10**9, esp),
+        (3 * 10**9, esp),
+    ]
+    path = tmp_path / "mirror.pcap"
+    path.write_bytes(pb.pcap(records))
+    assert main(["analyze", "--json", "--vxlan-port", "8472", str(path)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["answered"] == 1 and report["dns_messages"] == 2
+    assert report["decode_issues"] == {"unsupported_encapsulation": 2}
+    assert main(["analyze", "--no-progress", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "unsupported_encapsulation" in text and "IP protocol 50 (ESP) not decoded" in text
+    out = tmp_path / "out"
+    assert main(["export", "--vxlan-port", "8472", "-o", str(out), str(path)]) == 0
+    capsys.readouterr()
+    t = pl.read_parquet(out / "transactions.parquet")
+    assert t["encapsulation"].cast(pl.String).to_list() == ["vxlan"]
+    issues = pl.read_parquet(out / "decode_issues.parquet")
+    assert issues.select("frame", "reason").rows() == [
+        (3, "unsupported_encapsulation"),
+        (4, "unsupported_encapsulation"),
+    ]
