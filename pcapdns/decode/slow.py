@@ -1,9 +1,10 @@
 """The per-packet decoder: correct for every frame, used as the slow path behind the columnar one.
 
-Each frame goes down link -> IP (-> reassembly) -> UDP or TCP and ends in exactly one *outcome*
-counter (see :data:`OUTCOMES`), so ``counters["frames"] == sum(counters[o] for o in OUTCOMES)``
-always holds; when an outcome loses data (``dropped``, or a problem inside reassembly) a
-:class:`~pcapdns.model.DecodeIssue` says why.  Nothing is dropped silently.  Two more counters are
+Each frame goes down link -> IP (-> reassembly) -> UDP or TCP, through any tunnels on the way
+(each one back to the layer it carries: Ethernet, an ethertype, IP), and ends in exactly one
+*outcome* counter (see :data:`OUTCOMES`), so ``counters["frames"] == sum(counters[o] for o in
+OUTCOMES)`` always holds; when an outcome loses data (``dropped``, ``unsupported``, or a problem
+inside reassembly) a :class:`~pcapdns.model.DecodeIssue` says why.  Nothing is dropped silently.  Two more counters are
 not outcomes: ``dns_payloads`` (Payloads returned, several per frame over TCP) and ``reassembled``
 (IP datagrams completed from fragments).
 
