@@ -4,9 +4,9 @@ Each frame goes down link -> IP (-> reassembly) -> UDP or TCP, through any tunne
 (each one back to the layer it carries: Ethernet, an ethertype, IP), and ends in exactly one
 *outcome* counter (see :data:`OUTCOMES`), so ``counters["frames"] == sum(counters[o] for o in
 OUTCOMES)`` always holds; when an outcome loses data (``dropped``, ``unsupported``, or a problem
-inside reassembly) a :class:`~pcapdns.model.DecodeIssue` says why.  Nothing is dropped silently.  Two more counters are
-not outcomes: ``dns_payloads`` (Payloads returned, several per frame over TCP) and ``reassembled``
-(IP datagrams completed from fragments).
+inside reassembly) a :class:`~pcapdns.model.DecodeIssue` says why.  Nothing is dropped silently.
+Two more counters are not outcomes: ``dns_payloads`` (Payloads returned, several per frame over
+TCP) and ``reassembled`` (IP datagrams completed from fragments).
 
 The counters cover only the frames given to this decoder: behind the columnar fast path that is
 the slow-path share, so add them to the fast path's own counts rather than merging key by key.
