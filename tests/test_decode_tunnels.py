@@ -30,7 +30,18 @@ SAMPLES = sorted((ROOT / "samples").glob("*.pcap*"))
 MSG = pb.dns(0xBEEF)
 INNER = pb.ether(pb.ipv4(pb.udp(MSG)))
 INNER6 = pb.ether(pb.ipv6(pb.udp(MSG)), 0x86DD)
-FAST_WRAPS = {"vxlan", "geneve", "gre-teb", "gre-ip", "erspan1", "erspan2", "erspan3", "mpls"}
+FAST_WRAPS = {
+    "vxlan",
+    "geneve",
+    "gre-teb",
+    "gre-ip",
+    "erspan1",
+    "erspan2",
+    "erspan3",
+    "mpls",
+    "ip-in-ipv4",
+    "ip-in-ipv6",
+}
 
 
 def decode(linktype: int, frame: bytes, **kw: object) -> tuple[list[Payload], Decoder]:

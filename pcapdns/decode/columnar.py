@@ -191,7 +191,7 @@ def _classify(  # noqa: PLR0913 - the batch's columns and three lookup tables
     ``port_kind[p]`` is 1 for a DNS port, 2 for VXLAN's, 3 for Geneve's; ``non_ip_et`` and
     ``not_dns_proto`` are the ethertypes and IP protocols known to carry no DNS (anything else
     the per-packet decoder decodes or reports as unsupported).  One tunnel (VXLAN, Geneve, GRE,
-    ERSPAN) is taken apart here, with an MPLS stack outside it or inside; more goes slow."""
+    ERSPAN, IP in IP) is taken apart here, with an MPLS stack outside it or inside; more goes slow."""
     n = len(data_off)
     verdict = np.zeros(n, dtype=np.uint8)
     version = np.zeros(n, dtype=np.uint8)
@@ -265,6 +265,11 @@ def _classify(  # noqa: PLR0913 - the batch's columns and three lookup tables
             dns_port = port_kind[sport] == 1 or port_kind[dport] == 1
             tunnel_port = port_kind[dport] >= 2 and not dns_port
             ulen = _rd16(b, l4 + 4)
+            if level == 0 and (proto == 4 or proto == 41) and ip_ok:  # IP in IP
+                tunnel = 7 + (proto == 41) + 2 * v6
+                et = _ETH_IPV4 if proto == 4 else _ETH_IPV6
+                l3, end = l4, ip_end
+                continue
             if level == 0 and tunnel == 0 and mpls != 2 and (proto == 47 or (udp and tunnel_port)):
                 kind: Int = 3
                 p: Int = l4
@@ -321,7 +326,19 @@ def _classify(  # noqa: PLR0913 - the batch's columns and three lookup tables
 
 
 #: The tunnels the fast path takes apart, by code (0: none).
-TUNNELS = ("", "vxlan", "geneve", "gre", "erspan1", "erspan2", "erspan3")
+TUNNELS = (
+    "",
+    "vxlan",
+    "geneve",
+    "gre",
+    "erspan1",
+    "erspan2",
+    "erspan3",
+    "ip4in4",
+    "ip6in4",
+    "ip4in6",
+    "ip6in6",
+)
 
 
 def encap_label(code: int) -> str | None:
