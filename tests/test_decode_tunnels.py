@@ -41,6 +41,7 @@ FAST_WRAPS = {
     "mpls",
     "ip-in-ipv4",
     "ip-in-ipv6",
+    "pppoe",
 }
 
 

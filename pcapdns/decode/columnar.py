@@ -43,6 +43,7 @@ NOT_DNS = 2
 _ETH_IPV4 = 0x0800
 _ETH_IPV6 = 0x86DD
 _ETH_TEB = 0x6558
+_PPPOE = 11  # its code in TUNNELS
 _V4_MAPPED = np.uint64(0x0000FFFF00000000)
 _EN10MB, _SLL, _SLL2 = int(LinkType.EN10MB), int(LinkType.LINUX_SLL), int(LinkType.LINUX_SLL2)
 _RAW, _RAW12, _RAW14 = int(LinkType.RAW), int(LinkType.RAW_DLT12), int(LinkType.RAW_DLT14)
@@ -234,6 +235,13 @@ def _classify(  # noqa: PLR0913 - the batch's columns and three lookup tables
         if et == 0x8847 or et == 0x8848:
             et, l3 = _mpls(b, l3, end)
             mpls = 1
+        elif et == 0x8864:  # a PPPoE session: 6 bytes, then PPP's protocol (IPv4, IPv6; others go slow)
+            ppp = _rd16(b, l3 + 6)
+            et = _ETH_IPV4 if ppp == 0x0021 else (_ETH_IPV6 if ppp == 0x0057 else -1)
+            if l3 + 8 > end:
+                et = -1
+            l3 += 8
+            tunnel = _PPPOE
         for level in range(2):  # the frame's IP packet, then the one inside its tunnel
             link_ok = et >= 0 and l3 <= end
             non_ip = link_ok and et != _ETH_IPV4 and et != _ETH_IPV6 and l3 < end and non_ip_et[et]
@@ -265,7 +273,7 @@ def _classify(  # noqa: PLR0913 - the batch's columns and three lookup tables
             dns_port = port_kind[sport] == 1 or port_kind[dport] == 1
             tunnel_port = port_kind[dport] >= 2 and not dns_port
             ulen = _rd16(b, l4 + 4)
-            if level == 0 and (proto == 4 or proto == 41) and ip_ok:  # IP in IP
+            if level == 0 and tunnel == 0 and (proto == 4 or proto == 41) and ip_ok:  # IP in IP
                 tunnel = 7 + (proto == 41) + 2 * v6
                 et = _ETH_IPV4 if proto == 4 else _ETH_IPV6
                 l3, end = l4, ip_end
@@ -338,6 +346,7 @@ TUNNELS = (
     "ip6in4",
     "ip4in6",
     "ip6in6",
+    "pppoe",  # on the frame's own link, before its IP packet: nothing is taken apart after it
 )
 
 
