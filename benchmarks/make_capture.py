@@ -411,8 +411,9 @@ def make_capture(  # noqa: PLR0915 - one loop writes every kind of packet
                 part = body[off : off + 1480]
                 more = 0x2000 if off + 1480 < len(body) else 0
                 h = bytearray(hdr)
-                struct.pack_into("!HHHH", h, 2, 20 + len(part), ident, more | (off // 8), 0)
-                h[8] = 64
+                # total length, identification, flags + offset; TTL and protocol stay the datagram's
+                struct.pack_into("!HHH", h, 2, 20 + len(part), ident & 0xFFFF, more | (off // 8))
+                h[10:12] = b"\x00\x00"
                 struct.pack_into("!H", h, 10, _fold(_sum16(bytes(h))))
                 out_frames.append(eth + bytes(h) + part)
             return out_frames

@@ -79,6 +79,20 @@ def _decoding_options() -> list[Callable[..., Any]]:
             ),
         ),
         click.option(
+            "--vxlan-port",
+            "vxlan_ports",
+            type=click.IntRange(1, 65535),
+            multiple=True,
+            help="UDP port of VXLAN tunnels to take apart, besides 4789 (repeatable; e.g. 8472).",
+        ),
+        click.option(
+            "--geneve-port",
+            "geneve_ports",
+            type=click.IntRange(1, 65535),
+            multiple=True,
+            help="UDP port of Geneve tunnels to take apart, besides 6081 (repeatable).",
+        ),
+        click.option(
             "--timeout",
             type=click.FloatRange(min=0, min_open=True),
             default=5.0,
@@ -181,6 +195,8 @@ def _options(kw: dict[str, Any], *, anomalies: bool = True) -> Options:
     ports = kw["ports"]
     return Options(
         ports=frozenset(ports) if ports else Options().ports,
+        vxlan_ports=Options().vxlan_ports | frozenset(kw["vxlan_ports"]),
+        geneve_ports=Options().geneve_ports | frozenset(kw["geneve_ports"]),
         timeout_s=kw["timeout"],
         fast=not kw["slow_path"],
         thresholds=thresholds,

@@ -23,7 +23,17 @@ import numpy.typing as npt
 import polars as pl
 
 from pcapdns.decode import Decoder
-from pcapdns.decode.columnar import FAST, NOT_DNS, SLOW, TCP, L4Columns, classify
+from pcapdns.decode.columnar import (
+    FAST,
+    NOT_DNS,
+    SLOW,
+    TCP,
+    TUNNELS,
+    L4Columns,
+    classify,
+    encap_label,
+    lookup_tables,
+)
 from pcapdns.dns import columnar as dns_columnar
 from pcapdns.dns.columnar import TABLE_START, DnsColumns, parse_batch
 from pcapdns.dns.edns import Edns
@@ -32,6 +42,8 @@ from pcapdns.dns.parse import DnsMessage, parse_message
 from pcapdns.jit import jit, loaded
 from pcapdns.model import (
     DEFAULT_PORTS,
+    GENEVE_PORTS,
+    VXLAN_PORTS,
     DecodeIssue,
     DnstapFields,
     FrameBatch,
@@ -289,14 +301,23 @@ class Dissector:
     """Turns frame batches into ``MESSAGES`` frames; keeps the slow path's state across batches."""
 
     def __init__(
-        self, ports: Iterable[int] = DEFAULT_PORTS, *, fast: bool = True, fast_min_frames: int = 0
+        self,
+        ports: Iterable[int] = DEFAULT_PORTS,
+        *,
+        fast: bool = True,
+        fast_min_frames: int = 0,
+        vxlan_ports: Iterable[int] = VXLAN_PORTS,
+        geneve_ports: Iterable[int] = GENEVE_PORTS,
     ) -> None:
         """``fast_min_frames``: batches smaller than this take the per-packet path until the
-        compiled fast path is loaded (loading it costs more than a few thousand frames)."""
+        compiled fast path is loaded (loading it costs more than a few thousand frames).
+        ``vxlan_ports``, ``geneve_ports``: UDP destination ports decapsulated as those tunnels."""
         self.ports = frozenset(ports)
         self.fast_min_frames = fast_min_frames
-        self._port_array = np.array(sorted(self.ports), dtype=np.int64)
-        self.decoder = Decoder(self.ports)
+        self.decoder = Decoder(
+            self.ports, vxlan_ports=frozenset(vxlan_ports), geneve_ports=frozenset(geneve_ports)
+        )
+        self._tables = lookup_tables(self.ports, self.decoder.vxlan_ports, self.decoder.geneve_ports)
         self.fast = fast
         self.counters: Counter[str] = Counter()
         self.addresses = AddressTable()
@@ -318,7 +339,7 @@ class Dissector:
             return self._dnstap(batch, batch.dnstap)
         if not self.fast or (len(batch) < self.fast_min_frames and not loaded()):
             return self._slow(batch, np.arange(len(batch)))
-        l4 = classify(batch, self._port_array)
+        l4 = classify(batch, self._tables)
         self.counters["non_ip"] += l4.non_ip
         self.counters["not_dns"] += int(np.count_nonzero(l4.verdict == NOT_DNS))
         fast = np.flatnonzero(l4.verdict == FAST)
@@ -368,6 +389,7 @@ class Dissector:
                 payload_len=f.dns_len,
                 seq=np.zeros(0, dtype=np.int64),
                 tcp_flags=np.zeros(0, dtype=np.int64),
+                encap=np.zeros(len(f.dns_len), dtype=np.int64),
                 non_ip=0,
                 icmp=0,
             )
@@ -476,6 +498,7 @@ class Dissector:
         """The rows of the UDP messages ``fast`` (in the batch's buffer) and of ``payloads``."""
         payloads = [p for p in payloads if len(p.data) >= DNS_HEADER]
         names: list[str] = []
+        encaps = _fast_encaps()  # the encap column's labels by id: the fast path's codes first
         parts: list[_Part] = []
         if len(fast):
             b = np.frombuffer(batch.buf, dtype=np.uint8)
@@ -494,6 +517,7 @@ class Dissector:
                 "capture_truncated": np.zeros(len(fast), dtype=np.bool_),
                 "dnstap_type": np.zeros(len(fast), dtype=np.uint8),
                 "query_ts_ns": np.full(len(fast), -1, dtype=np.int64),
+                "encap": l4.encap[fast].astype(np.int64),  # a code of encap_label: an id of encaps
             }
             parts.append(
                 self._part(b, l4.payload_off[fast], l4.payload_len[fast], meta, batch.file_id, names)
@@ -521,12 +545,13 @@ class Dissector:
                 "query_ts_ns": np.array(
                     [-1 if p.query_ns is None else p.query_ns for p in payloads], dtype=np.int64
                 ),
+                "encap": np.array([_encap_id(encaps, p.encap) for p in payloads], dtype=np.int64),
             }
             b = np.frombuffer(arena, dtype=np.uint8)
             parts.append(self._part(b, start, length, meta, batch.file_id, names))
         if not parts:
             return pl.DataFrame(schema=MESSAGES)
-        return self._frame(batch.file_id, _ordered(parts), names)  # the parts are emptied
+        return self._frame(batch.file_id, _ordered(parts), names, encaps)  # the parts are emptied
 
     def _part(  # noqa: PLR0913 - one set of messages and where they came from
         self,
@@ -596,8 +621,9 @@ class Dissector:
         v["min_ttl"][r] = -1 if ttl is None else ttl
         v["malformed"][r] = bad
 
-    def _frame(self, file_id: int, part: _Part, names: list[str]) -> pl.DataFrame:
-        """The ``MESSAGES`` frame of ``part`` (its columns in row order)."""
+    def _frame(self, file_id: int, part: _Part, names: list[str], encaps: list[str | None]) -> pl.DataFrame:
+        """The ``MESSAGES`` frame of ``part`` (its columns in row order); ``encaps``: the labels of
+        its ``encap`` ids."""
         v = part.values
         n = len(v["frame"])
         src = self.addresses.intern_many(v["src_hi"], v["src_lo"])
@@ -637,6 +663,7 @@ class Dissector:
             "capture_truncated": v["capture_truncated"],
             "dnstap_type": v["dnstap_type"],
             "query_ts_ns": v["query_ts_ns"],
+            "encap": pl.Series(encaps, dtype=pl.Categorical).gather(v["encap"]),
         }
         no_opt = ~pl.col("edns")
         asked = pl.lit(pl.Series(v["has_question"]))
@@ -749,6 +776,7 @@ class Dissector:
             "capture_truncated": np.zeros(n, dtype=bool),
             "dnstap_type": np.zeros(n, dtype=u8),
             "query_ts_ns": pl.repeat(None, n, dtype=pl.Int64, eager=True),
+            "encap": _encap_column(l4.encap[good]),
         }
         no_opt = ~pl.col("edns")
         return pl.DataFrame(data).with_columns(
@@ -838,6 +866,7 @@ class Dissector:
                     p.capture_truncated,
                     p.dnstap_type,
                     p.query_ns,
+                    p.encap or None,
                 )
             )
         return pl.DataFrame(rows, schema=MESSAGES, orient="row")
@@ -916,6 +945,30 @@ def _address_bytes(
         raw[16 * k + 12 : 16 * k + 16] if four else raw[16 * k : 16 * k + 16]
         for k, four in enumerate(v4.tolist())
     ]
+
+
+def _fast_encaps() -> list[str | None]:
+    """The ``encap`` labels of the fast path's codes, by code (0, no tunnel: None)."""
+    return [encap_label(c) for c in range(3 * len(TUNNELS))]
+
+
+def _encap_id(encaps: list[str | None], label: str) -> int:
+    """The id of a per-packet path's encapsulation ``label`` in ``encaps`` (added when new)."""
+    if not label:
+        return 0
+    try:
+        return encaps.index(label)
+    except ValueError:
+        encaps.append(label)
+        return len(encaps) - 1
+
+
+def _encap_column(codes: I64) -> pl.Series:
+    """The fast path's encapsulation codes as the ``encap`` column (null: none)."""
+    if not codes.any():
+        return pl.Series([None] * len(codes), dtype=pl.Categorical)
+    labels = pl.Series([encap_label(c) for c in range(3 * len(TUNNELS))], dtype=pl.Categorical)
+    return labels.gather(codes.astype(np.uint32))
 
 
 def _option_mask(edns: Edns | None) -> int | None:

@@ -20,6 +20,8 @@ import numpy as np
 import numpy.typing as npt
 
 DEFAULT_PORTS: frozenset[int] = frozenset({53})
+VXLAN_PORTS: frozenset[int] = frozenset({4789})  # IANA's VXLAN port (RFC 7348)
+GENEVE_PORTS: frozenset[int] = frozenset({6081})  # IANA's Geneve port (RFC 8926)
 MDNS_PORT = 5353
 LLMNR_PORT = 5355
 
@@ -29,13 +31,24 @@ class LinkType(IntEnum):
 
     NULL = 0  # BSD loopback, 4-byte address family in host byte order
     EN10MB = 1  # Ethernet
+    ARCNET_BSD = 7  # ARCNET, BSD header (source, destination, protocol id)
+    FDDI = 10
     RAW_DLT12 = 12  # raw IP, DLT_RAW on most BSDs / Linux
     RAW_DLT14 = 14  # raw IP, DLT_RAW on OpenBSD
     RAW = 101  # raw IP (LINKTYPE_RAW)
+    IEEE802_11 = 105  # 802.11 frames without a radio header
     LOOP = 108  # OpenBSD loopback, 4-byte address family in network byte order
     LINUX_SLL = 113  # Linux cooked capture v1 (tcpdump -i any)
+    PRISM_HEADER = 119  # 802.11 behind a Prism monitor-mode header
+    IEEE802_11_RADIOTAP = 127  # 802.11 behind a radiotap header
+    ARCNET_LINUX = 129  # ARCNET, Linux header (with a 2-byte offset field)
+    PKTAP_DARWIN = 149  # Apple PKTAP as macOS writes it (DLT_USER2)
+    IEEE802_11_AVS = 163  # 802.11 behind an AVS monitor-mode header
+    PPI = 192  # Per-Packet Information header, then the link type it names
     IPV4 = 228  # raw IPv4
     IPV6 = 229  # raw IPv6
+    NFLOG = 239  # Linux netfilter log (iptables NFLOG target)
+    PKTAP = 258  # Apple PKTAP (tcpdump -k)
     LINUX_SLL2 = 276  # Linux cooked capture v2
 
 
@@ -58,7 +71,12 @@ class IssueReason(StrEnum):
     BAD_BLOCK = "bad_block"  # a pcapng block that could not be read
     UNKNOWN_INTERFACE = "unknown_interface"  # a pcapng packet naming an interface never described
     # link layer
-    UNSUPPORTED_LINKTYPE = "unsupported_linktype"
+    # a frame whose link type, EtherType, IP protocol or encapsulation is not decoded (the detail
+    # names which): counted for every such frame, so that nothing is skipped in silence
+    UNSUPPORTED_ENCAPSULATION = "unsupported_encapsulation"
+    UNSUPPORTED_LINKTYPE = (
+        "unsupported_linktype"  # superseded by UNSUPPORTED_ENCAPSULATION, no longer emitted
+    )
     LINK_TRUNCATED = "link_truncated"
     # frames cut by the capture's snaplen (not a malformation of the traffic)
     SNAPLEN_TRUNCATED = "snaplen_truncated"
@@ -273,7 +291,8 @@ class Payload:
 
     For DNS over TCP, ``data`` is one message without its 2-byte length prefix, ``frame`` is the
     frame that completed it and ``idx`` counts messages completed by that frame (0, 1, ...).
-    ``capture_truncated`` is set when the capture's snaplen cut the message short.
+    ``capture_truncated`` is set when the capture's snaplen cut the message short.  Behind a
+    tunnel, the addresses and ports are the inner conversation's.
     """
 
     file_id: int
@@ -289,6 +308,7 @@ class Payload:
     capture_truncated: bool = False
     dnstap_type: int = 0  # the dnstap Message.Type it was logged as; 0 from a capture
     query_ns: int | None = None  # the query time a dnstap response carries
+    encap: str = ""  # the tunnels it came through, outermost first ("vxlan", "gre/mpls"); "" for none
 
 
 @dataclass(slots=True)

@@ -4,8 +4,11 @@ The rules (RFC 1035 gives the ID; the rest is what resolvers and Zeek do):
 
 * A response matches an outstanding query with the same transport, client address and port, server
   address and port, DNS ID and question (name compared case-insensitively, type, class).  A
-  response with no question (FORMERR answers often have none) matches the oldest outstanding query
-  with the same flow and ID.
+  response with no question (QDCOUNT=0: FORMERR answers often have none) matches the oldest
+  outstanding query with the same flow and ID (one whose question could not be parsed included).
+  A response whose question section is there but cannot be parsed matches nothing (it is a
+  duplicate or orphan response), and a query with no question (QDCOUNT=0) is never answered:
+  there is nothing to match it on.
 * A query repeated (same flow, ID and question) while the earlier one is outstanding is a
   ``retransmission`` of it.  A query stays outstanding until answered or ``timeout`` after its last
   transmission; then it is ``unanswered``, or ``capture_ended`` if that deadline lies after the
@@ -34,6 +37,9 @@ from pcapdns.jit import interpreted, jit, writable
 from pcapdns.schema import LINKS, ROLE, ROLES, STATUS, STATUSES
 
 _NO_QUESTION = 0xFFFFFFFF  # question id of a message without a question
+# The question keys of messages without a parsed question: QDCOUNT=0 (_NO_Q: a query never
+# answered, a response answering any other query of its flow and ID), and a question section
+# that could not be parsed (_UNPARSED_Q for a query, _BAD_Q for a response: it matches nothing).
 
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
@@ -87,13 +93,14 @@ def _keys(
         writable(physical.is_null().to_numpy()),
         col("qtype"),
         col("qclass"),
+        col("qdcount"),
     )
 
 
 @jit(
     "UniTuple(u8[::1], 3)"
     "(b1[::1], u4[::1], u4[::1], u1[::1], u2[::1], u2[::1], u2[::1], u8[::1], u4[::1], b1[::1], u2[::1], "
-    "u2[::1])"
+    "u2[::1], u2[::1])"
 )
 def _pack(  # noqa: PLR0913 - one column per key part
     qr: Mask,
@@ -108,6 +115,7 @@ def _pack(  # noqa: PLR0913 - one column per key part
     no_name: Mask,
     qtype: npt.NDArray[np.uint16],
     qclass: npt.NDArray[np.uint16],
+    qdcount: npt.NDArray[np.uint16],
 ) -> tuple[U64, U64, U64]:
     """:func:`_keys`' packing, one pass: (flow_a, flow_b, question) per message."""
     n = len(qr)
@@ -129,7 +137,7 @@ def _pack(  # noqa: PLR0913 - one column per key part
             | np.uint64(ident[i])
         )
         if no_name[i]:
-            question[i] = _NO_Q
+            question[i] = _NO_Q if qdcount[i] == 0 else (_BAD_Q if qr[i] else _UNPARSED_Q)
         else:
             question[i] = (
                 (lut[name[i]] << np.uint64(32))
@@ -285,7 +293,7 @@ def _match(  # noqa: C901 - one state machine, kept in one piece to read against
         no_question = qq == _NO_Q
         prev = -1
         node = pend[f]
-        while node >= 0 and not (no_question or q[node] == qq):
+        while node >= 0 and not (q[node] != _NO_Q and (no_question or q[node] == qq)):
             prev = node
             node = nxt[node]
         if node >= 0:
@@ -347,6 +355,8 @@ _DUPLICATE, _ORPHAN = _ROLE_CODE["duplicate_response"], _ROLE_CODE["orphan_respo
 _ANSWERED, _UNANSWERED = _STATUS_CODE["answered"], _STATUS_CODE["unanswered"]
 _ENDED = _STATUS_CODE["capture_ended"]
 _NO_Q = np.uint64(_NO_QUESTION << 32)
+_BAD_Q = np.uint64((_NO_QUESTION << 32) | 1)
+_UNPARSED_Q = np.uint64((_NO_QUESTION << 32) | 2)
 
 
 @dataclass(slots=True)
@@ -390,7 +400,7 @@ class _Matcher:
             return
         no_question = question == _NO_QUESTION << 32
         for i, txn in enumerate(pending):
-            if no_question or txn.question == question:
+            if txn.question != _NO_QUESTION << 32 and (no_question or txn.question == question):
                 del pending[i]
                 self.links.append((txn.mi, mi, "answered", txn.retransmissions))
                 self.answered.setdefault(flow, []).append(_Answered(question, ts, txn.mi))

@@ -56,6 +56,8 @@ MESSAGES: dict[str, pl.DataType] = {
     "capture_truncated": pl.Boolean(),  # cut by the capture's snaplen: not counted as malformed
     "dnstap_type": pl.UInt8(),  # dnstap Message.Type it was logged as (5 CLIENT_QUERY ...); 0: a capture
     "query_ts_ns": pl.Int64(),  # the query time a dnstap response carries; null otherwise
+    # the tunnels the message came through, outermost first ("vxlan", "gre/mpls"); null for none
+    "encap": pl.Categorical(),
 }
 
 # One row per malformation found in a DNS message.

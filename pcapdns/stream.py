@@ -39,7 +39,15 @@ import polars as pl
 from pcapdns.anomalies import Inputs, Thresholds
 from pcapdns.anomalies.rules import detect
 from pcapdns.dissect import AddressTable, Dissector
-from pcapdns.model import DEFAULT_PORTS, CaptureInfo, DecodeIssue, FrameBatch, IssueLog
+from pcapdns.model import (
+    DEFAULT_PORTS,
+    GENEVE_PORTS,
+    VXLAN_PORTS,
+    CaptureInfo,
+    DecodeIssue,
+    FrameBatch,
+    IssueLog,
+)
 from pcapdns.pairing import Paired, pair
 from pcapdns.schema import ANOMALIES, DECODE_ISSUES, ISSUE_COUNTS, LINKS, MALFORMED, MESSAGES, ROLE, ROLES
 from pcapdns.tables.engine import engine_inputs, issue_counts_frame, issues_frame, query_facts, unpaired
@@ -57,6 +65,8 @@ _SENDS = np.array([ROLES.index("query"), ROLES.index("retransmission")], dtype=n
 @dataclass(slots=True)
 class StreamOptions:
     ports: frozenset[int] = DEFAULT_PORTS
+    vxlan_ports: frozenset[int] = VXLAN_PORTS
+    geneve_ports: frozenset[int] = GENEVE_PORTS
     timeout_s: float = 5.0
     thresholds: Thresholds = field(default_factory=Thresholds)
     window_s: float = 600.0  # settled transactions kept for the anomaly engine ...
@@ -259,7 +269,7 @@ class Stream:
         self.name = name
         self.timeout_ns = int(opts.timeout_s * 1e9)
         self.reorder_ns = int(opts.reorder_s * 1e9)
-        self.dissector = Dissector(opts.ports)
+        self.dissector = Dissector(opts.ports, vxlan_ports=opts.vxlan_ports, geneve_ports=opts.geneve_ports)
         self.info = CaptureInfo(file_id=0, path=name, format="live")
         self.totals = Totals()
         self.window = Window(opts.window_s, opts.window_rows)

@@ -91,3 +91,23 @@ def test_each_mix_of_the_matrix_holds_what_it_is_named_for(tmp_path: Path) -> No
     # every large answer written is reassembled, but those the end of the capture cut off
     assert 0.9 * stats["fragmented"] <= a.counters["slow_reassembled"] <= stats["fragmented"]
     assert stats["fragmented"] > 20
+
+
+def test_the_tunnel_benchmark_wraps_every_record_without_changing_the_dns(tmp_path: Path) -> None:
+    make = load_script("pcapdns_make_capture", BENCH / "make_capture.py")
+    tunnel = load_script("pcapdns_bench_tunnel", BENCH / "tunnel.py")
+    bare = tmp_path / "bare.pcap"
+    make.make_capture(bare, packets=5_000)
+    from pcapdns.pipeline import Options, analyze
+
+    opts = Options(anomalies=False, fast_min_frames=0)
+    want = analyze([str(bare)], opts)
+    for name, wrap in tunnel.WRAPS.items():
+        mirror = tmp_path / f"{name}.pcap"
+        tunnel.wrap_pcap(bare, mirror, wrap)
+        got = analyze([str(mirror)], opts)
+        assert got.captures[0].frames == 5_000, name
+        assert got.transactions.drop("file", "encapsulation").equals(
+            want.transactions.drop("file", "encapsulation")
+        )
+        assert got.transactions["encapsulation"].cast(str).unique().to_list() == [name], name

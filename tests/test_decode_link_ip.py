@@ -97,8 +97,10 @@ def test_link_layers_reach_the_dns_payload(linktype: int, frame: bytes) -> None:
         (LinkType.EN10MB, pb.ether(b"\0" * 28, 0x0806)),  # ARP
         (LinkType.EN10MB, pb.ether(b"\0" * 28, 0x0806, vlans=[(0x8100, 5)])),
         (LinkType.EN10MB, pb.ether(b"\xaa\xaa\x03" + b"\0" * 40, 46)),  # 802.3 length + LLC
+        (LinkType.EN10MB, pb.ether(b"\x42\x42\x03" + b"\0" * 40, 46)),  # spanning tree
+        (LinkType.EN10MB, pb.ether(b"\0" * 46, 0x88CC)),  # LLDP
+        (LinkType.EN10MB, pb.ether(b"\x11\x09\0\x01\0\x04\xc0\x21" + b"\0" * 4, 0x8864)),  # PPPoE LCP
         (LinkType.LINUX_SLL, pb.sll(b"\0" * 28, 0x0806)),
-        (LinkType.NULL, pb.null(IP4, 7)),
     ],
 )
 def test_non_ip_is_counted(linktype: int, frame: bytes) -> None:
@@ -106,16 +108,47 @@ def test_non_ip_is_counted(linktype: int, frame: bytes) -> None:
     assert out == [] and dec.counters["non_ip"] == 1 and dec.take_issues() == []
 
 
-def test_unsupported_linktype_one_issue_per_type() -> None:
+@pytest.mark.parametrize(
+    ("linktype", "frame", "detail"),
+    [
+        (147, b"\0" * 40, "link type 147 (USER0) not decoded"),
+        (6, b"\0" * 40, "link type 6 (IEEE802_5) not decoded"),
+        (LinkType.NULL, pb.null(IP4, 7), "BSD loopback address family 7 not decoded"),
+        (LinkType.EN10MB, pb.ether(b"\0" * 46, 0x88E5), "EtherType 0x88e5 (MACsec) not decoded"),
+        (LinkType.EN10MB, pb.ether(b"\0" * 46, 0x1234), "EtherType 0x1234 not decoded"),
+        (LinkType.EN10MB, pb.ether(pb.ipv4(b"\0" * 30, proto=50)), "IP protocol 50 (ESP) not decoded"),
+        (
+            LinkType.EN10MB,
+            pb.ether(pb.ipv6(b"\0" * 30, nh=115), 0x86DD),
+            "IP protocol 115 (L2TP) not decoded",
+        ),
+    ],
+)
+def test_what_is_not_decoded_is_an_issue_for_every_frame(linktype: int, frame: bytes, detail: str) -> None:
     dec = Decoder()
-    for lt in (147, 147, 105, 147):
-        assert dec.decode(0, 1, 0, lt, b"\0" * 40, 40) == []
+    for n in range(1, 4):
+        assert dec.decode(0, n, n, linktype, frame, len(frame)) == []
     issues = dec.take_issues()
-    assert [i.reason for i in issues] == [IssueReason.UNSUPPORTED_LINKTYPE] * 2
-    assert issues[0].detail.startswith("link type 147 (USER0) not supported")
-    assert "(IEEE802_11)" in issues[1].detail
-    assert dec.counters["unsupported_linktype"] == 4
+    assert [(i.frame, i.reason, i.detail) for i in issues] == [
+        (n, IssueReason.UNSUPPORTED_ENCAPSULATION, detail) for n in range(1, 4)
+    ]
+    assert dec.counters["unsupported"] == 3
     assert_accounted(dec)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        pb.ether(pb.ipv4(b"\0" * 30, proto=2)),  # IGMP
+        pb.ether(pb.ipv4(b"\0" * 30, proto=89)),  # OSPF
+        pb.ether(pb.ipv4(pb.udp(b"\0" * 20, 40000, 443))),
+        pb.ether(pb.ipv4(pb.tcp(b"", sport=40000, dport=443))),
+        pb.ether(pb.ipv6(b"", nh=59), 0x86DD),
+    ],
+)
+def test_understood_traffic_that_is_not_dns_is_no_issue(frame: bytes) -> None:
+    out, dec = one(LinkType.EN10MB, frame)
+    assert out == [] and dec.counters["not_dns"] == 1 and dec.take_issues() == []
 
 
 @pytest.mark.parametrize(
@@ -153,7 +186,8 @@ def test_ipv4_options_are_skipped() -> None:
     [
         (pb.ipv4(UDP, version=5), IssueReason.IP_BAD_HEADER),
         (pb.ipv4(UDP, ihl=4), IssueReason.IP_BAD_HEADER),
-        (pb.ipv4(UDP, total=len(IP4) + 20), IssueReason.IP_BAD_LENGTH),  # claims more than the wire had
+        (pb.ipv4(pb.udp(MSG, length=len(UDP) + 20), total=len(IP4) + 20), IssueReason.IP_BAD_LENGTH),
+        (pb.ipv4(pb.tcp(MSG), 6, total=len(IP4) + 40), IssueReason.IP_BAD_LENGTH),  # only UDP is let through
         (pb.ipv4(UDP, total=10), IssueReason.IP_BAD_LENGTH),
         (IP4[:15], IssueReason.IP_TRUNCATED),
     ],
@@ -161,6 +195,41 @@ def test_ipv4_options_are_skipped() -> None:
 def test_ipv4_header_problems(frame: bytes, reason: IssueReason) -> None:
     out, dec = one(1, pb.ether(frame))
     assert out == [] and reasons(dec) == [reason] and dec.counters["dropped"] == 1
+
+
+def udp_checksummed(src: bytes, dst: bytes, payload: bytes, v6: bool = False) -> bytes:
+    """A UDP datagram to port 53 with its checksum filled in (RFC 768 / RFC 8200 pseudo-header)."""
+    datagram = pb.udp(payload)
+    n = len(datagram)
+    pseudo = src + dst + (n.to_bytes(4, "big") + b"\0\0\0\x11" if v6 else b"\0\x11" + n.to_bytes(2, "big"))
+    data = pseudo + datagram + b"\0" * (n % 2)
+    total = sum(int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2))
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    return datagram[:6] + (0xFFFF - total).to_bytes(2, "big") + datagram[8:]
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        pb.ether(pb.ipv4(UDP, total=len(IP4) + 20)),  # claims more than the wire had
+        pb.ether(pb.ipv6(UDP, plen=200), 0x86DD),
+        pb.ether(pb.ipv4(udp_checksummed(pb.A4, pb.B4, MSG), total=28)),  # claims less than its datagram
+        pb.ether(pb.ipv6(udp_checksummed(pb.A6, pb.B6, MSG, v6=True), plen=8), 0x86DD),
+    ],
+)
+def test_a_wrong_ip_length_around_a_whole_udp_datagram_is_decoded_with_an_issue(frame: bytes) -> None:
+    (p,), dec = one(1, frame)
+    assert p.data == MSG and dec.counters["udp_dns"] == 1
+    ((reason, detail),) = [(i.reason, i.detail) for i in dec.take_issues()]
+    assert reason == IssueReason.IP_BAD_LENGTH and detail.endswith("its DNS message was decoded")
+
+
+def test_a_short_ip_length_is_not_trusted_without_a_checksum_that_verifies() -> None:
+    good = udp_checksummed(pb.A4, pb.B4, MSG)
+    for datagram in (pb.udp(MSG), good[:6] + bytes([good[6] ^ 1]) + good[7:]):  # no checksum, a wrong one
+        out, dec = one(1, pb.ether(pb.ipv4(datagram, total=28)))
+        assert out == [] and reasons(dec) == [IssueReason.UDP_BAD_LENGTH]
 
 
 def test_snaplen_cut_udp_is_a_truncated_payload_not_a_malformation() -> None:
@@ -192,7 +261,7 @@ def test_ipv6_no_next_header_is_not_dns() -> None:
     [
         (pb.ipv6(b"", 17, ext=[(0, pb.ext_opts(3))], plen=8), IssueReason.IPV6_BAD_EXTENSION),
         (pb.ipv6(b"\0\0\0", 0, plen=3), IssueReason.IPV6_BAD_EXTENSION),
-        (pb.ipv6(UDP, plen=200), IssueReason.IP_BAD_LENGTH),
+        (pb.ipv6(pb.udp(MSG, length=len(UDP) + 1), plen=200), IssueReason.IP_BAD_LENGTH),
         (pb.ipv6(UDP)[:30], IssueReason.IP_TRUNCATED),
         (b"\x45" + pb.ipv6(UDP)[1:], IssueReason.IP_BAD_HEADER),
     ],
@@ -338,7 +407,7 @@ def test_icmp_quoting_dns_is_not_dns() -> None:
 
 def test_other_protocols_and_ports_are_not_dns() -> None:
     for frame in (
-        pb.ipv4(b"\0" * 20, 47),
+        pb.ipv4(b"\0" * 20, 89),  # OSPF
         pb.ipv4(pb.udp(MSG, 1000, 2000)),
         pb.ipv4(pb.tcp(b"", 80, 443), 6),
     ):

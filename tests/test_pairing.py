@@ -25,7 +25,9 @@ def msg(
     sport: int = 40000,
     transport: int = 17,
     rcode: int = 0,
+    qdcount: int | None = None,
 ) -> dict[str, object]:
+    """``qname`` None with ``qdcount`` 1: a question section that is there but could not be parsed."""
     src, dst = (SERVER, CLIENT) if qr else (CLIENT, SERVER)
     ports = (53, sport) if qr else (sport, 53)
     return {
@@ -44,7 +46,7 @@ def msg(
         "qr": qr,
         "opcode": 0,
         "rcode": rcode,
-        "qdcount": 0 if qname is None else 1,
+        "qdcount": (0 if qname is None else 1) if qdcount is None else qdcount,
         "ancount": 0,
         "nscount": 0,
         "arcount": 0,
@@ -112,6 +114,38 @@ def test_response_without_question_matches_oldest_outstanding():
     assert links == [(1, "answered", 0), (2, "unanswered", 0)]
 
 
+def test_response_whose_question_cannot_be_parsed_pairs_with_nothing():
+    for vectorized in (True, False):
+        roles, links = run(frame(msg(1, False, 5), msg(1.1, True, 5, None, qdcount=1)), vectorized=vectorized)
+        assert roles == ["query", "orphan_response"]
+        assert links == [(1, "unanswered", 0)]
+
+
+def test_query_whose_question_cannot_be_parsed_is_answered_by_a_response_without_one():
+    for vectorized in (True, False):
+        roles, links = run(
+            frame(
+                msg(1, False, 5, None, qdcount=1), msg(1.1, True, 5, None, qdcount=1), msg(1.2, True, 5, None)
+            ),
+            vectorized=vectorized,
+        )
+        assert roles == ["query", "orphan_response", "response"]  # a FORMERR answer without the question
+        assert links == [(1, "answered", 0)]
+
+
+def test_query_without_question_is_never_answered():
+    for vectorized in (True, False):
+        roles, links = run(
+            frame(
+                msg(1, False, 5, None), msg(1.1, False, 5), msg(1.2, True, 5, None), msg(1.3, True, 5, None)
+            ),
+            vectorized=vectorized,
+        )
+        # the QDCOUNT=0 answer goes to the query with a question; the query without one stays open
+        assert roles == ["query", "query", "response", "duplicate_response"]
+        assert links == [(1, "unanswered", 0), (2, "answered", 0)]
+
+
 def test_same_id_different_questions_answered_out_of_order():
     roles, links = run(
         frame(
@@ -148,7 +182,7 @@ events = st.lists(
         st.floats(0, 30, allow_nan=False),  # time
         st.booleans(),  # response?
         st.integers(1, 3),  # id
-        st.sampled_from(["a.example", "A.example", "b.example", None]),
+        st.sampled_from(["a.example", "A.example", "b.example", None, "unparsed"]),
         st.sampled_from([40000, 40001]),
     ),
     max_size=25,
@@ -158,7 +192,12 @@ events = st.lists(
 @settings(max_examples=300, deadline=None)
 @given(events)
 def test_vectorized_equals_state_machine_and_conservation(evs):
-    df = frame(*[msg(t, r, i, q, sport=p) for t, r, i, q, p in sorted(evs, key=lambda e: e[0])])
+    df = frame(
+        *[
+            msg(t, r, i, None, sport=p, qdcount=1) if q == "unparsed" else msg(t, r, i, q, sport=p)
+            for t, r, i, q, p in sorted(evs, key=lambda e: e[0])
+        ]
+    )
     fast = run(df, end=31)
     slow = run(df, end=31, vectorized=False)
     assert fast == slow

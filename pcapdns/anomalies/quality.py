@@ -11,7 +11,14 @@ from pcapdns.anomalies.findings import Finding
 from pcapdns.anomalies.inputs import Inputs, issue_totals
 from pcapdns.anomalies.unanswered import one_direction
 
-_SERIOUS = {"capture_cut_short", "corrupt_record", "bad_block", "snaplen_truncated", "unsupported_linktype"}
+_SERIOUS = {
+    "capture_cut_short",
+    "corrupt_record",
+    "bad_block",
+    "snaplen_truncated",
+    "unsupported_linktype",
+    "unsupported_encapsulation",
+}
 _WHY = {
     "capture_cut_short": "the capture file ends in the middle of a record (tcpdump killed, disk full): "
     "everything before the cut was analyzed",
@@ -20,6 +27,8 @@ _WHY = {
     "bad_block": "pcapng blocks could not be read: the file is damaged",
     "snaplen_truncated": "the capture's snap length cut DNS messages short: capture with `tcpdump -s 0`",
     "unsupported_linktype": "frames of a link type pcapdns does not decode were skipped",
+    "unsupported_encapsulation": "frames of a link type, EtherType, IP protocol or tunnel pcapdns does not "
+    "decode were skipped: DNS inside them is not in the analysis",
     "tcp_gap": "DNS-over-TCP streams miss bytes (the capture dropped segments): messages across a gap "
     "are lost",
     "fragment_incomplete": "IP fragments whose datagram never completed (fragments dropped on the way or by "
@@ -41,6 +50,8 @@ def _why(reason: str, tcp: int, n: int) -> str:
     if reason == "dns_too_short":
         return _TOO_SHORT["udp" if tcp == 0 else "tcp" if tcp == n else "both"]
     return _WHY.get(reason, "frames that could not be decoded down to DNS")
+
+
 _GAP_MIN_S = 30.0
 _GAP_FACTOR = 50.0
 _GAP_MIN_TXNS = 100
@@ -68,14 +79,17 @@ def quality_findings(inp: Inputs) -> list[Finding]:
         pl.col("detail").first(),
         pl.col("detail").str.contains("DNS-over-TCP", literal=True).sum().alias("tcp"),
         pl.len().alias("kept"),
+        pl.col("detail").unique(maintain_order=True).head(3).alias("kinds"),
     )
     issues = (
         totals.join(examples, on="reason", how="left")
-        .select("reason", "n", "first", "last", "frames", "detail", "tcp", "kept")
+        .select("reason", "n", "first", "last", "frames", "detail", "tcp", "kept", "kinds")
         .sort("reason")
     )
-    for reason, n, first, last, frames, detail, tcp, kept in issues.iter_rows():
+    for reason, n, first, last, frames, detail, tcp, kept, kinds in issues.iter_rows():
         why = _why(reason, tcp or 0, kept or 0)  # the transports, as the examples show them
+        if reason == "unsupported_encapsulation" and kinds:  # what was skipped, as the examples show it
+            detail = "; ".join(kinds)
         out.append(
             Finding(
                 kind="capture_quality",

@@ -50,6 +50,10 @@ class Ip(NamedTuple):
     payload: bytes
     cut: int  # bytes of the payload the capture did not keep (snaplen), 0 when complete
     frag: Fragment | None
+    # Set when the IP length claims more than the whole frame holds: ``payload`` is then the rest
+    # of the frame, and only a UDP datagram whole within it is decoded (with this as the issue).
+    bad_length: str = ""
+    rest: bytes = b""  # the frame's bytes after the IP length (padding, or what a short length left out)
 
 
 def short(missing: int, reason: IssueReason, detail: str) -> Bad:
@@ -75,19 +79,22 @@ def ipv4(data: bytes, off: int, missing: int) -> Ip:
     if total < ihl:
         raise Bad(IssueReason.IP_BAD_LENGTH, f"IPv4 total length {total} < header length {ihl}")
     cut = 0
-    if total > avail:
-        if total > avail + missing:
-            raise Bad(
-                IssueReason.IP_BAD_LENGTH, f"IPv4 total length {total} > {avail + missing} bytes on the wire"
-            )
-        cut = total - avail
     flags = (data[off + 6] << 8) | data[off + 7]
     frag = None
     if flags & 0x3FFF:  # MF set or a non-zero offset
         frag = Fragment((data[off + 4] << 8) | data[off + 5], (flags & 0x1FFF) * 8, bool(flags & 0x2000))
+    bad_length = ""
+    if total > avail:
+        if total > avail + missing:
+            bad_length = f"IPv4 total length {total} > {avail + missing} bytes on the wire"
+            if missing or frag is not None:
+                raise Bad(IssueReason.IP_BAD_LENGTH, bad_length)
+            total = avail
+        else:
+            cut = total - avail
     end = off + total - cut  # Ethernet padding past the total length is ignored
     src, dst = data[off + 12 : off + 16], data[off + 16 : off + 20]
-    return Ip(4, src, dst, data[off + 9], data[off + ihl : end], cut, frag)
+    return Ip(4, src, dst, data[off + 9], data[off + ihl : end], cut, frag, bad_length, data[end:])
 
 
 def ipv6(data: bytes, off: int, missing: int) -> Ip:
@@ -102,17 +109,21 @@ def ipv6(data: bytes, off: int, missing: int) -> Ip:
     if plen == 0 and nh != NO_NEXT_HEADER:
         raise Bad(IssueReason.IP_BAD_LENGTH, "IPv6 payload length 0 (jumbograms are not supported)")
     cut = 0
+    bad_length = ""
     if 40 + plen > avail:
         if 40 + plen > avail + missing:
-            raise Bad(
-                IssueReason.IP_BAD_LENGTH,
-                f"IPv6 payload length {plen} > {avail + missing - 40} bytes on the wire",
-            )
-        cut = 40 + plen - avail
+            bad_length = f"IPv6 payload length {plen} > {avail + missing - 40} bytes on the wire"
+            if missing:
+                raise Bad(IssueReason.IP_BAD_LENGTH, bad_length)
+            plen = avail - 40
+        else:
+            cut = 40 + plen - avail
     body = data[off + 40 : off + 40 + plen - cut]
     src, dst = data[off + 8 : off + 24], data[off + 24 : off + 40]
     nh, pos, frag = extensions(nh, body, cut)
-    return Ip(6, src, dst, nh, body[pos:], cut, frag)
+    if bad_length and frag is not None:
+        raise Bad(IssueReason.IP_BAD_LENGTH, bad_length)
+    return Ip(6, src, dst, nh, body[pos:], cut, frag, bad_length, data[off + 40 + plen - cut :])
 
 
 def extensions(

@@ -175,7 +175,17 @@ def _tasks(paths: Sequence[str], opts: Options, workers: int, span_bytes: int | 
             spans = list(cut) if cut else [None]
         for span in spans:
             tasks.append(
-                Task(file_id, path, span, opts.ports, opts.fast, opts.batch_frames, opts.fast_min_frames)
+                Task(
+                    file_id,
+                    path,
+                    span,
+                    opts.ports,
+                    opts.fast,
+                    opts.batch_frames,
+                    opts.fast_min_frames,
+                    opts.vxlan_ports,
+                    opts.geneve_ports,
+                )
             )
     return tasks
 
@@ -304,7 +314,9 @@ def _merge_info(parts: list[CaptureInfo]) -> CaptureInfo:
 def merge(pieces: list[Piece], paths: Sequence[str], opts: Options) -> Decoded:
     """What one process reading ``paths`` in order would have read, from the workers' pieces."""
     order = sorted(pieces, key=lambda pc: (pc.task.file_id, pc.task.span.start if pc.task.span else 0))
-    slow = Dissector(opts.ports, fast=False)  # its address table becomes the analysis' one
+    slow = Dissector(
+        opts.ports, fast=False, vxlan_ports=opts.vxlan_ports, geneve_ports=opts.geneve_ports
+    )  # its address table becomes the analysis' one
     table = slow.addresses
     fast_frames: list[pl.DataFrame] = []
     slow_frames: list[pl.DataFrame] = []

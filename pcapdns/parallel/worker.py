@@ -20,7 +20,7 @@ import polars as pl
 from pcapdns.decode.columnar import L4Columns
 from pcapdns.dissect import Dissector
 from pcapdns.errors import PcapdnsError
-from pcapdns.model import CaptureInfo, FrameBatch, Payload
+from pcapdns.model import GENEVE_PORTS, VXLAN_PORTS, CaptureInfo, FrameBatch, Payload
 from pcapdns.pipeline import Options, Tables, read, tabulate
 from pcapdns.schema import MALFORMED, MESSAGES
 from pcapdns.sources import Span, open_capture
@@ -37,6 +37,8 @@ class Task:
     fast: bool
     batch_frames: int
     fast_min_frames: int = 0
+    vxlan_ports: frozenset[int] = VXLAN_PORTS
+    geneve_ports: frozenset[int] = GENEVE_PORTS
 
     @property
     def size(self) -> int:
@@ -82,8 +84,14 @@ def _compact(batch: FrameBatch, rows: npt.NDArray[np.int64]) -> FrameBatch:
 class _FastOnly(Dissector):
     """A dissector whose slow path only puts the frames aside, for the parent."""
 
-    def __init__(self, ports: frozenset[int], *, fast: bool, fast_min_frames: int) -> None:
-        super().__init__(ports, fast=fast, fast_min_frames=fast_min_frames)
+    def __init__(self, task: Task) -> None:
+        super().__init__(
+            task.ports,
+            fast=task.fast,
+            fast_min_frames=task.fast_min_frames,
+            vxlan_ports=task.vxlan_ports,
+            geneve_ports=task.geneve_ports,
+        )
         self.deferred: list[FrameBatch] = []
 
     def _slow(self, batch: FrameBatch, rows: npt.NDArray[np.int64]) -> pl.DataFrame:
@@ -99,7 +107,7 @@ class _FastOnly(Dissector):
 
 def read_piece(task: Task) -> Piece:
     """Run ``task``; a problem with the file is returned as ``error``, never raised."""
-    dissector = _FastOnly(task.ports, fast=task.fast, fast_min_frames=task.fast_min_frames)
+    dissector = _FastOnly(task)
     frames: list[pl.DataFrame] = []
     info: CaptureInfo | None = None
     error = ""

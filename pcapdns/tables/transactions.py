@@ -51,6 +51,7 @@ TRANSACTIONS: dict[str, pl.DataType] = {
     "response_frame": pl.UInt32(),
     "source": SOURCE,
     "dnstap_side": DNSTAP_SIDE,
+    "encapsulation": pl.Categorical(),
 }
 
 _Q_COLS = [
@@ -72,6 +73,7 @@ _Q_COLS = [
     "file_id",
     "frame",
     "dnstap_type",
+    "encap",
 ]
 _SIDE_OF = {t: DNSTAP_SIDES[(t - 1) // 2] for t in range(1, 2 * len(DNSTAP_SIDES) + 1)}
 _R_COLS = ["mi", "ts_ns", "rcode", "flags", "ancount", "min_ttl", "frame", "query_ts_ns"]
@@ -162,5 +164,6 @@ def build_transactions(
         pl.col("q_dnstap_type")
         .replace_strict(_SIDE_OF, default=None, return_dtype=pl.String)
         .alias("dnstap_side"),
+        pl.col("q_encap").alias("encapsulation"),
     )
     return out.select(pl.col(name).cast(dtype) for name, dtype in TRANSACTIONS.items())
