@@ -131,7 +131,14 @@ def analysis_options(f: Callable[..., None]) -> Callable[..., None]:
             type=click.FloatRange(min=0, min_open=True),
             default=d.sensitivity,
             show_default=True,
-            help="Robust z-score (median/MAD) an RCODE share must exceed to be a surge; lower finds more.",
+            help="z-score (against the window's own baseline) a rise must exceed to count; lower finds more.",
+        ),
+        click.option(
+            "--alpha",
+            type=click.FloatRange(min=0, max=1, min_open=True),
+            default=d.alpha,
+            show_default=True,
+            help="Significance a rise must reach, corrected for every window tested; higher finds more.",
         ),
         click.option(
             "--min-count",
@@ -173,6 +180,7 @@ def _options(kw: dict[str, Any], *, anomalies: bool = True) -> Options:
     thresholds = Thresholds(
         window_s=kw.get("window", d.window_s),
         sensitivity=kw.get("sensitivity", d.sensitivity),
+        alpha=kw.get("alpha", d.alpha),
         min_count=kw.get("min_count", d.min_count),
         outage_run=kw.get("outage_run", d.outage_run),
         slow_factor=kw.get("slow_factor", d.slow_factor),
