@@ -29,6 +29,7 @@ from pcapdns.dns.knowledge import rcode_info
 SURGE_RCODES = ("SERVFAIL", "REFUSED", "NXDOMAIN", "FORMERR", "NOTIMP")
 _NO_BASELINE = {"SERVFAIL": 0.2, "REFUSED": 0.2, "NOTIMP": 0.2}  # absolute shares for short captures
 _MIN_WINDOWS = 3
+_ONE_ZONE = 0.8  # a server's surge with this share of its excess answers in one zone is that zone's
 _GAP = 2  # flagged windows this many apart (one quiet window between) are one episode
 # What the rules read of the transactions (taken first: every filter and join copies its input).
 _COLUMNS = ("ts", "server", "client", "rcode_name", "qname", "file", "query_frame", "response_frame")
@@ -67,6 +68,7 @@ def _test(per: pl.DataFrame, keys: list[str], inp: Inputs, tests: int, short: bo
         sensitivity=th.sensitivity,
         log10_alpha=math.log10(th.alpha),
         tests=tests,
+        pool=["rcode"],
     )
     if short:  # too few windows to learn a baseline from: absolute shares of the failing RCODEs
         absolute = pl.col("rcode").replace_strict(_NO_BASELINE, default=2.0, return_dtype=pl.Float64)
@@ -118,12 +120,17 @@ def surge_findings(inp: Inputs) -> list[Finding]:
         )
         windows = list(range(lo, hi + 1))
         rows = answered.filter((pl.col("server") == server) & pl.col("w").is_in(windows) & (rc == rcode))
-        in_zone = flagged_z.filter(
-            (pl.col("server") == server) & (pl.col("rcode") == rcode) & pl.col("w").is_in(windows)
+        # where the rise is: each zone's answers with the RCODE above what its baseline expects
+        excess = (
+            by_zone.filter(
+                (pl.col("server") == server) & (pl.col("rcode") == rcode) & pl.col("w").is_in(windows)
+            )
+            .group_by("zone_key")
+            .agg((pl.col("x") - pl.col("n") * pl.col("p0")).sum().clip(lower_bound=0).alias("extra"))
+            .get_column("extra")
         )
-        held = rows.join(in_zone.select("zone_key", "w"), on=["zone_key", "w"], how="semi").height
-        if held >= 0.5 * rows.height:
-            continue  # the rise sits in zones that are tested, and named, on their own
+        if excess.len() and float(excess.max()) >= _ONE_ZONE * float(excess.sum()):  # type: ignore[arg-type]
+            continue  # the rise sits in one zone: the zone's own test names it
         claimed.update((server, rcode, int(x)) for x in windows)
         out.append(_surge_finding(rows.sort("ts"), ep, rcode, None, [server], tests, inp))
     flagged_z = flagged_z.filter(

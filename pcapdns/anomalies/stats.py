@@ -20,6 +20,8 @@ __all__ = ["baseline", "dispersion", "flag_windows", "log10_binom_sf", "score_of
 
 _LN10 = math.log(10.0)
 _CHI2_1_MEDIAN = 0.4549364  # median of a chi-square variable with one degree of freedom
+_OWN_DISPERSION = 8  # quiet windows a group needs before its own dispersion is used
+_ELEVATED = 3.0  # z-score above which a window is left out of its group's baseline
 
 
 def _logaddexp(a: float, b: float) -> float:
@@ -103,6 +105,7 @@ def flag_windows(
     sensitivity: float,
     log10_alpha: float,
     tests: int,
+    pool: Sequence[str] = (),
     rounds: int = 3,
 ) -> pl.DataFrame:
     """Test each window of ``per`` (columns ``keys``, ``w``, ``x`` outcomes, ``n`` trials) against
@@ -112,8 +115,9 @@ def flag_windows(
     A window is flagged when it clears every effect-size floor -- at least ``min_count`` outcomes,
     a share ``min_share`` above the baseline, a dispersion-scaled z-score of ``sensitivity`` -- and
     its p-value times ``tests`` is below ``10 ** log10_alpha``.  The first baseline and dispersion
-    are learnt from the windows at or below the group's median share, then again without the
-    flagged windows (``rounds`` times), so an outage does not hide itself by raising them.
+    are learnt without the group's top quarter of windows by share, then again without the
+    windows that rose visibly (flagged, or a z-score above 3), ``rounds`` times, so an outage does
+    not hide itself by raising them.
     Partial windows (the capture's start and end, around a gap) are judged on the trials they
     hold: a short window needs a larger share to be significant.
     """
@@ -123,9 +127,10 @@ def flag_windows(
         return per.with_columns(pl.lit(0.0).alias("p0"), pl.lit(1.0).alias("phi"))
     limit = log10_alpha - math.log10(max(1, tests))
     share = pl.col("x") / pl.col("n")
-    # The first baseline comes from the windows at or below the group's median share: a surge in
-    # a minority of windows cannot raise it; later ones from every window not flagged.
-    keep = share <= share.median().over(group)
+    # The first baseline leaves out the group's top quarter of windows by share: a surge in a
+    # minority of windows cannot raise it; later ones leave out the windows that rose visibly.
+    per = per.with_columns((share <= share.quantile(0.75, "linear").over(group)).alias("_keep"))
+    keep = pl.col("_keep")
     for _ in range(rounds):
         per = per.with_columns(
             ((pl.col("x").filter(keep).sum() + 0.5) / (pl.col("n").filter(keep).sum() + 1.0))
@@ -134,12 +139,18 @@ def flag_windows(
         )
         var = pl.col("n") * pl.col("p0") * (1 - pl.col("p0"))
         per = per.with_columns(((pl.col("x") - pl.col("n") * pl.col("p0")) ** 2 / var).alias("r2"))
+        # a group's own dispersion once it has enough quiet windows to tell; before that, the
+        # dispersion of every group's quiet windows (traffic drifts the same way for all of them)
+        overall = pl.col("r2").filter(keep & (pl.col("n") > 0)).median()
+        overall = overall.over(list(pool)) if pool else overall
         per = per.with_columns(
-            pl.when(keep.sum().over(group) >= 3)
-            .then(pl.col("r2").filter(keep).median().over(group) / _CHI2_1_MEDIAN)
-            .otherwise(1.0)
+            pl.when(keep.sum().over(group) >= _OWN_DISPERSION)
+            .then(pl.col("r2").filter(keep).median().over(group))
+            .otherwise(overall)
+            .truediv(_CHI2_1_MEDIAN)
             .clip(lower_bound=1.0)
             .fill_null(1.0)
+            .fill_nan(1.0)
             .alias("phi")
         )
         z = (pl.col("x") - pl.col("n") * pl.col("p0")) / (pl.col("phi") * var).sqrt()
@@ -158,8 +169,10 @@ def flag_windows(
         )
         if per.get_column("flag").equals(before):
             break
-        keep = ~pl.col("flag")
-    return per.drop("r2")
+        # the next baseline leaves out every window that rose visibly, flagged or not: the edges
+        # of an event that fell short of significance would raise it again
+        per = per.with_columns((~pl.col("flag") & (z < _ELEVATED)).alias("_keep"))
+    return per.drop("r2", "_keep")
 
 
 def widen(group: pl.DataFrame, lo: int, hi: int, log10_level: float = -2.0) -> tuple[int, int]:

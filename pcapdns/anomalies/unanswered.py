@@ -102,11 +102,22 @@ def unanswered_findings(inp: Inputs) -> list[Finding]:
             }
         )
     merged = _merge_overlapping(groups, timedelta(seconds=inp.timeout_s))
-    sporadic = t.filter(pl.col("episode").is_null())
-    background = sporadic.group_by("server").agg(pl.col("lost").sum().alias("x"), pl.len().alias("n"))
+    background = (
+        t.filter(pl.col("episode").is_null())
+        .group_by("server")
+        .agg(pl.col("lost").sum().alias("x"), pl.len().alias("n"))
+    )
     loss_of = {str(k): (x + 0.5) / (n + 1.0) for k, x, n in background.iter_rows()}
+    demoted: list[int] = []
     for g in merged:
-        out.append(_outage(g, t, th.evidence, loss_of, t.height))
+        finding = _outage(g, t, th.evidence, loss_of, t.height)
+        if finding.score is not None and finding.score >= -math.log10(th.alpha):
+            out.append(finding)
+        else:  # a run this short is likely at the server's loss rate: it is loss, not an outage
+            held = g["rows"]
+            assert isinstance(held, pl.DataFrame)
+            demoted.extend(held.get_column("episode").unique().to_list())
+    sporadic = t.filter(pl.col("episode").is_null() | pl.col("episode").is_in(demoted))
     out.extend(_loss(sporadic, inp))
     return out
 
