@@ -163,3 +163,15 @@ def test_report_and_json_say_for_whom_and_print_each_finding_once(tmp_path, caps
     text = capsys.readouterr().out
     assert "for whom: " in text and "192.0.2.0/24" in text
     assert text.count("stopped answering") == 1  # the timeline points at the finding, not repeats it
+
+
+def test_analyze_json_with_findings_reads_the_capture_once(capsys):
+    sample = str(Path(__file__).resolve().parents[1] / "samples" / "outage.pcap")
+    assert main(["analyze", sample, "--json"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main(["anomalies", sample, "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert main(["analyze", sample, "--json", "--findings"]) == 0
+    both = json.loads(capsys.readouterr().out)
+    assert both.pop("findings") == listed and both == plain  # the summary's keys keep their meaning
+    assert main(["analyze", sample, "--findings"]) == 2  # a usage error: --findings needs --json

@@ -120,17 +120,15 @@ def surge_findings(inp: Inputs) -> list[Finding]:
         )
         windows = list(range(lo, hi + 1))
         rows = answered.filter((pl.col("server") == server) & pl.col("w").is_in(windows) & (rc == rcode))
-        # where the rise is: each zone's answers with the RCODE above what its baseline expects
-        excess = (
-            by_zone.filter(
-                (pl.col("server") == server) & (pl.col("rcode") == rcode) & pl.col("w").is_in(windows)
-            )
-            .group_by("zone_key")
-            .agg((pl.col("x") - pl.col("n") * pl.col("p0")).sum().clip(lower_bound=0).alias("extra"))
-            .get_column("extra")
-        )
-        if excess.len() and float(excess.max()) >= _ONE_ZONE * float(excess.sum()):  # type: ignore[arg-type]
-            continue  # the rise sits in one zone: the zone's own test names it
+        # where the rise is: the zone with the most answers above its own baseline, against the
+        # server's answers above the server's baseline (the zones' noise cancels out in the latter)
+        excess = (pl.col("x") - pl.col("n") * pl.col("p0")).sum()
+        mine = (pl.col("server") == server) & (pl.col("rcode") == rcode) & pl.col("w").is_in(windows)
+        total = float(by_server.filter(mine).select(excess).item() or 0.0)
+        zones = by_zone.filter(mine).group_by("zone_key").agg(excess.alias("extra"), pl.col("flag").any())
+        top = zones.sort("extra", descending=True).row(0, named=True) if zones.height else None
+        if top is not None and top["extra"] >= _ONE_ZONE * total and top["flag"]:
+            continue  # the rise sits in one zone, whose own test names it
         claimed.update((server, rcode, int(x)) for x in windows)
         out.append(_surge_finding(rows.sort("ts"), ep, rcode, None, [server], tests, inp))
     flagged_z = flagged_z.filter(

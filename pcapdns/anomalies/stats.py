@@ -131,7 +131,8 @@ def flag_windows(
     # minority of windows cannot raise it; later ones leave out the windows that rose visibly.
     per = per.with_columns((share <= share.quantile(0.75, "linear").over(group)).alias("_keep"))
     keep = pl.col("_keep")
-    for _ in range(rounds):
+    for step in range(rounds):
+        own = _OWN_DISPERSION if step else per.height + 1  # the first round: every group's together
         per = per.with_columns(
             ((pl.col("x").filter(keep).sum() + 0.5) / (pl.col("n").filter(keep).sum() + 1.0))
             .over(group)
@@ -144,7 +145,7 @@ def flag_windows(
         overall = pl.col("r2").filter(keep & (pl.col("n") > 0)).median()
         overall = overall.over(list(pool)) if pool else overall
         per = per.with_columns(
-            pl.when(keep.sum().over(group) >= _OWN_DISPERSION)
+            pl.when(keep.sum().over(group) >= own)
             .then(pl.col("r2").filter(keep).median().over(group))
             .otherwise(overall)
             .truediv(_CHI2_1_MEDIAN)
