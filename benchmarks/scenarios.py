@@ -4,7 +4,9 @@
 /48) networks, queries at a drifting rate to names in zones of Zipf-like popularity, realistic
 baselines (each zone its own NXDOMAIN share, background SERVFAIL, sporadic loss, a long latency
 tail, a few noisy clients that keep asking for names that do not exist) and, unless the capture is
-a steady one, one to three **events** at random times, sizes and servers:
+a steady one, one to three **events** at random times, sizes and servers, each large enough to
+be seen (``VISIBLE``: at least 20 affected answers a minute at each affected resolver; half that
+for loss):
 
 ============== ==================== =========================================================
 event          finding it should be what happens
@@ -155,10 +157,18 @@ def draw(seed: int, *, quick: bool = False, steady: bool | None = None) -> Scena
     return sc
 
 
+VISIBLE = 20.0  # the default magnitude: affected answers a minute at each affected resolver, at least
+
+
 def _events(rng: random.Random, sc: Scenario) -> list[Event]:
+    """1-3 events at random times, sizes and resolvers, each at least ``VISIBLE``: a change of a
+    few answers a minute is below what any window test can tell from chance, so an event that
+    small would measure the generator, not the engine."""
     out: list[Event] = []
     busy: dict[str, list[tuple[float, float]]] = {}
-    top = sc.zones[: min(10, len(sc.zones))]  # popular zones: an event somewhere users look
+    per_minute = sc.qps * 60 * 0.9 / len(sc.resolvers)  # queries a minute to one resolver's IPv4 address
+    total = sc.zone_weights[-1]
+    share = [(b - a) / total for a, b in zip([0.0, *sc.zone_weights], sc.zone_weights, strict=False)]
     for _ in range(rng.randint(1, 3)):
         kind = rng.choice(sorted(EVENT_KINDS))
         length = rng.uniform(60, 300) if kind != "loss" else rng.uniform(120, 480)
@@ -166,20 +176,36 @@ def _events(rng: random.Random, sc: Scenario) -> list[Event]:
             continue
         start = rng.uniform(30, sc.duration - length - 30)
         end = start + length
+        size = {"servfail_zone": rng.uniform(0.5, 1.0), "refused": rng.uniform(0.3, 1.0)}.get(kind, 0.0)
         if kind == "servfail_zone":
             k = 1 if len(sc.resolvers) == 1 or rng.random() < 0.7 else 2
             servers = tuple(sorted(rng.sample(sc.resolvers, k)))
-            ev = Event(kind, start, end, servers, rng.choice(top), "SERVFAIL", rng.uniform(0.5, 1.0))
+            zones = [z for z, p in zip(sc.zones, share, strict=True) if p * per_minute * size >= VISIBLE]
+            if not zones:
+                continue
+            ev = Event(kind, start, end, servers, rng.choice(zones[:10]), "SERVFAIL", size)
         elif kind == "refused":
-            ev = Event(kind, start, end, (rng.choice(sc.resolvers),), None, "REFUSED", rng.uniform(0.3, 1.0))
+            if per_minute * size < VISIBLE:
+                continue
+            ev = Event(kind, start, end, (rng.choice(sc.resolvers),), None, "REFUSED", size)
         elif kind == "nxdomain_flood":
-            ev = Event(kind, start, end, tuple(sc.resolvers), rng.choice(sc.zones[:30]), "NXDOMAIN",
-                       rng.uniform(0.1, 0.4))  # fmt: skip
+            # the flood's share of the traffic: 10-40 %, more when the capture is quiet
+            size = max(rng.uniform(0.1, 0.4), VISIBLE / per_minute)
+            if size > 1.0:
+                continue
+            ev = Event(kind, start, end, tuple(sc.resolvers), rng.choice(sc.zones[:30]), "NXDOMAIN", size)
         elif kind == "outage":
+            if per_minute < VISIBLE:
+                continue
             ev = Event(kind, start, end, (rng.choice(sc.resolvers),), size=1.0)
         elif kind == "loss":
-            ev = Event(kind, start, end, (rng.choice(sc.resolvers),), size=rng.uniform(0.1, 0.3))
+            size = rng.uniform(0.1, 0.3)
+            if per_minute * size < VISIBLE / 2:
+                continue
+            ev = Event(kind, start, end, (rng.choice(sc.resolvers),), size=size)
         else:
+            if per_minute < VISIBLE:
+                continue
             ev = Event(kind, start, end, (rng.choice(sc.resolvers),), size=rng.uniform(10, 40))
         # one event at a time per resolver: the truth of each stays unambiguous
         spans = [s for r in ev.servers for s in busy.get(r, [])]

@@ -48,14 +48,22 @@ def _episodes(flagged: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
 
 
 def _counts(answered: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
-    """Per group and window: answers (``n``) and, one row per RCODE, how many had it (``x``)."""
+    """Per group and window, one row per RCODE: how many answers had it (``x``) out of ``n``.
+
+    ``n`` leaves out the answers with another failing RCODE (SERVFAIL, REFUSED, FORMERR, NOTIMP):
+    a server that fails most answers for a while does not make NXDOMAIN look rarer, then normal
+    again, which would read as a rise against a baseline pulled down."""
     rc = pl.col("rcode_name")  # a categorical compared with a name: no string is made
     per = answered.group_by(*keys, "w").agg(
-        pl.len().alias("n"), *[(rc == name).sum().alias(name) for name in SURGE_RCODES]
+        pl.len().alias("all"), *[(rc == name).sum().alias(name) for name in SURGE_RCODES]
     )
-    return per.unpivot(
-        SURGE_RCODES, index=[*keys, "w", "n"], variable_name="rcode", value_name="x"
-    ).with_columns(pl.col("x").cast(pl.Float64), pl.col("n").cast(pl.Float64))
+    failing = [name for name in SURGE_RCODES if name != "NXDOMAIN"]
+    per = per.with_columns((pl.col("all") - pl.sum_horizontal(failing)).alias("ok"))
+    long = per.unpivot(SURGE_RCODES, index=[*keys, "w", "ok"], variable_name="rcode", value_name="x")
+    others = pl.when(pl.col("rcode") == "NXDOMAIN").then(0).otherwise(pl.col("x"))
+    return long.with_columns(
+        pl.col("x").cast(pl.Float64), (pl.col("ok") + others).cast(pl.Float64).alias("n")
+    ).drop("ok")
 
 
 def _test(per: pl.DataFrame, keys: list[str], inp: Inputs, tests: int, short: bool) -> pl.DataFrame:
@@ -106,6 +114,8 @@ def surge_findings(inp: Inputs) -> list[Finding]:
     by_zone = _test(by_zone, ["server", "zone_key"], inp, tests, short)
     out: list[Finding] = []
     claimed: set[tuple[str, str, int]] = set()  # (server, rcode, window) a server-wide finding holds
+    one_zone: list[tuple[str, str, str, int, int, pl.DataFrame, pl.DataFrame]] = []
+    wide: list[tuple[str, str, str, int, int, pl.DataFrame, pl.DataFrame]] = []
     flagged_s = by_server.filter(pl.col("flag"))
     flagged_z = by_zone.filter(pl.col("flag"))
     rc = pl.col("rcode_name").cast(pl.String)
@@ -127,10 +137,12 @@ def surge_findings(inp: Inputs) -> list[Finding]:
         total = float(by_server.filter(mine).select(excess).item() or 0.0)
         zones = by_zone.filter(mine).group_by("zone_key").agg(excess.alias("extra"), pl.col("flag").any())
         top = zones.sort("extra", descending=True).row(0, named=True) if zones.height else None
-        if top is not None and top["extra"] >= _ONE_ZONE * total and top["flag"]:
-            continue  # the rise sits in one zone, whose own test names it
+        if top is not None and top["extra"] >= _ONE_ZONE * total:
+            # the rise sits in one zone: the zone's finding names this server (below)
+            one_zone.append((server, rcode, str(top["zone_key"]), lo, hi, rows, ep))
+            continue
         claimed.update((server, rcode, int(x)) for x in windows)
-        out.append(_surge_finding(rows.sort("ts"), ep, rcode, None, [server], tests, inp))
+        wide.append((server, rcode, str(top["zone_key"]) if top else "", lo, hi, rows, ep))
     flagged_z = flagged_z.filter(
         ~pl.struct("server", "rcode", "w").map_elements(
             lambda r: (r["server"], r["rcode"], r["w"]) in claimed, return_dtype=pl.Boolean
@@ -145,6 +157,13 @@ def surge_findings(inp: Inputs) -> list[Finding]:
         servers = sorted(set(ep.get_column("server").to_list()))
         lo, hi = int(ep.get_column("w").min()), int(ep.get_column("w").max())  # type: ignore[arg-type]
         servers += _also_rose(by_zone, zone, rcode, lo, hi, servers, th.alpha)
+        # a server whose own rise over all zones sits in this zone at the same time
+        # a server whose own rise, over all zones, is largest in this zone at the same time
+        for pending in (one_zone, wide):
+            for item in list(pending):
+                if item[1] == rcode and item[2] == zone and item[3] <= hi + _GAP and lo <= item[4] + _GAP:
+                    pending.remove(item)
+                    servers = sorted({*servers, item[0]})
         group = by_zone.filter((pl.col("zone_key") == zone) & (pl.col("rcode") == rcode))
         spans = [widen(group.filter(pl.col("server") == s), lo, hi) for s in servers]
         lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
@@ -155,6 +174,11 @@ def surge_findings(inp: Inputs) -> list[Finding]:
             & (rc == rcode)
         )
         out.append(_surge_finding(rows.sort("ts"), ep, rcode, zone, sorted(servers), tests, inp))
+    for server, rcode, _, _, _, rows, ep in wide:
+        out.append(_surge_finding(rows.sort("ts"), ep, rcode, None, [server], tests, inp))
+    for server, rcode, zone, _, _, rows, ep in one_zone:  # no zone finding took it: the server's own
+        in_zone = rows.filter(pl.col("zone_key") == zone)
+        out.append(_surge_finding(in_zone.sort("ts"), ep, rcode, zone, [server], tests, inp))
     return out
 
 

@@ -115,9 +115,9 @@ def flag_windows(
     A window is flagged when it clears every effect-size floor -- at least ``min_count`` outcomes,
     a share ``min_share`` above the baseline, a dispersion-scaled z-score of ``sensitivity`` -- and
     its p-value times ``tests`` is below ``10 ** log10_alpha``.  The first baseline and dispersion
-    are learnt without the group's top quarter of windows by share, then again without the
-    windows that rose visibly (flagged, or a z-score above 3), ``rounds`` times, so an outage does
-    not hide itself by raising them.
+    start from the group's lower-quartile share (windows weighted by their trials), then are learnt
+    again from the windows that did not rise visibly (flagged, or a z-score above 3), ``rounds``
+    times, so an outage does not hide itself by raising them.
     Partial windows (the capture's start and end, around a gap) are judged on the trials they
     hold: a short window needs a larger share to be significant.
     """
@@ -127,9 +127,31 @@ def flag_windows(
         return per.with_columns(pl.lit(0.0).alias("p0"), pl.lit(1.0).alias("phi"))
     limit = log10_alpha - math.log10(max(1, tests))
     share = pl.col("x") / pl.col("n")
-    # The first baseline leaves out the group's top quarter of windows by share: a surge in a
-    # minority of windows cannot raise it; later ones leave out the windows that rose visibly.
-    per = per.with_columns((share <= share.quantile(0.75, "linear").over(group)).alias("_keep"))
+    # The first baseline is the group's lower-quartile share, each window weighted by its trials
+    # (a window of a few answers says little): a surge in up to three quarters of the windows
+    # cannot move it.  Later ones pool every window that did not rise visibly against it.
+    median = (
+        per.select(*group, share.alias("_s"), "n")
+        .sort([*group, "_s"])
+        .with_columns(
+            pl.col("n").cum_sum().over(group).alias("_c"), pl.col("n").sum().over(group).alias("_t")
+        )
+        .filter(pl.col("_c") >= pl.col("_t") / 4)
+        .group_by(group)
+        .agg(pl.col("_s").first().alias("_m"))
+    )
+    per = per.join(median, on=group, how="left").with_columns(
+        pl.max_horizontal(pl.col("_m").fill_null(0.0), 0.5 / (pl.col("n").sum().over(group) + 1.0)).alias(
+            "p0"
+        )
+    )
+    var0 = pl.col("n") * pl.col("p0") * (1 - pl.col("p0"))
+    per = per.with_columns(((pl.col("x") - pl.col("n") * pl.col("p0")) ** 2 / var0).alias("r2"))
+    spread = pl.col("r2").filter(pl.col("n") > 0).median()
+    spread = spread.over(list(pool)) if pool else spread
+    per = per.with_columns((spread / _CHI2_1_MEDIAN).clip(lower_bound=1.0).fill_null(1.0).alias("phi"))
+    z0 = (pl.col("x") - pl.col("n") * pl.col("p0")) / (pl.col("phi") * var0).sqrt()
+    per = per.with_columns((z0 < _ELEVATED).fill_null(True).alias("_keep")).drop("_m")
     keep = pl.col("_keep")
     for step in range(rounds):
         own = _OWN_DISPERSION if step else per.height + 1  # the first round: every group's together
