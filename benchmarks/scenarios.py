@@ -339,7 +339,7 @@ def pcap_bytes(sc: Scenario) -> bytes:
                 elif e.kind == "loss" and rng.random() < e.size:
                     lost = True
                 elif e.kind == "slow":
-                    rtt = rtt * e.size + 200
+                    rtt = min(rtt * e.size + 200, 3000.0)  # resolvers give up within a few seconds
             ident = (ident + 1) & 0xFFFF
             port = 1024 + rng.getrandbits(15) + 1024
             address = v6_of(server) if ":" in client else server

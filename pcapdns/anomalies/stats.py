@@ -150,7 +150,9 @@ def flag_windows(
     spread = pl.col("r2").filter(pl.col("n") > 0).median()
     spread = spread.over(list(pool)) if pool else spread
     per = per.with_columns((spread / _CHI2_1_MEDIAN).clip(lower_bound=1.0).fill_null(1.0).alias("phi"))
-    z0 = (pl.col("x") - pl.col("n") * pl.col("p0")) / (pl.col("phi") * var0).sqrt()
+    # a spread of at least one answer: in a sparse group a window one or two answers above a
+    # near-zero first guess is not "visibly risen"
+    z0 = (pl.col("x") - pl.col("n") * pl.col("p0")) / (pl.col("phi") * var0.clip(lower_bound=1.0)).sqrt()
     per = per.with_columns((z0 < _ELEVATED).fill_null(True).alias("_keep")).drop("_m")
     keep = pl.col("_keep")
     for step in range(rounds):
@@ -176,7 +178,7 @@ def flag_windows(
             .fill_nan(1.0)
             .alias("phi")
         )
-        z = (pl.col("x") - pl.col("n") * pl.col("p0")) / (pl.col("phi") * var).sqrt()
+        z = (pl.col("x") - pl.col("n") * pl.col("p0")) / (pl.col("phi") * var.clip(lower_bound=1.0)).sqrt()
         floors = (
             (pl.col("x") >= min_count)
             & (pl.col("x") / pl.col("n") - pl.col("p0") >= min_share)
