@@ -264,7 +264,8 @@ def _surge_finding(
 
 def slow_findings(inp: Inputs) -> list[Finding]:
     """Windows whose answers were slow: the window's p95 at least ``slow_factor`` times the server's
-    usual (median) p95 and ``slow_min_ms``, and its count of answers that slow significantly above
+    usual p95 (the lower quartile of its windows' p95s: a slowdown through most of the capture does
+    not become the usual) and ``slow_min_ms``, and its count of answers that slow significantly above
     the server's baseline share of them (the same test as surges, corrected for every window)."""
     th = inp.thresholds
     t = _windowed(inp.transactions.select(*_COLUMNS, "rtt").filter(pl.col("rtt").is_not_null()), th.window_s)
@@ -275,7 +276,11 @@ def slow_findings(inp: Inputs) -> list[Finding]:
         t.group_by("server", "w")
         .agg(pl.len().alias("n"), pl.col("ms").quantile(0.95, "linear").alias("p95"))
         .with_columns(
-            pl.col("p95").filter(pl.col("n") >= th.slow_min_answers).median().over("server").alias("base"),
+            pl.col("p95")
+            .filter(pl.col("n") >= th.slow_min_answers)
+            .quantile(0.25, "linear")
+            .over("server")
+            .alias("base"),
             (pl.col("n") >= th.slow_min_answers).sum().over("server").alias("windows"),
         )
         .with_columns(
