@@ -9,12 +9,12 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
+import dnsbuild as d
+import pcapbuild as pb
 import pytest
 
 from pcapdns.cli import main
 from pcapdns.pipeline import analyze
-from tests import dnsbuild as d
-from tests import pcapbuild as pb
 
 T0 = 1_709_510_400 * 10**9  # 2024-03-04T00:00:00Z, on a window boundary
 RESOLVERS = ["10.53.0.1", "10.53.0.2", "10.53.0.3"]
