@@ -128,13 +128,15 @@ def flag_windows(
     limit = log10_alpha - math.log10(max(1, tests))
     share = pl.col("x") / pl.col("n")
     # The first baseline is the group's lower-quartile share, each window weighted by its trials
-    # (a window of a few answers says little): a surge in up to three quarters of the windows
-    # cannot move it.  Later ones pool every window that did not rise visibly against it.
+    # (a window of a few answers says little) up to the group's median (a flood that adds
+    # traffic does not outweigh the quiet windows): a surge in up to three quarters of the
+    # windows cannot move it.  Later ones pool every window that did not rise visibly against it.
+    weight = pl.min_horizontal(pl.col("n"), pl.col("n").median().over(group)).alias("_wt")
     median = (
-        per.select(*group, share.alias("_s"), "n")
+        per.select(*group, share.alias("_s"), weight)
         .sort([*group, "_s"])
         .with_columns(
-            pl.col("n").cum_sum().over(group).alias("_c"), pl.col("n").sum().over(group).alias("_t")
+            pl.col("_wt").cum_sum().over(group).alias("_c"), pl.col("_wt").sum().over(group).alias("_t")
         )
         .filter(pl.col("_c") >= pl.col("_t") / 4)
         .group_by(group)
