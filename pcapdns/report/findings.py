@@ -68,12 +68,15 @@ def _frames(evidence: list[dict[str, Any]] | None) -> str:
 
 def for_whom(row: dict[str, Any]) -> str:
     """Who was hurt, as the report says it: the most affected clients, or their networks when many."""
-    if row["subnets"]:
-        nets = row["subnets"]
-        text = "; ".join(f"{n['subnet']}: {n['clients']} clients, {n['count']}" for n in nets[:5])
-        return f"{row['clients']} clients in {text}" + (" ..." if len(nets) > 5 else "")
-    tops = row["top_clients"] or []
-    return ", ".join(f"{c['client']} ({c['count']})" for c in tops)
+    nets = row["subnets"] or []
+    if len(nets) == 1:
+        n = nets[0]
+        return f"{n['clients']} clients, all in {n['subnet']} ({n['count']} affected)"
+    if nets:
+        text = ", ".join(f"{n['subnet']} ({n['clients']} clients, {n['count']} affected)" for n in nets[:5])
+        more = f" and {len(nets) - 5} more networks" if len(nets) > 5 else ""
+        return f"{row['clients']} clients; most in {text}{more}"
+    return ", ".join(f"{c['client']} ({c['count']})" for c in row["top_clients"] or [])
 
 
 def timeline(anomalies: pl.DataFrame) -> RenderableType:
