@@ -174,11 +174,29 @@ def surge_findings(inp: Inputs) -> list[Finding]:
             & (rc == rcode)
         )
         out.append(_surge_finding(rows.sort("ts"), ep, rcode, zone, sorted(servers), tests, inp))
+    # servers rising at the same time, each most in the same zone: that zone's incident
+    for item in list(wide):
+        alike = [o for o in wide if o[1:3] == item[1:3] and o[3] <= item[4] + _GAP and item[3] <= o[4] + _GAP]
+        if len(alike) > 1 and item[2]:
+            wide.remove(item)
+            one_zone.append(item)
     for server, rcode, _, _, _, rows, ep in wide:
         out.append(_surge_finding(rows.sort("ts"), ep, rcode, None, [server], tests, inp))
-    for server, rcode, zone, _, _, rows, ep in one_zone:  # no zone finding took it: the server's own
-        in_zone = rows.filter(pl.col("zone_key") == zone)
-        out.append(_surge_finding(in_zone.sort("ts"), ep, rcode, zone, [server], tests, inp))
+    # rises that sit in one zone which no zone finding took: one finding per zone and time, naming
+    # every server it rose at
+    merged: list[list[tuple[str, str, str, int, int, pl.DataFrame, pl.DataFrame]]] = []
+    for item in sorted(one_zone, key=lambda i: (i[1], i[2], i[3])):
+        last = merged[-1][-1] if merged else None
+        if last is not None and last[1:3] == item[1:3] and item[3] <= max(i[4] for i in merged[-1]) + _GAP:
+            merged[-1].append(item)
+        else:
+            merged.append([item])
+    for items in merged:
+        rcode, zone = items[0][1], items[0][2]
+        rows = pl.concat([i[5] for i in items]).filter(pl.col("zone_key") == zone)
+        ep = pl.concat([i[6] for i in items])
+        servers = sorted({i[0] for i in items})
+        out.append(_surge_finding(rows.sort("ts"), ep, rcode, zone, servers, tests, inp))
     return out
 
 
