@@ -174,12 +174,6 @@ def surge_findings(inp: Inputs) -> list[Finding]:
             & (rc == rcode)
         )
         out.append(_surge_finding(rows.sort("ts"), ep, rcode, zone, sorted(servers), tests, inp))
-    # servers rising at the same time, each most in the same zone: that zone's incident
-    for item in list(wide):
-        alike = [o for o in wide if o[1:3] == item[1:3] and o[3] <= item[4] + _GAP and item[3] <= o[4] + _GAP]
-        if len(alike) > 1 and item[2]:
-            wide.remove(item)
-            one_zone.append(item)
     for server, rcode, _, _, _, rows, ep in wide:
         out.append(_surge_finding(rows.sort("ts"), ep, rcode, None, [server], tests, inp))
     # rises that sit in one zone which no zone finding took: one finding per zone and time, naming
