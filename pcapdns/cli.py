@@ -145,7 +145,14 @@ def analysis_options(f: Callable[..., None]) -> Callable[..., None]:
             type=click.FloatRange(min=0, min_open=True),
             default=d.sensitivity,
             show_default=True,
-            help="Robust z-score (median/MAD) an RCODE share must exceed to be a surge; lower finds more.",
+            help="z-score (against the window's own baseline) a rise must exceed to count; lower finds more.",
+        ),
+        click.option(
+            "--alpha",
+            type=click.FloatRange(min=0, max=1, min_open=True),
+            default=d.alpha,
+            show_default=True,
+            help="Significance a rise must reach, corrected for every window tested; higher finds more.",
         ),
         click.option(
             "--min-count",
@@ -187,6 +194,7 @@ def _options(kw: dict[str, Any], *, anomalies: bool = True) -> Options:
     thresholds = Thresholds(
         window_s=kw.get("window", d.window_s),
         sensitivity=kw.get("sensitivity", d.sensitivity),
+        alpha=kw.get("alpha", d.alpha),
         min_count=kw.get("min_count", d.min_count),
         outage_run=kw.get("outage_run", d.outage_run),
         slow_factor=kw.get("slow_factor", d.slow_factor),
@@ -268,25 +276,39 @@ def _check_regex(pattern: str) -> None:
 )
 @click.argument("files", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the machine-readable summary (stable keys).")
+@click.option(
+    "--findings",
+    is_flag=True,
+    help="With --json: add the findings under 'findings', as 'anomalies --json' prints them.",
+)
 @analysis_options
-def analyze(files: tuple[str, ...], as_json: bool, **kw: Any) -> None:
+def analyze(files: tuple[str, ...], as_json: bool, findings: bool, **kw: Any) -> None:
     """Analyze pcap/pcapng FILES (compressed or not, '-' for stdin) as one capture.
 
     The report opens with the incident timeline and the ranked findings, then the capture's
     quality, totals, RCODEs, unanswered queries by server, latency percentiles, the top failing
     names and the malformed messages, with frame numbers to open in Wireshark. Quoted patterns
-    ('captures/*.pcap') are expanded by pcapdns.
+    ('captures/*.pcap') are expanded by pcapdns. With --json, --findings adds the findings to the
+    summary, so a script reads the capture once.
     """
     from pcapdns.tables.summary import summary
 
-    # The summary holds no finding: --json skips the anomaly engine (the fast path stays fast).
+    if findings and not as_json:
+        raise click.UsageError("--findings goes with --json (the report always shows the findings)")
+    # The summary holds no finding: --json skips the anomaly engine (the fast path stays fast)
+    # unless --findings asks for them.
     # The bar stays up until the output is ready, then the output is written at once.
     with _progress(files, kw) as bar:
-        analysis = _analyze(files, kw, anomalies=not as_json, bar=bar)
+        analysis = _analyze(files, kw, anomalies=not as_json or findings, bar=bar)
         if bar is not None:
             bar.stage("writing the summary" if as_json else "writing the report")
         if as_json:
-            text = json.dumps(summary(analysis), indent=1)
+            out = summary(analysis)
+            if findings:
+                from pcapdns.report.findings import findings_json
+
+                out["findings"] = findings_json(analysis.anomalies)
+            text = json.dumps(out, indent=1)
         else:
             from pcapdns.report.text import sections
 

@@ -120,6 +120,8 @@ ANOMALY_KIND = pl.Enum(list(ANOMALY_KINDS))
 SEVERITIES = ("info", "warning", "critical")
 SEVERITY = pl.Enum(list(SEVERITIES))
 EVIDENCE = pl.Struct({"file": pl.String(), "frame": pl.UInt32()})
+TOP_CLIENT = pl.Struct({"client": pl.String(), "count": pl.UInt32()})
+SUBNET = pl.Struct({"subnet": pl.String(), "clients": pl.UInt32(), "count": pl.UInt32()})
 ANOMALIES: dict[str, pl.DataType] = {
     "rank": pl.UInt32(),  # 1 = the finding to read first
     "kind": ANOMALY_KIND,
@@ -134,4 +136,8 @@ ANOMALIES: dict[str, pl.DataType] = {
     "summary": pl.String(),
     "likely_cause": pl.String(),
     "evidence": pl.List(EVIDENCE),  # a few representative packets: file and 1-based frame number
+    "score": pl.Float64(),  # -log10 of the Bonferroni-corrected p-value; null for rules without a test
+    "top_clients": pl.List(TOP_CLIENT),  # the most affected clients (up to 10), most affected first
+    "subnets": pl.List(SUBNET),  # when more than 10 clients: their /24 (IPv4) and /48 (IPv6) networks
+    "explained_by": pl.UInt32(),  # rank of the finding that explains this one (its cause); null when none
 }

@@ -279,10 +279,12 @@ def test_thresholds_are_flags():
     kinds = set(strict.anomalies.get_column("kind").cast(pl.String).to_list())
     assert "unanswered_outage" not in kinds and "slow_responses" not in kinds
     assert "unanswered_outage" in set(quiet.anomalies.get_column("kind").cast(pl.String).to_list())
-    # without an outage the same losses are reported as loss, not silently dropped
+    # without an outage the same losses are reported as loss episodes, not silently dropped; the
+    # last loss of each server falls in the next window (1 of 9 lost there), which is background
     loss = by_kind(strict, "unanswered_loss")
     assert sorted(f["servers"][0] for f in loss) == ["192.0.2.10", "192.0.2.11"]
-    assert sum(f["count"] for f in loss) == 326
+    assert 326 - 2 <= sum(f["count"] for f in loss) <= 326
+    assert all("from 10:04:03 to 10:05:5" in f["summary"] and f["score"] > 3 for f in loss)
 
 
 # -- contract, CLI, helpers ------------------------------------------------------------------------

@@ -172,6 +172,10 @@ def _anomalies() -> pl.DataFrame:
                 ],
                 [{"file": "samples/outage.pcap", "frame": 907}],
             ],
+            "score": [523.2, None],
+            "top_clients": [[{"client": "10.0.0.53", "count": 326}], []],
+            "subnets": [[], [{"subnet": "10.0.1.0/24", "clients": 18, "count": 109}]],
+            "explained_by": [None, 1],
         },
         schema=ANOMALIES,
     )
@@ -188,18 +192,20 @@ def test_csv_is_rfc4180_with_nested_columns_flattened():
     lines = data.split(b"\r\n")
     assert (
         lines[0]
-        == b"rank,kind,severity,start,end,servers,clients,zone,rcode,count,summary,likely_cause,evidence"
+        == b"rank,kind,severity,start,end,servers,clients,zone,rcode,count,summary,likely_cause,evidence,"
+        b"score,top_clients,subnets,explained_by"
     )
     assert lines[1] == (
         b"1,unanswered_outage,critical,2024-03-01T10:04:00.000000Z,2024-03-01T10:06:01.600000Z,"
         b'192.0.2.10 192.0.2.11,20,shop.example,,326,"no answer from ""shop.example"", 2 min",authority down,'
-        b"samples/outage.pcap:905 samples/outage.pcap:1200"
+        b'samples/outage.pcap:905 samples/outage.pcap:1200,523.2,10.0.0.53:326,"",'
     )
     assert data.endswith(b"\r\n") and b"\n" not in data.replace(b"\r\n", b"").replace(b"answers\nin", b"")
     parsed = list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
     assert parsed[2][10] == "SERVFAIL, 109 answers\nin 2 minutes"  # quoted, line break kept
     assert parsed[2][5] == "" and parsed[2][7] == ""  # empty list, null
     assert parsed[2][12] == "samples/outage.pcap:907"
+    assert parsed[2][13:] == ["", "", "10.0.1.0/24:18:109", "1"]
 
 
 def test_ndjson_keeps_lists_and_objects_and_iso_times():
@@ -210,6 +216,8 @@ def test_ndjson_keeps_lists_and_objects_and_iso_times():
     assert first["servers"] == ["192.0.2.10", "192.0.2.11"]
     assert first["evidence"][1] == {"file": "samples/outage.pcap", "frame": 1200}
     assert json.loads(lines[1])["zone"] is None
+    assert first["top_clients"] == [{"client": "10.0.0.53", "count": 326}] and first["explained_by"] is None
+    assert json.loads(lines[1])["subnets"] == [{"subnet": "10.0.1.0/24", "clients": 18, "count": 109}]
 
 
 def test_parquet_keeps_types_and_records_the_schema_version(tmp_path):

@@ -99,13 +99,13 @@ def test_evidence_pcaps_rotate_and_stay_bounded(outage: tuple[Stream, list[Tick]
     stream, ticks = outage
     findings = pl.concat([t.findings for t in ticks])
     path = tmp_path / "ev.pcap"
-    writer = EvidenceWriter(str(path), 1, max_bytes=600, files=3)
+    writer = EvidenceWriter(str(path), 1, max_bytes=400, files=3)
     written = writer.write(findings, stream.ring)
     writer.write(findings, stream.ring)  # the same frames again: not written twice
     writer.close()
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["ev.pcap", "ev.pcap1", "ev.pcap2"]
-    assert all(p.stat().st_size <= 600 for p in tmp_path.iterdir())
+    assert all(p.stat().st_size <= 400 for p in tmp_path.iterdir())
     kept = []
     for p in tmp_path.iterdir():
         with open(p, "rb") as f:

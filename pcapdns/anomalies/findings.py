@@ -1,14 +1,15 @@
 """Building finding rows and the ranked ``anomalies`` table (schema ``ANOMALIES``).
 
 A rule returns :class:`Finding` s; :func:`to_frame` ranks them (severity, then clients affected,
-then count, then time) and builds the table with its declared schema.
+then count, then time), puts each symptom right after the finding that explains it (its cause:
+see :func:`_cause_of`) and builds the table with its declared schema.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
@@ -28,7 +29,20 @@ _KIND_ORDER = (
     "capture_quality",
 )
 
-__all__ = ["Finding", "common_suffix", "evidence_of", "hms", "to_frame", "zone_for", "zone_of"]
+__all__ = [
+    "Finding",
+    "common_suffix",
+    "evidence_of",
+    "for_whom",
+    "hms",
+    "to_frame",
+    "zone_for",
+    "zone_of",
+]
+
+TOP_CLIENTS = 10  # clients a finding names
+# A cause explains a symptom that starts up to this long after it ends (clients retry, caches expire).
+_SLACK = timedelta(seconds=60)
 
 
 @dataclass(slots=True)
@@ -45,11 +59,79 @@ class Finding:
     zone: str | None = None
     rcode: str | None = None
     evidence: list[dict[str, object]] = field(default_factory=list)
+    score: float | None = None  # -log10 of the corrected p-value (stats.score_of); None: no test
+    top_clients: list[dict[str, object]] = field(default_factory=list)
+    subnets: list[dict[str, object]] = field(default_factory=list)
+    # servers a cause acted through that ``servers`` does not name: a resolver's failing upstreams
+    upstreams: list[str] = field(default_factory=list)
+
+
+def for_whom(finding: Finding, clients: pl.Series) -> Finding:
+    """Name who was hurt: ``clients`` holds the client address of each affected transaction.
+
+    Sets the finding's most affected clients (up to ten, with their transaction counts) and, when
+    more clients than that were hurt, the networks they sit in: /24 for IPv4, /48 for IPv6 (the
+    prefixes operators route and filter on), most affected first, up to ten.
+    """
+    c = clients.cast(pl.String).drop_nulls()
+    if c.len() == 0:
+        return finding
+    counts = c.value_counts(sort=True, name="count")
+    counts = counts.sort(["count", counts.columns[0]], descending=[True, False])
+    finding.top_clients = [{"client": a, "count": int(n)} for a, n in counts.head(TOP_CLIENTS).iter_rows()]
+    if counts.height > TOP_CLIENTS:
+        net = (
+            pl.when(pl.col("client").str.contains(":"))
+            .then(pl.col("client").map_elements(_net48, return_dtype=pl.String))
+            .otherwise(pl.col("client").str.replace(r"\.\d+$", ".0/24"))
+        )
+        nets = (
+            counts.rename({counts.columns[0]: "client"})
+            .with_columns(net.alias("subnet"))
+            .group_by("subnet")
+            .agg(pl.len().alias("clients"), pl.col("count").sum())
+            .sort(["count", "subnet"], descending=[True, False])
+        )
+        finding.subnets = [
+            {"subnet": s, "clients": int(k), "count": int(n)}
+            for s, k, n in nets.head(TOP_CLIENTS).iter_rows()
+        ]
+    return finding
+
+
+def _net48(address: str) -> str:
+    import ipaddress
+
+    try:
+        return str(ipaddress.IPv6Network(f"{address}/48", strict=False))
+    except ValueError:
+        return address
 
 
 def hms(ts: datetime) -> str:
     """A time of day as findings' summaries show it (UTC, whole seconds)."""
     return ts.strftime("%H:%M:%S")
+
+
+def _overlap(a: Finding, b: Finding) -> bool:
+    if a.start is None or a.end is None or b.start is None or b.end is None:
+        return False
+    return b.start <= a.end + _SLACK and a.start <= b.end
+
+
+def _explains(cause: Finding, symptom: Finding) -> bool:
+    """Whether ``cause`` explains ``symptom``: a kind that comes earlier in the chain, at the same
+    time, through the same servers (the symptom's servers are among the cause's own or the ones it
+    acted through), and for the same zone when both name one."""
+    if _KIND_ORDER.index(cause.kind) >= _KIND_ORDER.index(symptom.kind):
+        return False
+    if cause.kind in ("capture_quality", "truncation", "retry_chain") or not _overlap(cause, symptom):
+        return False
+    through = set(cause.servers) | set(cause.upstreams)
+    mine = set(symptom.servers) | set(symptom.upstreams)
+    if not through or not (through & mine):
+        return False
+    return cause.zone is None or symptom.zone is None or cause.zone == symptom.zone
 
 
 def to_frame(findings: Iterable[Finding]) -> pl.DataFrame:
@@ -59,9 +141,31 @@ def to_frame(findings: Iterable[Finding]) -> pl.DataFrame:
         findings,
         key=lambda f: (rank[f.severity], _KIND_ORDER.index(f.kind), -f.clients, -f.count, f.start or first),
     )
+    # Each symptom goes right after its cause (the first finding in the order above that explains
+    # it), however severe: the operator reads why before what it led to.
+    cause_of: dict[int, int] = {}
+    for j, symptom in enumerate(ordered):
+        for i, cause in enumerate(ordered):
+            if i != j and _explains(cause, symptom):
+                cause_of[j] = i
+                break
+    children: dict[int, list[int]] = {}
+    for j, i in cause_of.items():
+        children.setdefault(i, []).append(j)
+    placed: list[int] = []
+
+    def place(i: int) -> None:
+        placed.append(i)
+        for j in children.get(i, []):
+            place(j)
+
+    for i in range(len(ordered)):
+        if i not in cause_of:
+            place(i)
+    position = {i: p for p, i in enumerate(placed)}
     rows = [
         {
-            "rank": i + 1,
+            "rank": p + 1,
             "kind": f.kind,
             "severity": f.severity,
             "start": f.start,
@@ -74,8 +178,13 @@ def to_frame(findings: Iterable[Finding]) -> pl.DataFrame:
             "summary": f.summary,
             "likely_cause": f.likely_cause,
             "evidence": f.evidence,
+            "score": f.score,
+            "top_clients": f.top_clients,
+            "subnets": f.subnets,
+            "explained_by": position[cause_of[i]] + 1 if i in cause_of else None,
         }
-        for i, f in enumerate(ordered)
+        for p, i in enumerate(placed)
+        for f in (ordered[i],)
     ]
     return pl.DataFrame(rows, schema=ANOMALIES, orient="row") if rows else pl.DataFrame(schema=ANOMALIES)
 

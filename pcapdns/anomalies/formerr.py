@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from pcapdns.anomalies.findings import Finding, evidence_of, zone_for
+from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, zone_for
 from pcapdns.anomalies.inputs import Inputs
 from pcapdns.dns.codes import EDNS_OPTIONS, edns_option_name
 
@@ -129,22 +129,21 @@ def formerr_findings(inp: Inputs) -> list[Finding]:
         rcodes = sorted(set(rows.get_column("rcode_name").cast(pl.String).to_list()))
         names = [n for n in rows.get_column("qname").to_list() if n is not None]
         clients = rows.get_column("client").n_unique()
-        out.append(
-            Finding(
-                kind="formerr",
-                severity="warning",
-                start=rows.get_column("ts").min(),  # type: ignore[arg-type]
-                end=rows.get_column("ts").max(),  # type: ignore[arg-type]
-                servers=[str(server)],
-                clients=clients,
-                zone=zone_for(names),
-                count=rows.height,
-                summary=(
-                    f"{rows.height} {'/'.join(rcodes)} answer{'s' if rows.height != 1 else ''} from "
-                    f"{server} to {clients} client{'s' if clients != 1 else ''}: {cause}"
-                ),
-                likely_cause=_explain(str(cause), rows),
-                evidence=evidence_of(rows, inp.thresholds.evidence),
-            )
+        finding = Finding(
+            kind="formerr",
+            severity="warning",
+            start=rows.get_column("ts").min(),  # type: ignore[arg-type]
+            end=rows.get_column("ts").max(),  # type: ignore[arg-type]
+            servers=[str(server)],
+            clients=clients,
+            zone=zone_for(names),
+            count=rows.height,
+            summary=(
+                f"{rows.height} {'/'.join(rcodes)} answer{'s' if rows.height != 1 else ''} from "
+                f"{server} to {clients} client{'s' if clients != 1 else ''}: {cause}"
+            ),
+            likely_cause=_explain(str(cause), rows),
+            evidence=evidence_of(rows, inp.thresholds.evidence),
         )
+        out.append(for_whom(finding, rows.get_column("client")))
     return out

@@ -14,7 +14,7 @@ from datetime import datetime
 
 import polars as pl
 
-from pcapdns.anomalies.findings import Finding, evidence_of, zone_for
+from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, zone_for
 from pcapdns.anomalies.inputs import Inputs
 from pcapdns.dns.codes import ede_name
 
@@ -103,26 +103,26 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
                 for f, n in mine.select("u_file", "u_frame").head(th.evidence - len(evidence)).iter_rows()
             ]
         severity = "critical" if share >= 0.05 else "warning" if share >= 0.01 else "info"
-        out.append(
-            Finding(
-                kind="servfail_cause",
-                severity=severity,
-                start=start,
-                end=last,
-                servers=[str(server)],
-                clients=clients,
-                zone=zone,
-                rcode="SERVFAIL",
-                count=rows.height,
-                summary=(
-                    f"{rows.height} SERVFAIL answer{'s' if rows.height != 1 else ''} from {server}"
-                    f"{' for ' + zone if zone else ''} ({100 * share:.1f}% of its answers meanwhile): "
-                    + ("; ".join(causes) if causes else "no cause visible in the capture")
-                ),
-                likely_cause=likely,
-                evidence=evidence,
-            )
+        finding = Finding(
+            kind="servfail_cause",
+            severity=severity,
+            start=start,
+            end=last,
+            servers=[str(server)],
+            clients=clients,
+            zone=zone,
+            rcode="SERVFAIL",
+            count=rows.height,
+            summary=(
+                f"{rows.height} SERVFAIL answer{'s' if rows.height != 1 else ''} from {server}"
+                f"{' for ' + zone if zone else ''} ({100 * share:.1f}% of its answers meanwhile): "
+                + ("; ".join(causes) if causes else "no cause visible in the capture")
+            ),
+            likely_cause=likely,
+            evidence=evidence,
+            upstreams=sorted({str(u) for u in mine.get_column("upstream").to_list()}),
         )
+        out.append(for_whom(finding, rows.get_column("client")))
     return out
 
 

@@ -19,7 +19,7 @@ from datetime import datetime
 
 import polars as pl
 
-from pcapdns.anomalies.findings import Finding, evidence_of, zone_for
+from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, zone_for
 from pcapdns.anomalies.inputs import Inputs
 
 _FLOW = ["client", "client_port", "trans_id", "transport"]
@@ -36,7 +36,7 @@ def _finding(
 ) -> Finding:
     start, end = rows.get_column("ts").min(), rows.get_column("ts").max()
     assert isinstance(start, datetime) and isinstance(end, datetime)
-    return Finding(
+    finding = Finding(
         kind="suspicious_response",
         severity=severity,
         start=start,
@@ -50,6 +50,7 @@ def _finding(
         # Joins and unique() leave rows in an order that varies run to run: pick from a fixed one.
         evidence=evidence_of(rows.sort("ts", "file", *frames), inp.thresholds.evidence, frames),
     )
+    return for_whom(finding, rows.get_column("client"))
 
 
 def suspicious_findings(inp: Inputs) -> list[Finding]:

@@ -5,17 +5,22 @@ an anomaly and are left out.
 An **outage** is a run of at least ``outage_run`` consecutive unanswered queries to one server
 (runs separated by at most two answers are one outage, so a flapping server is one finding).
 Outages of several servers that overlap in time and concern the same zone are one finding.  What
-is unanswered outside outages is **sporadic loss**, reported per server from ``loss_min`` queries.
+is unanswered outside outages is **loss**, tested per server like the RCODE surges: windows whose
+loss rose significantly above the server's own baseline are a loss episode; without one, a
+server's loss over the whole capture is a finding when it is significantly above ``loss_share``
+(and above the other servers' loss), from ``loss_min`` queries.
 """
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 
 import polars as pl
 
-from pcapdns.anomalies.findings import Finding, evidence_of, hms, zone_for
+from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, hms, zone_for
 from pcapdns.anomalies.inputs import Inputs
+from pcapdns.anomalies.stats import flag_windows, log10_binom_sf, score_of, widen
 
 _BRIDGE = 2  # answers between two runs of losses that still leave them one outage
 _COLUMNS = ("ts", "server", "client", "status", "qname", "file", "query_frame")
@@ -97,41 +102,124 @@ def unanswered_findings(inp: Inputs) -> list[Finding]:
             }
         )
     merged = _merge_overlapping(groups, timedelta(seconds=inp.timeout_s))
-    for g in merged:
-        out.append(_outage(g, t, th.evidence))
-    sporadic = t.filter(pl.col("episode").is_null())
-    per_server = sporadic.group_by("server").agg(
-        pl.col("lost").sum().alias("lost"), pl.len().alias("total"), pl.col("ts").min().alias("first")
+    background = (
+        t.filter(pl.col("episode").is_null())
+        .group_by("server")
+        .agg(pl.col("lost").sum().alias("x"), pl.len().alias("n"))
     )
-    for server, lost, total, _first in per_server.sort("server").iter_rows():
-        if lost < th.loss_min:
-            continue
-        rows = sporadic.filter((pl.col("server") == server) & pl.col("lost")).sort("ts")
-        share = lost / total
-        names = [n for n in rows.get_column("qname").to_list() if n is not None]
+    loss_of = {str(k): (x + 0.5) / (n + 1.0) for k, x, n in background.iter_rows()}
+    demoted: list[int] = []
+    for g in merged:
+        finding = _outage(g, t, th.evidence, loss_of, t.height)
+        if finding.score is not None and finding.score >= -math.log10(th.alpha):
+            out.append(finding)
+        else:  # a run this short is likely at the server's loss rate: it is loss, not an outage
+            held = g["rows"]
+            assert isinstance(held, pl.DataFrame)
+            demoted.extend(held.get_column("episode").unique().to_list())
+    sporadic = t.filter(pl.col("episode").is_null() | pl.col("episode").is_in(demoted))
+    out.extend(_loss(sporadic, inp))
+    return out
+
+
+def _loss(sporadic: pl.DataFrame, inp: Inputs) -> list[Finding]:
+    th = inp.thresholds
+    width = max(1, int(th.window_s * 1_000_000))
+    t = sporadic.with_columns(
+        pl.col("server").cast(pl.String), (pl.col("ts").dt.epoch("us") // width).alias("w")
+    )
+    per = t.group_by("server", "w").agg(
+        pl.col("lost").sum().cast(pl.Float64).alias("x"), pl.len().cast(pl.Float64).alias("n")
+    )
+    servers = sorted(per.get_column("server").unique().to_list())
+    tests = per.height + len(servers)
+    tested = flag_windows(
+        per,
+        ["server"],
+        min_count=th.loss_min,
+        min_share=0.02,
+        sensitivity=th.sensitivity,
+        log10_alpha=math.log10(th.alpha),
+        tests=tests,
+    )
+    out: list[Finding] = []
+    flagged = tested.filter(pl.col("flag")).sort("server", "w")
+    flagged = flagged.with_columns(
+        ((pl.col("w") - pl.col("w").shift(1).over("server")) > 2).fill_null(True).cum_sum().alias("episode")
+    )
+    episodic: set[str] = set()
+    for _, ep in flagged.group_by("server", "episode", maintain_order=True):
+        server = str(ep.get_column("server")[0])
+        episodic.add(server)
+        lo, hi = int(ep.get_column("w").min()), int(ep.get_column("w").max())  # type: ignore[arg-type]
+        lo, hi = widen(tested.filter(pl.col("server") == server), lo, hi)
+        inside = t.filter((pl.col("server") == server) & pl.col("w").is_between(lo, hi))
+        rows = inside.filter(pl.col("lost")).sort("ts")
+        share = rows.height / max(1, inside.height)
+        usual = float(ep.get_column("p0")[0])
+        log10p = float(ep.get_column("log10p").min())  # type: ignore[arg-type]
+        start, end = _t(rows.get_column("ts").min()), _t(rows.get_column("ts").max())
         out.append(
-            Finding(
-                kind="unanswered_loss",
-                severity="warning" if share >= 0.05 else "info",
-                start=_t(rows.get_column("ts").min()),
-                end=_t(rows.get_column("ts").max()),
-                servers=[str(server)],
-                clients=rows.get_column("client").n_unique(),
-                zone=zone_for(names),
-                count=int(lost),
-                summary=(
-                    f"{lost} of {total} queries to {server} ({100 * share:.1f}%) went unanswered, "
-                    "scattered over the capture (no run of consecutive losses)"
-                ),
-                likely_cause=(
-                    "sporadic packet loss on the path to or from the server, rate limiting (RRL) or an "
-                    "overloaded server dropping some queries; the client's retries usually hide it. "
-                    "Check interface drops and the server's rate-limit counters"
-                ),
-                evidence=evidence_of(rows, th.evidence, ("query_frame",)),
+            _loss_finding(
+                rows,
+                server,
+                share,
+                score_of(log10p, tests),
+                f"{rows.height} of {inside.height} queries to {server} ({100 * share:.1f}%) went unanswered "
+                f"from {hms(start)} to {hms(end)}, against a usual {100 * usual:.1f}% (no run of consecutive "
+                "losses)",
+                th.evidence,
+            )
+        )
+    per_server = t.group_by("server").agg(pl.col("lost").sum().alias("lost"), pl.len().alias("total"))
+    lost_all, total_all = int(per_server.get_column("lost").sum()), int(per_server.get_column("total").sum())
+    for server, lost, total in per_server.sort("server").iter_rows():
+        if lost < th.loss_min or server in episodic:
+            continue
+        others = (lost_all - lost + 0.5) / (total_all - total + 1.0) if len(servers) > 1 else 0.0
+        expected = max(th.loss_share, others)
+        share = lost / total
+        log10p = log10_binom_sf(lost, total, expected)
+        if share < 2 * expected or log10p >= math.log10(th.alpha) - math.log10(tests):
+            continue
+        rows = t.filter((pl.col("server") == server) & pl.col("lost")).sort("ts")
+        out.append(
+            _loss_finding(
+                rows,
+                server,
+                share,
+                score_of(log10p, tests),
+                f"{lost} of {total} queries to {server} ({100 * share:.1f}%) went unanswered, "
+                "scattered over the capture (no run of consecutive losses)",
+                th.evidence,
             )
         )
     return out
+
+
+def _loss_finding(
+    rows: pl.DataFrame, server: str, share: float, score: float, summary: str, limit: int
+) -> Finding:
+    names = [n for n in rows.get_column("qname").to_list() if n is not None]
+    finding = Finding(
+        kind="unanswered_loss",
+        severity="warning" if share >= 0.05 else "info",
+        start=_t(rows.get_column("ts").min()),
+        end=_t(rows.get_column("ts").max()),
+        servers=[server],
+        clients=rows.get_column("client").n_unique(),
+        zone=zone_for(names),
+        count=rows.height,
+        summary=summary,
+        likely_cause=(
+            "sporadic packet loss on the path to or from the server, rate limiting (RRL) or an "
+            "overloaded server dropping some queries; the client's retries usually hide it. "
+            "Check interface drops and the server's rate-limit counters"
+        ),
+        evidence=evidence_of(rows, limit, ("query_frame",)),
+        score=score,
+    )
+    return for_whom(finding, rows.get_column("client"))
 
 
 def _merge_overlapping(groups: list[dict[str, object]], slack: timedelta) -> list[dict[str, object]]:
@@ -153,7 +241,9 @@ def _merge_overlapping(groups: list[dict[str, object]], slack: timedelta) -> lis
     return merged
 
 
-def _outage(g: dict[str, object], t: pl.DataFrame, limit: int) -> Finding:
+def _outage(
+    g: dict[str, object], t: pl.DataFrame, limit: int, loss_of: dict[str, float], tests: int
+) -> Finding:
     rows = g["rows"]
     assert isinstance(rows, pl.DataFrame)
     servers = sorted(set(g["servers"]))  # type: ignore[call-overload]
@@ -166,7 +256,9 @@ def _outage(g: dict[str, object], t: pl.DataFrame, limit: int) -> Finding:
     for_zone = f" for {zone}" if zone else ""
     back = f"; answering again at {hms(recovery)}" if recovery else "; still silent when the capture ended"
     share = lost.height / rows.height
-    return Finding(
+    # how unlikely this many losses are at the servers' usual loss (each loss taken as independent)
+    usual = max(loss_of.get(s, 0.0) for s in servers) or 0.5 / max(1, tests)
+    finding = Finding(
         kind="unanswered_outage",
         severity="critical",
         start=start,
@@ -186,4 +278,6 @@ def _outage(g: dict[str, object], t: pl.DataFrame, limit: int) -> Finding:
             "changes at the onset, and the servers' own logs"
         ),
         evidence=evidence_of(lost, limit, ("query_frame",)),
+        score=score_of(log10_binom_sf(lost.height, rows.height, min(usual, 0.5)), tests),
     )
+    return for_whom(finding, lost.get_column("client"))

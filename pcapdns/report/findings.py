@@ -6,7 +6,7 @@ The JSON contract: a list, one object per finding in rank order, with exactly th
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
@@ -31,6 +31,10 @@ JSON_KEYS = (
     "summary",
     "likely_cause",
     "evidence",
+    "score",
+    "top_clients",
+    "subnets",
+    "explained_by",
 )
 _STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
 
@@ -47,6 +51,13 @@ def findings_json(anomalies: pl.DataFrame) -> list[dict[str, Any]]:
         item["start"], item["end"] = _iso(row["start"]), _iso(row["end"])
         item["servers"] = list(row["servers"] or [])
         item["evidence"] = [{"file": e["file"], "frame": int(e["frame"])} for e in row["evidence"] or []]
+        item["top_clients"] = [
+            {"client": c["client"], "count": int(c["count"])} for c in row["top_clients"] or []
+        ]
+        item["subnets"] = [
+            {"subnet": n["subnet"], "clients": int(n["clients"]), "count": int(n["count"])}
+            for n in row["subnets"] or []
+        ]
         out.append(item)
     return out
 
@@ -55,22 +66,60 @@ def _frames(evidence: list[dict[str, Any]] | None) -> str:
     return ", ".join(str(e["frame"]) for e in evidence or [])
 
 
+def for_whom(row: dict[str, Any]) -> str:
+    """Who was hurt, as the report says it: the most affected clients, or their networks when many."""
+    nets = row["subnets"] or []
+    if len(nets) == 1:
+        n = nets[0]
+        return f"{n['clients']} clients, all in {n['subnet']} ({n['count']} affected)"
+    if nets:
+        text = ", ".join(f"{n['subnet']} ({n['clients']} clients, {n['count']} affected)" for n in nets[:5])
+        more = f" and {len(nets) - 5} more networks" if len(nets) > 5 else ""
+        return f"{row['clients']} clients; most in {text}{more}"
+    return ", ".join(f"{c['client']} ({c['count']})" for c in row["top_clients"] or [])
+
+
 def timeline(anomalies: pl.DataFrame) -> RenderableType:
-    """The incident timeline: every finding that is not just informational, in time order."""
-    rows = anomalies.filter(pl.col("severity") != "info").sort("start", "rank", nulls_last=True)
+    """The incident timeline: every finding that is not just informational, in time order, one
+    line each pointing at its ranked entry below (which says what happened, once); a symptom is
+    indented under the cause that explains it."""
+    rows = anomalies.filter(pl.col("severity") != "info")
     if rows.height == 0:
         quiet = anomalies.height and "only informational findings (below)" or "no anomaly found"
         return Panel(Text(quiet, "green"), title="Incident timeline", title_align="left", box=box.ROUNDED)
     lines = []
-    for r in rows.iter_rows(named=True):
+    shown = set(rows.get_column("rank").to_list())
+    cause = dict(
+        zip(rows.get_column("rank").to_list(), rows.get_column("explained_by").to_list(), strict=True)
+    )
+    start = dict(zip(rows.get_column("rank").to_list(), rows.get_column("start").to_list(), strict=True))
+
+    def root(rank: int) -> int:
+        while cause.get(rank) in shown:
+            rank = cause[rank]
+        return rank
+
+    never = datetime.max.replace(tzinfo=UTC)
+    # incidents in time order, each cause followed by the symptoms it explains (in rank order)
+    order = sorted(
+        rows.iter_rows(named=True),
+        key=lambda r: (start[root(r["rank"])] or never, root(r["rank"]), r["rank"]),
+    )
+    for r in order:
         when = "--:--:--" if r["start"] is None else r["start"].strftime("%H:%M:%S")
         until = "" if r["end"] is None else r["end"].strftime("-%H:%M:%S")
+        under = r["explained_by"] is not None and r["explained_by"] in shown
+        what = ", ".join(r["servers"][:3]) + (" ..." if len(r["servers"]) > 3 else "")
+        about = " ".join(x for x in (r["rcode"], f"for {r['zone']}" if r["zone"] else None) if x)
         lines.append(
             Text.assemble(
                 (f"{when}{until:9} ", "bold"),
                 (f"{str(r['severity']):8} ", _STYLE[str(r["severity"])]),
-                (f"{str(r['kind']):19} ", "bold"),
-                Text(r["summary"]),
+                ("  └ " if under else "", "dim"),
+                (f"#{r['rank']} {r['kind']}", "bold"),
+                Text(f"  {what}" if what else ""),
+                Text(f"  {about}" if about else ""),
+                (f"  (from #{r['explained_by']})" if under else "", "dim"),
             )
         )
     return Panel(Group(*lines), title="Incident timeline", title_align="left", box=box.ROUNDED)
@@ -92,7 +141,14 @@ def findings_table(anomalies: pl.DataFrame, *, causes: bool = True) -> Renderabl
         if r["servers"]:
             head.append("  servers: ")
             head.append(Text(", ".join(r["servers"][:6]) + (" ..." if len(r["servers"]) > 6 else "")))
+        if r["explained_by"] is not None:
+            head.append(f"  (explained by #{r['explained_by']})", "dim")
+        if r["score"] is not None:
+            head.append(f"  score {r['score']:.1f}", "dim")
         lines: list[RenderableType] = [head, Padding(Text(r["summary"]), (0, 0, 0, 3))]
+        whom = for_whom(r)
+        if whom:
+            lines.append(Padding(Text.assemble(("for whom: ", "italic"), Text(whom)), (0, 0, 0, 3)))
         if causes:
             cause = Text.assemble(("likely cause: ", "italic"), Text(r["likely_cause"]))
             lines.append(Padding(cause, (0, 0, 0, 3)))

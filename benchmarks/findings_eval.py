@@ -1,0 +1,198 @@
+#!/usr/bin/env python3
+"""How far the anomaly engine can be trusted on outages it never saw: recall, false findings,
+servers named, onset and end, over many independent seeded captures (benchmarks/scenarios.py).
+
+    python benchmarks/findings_eval.py --seeds 120 --quick       # a few minutes on a small machine
+    python benchmarks/findings_eval.py --seeds 100               # full sizes: 10-5,000 queries/s, 5-60 min
+
+Each capture is written as pcap bytes and read through the real pipeline (decode, pairing,
+tables, anomaly engine).  An event is **found** when a finding of its kind overlaps it in time
+(within one window), for the same RCODE and zone where the event has them, naming at least one of
+its resolvers; its **servers are exact** when the findings that found it name exactly its
+resolvers (IPv4 and IPv6 addresses of one resolver count as that resolver).  Onset and end errors
+are the distances between the finding's first and last packet and the event's.  **False
+findings** are findings of the measured kinds on the steady captures (no event), per capture-hour;
+**stray** findings are the same on the event captures, found nowhere near an event of their kind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import scenarios  # noqa: E402
+
+MEASURED = ("rcode_surge", "unanswered_outage", "unanswered_loss", "slow_responses")
+
+
+def run_one(seed: int, quick: bool, workdir: str) -> dict[str, Any]:
+    from pcapdns.pipeline import analyze
+
+    sc = scenarios.draw(seed, quick=quick)
+    path = os.path.join(workdir, f"scenario-{seed}.pcap")
+    Path(path).write_bytes(scenarios.pcap_bytes(sc))
+    try:
+        a = analyze([path])
+    finally:
+        os.unlink(path)
+    window = a.anomalies  # the findings, ranked
+    found = []
+    for r in window.iter_rows(named=True):
+        found.append(
+            {
+                "kind": str(r["kind"]),
+                "start": r["start"].timestamp() - scenarios.T0 if r["start"] else None,
+                "end": r["end"].timestamp() - scenarios.T0 if r["end"] else None,
+                "servers": {scenarios.resolver_of(s) for s in r["servers"]},
+                "zone": r["zone"],
+                "rcode": r["rcode"],
+            }
+        )
+    return {"seed": seed, "duration": sc.duration, "truth": scenarios.truth(sc), "found": found}
+
+
+def _matches(event: dict[str, Any], f: dict[str, Any], slack: float) -> bool:
+    if f["kind"] != event["kind"] or f["start"] is None or f["end"] is None:
+        return False
+    if not (f["start"] <= event["end"] + slack and event["start"] - slack <= f["end"]):
+        return False
+    if event["rcode"] and f["rcode"] != event["rcode"]:
+        return False
+    if event["zone"] and event["event"] != "refused" and f["zone"] != event["zone"]:
+        return False
+    return bool(f["servers"] & set(event["servers"]))
+
+
+def score(results: list[dict[str, Any]], slack: float = 60.0) -> dict[str, Any]:
+    per: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    steady_hours = 0.0
+    false: dict[str, int] = defaultdict(int)
+    stray: dict[str, int] = defaultdict(int)
+    event_hours = 0.0
+    for res in results:
+        hours = res["duration"] / 3600
+        if not res["truth"]:
+            steady_hours += hours
+            for f in res["found"]:
+                if f["kind"] in MEASURED:
+                    false[f["kind"]] += 1
+            continue
+        event_hours += hours
+        used: set[int] = set()
+        for ev in res["truth"]:
+            hits = [i for i, f in enumerate(res["found"]) if _matches(ev, f, slack)]
+            used.update(hits)
+            stats = per[ev["event"]]
+            stats["found"].append(1.0 if hits else 0.0)
+            if not hits:
+                continue
+            named = set().union(*(res["found"][i]["servers"] for i in hits))
+            stats["exact"].append(1.0 if named == set(ev["servers"]) else 0.0)
+            stats["pieces"].append(float(len(hits)))
+            first = min(res["found"][i]["start"] for i in hits)
+            last = max(res["found"][i]["end"] for i in hits)
+            stats["onset"].append(abs(first - ev["start"]))
+            stats["end"].append(abs(last - ev["end"]))
+        for i, f in enumerate(res["found"]):
+            if f["kind"] in MEASURED and i not in used:
+                stray[f["kind"]] += 1
+    return {
+        "per": per,
+        "false": false,
+        "stray": stray,
+        "steady_hours": steady_hours,
+        "event_hours": event_hours,
+    }
+
+
+def _pct(values: list[float]) -> str:
+    return f"{100 * sum(values) / len(values):.1f}%" if values else "-"
+
+
+def _median(values: list[float]) -> str:
+    return f"{statistics.median(values):.0f} s" if values else "-"
+
+
+def _p90(values: list[float]) -> str:
+    if not values:
+        return "-"
+    v = sorted(values)
+    return f"{v[min(len(v) - 1, int(0.9 * len(v)))]:.0f} s"
+
+
+def table(summary: dict[str, Any], captures: int) -> str:
+    lines = [
+        "| event | finding | events | recall | servers exact | findings per event "
+        "| onset error (median / p90) | end error (median / p90) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for event in sorted(scenarios.EVENT_KINDS):
+        s = summary["per"].get(event, {})
+        pieces, found = s.get("pieces", []), s.get("found", [])
+        lines.append(
+            f"| {event} | {scenarios.EVENT_KINDS[event]} | {len(found)} | {_pct(found)} "
+            f"| {_pct(s.get('exact', []))} | {sum(pieces) / len(pieces) if pieces else 0:.2f} "
+            f"| {_median(s.get('onset', []))} / {_p90(s.get('onset', []))} "
+            f"| {_median(s.get('end', []))} / {_p90(s.get('end', []))} |"
+        )
+    all_found = [x for s in summary["per"].values() for x in s.get("found", [])]
+    all_exact = [x for s in summary["per"].values() for x in s.get("exact", [])]
+    lines.append(f"| **all** | | {len(all_found)} | {_pct(all_found)} | {_pct(all_exact)} | | | |")
+    hours = summary["steady_hours"]
+    lines.append("")
+    lines.append(
+        "| finding | false findings on steady captures | per capture-hour | stray on event captures |"
+    )
+    lines.append("|---|---|---|---|")
+    for kind in MEASURED:
+        n = summary["false"].get(kind, 0)
+        lines.append(f"| {kind} | {n} | {n / hours if hours else 0:.3f} | {summary['stray'].get(kind, 0)} |")
+    total = sum(summary["false"].values())
+    lines.append(
+        f"| **all** | {total} | {total / hours if hours else 0:.3f} | {sum(summary['stray'].values())} |"
+    )
+    lines.append("")
+    lines.append(
+        f"{captures} captures: {summary['steady_hours']:.1f} steady capture-hours, "
+        f"{summary['event_hours']:.1f} with events"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, default=100, help="captures to draw (seeds 0..N-1)")
+    ap.add_argument("--first", type=int, default=0, help="first seed")
+    ap.add_argument("--quick", action="store_true", help="smaller captures (minutes, not hours)")
+    ap.add_argument("--verbose", action="store_true", help="print each capture's truth and findings")
+    args = ap.parse_args(argv)
+    began = time.monotonic()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="pcapdns-eval-") as workdir:
+        for seed in range(args.first, args.first + args.seeds):
+            res = run_one(seed, args.quick, workdir)
+            results.append(res)
+            if args.verbose:
+                print(f"seed {seed}: {res['duration'] / 60:.1f} min", file=sys.stderr)
+                for ev in res["truth"]:
+                    print(f"  truth {ev}", file=sys.stderr)
+                for f in res["found"]:
+                    if f["kind"] in MEASURED:
+                        print(f"  found {f}", file=sys.stderr)
+    print(table(score(results), len(results)))
+    print(f"\n({time.monotonic() - began:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
