@@ -26,6 +26,8 @@ import pcapdns.dissect
 import pcapdns.dns.columnar
 import pcapdns.pairing
 import pcapdns.parallel.split
+import pcapdns.sources.dnstap
+import pcapdns.sources.fstrm
 import pcapdns.sources.pcapfile
 import pcapdns.tables.kernels  # noqa: F401
 from pcapdns import jit
@@ -36,6 +38,8 @@ COMPILED_MODULES = (
     pcapdns.dns.columnar,
     pcapdns.pairing,
     pcapdns.parallel.split,
+    pcapdns.sources.dnstap,
+    pcapdns.sources.fstrm,
     pcapdns.sources.pcapfile,
     pcapdns.tables.kernels,
 )
