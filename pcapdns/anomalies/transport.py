@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import polars as pl
 
@@ -123,31 +123,43 @@ def retry_findings(inp: Inputs) -> list[Finding]:
     )
     if failed.height == 0:
         return []
-    later = t.select(
-        "client",
-        "name_l",
-        "qtype",
-        "qclass",
-        pl.col("row").alias("n_row"),
-        pl.col("ts").alias("n_ts"),
-        pl.col("trans_id").alias("n_id"),
-        pl.col("client_port").alias("n_port"),
-        pl.col("server").alias("n_server"),
-        pl.col("transport").cast(pl.String).alias("n_transport"),
-        pl.col("edns_udp_size").alias("n_edns"),
-        pl.col("status").alias("n_status"),
-        pl.col("rcode_name").alias("n_rcode"),
-        pl.col("query_frame").alias("n_frame"),
-    )
-    limit = pl.col("ts") + pl.duration(microseconds=int(th.retry_window_s * 1e6))
-    nxt = (
-        failed.join(later, on=["client", "name_l", "qtype", "qclass"], how="inner")
-        .filter(
-            (pl.col("n_ts") > pl.col("ts")) & (pl.col("n_ts") <= limit) & (pl.col("n_row") != pl.col("row"))
+    keys = ["client", "name_l", "qtype", "qclass"]
+    later = (
+        t.select(
+            *keys,
+            pl.col("row").alias("n_row"),
+            pl.col("ts").alias("n_ts"),
+            pl.col("trans_id").alias("n_id"),
+            pl.col("client_port").alias("n_port"),
+            pl.col("server").alias("n_server"),
+            pl.col("transport").cast(pl.String).alias("n_transport"),
+            pl.col("edns_udp_size").alias("n_edns"),
+            pl.col("status").alias("n_status"),
+            pl.col("rcode_name").alias("n_rcode"),
+            pl.col("query_frame").alias("n_frame"),
         )
-        .sort("n_ts")
-        .group_by("row", maintain_order=True)
-        .first()
+        .drop_nulls(keys)
+        .sort("n_ts", "n_row")
+    )
+    # Each failed attempt's next attempt: the first transaction of the same client and question
+    # strictly later and at most retry_window_s after it (the lowest row among equal times).  An
+    # as-of join finds it by a forward search in time order, one row out per failed row: memory
+    # and time near-linear in the transactions, where joining every failed query with every query
+    # of its client and name grew with the square of a retry storm.
+    nxt = (
+        failed.drop_nulls(keys)
+        .sort("ts", "row")
+        .join_asof(
+            later,
+            left_on="ts",
+            right_on="n_ts",
+            by=keys,
+            strategy="forward",
+            allow_exact_matches=False,
+            tolerance=timedelta(microseconds=int(th.retry_window_s * 1e6)),
+            check_sortedness=False,  # both sides are sorted by time just above
+        )
+        .filter(pl.col("n_row").is_not_null())
     )
     if nxt.height == 0:
         return []
