@@ -525,6 +525,11 @@ EXPORT_FORMATS = ("parquet", "csv", "ndjson", "pcap")
     type=click.Choice(("hour", "day", "server")),
     help="Hive-style partitioned Parquet: <dir>/<table>/date=.../hour=.../part-0.parquet.",
 )
+@click.option(
+    "--follow-symlinks",
+    is_flag=True,
+    help="When -o (or a file in it) is a symbolic link, write where it points (default: refuse).",
+)
 @analysis_options
 def export(
     files: tuple[str, ...],
@@ -532,6 +537,7 @@ def export(
     table: str | None,
     fmt: str | None,
     partition_by: str | None,
+    follow_symlinks: bool,
     **kw: Any,
 ) -> None:
     """Write the tables of FILES: transactions, anomalies, windows, servers, malformed, decode_issues.
@@ -552,6 +558,7 @@ def export(
         partition_by=partition_by,
         explicit=table is not None,
         stdout=_stdout_bytes,
+        follow_symlinks=follow_symlinks,
     )
     if output != "-":
         for w in written:

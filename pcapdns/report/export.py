@@ -1,9 +1,10 @@
 """Write tables as files other tools read: Parquet, CSV, NDJSON, pcap; one writer per destination.
 
 * :func:`write_stream` writes one table in one format to an open binary stream (stdout included);
-* :func:`write_file` writes it to a path atomically: into a temporary file in the destination's
-  directory, renamed over the final name only once complete, so a failure or Ctrl-C never leaves a
-  half-written file under the final name;
+* :func:`write_file` writes it to a path: a regular file atomically (into a temporary file in the
+  destination's directory, renamed over the final name only once complete, so a failure or Ctrl-C
+  never leaves a half-written file under the final name); a device, FIFO or ``/dev/stdout`` in
+  place, never replaced; a symbolic link only when asked to follow it (:func:`output_file`);
 * :func:`write_partitioned` writes Hive-style partitioned Parquet (``key=value/part-0.parquet``),
   built in a temporary directory and moved into place whole;
 * :func:`export` decides, from the user's ``-o``, which tables go to which paths.
@@ -24,8 +25,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
+import stat
 import struct
+import sys
 import tempfile
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
@@ -136,12 +140,21 @@ def write_stream(rows: pl.DataFrame, fmt: str, stream: BinaryIO, table: str = ""
     try:
         _write(rows, fmt, stream, table)
     except (OSError, pl.exceptions.ComputeError) as e:
-        # The reader closed the pipe (`pcapdns export ... -o - | head`); polars says so with a plain
-        # OSError or a ComputeError.  Raised without an errno, so that click leaves it to the CLI's
-        # quiet handler.
-        if getattr(e, "errno", None) == errno.EPIPE or "os error 32" in str(e):
+        # polars reports a failed write as a plain OSError or a ComputeError naming the system's
+        # error only in its text ("... (os error 28)"): the errno is put back, so that the CLI tells
+        # a full disk (exit 6) from a bug.  The reader closing the pipe (`pcapdns export ... -o - |
+        # head`) is raised without an errno, so that click leaves it to the CLI's quiet handler.
+        code = getattr(e, "errno", None) or _system_errno(str(e))
+        if code == errno.EPIPE:
             raise BrokenPipeError("the reader closed the pipe") from e
+        if code is not None and getattr(e, "errno", None) is None:
+            raise OSError(code, os.strerror(code)) from e
         raise
+
+
+def _system_errno(message: str) -> int | None:
+    found = re.search(r"os error (\d+)", message)
+    return int(found.group(1)) if found else None
 
 
 def _write(rows: pl.DataFrame, fmt: str, stream: BinaryIO, table: str) -> None:
@@ -160,8 +173,35 @@ def _write(rows: pl.DataFrame, fmt: str, stream: BinaryIO, table: str) -> None:
 
 
 # -- destinations -----------------------------------------------------------------------------------
+# Names of this process's open streams: written through their descriptor, never replaced.
+_STREAM_NAME = re.compile(r"^/(?:dev/(?:stdout|stderr|fd/(\d+))|proc/self/fd/(\d+))$")
+_STANDARD_FDS = {"/dev/stdout": 1, "/dev/stderr": 2}
+
+
 def _os_error(path: Path, e: OSError) -> ExportError:
     return ExportError(f"{path}: cannot write: {e.strerror or e}")
+
+
+def _cannot_create(path: Path, e: OSError) -> ExportError:
+    """Why no file can be made at ``path``, in words (not a bare "No such file or directory")."""
+    parent = path.parent
+    if e.errno == errno.ENOENT and not parent.is_dir():
+        return ExportError(f"{path}: cannot write: the directory {parent} does not exist")
+    if e.errno == errno.ENOTDIR:
+        return ExportError(f"{path}: cannot write: a part of {parent} is not a directory")
+    if e.errno == errno.ENOENT:  # the directory is there but takes no new files (/proc, /sys)
+        return ExportError(
+            f"{path}: cannot write: {parent} does not take new files",
+            "write to a directory on an ordinary file system",
+        )
+    if e.errno == errno.EROFS:
+        return ExportError(f"{path}: cannot write: {parent} is on a read-only file system")
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return ExportError(
+            f"{path}: cannot write: no permission to create files in {parent}",
+            "pick a directory this user can write",
+        )
+    return _os_error(path, e)
 
 
 def _umask() -> int:
@@ -170,13 +210,83 @@ def _umask() -> int:
     return mask
 
 
+def _destination(path: Path, follow_symlinks: bool) -> tuple[str, Path | int]:
+    """How ``path`` is written: ``("fd", n)`` an open stream of this process, ``("direct", p)`` a
+    device or FIFO written in place, ``("replace", p)`` a regular file made or replaced atomically."""
+    named = _STREAM_NAME.match(str(path))
+    if named:
+        return "fd", _STANDARD_FDS.get(str(path)) or int(named.group(1) or named.group(2))
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return "replace", path
+    except OSError as e:
+        raise _cannot_create(path, e) from e
+    if stat.S_ISLNK(st.st_mode):
+        if not follow_symlinks:
+            raise ExportError(
+                f"{path}: is a symbolic link: not replaced, not written through",
+                "give the file it points to, or add --follow-symlinks",
+            )
+        target = Path(os.path.realpath(path))
+        if target.is_symlink():
+            raise ExportError(f"{path}: is a symbolic link that does not resolve (a loop)")
+        return _destination(target, follow_symlinks=False)
+    if stat.S_ISREG(st.st_mode):
+        return "replace", path
+    if stat.S_ISDIR(st.st_mode):
+        raise ExportError(f"{path}: is a directory", "end -o with '/' to write every table into it")
+    if stat.S_ISSOCK(st.st_mode):
+        raise ExportError(f"{path}: is a socket: cannot be written as a file")
+    return "direct", path  # a character or block device, a FIFO: written in place, as a shell would
+
+
+@contextlib.contextmanager
+def output_file(path: Path, *, follow_symlinks: bool = False, binary: bool = False) -> Iterator[BinaryIO]:
+    """The stream an export to ``path`` writes, by what ``path`` is (see :func:`_destination`).
+
+    Only a regular file (or a new name) is written atomically: into a temporary file next to it,
+    renamed over it once complete, so a failure or Ctrl-C never leaves a half-written file under
+    the final name.  A device, a FIFO or a stream (``/dev/stdout``, ``/dev/fd/3``) is written in
+    place, never replaced by a file; a symbolic link is refused unless ``follow_symlinks``, then
+    what it points to is written by the same rules.  ``binary`` refuses a terminal.
+    """
+    how, where = _destination(path, follow_symlinks)
+    if how == "replace":
+        assert isinstance(where, Path)
+        with atomic_file(where) as stream:
+            yield stream
+        return
+    try:
+        if isinstance(where, int):
+            with contextlib.suppress(OSError, ValueError):  # what Python buffered goes out first
+                (sys.stdout if where == 1 else sys.stderr).flush()
+            fd = os.dup(where)
+        else:
+            fd = os.open(where, os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as e:
+        raise _os_error(path, e) from e
+    with os.fdopen(fd, "wb") as stream:
+        if binary and stream.isatty():
+            raise UsageError(
+                f"{path}: a terminal: binary output is not written to it", "redirect it to a file or a pipe"
+            )
+        try:
+            yield stream
+            stream.flush()
+        except BrokenPipeError:
+            raise  # the reader of a FIFO left: the CLI's quiet handler
+        except OSError as e:
+            raise _os_error(path, e) from e
+
+
 @contextlib.contextmanager
 def atomic_file(path: Path) -> Iterator[BinaryIO]:
     """A temporary file next to ``path``, renamed to ``path`` on success and removed on any failure."""
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     except OSError as e:
-        raise _os_error(path, e) from e
+        raise _cannot_create(path, e) from e
     try:
         with os.fdopen(fd, "wb") as stream:
             yield stream
@@ -192,9 +302,11 @@ def atomic_file(path: Path) -> Iterator[BinaryIO]:
         raise
 
 
-def write_file(rows: pl.DataFrame, fmt: str, path: Path, table: str = "") -> None:
-    """Write ``rows`` in ``fmt`` to ``path`` atomically (see :func:`atomic_file`)."""
-    with atomic_file(path) as stream:
+def write_file(
+    rows: pl.DataFrame, fmt: str, path: Path, table: str = "", *, follow_symlinks: bool = False
+) -> None:
+    """Write ``rows`` in ``fmt`` to ``path`` (see :func:`output_file`: only a regular file is replaced)."""
+    with output_file(path, follow_symlinks=follow_symlinks, binary=fmt in BINARY_FORMATS) as stream:
         write_stream(rows, fmt, stream, table)
 
 
@@ -214,7 +326,14 @@ def partition_keys(spec: TableSpec, by: str) -> list[pl.Expr] | None:
     return [date, ts.dt.strftime("%H").alias("hour")] if by == "hour" else [date]
 
 
-def write_partitioned(rows: pl.DataFrame, keys: list[pl.Expr], directory: Path, table: str = "") -> int:
+def write_partitioned(
+    rows: pl.DataFrame,
+    keys: list[pl.Expr],
+    directory: Path,
+    table: str = "",
+    *,
+    follow_symlinks: bool = False,
+) -> int:
     """Write ``rows`` as ``directory/k1=v1/[k2=v2/]part-0.parquet``; returns the number of files.
 
     The partition columns are in the paths, not in the files (``server`` is taken out of the rows
@@ -223,12 +342,18 @@ def write_partitioned(rows: pl.DataFrame, keys: list[pl.Expr], directory: Path, 
     """
     keyed = rows.with_columns(keys)
     names = [k.meta.output_name() for k in keys]
+    if directory.is_symlink():
+        if not follow_symlinks:
+            raise ExportError(
+                f"{directory}: is a symbolic link: not replaced", "remove it, or add --follow-symlinks"
+            )
+        directory = Path(os.path.realpath(directory))
     parent = directory.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".part", dir=parent))
     except OSError as e:
-        raise _os_error(directory, e) from e
+        raise _cannot_create(directory, e) from e
     # An empty table still gets one (empty) file, so readers find its schema rather than nothing.
     parts = keyed.partition_by(names, maintain_order=True) if keyed.height else [keyed]
     try:
@@ -309,11 +434,13 @@ def export(
     partition_by: str | None = None,
     explicit: bool = False,
     stdout: Callable[[], BinaryIO] | None = None,
+    follow_symlinks: bool = False,
 ) -> list[Written]:
     """Write ``tables`` to ``output``: a file (one explicit table), a directory, or ``-`` (a stream).
 
     A directory receives ``<table><extension>`` per table, or with ``partition_by`` a Hive tree
-    ``<table>/`` per table that has the key (the others as single Parquet files).
+    ``<table>/`` per table that has the key (the others as single Parquet files).  Only regular
+    files (and partition directories) are replaced: see :func:`output_file`.
     """
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r}", f"use one of {', '.join(FORMATS)}")
@@ -351,22 +478,24 @@ def export(
     ):
         spec = specs[0]
         rows = _rows_for(spec, tables[spec.name], fmt)
-        write_file(rows, fmt, target, spec.name)
+        write_file(rows, fmt, target, spec.name, follow_symlinks=follow_symlinks)
         return [Written(spec.name, output, rows.height)]
+    if target.exists() and not target.is_dir():
+        raise ExportError(f"{target}: exists and is not a directory", "every table goes into a directory")
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise _os_error(target, e) from e
+        raise _cannot_create(target, e) from e
     written: list[Written] = []
     for spec in specs:
         rows = _rows_for(spec, tables[spec.name], fmt)
         keys = partition_keys(spec, partition_by) if partition_by else None
         if keys is not None:
             path = target / spec.name
-            files = write_partitioned(rows, keys, path, spec.name)
+            files = write_partitioned(rows, keys, path, spec.name, follow_symlinks=follow_symlinks)
             written.append(Written(spec.name, str(path), rows.height, files))
         else:
             path = target / (spec.name + EXTENSIONS[fmt])
-            write_file(rows, fmt, path, spec.name)
+            write_file(rows, fmt, path, spec.name, follow_symlinks=follow_symlinks)
             written.append(Written(spec.name, str(path), rows.height))
     return written

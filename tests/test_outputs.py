@@ -1,0 +1,146 @@
+"""Where exports go: only regular files are replaced; devices, FIFOs and streams are written in
+place; symbolic links only when asked; a place that takes no file and a full disk say so."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from test_cli import one_line, run  # the CLI tests' helpers
+
+from pcapdns.errors import ExitStatus
+
+ROOT = Path(__file__).resolve().parents[1]
+CAPTURE = str(ROOT / "samples" / "formerr.pcap")
+CSV = ["export", CAPTURE, "--table", "transactions", "--format", "csv"]
+HEADER = b"ts,"
+
+
+def _device(tmp_path: Path, name: str, minor: int) -> Path:
+    """A character device node like /dev/null (minor 3) or /dev/full (7), made in ``tmp_path`` so that a
+    regression replaces this node, never the system's."""
+    if os.geteuid() != 0:
+        pytest.skip("making a device node needs root")
+    path = tmp_path / name
+    os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, minor))
+    try:
+        with open(path, "wb") as f:
+            f.write(b"")
+    except OSError as e:
+        pytest.skip(f"device nodes do not open on this file system ({e.strerror})")
+    return path
+
+
+def test_a_fifo_is_written_not_replaced(capsys, tmp_path):
+    fifo = tmp_path / "out.csv"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    status, out, err = run(capsys, *CSV, "-o", str(fifo))
+    is_fifo = stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    if is_fifo:  # (once replaced, the FIFO the reader waits on has no writer left: a daemon thread)
+        reader.join(timeout=60)
+    assert status == 0, err
+    assert is_fifo
+    assert got and got[0].startswith(HEADER) and got[0].endswith(b"\r\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]  # no temporary file left
+
+
+def test_a_device_is_written_not_replaced(capsys, tmp_path):
+    null = _device(tmp_path, "null", 3)
+    status, _, err = run(capsys, *CSV, "-o", str(null))
+    assert status == 0, err
+    assert stat.S_ISCHR(os.lstat(null).st_mode)
+
+
+def test_a_full_device_is_exit_6_and_stays_a_device(capsys, tmp_path):
+    full = _device(tmp_path, "full", 7)
+    status, _, err = run(capsys, *CSV, "-o", str(full))
+    assert status == ExitStatus.EXPORT_FAILED
+    assert "No space left on device" in one_line(err)
+    assert stat.S_ISCHR(os.lstat(full).st_mode)
+
+
+def test_a_symlink_is_refused_unless_followed(capsys, tmp_path):
+    target = tmp_path / "real.csv"
+    target.write_bytes(b"before\r\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target.name)
+    status, _, err = run(capsys, *CSV, "-o", str(link))
+    assert status == ExitStatus.EXPORT_FAILED
+    assert "symbolic link" in one_line(err) and "--follow-symlinks" in err
+    assert link.is_symlink() and target.read_bytes() == b"before\r\n"
+
+    status, _, err = run(capsys, *CSV, "-o", str(link), "--follow-symlinks")
+    assert status == 0, err
+    assert link.is_symlink() and os.readlink(link) == "real.csv"
+    assert target.read_bytes().startswith(HEADER)
+
+
+def test_a_symlink_in_an_export_directory_is_refused(capsys, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    elsewhere = tmp_path / "elsewhere.parquet"
+    elsewhere.write_bytes(b"keep")
+    (out / "servers.parquet").symlink_to(elsewhere)
+    status, _, err = run(capsys, "export", CAPTURE, "-o", str(out) + "/")
+    assert status == ExitStatus.EXPORT_FAILED and "symbolic link" in one_line(err)
+    assert elsewhere.read_bytes() == b"keep" and (out / "servers.parquet").is_symlink()
+
+
+def test_a_partition_directory_symlink_is_refused(capsys, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    real = tmp_path / "real"
+    real.mkdir()
+    (out / "transactions").symlink_to(real)
+    args = ["export", CAPTURE, "--table", "transactions", "--partition-by", "day", "-o", str(out)]
+    status, _, err = run(capsys, *args)
+    assert status == ExitStatus.EXPORT_FAILED and "symbolic link" in one_line(err)
+    assert (out / "transactions").is_symlink()
+
+
+def test_a_missing_directory_is_named(capsys, tmp_path):
+    status, _, err = run(capsys, *CSV, "-o", str(tmp_path / "no" / "such" / "t.csv"))
+    assert status == ExitStatus.EXPORT_FAILED
+    assert f"the directory {tmp_path / 'no' / 'such'} does not exist" in one_line(err)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+@pytest.mark.parametrize("where", ["/proc/pcapdns-test.parquet", "/proc/pcapdns-test/"])
+def test_a_place_that_takes_no_file_says_so(capsys, where):
+    args = ["export", CAPTURE, "-o", where] + (["--table", "servers"] if where.endswith(".parquet") else [])
+    status, _, err = run(capsys, *args)
+    assert status == ExitStatus.EXPORT_FAILED
+    line = one_line(err)
+    assert "/proc does not take new files" in line and "No such file" not in line
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize(
+    "args",
+    [
+        [*CSV, "-o", "-"],
+        ["export", CAPTURE, "--table", "transactions", "--format", "ndjson", "-o", "-"],
+        ["query", CAPTURE, "SELECT * FROM transactions", "--format", "csv"],
+        ["query", CAPTURE, "SELECT * FROM transactions", "--format", "ndjson"],
+    ],
+)
+def test_a_full_disk_while_streaming_is_exit_6(args):
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "pcapdns", *args],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            cwd=ROOT,
+            timeout=300,
+        )
+    err = done.stderr.decode()
+    assert done.returncode == ExitStatus.EXPORT_FAILED, err
+    assert "No space left on device" in one_line(err)
