@@ -3,6 +3,9 @@ place; symbolic links only when asked; a place that takes no file and a full dis
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
 import stat
 import subprocess
@@ -10,10 +13,15 @@ import sys
 import threading
 from pathlib import Path
 
+import polars as pl
 import pytest
 from test_cli import one_line, run  # the CLI tests' helpers
 
+from pcapdns.cli import main
 from pcapdns.errors import ExitStatus
+from pcapdns.report.export import write_stream
+from tests import dnsbuild as d
+from tests import pcapbuild as pb
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPTURE = str(ROOT / "samples" / "formerr.pcap")
@@ -144,3 +152,49 @@ def test_a_full_disk_while_streaming_is_exit_6(args):
     err = done.stderr.decode()
     assert done.returncode == ExitStatus.EXPORT_FAILED, err
     assert "No space left on device" in one_line(err)
+
+
+# -- CSV formula injection --------------------------------------------------------------------------
+def test_text_cells_that_start_a_formula_are_quoted_numbers_are_not():
+    rows = pl.DataFrame(
+        {
+            "qname": ['=HYPERLINK("http://x")', "+1", "-cmd", "@SUM(A1)", "\tx", "\rx", "a=b", "", None],
+            "label": pl.Series(["=x", "y", "-z", "w", "v", "u", "t", "s", "r"], dtype=pl.Categorical),
+            "n": [-3, 1, 2, 3, 4, 5, 6, 7, 8],
+            "f": [-1.5, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0],
+            "servers": [["-a", "b"], ["c"], [], ["=d"], ["e"], ["f"], ["g"], ["h"], ["i"]],
+        }
+    )
+    out = io.BytesIO()
+    write_stream(rows, "csv", out)
+    got = pl.read_csv(out.getvalue(), schema_overrides={"qname": pl.String, "label": pl.String})
+    assert got["qname"].to_list() == [
+        '\'=HYPERLINK("http://x")',
+        "'+1",
+        "'-cmd",
+        "'@SUM(A1)",
+        "'\tx",
+        "'\rx",
+        "a=b",
+        "",
+        None,
+    ]
+    assert got["label"].to_list() == ["'=x", "y", "'-z", "w", "v", "u", "t", "s", "r"]
+    assert got["n"].to_list()[0] == -3 and got["f"].to_list()[0] == -1.5
+    assert got["servers"].to_list()[:4] == ["'-a b", "c", "", "'=d"]
+
+
+def test_a_query_name_that_is_a_formula_is_exported_as_text(tmp_path):
+    name = "=cmd|'/C calc'!A0.example"
+    query = d.message([d.question(d.name(name))], ident=7, flags=0x0100)
+    frame = pb.ether(pb.ipv4(pb.udp(query, 40000, 53)))
+    capture = tmp_path / "formula.pcap"
+    capture.write_bytes(pb.pcap([(1_700_000_000 * 10**9, frame)]))
+    out = tmp_path / "t.csv"
+    assert main(["export", str(capture), "--table", "transactions", "-o", str(out)]) == 0
+    (row,) = csv.DictReader(io.StringIO(out.read_text()))
+    assert row["qname"].startswith("'=cmd")
+    # NDJSON and Parquet keep the name as it is
+    nd = tmp_path / "t.ndjson"
+    assert main(["export", str(capture), "--table", "transactions", "-o", str(nd)]) == 0
+    assert json.loads(nd.read_text())["qname"].startswith("=cmd")

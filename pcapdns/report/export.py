@@ -88,6 +88,33 @@ def for_csv(rows: pl.DataFrame) -> pl.DataFrame:
     return rows.select(_flat(pl.col(name), dtype).alias(name) for name, dtype in rows.schema.items())
 
 
+# Cells a spreadsheet would read as a formula (OWASP, "CSV Injection"): =, +, -, @, and tab or
+# carriage return (which some spreadsheets strip before looking).
+_FORMULA_START = r"^[=+\-@\t\r]"
+
+
+_LABELS = (pl.Categorical, pl.Enum)
+
+
+def _is_text(dtype: pl.DataType | DataTypeClass) -> bool:
+    return not (dtype.is_numeric() or dtype.is_temporal() or dtype == pl.Boolean)
+
+
+def defuse_formulas(rows: pl.DataFrame, schema: Mapping[str, pl.DataType | DataTypeClass]) -> pl.DataFrame:
+    """Text cells starting like a formula get a leading ``'`` (the OWASP advice), so a spreadsheet
+    shows the text instead of evaluating it; ``schema`` is the columns' types before flattening, and
+    numbers (``-3`` in a number column) stay numbers."""
+    text = [
+        name
+        for name, dtype in schema.items()
+        if _is_text(dtype) and (rows.schema[name] == pl.String or isinstance(rows.schema[name], _LABELS))
+    ]
+    return rows.with_columns(
+        pl.when(cell.str.contains(_FORMULA_START)).then(pl.lit("'") + cell).otherwise(cell).alias(name)
+        for name, cell in ((n, pl.col(n).cast(pl.String)) for n in text)
+    )
+
+
 def for_json(rows: pl.DataFrame) -> pl.DataFrame:
     out = [
         (_iso(pl.col(n), d) if isinstance(d, pl.Datetime) else _seconds(pl.col(n))).alias(n)
@@ -159,7 +186,8 @@ def _system_errno(message: str) -> int | None:
 
 def _write(rows: pl.DataFrame, fmt: str, stream: BinaryIO, table: str) -> None:
     if fmt == "csv":
-        for_csv(rows).write_csv(stream, line_terminator="\r\n", null_value="")
+        cells = defuse_formulas(for_csv(rows), rows.schema)
+        cells.write_csv(stream, line_terminator="\r\n", null_value="")
     elif fmt == "ndjson":
         for_json(rows).write_ndjson(stream)
     elif fmt == "parquet":
