@@ -8,6 +8,8 @@ its columns.
 
 from __future__ import annotations
 
+import re
+import threading
 from collections.abc import Mapping
 
 import polars as pl
@@ -31,13 +33,62 @@ def _engine_message(e: Exception) -> str:
     return " ".join(first.split()) or type(e).__name__
 
 
+# polars plans a query recursively, in time and memory that grow faster than its size: 700 set
+# operations overflow the stack (a segmentation fault), 2,000 chained operators take 14 s and
+# 700 MB.  Queries are bounded well below, and planned on a thread with a large stack.
+MAX_SET_OPERATIONS = 100  # UNION, EXCEPT, INTERSECT
+MAX_OPERATORS = 500  # AND, OR, NOT, arithmetic, comparisons, ||
+_STACK_BYTES = 256 * 1024 * 1024  # virtual: only the pages a deep plan touches are used
+_QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/", re.DOTALL)
+_SET_OPERATION = re.compile(r"\b(?:UNION|EXCEPT|INTERSECT|MINUS)\b", re.IGNORECASE)
+_OPERATOR = re.compile(r"\b(?:AND|OR|NOT)\b|\|\||<>|!=|<=|>=|[-+*/%<>=]", re.IGNORECASE)
+
+
+def check_size(sql: str) -> None:
+    """Refuse a query larger than the engine handles safely (:data:`MAX_SET_OPERATIONS`,
+    :data:`MAX_OPERATORS`; text in quotes and comments is not counted)."""
+    code = _QUOTED.sub(" ", sql)
+    sets = len(_SET_OPERATION.findall(code))
+    if sets > MAX_SET_OPERATIONS:
+        raise QueryError(
+            f"SQL: {sets} set operations (UNION, EXCEPT, INTERSECT): more than the {MAX_SET_OPERATIONS} "
+            "a query may hold",
+            "split the query, or use IN (...) / OR in one SELECT",
+        )
+    operators = len(_OPERATOR.findall(code))
+    if operators > MAX_OPERATORS:
+        raise QueryError(
+            f"SQL: {operators} operators: more than the {MAX_OPERATORS} a query may hold",
+            "use IN (...) for a list of values, or split the query",
+        )
+
+
 def run_sql(tables: Mapping[str, pl.LazyFrame], sql: str) -> pl.DataFrame:
-    """Run ``sql`` over ``tables`` (lazily) and collect the result."""
+    """Run ``sql`` over ``tables`` (lazily) and collect the result (see :func:`check_size`)."""
+    check_size(sql)
     context = pl.SQLContext(frames=dict(tables), eager=False)
+    result: list[pl.DataFrame] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(context.execute(sql).collect())
+        except BaseException as e:  # handed to the caller's thread
+            failure.append(e)
+
+    previous = threading.stack_size(_STACK_BYTES)
     try:
-        return context.execute(sql).collect()
-    except (pl.exceptions.PolarsError, ValueError, TypeError) as e:
-        raise QueryError(f"SQL: {_engine_message(e)}", f"tables: {describe(tables)}") from e
+        worker = threading.Thread(target=run, name="pcapdns-sql", daemon=True)
+        worker.start()
+    finally:
+        threading.stack_size(previous)
+    worker.join()
+    if failure:
+        e = failure[0]
+        if isinstance(e, pl.exceptions.PolarsError | ValueError | TypeError):
+            raise QueryError(f"SQL: {_engine_message(e)}", f"tables: {describe(tables)}") from e
+        raise e
+    return result[0]
 
 
 _CELL_CAP = 40  # widest a cell is counted when judging whether the table fits
