@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
+import io
 import json
 import os
 import sys
@@ -20,9 +21,11 @@ import click
 
 from pcapdns import __version__
 from pcapdns.anomalies.config import Thresholds
-from pcapdns.errors import ExitStatus, PcapdnsError, SourceMissing
+from pcapdns.errors import ExitStatus, ExportError, PcapdnsError, SourceMissing
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from pcapdns.pipeline import Options
     from pcapdns.tables.summary import Analysis
 
@@ -49,7 +52,19 @@ def _examples(*lines: str) -> str:
     return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OSError as e:
+            # The reader of stdout left (`| head`).  Raised again without an errno, past click's own
+            # handler (which exits with status 1) to main's quiet one.
+            if e.errno == errno.EPIPE:
+                raise BrokenPipeError("the reader closed the pipe") from e
+            raise
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pcapdns")
 @click.option("--debug", is_flag=True, help="Show a traceback for internal errors.")
 def cli(debug: bool) -> None:
@@ -318,7 +333,7 @@ def analyze(files: tuple[str, ...], as_json: bool, findings: bool, **kw: Any) ->
         return
     from pcapdns.report.text import report_console
 
-    console = report_console(analysis.files)
+    console = _pipe_aware(report_console(analysis.files))
     for part in output:
         console.print(part)
 
@@ -348,7 +363,7 @@ def anomalies(files: tuple[str, ...], as_json: bool, **kw: Any) -> None:
         return
     from pcapdns.report.text import report_console
 
-    console = report_console(analysis.files)
+    console = _pipe_aware(report_console(analysis.files))
     console.print(timeline(analysis.anomalies))
     console.print(findings_table(analysis.anomalies))
 
@@ -380,7 +395,7 @@ def explain(rcode: str, files: tuple[str, ...], **kw: Any) -> None:
             f"unknown RCODE {rcode!r} (one of: {names}; or a number from 0 to 4095, or RCODE<n>)",
             param_hint="RCODE",
         )
-    console = report_console(files)
+    console = _pipe_aware(report_console(files))
     console.print(explain_panel(info))
     if not files:
         return
@@ -484,6 +499,18 @@ def live(**kw: Any) -> None:
     from pcapdns.livecmd import run_live
 
     run_live(**kw)
+
+
+def _pipe_aware(console: Console) -> Console:
+    """``console``, whose reader leaving (``| head``) ends the command quietly, as ``--json`` and
+    streamed exports do, instead of rich's own silent exit with status 1."""
+
+    def on_broken_pipe() -> None:
+        console.quiet = True
+        raise BrokenPipeError("the reader closed the pipe")
+
+    console.on_broken_pipe = on_broken_pipe  # type: ignore[method-assign]
+    return console
 
 
 def _stdout_bytes() -> BinaryIO:
@@ -607,7 +634,7 @@ def query(files: tuple[str, ...], sql: str, fmt: str, max_rows: int, **kw: Any) 
     if fmt == "table":
         from pcapdns.report.text import report_console
 
-        render(rows, report_console(analysis.files), max_rows)
+        render(rows, _pipe_aware(report_console(analysis.files)), max_rows)
     else:
         write_stream(rows, fmt, _stdout_bytes())
 
@@ -695,8 +722,59 @@ def _fail(message: str, hint: str, status: int) -> int:
 _NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # writing the output (stdout, a file) failed
 
 
+class _ClosedOutput(io.TextIOBase):
+    """Standard output when the process was started with it closed (``>&-``): writing to it is the
+    error :class:`ExportError` (exit 6), said on stderr, rather than output lost without a word."""
+
+    def _closed(self) -> ExportError:
+        return ExportError(
+            "cannot write the output: standard output is closed", "redirect it, e.g. >/dev/null"
+        )
+
+    def write(self, s: str) -> int:
+        raise self._closed()
+
+    @property
+    def buffer(self) -> BinaryIO:
+        raise self._closed()
+
+    def isatty(self) -> bool:
+        return False
+
+    def flush(self) -> None:
+        pass
+
+
+def guard_standard_streams() -> None:
+    """Standard streams the process was started without (``>&-``, ``2>&-``) are given ``/dev/null``
+    descriptors, so that no file this process opens takes their number (and stray writes to fd 1
+    or 2 never land in an export).  Output to a closed stdout is then an error (exit 6); messages
+    to a closed stderr are dropped, the exit status still tells."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    if sys.stdout is None:
+        sys.stdout = _ClosedOutput()
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115 -- the process's stderr, never closed
+
+
+def _quiet_stdout() -> None:
+    """After the reader of stdout left: stdout becomes /dev/null, so flushing it at exit is silent."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pcapdns`` console script; returns the exit status."""
+    guard_standard_streams()
     global _ARGV
     _ARGV = list(argv) if argv is not None else sys.argv[1:]
     try:
@@ -716,7 +794,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _fail("interrupted", "", int(ExitStatus.INTERRUPTED))
     except BrokenPipeError:
-        sys.stderr.close()  # e.g. `pcapdns analyze x --json | head`: not an error worth a word
+        _quiet_stdout()  # e.g. `pcapdns analyze x --json | head`: not an error worth a word
         return int(ExitStatus.OK)
     except click.exceptions.Exit as e:
         return int(e.exit_code)
