@@ -236,14 +236,17 @@ def run_case(case: Case, limits: Limits, workdir: Path) -> Outcome:
 
 
 # -- minimising --------------------------------------------------------------------------------------
-def minimise(case: Case, kinds: set[str], limits: Limits, workdir: Path, budget: int = 48) -> Case:
+def minimise(
+    case: Case, kinds: set[str], limits: Limits, workdir: Path, budget: int = 48, seconds: float = 300.0
+) -> Case:
     """A smaller input that still fails one of the same ``kinds``: whole records or blocks first
-    (halves, quarters, ...), then byte ranges; at most ``budget`` runs."""
+    (halves, quarters, ...), then byte ranges; at most ``budget`` runs and about ``seconds``."""
     runs = 0
+    give_up = time.monotonic() + seconds
 
     def fails(data: bytes) -> bool:
         nonlocal runs
-        runs += 1
+        runs += 1 if time.monotonic() < give_up else budget
         return bool(
             run_case(Case(case.number, case.origin, data, case.compression), limits, workdir).kinds() & kinds
         )
@@ -368,8 +371,8 @@ def fuzz(
                     "again": f"python -m tests.fuzz.run --seed {seed} --only {number}",
                 }
                 (out / f"{name}.json").write_text(json.dumps(note, indent=1) + "\n")
-            if progress is not None and (number + 1) % 50 == 0:
-                progress(summary.text(seed).splitlines()[0])
+            if progress is not None and summary.inputs % 25 == 0:
+                progress(summary.text(seed))
     return summary
 
 
