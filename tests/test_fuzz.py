@@ -9,9 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.fuzz import hostile
-from tests.fuzz.mutate import cut, mutate
-from tests.fuzz.run import make_case
+from fuzz import hostile
+from fuzz.mutate import cut, mutate
+from fuzz.run import make_case
 
 ROOT = Path(__file__).resolve().parents[1]
 

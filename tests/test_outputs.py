@@ -13,15 +13,15 @@ import sys
 import threading
 from pathlib import Path
 
+import dnsbuild as d
+import pcapbuild as pb
 import polars as pl
 import pytest
-from test_cli import one_line, run  # the CLI tests' helpers
+from clihelp import one_line, run
 
 from pcapdns.cli import main
 from pcapdns.errors import ExitStatus
 from pcapdns.report.export import write_stream
-from tests import dnsbuild as d
-from tests import pcapbuild as pb
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPTURE = str(ROOT / "samples" / "formerr.pcap")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_cli import one_line, run  # the CLI tests' helpers
+from clihelp import one_line, run
 
 from pcapdns.errors import ExitStatus, QueryError
 from pcapdns.report.query import MAX_OPERATORS, MAX_SET_OPERATIONS, check_size

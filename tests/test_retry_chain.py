@@ -6,14 +6,14 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import dnsbuild as d
+import pcapbuild as pb
 import polars as pl
 import pytest
 
 from pcapdns.anomalies.config import Thresholds
 from pcapdns.anomalies.findings import zone_of
 from pcapdns.pipeline import analyze
-from tests import dnsbuild as d
-from tests import pcapbuild as pb
 
 T0 = 1_700_000_000 * 10**9
 S = 10**9

@@ -6,10 +6,16 @@ from __future__ import annotations
 
 import random
 import struct
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
-from tests import dnsbuild as d
-from tests import pcapbuild as pb
+_BUILDERS = str(Path(__file__).resolve().parents[1])  # tests/: the capture and message builders
+if _BUILDERS not in sys.path:
+    sys.path.append(_BUILDERS)
+
+import dnsbuild as d  # noqa: E402
+import pcapbuild as pb  # noqa: E402
 
 T0 = 1_700_000_000 * 10**9
 S = 10**9

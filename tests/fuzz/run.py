@@ -39,8 +39,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.fuzz import hostile
-from tests.fuzz.mutate import Capture, cut, mutate
+from . import hostile
+from .mutate import Capture, cut, mutate
 
 COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
     ".gz": gzip.compress,
