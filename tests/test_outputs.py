@@ -198,3 +198,32 @@ def test_a_query_name_that_is_a_formula_is_exported_as_text(tmp_path):
     nd = tmp_path / "t.ndjson"
     assert main(["export", str(capture), "--table", "transactions", "-o", str(nd)]) == 0
     assert json.loads(nd.read_text())["qname"].startswith("=cmd")
+
+
+# -- pcap export of packets a classic pcap cannot stamp ---------------------------------------------
+def test_packets_before_1970_are_refused_as_pcap_in_one_line(capsys, tmp_path):
+    """A pcapng interface whose if_tsoffset moves its packets before 1970 (found by the fuzzer):
+    a classic pcap's unsigned 32-bit seconds cannot hold them; exit 6, not an internal error."""
+    frame = pb.udp_frame()
+    capture = tmp_path / "offset.pcapng"
+    capture.write_bytes(
+        pb.shb() + pb.idb(1, tsoffset=-4_000_000_000) + pb.epb(0, 1_700_000_000 * 10**6, frame)
+    )
+    status, _, err = run(
+        capsys,
+        "export",
+        str(capture),
+        "--table",
+        "transactions",
+        "--format",
+        "pcap",
+        "-o",
+        str(tmp_path / "t.pcap"),
+    )
+    assert status == ExitStatus.EXPORT_FAILED
+    assert "1 packet stamped before 1970 or after 2106" in one_line(err)
+    assert not (tmp_path / "t.pcap").exists()
+    status, _, err = run(
+        capsys, "export", str(capture), "--table", "transactions", "-o", str(tmp_path / "t.ndjson")
+    )
+    assert status == 0, err

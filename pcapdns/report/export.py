@@ -55,6 +55,7 @@ HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 
 _PCAP_NS_MAGIC = 0xA1B23C4D
 _SNAPLEN = 262144
+_PCAP_END_NS = (1 << 32) * 1_000_000_000  # a classic pcap's seconds are unsigned 32-bit
 
 
 # -- formats ----------------------------------------------------------------------------------------
@@ -135,6 +136,14 @@ def _pcap_bytes(frames: list[StoredFrame]) -> Iterator[bytes]:
         raise ExportError(
             f"the packets span link types {', '.join(map(str, linktypes))}: a classic pcap holds one",
             "export the files of each link type separately",
+        )
+    outside = sum(1 for f in frames if not 0 <= f.ts_ns < _PCAP_END_NS)
+    if outside:
+        raise ExportError(
+            f"{outside} packet{'s' if outside != 1 else ''} stamped before 1970 or after 2106: "
+            "a classic pcap's 32-bit seconds cannot hold them",
+            "the capture's clock is damaged (e.g. a pcapng if_tsoffset): export the rows as ndjson "
+            "or parquet",
         )
     linktype = linktypes[0] if linktypes else 1
     snaplen = max([_SNAPLEN, *(len(f.data) for f in frames)])
