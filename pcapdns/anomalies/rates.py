@@ -87,11 +87,18 @@ def _test(per: pl.DataFrame, keys: list[str], inp: Inputs, tests: int, short: bo
         per = per.with_columns(
             pl.when(pl.col("flag"))
             .then(
-                pl.struct("x", "n").map_elements(lambda r: log10_binom_sf(r["x"], r["n"], 0.05), pl.Float64)
+                pl.struct("x", "n").map_elements(_short_log10p, pl.Float64)
             )
             .alias("log10p")
         )
     return per
+
+
+def _short_log10p(r: dict[str, float | None]) -> float:
+    """A short capture's window tested against a 5 % share (a row the polars UDF sees though its
+    window is not flagged may hold nulls: not a rise)."""
+    x, n = r["x"], r["n"]
+    return 0.0 if x is None or n is None else log10_binom_sf(x, n, 0.05)
 
 
 def surge_findings(inp: Inputs) -> list[Finding]:
