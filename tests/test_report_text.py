@@ -93,3 +93,12 @@ def test_a_query_result_too_wide_for_the_terminal_is_shown_record_by_record() ->
     ).stdout
     assert "record" not in narrow
     assert any(line.split() == ["10.0.0.53", "109"] for line in narrow.splitlines())
+
+
+def test_the_capture_quality_names_each_link_type() -> None:
+    mixed = str(ROOT / "samples" / "mixed-links.pcapng")
+    out = subprocess.run(
+        [sys.executable, "-m", "pcapdns", "analyze", mixed, "--no-progress"],
+        capture_output=True, text=True, cwd=ROOT, check=True, env={"COLUMNS": "200", "PATH": ""},
+    ).stdout
+    assert "link type 1 (EN10MB): 16, link type 113 (LINUX_SLL): 13" in out

@@ -26,6 +26,7 @@ from typing import Any
 
 import polars as pl
 
+from pcapdns.decode.link import linktype_name
 from pcapdns.errors import ExportError
 from pcapdns.report.charts import Chart, charts, javascript, to_png
 from pcapdns.report.export import atomic_file
@@ -185,7 +186,7 @@ def _quality(a: Analysis, s: dict[str, Any]) -> dict[str, Any]:
             "path": c.path,
             "format": c.format + (f", {c.compression}" if c.compression else ""),
             "frames": f"{c.frames:,}",
-            "links": ", ".join(f"linktype {lt}: {n:,}" for lt, n in sorted(c.linktypes.items()))
+            "links": ", ".join(f"{linktype_name(lt)}: {n:,}" for lt, n in sorted(c.linktypes.items()))
             or "no frames",
             "drops": "not recorded" if c.interface_drops is None else f"{c.interface_drops:,}",
             "dropped": bool(c.interface_drops),

@@ -20,6 +20,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from pcapdns.decode.link import linktype_name
 from pcapdns.report.findings import findings_table, timeline
 from pcapdns.tables.summary import (
     Analysis,
@@ -54,7 +55,8 @@ _FILE_ISSUES_SHOWN = 3  # file-level decode issues listed per file and reason
 def quality(a: Analysis, s: dict[str, Any]) -> RenderableType:
     lines: list[Text] = []
     for c in a.captures:
-        links = ", ".join(f"linktype {lt}: {n:,}" for lt, n in sorted(c.linktypes.items())) or "no frames"
+        links = ", ".join(f"{linktype_name(lt)}: {n:,}" for lt, n in sorted(c.linktypes.items()))
+        links = links or "no frames"
         comp = f", {c.compression}" if c.compression else ""
         counted = f"{c.frames:,} messages" if c.format == "dnstap" else f"{c.frames:,} frames ({links})"
         lines.append(Text.assemble((c.path, "bold"), f"  {c.format}{comp}, {counted}"))
