@@ -665,7 +665,6 @@ class Dissector:
             "query_ts_ns": v["query_ts_ns"],
             "encap": pl.Series(encaps, dtype=pl.Categorical).gather(v["encap"]),
         }
-        no_opt = ~pl.col("edns")
         asked = pl.lit(pl.Series(v["has_question"]))
         frame = pl.DataFrame(data)
         data.clear()  # the numpy columns go as soon as the frame holds them (a lower peak)
@@ -677,18 +676,7 @@ class Dissector:
             .then(None)
             .otherwise(pl.col("query_ts_ns"))
             .alias("query_ts_ns"),
-            pl.when(no_opt).then(None).otherwise(pl.col("edns_version")).alias("edns_version"),
-            pl.when(no_opt).then(None).otherwise(pl.col("edns_udp_size")).alias("edns_udp_size"),
-            pl.when(no_opt).then(None).otherwise(pl.col("edns_options")).alias("edns_options"),
-            pl.when(pl.col("min_ttl") < 0)
-            .then(None)
-            .otherwise(pl.col("min_ttl"))
-            .cast(pl.UInt32)
-            .alias("min_ttl"),
-            pl.when(pl.col("ede") >= 0)
-            .then(pl.concat_list(pl.col("ede").cast(pl.UInt16)))
-            .otherwise(pl.lit([], dtype=pl.List(pl.UInt16)))
-            .alias("ede"),
+            *_absent_as_null(),
         )
         if part.ede_lists:  # several Extended DNS Errors in one message: rare, done by hand
             lists = out.get_column("ede").to_list()
@@ -778,21 +766,7 @@ class Dissector:
             "query_ts_ns": pl.repeat(None, n, dtype=pl.Int64, eager=True),
             "encap": _encap_column(l4.encap[good]),
         }
-        no_opt = ~pl.col("edns")
-        return pl.DataFrame(data).with_columns(
-            pl.when(no_opt).then(None).otherwise(pl.col("edns_version")).alias("edns_version"),
-            pl.when(no_opt).then(None).otherwise(pl.col("edns_udp_size")).alias("edns_udp_size"),
-            pl.when(no_opt).then(None).otherwise(pl.col("edns_options")).alias("edns_options"),
-            pl.when(pl.col("min_ttl") < 0)
-            .then(None)
-            .otherwise(pl.col("min_ttl"))
-            .cast(pl.UInt32)
-            .alias("min_ttl"),
-            pl.when(pl.col("ede") >= 0)
-            .then(pl.concat_list(pl.col("ede").cast(pl.UInt16)))
-            .otherwise(pl.lit([], dtype=pl.List(pl.UInt16)))
-            .alias("ede"),
-        )
+        return pl.DataFrame(data).with_columns(*_absent_as_null())
 
     # -- slow path ----------------------------------------------------------------------------
     def _slow(self, batch: FrameBatch, rows: npt.NDArray[np.int64]) -> pl.DataFrame:
@@ -944,6 +918,26 @@ def _address_bytes(
     return [
         raw[16 * k + 12 : 16 * k + 16] if four else raw[16 * k : 16 * k + 16]
         for k, four in enumerate(v4.tolist())
+    ]
+
+
+def _absent_as_null() -> list[pl.Expr]:
+    """The columns built with a placeholder for "absent" (EDNS fields without an OPT record, no
+    TTL, no EDE) turned into their null or empty form."""
+    no_opt = ~pl.col("edns")
+    return [
+        pl.when(no_opt).then(None).otherwise(pl.col("edns_version")).alias("edns_version"),
+        pl.when(no_opt).then(None).otherwise(pl.col("edns_udp_size")).alias("edns_udp_size"),
+        pl.when(no_opt).then(None).otherwise(pl.col("edns_options")).alias("edns_options"),
+        pl.when(pl.col("min_ttl") < 0)
+        .then(None)
+        .otherwise(pl.col("min_ttl"))
+        .cast(pl.UInt32)
+        .alias("min_ttl"),
+        pl.when(pl.col("ede") >= 0)
+        .then(pl.concat_list(pl.col("ede").cast(pl.UInt16)))
+        .otherwise(pl.lit([], dtype=pl.List(pl.UInt16)))
+        .alias("ede"),
     ]
 
 
