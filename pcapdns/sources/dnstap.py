@@ -342,6 +342,18 @@ def fields(b: npt.NDArray[np.uint8], off: I64, length: I64) -> tuple[DnstapField
     return f, out[:, C_TS]
 
 
+def fill_times(ts: I64, last_ts: int) -> I64:
+    """``ts`` with each message that has no time of its own (< 0) placed at the time of the one
+    before it: ``last_ts`` (the previous batch's last) before the first, or, at the very start of
+    a stream, the first time there is."""
+    good = np.flatnonzero(ts >= 0)
+    if len(good) == len(ts):
+        return ts
+    prev = np.maximum.accumulate(np.where(ts >= 0, np.arange(len(ts)), -1))
+    fill = last_ts if last_ts or not len(good) else int(ts[good[0]])
+    return np.where(prev >= 0, ts[np.maximum(prev, 0)], fill)
+
+
 class DnstapWalker:
     """Walks a dnstap file (Frame Streams) over successive buffers, like the pcap walkers.
 
@@ -405,12 +417,7 @@ class DnstapWalker:
         f, ts = fields(b, off, length)
         n = len(off)
         first = self.frames + 1
-        # a message without a time of its own is placed at the time of the one before it
-        good_ts = np.flatnonzero(ts >= 0)
-        if len(good_ts) < n:
-            prev = np.maximum.accumulate(np.where(ts >= 0, np.arange(n), -1))
-            fill = self.last_ts if self.last_ts or not len(good_ts) else int(ts[good_ts[0]])
-            ts = np.where(prev >= 0, ts[np.maximum(prev, 0)], fill)
+        ts = fill_times(ts, self.last_ts)
         if n:
             self.last_ts = int(ts[-1])
         self.frames += n

@@ -31,7 +31,7 @@ import numpy as np
 from pcapdns.errors import PcapdnsError, SourcePermission, UsageError
 from pcapdns.model import DNSTAP_LINKTYPE, DecodeIssue, FrameBatch, IssueReason
 from pcapdns.sources import fstrm
-from pcapdns.sources.dnstap import fields
+from pcapdns.sources.dnstap import fields, fill_times
 
 __all__ = ["DnstapListener", "parse_hostport"]
 
@@ -246,9 +246,7 @@ class DnstapListener:
         np.cumsum(lengths[:-1], out=off[1:])
         f, ts = fields(np.frombuffer(buf, dtype=np.uint8), off, lengths)
         n = len(frames)
-        ts = np.where(ts >= 0, ts, self._last_ts)  # a message without a time: the one before it's
-        if not self._last_ts and (ts > 0).any():
-            ts = np.where(ts > 0, ts, ts[ts > 0][0])
+        ts = fill_times(ts, self._last_ts)
         self._last_ts = int(ts[-1])
         first = self._frames + 1
         self._frames += n
