@@ -102,3 +102,28 @@ def test_the_capture_quality_names_each_link_type() -> None:
         capture_output=True, text=True, cwd=ROOT, check=True, env={"COLUMNS": "200", "PATH": ""},
     ).stdout
     assert "link type 1 (EN10MB): 16, link type 113 (LINUX_SLL): 13" in out
+
+
+def test_names_in_narrow_tables_wrap_between_labels_not_inside_one() -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from pcapdns.report.text import DomainName
+
+    for width in (12, 16, 20, 40):
+        console = Console(width=width, file=None, force_terminal=False, color_system=None)
+        table = Table(show_header=False, box=None, padding=0)
+        table.add_column()
+        table.add_row(DomainName("static.checkout.shop.example"))
+        with console.capture() as cap:
+            console.print(table)
+        lines = [line.rstrip() for line in cap.get().splitlines() if line.strip()]
+        assert "".join(lines) == "static.checkout.shop.example"
+        # every line but the last ends a label; no label is cut in two
+        assert all(line.endswith(".") for line in lines[:-1]), (width, lines)
+        assert all(len(line) <= width for line in lines)
+    # a label wider than the column still shows whole, folded
+    console = Console(width=6, color_system=None)
+    with console.capture() as cap:
+        console.print(DomainName("averyverylonglabel.example"))
+    assert "".join(cap.get().split()) == "averyverylonglabel.example"

@@ -15,7 +15,8 @@ from typing import Any
 
 import polars as pl
 from rich import box
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.measure import Measurement
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -276,6 +277,30 @@ def sections(a: Analysis) -> list[RenderableType]:
     return out
 
 
+class DomainName:
+    """A domain name in a table cell that, when it must wrap, wraps after a dot: between labels, as
+    "static.shop." / "example", never inside one ("static.shop.exampl" / "e"), unless one label
+    alone is wider than the column."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.parts = [p + "." for p in name.split(".")[:-1]] + [name.split(".")[-1]]
+        self.parts = [p for p in self.parts if p]
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        widest = max((len(p) for p in self.parts), default=0)
+        return Measurement(min(widest, options.max_width), min(len(self.name), options.max_width))
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        lines: list[str] = []
+        for part in self.parts:
+            if lines and len(lines[-1]) + len(part) <= options.max_width:
+                lines[-1] += part
+            else:
+                lines.append(part)
+        yield Text("\n".join(lines), overflow="fold")
+
+
 def answers_with_rcode(a: Analysis, rcode: str, limit: int = 20) -> RenderableType:
     """The transactions answered with ``rcode``: who asked what, and the frames to open."""
     rows = a.transactions.filter(pl.col("rcode_name").cast(pl.String) == rcode).sort("ts")
@@ -285,18 +310,21 @@ def answers_with_rcode(a: Analysis, rcode: str, limit: int = 20) -> RenderableTy
         "client",
         "server",
         "question",
+        "type",
         "frames",
     )
+    # The fixed-width columns never wrap, so the name gets the room left and folds only when it
+    # alone is wider than that (not "static.shop.exampl / e HTTPS" at 80 columns).
+    for col in (t.columns[0], t.columns[4], t.columns[5]):
+        col.no_wrap = True
     for r in rows.head(limit).iter_rows(named=True):
-        question = Text(
-            f"{r['qname'] if r['qname'] is not None else '(no question)'} {r['qtype_name'] or ''}"
-        )
         t.add_row(
             r["ts"].strftime("%H:%M:%S.%f"),
             Text(str(r["client"])),
             Text(str(r["server"])),
-            question,
-            f"{r['query_frame']} -> {r['response_frame']}",
+            DomainName(r["qname"]) if r["qname"] is not None else Text("(no question)"),
+            Text(r["qtype_name"] or ""),
+            f"{r['query_frame']}->{r['response_frame']}",
         )
     if rows.height > limit:
         t.caption = f"first {limit} of {rows.height:,}"
