@@ -22,8 +22,8 @@ from typing import Any
 
 # Every module holding compiled functions, so that all of them are registered.
 import pcapdns.decode.columnar
-import pcapdns.dissect
 import pcapdns.dns.columnar
+import pcapdns.keytable
 import pcapdns.pairing
 import pcapdns.parallel.split
 import pcapdns.sources.dnstap
@@ -34,8 +34,8 @@ from pcapdns import jit
 
 COMPILED_MODULES = (
     pcapdns.decode.columnar,
-    pcapdns.dissect,
     pcapdns.dns.columnar,
+    pcapdns.keytable,
     pcapdns.pairing,
     pcapdns.parallel.split,
     pcapdns.sources.dnstap,

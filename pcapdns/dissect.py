@@ -34,12 +34,12 @@ from pcapdns.decode.columnar import (
     encap_label,
     lookup_tables,
 )
-from pcapdns.dns import columnar as dns_columnar
-from pcapdns.dns.columnar import TABLE_START, DnsColumns, parse_batch
+from pcapdns.dns.columnar import DnsColumns, parse_batch
 from pcapdns.dns.edns import Edns
 from pcapdns.dns.names import name_to_text
 from pcapdns.dns.parse import DnsMessage, parse_message
-from pcapdns.jit import jit, loaded
+from pcapdns.jit import loaded
+from pcapdns.keytable import KeyTable
 from pcapdns.model import (
     DEFAULT_PORTS,
     GENEVE_PORTS,
@@ -57,7 +57,6 @@ from pcapdns.sources import dnstap
 
 _V4_MAPPED = 0x0000FFFF00000000
 I64 = npt.NDArray[np.int64]
-Int = int | np.int64  # scalars inside compiled code
 _HEX_LIMIT = 512
 DNS_HEADER = 12
 
@@ -69,110 +68,15 @@ def _halves(addr: bytes) -> tuple[int, int]:
     return value >> 64, value & 0xFFFFFFFFFFFFFFFF
 
 
-class AddressTable:
-    """Interns addresses (two 64-bit halves of the IPv6 form) as small integer ids.
+class AddressTable(KeyTable):
+    """Addresses (two 64-bit halves of the IPv6 form) as small integer ids: messages carry 4-byte
+    ids instead of 16-byte addresses.  The per-packet path interns one address at a time, the fast
+    path a batch's columns at a time."""
 
-    Messages carry 4-byte ids instead of 16-byte addresses.  The ids are the positions in
-    ``halves``; the per-packet path interns one address at a time (a dict), the fast path a batch's
-    columns at a time (:meth:`intern_rows`, a compiled open-addressing table that mirrors the
-    dict: addresses the dict learnt since are added to it first, and addresses it finds new go
-    into the dict after it).
-    """
-
-    def __init__(self) -> None:
-        self._ids: dict[tuple[int, int], int] = {}
-        self.halves: list[tuple[int, int]] = []
-        self._table = np.full(TABLE_START, -1, dtype=np.int64)
-        self._key_hi = np.zeros(TABLE_START // 2, dtype=np.uint64)
-        self._key_lo = np.zeros(TABLE_START // 2, dtype=np.uint64)
-        self._hashes = np.zeros(TABLE_START // 2, dtype=np.uint64)
-        self._mirrored = 0  # halves[:_mirrored] are in the compiled table
-
-    def intern(self, hi: int, lo: int) -> int:
-        key = (hi, lo)
-        found = self._ids.get(key)
-        if found is None:
-            found = self._ids[key] = len(self.halves)
-            self.halves.append(key)
-        return found
-
-    def intern_rows(
-        self, hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64], rows: npt.NDArray[np.int64]
-    ) -> npt.NDArray[np.uint32]:
-        """The ids of the addresses ``(hi[r], lo[r])`` for ``r`` in ``rows``, new ones added."""
-        if self._mirrored < len(self.halves):
-            missing = np.array(self.halves[self._mirrored :], dtype=np.uint64).reshape(-1, 2)
-            self._run(missing[:, 0].copy(), missing[:, 1].copy(), np.arange(len(missing), dtype=np.int64))
-        before = self._mirrored
-        ids = self._run(hi, lo, rows)
-        for a, b in zip(
-            self._key_hi[before : self._mirrored].tolist(),
-            self._key_lo[before : self._mirrored].tolist(),
-            strict=True,
-        ):
-            self._ids[(a, b)] = len(self.halves)
-            self.halves.append((a, b))
-        return ids
-
-    def intern_many(self, hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint32]:
-        return self.intern_rows(hi, lo, np.arange(len(hi), dtype=np.int64))
-
-    def _run(
-        self, hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64], rows: npt.NDArray[np.int64]
-    ) -> npt.NDArray[np.uint32]:
-        ids, self._table, self._key_hi, self._key_lo, self._hashes, count = _intern(
-            hi, lo, rows, self._table, self._key_hi, self._key_lo, self._hashes, self._mirrored
-        )
-        self._mirrored = int(count)
-        return ids
-
-
-@jit(
-    "Tuple((u4[::1], i8[::1], u8[::1], u8[::1], u8[::1], i8))"
-    "(u8[:], u8[:], i8[::1], i8[::1], u8[::1], u8[::1], u8[::1], i8)"  # hi, lo: strided views of a batch
-)
-def _intern(  # noqa: PLR0913 - the table's state goes in and comes back out
-    hi: npt.NDArray[np.uint64],
-    lo: npt.NDArray[np.uint64],
-    rows: I64,
-    table: I64,
-    key_hi: npt.NDArray[np.uint64],
-    key_lo: npt.NDArray[np.uint64],
-    hashes: npt.NDArray[np.uint64],
-    count: Int,
-) -> tuple[
-    npt.NDArray[np.uint32], I64, npt.NDArray[np.uint64], npt.NDArray[np.uint64], npt.NDArray[np.uint64], Int
-]:
-    """:class:`AddressTable`'s compiled table: the id of each ``(hi[r], lo[r])``, ``r`` in
-    ``rows``; a key not among the table's ``count`` gets the next id.  Returns the ids and the
-    table's state (its arrays grown where they had to be)."""
-    ids = np.empty(len(rows), dtype=np.uint32)
-    for i in range(len(rows)):
-        a, c = hi[rows[i]], lo[rows[i]]
-        h = (a * np.uint64(0x9E3779B97F4A7C15)) ^ (c * np.uint64(0xC2B2AE3D27D4EB4F))
-        h ^= h >> np.uint64(31)
-        mask = len(table) - 1
-        slot = np.int64(h & np.uint64(mask))
-        while True:
-            j = table[slot]
-            if j < 0:
-                if count == len(key_hi):  # the keys' arrays are full: twice the room
-                    key_hi = np.concatenate((key_hi, np.zeros(len(key_hi), dtype=np.uint64)))
-                    key_lo = np.concatenate((key_lo, np.zeros(len(key_lo), dtype=np.uint64)))
-                    hashes = np.concatenate((hashes, np.zeros(len(hashes), dtype=np.uint64)))
-                key_hi[count], key_lo[count], hashes[count] = a, c, h
-                ids[i] = count
-                count += 1
-                if 2 * count > len(table):
-                    table = dns_columnar.grown(table, hashes, count)  # the module's: compiled once loaded
-                else:
-                    table[slot] = count - 1
-                break
-            if key_hi[j] == a and key_lo[j] == c:
-                ids[i] = j
-                break
-            slot = (slot + 1) & mask
-    return ids, table, key_hi, key_lo, hashes, count
+    @property
+    def halves(self) -> list[tuple[int, int]]:
+        """The addresses by id."""
+        return self.keys
 
 
 def message_order(m: pl.DataFrame) -> npt.NDArray[np.uint64]:
@@ -222,79 +126,6 @@ def interleave(first: pl.DataFrame, second: pl.DataFrame) -> pl.DataFrame:
         done, taken = cut, taken + count
     parts.append(first.slice(done))
     return pl.concat([p for p in parts if p.height], rechunk=False)
-
-
-@jit(
-    "Tuple((u2[::1], u2[::1], b1[::1], u1[::1], u2[::1], u2[::1], u2[::1], u2[::1], u2[::1], u2[::1], "
-    "u2[::1], b1[::1], u1[::1], u2[::1], b1[::1], i4[::1], i8[::1], i8[::1]))"
-    "(i8[::1], i8[:], i8[:], i8[:], i8[:], i8[:], i8[:], i8[:], i8[:], b1[::1], i8[:], i8[:], i8[:], "
-    "b1[::1], i8[:], i8[:], i8[:])"
-)
-def _fast_columns(  # noqa: PLR0913 - the parser's columns, one argument each
-    rows: I64,
-    ident: I64,
-    flags: I64,
-    qd: I64,
-    an: I64,
-    ns: I64,
-    ar: I64,
-    qtype: I64,
-    qclass: I64,
-    has_opt: npt.NDArray[np.bool_],
-    version: I64,
-    udp: I64,
-    ext: I64,
-    do: npt.NDArray[np.bool_],
-    ede: I64,
-    min_ttl: I64,
-    options: I64,
-) -> tuple[npt.NDArray[Any], ...]:
-    """The ``rows`` of the parser's columns in the message table's types, in one pass."""
-    n = len(rows)
-    o_id, o_flags, o_rcode = np.empty(n, np.uint16), np.empty(n, np.uint16), np.empty(n, np.uint16)
-    o_qr, o_edns, o_do = np.empty(n, np.bool_), np.empty(n, np.bool_), np.empty(n, np.bool_)
-    o_opcode, o_version = np.empty(n, np.uint8), np.empty(n, np.uint8)
-    o_qd, o_an = np.empty(n, np.uint16), np.empty(n, np.uint16)
-    o_ns, o_ar = np.empty(n, np.uint16), np.empty(n, np.uint16)
-    o_qtype, o_qclass, o_udp = np.empty(n, np.uint16), np.empty(n, np.uint16), np.empty(n, np.uint16)
-    o_ede, o_ttl, o_options = np.empty(n, np.int32), np.empty(n, np.int64), np.empty(n, np.int64)
-    for k in range(n):
-        i = rows[k]
-        f = flags[i]
-        o_id[k] = ident[i]
-        o_flags[k] = f
-        o_qr[k] = (f & 0x8000) != 0
-        o_opcode[k] = (f >> 11) & 0xF
-        o_rcode[k] = (f & 0xF) | ((ext[i] << 4) if has_opt[i] else 0)
-        o_qd[k], o_an[k], o_ns[k], o_ar[k] = qd[i], an[i], ns[i], ar[i]
-        o_qtype[k], o_qclass[k] = qtype[i], qclass[i]
-        o_edns[k] = has_opt[i]
-        o_version[k] = version[i]
-        o_udp[k] = udp[i]
-        o_do[k] = do[i]
-        o_ede[k] = ede[i]
-        o_ttl[k] = min_ttl[i]
-        o_options[k] = options[i]
-    return (
-        o_id,
-        o_flags,
-        o_qr,
-        o_opcode,
-        o_rcode,
-        o_qd,
-        o_an,
-        o_ns,
-        o_ar,
-        o_qtype,
-        o_qclass,
-        o_edns,
-        o_version,
-        o_udp,
-        o_do,
-        o_ede,
-        o_ttl,
-        o_options,
-    )
 
 
 class Dissector:
@@ -553,7 +384,7 @@ class Dissector:
             return pl.DataFrame(schema=MESSAGES)
         return self._frame(batch.file_id, _ordered(parts), names, encaps)  # the parts are emptied
 
-    def _part(  # noqa: PLR0913 - one set of messages and where they came from
+    def _part(
         self,
         b: npt.NDArray[np.uint8],
         start: I64,
@@ -567,12 +398,7 @@ class Dissector:
         per-message parser, which names their malformations, and written in their rows."""
         cols = parse_batch(b, start, length)
         n = len(start)
-        every = np.arange(n, dtype=np.int64)
-        values = dict(zip(_DNS_FIELDS, _fast_columns(
-            every, cols.id, cols.flags, cols.qdcount, cols.ancount, cols.nscount, cols.arcount, cols.qtype,
-            cols.qclass, cols.has_opt, cols.edns_version, cols.edns_udp_size, cols.ext_rcode, cols.do,
-            cols.ede, cols.min_ttl, cols.edns_options,
-        ), strict=True))  # fmt: skip
+        values = cols.header(np.arange(n, dtype=np.int64)).columns()
         values.update(meta)
         name_id = np.zeros(n, dtype=np.int64)
         name_id[cols.ok] = cols.name_id + len(names)
@@ -689,44 +515,7 @@ class Dissector:
         self, batch: FrameBatch, l4: L4Columns, cols: DnsColumns, good: npt.NDArray[np.int64]
     ) -> pl.DataFrame:
         n = len(good)
-        (
-            ident,
-            flags,
-            qr,
-            opcode,
-            rcode,
-            qd,
-            an,
-            ns,
-            ar,
-            qtype,
-            qclass,
-            edns,
-            version,
-            udp,
-            do,
-            ede,
-            ttl,
-            opts,
-        ) = _fast_columns(
-            np.flatnonzero(cols.ok),
-            cols.id,
-            cols.flags,
-            cols.qdcount,
-            cols.ancount,
-            cols.nscount,
-            cols.arcount,
-            cols.qtype,
-            cols.qclass,
-            cols.has_opt,
-            cols.edns_version,
-            cols.edns_udp_size,
-            cols.ext_rcode,
-            cols.do,
-            cols.ede,
-            cols.min_ttl,
-            cols.edns_options,
-        )
+        h = cols.header(np.flatnonzero(cols.ok))
         u8, u16, u32 = np.uint8, np.uint16, np.uint32
         src = self.addresses.intern_rows(l4.src_hi, l4.src_lo, good)
         dst = self.addresses.intern_rows(l4.dst_hi, l4.dst_lo, good)
@@ -741,25 +530,25 @@ class Dissector:
             "dst": dst,
             "dport": l4.dport[good].astype(u16),
             "size": l4.payload_len[good].astype(u32),
-            "id": ident,
-            "flags": flags,
-            "qr": qr,
-            "opcode": opcode,
-            "rcode": rcode,
-            "qdcount": qd,
-            "ancount": an,
-            "nscount": ns,
-            "arcount": ar,
+            "id": h.id,
+            "flags": h.flags,
+            "qr": h.qr,
+            "opcode": h.opcode,
+            "rcode": h.rcode,
+            "qdcount": h.qdcount,
+            "ancount": h.ancount,
+            "nscount": h.nscount,
+            "arcount": h.arcount,
             "qname": pl.Series(cols.names, dtype=pl.Categorical).gather(cols.name_id),
-            "qtype": qtype,
-            "qclass": qclass,
-            "edns": edns,
-            "edns_version": pl.Series(version),
-            "edns_udp_size": pl.Series(udp),
-            "do": do,
-            "ede": pl.Series(ede),
-            "edns_options": opts,
-            "min_ttl": pl.Series(ttl),
+            "qtype": h.qtype,
+            "qclass": h.qclass,
+            "edns": h.edns,
+            "edns_version": pl.Series(h.edns_version),
+            "edns_udp_size": pl.Series(h.edns_udp_size),
+            "do": h.do,
+            "ede": pl.Series(h.ede),
+            "edns_options": h.edns_options,
+            "min_ttl": pl.Series(h.min_ttl),
             "malformed": np.zeros(n, dtype=bool),
             "capture_truncated": np.zeros(n, dtype=bool),
             "dnstap_type": np.zeros(n, dtype=u8),
@@ -858,13 +647,6 @@ def dnstap_issue(batch: FrameBatch, f: DnstapFields, i: int) -> DecodeIssue:
     where = f" (at byte {int(f.at[i])} of the message)" if f.at[i] >= 0 else ""
     detail = f"dnstap message {frame}: {dnstap.PROBLEMS[status]}{where}"
     return DecodeIssue(batch.file_id, frame, ts, IssueReason.DNSTAP_BAD_PROTOBUF, detail)
-
-
-# The columns of :func:`_fast_columns`' result, in its order.
-_DNS_FIELDS = (
-    "id", "flags", "qr", "opcode", "rcode", "qdcount", "ancount", "nscount", "arcount", "qtype", "qclass",
-    "edns", "edns_version", "edns_udp_size", "do", "ede", "min_ttl", "edns_options",
-)  # fmt: skip
 
 
 @dataclass(slots=True)

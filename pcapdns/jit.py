@@ -56,8 +56,8 @@ SOURCES = (
     "sources/dnstap.py",
     "decode/columnar.py",
     "dns/columnar.py",
-    "dissect.py",
     "pairing.py",
+    "keytable.py",
     "parallel/split.py",
     "tables/kernels.py",
 )

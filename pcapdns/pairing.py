@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from pcapdns import keytable
 from pcapdns.jit import interpreted, jit, writable
 from pcapdns.schema import LINKS, ROLE, ROLES, STATUS, STATUSES
 
@@ -56,22 +57,28 @@ class Paired:
     links: pl.DataFrame
 
 
-def _keys(
-    m: pl.DataFrame, *, compiled: bool = True
-) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
-    """The exact pairing key of every message, packed into three 64-bit integers.
+def _column(m: pl.DataFrame, name: str) -> npt.NDArray[Any]:
+    """Column ``name`` of ``m`` as a writable numpy array, nulls as 0 (False)."""
+    column = m.get_column(name)
+    if column.null_count():
+        column = column.fill_null(False if column.dtype == pl.Boolean else 0)
+    return writable(column.to_numpy())
 
-    ``flow_a`` = client id, server id; ``flow_b`` = transport, client port, server port, DNS ID;
-    ``question`` = id of the lower-cased name, QTYPE, QCLASS.  The client is the query's sender.
-    Names are numbered through a categorical: only the distinct names are lower-cased.
-    """
 
-    def col(name: str) -> npt.NDArray[Any]:
-        column = m.get_column(name)
-        if column.null_count():
-            column = column.fill_null(False if column.dtype == pl.Boolean else 0)
-        return writable(column.to_numpy())
+def flow_keys(m: pl.DataFrame, *, compiled: bool = True) -> tuple[U64, U64]:
+    """The flow of every message, packed into two 64-bit integers: ``flow_a`` = client id, server
+    id; ``flow_b`` = transport, client port, server port, DNS ID.  The client is the query's sender."""
+    pack = _pack_flows if compiled else interpreted(_pack_flows)  # a few messages: not worth loading numba
+    qr, src, dst, transport, sport, dport, ident = (
+        _column(m, c) for c in ("qr", "src", "dst", "transport", "sport", "dport", "id")
+    )
+    return pack(qr, src, dst, transport, sport, dport, ident)
 
+
+def _questions(m: pl.DataFrame, *, compiled: bool = True) -> U64:
+    """The question of every message packed into a 64-bit integer: id of the lower-cased name,
+    QTYPE, QCLASS.  Names are numbered through a categorical: only the distinct names are
+    lower-cased."""
     names = m.get_column("qname").cast(pl.Categorical)
     distinct = names.unique().drop_nulls()
     lower_id = distinct.cast(pl.String).str.to_lowercase().cast(pl.Categorical).to_physical().to_numpy()
@@ -79,30 +86,20 @@ def _keys(
     lut = np.zeros(int(codes.max()) + 1 if len(codes) else 1, dtype=np.uint64)
     lut[codes] = lower_id
     physical = names.to_physical()
-    pack = _pack if compiled else interpreted(_pack)  # a few messages: not worth loading numba
+    pack = _pack_questions if compiled else interpreted(_pack_questions)
     return pack(
-        col("qr"),
-        col("src"),
-        col("dst"),
-        col("transport"),
-        col("sport"),
-        col("dport"),
-        col("id"),
+        _column(m, "qr"),
         lut,
         writable(physical.fill_null(0).to_numpy()),
         writable(physical.is_null().to_numpy()),
-        col("qtype"),
-        col("qclass"),
-        col("qdcount"),
+        _column(m, "qtype"),
+        _column(m, "qclass"),
+        _column(m, "qdcount"),
     )
 
 
-@jit(
-    "UniTuple(u8[::1], 3)"
-    "(b1[::1], u4[::1], u4[::1], u1[::1], u2[::1], u2[::1], u2[::1], u8[::1], u4[::1], b1[::1], u2[::1], "
-    "u2[::1], u2[::1])"
-)
-def _pack(  # noqa: PLR0913 - one column per key part
+@jit("UniTuple(u8[::1], 2)(b1[::1], u4[::1], u4[::1], u1[::1], u2[::1], u2[::1], u2[::1])")
+def _pack_flows(
     qr: Mask,
     src: npt.NDArray[np.uint32],
     dst: npt.NDArray[np.uint32],
@@ -110,18 +107,11 @@ def _pack(  # noqa: PLR0913 - one column per key part
     sport: npt.NDArray[np.uint16],
     dport: npt.NDArray[np.uint16],
     ident: npt.NDArray[np.uint16],
-    lut: U64,
-    name: npt.NDArray[np.uint32],
-    no_name: Mask,
-    qtype: npt.NDArray[np.uint16],
-    qclass: npt.NDArray[np.uint16],
-    qdcount: npt.NDArray[np.uint16],
-) -> tuple[U64, U64, U64]:
-    """:func:`_keys`' packing, one pass: (flow_a, flow_b, question) per message."""
+) -> tuple[U64, U64]:
+    """:func:`flow_keys`' packing, one pass: (flow_a, flow_b) per message."""
     n = len(qr)
     flow_a = np.empty(n, dtype=np.uint64)
     flow_b = np.empty(n, dtype=np.uint64)
-    question = np.empty(n, dtype=np.uint64)
     for i in range(n):
         if qr[i]:  # a response: the client is its destination
             client, server = np.uint64(dst[i]), np.uint64(src[i])
@@ -136,6 +126,23 @@ def _pack(  # noqa: PLR0913 - one column per key part
             | (sport_ << np.uint64(16))
             | np.uint64(ident[i])
         )
+    return flow_a, flow_b
+
+
+@jit("u8[::1](b1[::1], u8[::1], u4[::1], b1[::1], u2[::1], u2[::1], u2[::1])")
+def _pack_questions(
+    qr: Mask,
+    lut: U64,
+    name: npt.NDArray[np.uint32],
+    no_name: Mask,
+    qtype: npt.NDArray[np.uint16],
+    qclass: npt.NDArray[np.uint16],
+    qdcount: npt.NDArray[np.uint16],
+) -> U64:
+    """:func:`_questions`' packing, one pass."""
+    n = len(qr)
+    question = np.empty(n, dtype=np.uint64)
+    for i in range(n):
         if no_name[i]:
             question[i] = _NO_Q if qdcount[i] == 0 else (_BAD_Q if qr[i] else _UNPARSED_Q)
         else:
@@ -144,7 +151,7 @@ def _pack(  # noqa: PLR0913 - one column per key part
                 | (np.uint64(qtype[i]) << np.uint64(16))
                 | np.uint64(qclass[i])
             )
-    return flow_a, flow_b, question
+    return question
 
 
 def pair(messages: pl.DataFrame, timeout_ns: int, capture_end_ns: int, *, vectorized: bool = True) -> Paired:
@@ -161,12 +168,16 @@ def pair(messages: pl.DataFrame, timeout_ns: int, capture_end_ns: int, *, vector
     n = m.height
     ts = writable(m.get_column("ts_ns").to_numpy())
     is_resp = writable(m.get_column("qr").to_numpy())
-    flow_a, flow_b, question = _keys(m, compiled=vectorized) if n else (np.zeros(0, np.uint64),) * 3
+    empty = np.zeros(0, np.uint64)
+    flow_a, flow_b = flow_keys(m, compiled=vectorized) if n else (empty, empty)
+    question = _questions(m, compiled=vectorized) if n else empty
     if vectorized:
+        flow, flows = keytable.numbered(flow_a, flow_b)
+        del flow_a, flow_b  # 16 bytes a message: the flows' numbers stand for them
         role, txn, lq, lr, lstatus, lretx = _match(
-            ts, is_resp, flow_a, flow_b, question, timeout_ns, capture_end_ns
+            ts, is_resp, flow, flows, question, timeout_ns, capture_end_ns
         )
-        del flow_a, flow_b, question  # 24 bytes a message, not needed for the output
+        del flow, question
         # Links in query order (the transactions table's order): query ids are distinct row
         # numbers, so a scatter sorts them, no comparison sort needed.
         at = np.full(n, -1, dtype=np.int64)
@@ -201,41 +212,23 @@ def pair(messages: pl.DataFrame, timeout_ns: int, capture_end_ns: int, *, vector
     return Paired(messages=out, links=links.select(pl.col(c).cast(t) for c, t in LINKS.items()))
 
 
-@jit
-def _slot(fa: U64, fb: U64, table: I32, a: np.uint64, b: np.uint64) -> Int:
-    """The slot of flow (a, b) in the open-addressing ``table``, which holds the first message of
-    each flow (-1: a free slot)."""
-    mask = len(table) - 1
-    h = (a * np.uint64(0x9E3779B97F4A7C15)) ^ (b * np.uint64(0xC2B2AE3D27D4EB4F))
-    h ^= h >> np.uint64(29)
-    i = np.int64(h & np.uint64(mask))
-    while True:
-        f = table[i]
-        if f < 0 or (fa[f] == a and fb[f] == b):
-            return i
-        i = (i + 1) & mask
-
-
 @jit(
     "Tuple((u1[::1], i4[::1], i4[::1], i4[::1], u1[::1], i4[::1]))"
-    "(i8[::1], b1[::1], u8[::1], u8[::1], u8[::1], i8, i8)"
+    "(i8[::1], b1[::1], u4[::1], i8, u8[::1], i8, i8)"
 )
-def _match(  # noqa: C901 - one state machine, kept in one piece to read against _Matcher
-    ts: I64, is_resp: Mask, fa: U64, fb: U64, q: U64, timeout: Int, end: Int
+def _match(
+    ts: I64, is_resp: Mask, flow: npt.NDArray[np.uint32], flows: Int, q: U64, timeout: Int, end: Int
 ) -> tuple[npt.NDArray[np.uint8], I32, I32, I32, npt.NDArray[np.uint8], I32]:
     """:class:`_Matcher`, compiled: the same rules, over every message in time order.
 
-    A flow (client, server, ports, transport, ID) is named by its first message.  Per flow, the
+    ``flow`` numbers each message's flow (client, server, ports, transport, ID), ``0 .. flows-1``
+    (:func:`pcapdns.keytable.numbered`).  Per flow, the
     outstanding queries and the recently answered responses are singly linked lists in order of
     arrival, threaded through ``nxt`` by message index (a message is on at most one list).
     """
     n = len(ts)
-    cap = 2
-    while cap < n + n // 2 + 2:
-        cap *= 2
-    table = np.full(cap, -1, dtype=np.int32)
-    pend = np.full(n, -1, dtype=np.int32)  # per flow: first outstanding query
-    done = np.full(n, -1, dtype=np.int32)  # per flow: first recently answered response
+    pend = np.full(flows, -1, dtype=np.int32)  # per flow: first outstanding query
+    done = np.full(flows, -1, dtype=np.int32)  # per flow: first recently answered response
     nxt = np.full(n, -1, dtype=np.int32)
     last_send = np.empty(n, dtype=np.int64)  # per outstanding query
     retx = np.zeros(n, dtype=np.int32)
@@ -248,10 +241,7 @@ def _match(  # noqa: C901 - one state machine, kept in one piece to read against
     links = 0
     for mi in range(n):
         t = ts[mi]
-        s = _slot(fa, fb, table, fa[mi], fb[mi])
-        f = table[s]
-        if f < 0:
-            f = table[s] = mi
+        f = flow[mi]
         # expire: outstanding queries past their deadline become unanswered
         prev = -1
         node = pend[f]
@@ -337,7 +327,7 @@ def _match(  # noqa: C901 - one state machine, kept in one piece to read against
             txn[mi] = txn[node]
         else:
             role[mi] = _ORPHAN
-    for f in range(n):
+    for f in range(flows):
         node = pend[f]
         while node >= 0:
             lq[links] = node

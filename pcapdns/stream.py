@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from pcapdns import keytable
 from pcapdns.anomalies import Inputs, Thresholds
 from pcapdns.anomalies.rules import detect
 from pcapdns.dissect import AddressTable, Dissector
@@ -48,7 +49,7 @@ from pcapdns.model import (
     FrameBatch,
     IssueLog,
 )
-from pcapdns.pairing import Paired, pair
+from pcapdns.pairing import Paired, flow_keys, pair
 from pcapdns.schema import ANOMALIES, DECODE_ISSUES, ISSUE_COUNTS, LINKS, MALFORMED, MESSAGES, ROLE, ROLES
 from pcapdns.tables.engine import engine_inputs, issue_counts_frame, issues_frame, query_facts, unpaired
 from pcapdns.tables.names import address_text
@@ -170,9 +171,6 @@ def _counts(messages: pl.DataFrame, links: pl.DataFrame, rtt: npt.NDArray[np.int
     )
 
 
-_H1, _H2, _H3 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9)
-
-
 def _rtt(messages: pl.DataFrame, answered: pl.DataFrame) -> npt.NDArray[np.int64]:
     """Each answered link's latency: from its query (or the query time its dnstap response
     carries) to its response."""
@@ -184,27 +182,11 @@ def _rtt(messages: pl.DataFrame, answered: pl.DataFrame) -> npt.NDArray[np.int64
 
 
 def _flow_hash(m: pl.DataFrame) -> npt.NDArray[np.uint64]:
-    """One 64-bit number per message for its flow (client, server, transport, ports, DNS ID).
+    """One 64-bit number per message for its flow (pairing's flow key, hashed by the key table).
 
     Equal flows hash equal; a collision only makes a transaction be paired again needlessly.
     """
-    if m.height == 0:
-        return np.zeros(0, dtype=np.uint64)
-    qr = m.get_column("qr").to_numpy()
-    u = np.uint64
-    src, dst = m.get_column("src").to_numpy().astype(u), m.get_column("dst").to_numpy().astype(u)
-    sp, dp = m.get_column("sport").to_numpy().astype(u), m.get_column("dport").to_numpy().astype(u)
-    client, server = np.where(qr, dst, src), np.where(qr, src, dst)
-    cport, sport = np.where(qr, dp, sp), np.where(qr, sp, dp)
-    rest = (
-        (m.get_column("transport").to_numpy().astype(u) << u(48))
-        | (cport << u(32))
-        | (sport << u(16))
-        | m.get_column("id").to_numpy().astype(u)
-    )
-    with np.errstate(over="ignore"):
-        out: npt.NDArray[np.uint64] = (client * _H1) ^ (server * _H2) ^ (rest * _H3)
-    return out
+    return keytable.hashes(*flow_keys(m))
 
 
 def _subset(p: Paired, msg_mask: npt.NDArray[np.bool_], link_mask: npt.NDArray[np.bool_]) -> Paired:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pcapdns import dissect, jit, pairing
+from pcapdns import dissect, jit, keytable, pairing
 
 SAMPLES = Path(__file__).parent.parent / "samples"
 NO_TOOLCHAIN = jit._missing_toolchain()  # noqa: SLF001
@@ -69,9 +69,9 @@ def test_arguments_are_checked_at_the_boundary() -> None:
     assert table.intern_rows(hi, lo, rows).tolist() == [0, 1, 0, 2]
     if jit.backend() == "core":
         # the wrong dtype is refused (compiled code would read int64 memory as uint64 blindly)
-        state = (table._table, table._key_hi, table._key_lo, table._hashes, 3)  # noqa: SLF001
+        state = (table._slots, table._key_hi, table._key_lo, table._hashes, 3)  # noqa: SLF001
         with pytest.raises(TypeError, match="wants uint64"):
-            dissect._intern(hi.astype(np.int64), lo, np.arange(4), *state)  # noqa: SLF001
+            keytable._intern(hi.astype(np.int64), lo, np.arange(4), *state)  # noqa: SLF001
         with pytest.raises(TypeError, match="takes 7 arguments"):
             pairing._match(hi)  # noqa: SLF001
 

@@ -17,18 +17,21 @@ The question name is rendered to presentation form here too, with exactly the es
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from pcapdns import keytable
 from pcapdns.jit import jit
+from pcapdns.keytable import TABLE_START
 
 I64 = npt.NDArray[np.int64]
 Mask = npt.NDArray[np.bool_]
 U8 = npt.NDArray[np.uint8]
+U16 = npt.NDArray[np.uint16]
 Int = int | np.int64  # scalars inside compiled code (numba types both the same)
-TABLE_START = 4096  # first size of a table of distinct values (grown as they come)
 Bool = bool | np.bool_
 
 _MAX_NAME = 255
@@ -82,29 +85,115 @@ _ESCAPE_KIND = np.array(
 _NCOLS = 16
 
 
+# Rows of the matrices :func:`_header` fills, one field a row: 16-bit fields, 64-bit fields (with
+# -1 for "none"), flags.  :class:`HeaderFields` names each row.
+_H_ID, _H_FLAGS, _H_OPCODE, _H_RCODE, _H_QD, _H_AN, _H_NS, _H_AR, _H_QTYPE, _H_QCLASS, _H_VERSION, _H_UDP = (
+    range(12)
+)
+_H_EDE, _H_MINTTL, _H_OPTMASK = range(3)
+_H_QR, _H_EDNS, _H_DO = range(3)
+
+
+@dataclass(slots=True)
+class HeaderFields:
+    """Header, question type and EDNS fields of some messages, one array each, named and typed as
+    the message table's columns (``ede`` and ``min_ttl`` -1 when none; the EDNS fields of a
+    message without OPT hold 0)."""
+
+    id: U16
+    flags: U16
+    qr: Mask
+    opcode: U8
+    rcode: U16  # with the extended RCODE bits of the OPT record
+    qdcount: U16
+    ancount: U16
+    nscount: U16
+    arcount: U16
+    qtype: U16
+    qclass: U16
+    edns: Mask
+    edns_version: U8
+    edns_udp_size: U16
+    do: Mask
+    ede: npt.NDArray[np.int32]  # the first Extended DNS Error info-code
+    min_ttl: I64  # the smallest TTL in the answer section
+    edns_options: I64  # option codes present: bit c for code c < 63, bit 63 for any higher code
+
+    def columns(self) -> dict[str, npt.NDArray[Any]]:
+        """The fields by name."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
 @dataclass(slots=True)
 class DnsColumns:
-    """Header, question and EDNS fields of the ``ok`` messages (other rows hold garbage)."""
+    """What :func:`parse_batch` found: which messages are ``ok`` and their question names; their
+    header fields are read with :meth:`header` (other rows hold garbage)."""
 
     ok: Mask
-    id: I64
-    flags: I64
-    qdcount: I64
-    ancount: I64
-    nscount: I64
-    arcount: I64
     names: list[str]  # presentation form of each distinct question name of the batch
     name_id: I64  # per ok message, in order: its question name's index in ``names``
-    qtype: I64
-    qclass: I64
+    parsed: I64  # the parser's columns (``_ID`` ...), one row per message
     has_opt: Mask
-    edns_version: I64
-    edns_udp_size: I64
-    ext_rcode: I64
     do: Mask
-    ede: I64  # first Extended DNS Error info-code, -1 when none
-    min_ttl: I64  # smallest TTL in the answer section, -1 when it holds no record
-    edns_options: I64  # option codes present: bit c for code c < 63, bit 63 for any higher code
+
+    def header(self, rows: I64) -> HeaderFields:
+        """The header fields of messages ``rows``, in that order."""
+        n = len(rows)
+        short = np.empty((12, n), dtype=np.uint16)
+        wide = np.empty((3, n), dtype=np.int64)
+        flag = np.empty((3, n), dtype=np.bool_)
+        _header(
+            np.ascontiguousarray(rows, dtype=np.int64), self.parsed, self.has_opt, self.do, short, wide, flag
+        )
+        return HeaderFields(
+            id=short[_H_ID],
+            flags=short[_H_FLAGS],
+            qr=flag[_H_QR],
+            opcode=short[_H_OPCODE].astype(np.uint8),
+            rcode=short[_H_RCODE],
+            qdcount=short[_H_QD],
+            ancount=short[_H_AN],
+            nscount=short[_H_NS],
+            arcount=short[_H_AR],
+            qtype=short[_H_QTYPE],
+            qclass=short[_H_QCLASS],
+            edns=flag[_H_EDNS],
+            edns_version=short[_H_VERSION].astype(np.uint8),
+            edns_udp_size=short[_H_UDP],
+            do=flag[_H_DO],
+            ede=wide[_H_EDE].astype(np.int32),
+            min_ttl=wide[_H_MINTTL],
+            edns_options=wide[_H_OPTMASK],
+        )
+
+
+@jit("i8(i8[::1], i8[:, ::1], b1[::1], b1[::1], u2[:, ::1], i8[:, ::1], b1[:, ::1])")
+def _header(rows: I64, parsed: I64, has_opt: Mask, do: Mask, short: U16, wide: I64, flag: Mask) -> Int:
+    """Fill :meth:`DnsColumns.header`'s matrices (rows ``_H_*``) for messages ``rows``, in one pass
+    over the parser's columns; returns how many messages."""
+    for k in range(len(rows)):
+        i = rows[k]
+        p = parsed[i]
+        f = p[_FLAGS]
+        short[_H_ID, k] = p[_ID]
+        short[_H_FLAGS, k] = f
+        short[_H_OPCODE, k] = (f >> 11) & 0xF
+        short[_H_RCODE, k] = (f & 0xF) | ((p[_EXT] << 4) if has_opt[i] else 0)
+        short[_H_QD, k] = p[_QD]
+        short[_H_AN, k] = p[_AN]
+        short[_H_NS, k] = p[_NS]
+        short[_H_AR, k] = p[_AR]
+        short[_H_QTYPE, k] = p[_QTYPE]
+        short[_H_QCLASS, k] = p[_QCLASS]
+        short[_H_VERSION, k] = p[_VERSION]
+        short[_H_UDP, k] = p[_UDP]
+        wide[_H_EDE, k] = p[_EDE_COL]
+        wide[_H_MINTTL, k] = p[_MINTTL]
+        wide[_H_OPTMASK, k] = p[_OPTMASK]
+        flag[_H_QR, k] = (f & 0x8000) != 0
+        flag[_H_EDNS, k] = has_opt[i]
+        flag[_H_DO, k] = do[i]
+    return len(rows)
 
 
 @jit
@@ -316,7 +405,7 @@ def _distinct(b: U8, qs: I64, qe: I64) -> tuple[I64, I64]:
     count = 0
     for i in range(n):
         if 2 * (count + 1) > len(table):
-            table = grown(table, hashes, count)
+            table = keytable.grown(table, hashes, count)  # the module's: compiled once loaded
         mask = len(table) - 1
         h = np.uint64(0xCBF29CE484222325)
         for p in range(qs[i], qe[i]):
@@ -350,20 +439,6 @@ def _distinct(b: U8, qs: I64, qe: I64) -> tuple[I64, I64]:
                     break
             slot = (slot + 1) & mask
     return ids, first[:count]
-
-
-@jit
-def grown(table: I64, hashes: npt.NDArray[np.uint64], count: Int) -> I64:
-    """An open-addressing table of twice the size holding entries ``0 .. count-1`` (by hash)."""
-    cap = 2 * len(table)
-    mask = cap - 1
-    out = np.full(cap, -1, dtype=np.int64)
-    for j in range(count):
-        slot = np.int64(hashes[j] & np.uint64(mask))
-        while out[slot] >= 0:
-            slot = (slot + 1) & mask
-        out[slot] = j
-    return out
 
 
 @jit("u1[::1](u1[::1], i8[::1], i8[::1], i8[::1])")
@@ -428,24 +503,4 @@ def parse_batch(b: U8, start: I64, length: I64) -> DnsColumns:
     name_id, first = _distinct(b, qs, qe)  # render each distinct name once
     rendered = _render(b, qs[first], qe[first], _ESCAPE_KIND)
     names: list[str] = rendered.tobytes().decode("ascii").split("\n")[:-1]
-    return DnsColumns(
-        ok=ok,
-        id=out[:, _ID],
-        flags=out[:, _FLAGS],
-        qdcount=out[:, _QD],
-        ancount=out[:, _AN],
-        nscount=out[:, _NS],
-        arcount=out[:, _AR],
-        names=names,
-        name_id=name_id,
-        qtype=out[:, _QTYPE],
-        qclass=out[:, _QCLASS],
-        has_opt=has_opt & ok,
-        edns_version=out[:, _VERSION],
-        edns_udp_size=out[:, _UDP],
-        ext_rcode=out[:, _EXT],
-        do=do,
-        ede=out[:, _EDE_COL],
-        min_ttl=out[:, _MINTTL],
-        edns_options=out[:, _OPTMASK],
-    )
+    return DnsColumns(ok=ok, names=names, name_id=name_id, parsed=out, has_opt=has_opt & ok, do=do)
