@@ -30,7 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import scenarios  # noqa: E402
+import scenarios
 
 MEASURED = ("rcode_surge", "unanswered_outage", "unanswered_loss", "slow_responses")
 

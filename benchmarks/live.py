@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.liveenv import Live, dnsperf, missing, unbound  # noqa: E402
+from tests.liveenv import Live, dnsperf, missing, unbound
 
 
 def cpu_seconds(pid: int) -> float:

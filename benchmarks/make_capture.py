@@ -247,7 +247,7 @@ class _Writer:
         self.f.close()
 
 
-def make_capture(  # noqa: PLR0915 - one loop writes every kind of packet
+def make_capture(
     path: str | Path, packets: int = 2_000_000, seed: int = 7, mix: str | Mix = "resolver"
 ) -> dict[str, Any]:
     """Write ``packets`` records of resolver traffic to ``path``; return what was written.

@@ -761,7 +761,7 @@ def guard_standard_streams() -> None:
     if sys.stdout is None:
         sys.stdout = _ClosedOutput()
     if sys.stderr is None:
-        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115 -- the process's stderr, never closed
+        sys.stderr = open(2, "w", closefd=False)  # the process's stderr, never closed
 
 
 def _quiet_stdout() -> None:
@@ -798,7 +798,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ExitStatus.OK)
     except click.exceptions.Exit as e:
         return int(e.exit_code)
-    except Exception as e:  # noqa: BLE001 -- the one place that turns bugs into a clean line
+    except Exception as e:  # the one place that turns bugs into a clean line
         if _DEBUG:
             raise
         if isinstance(e, OSError) and e.errno in _NO_ROOM:  # the output could not be written

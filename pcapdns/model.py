@@ -22,8 +22,6 @@ import numpy.typing as npt
 DEFAULT_PORTS: frozenset[int] = frozenset({53})
 VXLAN_PORTS: frozenset[int] = frozenset({4789})  # IANA's VXLAN port (RFC 7348)
 GENEVE_PORTS: frozenset[int] = frozenset({6081})  # IANA's Geneve port (RFC 8926)
-MDNS_PORT = 5353
-LLMNR_PORT = 5355
 
 
 class LinkType(IntEnum):

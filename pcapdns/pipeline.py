@@ -61,7 +61,6 @@ class Options:
     # The host each path was captured on (parallel to ``paths``): queries are only ever paired
     # with responses of the same host.  Empty: all files are one capture.
     hosts: tuple[str, ...] = ()
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 def _release_memory() -> None:
@@ -304,7 +303,7 @@ def finish(parts: Sequence[Tables], opts: Options, stage: Callable[[str], None] 
     if facts is not None and unpaired_rows is not None:
         if stage is not None:
             stage("looking for anomalies: preparing the inputs")
-        from pcapdns.anomalies.rules import detect  # noqa: PLC0415 - only when the engine runs
+        from pcapdns.anomalies.rules import detect  # only when the engine runs
 
         anomalies = detect(
             engine_inputs(

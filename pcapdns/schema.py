@@ -90,12 +90,7 @@ ISSUE_COUNTS: dict[str, pl.DataType] = {
     "last_ts_ns": pl.Int64(),
 }
 
-# What pairing adds to each message, and the transactions it forms.
-ROLE_COLUMNS: dict[str, pl.DataType] = {
-    "mi": pl.UInt32(),  # message row in time order
-    "role": ROLE,
-    "txn": pl.UInt32(),  # the transaction (its first query's mi) a message belongs to; null for orphans
-}
+# The transactions pairing forms.
 LINKS: dict[str, pl.DataType] = {
     "query_mi": pl.UInt32(),
     "response_mi": pl.UInt32(),  # null when unanswered

@@ -184,7 +184,7 @@ def _tunnel(b: U8, kind: Int, p: Int, end: Int) -> tuple[Int, Int, Int]:
     "Tuple((u1[::1], u1[::1], u8[:, ::1], i8[:, ::1], i8, i8))"
     "(u1[::1], i8[::1], i8[::1], i8[::1], i8[::1], u1[::1], b1[::1], b1[::1])"
 )
-def _classify(  # noqa: PLR0913 - the batch's columns and three lookup tables
+def _classify(
     b: U8,
     data_off: I64,
     caplen: I64,

@@ -219,7 +219,7 @@ class Decoder:
             )
         ]
 
-    def segment(  # noqa: PLR0913 - a segment's fields, as the columnar classifier found them
+    def segment(
         self,
         file_id: int,
         frame: int,
@@ -290,7 +290,7 @@ class Decoder:
             return self._fragment(at, ip, enc, count)
         return self._proto(at, ip.version, ip.src, ip.dst, ip.proto, ip.payload, ip.cut, enc, count, ip)
 
-    def _proto(  # noqa: PLR0911 - one return per protocol
+    def _proto(
         self,
         at: Where,
         version: int,

@@ -27,5 +27,5 @@ def warm_up() -> None:
 
 try:
     warm_up()
-except Exception:  # noqa: BLE001,S110 - a warm-up only saves time: workers load what they need anyway
+except Exception:  # a warm-up only saves time: workers load what they need anyway
     pass

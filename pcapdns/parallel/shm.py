@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import polars as pl
 
-SHM = "/dev/shm"  # noqa: S108 - shared memory on Linux, not a predictable temporary file
+SHM = "/dev/shm"  # shared memory on Linux, not a predictable temporary file
 T = TypeVar("T")
 R = TypeVar("R")
 

@@ -90,9 +90,9 @@ def _walk_pcap(
     while t < len(targets) and pos + 16 <= n:
         # the record walk's readers, through their module (resolved when this is compiled)
         if little:
-            frac, cap = pcapfile._le32(b, pos + 4), pcapfile._le32(b, pos + 8)  # noqa: SLF001
+            frac, cap = pcapfile._le32(b, pos + 4), pcapfile._le32(b, pos + 8)
         else:
-            frac, cap = pcapfile._be32(b, pos + 4), pcapfile._be32(b, pos + 8)  # noqa: SLF001
+            frac, cap = pcapfile._be32(b, pos + 4), pcapfile._be32(b, pos + 8)
         if frac >= frac_limit or cap > limit or pos + 16 + cap > n:
             break  # the reader would resynchronise or stop here: do not cut after it
         if pos >= targets[t] and pos > 24:

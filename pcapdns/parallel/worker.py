@@ -120,7 +120,7 @@ def read_piece(task: Task) -> Piece:
                     frames.append(frame)
     except PcapdnsError as exc:
         error = exc.message
-    except Exception as exc:  # noqa: BLE001 -- a worker reports, the parent decides
+    except Exception as exc:  # a worker reports, the parent decides
         error = f"{task.path}: internal error: {type(exc).__name__}: {exc}"
     return Piece(
         task=task,
@@ -161,6 +161,6 @@ def tabulate_host(task: HostTask) -> HostResult:
     try:
         decoded = read(task.paths, task.options, file_ids=task.file_ids, skip=errors.append)
         return HostResult(task, tabulate(decoded, task.options, task.files), errors)
-    except Exception as exc:  # noqa: BLE001 -- a worker reports, the parent decides
+    except Exception as exc:  # a worker reports, the parent decides
         errors.append(f"{', '.join(task.paths)}: internal error: {type(exc).__name__}: {exc}")
         return HostResult(task, None, errors)

@@ -27,7 +27,6 @@ from pcapdns.tables.windows import duration
 
 MAX_WINDOWS = 500  # points per series: enough to see an incident's shape, few enough to draw at once
 TOP_SERVERS = 15
-UNANSWERED = ("unanswered", "capture_ended")  # the outcomes of a transaction without an answer
 # RCODEs that mean trouble first (red shades), then the rest; unknown names get a grey
 _COLOURS = {
     "NOERROR": "#4c78a8",

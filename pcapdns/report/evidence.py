@@ -48,7 +48,7 @@ class EvidenceWriter:
     def _open(self, index: int) -> BinaryIO:
         name = self.name(index)
         try:
-            f = open(name, "wb")  # noqa: SIM115 - kept open across writes, closed by rotate/close
+            f = open(name, "wb")  # kept open across writes, closed by rotate/close
         except PermissionError:
             raise ExportError(
                 f"{name}: cannot write here", "pick a directory this user can write, or --user NAME"

@@ -109,7 +109,7 @@ def _open_raw(path: str) -> tuple[BinaryIO, int]:
     if path == "-":
         return sys.stdin.buffer, 0
     try:
-        f = open(path, "rb")  # noqa: SIM115 - owned by the Capture, closed by Capture.close()
+        f = open(path, "rb")  # owned by the Capture, closed by Capture.close()
     except FileNotFoundError:
         raise SourceMissing(f"{path}: no such file", "check the path") from None
     except IsADirectoryError:

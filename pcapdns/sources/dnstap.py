@@ -53,9 +53,6 @@ MESSAGE_TYPES = (
     "UPDATE_QUERY",
     "UPDATE_RESPONSE",
 )
-#: SocketProtocol names (1 UDP ... 7 DOQ); TCP, DOT, DOH and DNSCryptTCP run on TCP, the others
-#: (and an absent protocol) are counted as UDP
-PROTOCOLS = ("", "UDP", "TCP", "DOT", "DOH", "DNSCryptUDP", "DNSCryptTCP", "DOQ")
 
 # why a message could not be read (status column; 0 is fine)
 OK, BAD_VARINT, BAD_LENGTH, BAD_WIRETYPE, NOT_MESSAGE, NO_MESSAGE, NO_TYPE, NO_DNS = range(8)
@@ -294,6 +291,8 @@ def _flow(out: I64, addr: U64, i: Int) -> None:
     """Row ``i``'s flow, time and DNS message from its fields (a response: responder to initiator)."""
     t = out[i, C_TYPE]
     proto = out[i, C_PROTO]
+    # SocketProtocol (1 UDP ... 7 DOQ): TCP (2), DOT (3), DOH (4) and DNSCryptTCP (6) run on TCP;
+    # UDP, DNSCryptUDP, DOQ and an absent protocol are counted as UDP
     out[i, C_TRANSPORT] = 6 if proto in (2, 3, 4, 6) else 17
     qport = min(max(out[i, C_QPORT], 0), 65535)
     rport = min(max(out[i, C_RPORT], 0), 65535)

@@ -74,7 +74,7 @@ class DnstapListener:
         self._sel.register(self._listen, selectors.EVENT_READ)
         if record:
             try:
-                self._record = open(record, "wb")  # noqa: SIM115 - closed by close()
+                self._record = open(record, "wb")  # closed by close()
             except OSError as exc:
                 self.close()
                 raise PcapdnsError(f"{record}: cannot write ({exc.strerror})") from None

@@ -91,7 +91,6 @@ class LiveCapture:
         self._blocks = blocks
         self._current = 0
         self._next_frame = 1
-        self._received = 0
         self._dropped = 0
         sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
         frame_size = 1 << 11
@@ -168,9 +167,8 @@ class LiveCapture:
 
     def kernel_drops(self) -> int:
         """Frames the kernel dropped because the ring was full, since the capture opened."""
-        packets, drops, _ = _STATS3.unpack(self._sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, _STATS3.size))
-        self._received += packets - drops  # the kernel resets its counters on every read
-        self._dropped += drops
+        _, drops, _ = _STATS3.unpack(self._sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, _STATS3.size))
+        self._dropped += drops  # the kernel resets its counters on every read
         return self._dropped
 
     def close(self) -> None:

@@ -16,7 +16,7 @@ ROLE_AT, QR_AT, RCODE_AT, QTYPE_AT, NO_QTYPE_AT, OPCODE_AT, TRANSPORT_AT = 56, 5
 
 
 @jit("u8[::1](u1[::1], b1[::1], u2[::1], u2[::1], b1[::1], u1[::1], u1[::1], b1[::1])")
-def count_keys(  # noqa: PLR0913 - one column per key part
+def count_keys(
     role: U8,
     qr: Mask,
     rcode: U16,

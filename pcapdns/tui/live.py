@@ -278,7 +278,7 @@ class LiveApp(App[None]):
         assert self.runner is not None
         try:
             self.final = self.runner.run()
-        except BaseException as exc:  # noqa: BLE001 - raised again by the CLI once the screen is restored
+        except BaseException as exc:  # raised again by the CLI once the screen is restored
             self.error = exc
         if self.closing:  # the app is going already (and stopped us on its way out)
             return

@@ -76,9 +76,9 @@ def _pick(payloads: list[Payload], trans_id: int, qr: bool) -> Payload | None:
 
 def _import_scapy() -> Any:
     """scapy's configuration with the dissectors the detail uses registered (scapy only here)."""
-    import scapy.layers.dns  # noqa: F401 -- registers the DNS dissector
-    import scapy.layers.inet  # noqa: F401
-    import scapy.layers.inet6  # noqa: F401
+    import scapy.layers.dns  # registers the DNS dissector
+    import scapy.layers.inet
+    import scapy.layers.inet6
     import scapy.layers.l2  # noqa: F401
     from scapy.config import conf
 
@@ -89,7 +89,7 @@ def preload_scapy() -> None:
     """Import scapy ahead of the first packet detail (a second or more; run in a background thread)."""
     try:
         _import_scapy()
-    except Exception:  # noqa: BLE001 -- the detail reports it when a packet is opened
+    except Exception:  # the detail reports it when a packet is opened
         pass
 
 
@@ -107,7 +107,7 @@ def _scapy(stored: StoredFrame) -> str:
         if cls is None:
             return f"scapy has no dissector for link type {stored.linktype}"
         return str(cls(stored.data).show(dump=True))
-    except Exception as e:  # noqa: BLE001 -- scapy on hostile bytes: show why, never crash the UI
+    except Exception as e:  # scapy on hostile bytes: show why, never crash the UI
         return f"scapy could not dissect this frame: {type(e).__name__}: {e}"
 
 

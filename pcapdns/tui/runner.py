@@ -74,7 +74,7 @@ def run(
     except PcapdnsError as e:
         emit(("error", type(e), e.message, e.hint))
         return
-    except Exception as e:  # noqa: BLE001 -- reported in the window; the CLI exits 1 afterwards
+    except Exception as e:  # reported in the window; the CLI exits 1 afterwards
         emit(("crash", f"internal error: {type(e).__name__}: {e}"))
         return
     emit(("done", analysis, overview, time.perf_counter() - started))
