@@ -33,3 +33,24 @@ def test_every_relative_link_in_the_documents_resolves() -> None:
         for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", doc.read_text(encoding="utf-8")):
             if not target.startswith(("http://", "https://")):
                 assert (doc.parent / target).exists(), (doc.name, target)
+
+
+def test_the_design_documents_layers_are_the_import_contracts() -> None:
+    """docs/design.md draws the layers lowest first; pyproject.toml's contract lists them top first."""
+    import tomllib
+
+    design = (ROOT / "docs" / "design.md").read_text(encoding="utf-8")
+    drawing = design.split("## Layers", 1)[1].split("```", 2)[1]
+    drawn = [
+        {name.strip() for name in line.strip().removeprefix("->").split("(", 1)[0].split("|")}
+        for line in drawing.strip().splitlines()
+    ]
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    contracts = config["tool"]["importlinter"]["contracts"]
+    (layers,) = [c["layers"] for c in contracts if c["type"] == "layers"]
+    declared = [{name.strip().removeprefix("pcapdns.") for name in layer.split("|")} for layer in layers]
+    assert drawn == declared[::-1]
+    packaged = {
+        p.stem for p in (ROOT / "pcapdns").iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()
+    }
+    assert packaged - {"__init__", "__main__"} == set().union(*declared)  # every module has its layer
