@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -147,7 +148,11 @@ def dask_cluster() -> Iterator[str]:
         pytest.skip("the dask command is not installed")
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    # The workers run the pcapdns under test (this checkout), not whichever one is installed: the
+    # tasks they get are pickled from this checkout's classes.
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
     common = ["--no-dashboard"]
     scheduler = [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), *common]
     procs = [subprocess.Popen(scheduler, **quiet)]
