@@ -28,6 +28,7 @@ import pcapdns.pairing
 import pcapdns.parallel.split
 import pcapdns.sources.dnstap
 import pcapdns.sources.fstrm
+import pcapdns.sources.live
 import pcapdns.sources.pcapfile
 import pcapdns.tables.kernels  # noqa: F401
 from pcapdns import jit
@@ -40,6 +41,7 @@ COMPILED_MODULES = (
     pcapdns.parallel.split,
     pcapdns.sources.dnstap,
     pcapdns.sources.fstrm,
+    pcapdns.sources.live,
     pcapdns.sources.pcapfile,
     pcapdns.tables.kernels,
 )

@@ -54,6 +54,7 @@ SOURCES = (
     "sources/pcapfile.py",
     "sources/fstrm.py",
     "sources/dnstap.py",
+    "sources/live.py",
     "decode/columnar.py",
     "dns/columnar.py",
     "pairing.py",

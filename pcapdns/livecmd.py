@@ -94,9 +94,10 @@ def run_live(
         )
     if dnstap_write and interface is not None:
         raise UsageError("--dnstap-write goes with --dnstap-socket or --dnstap-tcp")
-    from pcapdns.sources.live import drop_privileges, open_live
+    from pcapdns.sources.live import QUEUE_BATCHES, drop_privileges, open_live
 
     capture: Any
+    queue_batches = QUEUE_BATCHES if interface is not None else 64
     if interface is not None:
         capture = open_live(interface, default_filter(port_set) if bpf is None else bpf, promisc=promisc)
     else:
@@ -129,7 +130,7 @@ def run_live(
 
             sinks.append(keep_evidence)
         if not json_lines and not no_tui and sys.stdout.isatty() and sys.stdin.isatty():
-            final = _run_dashboard(capture, stream, sinks, name, interval, duration, count)
+            final = _run_dashboard(capture, stream, sinks, name, interval, duration, count, queue_batches)
             click.echo(json.dumps(_final(final), indent=1))
             return
         sinks.append(_print_json_line if json_lines else _print_status)
@@ -138,7 +139,15 @@ def run_live(
             for sink in sinks:
                 sink(tick)
 
-        runner = Runner(capture, stream, on_tick, interval_s=interval, duration_s=duration, count=count)
+        runner = Runner(
+            capture,
+            stream,
+            on_tick,
+            interval_s=interval,
+            duration_s=duration,
+            count=count,
+            queue_batches=queue_batches,
+        )
         with _signals_stop(runner):
             final = runner.run()
         if not json_lines:
@@ -216,6 +225,7 @@ def _run_dashboard(
     interval: float,
     duration: float | None,
     count: int | None,
+    queue_batches: int,
 ) -> Tick:
     """The textual dashboard (pcapdns.tui.live); its final tick once the runner has stopped."""
     from pcapdns.tui.live import run_dashboard
@@ -223,7 +233,15 @@ def _run_dashboard(
     runners: list[Runner] = []
 
     def make_runner(on_tick: Callable[[Tick], None]) -> Runner:
-        runner = Runner(capture, stream, on_tick, interval_s=interval, duration_s=duration, count=count)
+        runner = Runner(
+            capture,
+            stream,
+            on_tick,
+            interval_s=interval,
+            duration_s=duration,
+            count=count,
+            queue_batches=queue_batches,
+        )
         runners.append(runner)
         return runner
 
