@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from scriptload import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,3 +112,59 @@ def test_the_tunnel_benchmark_wraps_every_record_without_changing_the_dns(tmp_pa
             want.transactions.drop("file", "encapsulation")
         )
         assert got.transactions["encapsulation"].cast(str).unique().to_list() == [name], name
+
+
+# What tcpreplay 4.4 printed for a 3,000-packet replay into a veth (its own closing statistics).
+TCPREPLAY_OUT = """\
+Actual: 3000 packets (344557 bytes) sent in 0.150237 seconds
+Rated: 2293423.0 Bps, 18.34 Mbps, 19968.44 pps
+Flows: 2624 flows, 17465.73 fps, 2726 unique flow packets, 274 unique non-flow packets
+Statistics for network device: a0
+\tSuccessful packets:        2998
+\tFailed packets:            2
+\tTruncated packets:         0
+\tRetried packets (ENOBUFS): 0
+\tRetried packets (EAGAIN):  0
+"""
+
+
+def test_live_replay_reads_tcpreplays_own_counts() -> None:
+    bench = load_script("pcapdns_bench_live_replay", BENCH / "live_replay.py")
+    r = bench.parse_tcpreplay(TCPREPLAY_OUT)
+    assert (r.attempted, r.successful, r.failed) == (3000, 2998, 2)
+    assert (r.seconds, r.pps) == (0.150237, 19968.44)
+    fatal = "Fatal Error in tcpreplay.c:main() line 122:\n Unable to retrieve information from file x.pcap\n"
+    with pytest.raises(ValueError, match="Unable to retrieve"):
+        bench.parse_tcpreplay(fatal)
+
+
+def test_live_replay_verdict_and_search_find_the_highest_lossless_rate() -> None:
+    bench = load_script("pcapdns_bench_live_replay", BENCH / "live_replay.py")
+    sent = bench.Replay(attempted=500_000, successful=500_000, pps=99_800.0)
+    assert bench.verdict(sent, 500_000, 0, 0, 100_000) == bench.LOSSLESS
+    assert bench.verdict(sent, 499_999, 0, 0, 100_000) == bench.LOSS  # one frame missing
+    assert bench.verdict(sent, 500_000, 0, 7, 100_000) == bench.LOSS  # the queue dropped a batch
+    assert bench.verdict(sent, 500_000, 3, 0, 100_000) == bench.LOSS  # the ring was full
+    assert bench.verdict(sent, 500_000, 0, 0, 150_000) == bench.SLOW_SENDER  # 99,800 of 150,000
+    slow = bench.Replay(attempted=500_000, successful=500_000, pps=60_000.0)
+    assert bench.verdict(slow, 400_000, 0, 100_000, 150_000) == bench.LOSS  # a loss counts at any rate
+
+    def ladder(ceiling: int, sender_max: int, resolution: int) -> tuple[list[int], int, bool]:
+        search = bench.Search([50_000, 100_000, 150_000, 200_000], resolution)
+        tried = []
+        while (rate := search.next()) is not None:
+            tried.append(rate)
+            reached = bench.Replay(successful=rate, pps=float(min(rate, sender_max)))
+            search.record(rate, bench.verdict(reached, rate if rate <= ceiling else rate // 2, 0, 0, rate))
+        return tried, search.best(), search.sender_limited
+
+    assert ladder(137_000, 10**6, 0) == ([50_000, 100_000, 150_000], 100_000, False)
+    # Bisection between 100,000 (lossless) and 150,000 (lossy), to 10,000.
+    assert ladder(137_000, 10**6, 10_000) == (
+        [50_000, 100_000, 150_000, 120_000, 130_000, 140_000],
+        130_000,
+        False,
+    )
+    assert ladder(10**6, 10**6, 10_000) == ([50_000, 100_000, 150_000, 200_000], 200_000, False)
+    # The sender cannot go past 120,000/s: 150,000 is not measured, and nothing above it.
+    assert ladder(10**6, 120_000, 10_000) == ([50_000, 100_000, 150_000], 100_000, True)
