@@ -71,29 +71,30 @@ def parse_tcpreplay(text: str) -> Replay:
 
 
 # -- the search ---------------------------------------------------------------------------------
-LOSSLESS, LOSS, SLOW_SENDER = "lossless", "LOSS", "rate not reached"
+LOSSLESS, LOSS = "lossless", "LOSS"
+#: A lossless step whose sender stayed below this share of the rate asked ends the search: the
+#: machine cannot send faster, so no higher rate can be measured.
+REACHED = 0.9
 
 
-def verdict(sent: Replay, seen: int, kernel_drops: int, queue_drops: int, rate: int) -> str:
-    """One step's outcome: LOSS if pcapdns dropped or missed a frame tcpreplay sent (whatever rate
-    was reached: a rate that loses, loses at any higher one too); SLOW_SENDER if nothing was lost
-    but tcpreplay stayed below 95 % of ``rate`` (then the rate was not measured); else LOSSLESS."""
+def verdict(sent: Replay, seen: int, kernel_drops: int, queue_drops: int) -> str:
+    """LOSS if pcapdns dropped (in the kernel or its queue) or missed a frame tcpreplay sent."""
     if kernel_drops or queue_drops or seen < sent.successful or sent.failed:
         return LOSS
-    if sent.pps and sent.pps < 0.95 * rate:
-        return SLOW_SENDER
     return LOSSLESS
 
 
 @dataclass(slots=True)
 class Search:
-    """Which rates to try: the given ones upwards until one loses, then halving the gap between the
-    highest lossless and the lowest lossy rate while it is wider than ``resolution``.  A step whose
-    rate the sender did not reach ends the search: no higher rate can be measured."""
+    """Which rates to ask tcpreplay for: the given ones upwards until one loses, then halving the
+    gap between the highest lossless and the lowest lossy rate while it is wider than ``resolution``.
+
+    A lossless step counts at the rate tcpreplay reached (``--pps`` is a ceiling, and a loaded
+    machine may not reach it); one that loses counts as lossy at the rate asked."""
 
     rates: list[int]
     resolution: int = 0
-    lossless: list[int] = field(default_factory=list)
+    lossless: dict[int, int] = field(default_factory=dict)  # rate asked -> rate reached
     lossy: list[int] = field(default_factory=list)
     sender_limited: bool = False
 
@@ -101,26 +102,26 @@ class Search:
         if self.sender_limited:
             return None
         if not self.lossy:
-            tried = set(self.lossless)
-            return next((r for r in sorted(self.rates) if r not in tried), None)
-        low, high = self.best(), min(self.lossy)
+            return next((r for r in sorted(self.rates) if r not in self.lossless), None)
+        high = min(self.lossy)
+        low = max((r for r in self.lossless if r < high), default=0)
         if self.resolution <= 0:
             return None
         mid = (low + high) // 2 // self.resolution * self.resolution
         return mid if low < mid < high and mid not in self.lossless else None
 
-    def record(self, rate: int, outcome: str) -> None:
-        if outcome == LOSSLESS:
-            self.lossless.append(rate)
-        elif outcome == LOSS:
+    def record(self, rate: int, outcome: str, reached: float) -> None:
+        if outcome == LOSS:
             self.lossy.append(rate)
-        else:
+            return
+        self.lossless[rate] = min(rate, round(reached)) if reached else rate
+        if reached and reached < REACHED * rate:
             self.sender_limited = True
 
     def best(self) -> int:
-        """The highest rate that was lossless below every lossy one (0 if none was)."""
+        """The highest rate reached without loss, below every lossy rate asked (0 if none)."""
         ceiling = min(self.lossy) if self.lossy else None
-        return max((r for r in self.lossless if ceiling is None or r < ceiling), default=0)
+        return max((v for r, v in self.lossless.items() if ceiling is None or r < ceiling), default=0)
 
 
 # -- processes and the namespace ------------------------------------------------------------------
@@ -311,7 +312,7 @@ def step(
         "kernel_drops": kernel,
         "queue_drops": queue,
         "lost": max(0, sent.successful - final["frames"]),
-        "result": verdict(sent, final["frames"], kernel, queue, rate),
+        "result": verdict(sent, final["frames"], kernel, queue),
         "pcapdns_cpu": cpu / wall,
         "us_per_packet": cpu / max(final["frames"], 1) * 1e6,  # pcapdns CPU per frame it counted
         "analysis_cpu": main / wall,  # the main thread: decoding, pairing, settling, output
@@ -412,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
                 r = step(
                     ns, capture, rate, args.seconds, args.live_args, source=args.source, profile=args.profile
                 )
-                search.record(rate, r["result"])
+                search.record(rate, r["result"], r["achieved_pps"])
                 if args.json:
                     print(json.dumps(r), flush=True)
                     continue
@@ -427,11 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    limit = (
-        " (then tcpreplay could not reach the next rate: the machine is the limit)"
-        if search.sender_limited
-        else ""
-    )
+    limit = f" (tcpreplay stayed below {REACHED:.0%} of the next rate asked)" if search.sender_limited else ""
     print(f"highest lossless rate: {search.best():,} packets/s{limit}")
     return 0
 
