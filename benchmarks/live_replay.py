@@ -322,6 +322,48 @@ def step(
     }
 
 
+def offline(capture: Path, rate: int, seconds: float, source: Path) -> dict[str, Any]:
+    """The analysis alone, in this process: the capture's first ``rate * seconds`` frames, retimed to
+    ``rate`` frames/s, fed in the batches the ring makes at that rate (a block holds 4 MiB, or
+    what arrives in 100 ms) and settled, summarised and searched for findings every second of
+    their time, as ``pcapdns live`` does.  CPU time (all threads) per frame, by phase: what the
+    analysis needs whatever else runs on the machine."""
+    sys.path.insert(0, str(source))
+    import numpy as np
+
+    from pcapdns.sources import open_capture
+    from pcapdns.stream import Stream, StreamOptions
+
+    per_batch = max(1, min(int(rate * 0.1), 18_000))
+    batches, n = [], 0
+    with open_capture(str(capture)) as cap:
+        for b in cap.batches(per_batch):
+            b.ts_ns = 1_700_000_000_000_000_000 + (np.arange(n, n + len(b)) * 1e9 / rate).astype(np.int64)
+            batches.append(b)
+            n += len(b)
+            if n >= rate * seconds:
+                break
+    stream = Stream(StreamOptions(), name="offline")
+    spent = {"feed": 0.0, "settle": 0.0, "tick": 0.0}
+    next_tick = int(batches[0].ts_ns[0]) + 1_000_000_000
+    for b in batches:
+        t0 = time.process_time()
+        stream.feed(b)
+        t1 = time.process_time()
+        spent["feed"] += t1 - t0
+        if b.ts_ns[-1] >= next_tick:
+            stream.settle(int(b.ts_ns[-1]))
+            t2 = time.process_time()
+            stream.summary()
+            stream.detect_new()
+            spent["settle"] += t2 - t1
+            spent["tick"] += time.process_time() - t2
+            next_tick += 1_000_000_000
+    us = {k: v / n * 1e6 for k, v in spent.items()}
+    total = sum(us.values())
+    return {"rate": rate, "frames": n, "batch": per_batch, **us, "total": total, "one_core_pps": 1e6 / total}
+
+
 def ensure_capture(path: Path, packets: int) -> Path:
     if not path.exists():
         print(f"building {path} ({packets:,} packets of mix (b))...", file=sys.stderr)
@@ -385,8 +427,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--json", action="store_true", help="one JSON object per step on stdout instead of the table"
     )
+    ap.add_argument(
+        "--offline",
+        action="store_true",
+        help="no capture: time the analysis alone on the capture retimed to each rate (CPU per frame)",
+    )
     ap.add_argument("live_args", nargs="*", help="more options for pcapdns live (after --)")
     args = ap.parse_args(argv)
+    if args.offline:
+        capture = ensure_capture(args.capture, args.packets)
+        cols = ("feed", "settle", "tick", "total")
+        print(f"{'rate':>8} {'frames':>9} {'batch':>6} " + " ".join(f"{c:>6}" for c in cols) + "  us/frame")
+        for rate in sorted(int(r) for r in args.rates.split(",")):
+            o = offline(capture, rate, args.seconds, args.source)
+            print(
+                f"{rate:>8,} {o['frames']:>9,} {o['batch']:>6,} {o['feed']:>6.2f} {o['settle']:>6.2f} "
+                f"{o['tick']:>6.2f} {o['total']:>6.2f}  -> {o['one_core_pps']:,.0f} frames/s on one core",
+                flush=True,
+            )
+        return 0
     reason = missing()
     if reason:
         print(f"cannot run: {reason}", file=sys.stderr)
