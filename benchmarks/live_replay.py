@@ -491,6 +491,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (RuntimeError, ValueError, subprocess.CalledProcessError) as exc:
+        detail = (
+            exc.stderr.decode(errors="replace").strip()
+            if isinstance(exc, subprocess.CalledProcessError)
+            else ""
+        )
+        print(f"failed: {exc} {detail}".strip(), file=sys.stderr)
+        return 1
     limit = f" (tcpreplay stayed below {REACHED:.0%} of the next rate asked)" if search.sender_limited else ""
     print(f"highest lossless rate: {search.best():,} packets/s{limit}")
     return 0
