@@ -496,7 +496,7 @@ def live(**kw: Any) -> None:
     On a terminal a live dashboard; otherwise a status line per interval on stderr and the final
     summary as JSON on stdout. Ctrl-C, q, --duration or --count stop it cleanly.
     """
-    from pcapdns.livecmd import run_live
+    from pcapdns.live.command import run_live
 
     run_live(**kw)
 

@@ -53,4 +53,5 @@ def test_the_design_documents_layers_are_the_import_contracts() -> None:
     packaged = {
         p.stem for p in (ROOT / "pcapdns").iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()
     }
-    assert packaged - {"__init__", "__main__"} == set().union(*declared)  # every module has its layer
+    # every module has its layer (a package's modules may have layers of their own: live.runner)
+    assert packaged - {"__init__", "__main__"} == {name.split(".")[0] for name in set().union(*declared)}

@@ -12,7 +12,7 @@ CORE = [
     "pcapdns.tables.summary",
     "pcapdns.report.text",
     "pcapdns.report.metrics",
-    "pcapdns.livecmd",
+    "pcapdns.live.command",
     "pcapdns.cli",
 ]
 

@@ -21,7 +21,7 @@ from liveenv import Live, dig, dnsperf, needs, unbound
 pytestmark = pytest.mark.live
 _PREIMPORT = (
     # (imported while root: this machine's Python lives under /root, out of nobody's reach)
-    "import os, sys, pcapdns.cli, pcapdns.livecmd, pcapdns.sources.live, scapy.arch, scapy.config, "
+    "import os, sys, pcapdns.cli, pcapdns.live.command, pcapdns.sources.live, scapy.arch, scapy.config, "
     "scapy.error, scapy.arch.common, numpy.random; "
 )
 

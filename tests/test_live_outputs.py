@@ -11,13 +11,14 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pcapdns.errors import UsageError
-from pcapdns.livecmd import default_filter, parse_listen
+from pcapdns.live.command import default_filter, parse_listen
+from pcapdns.live.runner import Tick
 from pcapdns.pipeline import Options, analyze
 from pcapdns.report.evidence import EvidenceWriter
 from pcapdns.report.live import json_line, status_line
 from pcapdns.report.metrics import Exporter
 from pcapdns.sources import open_capture
-from pcapdns.stream import Stream, StreamOptions, Tick
+from pcapdns.stream import Stream, StreamOptions
 from pcapdns.tables.summary import summary
 
 OUTAGE = Path(__file__).parent.parent / "samples" / "outage.pcap"

@@ -12,8 +12,9 @@ from pcapbuild import dns, ether, ipv4, udp
 
 from pcapdns.model import FrameBatch
 from pcapdns.pipeline import Options, analyze
+from pcapdns.retained import FrameRing
 from pcapdns.sources import open_capture
-from pcapdns.stream import FrameRing, Stream, StreamOptions
+from pcapdns.stream import Stream, StreamOptions
 from pcapdns.tables.summary import summary
 from pcapdns.tables.totals import RTT_EXACT, Totals
 

@@ -1,6 +1,6 @@
 """The live dashboard, driven by the real Runner and Stream over samples/outage.pcap replayed as a
 capture: a fake Source hands out the file's batches and moves a simulated clock with them (the
-runner's clock is ``pcapdns.stream.time``), so ten minutes of outage pass in about a second."""
+runner's clock is ``pcapdns.live.runner.time``), so ten minutes of outage pass in about a second."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ from rich.console import Console
 from rich.text import Text
 from tuihelp import run_async
 
+from pcapdns.live.runner import Runner, Tick
 from pcapdns.model import FrameBatch
 from pcapdns.sources import open_capture
-from pcapdns.stream import Runner, Stream, StreamOptions, Tick
+from pcapdns.stream import Stream, StreamOptions
 from pcapdns.tui.chart import Chart
 from pcapdns.tui.live import LiveApp, counts_line, names_table, servers_table
 from pcapdns.tui.livedata import LiveModel, Snapshot
@@ -121,7 +122,7 @@ def _clocked(monkeypatch: pytest.MonkeyPatch, source: Replay) -> None:
     # fourth, on every run whatever the machine's load.
     steps = itertools.count(0, 1_000_000)
     fake = SimpleNamespace(time_ns=source.time_ns, monotonic_ns=lambda: next(steps))
-    monkeypatch.setattr("pcapdns.stream.time", fake)
+    monkeypatch.setattr("pcapdns.live.runner.time", fake)
 
 
 def _app(monkeypatch: pytest.MonkeyPatch, **kw: Any) -> tuple[LiveApp, Replay, list[Snapshot]]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import polars as pl
 
-from pcapdns.stream import Tick
+from pcapdns.live.runner import Tick
 from pcapdns.tables.summary import iso
 
 

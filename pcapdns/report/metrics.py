@@ -18,7 +18,8 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 
 from pcapdns.errors import SourcePermission, UsageError
-from pcapdns.stream import Stream, Tick
+from pcapdns.live.runner import Tick
+from pcapdns.stream import Stream
 from pcapdns.tables.totals import LATENCY_BUCKETS
 
 MAX_SERVERS = 1000

@@ -10,7 +10,7 @@ named as an issue).
 
 :meth:`DnstapListener.read` returns the data frames received so far as one
 :class:`~pcapdns.model.FrameBatch` (decoded like a dnstap file's), so that the live engine
-(:class:`~pcapdns.stream.Runner`) runs on it unchanged.  With ``record``, every data frame is also
+(:class:`~pcapdns.live.runner.Runner`) runs on it unchanged.  With ``record``, every data frame is also
 written, as received, to a dnstap file (``START``, the frames, ``STOP`` on close).
 """
 
@@ -56,7 +56,7 @@ def parse_hostport(text: str) -> tuple[str, int]:
 
 
 class DnstapListener:
-    """A listening socket for dnstap senders; a :class:`~pcapdns.stream.Source`."""
+    """A listening socket for dnstap senders; a :class:`~pcapdns.live.runner.Source`."""
 
     def __init__(
         self, *, unix_path: str | None = None, tcp: tuple[str, int] | None = None, record: str | None = None

@@ -1,6 +1,6 @@
 """The live dashboard of ``pcapdns live``: one screen redrawn every interval from the runner's ticks.
 
-The :class:`~pcapdns.stream.Runner` blocks, so it runs in a thread worker; its ``on_tick`` callback
+The :class:`~pcapdns.live.runner.Runner` blocks, so it runs in a thread worker; its ``on_tick`` callback
 (in that thread) feeds the other sinks (metrics, evidence), folds the tick into a
 :class:`~pcapdns.tui.livedata.LiveModel` and posts the resulting immutable snapshot to the app.
 Quitting (``q``, ``ctrl+c``, SIGTERM through the CLI) stops the runner; the worker then returns its
@@ -23,7 +23,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Footer, Static
 
-from pcapdns.stream import Tick
+from pcapdns.live.runner import Tick
 from pcapdns.tui.chart import AXIS, Chart, ChartData, Series
 from pcapdns.tui.livedata import FAILING, RATE_SERIES, LiveModel, Snapshot
 from pcapdns.tui.overview import (
@@ -57,7 +57,7 @@ Screen { background: $surface; }
 
 
 class Runs(Protocol):
-    """What the dashboard needs of its runner (:class:`pcapdns.stream.Runner` is one)."""
+    """What the dashboard needs of its runner (:class:`pcapdns.live.runner.Runner` is one)."""
 
     def run(self) -> Tick: ...
 

@@ -1,4 +1,4 @@
-"""What the live dashboard shows, folded from :class:`~pcapdns.stream.Tick` s with bounded memory.
+"""What the live dashboard shows, folded from :class:`~pcapdns.live.runner.Tick` s with bounded memory.
 
 :class:`LiveModel` runs in the runner's thread: every tick it reduces the interval to a few numbers
 (responses per RCODE, unanswered, latency percentiles of the transactions settled in it) and to
@@ -15,8 +15,8 @@ from typing import Any
 
 import polars as pl
 
+from pcapdns.live.runner import Tick
 from pcapdns.report.live import findings_list
-from pcapdns.stream import Tick
 
 FAILING = ("SERVFAIL", "NXDOMAIN", "REFUSED")  # shown first; any other non-NOERROR RCODE follows
 RATE_SERIES = ("NOERROR", "NXDOMAIN", "SERVFAIL", "other", "unanswered")

@@ -19,8 +19,9 @@ from typing import Any
 import click
 
 from pcapdns.errors import UsageError
+from pcapdns.live.runner import Runner, Tick
 from pcapdns.model import DEFAULT_PORTS
-from pcapdns.stream import Runner, Stream, StreamOptions, Tick
+from pcapdns.stream import Stream, StreamOptions
 
 
 def default_filter(ports: frozenset[int]) -> str:

@@ -1,0 +1,282 @@
+"""Pairing in steps with bounded pending state: what the live stream and the stepped file analysis share.
+
+:class:`Settler` takes the messages decoded since its last step (in time order, schema ``MESSAGES``)
+and pairs them with what is still *pending* from earlier steps, using the same
+:func:`~pcapdns.pairing.pair` as the whole-capture analysis.  A transaction *settles* once nothing
+later can touch it:
+
+* answered, and ``timeout`` has passed since its response (no duplicate can follow);
+* unanswered, and ``timeout`` has passed since its last transmission;
+* an orphan response, as soon as it is in the past.
+
+Every step returns the settled transactions (a :class:`~pcapdns.pairing.Paired` of their own,
+numbered from 0) and keeps the rest:
+
+* *pending* messages: outstanding queries and messages not yet past the horizon, paired again with
+  the next step's messages;
+* *waiting* transactions: answered, but inside their duplicate window.  They are paired again only
+  when a new message shares their flow (client, server, transport, ports, DNS ID): pairing is per
+  flow, so the others cannot change, and they settle when their deadline passes.
+
+Dropping a settled transaction cannot change how a later message pairs, so the settled
+transactions of all steps are the transactions of the whole capture.  What the settler keeps is
+bounded by the traffic of one ``timeout``, never by the length of the capture.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+from pcapdns import keytable
+from pcapdns.pairing import Paired, flow_keys, pair
+from pcapdns.schema import LINKS, MESSAGES, ROLE, ROLES
+from pcapdns.tables.totals import PairCounts
+
+EMPTY = Paired(
+    messages=pl.DataFrame(schema={"mi": pl.UInt32(), **MESSAGES, "role": ROLE, "txn": pl.UInt32()}),
+    links=pl.DataFrame(schema=LINKS),
+)
+_SENDS = np.array([ROLES.index("query"), ROLES.index("retransmission")], dtype=np.uint32)
+
+
+def _flow_hash(m: pl.DataFrame) -> npt.NDArray[np.uint64]:
+    """One 64-bit number per message for its flow (pairing's flow key, hashed by the key table).
+
+    Equal flows hash equal; a collision only makes a transaction be paired again needlessly.
+    """
+    return keytable.hashes(*flow_keys(m))
+
+
+def _isin(values: npt.NDArray[np.uint64], among: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
+    """``np.isin`` by hashing: the wait set's flows (about a timeout's worth of traffic) against a
+    step's, several times faster than numpy's sort-based test at live rates."""
+    out: npt.NDArray[np.bool_] = pl.Series(values).is_in(pl.Series(among).implode()).to_numpy()
+    return out
+
+
+def latencies(messages: pl.DataFrame, answered: pl.DataFrame) -> npt.NDArray[np.int64]:
+    """Each answered link's latency: from its query (or the query time its dnstap response
+    carries) to its response."""
+    ts = messages.get_column("ts_ns").to_numpy()
+    sent = messages.get_column("query_ts_ns").fill_null(-1).to_numpy()
+    response = answered.get_column("response_mi").cast(pl.Int64).to_numpy()
+    query = answered.get_column("query_mi").cast(pl.Int64).to_numpy()
+    return np.asarray(ts[response] - np.where(sent[response] >= 0, sent[response], ts[query]), dtype=np.int64)
+
+
+def pair_counts(messages: pl.DataFrame, links: pl.DataFrame, rtt: npt.NDArray[np.int64]) -> PairCounts:
+    """The roles of ``messages`` and the statuses of ``links``, with the latencies ``rtt``."""
+    roles = messages.get_column("role").value_counts() if messages.height else None
+    statuses = links.get_column("status").value_counts() if links.height else None
+    return PairCounts(roles=_counter(roles), statuses=_counter(statuses), rtt_ns=rtt)
+
+
+def _counter(df: pl.DataFrame | None) -> Counter[str]:
+    return Counter({str(k): int(n) for k, n in df.iter_rows()}) if df is not None else Counter()
+
+
+def _merge_counts(a: PairCounts, b: PairCounts) -> PairCounts:
+    return PairCounts(
+        roles=a.roles + b.roles, statuses=a.statuses + b.statuses, rtt_ns=np.concatenate([a.rtt_ns, b.rtt_ns])
+    )
+
+
+def subset(p: Paired, msg_mask: npt.NDArray[np.bool_], link_mask: npt.NDArray[np.bool_]) -> Paired:
+    """Whole transactions out of a pairing result, renumbered from 0 (``mi``, ``txn`` and links)."""
+    kept = np.flatnonzero(msg_mask)
+    new_index = np.full(p.messages.height, -1, dtype=np.int64)
+    new_index[kept] = np.arange(kept.size)
+    txn = p.messages.get_column("txn").fill_null(-1).cast(pl.Int64).to_numpy()[kept]
+    links = p.links.filter(pl.Series(link_mask))
+    query = links.get_column("query_mi").cast(pl.Int64).to_numpy()
+    response = links.get_column("response_mi").fill_null(-1).cast(pl.Int64).to_numpy()
+    # A boolean filter copies runs of rows; a gather by index (``messages[kept]``) copies row by
+    # row, and costs several times more on the large, mostly kept wait set.
+    if kept.size == p.messages.height:
+        rows = p.messages
+    elif kept.size == 0:
+        rows = p.messages.clear()
+    else:
+        rows = p.messages.filter(pl.Series(msg_mask))
+    return Paired(
+        messages=rows.with_columns(
+            pl.Series("mi", np.arange(kept.size), dtype=pl.UInt32),
+            _ids("txn", np.where(txn >= 0, new_index[np.maximum(txn, 0)], -1)),
+        ),
+        links=links.with_columns(
+            pl.Series("query_mi", new_index[query], dtype=pl.UInt32),
+            _ids("response_mi", np.where(response >= 0, new_index[np.maximum(response, 0)], -1)),
+        ),
+    )
+
+
+def _ids(name: str, values: npt.NDArray[np.int64]) -> pl.Series:
+    """Row numbers as ``UInt32``, -1 as null (a cast that turns what does not fit into nulls: several
+    times cheaper than replacing -1 first)."""
+    return pl.Series(name, values).cast(pl.UInt32, strict=False)
+
+
+def concat(parts: list[Paired]) -> Paired:
+    """Pairing results side by side, renumbered so that row i of the messages has ``mi`` i."""
+    parts = [p for p in parts if p.messages.height]
+    if not parts:
+        return EMPTY
+    if len(parts) == 1:
+        return parts[0]
+    messages, links, base = [], [], 0
+    for p in parts:
+        shift = pl.lit(base, dtype=pl.UInt32)
+        messages.append(p.messages.with_columns(pl.col("mi") + shift, pl.col("txn") + shift))
+        links.append(p.links.with_columns(pl.col("query_mi") + shift, pl.col("response_mi") + shift))
+        base += p.messages.height
+    return Paired(messages=pl.concat(messages), links=pl.concat(links))
+
+
+@dataclass(slots=True)
+class Waiting:
+    """Answered transactions inside their duplicate window, with each one's deadline (by link)
+    and each message's flow hash (by message)."""
+
+    paired: Paired = field(default_factory=lambda: EMPTY)
+    deadline_ns: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    flow: npt.NDArray[np.uint64] = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
+
+    @staticmethod
+    def join(parts: list[Waiting]) -> Waiting:
+        return Waiting(
+            concat([w.paired for w in parts]),
+            np.concatenate([w.deadline_ns for w in parts]),
+            np.concatenate([w.flow for w in parts]),
+        )
+
+
+class Settler:
+    """Pairs messages step by step; returns each step's settled transactions, keeps the rest."""
+
+    def __init__(self, timeout_ns: int) -> None:
+        self.timeout_ns = timeout_ns
+        self.pending = pl.DataFrame(schema=MESSAGES)  # outstanding queries, recent orphans
+        self.waiting = Waiting()
+        self._pending_pairing = PairCounts()  # the pending messages' roles, as last paired
+        # Roles, statuses and latencies of everything held, as a capture ending now would count them.
+        self.held_counts = PairCounts()
+
+    @property
+    def held(self) -> int:
+        """Messages held for a later step (pending and waiting)."""
+        return self.pending.height + self.waiting.paired.messages.height
+
+    def step(self, new: pl.DataFrame, horizon_ns: int, end_ns: int, *, final: bool) -> Paired:
+        """Pair ``new`` with what is held; the transactions that settle before ``horizon_ns``.
+
+        ``end_ns`` is the capture's end so far (a deadline before it passed unanswered); ``final``
+        settles everything, as the end of a capture does.
+        """
+        waiting = self.waiting
+        w_messages, w_links = waiting.paired.messages, waiting.paired.links
+        msg_txn = w_messages.get_column("txn").cast(pl.Int64).to_numpy()  # every waiting message has one
+        link_query = w_links.get_column("query_mi").cast(pl.Int64).to_numpy()
+        if final:
+            touched = np.ones(len(link_query), dtype=bool)
+        else:
+            shares_flow = (
+                _isin(waiting.flow, _flow_hash(new)) if new.height else np.zeros(len(msg_txn), dtype=bool)
+            )
+            touched = np.isin(link_query, msg_txn[shares_flow])
+        expired = ~touched & (waiting.deadline_ns < horizon_ns)
+        link_index = np.zeros(w_messages.height, dtype=np.int64)
+        link_index[link_query] = np.arange(len(link_query))
+        msg_link = link_index[msg_txn] if len(msg_txn) else msg_txn
+        to_pair = pl.concat(
+            [self.pending, w_messages.filter(pl.Series(touched[msg_link])).select(list(MESSAGES)), new]
+        )
+        settled = [subset(waiting.paired, expired[msg_link], expired)]
+        stays = ~touched & ~expired
+        still_waiting = [
+            Waiting(
+                subset(waiting.paired, stays[msg_link], stays),
+                waiting.deadline_ns[stays],
+                waiting.flow[stays[msg_link]],
+            )
+        ]
+        if to_pair.height:
+            done, waits = self._pair(to_pair, horizon_ns, end_ns, final)
+            settled.append(done)
+            still_waiting.append(waits)
+        else:
+            self.pending = to_pair
+        self.waiting = Waiting.join(still_waiting)
+        w_messages, w_links = self.waiting.paired.messages, self.waiting.paired.links
+        waiting_counts = pair_counts(w_messages, w_links, latencies(w_messages, w_links))
+        self.held_counts = _merge_counts(self._pending_pairing, waiting_counts)
+        return concat(settled)
+
+    def _pair(
+        self, messages: pl.DataFrame, horizon_ns: int, end_ns: int, final: bool
+    ) -> tuple[Paired, Waiting]:
+        """Pair ``messages``: the settled part, the waiting part; the rest becomes pending."""
+        paired = pair(messages, self.timeout_ns, end_ns)
+        pm, links = paired.messages, paired.links
+        ts = pm.get_column("ts_ns").to_numpy()
+        role = pm.get_column("role").to_physical().to_numpy()
+        txn = pm.get_column("txn").fill_null(-1).cast(pl.Int64).to_numpy()
+        link_query = links.get_column("query_mi").cast(pl.Int64).to_numpy()
+        link_response = links.get_column("response_mi").fill_null(-1).cast(pl.Int64).to_numpy()
+        answered = link_response >= 0
+        if final:
+            link_settled = np.ones(len(link_query), dtype=bool)
+            deadline = np.zeros(len(link_query), dtype=np.int64)
+        else:
+            last_send = np.zeros(pm.height, dtype=np.int64)
+            sends = np.isin(role, _SENDS)
+            np.maximum.at(last_send, txn[sends], ts[sends])
+            since = np.where(answered, ts[np.maximum(link_response, 0)], last_send[link_query])
+            deadline = since + self.timeout_ns
+            link_settled = deadline < horizon_ns
+        link_index = np.full(pm.height, -1, dtype=np.int64)
+        link_index[link_query] = np.arange(len(link_query))
+        msg_link = link_index[np.maximum(txn, 0)]
+        in_txn = txn >= 0
+        msg_settled = np.where(in_txn, link_settled[msg_link], final | (ts < horizon_ns))
+        link_waits = ~link_settled & answered
+        msg_waits = in_txn & link_waits[msg_link]
+        settled = subset(paired, msg_settled, link_settled)
+        waiting = Waiting(
+            subset(paired, msg_waits, link_waits),
+            deadline[link_waits],
+            _flow_hash(pm.filter(pl.Series(msg_waits))),
+        )
+        rest = ~msg_settled & ~msg_waits
+        self.pending = pm.filter(pl.Series(rest)).select(list(MESSAGES))
+        self._pending_pairing = pair_counts(
+            pm.filter(pl.Series(rest)),
+            links.filter(pl.Series(~link_settled & ~answered)),
+            np.zeros(0, np.int64),
+        )
+        return settled, waiting
+
+    def addresses_in_use(self) -> npt.NDArray[np.uint32]:
+        """The address ids the held messages use, sorted."""
+        frames = (self.pending, self.waiting.paired.messages)
+        return np.unique(np.concatenate([f.get_column(c).to_numpy() for f in frames for c in ("src", "dst")]))
+
+    def renumber_addresses(self, used: npt.NDArray[np.uint32]) -> None:
+        """Address ids become positions in ``used`` (:meth:`addresses_in_use`, after a compaction)."""
+
+        def renumbered(f: pl.DataFrame) -> pl.DataFrame:
+            return f.with_columns(
+                pl.Series("src", np.searchsorted(used, f.get_column("src").to_numpy()), dtype=pl.UInt32),
+                pl.Series("dst", np.searchsorted(used, f.get_column("dst").to_numpy()), dtype=pl.UInt32),
+            )
+
+        self.pending = renumbered(self.pending)
+        w = self.waiting
+        messages = renumbered(w.paired.messages)
+        self.waiting = Waiting(
+            Paired(messages=messages, links=w.paired.links), w.deadline_ns, _flow_hash(messages)
+        )
