@@ -15,6 +15,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import click
@@ -228,7 +229,12 @@ def _options(kw: dict[str, Any], *, anomalies: bool = True) -> Options:
 
 
 def _analyze(
-    files: tuple[str, ...], kw: dict[str, Any], *, anomalies: bool = True, bar: Any = None
+    files: tuple[str, ...],
+    kw: dict[str, Any],
+    *,
+    anomalies: bool = True,
+    bar: Any = None,
+    columns: tuple[str, ...] | None = None,
 ) -> Analysis:
     """Run the pipeline on ``files`` with the shared flags in ``kw`` (progress on a terminal).
 
@@ -239,7 +245,7 @@ def _analyze(
     from pcapdns.parallel import analyze as run
 
     jit.announce = lambda line: click.echo(f"pcapdns: {line}", err=True)
-    opts = _options(kw, anomalies=anomalies)
+    opts = replace(_options(kw, anomalies=anomalies), columns=columns)
     paths = _expand(files)
     group_by = kw.get("group_by")
     if group_by:
@@ -314,7 +320,9 @@ def analyze(files: tuple[str, ...], as_json: bool, findings: bool, **kw: Any) ->
     # unless --findings asks for them.
     # The bar stays up until the output is ready, then the output is written at once.
     with _progress(files, kw) as bar:
-        analysis = _analyze(files, kw, anomalies=not as_json or findings, bar=bar)
+        summary_only = as_json and not findings  # the summary reads two columns of the transactions
+        columns = ("status", "rtt") if summary_only else None
+        analysis = _analyze(files, kw, anomalies=not summary_only, bar=bar, columns=columns)
         if bar is not None:
             bar.stage("writing the summary" if as_json else "writing the report")
         if as_json:

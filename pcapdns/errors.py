@@ -18,7 +18,7 @@ class ExitStatus(IntEnum):
     NO_INPUT = 3  # file missing or unreadable
     BAD_CAPTURE = 4  # not a capture file / unsupported format / empty file / no packet readable in it
     NO_PERMISSION = 5  # cannot open a capture device, cannot read a file
-    EXPORT_FAILED = 6  # cannot write an export or the output (unwritable, full disk, packets not writable)
+    EXPORT_FAILED = 6  # cannot write an export, the output or temporary files (unwritable, full disk, ...)
     QUERY_FAILED = 7  # the SQL of ``pcapdns query`` is wrong (syntax, unknown table or column, types)
     INTERRUPTED = 130
 
@@ -62,3 +62,9 @@ class QueryError(PcapdnsError):
     """The SQL of ``pcapdns query`` failed: the engine's message, and the tables one can query."""
 
     exit_status = ExitStatus.QUERY_FAILED
+
+
+class TempSpaceError(PcapdnsError):
+    """Temporary files of a long analysis cannot be written (full disk, no permission)."""
+
+    exit_status = ExitStatus.EXPORT_FAILED

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from pcapdns import stepped
 from pcapdns.anomalies import Thresholds
 from pcapdns.dissect import Dissector
 from pcapdns.errors import PcapdnsError
@@ -61,6 +62,13 @@ class Options:
     # The host each path was captured on (parallel to ``paths``): queries are only ever paired
     # with responses of the same host.  Empty: all files are one capture.
     hosts: tuple[str, ...] = ()
+    # One capture file is paired in steps as it is read, settled rows spilled to a temporary
+    # store (pcapdns.stepped): memory bounded by the pairing window.  False: all at once.
+    stepped: bool = True
+    # The transactions table's columns the caller reads (None: all); only without the engine.
+    columns: tuple[str, ...] | None = None
+    step_frames: int = 262144  # ... settling about this many frames at a time
+    temp_dir: str | None = None  # where the temporary store goes (None: $TMPDIR)
 
 
 def _release_memory() -> None:
@@ -107,6 +115,8 @@ def analyze(
     """
     opts = options or Options()
     groups = host_groups(opts.hosts, len(paths))
+    if len(groups) <= 1 and opts.stepped and len(paths) == 1:
+        return finish([tabulate_in_steps(paths, opts, progress, stage)], opts, stage)
     if len(groups) <= 1:
         return assemble(read(paths, opts, progress), opts, stage)
     files = list(paths)
@@ -255,6 +265,50 @@ def tabulate(
         issue_counts=issue_counts_frame(decoded.issues),
         counters=decoded.counters,
         # listed in numeric order, the same however the capture was read
+        addresses=[addresses[i] for i in sorted(range(len(halves)), key=halves.__getitem__)],
+    )
+
+
+def tabulate_in_steps(
+    paths: Sequence[str],
+    opts: Options,
+    progress: Progress | None = None,
+    stage: Callable[[str], None] | None = None,
+) -> Tables:
+    """Read, pair and tabulate ``paths`` (one host) in steps, memory bounded by the pairing
+    window (:mod:`pcapdns.stepped`)."""
+    dissector = Dissector(
+        opts.ports,
+        fast=opts.fast,
+        fast_min_frames=opts.fast_min_frames,
+        vxlan_ports=opts.vxlan_ports,
+        geneve_ports=opts.geneve_ports,
+    )
+    t = stepped.tabulate_in_steps(
+        paths,
+        dissector,
+        timeout_s=opts.timeout_s,
+        batch_frames=opts.batch_frames,
+        anomalies=opts.anomalies,
+        columns=opts.columns,
+        progress=progress,
+        stage=stage,
+        compiled_min=opts.fast_min_frames,
+        step_frames=opts.step_frames,
+        temp_dir=opts.temp_dir,
+    )
+    halves = t.halves
+    addresses = [address_text(hi, lo) for hi, lo in halves]
+    return Tables(
+        captures=t.captures,
+        message_counts=t.message_counts,
+        transactions=t.transactions,
+        facts=t.facts,
+        unpaired=t.unpaired,
+        malformed=t.malformed,
+        issues=issues_frame(t.issues),
+        issue_counts=issue_counts_frame(t.issues),
+        counters=t.counters,
         addresses=[addresses[i] for i in sorted(range(len(halves)), key=halves.__getitem__)],
     )
 

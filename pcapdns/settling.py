@@ -158,9 +158,16 @@ class Waiting:
 class Settler:
     """Pairs messages step by step; returns each step's settled transactions, keeps the rest."""
 
-    def __init__(self, timeout_ns: int) -> None:
+    def __init__(self, timeout_ns: int, *, order: str | None = None, compiled_min: int = 0) -> None:
+        """``order``: a column of the messages (beside ``MESSAGES``) that numbers them in arrival
+        order; held and new messages are then paired in that order, and the column is kept.
+        Fewer than ``compiled_min`` messages are paired without compiled code (same result)."""
         self.timeout_ns = timeout_ns
-        self.pending = pl.DataFrame(schema=MESSAGES)  # outstanding queries, recent orphans
+        self.compiled_min = compiled_min
+        self.order = order
+        self.columns = [*MESSAGES, order] if order else list(MESSAGES)
+        empty = pl.DataFrame(schema=MESSAGES)
+        self.pending = empty.with_columns(pl.lit(None, pl.UInt64).alias(order)) if order else empty
         self.waiting = Waiting()
         self._pending_pairing = PairCounts()  # the pending messages' roles, as last paired
         # Roles, statuses and latencies of everything held, as a capture ending now would count them.
@@ -192,9 +199,11 @@ class Settler:
         link_index = np.zeros(w_messages.height, dtype=np.int64)
         link_index[link_query] = np.arange(len(link_query))
         msg_link = link_index[msg_txn] if len(msg_txn) else msg_txn
-        to_pair = pl.concat(
-            [self.pending, w_messages.filter(pl.Series(touched[msg_link])).select(list(MESSAGES)), new]
-        )
+        repaired = w_messages.filter(pl.Series(touched[msg_link]))
+        repaired_part = [repaired.select(self.columns)] if repaired.height else []
+        to_pair = pl.concat([self.pending, *repaired_part, new])
+        if self.order is not None:
+            to_pair = to_pair.sort(self.order)
         settled = [subset(waiting.paired, expired[msg_link], expired)]
         stays = ~touched & ~expired
         still_waiting = [
@@ -220,7 +229,7 @@ class Settler:
         self, messages: pl.DataFrame, horizon_ns: int, end_ns: int, final: bool
     ) -> tuple[Paired, Waiting]:
         """Pair ``messages``: the settled part, the waiting part; the rest becomes pending."""
-        paired = pair(messages, self.timeout_ns, end_ns)
+        paired = pair(messages, self.timeout_ns, end_ns, vectorized=messages.height >= self.compiled_min)
         pm, links = paired.messages, paired.links
         ts = pm.get_column("ts_ns").to_numpy()
         role = pm.get_column("role").to_physical().to_numpy()
@@ -252,7 +261,7 @@ class Settler:
             _flow_hash(pm.filter(pl.Series(msg_waits))),
         )
         rest = ~msg_settled & ~msg_waits
-        self.pending = pm.filter(pl.Series(rest)).select(list(MESSAGES))
+        self.pending = pm.filter(pl.Series(rest)).select(self.columns)
         self._pending_pairing = pair_counts(
             pm.filter(pl.Series(rest)),
             links.filter(pl.Series(~link_settled & ~answered)),

@@ -18,7 +18,8 @@ from pcapdns.model import CaptureInfo
 from pcapdns.report import progress
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "outage.pcap"
-PAIRING = ["pairing queries and responses", "counting messages", "building the transactions table"]
+# One capture file is paired while it is read (pcapdns.stepped): what is left, then the table.
+PAIRING = ["pairing the last queries and responses", "reading back the transactions table"]
 
 
 class Tty(io.StringIO):

@@ -1,0 +1,242 @@
+"""File analysis in steps: read, dissect and settle batch by batch, spilling settled rows to disk.
+
+The whole-capture analysis (:func:`pcapdns.pipeline.read` then ``tabulate``) holds every message
+until it pairs them.  :func:`tabulate_in_steps` pairs every batch's messages as they are read,
+with a :class:`~pcapdns.settling.Settler` (bounded pending state), and writes the settled
+transactions (with the engine's query facts) and unpaired responses to a
+:class:`~pcapdns.spill.SpillStore`; the message counts are added up as they settle.  What stays in
+memory while reading is one ``timeout`` of traffic plus the settled rows not yet in order.
+
+The chunks are written in the order the whole-capture tables list their rows (by each row's first
+message's position in the capture): a settled row is held back until every earlier row has
+settled.  So the tables read back from the store equal the whole-capture tables row for row; a
+``columns`` subset reads only what the caller needs (``analyze --json``: status and latency).
+
+A transaction settles only when every frame still to come is later than its deadline.  Frames are
+expected in time order up to ``REORDER_S``; a frame further out of order than that is counted
+(``counters['late_for_settling']``), since its transaction may have settled without it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+from pcapdns.dissect import Dissector
+from pcapdns.model import CaptureInfo, IssueLog
+from pcapdns.pairing import Paired
+from pcapdns.settling import EMPTY, Settler
+from pcapdns.sources import open_capture
+from pcapdns.spill import SpillStore
+from pcapdns.tables.engine import query_facts, unpaired
+from pcapdns.tables.names import address_text
+from pcapdns.tables.summary import add_counts, count_messages
+from pcapdns.tables.transactions import TRANSACTIONS, build_transactions
+
+REORDER_S = 1.0  # frames may be this much out of time order without changing a result
+SEQ = "seq"  # each message's position in the capture (the whole-capture analysis's ``mi``)
+_FOLD = 32  # message counts are added up every this many steps
+
+
+@dataclass(slots=True)
+class SteppedTables:
+    """What :func:`tabulate_in_steps` read, counted and tabulated (one host's tables)."""
+
+    captures: list[CaptureInfo]
+    message_counts: pl.DataFrame
+    transactions: pl.DataFrame
+    facts: pl.DataFrame | None
+    unpaired: pl.DataFrame | None
+    malformed: pl.DataFrame
+    issues: IssueLog
+    counters: Counter[str]
+    halves: list[tuple[int, int]]
+    spilled_bytes: int
+
+
+class _InOrder:
+    """Settled rows held until every row before them has settled, then released in order."""
+
+    def __init__(self) -> None:
+        self.keys: list[npt.NDArray[np.uint64]] = []
+        self.rows: list[pl.DataFrame] = []
+
+    def add(self, keys: npt.NDArray[np.uint64], rows: pl.DataFrame) -> None:
+        if rows.height:
+            self.keys.append(keys)
+            self.rows.append(rows)
+
+    def release(self, below: int | None) -> pl.DataFrame | None:
+        """The rows whose key is below ``below`` (all with None), in key order."""
+        if not self.rows:
+            return None
+        keys = np.concatenate(self.keys)
+        rows = pl.concat(self.rows, how="vertical_relaxed")
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
+        cut = keys.size if below is None else int(np.searchsorted(keys, below))
+        self.keys = [keys[cut:]] if cut < keys.size else []
+        self.rows = [rows[order[cut:]]] if cut < keys.size else []
+        return rows[order[:cut]] if cut else None
+
+
+class _Steps:
+    """The settling loop's state: the settler, the rows waiting for their turn, the store."""
+
+    def __init__(
+        self,
+        dissector: Dissector,
+        store: SpillStore,
+        timeout_ns: int,
+        anomalies: bool,
+        columns: Sequence[str] | None,
+        compiled_min: int,
+    ) -> None:
+        self.dissector = dissector
+        self.store = store
+        self.settler = Settler(timeout_ns, order=SEQ, compiled_min=compiled_min)
+        self.compiled_min = compiled_min
+        self.anomalies = anomalies
+        self.columns = columns
+        self.transactions = _InOrder()
+        self.unpaired = _InOrder()
+        self.counts: list[pl.DataFrame] = []
+        self.texts: list[str] = []
+        self.files: list[str] = []
+        self.new: list[pl.DataFrame] = []
+        self.seq = 0
+        self.horizon = 0
+        self.late = 0
+
+    def add(self, messages: pl.DataFrame) -> None:
+        """Messages of one batch, in capture order."""
+        if messages.height == 0:
+            return
+        self.late += int((messages.get_column("ts_ns") < self.horizon).sum())
+        seq = pl.int_range(self.seq, self.seq + messages.height, dtype=pl.UInt64, eager=True).alias(SEQ)
+        self.new.append(messages.with_columns(seq))
+        self.seq += messages.height
+
+    def step(self, horizon: int, end: int, *, final: bool) -> None:
+        """Settle what can be settled before ``horizon``; write what is in order to the store."""
+        self.horizon = max(self.horizon, horizon)
+        new = pl.concat(self.new) if self.new else self.settler.pending.clear()
+        self.new = []
+        settled = self.settler.step(new, self.horizon, end, final=final)
+        if settled.messages.height:
+            self._tabulate(settled)
+        below = None
+        if not final:
+            held = [self.settler.pending, self.settler.waiting.paired.messages]
+            firsts = [int(f.get_column(SEQ).min()) for f in held if f.height]  # type: ignore[arg-type]
+            below = min(firsts, default=self.seq)
+        transactions = self.transactions.release(below)
+        if transactions is not None:
+            self.store.write("transactions", transactions)
+        responses = self.unpaired.release(below)
+        if responses is not None:
+            self.store.write("unpaired", responses)
+
+    def _tabulate(self, settled: Paired) -> None:
+        m = settled.messages
+        self.counts.append(count_messages(m, compiled=m.height >= self.compiled_min))
+        if len(self.counts) >= _FOLD:
+            self.counts = [add_counts(self.counts)]
+        halves = self.dissector.addresses.halves
+        self.texts.extend(address_text(hi, lo) for hi, lo in halves[len(self.texts) :])
+        seq = m.get_column(SEQ).to_numpy()
+        first_query = settled.links.sort("query_mi").get_column("query_mi").to_numpy()
+        if self.anomalies:
+            responses = m.get_column("role").is_in(["duplicate_response", "orphan_response"]).to_numpy()
+            self.unpaired.add(seq[responses], unpaired(m, self.files, self.texts))
+            facts = query_facts(settled)
+            rows = pl.concat([build_transactions(settled, self.files, self.texts), facts], how="horizontal")
+        else:
+            rows = build_transactions(settled, self.files, self.texts)
+            if self.columns is not None:
+                rows = rows.select(self.columns)
+        self.transactions.add(seq[first_query], rows)
+
+
+def tabulate_in_steps(
+    paths: Sequence[str],
+    dissector: Dissector,
+    *,
+    timeout_s: float,
+    batch_frames: int,
+    anomalies: bool,
+    columns: Sequence[str] | None = None,
+    progress: Callable[[CaptureInfo], None] | None = None,
+    stage: Callable[[str], None] | None = None,
+    compiled_min: int = 0,
+    step_frames: int = 262144,
+    temp_dir: str | None = None,
+) -> SteppedTables:
+    """Read ``paths`` as one capture and tabulate it in steps of about ``step_frames`` frames.
+
+    ``columns``: the transactions table's columns wanted (all by default; only without
+    ``anomalies``).  Below ``compiled_min`` messages a step pairs and counts without compiled
+    code.  The store is removed before this returns, whatever happens.
+    """
+    timeout_ns = int(timeout_s * 1e9)
+    reorder_ns = int(REORDER_S * 1e9)
+    captures: list[CaptureInfo] = []
+    issues = IssueLog()
+    with SpillStore(temp_dir) as store:
+        steps = _Steps(dissector, store, timeout_ns, anomalies, columns, compiled_min)
+        end, unsettled = 0, 0
+        for file_id, path in enumerate(paths):
+            with open_capture(path, file_id) as capture:
+                captures.append(capture.info)
+                steps.files = [c.path for c in captures]
+                for batch in capture.batches(batch_frames):
+                    steps.add(dissector.dissect(batch))
+                    if len(batch):
+                        end = max(end, int(batch.ts_ns.max()))
+                        unsettled += len(batch)
+                        if unsettled >= step_frames:
+                            steps.step(int(batch.ts_ns.min()) - reorder_ns, end, final=False)
+                            unsettled = 0
+                    if progress is not None:
+                        progress(capture.info)
+                issues.extend(capture.info.issues)
+        steps.add(dissector.finish())
+        issues.extend(dissector.take_issues())
+        if stage is not None:
+            stage("pairing the last queries and responses")
+        # the capture's end, as the whole-capture analysis takes it
+        end = max([0, *(c.last_ts_ns for c in captures if c.last_ts_ns is not None)])
+        steps.step(0, end, final=True)
+        if stage is not None:
+            stage("reading back the transactions table")
+        schema = dict(TRANSACTIONS) if columns is None or anomalies else {c: TRANSACTIONS[c] for c in columns}
+        table = store.scan("transactions", schema).collect()
+        facts = unpaired_rows = None
+        if anomalies:
+            names = list(TRANSACTIONS)
+            facts = table.select(pl.exclude(names)) if table.width > len(names) else query_facts(EMPTY)
+            table = table.select(names)
+            empty = unpaired(EMPTY.messages, steps.files, [])
+            unpaired_rows = store.scan("unpaired", dict(empty.schema)).collect()
+        counters: Counter[str] = Counter(dissector.counters)
+        counters.update({f"slow_{k}": v for k, v in dissector.decoder.counters.items()})
+        if steps.late:
+            counters["late_for_settling"] += steps.late
+        counts = add_counts(steps.counts) if steps.counts else count_messages(EMPTY.messages, compiled=False)
+        return SteppedTables(
+            captures=captures,
+            message_counts=counts,
+            transactions=table,
+            facts=facts,
+            unpaired=unpaired_rows,
+            malformed=dissector.malformed(),
+            issues=issues,
+            counters=counters,
+            halves=dissector.addresses.halves,
+            spilled_bytes=store.bytes,
+        )

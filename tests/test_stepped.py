@@ -1,0 +1,125 @@
+"""The file analysis in steps (pcapdns.stepped): the same tables as the whole-capture analysis,
+its temporary store removed, and a full disk for the store one line and exit status 6."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from polars.testing import assert_frame_equal
+from scriptload import load_script
+
+from pcapdns.errors import ExitStatus, TempSpaceError
+from pcapdns.pipeline import Analysis, Options, analyze
+from pcapdns.tables.summary import summary
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def make_capture() -> object:
+    return load_script("pcapdns_make_capture", ROOT / "benchmarks" / "make_capture.py").make_capture
+
+
+def _same(whole: Analysis, stepped: Analysis) -> None:
+    assert summary(stepped) == summary(whole)
+    assert_frame_equal(stepped.transactions, whole.transactions, categorical_as_str=True)
+    assert_frame_equal(stepped.message_counts, whole.message_counts, categorical_as_str=True)
+    assert_frame_equal(stepped.anomalies, whole.anomalies, categorical_as_str=True)
+    assert_frame_equal(stepped.malformed, whole.malformed, categorical_as_str=True)
+    assert stepped.addresses == whole.addresses
+    assert stepped.counters == whole.counters
+
+
+# Seeded captures of resolver traffic: DNS over TCP (segmented several ways), unanswered queries
+# (half retransmitted after 1 s), malformed messages, IPv6, at ~25,000 queries/s.  Steps of 1,000
+# frames (~20 ms): with a 0.1 s timeout transactions time out and duplicates leave their window
+# across step boundaries; with 1.1 s retransmissions join their query many steps later.
+@pytest.mark.parametrize(
+    ("mix", "seed", "packets", "timeout_s"),
+    [("mixed", 1, 80_000, 1.1), ("tcp", 2, 30_000, 0.1), ("attack", 3, 30_000, 0.1)],
+)
+def test_stepped_tables_equal_the_whole_capture_analysis(
+    make_capture: object, tmp_path: Path, mix: str, seed: int, packets: int, timeout_s: float
+) -> None:
+    path = tmp_path / f"{mix}.pcap"
+    make_capture(path, packets=packets, seed=seed, mix=mix)  # type: ignore[operator]
+    opts = Options(
+        timeout_s=timeout_s, batch_frames=1000, step_frames=1000, fast_min_frames=0, temp_dir=str(tmp_path)
+    )
+    whole = analyze([str(path)], replace(opts, stepped=False))
+    t = whole.transactions
+    assert {"answered", "unanswered"} <= set(t.get_column("status").cast(str).to_list())
+    assert int(t.get_column("retransmissions").sum()) > 0 or timeout_s < 1
+    assert t.get_column("transport").cast(str).eq("tcp").any() or mix == "attack"
+    _same(whole, analyze([str(path)], opts))
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # the store is gone
+    # --json's summary reads two columns of the transactions
+    only = replace(opts, anomalies=False, columns=("status", "rtt"))
+    assert summary(analyze([str(path)], only)) == summary(whole)
+
+
+def test_a_full_disk_for_the_store_is_one_error(make_capture: object, tmp_path: Path) -> None:
+    path = tmp_path / "mixed.pcap"
+    make_capture(path, packets=12_000, seed=4, mix="mixed")  # type: ignore[operator]
+    small = tmp_path / "small"
+    small.mkdir()
+    # Only root mounts a filesystem; one of 16 KiB holds a few of the store's chunks, not all.
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(small)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        opts = Options(batch_frames=300, step_frames=300, temp_dir=str(small))
+        with pytest.raises(TempSpaceError) as failed:
+            analyze([str(path)], opts)
+        assert failed.value.message.startswith(f"no space left for temporary files in {small}")
+        assert list(small.iterdir()) == []  # what was written is removed
+        env = {**os.environ, "TMPDIR": str(small)}
+        out = tmp_path / "report.html"
+        for args in (["analyze", str(path), "--json"], ["report", str(path), "-o", str(out)]):
+            done = subprocess.run(
+                [sys.executable, "-m", "pcapdns", *args], capture_output=True, text=True, env=env, cwd=ROOT
+            )
+            assert done.returncode == ExitStatus.EXPORT_FAILED, done.stderr
+            assert done.stdout == ""
+            assert not out.exists()
+            lines = done.stderr.strip().splitlines()
+            assert lines[0].startswith(f"pcapdns: error: no space left for temporary files in {small}")
+            assert list(small.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
+def test_sigterm_removes_the_store(make_capture: object, tmp_path: Path) -> None:
+    path = tmp_path / "mixed.pcap"
+    make_capture(path, packets=400_000, seed=5, mix="mixed")  # type: ignore[operator]
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    env = {**os.environ, "TMPDIR": str(temp)}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pcapdns", "analyze", str(path), "--json", "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        # the store appears when reading starts and holds a chunk once the first step settles
+        while not any(p.name.startswith("pcapdns-") and any(p.iterdir()) for p in temp.iterdir()):
+            assert run.poll() is None, run.communicate()
+            time.sleep(0.01)  # polling, not a timing assertion
+        run.send_signal(signal.SIGTERM)
+        out, _ = run.communicate(timeout=120)
+    finally:
+        run.kill()
+    assert run.returncode == 128 + signal.SIGTERM
+    assert out == b""
+    assert list(temp.iterdir()) == []
