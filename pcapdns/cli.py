@@ -234,7 +234,7 @@ def _analyze(
     *,
     anomalies: bool = True,
     bar: Any = None,
-    columns: tuple[str, ...] | None = None,
+    summary_only: bool = False,
 ) -> Analysis:
     """Run the pipeline on ``files`` with the shared flags in ``kw`` (progress on a terminal).
 
@@ -245,7 +245,7 @@ def _analyze(
     from pcapdns.parallel import analyze as run
 
     jit.announce = lambda line: click.echo(f"pcapdns: {line}", err=True)
-    opts = replace(_options(kw, anomalies=anomalies), columns=columns)
+    opts = replace(_options(kw, anomalies=anomalies), summary_only=summary_only)
     paths = _expand(files)
     group_by = kw.get("group_by")
     if group_by:
@@ -320,9 +320,8 @@ def analyze(files: tuple[str, ...], as_json: bool, findings: bool, **kw: Any) ->
     # unless --findings asks for them.
     # The bar stays up until the output is ready, then the output is written at once.
     with _progress(files, kw) as bar:
-        summary_only = as_json and not findings  # the summary reads two columns of the transactions
-        columns = ("status", "rtt") if summary_only else None
-        analysis = _analyze(files, kw, anomalies=not summary_only, bar=bar, columns=columns)
+        summary_only = as_json and not findings  # transactions aggregated as they settle, not kept
+        analysis = _analyze(files, kw, anomalies=not summary_only, bar=bar, summary_only=summary_only)
         if bar is not None:
             bar.stage("writing the summary" if as_json else "writing the report")
         if as_json:

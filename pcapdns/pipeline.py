@@ -27,7 +27,7 @@ from pcapdns.schema import ANOMALIES, MALFORMED, MESSAGES
 from pcapdns.sources import open_capture
 from pcapdns.tables.engine import engine_inputs, issue_counts_frame, issues_frame, query_facts, unpaired
 from pcapdns.tables.names import address_text
-from pcapdns.tables.summary import Analysis, add_counts, count_messages
+from pcapdns.tables.summary import Analysis, TransactionTotals, add_counts, count_messages
 from pcapdns.tables.transactions import build_transactions
 
 Progress = Callable[[CaptureInfo], None]
@@ -65,8 +65,9 @@ class Options:
     # One capture file is paired in steps as it is read, settled rows spilled to a temporary
     # store (pcapdns.stepped): memory bounded by the pairing window.  False: all at once.
     stepped: bool = True
-    # The transactions table's columns the caller reads (None: all); only without the engine.
-    columns: tuple[str, ...] | None = None
+    # Only the --json summary is read: the stepped analysis aggregates the transactions as they
+    # settle instead of keeping them (Analysis.transaction_totals; the table is left empty).
+    summary_only: bool = False
     step_frames: int = 262144  # ... settling about this many frames at a time
     temp_dir: str | None = None  # where the temporary store goes (None: $TMPDIR)
 
@@ -213,6 +214,7 @@ class Tables:
     counters: Counter[str]
     addresses: list[str]
     issue_counts: pl.DataFrame
+    transaction_totals: TransactionTotals | None = None
 
 
 def assemble(decoded: Decoded, opts: Options, stage: Callable[[str], None] | None = None) -> Analysis:
@@ -290,7 +292,7 @@ def tabulate_in_steps(
         timeout_s=opts.timeout_s,
         batch_frames=opts.batch_frames,
         anomalies=opts.anomalies,
-        columns=opts.columns,
+        summary_only=opts.summary_only and not opts.anomalies,
         progress=progress,
         stage=stage,
         compiled_min=opts.fast_min_frames,
@@ -310,6 +312,7 @@ def tabulate_in_steps(
         issue_counts=issue_counts_frame(t.issues),
         counters=t.counters,
         addresses=[addresses[i] for i in sorted(range(len(halves)), key=halves.__getitem__)],
+        transaction_totals=t.totals,
     )
 
 
@@ -384,4 +387,5 @@ def finish(parts: Sequence[Tables], opts: Options, stage: Callable[[str], None] 
         counters=counters,
         timeout_s=opts.timeout_s,
         addresses=addresses,
+        transaction_totals=first.transaction_totals if len(parts) == 1 else None,
     )

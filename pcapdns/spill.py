@@ -63,7 +63,7 @@ class SpillStore:
             self.close()
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise TempSpaceError(
-                    f"no space left for temporary files in {where} ({self.bytes >> 20} MiB written)",
+                    f"no space left for temporary files in {where} after {self.bytes >> 20} MiB",
                     "set TMPDIR to a directory on a larger disk",
                 ) from None
             raise TempSpaceError(f"cannot write temporary files in {where}: {exc.strerror}") from None

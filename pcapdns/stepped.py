@@ -9,8 +9,10 @@ memory while reading is one ``timeout`` of traffic plus the settled rows not yet
 
 The chunks are written in the order the whole-capture tables list their rows (by each row's first
 message's position in the capture): a settled row is held back until every earlier row has
-settled.  So the tables read back from the store equal the whole-capture tables row for row; a
-``columns`` subset reads only what the caller needs (``analyze --json``: status and latency).
+settled.  So the tables read back from the store equal the whole-capture tables row for row.
+When only the ``--json`` summary is wanted (``summary_only``), no table is kept at all: statuses
+are counted as transactions settle and only their latencies go to the store, whose percentiles
+are then found without loading them (:func:`~pcapdns.tables.latency.latency_ms_lazy`).
 
 A transaction settles only when every frame still to come is later than its deadline.  Frames are
 expected in time order up to ``REORDER_S``; a frame further out of order than that is counted
@@ -34,8 +36,9 @@ from pcapdns.settling import EMPTY, Settler
 from pcapdns.sources import open_capture
 from pcapdns.spill import SpillStore
 from pcapdns.tables.engine import query_facts, unpaired
+from pcapdns.tables.latency import latency_ms_lazy
 from pcapdns.tables.names import address_text
-from pcapdns.tables.summary import add_counts, count_messages
+from pcapdns.tables.summary import TransactionTotals, add_counts, count_messages
 from pcapdns.tables.transactions import TRANSACTIONS, build_transactions
 
 REORDER_S = 1.0  # frames may be this much out of time order without changing a result
@@ -57,6 +60,7 @@ class SteppedTables:
     counters: Counter[str]
     halves: list[tuple[int, int]]
     spilled_bytes: int
+    totals: TransactionTotals | None  # with summary_only (``transactions`` is then empty)
 
 
 class _InOrder:
@@ -94,7 +98,7 @@ class _Steps:
         store: SpillStore,
         timeout_ns: int,
         anomalies: bool,
-        columns: Sequence[str] | None,
+        summary_only: bool,
         compiled_min: int,
     ) -> None:
         self.dissector = dissector
@@ -102,7 +106,8 @@ class _Steps:
         self.settler = Settler(timeout_ns, order=SEQ, compiled_min=compiled_min)
         self.compiled_min = compiled_min
         self.anomalies = anomalies
-        self.columns = columns
+        self.summary_only = summary_only
+        self.statuses: Counter[str] = Counter()
         self.transactions = _InOrder()
         self.unpaired = _InOrder()
         self.counts: list[pl.DataFrame] = []
@@ -156,10 +161,14 @@ class _Steps:
             self.unpaired.add(seq[responses], unpaired(m, self.files, self.texts))
             facts = query_facts(settled)
             rows = pl.concat([build_transactions(settled, self.files, self.texts), facts], how="horizontal")
+        elif self.summary_only:  # counted, not kept: the statuses here, the latencies in the store
+            rows = build_transactions(settled, self.files, self.texts).select("status", "rtt")
+            counted = rows.get_column("status").value_counts().iter_rows()
+            self.statuses.update({str(status): int(n) for status, n in counted})
+            self.store.write("rtt", rows.select("rtt").drop_nulls())
+            return
         else:
             rows = build_transactions(settled, self.files, self.texts)
-            if self.columns is not None:
-                rows = rows.select(self.columns)
         self.transactions.add(seq[first_query], rows)
 
 
@@ -170,7 +179,7 @@ def tabulate_in_steps(
     timeout_s: float,
     batch_frames: int,
     anomalies: bool,
-    columns: Sequence[str] | None = None,
+    summary_only: bool = False,
     progress: Callable[[CaptureInfo], None] | None = None,
     stage: Callable[[str], None] | None = None,
     compiled_min: int = 0,
@@ -179,16 +188,16 @@ def tabulate_in_steps(
 ) -> SteppedTables:
     """Read ``paths`` as one capture and tabulate it in steps of about ``step_frames`` frames.
 
-    ``columns``: the transactions table's columns wanted (all by default; only without
-    ``anomalies``).  Below ``compiled_min`` messages a step pairs and counts without compiled
-    code.  The store is removed before this returns, whatever happens.
+    ``summary_only`` (without ``anomalies``): the transactions are aggregated, not kept.  Below
+    ``compiled_min`` messages a step pairs and counts without compiled code.  The store is removed
+    before this returns, whatever happens.
     """
     timeout_ns = int(timeout_s * 1e9)
     reorder_ns = int(REORDER_S * 1e9)
     captures: list[CaptureInfo] = []
     issues = IssueLog()
     with SpillStore(temp_dir) as store:
-        steps = _Steps(dissector, store, timeout_ns, anomalies, columns, compiled_min)
+        steps = _Steps(dissector, store, timeout_ns, anomalies, summary_only, compiled_min)
         end, unsettled = 0, 0
         for file_id, path in enumerate(paths):
             with open_capture(path, file_id) as capture:
@@ -214,8 +223,11 @@ def tabulate_in_steps(
         steps.step(0, end, final=True)
         if stage is not None:
             stage("reading back the transactions table")
-        schema = dict(TRANSACTIONS) if columns is None or anomalies else {c: TRANSACTIONS[c] for c in columns}
-        table = store.scan("transactions", schema).collect()
+        table = store.scan("transactions", dict(TRANSACTIONS)).collect()
+        totals = None
+        if summary_only:
+            rtt = store.scan("rtt", {"rtt": TRANSACTIONS["rtt"]})
+            totals = TransactionTotals(statuses=dict(steps.statuses), latency_ms=latency_ms_lazy(rtt))
         facts = unpaired_rows = None
         if anomalies:
             names = list(TRANSACTIONS)
@@ -239,4 +251,5 @@ def tabulate_in_steps(
             counters=counters,
             halves=dissector.addresses.halves,
             spilled_bytes=store.bytes,
+            totals=totals,
         )

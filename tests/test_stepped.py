@@ -11,13 +11,16 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 from scriptload import load_script
 
 from pcapdns.errors import ExitStatus, TempSpaceError
 from pcapdns.pipeline import Analysis, Options, analyze
-from pcapdns.tables.summary import summary
+from pcapdns.tables.latency import latency_ms_lazy
+from pcapdns.tables.summary import latency_ms, summary
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,9 +63,10 @@ def test_stepped_tables_equal_the_whole_capture_analysis(
     assert t.get_column("transport").cast(str).eq("tcp").any() or mix == "attack"
     _same(whole, analyze([str(path)], opts))
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # the store is gone
-    # --json's summary reads two columns of the transactions
-    only = replace(opts, anomalies=False, columns=("status", "rtt"))
-    assert summary(analyze([str(path)], only)) == summary(whole)
+    # --json: the transactions aggregated as they settle, not kept
+    counted = analyze([str(path)], replace(opts, anomalies=False, summary_only=True))
+    assert counted.transactions.height == 0
+    assert summary(counted) == summary(whole)
 
 
 def test_a_full_disk_for_the_store_is_one_error(make_capture: object, tmp_path: Path) -> None:
@@ -123,3 +127,22 @@ def test_sigterm_removes_the_store(make_capture: object, tmp_path: Path) -> None
     assert run.returncode == 128 + signal.SIGTERM
     assert out == b""
     assert list(temp.iterdir()) == []
+
+
+@pytest.mark.parametrize("shape", ["lognormal", "rounded", "all equal", "one value and outliers"])
+def test_lazy_latency_figures_equal_the_in_memory_ones(shape: str) -> None:
+    rng = np.random.default_rng(len(shape))
+    for _ in range(40):
+        n = int(rng.integers(1, 5000))
+        if shape == "lognormal":
+            values = rng.lognormal(-5, 1.5, n)
+        elif shape == "rounded":  # many ties
+            values = np.round(rng.exponential(0.01, n), 4)
+        elif shape == "all equal":
+            values = np.full(n, 0.0021)
+        else:
+            values = np.concatenate([np.full(n, 0.001), rng.random(int(rng.integers(1, 50))) * 3])
+        rtt = pl.Series("rtt", values).scatter(rng.integers(0, len(values), 3), None)  # unanswered
+        table = pl.DataFrame({"rtt": rtt})
+        # tiny bins and memory: every order statistic is found by narrowing, several times
+        assert latency_ms_lazy(table.lazy(), bins=16, in_memory=50) == latency_ms(table)

@@ -107,6 +107,15 @@ def add_counts(parts: list[pl.DataFrame]) -> pl.DataFrame:
 
 
 @dataclass(slots=True)
+class TransactionTotals:
+    """What the summary reads of the transactions, aggregated as they settled (the table itself
+    not kept: ``analyze --json``)."""
+
+    statuses: dict[str, int]
+    latency_ms: dict[str, float | int | None]
+
+
+@dataclass(slots=True)
 class Analysis:
     """Everything one run of the pipeline produced."""
 
@@ -124,6 +133,8 @@ class Analysis:
     timeout_s: float = 5.0
     addresses: list[str] = field(default_factory=list)  # every address seen, as text, in numeric order
     anomalies: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=ANOMALIES))
+    # set when the transactions were aggregated as they settled; ``transactions`` is then empty
+    transaction_totals: TransactionTotals | None = None
 
     @property
     def files(self) -> list[str]:
@@ -172,8 +183,12 @@ def summary(a: Analysis) -> dict[str, Any]:
         return [(v, int(n)) for v, n in rows]
 
     roles = {str(r): n for r, n in counted_by(m, "role")}
-    status = a.transactions.get_column("status").value_counts()
-    statuses = {str(s): int(n) for s, n in status.iter_rows()}
+    totals = a.transaction_totals
+    if totals is None:
+        status = a.transactions.get_column("status").value_counts()
+        statuses = {str(s): int(n) for s, n in status.iter_rows()}
+    else:
+        statuses = totals.statuses
     queries = m.filter(~pl.col("qr"))
     responses = m.filter(pl.col("qr"))
     malformed_reasons = (
@@ -202,7 +217,7 @@ def summary(a: Analysis) -> dict[str, Any]:
         # An UPDATE's first section is the zone, not a question (RFC 2136 2.3): not a QTYPE.
         "qtypes": _named_counts(queries.filter(pl.col("opcode") != 5), "qtype", rrtype_name),
         "transports": {("tcp" if t == 6 else "udp"): n for t, n in reversed(counted_by(m, "transport"))},
-        "latency_ms": latency_ms(a.transactions),
+        "latency_ms": latency_ms(a.transactions) if totals is None else totals.latency_ms,
         "decode_issues": {str(r): int(n) for r, n in issues.iter_rows()},
         "time_span": {
             "first": iso(min(firsts) if firsts else None),
