@@ -251,9 +251,12 @@ class Settler:
         link_index[link_query] = np.arange(len(link_query))
         msg_link = link_index[np.maximum(txn, 0)]
         in_txn = txn >= 0
-        msg_settled = np.where(in_txn, link_settled[msg_link], final | (ts < horizon_ns))
+        # An extra last entry answers for messages outside any transaction (index -1), so that a
+        # step without any transaction (only orphan responses) works too.
+        link_settled_or_none = np.append(link_settled, False)
+        msg_settled = np.where(in_txn, link_settled_or_none[msg_link], final | (ts < horizon_ns))
         link_waits = ~link_settled & answered
-        msg_waits = in_txn & link_waits[msg_link]
+        msg_waits = in_txn & np.append(link_waits, False)[msg_link]
         settled = subset(paired, msg_settled, link_settled)
         waiting = Waiting(
             subset(paired, msg_waits, link_waits),

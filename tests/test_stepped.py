@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from pcapbuild import dns, ether, ipv4, pcap, udp
 from polars.testing import assert_frame_equal
 from scriptload import load_script
 
@@ -67,6 +68,19 @@ def test_stepped_tables_equal_the_whole_capture_analysis(
     counted = analyze([str(path)], replace(opts, anomalies=False, summary_only=True))
     assert counted.transactions.height == 0
     assert summary(counted) == summary(whole)
+
+
+def test_a_capture_of_responses_only_is_all_orphans(tmp_path: Path) -> None:
+    server, client = b"\x0a\0\0\2", b"\x0a\0\0\1"
+    records = [
+        (10**9 + k * 10**7, ether(ipv4(udp(dns(k, 1), 53, 33333), src=server, dst=client))) for k in range(50)
+    ]
+    path = tmp_path / "responses.pcap"
+    path.write_bytes(pcap(records))
+    opts = Options(timeout_s=0.1, batch_frames=8, step_frames=8, temp_dir=str(tmp_path))
+    whole = analyze([str(path)], replace(opts, stepped=False))
+    assert summary(whole)["orphan_responses"] == 50
+    _same(whole, analyze([str(path)], opts))
 
 
 def test_a_full_disk_for_the_store_is_one_error(make_capture: object, tmp_path: Path) -> None:

@@ -171,6 +171,16 @@ def test_a_late_duplicate_waits_for_its_transaction() -> None:
     assert out["answered"] == 1 and out["duplicate_responses"] == 1 and out["orphan_responses"] == 0
 
 
+def test_responses_without_any_query_settle_as_orphans() -> None:
+    """A step that pairs no transaction at all (a capture of responses only) settles them."""
+    s = Stream(StreamOptions(timeout_s=2.0, reorder_s=0.0), name="t")
+    r = ether(ipv4(udp(dns(7, 1), 53, 33333), src=b"\x0a\0\0\2", dst=b"\x0a\0\0\1"))
+    s.feed(_batch([r, r], [10**9, 10**9 + 1000], 1))
+    s.settle(2 * 10**9)
+    s.finish()
+    assert s.summary()["orphan_responses"] == 2 and s.pending == 0
+
+
 def test_latency_beyond_the_exact_store_is_sampled_with_exact_count_min_max() -> None:
     t = Totals()
     values = np.arange(1, 3 * RTT_EXACT // 2 + 1, dtype=np.int64) * 1000  # 1 us ... 1.5 s
