@@ -62,8 +62,8 @@ class Options:
     # The host each path was captured on (parallel to ``paths``): queries are only ever paired
     # with responses of the same host.  Empty: all files are one capture.
     hosts: tuple[str, ...] = ()
-    # One capture file is paired in steps as it is read, settled rows spilled to a temporary
-    # store (pcapdns.stepped): memory bounded by the pairing window.  False: all at once.
+    # The files of one host are paired in steps as they are read, settled rows spilled to a
+    # temporary store (pcapdns.stepped): memory bounded by the pairing window.  False: all at once.
     stepped: bool = True
     # Only the --json summary is read: the stepped analysis aggregates the transactions as they
     # settle instead of keeping them (Analysis.transaction_totals; the table is left empty).
@@ -116,7 +116,7 @@ def analyze(
     """
     opts = options or Options()
     groups = host_groups(opts.hosts, len(paths))
-    if len(groups) <= 1 and opts.stepped and len(paths) == 1:
+    if len(groups) <= 1 and opts.stepped:
         return finish([tabulate_in_steps(paths, opts, progress, stage)], opts, stage)
     if len(groups) <= 1:
         return assemble(read(paths, opts, progress), opts, stage)

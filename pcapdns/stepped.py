@@ -8,14 +8,16 @@ transactions (with the engine's query facts) and unpaired responses to a
 memory while reading is one ``timeout`` of traffic plus the settled rows not yet in order.
 
 The chunks are written in the order the whole-capture tables list their rows (by each row's first
-message's position in the capture): a settled row is held back until every earlier row has
-settled.  So the tables read back from the store equal the whole-capture tables row for row.
+message's time, then its position in the capture): a settled row is held back until every earlier
+row has settled.  So the tables read back from the store equal the whole-capture tables row for row.
 When only the ``--json`` summary is wanted (``summary_only``), no table is kept at all: statuses
 are counted as transactions settle and only their latencies go to the store, whose percentiles
 are then found without loading them (:func:`~pcapdns.tables.latency.latency_ms_lazy`).
 
-A transaction settles only when every frame still to come is later than its deadline.  Frames are
-expected in time order up to ``REORDER_S``; a frame further out of order than that is counted
+A transaction settles only when every frame still to come is later than its deadline: later than
+the oldest frame of the last batch, and than the first frame of every file not read yet (several
+files are one capture in the order given, and may overlap in time).  Frames are expected in time
+order within a file up to ``REORDER_S``; a frame further out of order than that is counted
 (``counters['late_for_settling']``), since its transaction may have settled without it.
 """
 
@@ -30,6 +32,7 @@ import numpy.typing as npt
 import polars as pl
 
 from pcapdns.dissect import Dissector
+from pcapdns.errors import PcapdnsError
 from pcapdns.model import CaptureInfo, IssueLog
 from pcapdns.pairing import Paired
 from pcapdns.settling import EMPTY, Settler
@@ -42,7 +45,7 @@ from pcapdns.tables.summary import TransactionTotals, add_counts, count_messages
 from pcapdns.tables.transactions import TRANSACTIONS, build_transactions
 
 REORDER_S = 1.0  # frames may be this much out of time order without changing a result
-SEQ = "seq"  # each message's position in the capture (the whole-capture analysis's ``mi``)
+SEQ = "seq"  # each message's position in the capture (pair() orders by time, then by this)
 _FOLD = 32  # message counts are added up every this many steps
 
 
@@ -64,28 +67,38 @@ class SteppedTables:
 
 
 class _InOrder:
-    """Settled rows held until every row before them has settled, then released in order."""
+    """Settled rows held until every row before them has settled, then released in order.
+
+    A row's place is its first message's: by time, then position in the capture (the order in
+    which :func:`~pcapdns.pairing.pair` numbers the messages of a whole capture).
+    """
 
     def __init__(self) -> None:
-        self.keys: list[npt.NDArray[np.uint64]] = []
+        self.ts: list[npt.NDArray[np.int64]] = []
+        self.seq: list[npt.NDArray[np.uint64]] = []
         self.rows: list[pl.DataFrame] = []
 
-    def add(self, keys: npt.NDArray[np.uint64], rows: pl.DataFrame) -> None:
+    def add(self, ts: npt.NDArray[np.int64], seq: npt.NDArray[np.uint64], rows: pl.DataFrame) -> None:
         if rows.height:
-            self.keys.append(keys)
+            self.ts.append(ts)
+            self.seq.append(seq)
             self.rows.append(rows)
 
-    def release(self, below: int | None) -> pl.DataFrame | None:
-        """The rows whose key is below ``below`` (all with None), in key order."""
+    def release(self, below: tuple[int, int] | None) -> pl.DataFrame | None:
+        """The rows placed before ``below`` (time, position; all with None), in order."""
         if not self.rows:
             return None
-        keys = np.concatenate(self.keys)
+        ts, seq = np.concatenate(self.ts), np.concatenate(self.seq)
         rows = pl.concat(self.rows, how="vertical_relaxed")
-        order = np.argsort(keys, kind="stable")
-        keys = keys[order]
-        cut = keys.size if below is None else int(np.searchsorted(keys, below))
-        self.keys = [keys[cut:]] if cut < keys.size else []
-        self.rows = [rows[order[cut:]]] if cut < keys.size else []
+        order = np.lexsort((seq, ts))
+        ts, seq = ts[order], seq[order]
+        if below is None:
+            cut = ts.size
+        else:
+            before = (ts < below[0]) | ((ts == below[0]) & (seq < below[1]))
+            cut = int(np.count_nonzero(before))  # a prefix: the keys are sorted
+        keep = order[cut:]
+        self.ts, self.seq, self.rows = ([ts[cut:]], [seq[cut:]], [rows[keep]]) if keep.size else ([], [], [])
         return rows[order[:cut]] if cut else None
 
 
@@ -136,10 +149,10 @@ class _Steps:
         if settled.messages.height:
             self._tabulate(settled)
         below = None
-        if not final:
+        if not final:  # before every held message and every message to come (not before the horizon)
             held = [self.settler.pending, self.settler.waiting.paired.messages]
-            firsts = [int(f.get_column(SEQ).min()) for f in held if f.height]  # type: ignore[arg-type]
-            below = min(firsts, default=self.seq)
+            firsts = [f.select("ts_ns", SEQ).sort("ts_ns", SEQ).row(0) for f in held if f.height]
+            below = min([*firsts, (self.horizon, 0)])
         transactions = self.transactions.release(below)
         if transactions is not None:
             self.store.write("transactions", transactions)
@@ -154,11 +167,11 @@ class _Steps:
             self.counts = [add_counts(self.counts)]
         halves = self.dissector.addresses.halves
         self.texts.extend(address_text(hi, lo) for hi, lo in halves[len(self.texts) :])
-        seq = m.get_column(SEQ).to_numpy()
+        ts, seq = m.get_column("ts_ns").to_numpy(), m.get_column(SEQ).to_numpy()
         first_query = settled.links.sort("query_mi").get_column("query_mi").to_numpy()
         if self.anomalies:
             responses = m.get_column("role").is_in(["duplicate_response", "orphan_response"]).to_numpy()
-            self.unpaired.add(seq[responses], unpaired(m, self.files, self.texts))
+            self.unpaired.add(ts[responses], seq[responses], unpaired(m, self.files, self.texts))
             facts = query_facts(settled)
             rows = pl.concat([build_transactions(settled, self.files, self.texts), facts], how="horizontal")
         elif self.summary_only:  # counted, not kept: the statuses here, the latencies in the store
@@ -169,7 +182,32 @@ class _Steps:
             return
         else:
             rows = build_transactions(settled, self.files, self.texts)
-        self.transactions.add(seq[first_query], rows)
+        self.transactions.add(ts[first_query], seq[first_query], rows)
+
+
+def _later_files_start(paths: Sequence[str]) -> list[int]:
+    """For each file, the earliest first timestamp of the files after it (a large number for the
+    last; 0, nothing settles, when a later file's first frame cannot be read ahead: stdin)."""
+    starts = [_first_ts(p) for p in paths[1:]]
+    out, earliest = [], 1 << 62
+    for start in reversed(starts):
+        earliest = min(earliest, 0 if start is None else start)
+        out.append(earliest)
+    return [*reversed(out), 1 << 62]
+
+
+def _first_ts(path: str) -> int | None:
+    """The first record's timestamp (one small window read), None when it cannot be read ahead."""
+    if path == "-":
+        return None
+    try:
+        with open_capture(path, chunk_size=4096) as capture:
+            for batch in capture.batches(1):
+                if len(batch):
+                    return int(batch.ts_ns.min())
+    except PcapdnsError:
+        return None  # reading it for real says why
+    return 1 << 62  # no frame: nothing to wait for
 
 
 def tabulate_in_steps(
@@ -199,6 +237,9 @@ def tabulate_in_steps(
     with SpillStore(temp_dir) as store:
         steps = _Steps(dissector, store, timeout_ns, anomalies, summary_only, compiled_min)
         end, unsettled = 0, 0
+        # Every frame still to come is later than the oldest frame of the last batch and than the
+        # first frame of every file not read yet (files may overlap in time).
+        unread_from = _later_files_start(paths)
         for file_id, path in enumerate(paths):
             with open_capture(path, file_id) as capture:
                 captures.append(capture.info)
@@ -209,7 +250,8 @@ def tabulate_in_steps(
                         end = max(end, int(batch.ts_ns.max()))
                         unsettled += len(batch)
                         if unsettled >= step_frames:
-                            steps.step(int(batch.ts_ns.min()) - reorder_ns, end, final=False)
+                            oldest = min(int(batch.ts_ns.min()), unread_from[file_id])
+                            steps.step(oldest - reorder_ns, end, final=False)
                             unsettled = 0
                     if progress is not None:
                         progress(capture.info)

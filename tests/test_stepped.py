@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -68,6 +69,51 @@ def test_stepped_tables_equal_the_whole_capture_analysis(
     counted = analyze([str(path)], replace(opts, anomalies=False, summary_only=True))
     assert counted.transactions.height == 0
     assert summary(counted) == summary(whole)
+
+
+def _cut(path: Path, at: int) -> tuple[Path, Path]:
+    """``path`` (classic pcap) cut after its ``at``-th record into two files."""
+    data = path.read_bytes()
+    offset, n = 24, 0
+    while n < at:
+        offset += 16 + struct.unpack_from("<I", data, offset + 8)[0]
+        n += 1
+    first, second = path.with_suffix(".1.pcap"), path.with_suffix(".2.pcap")
+    first.write_bytes(data[:offset])
+    second.write_bytes(data[:24] + data[offset:])
+    return first, second
+
+
+def _shuffled(path: Path, group: int) -> Path:
+    """``path`` with the records of every ``group`` in reverse order (out of time order by a little)."""
+    data = path.read_bytes()
+    records, offset = [], 24
+    while offset < len(data):
+        end = offset + 16 + struct.unpack_from("<I", data, offset + 8)[0]
+        records.append(data[offset:end])
+        offset = end
+    out = path.with_suffix(".shuffled.pcap")
+    out.write_bytes(
+        data[:24]
+        + b"".join(b"".join(reversed(records[i : i + group])) for i in range(0, len(records), group))
+    )
+    return out
+
+
+def test_several_files_as_one_capture_in_steps(make_capture: object, tmp_path: Path) -> None:
+    """Files read one after the other (a rotated capture), in the wrong order, overlapping in time
+    (two captures of the same period), and a capture a little out of time order: the same tables
+    as the whole-capture analysis."""
+    one, other = tmp_path / "one.pcap", tmp_path / "other.pcap"
+    make_capture(one, packets=20_000, seed=6, mix="mixed")  # type: ignore[operator]
+    make_capture(other, packets=8_000, seed=7, mix="tcp")  # type: ignore[operator]
+    first, second = _cut(one, 9_000)
+    opts = Options(
+        timeout_s=0.1, batch_frames=1000, step_frames=1000, fast_min_frames=0, temp_dir=str(tmp_path)
+    )
+    for files in ([first, second], [second, first], [one, other], [_shuffled(other, 7)]):
+        paths = [str(p) for p in files]
+        _same(analyze(paths, replace(opts, stepped=False)), analyze(paths, opts))
 
 
 def test_a_capture_of_responses_only_is_all_orphans(tmp_path: Path) -> None:
