@@ -9,7 +9,6 @@ its workers).  None of them wires stages itself.
 
 from __future__ import annotations
 
-import ctypes
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from pcapdns.model import DEFAULT_PORTS, GENEVE_PORTS, VXLAN_PORTS, CaptureInfo,
 from pcapdns.pairing import pair
 from pcapdns.schema import ANOMALIES, MALFORMED, MESSAGES
 from pcapdns.sources import open_capture
+from pcapdns.stepped import release_memory
 from pcapdns.tables.engine import engine_inputs, issue_counts_frame, issues_frame, query_facts, unpaired
 from pcapdns.tables.names import address_text
 from pcapdns.tables.summary import Analysis, TransactionTotals, add_counts, count_messages
@@ -70,18 +70,6 @@ class Options:
     summary_only: bool = False
     step_frames: int = 262144  # ... settling about this many frames at a time
     temp_dir: str | None = None  # where the temporary store goes (None: $TMPDIR)
-
-
-def _release_memory() -> None:
-    """Hand freed heap pages back to the OS between stages (glibc only; a no-op elsewhere).
-
-    numpy's many batch-sized temporaries are freed to glibc's heap, which keeps them mapped; the
-    next stage's peak then stacks on top.  ``malloc_trim`` returns them (as Dask's workers do).
-    """
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 @dataclass(slots=True)
@@ -228,7 +216,7 @@ def tabulate(
     """Pair and tabulate what was read, one host's files (hosts are split by :func:`analyze` and
     the parallel engine); ``files`` names every file id of the analysis."""
     captures = decoded.captures
-    _release_memory()
+    release_memory()
     if stage is not None:
         stage("pairing queries and responses")
     # Address ids are whatever order they were interned in (pairing needs them consistent, not
@@ -245,7 +233,7 @@ def tabulate(
     if stage is not None:
         stage("counting messages")
     counts = count_messages(paired.messages, compiled=compiled)  # before the transactions: lower peak
-    _release_memory()
+    release_memory()
     names = list(files)
     addresses = [address_text(hi, lo) for hi, lo in halves]  # by id, for the tables' gathers
     if stage is not None:

@@ -23,6 +23,7 @@ order within a file up to ``REORDER_S``; a frame further out of order than that 
 
 from __future__ import annotations
 
+import ctypes
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -64,6 +65,19 @@ class SteppedTables:
     halves: list[tuple[int, int]]
     spilled_bytes: int
     totals: TransactionTotals | None  # with summary_only (``transactions`` is then empty)
+
+
+def release_memory() -> None:
+    """Hand freed heap pages back to the OS between stages (glibc only; a no-op elsewhere).
+
+    numpy's many batch-sized temporaries are freed to glibc's heap, which keeps them mapped; the
+    next stage's (or step's) peak then stacks on top.  ``malloc_trim`` returns them (as Dask's
+    workers do).
+    """
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class _InOrder:
@@ -153,6 +167,7 @@ class _Steps:
             held = [self.settler.pending, self.settler.waiting.paired.messages]
             firsts = [f.select("ts_ns", SEQ).sort("ts_ns", SEQ).row(0) for f in held if f.height]
             below = min([*firsts, (self.horizon, 0)])
+        release_memory()  # what pairing and tabulating the step freed, before the next batch
         transactions = self.transactions.release(below)
         if transactions is not None:
             self.store.write("transactions", transactions)
