@@ -41,22 +41,31 @@ def build(
     rate: float = 6.0,
     zones: list[str] = ZONES,
     seed: int = 1,
+    flood: tuple[float, float, float, str, list[str]] | None = None,
 ) -> str:
-    """Queries at ``rate`` per second to the three resolvers in turn, each answered by ``outcome``."""
+    """Queries at ``rate`` per second to the three resolvers in turn, each answered by ``outcome``;
+    ``flood`` (from, until, rate, zone, resolvers) adds queries for names that do not exist."""
     rng = random.Random(seed)
     records = []
     t, i = 0.0, 0
+    asked: list[tuple[float, str, str, str | None]] = []
     while True:
         t += rng.expovariate(rate)
         if t >= seconds:
             break
+        asked.append((t, RESOLVERS[len(asked) % 3], zones[rng.randrange(len(zones))], None))
+    if flood is not None:
+        t, until, per_s, zone, through = flood
+        while (t := t + rng.expovariate(per_s)) < until:
+            asked.append((t, through[len(asked) % len(through)], zone, f"x{rng.getrandbits(32):08x}"))
+    for t, server, zone, label in asked:
         i += 1
-        server, zone, client = RESOLVERS[i % 3], zones[rng.randrange(len(zones))], rng.choice(CLIENTS)
-        name = f"h{rng.randrange(30)}.{zone}"
+        client = rng.choice(CLIENTS)
+        name = f"{label or f'h{rng.randrange(30)}'}.{zone}"
         ident, port = i & 0xFFFF, 20000 + i % 40000
         q = d.message([d.question(d.name(name))], ident=ident, flags=0x0100)
         records.append((T0 + int(t * 1e9), _frame(client, server, port, 53, q)))
-        rcode = outcome(t, server, zone, rng)
+        rcode = 3 if label else outcome(t, server, zone, rng)
         if rcode is None:
             continue
         answers = [d.rr(d.name(name), 1, bytes([192, 0, 2, 1]), ttl=60)] if rcode == 0 else []
@@ -114,6 +123,20 @@ def test_a_resolver_refusing_everything_is_one_finding_for_the_resolver(tmp_path
 
     (surge,) = findings(build(tmp_path, outcome), "rcode_surge")
     assert surge["servers"] == ["10.53.0.1"] and surge["rcode"] == "REFUSED" and surge["zone"] is None
+
+
+@pytest.mark.parametrize("flooded", [RESOLVERS, ["10.53.0.2"]])
+def test_an_nxdomain_flood_names_the_resolvers_it_went_through(tmp_path, flooded):
+    # a quiet zone (a twentieth of the queries, NXDOMAIN ~15 %) flooded with names that do not
+    # exist for half of the capture: through every resolver (the flood is most of the zone's
+    # answers at each one, and most of its windows), or through one
+    zones = ["a.example"] * 18 + ["b.example", "c.example"]
+    flood = (180.0, 480.0, 1.0 * len(flooded), "b.example", flooded)
+    (surge,) = findings(build(tmp_path, background, zones=zones, flood=flood), "rcode_surge")
+    assert surge["servers"] == sorted(flooded) and surge["zone"] == "b.example"
+    assert surge["rcode"] == "NXDOMAIN"
+    start, end = (surge[k].timestamp() - T0 / 1e9 for k in ("start", "end"))
+    assert 180 <= start < 200 and 460 < end < 480
 
 
 def test_a_rise_chance_explains_is_no_surge(tmp_path):

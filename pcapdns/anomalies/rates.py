@@ -17,10 +17,12 @@ Flagged windows at most one window apart are one surge with an onset, a peak and
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import datetime
 
 import polars as pl
 
+from pcapdns.anomalies.config import Thresholds
 from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, hms, zone_for, zone_of
 from pcapdns.anomalies.inputs import Inputs
 from pcapdns.anomalies.stats import flag_windows, log10_binom_sf, score_of, widen
@@ -86,9 +88,7 @@ def _test(per: pl.DataFrame, keys: list[str], inp: Inputs, tests: int, short: bo
         )
         per = per.with_columns(
             pl.when(pl.col("flag"))
-            .then(
-                pl.struct("x", "n").map_elements(_short_log10p, pl.Float64)
-            )
+            .then(pl.struct("x", "n").map_elements(_short_log10p, pl.Float64))
             .alias("log10p")
         )
     return per
@@ -116,17 +116,113 @@ def surge_findings(inp: Inputs) -> list[Finding]:
     short = int(w.max()) - int(w.min()) + 1 < _MIN_WINDOWS  # type: ignore[arg-type,operator]
     by_server = _counts(answered, ["server"])
     by_zone = _counts(answered, ["server", "zone_key"])
-    tests = by_server.height + by_zone.height
+    by_zone_all = _counts(answered, ["zone_key"])
+    tests = by_server.height + by_zone.height + by_zone_all.height
     by_server = _test(by_server, ["server"], inp, tests, short)
     by_zone = _test(by_zone, ["server", "zone_key"], inp, tests, short)
+    by_zone_all = _test(by_zone_all, ["zone_key"], inp, tests, short)
+    one_zone, wide = _server_surges(answered, by_server, by_zone)
+    # the dispersion of a typical (server, zone): a flood through most of a group's windows
+    # inflates the group's own, learnt against a baseline the flood raised
+    typical = {
+        str(r): float(phi)
+        for r, phi in by_zone.group_by("server", "zone_key", "rcode")
+        .agg(pl.col("phi").first())
+        .group_by("rcode")
+        .agg(pl.col("phi").median())
+        .iter_rows()
+    }
     out: list[Finding] = []
-    claimed: set[tuple[str, str, int]] = set()  # (server, rcode, window) a server-wide finding holds
-    one_zone: list[tuple[str, str, str, int, int, pl.DataFrame, pl.DataFrame]] = []
-    wide: list[tuple[str, str, str, int, int, pl.DataFrame, pl.DataFrame]] = []
-    flagged_s = by_server.filter(pl.col("flag"))
-    flagged_z = by_zone.filter(pl.col("flag"))
     rc = pl.col("rcode_name").cast(pl.String)
-    for _, ep in _episodes(flagged_s, ["server", "rcode"]).group_by(
+    # Zone surges: a window flagged for the zone over every server (a flood spread over all the
+    # resolvers, each share too small to tell alone), for the zone at one server, or a server's
+    # surge over all zones that sits in this zone.
+    cols = ["zone_key", "rcode", "w", "x", "n", "p0", "log10p"]
+    pieces = [by_zone_all.filter(pl.col("flag")).select(cols), by_zone.filter(pl.col("flag")).select(cols)]
+    pieces += [item.ep.with_columns(pl.lit(item.zone).alias("zone_key")).select(cols) for item in one_zone]
+    flagged = pl.concat(pieces)
+    for _, ep in _episodes(flagged, ["zone_key", "rcode"]).group_by(
+        "zone_key", "rcode", "episode", maintain_order=True
+    ):
+        zone, rcode = str(ep.get_column("zone_key")[0]), str(ep.get_column("rcode")[0])
+        lo, hi = int(ep.get_column("w").min()), int(ep.get_column("w").max())  # type: ignore[arg-type]
+        servers = set(_attribute(by_zone, zone, rcode, lo, hi, th, typical.get(rcode, 1.0)))
+        joined = [
+            item
+            for item in one_zone
+            if item.rcode == rcode and item.zone == zone and item.lo <= hi + _GAP and lo <= item.hi + _GAP
+        ]
+        # a server whose surge over all zones overlaps this one: it joins when this zone holds at
+        # least half of its rise and the zone rose at other servers too (else it is its own finding)
+        near = [
+            item
+            for item in wide
+            if item.rcode == rcode
+            and item.server in servers
+            and item.lo <= hi + _GAP
+            and lo <= item.hi + _GAP
+        ]
+        others = servers - {item.server for item in near}
+        if others:
+            joined += [item for item in near if item.share(zone) >= 0.5]
+        named = sorted(others | {item.server for item in joined})
+        if not named:
+            continue
+        ep = pl.concat(
+            [
+                ep.select(cols),
+                *(
+                    item.ep.select(cols[1:]).with_columns(pl.lit(zone).alias("zone_key")).select(cols)
+                    for item in joined
+                ),
+            ]
+        )
+        for item in joined:
+            (one_zone if item in one_zone else wide).remove(item)
+        group = by_zone.filter((pl.col("zone_key") == zone) & (pl.col("rcode") == rcode))
+        spans = [widen(group.filter(pl.col("server") == s), lo, hi) for s in named]
+        spans += [(item.lo, item.hi) for item in joined]
+        lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
+        rows = answered.filter(
+            pl.col("server").is_in(named)
+            & (pl.col("zone_key") == zone)
+            & pl.col("w").is_between(lo, hi)
+            & (rc == rcode)
+        )
+        out.append(_surge_finding(rows.sort("ts"), ep, rcode, zone, named, tests, inp))
+    for item in wide:
+        out.append(_surge_finding(item.rows.sort("ts"), item.ep, item.rcode, None, [item.server], tests, inp))
+    return out
+
+
+@dataclass(slots=True)
+class _ServerSurge:
+    """A server's surge over all zones: where its excess answers sit (``zone``, the zone with the
+    most of them) and whether that is nearly all of it (``one_zone``)."""
+
+    server: str
+    rcode: str
+    zone: str
+    lo: int
+    hi: int
+    rows: pl.DataFrame
+    ep: pl.DataFrame
+    extra: dict[str, float]  # answers above each zone's usual share at this server
+    total: float
+
+    def share(self, zone: str) -> float:
+        return self.extra.get(zone, 0.0) / self.total if self.total > 0 else 0.0
+
+
+def _server_surges(
+    answered: pl.DataFrame, by_server: pl.DataFrame, by_zone: pl.DataFrame
+) -> tuple[list[_ServerSurge], list[_ServerSurge]]:
+    """The servers' surges over all zones, split into those that sit in one zone (left to the
+    zone's finding) and those spread over many (one finding for the server)."""
+    one_zone: list[_ServerSurge] = []
+    wide: list[_ServerSurge] = []
+    rc = pl.col("rcode_name").cast(pl.String)
+    for _, ep in _episodes(by_server.filter(pl.col("flag")), ["server", "rcode"]).group_by(
         "server", "rcode", "episode", maintain_order=True
     ):
         server, rcode = str(ep.get_column("server")[0]), str(ep.get_column("rcode")[0])
@@ -137,91 +233,77 @@ def surge_findings(inp: Inputs) -> list[Finding]:
         )
         windows = list(range(lo, hi + 1))
         rows = answered.filter((pl.col("server") == server) & pl.col("w").is_in(windows) & (rc == rcode))
-        # where the rise is: the zone with the most answers above its own baseline, against the
-        # server's answers above the server's baseline (the zones' noise cancels out in the latter)
-        excess = (pl.col("x") - pl.col("n") * pl.col("p0")).sum()
-        mine = (pl.col("server") == server) & (pl.col("rcode") == rcode) & pl.col("w").is_in(windows)
-        total = float(by_server.filter(mine).select(excess).item() or 0.0)
-        zones = by_zone.filter(mine).group_by("zone_key").agg(excess.alias("extra"), pl.col("flag").any())
-        top = zones.sort("extra", descending=True).row(0, named=True) if zones.height else None
-        if top is not None and top["extra"] >= _ONE_ZONE * total:
-            # the rise sits in one zone: the zone's finding names this server (below)
-            one_zone.append((server, rcode, str(top["zone_key"]), lo, hi, rows, ep))
-            continue
-        claimed.update((server, rcode, int(x)) for x in windows)
-        wide.append((server, rcode, str(top["zone_key"]) if top else "", lo, hi, rows, ep))
-    flagged_z = flagged_z.filter(
-        ~pl.struct("server", "rcode", "w").map_elements(
-            lambda r: (r["server"], r["rcode"], r["w"]) in claimed, return_dtype=pl.Boolean
+        # where the rise is: each zone's answers above the zone's own baseline at this server; the
+        # zones' sum is the whole rise (a flood that adds answers to a zone whose usual share is
+        # above the server's own is still all of the server's rise)
+        extra = _zone_excess(
+            by_zone.filter((pl.col("server") == server) & (pl.col("rcode") == rcode)), lo, hi
         )
-        if claimed
-        else pl.lit(True)
-    )
-    for _, ep in _episodes(flagged_z, ["zone_key", "rcode"]).group_by(
-        "zone_key", "rcode", "episode", maintain_order=True
-    ):
-        zone, rcode = str(ep.get_column("zone_key")[0]), str(ep.get_column("rcode")[0])
-        servers = sorted(set(ep.get_column("server").to_list()))
-        lo, hi = int(ep.get_column("w").min()), int(ep.get_column("w").max())  # type: ignore[arg-type]
-        servers += _also_rose(by_zone, zone, rcode, lo, hi, servers, th.alpha)
-        # a server whose own rise over all zones sits in this zone at the same time
-        # a server whose own rise, over all zones, is largest in this zone at the same time
-        for pending in (one_zone, wide):
-            for item in list(pending):
-                if item[1] == rcode and item[2] == zone and item[3] <= hi + _GAP and lo <= item[4] + _GAP:
-                    pending.remove(item)
-                    servers = sorted({*servers, item[0]})
-        group = by_zone.filter((pl.col("zone_key") == zone) & (pl.col("rcode") == rcode))
-        spans = [widen(group.filter(pl.col("server") == s), lo, hi) for s in servers]
-        lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
-        rows = answered.filter(
-            pl.col("server").is_in(servers)
-            & (pl.col("zone_key") == zone)
-            & pl.col("w").is_between(lo, hi)
-            & (rc == rcode)
-        )
-        out.append(_surge_finding(rows.sort("ts"), ep, rcode, zone, sorted(servers), tests, inp))
-    for server, rcode, _, _, _, rows, ep in wide:
-        out.append(_surge_finding(rows.sort("ts"), ep, rcode, None, [server], tests, inp))
-    # rises that sit in one zone which no zone finding took: one finding per zone and time, naming
-    # every server it rose at
-    merged: list[list[tuple[str, str, str, int, int, pl.DataFrame, pl.DataFrame]]] = []
-    for item in sorted(one_zone, key=lambda i: (i[1], i[2], i[3])):
-        last = merged[-1][-1] if merged else None
-        if last is not None and last[1:3] == item[1:3] and item[3] <= max(i[4] for i in merged[-1]) + _GAP:
-            merged[-1].append(item)
+        total = sum(extra.values())
+        if total <= 0:
+            mine = (pl.col("server") == server) & (pl.col("rcode") == rcode) & pl.col("w").is_in(windows)
+            excess = (pl.col("x") - pl.col("n") * pl.col("p0")).sum()
+            total = float(by_server.filter(mine).select(excess).item() or 0.0)
+        top = max(extra.items(), key=lambda kv: (kv[1], kv[0])) if extra else None
+        item = _ServerSurge(server, rcode, top[0] if top else "", lo, hi, rows, ep, extra, total)
+        if top is not None and top[1] >= _ONE_ZONE * total:
+            one_zone.append(item)
         else:
-            merged.append([item])
-    for items in merged:
-        rcode, zone = items[0][1], items[0][2]
-        rows = pl.concat([i[5] for i in items]).filter(pl.col("zone_key") == zone)
-        ep = pl.concat([i[6] for i in items])
-        servers = sorted({i[0] for i in items})
-        out.append(_surge_finding(rows.sort("ts"), ep, rcode, zone, servers, tests, inp))
-    return out
+            wide.append(item)
+    return one_zone, wide
 
 
-def _also_rose(
-    per: pl.DataFrame, zone: str, rcode: str, lo: int, hi: int, named: list[str], alpha: float
+def _usual(p0: pl.Expr, lo: int, hi: int) -> list[pl.Expr]:
+    """Aggregates of a group's windows ``lo..hi`` (``x``, ``n``) and its usual share ``p0``: the
+    lower of the learnt baseline and the share outside those windows (with a window's margin).
+    The latter matters when a flood fills most of a quiet zone's answers at a server: the
+    baseline learnt from its windows is then the flood's."""
+    during = pl.col("w").is_between(lo, hi)
+    outside = ~pl.col("w").is_between(lo - 1, hi + 1)
+    out_share = (pl.col("x").filter(outside).sum() + 0.5) / (pl.col("n").filter(outside).sum() + 1.0)
+    return [
+        pl.col("x").filter(during).sum().alias("x"),
+        pl.col("n").filter(during).sum().alias("n"),
+        pl.min_horizontal(p0, out_share).alias("p0"),
+    ]
+
+
+def _zone_excess(per: pl.DataFrame, lo: int, hi: int) -> dict[str, float]:
+    """A server's answers above each zone's usual share over windows ``lo..hi`` (rows of one
+    server and RCODE); their sum is the server's whole rise, the zones' noise cancelling out."""
+    agg = per.group_by("zone_key").agg(_usual(pl.col("p0").first(), lo, hi))
+    agg = agg.with_columns((pl.col("x") - pl.col("n") * pl.col("p0")).alias("extra"))
+    return {str(z): float(e) for z, e in agg.select("zone_key", "extra").iter_rows()}
+
+
+def _attribute(
+    per: pl.DataFrame, zone: str, rcode: str, lo: int, hi: int, th: Thresholds, typical: float
 ) -> list[str]:
-    """Other servers whose share for the zone rose over the same windows too, tested as one
-    aggregate against their own baseline (corrected only for the servers looked at): a second
-    failing server whose windows each fell just short of significance is still named."""
-    rows = per.filter(
-        (pl.col("zone_key") == zone)
-        & (pl.col("rcode") == rcode)
-        & pl.col("w").is_between(lo, hi)
-        & ~pl.col("server").is_in(named)
-    )
+    """The servers a zone's surge over windows ``lo..hi`` is attributed to: those whose own windows
+    for the zone were flagged, and those whose share for the zone over these windows, as one
+    aggregate, rose significantly (corrected for the servers looked at), by at least ``min_share``
+    and ``min_count`` answers, against their own usual share for the zone: the lower of the learnt
+    baseline and the share outside the surge (with a window's margin).  The latter matters when a
+    flood fills most of a quiet zone's answers at a server: the baseline learnt from its windows
+    is then the flood's.  A flood spread over every resolver names each one whose share rose; a
+    server whose share did not is not named.  The dispersion is the group's own, at most the
+    ``typical`` one of all (server, zone) groups."""
+    rows = per.filter((pl.col("zone_key") == zone) & (pl.col("rcode") == rcode))
     if rows.height == 0:
         return []
     agg = rows.group_by("server").agg(
-        pl.col("x").sum(), pl.col("n").sum(), pl.col("p0").first(), pl.col("phi").first()
+        pl.col("flag").filter(pl.col("w").is_between(lo, hi)).any(),
+        *_usual(pl.col("p0").first(), lo, hi),
+        pl.col("phi").first(),
     )
-    limit = math.log10(alpha) - math.log10(max(1, agg.height))
+    agg = agg.filter(pl.col("n") > 0)
+    limit = math.log10(th.alpha) - math.log10(max(1, agg.height))
     out = []
-    for server, x, n, p0, phi in agg.sort("server").iter_rows():
-        if x >= 2 and x / n - p0 >= 0.5 * (x / n) and log10_binom_sf(x / phi, n / phi, p0) < limit:
+    for server, flag, x, n, p0, own in agg.sort("server").iter_rows():
+        phi = min(own, max(1.0, typical))
+        if flag or (
+            x >= th.min_count and x / n - p0 >= th.min_share and log10_binom_sf(x / phi, n / phi, p0) < limit
+        ):
             out.append(str(server))
     return out
 

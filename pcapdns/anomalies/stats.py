@@ -131,7 +131,7 @@ def flag_windows(
     # (a window of a few answers says little) up to the group's median (a flood that adds
     # traffic does not outweigh the quiet windows): a surge in up to three quarters of the
     # windows cannot move it.  Later ones pool every window that did not rise visibly against it.
-    weight = pl.min_horizontal(pl.col("n"), pl.col("n").median().over(group)).alias("_wt")
+    weight = pl.min_horizontal(pl.col("n"), pl.col("n").quantile(0.25, "lower").over(group)).alias("_wt")
     median = (
         per.select(*group, share.alias("_s"), weight)
         .sort([*group, "_s"])
