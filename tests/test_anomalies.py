@@ -97,6 +97,9 @@ def test_outage_surge_and_slow_answers(outage):
     assert slow["servers"] == ["10.0.0.53"] and slow["count"] == 109 and "SERVFAIL 109" in slow["summary"]
     (retry,) = by_kind(outage, "retry_chain")
     assert retry["zone"] == "shop.example" and "0 of the retries succeeded" in retry["summary"]
+    # for whom: the client that kept retrying, with its retried questions
+    client = retry["summary"].split(" asked ")[0]
+    assert retry["top_clients"] == [{"client": client, "count": retry["count"]}]
 
 
 def test_steady_capture_has_no_findings():
@@ -132,6 +135,9 @@ def test_truncation_and_tcp_fallback():
     (f,) = a.anomalies.iter_rows(named=True)
     assert f["kind"] == "truncation" and f["severity"] == "info" and f["count"] == 5
     assert "5 retried over TCP, 5 of them answered" in f["summary"]
+    # for whom: the clients whose answers were truncated, counted
+    assert f["top_clients"] and sum(c["count"] for c in f["top_clients"]) == 5
+    assert {c["client"] for c in f["top_clients"]} == {c["client"] for c in sc["tcp_connections"]}
     tc_frames = {n for v in sc["udp_tc_responses"].values() for n in v}
     tcp_query_frames = {
         n for c in sc["tcp_connections"] for k, v in c["frames"].items() if "quer" in k for n in v

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from pcapdns.anomalies.findings import Finding, evidence_of, zone_for, zone_of
+from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, zone_for, zone_of
 from pcapdns.anomalies.inputs import Inputs
 
 _FAILED = ["SERVFAIL", "REFUSED", "FORMERR", "NOTIMP"]
@@ -96,21 +96,20 @@ def truncation_findings(inp: Inputs) -> list[Finding]:
             )
         evidence = evidence_of(rows, th.evidence, ("response_frame", "r_frame"))
         names = rows.get_column("qname").drop_nulls().to_list()
-        out.append(
-            Finding(
-                kind="truncation",
-                severity="info" if fine else "warning",
-                start=start,
-                end=end,
-                servers=[str(server)],
-                clients=rows.get_column("client").n_unique(),
-                zone=zone_for(names),
-                count=n,
-                summary=summary,
-                likely_cause=cause,
-                evidence=evidence,
-            )
+        finding = Finding(
+            kind="truncation",
+            severity="info" if fine else "warning",
+            start=start,
+            end=end,
+            servers=[str(server)],
+            clients=rows.get_column("client").n_unique(),
+            zone=zone_for(names),
+            count=n,
+            summary=summary,
+            likely_cause=cause,
+            evidence=evidence,
         )
+        out.append(for_whom(finding, rows.get_column("client")))  # the clients of the truncated answers
     return out
 
 
@@ -196,31 +195,30 @@ def retry_findings(inp: Inputs) -> list[Finding]:
         start, end = rows.get_column("ts").min(), rows.get_column("n_ts").max()
         assert isinstance(start, datetime) and isinstance(end, datetime)
         share = good / n
-        out.append(
-            Finding(
-                kind="retry_chain",
-                severity="info" if share >= 0.5 else "warning",
-                start=start,
-                end=end,
-                servers=servers,
-                clients=1,
-                zone=zone,
-                count=n,
-                summary=(
-                    f"{client} asked {n} failed question{'s' if n != 1 else ''}"
-                    f"{' for ' + zone if zone else ''} "
-                    f"again ({how}); {good} of the retries succeeded ({100 * share:.0f}%)"
-                ),
-                likely_cause=(
-                    "the client works around failing servers by retrying; "
-                    + (
-                        "most retries succeed, so one server (or the first path) is the problem"
-                        if share >= 0.5
-                        else "the retries fail too, so the problem is common to every server it tries "
-                        "(the zone's authorities, or the client's own network)"
-                    )
-                ),
-                evidence=evidence_of(rows, th.evidence, ("query_frame", "n_frame")),
-            )
+        finding = Finding(
+            kind="retry_chain",
+            severity="info" if share >= 0.5 else "warning",
+            start=start,
+            end=end,
+            servers=servers,
+            clients=1,
+            zone=zone,
+            count=n,
+            summary=(
+                f"{client} asked {n} failed question{'s' if n != 1 else ''}"
+                f"{' for ' + zone if zone else ''} "
+                f"again ({how}); {good} of the retries succeeded ({100 * share:.0f}%)"
+            ),
+            likely_cause=(
+                "the client works around failing servers by retrying; "
+                + (
+                    "most retries succeed, so one server (or the first path) is the problem"
+                    if share >= 0.5
+                    else "the retries fail too, so the problem is common to every server it tries "
+                    "(the zone's authorities, or the client's own network)"
+                )
+            ),
+            evidence=evidence_of(rows, th.evidence, ("query_frame", "n_frame")),
         )
+        out.append(for_whom(finding, rows.get_column("client")))
     return out
