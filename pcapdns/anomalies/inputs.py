@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import polars as pl
 
 from pcapdns.anomalies.config import Thresholds
 from pcapdns.model import CaptureInfo
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -30,10 +34,18 @@ class Inputs:
     timeout_s: float = 5.0
     thresholds: Thresholds = field(default_factory=Thresholds)
     issue_counts: pl.DataFrame | None = None
+    # what several rules compute alike (outages, orphan responses), by name: made once per run
+    shared: dict[str, object] = field(default_factory=dict, repr=False)
 
     @property
     def files(self) -> list[str]:
         return [c.path for c in self.captures]
+
+    def once(self, name: str, make: Callable[[], T]) -> T:
+        """``make()``, computed on the first call with this ``name`` and kept for the next rules."""
+        if name not in self.shared:
+            self.shared[name] = make()
+        return self.shared[name]  # type: ignore[return-value]
 
 
 def issue_totals(issues: pl.DataFrame, counts: pl.DataFrame | None) -> pl.DataFrame:

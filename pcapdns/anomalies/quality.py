@@ -61,7 +61,8 @@ def _at(ns: int | None) -> datetime | None:
     return None if ns is None or ns == 0 else datetime.fromtimestamp(ns / 1e9, tz=UTC)
 
 
-def quality_findings(inp: Inputs) -> list[Finding]:
+def decode_issue_findings(inp: Inputs) -> list[Finding]:
+    """The decode issues, one finding per reason."""
     out: list[Finding] = []
     files = inp.files
     # Counts and times from every issue, frames and detail from the examples kept of each reason.
@@ -103,6 +104,12 @@ def quality_findings(inp: Inputs) -> list[Finding]:
                 evidence=[{"file": files[f["file_id"]], "frame": f["frame"]} for f in frames or []],
             )
         )
+    return out
+
+
+def interface_drop_findings(inp: Inputs) -> list[Finding]:
+    """Packets the capturing host itself dropped (pcapng interface statistics)."""
+    out: list[Finding] = []
     for c in inp.captures:
         if c.interface_drops:
             out.append(
@@ -123,6 +130,12 @@ def quality_findings(inp: Inputs) -> list[Finding]:
                     count=c.interface_drops,
                 )
             )
+    return out
+
+
+def one_direction_findings(inp: Inputs) -> list[Finding]:
+    """A capture that saw one direction of the traffic only."""
+    out: list[Finding] = []
     if one_direction(inp.transactions, inp.unpaired):
         t = inp.transactions
         what = "queries but no response" if t.height else "responses but no query"
@@ -140,11 +153,11 @@ def quality_findings(inp: Inputs) -> list[Finding]:
                 count=max(t.height, inp.unpaired.height),
             )
         )
-    out.extend(_gaps(inp))
     return out
 
 
-def _gaps(inp: Inputs) -> list[Finding]:
+def gap_findings(inp: Inputs) -> list[Finding]:
+    """Gaps in time with no DNS query: the capture paused."""
     t = inp.transactions
     if t.height < _GAP_MIN_TXNS:
         return []

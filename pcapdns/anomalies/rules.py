@@ -9,23 +9,46 @@ import polars as pl
 from pcapdns.anomalies.findings import Finding, to_frame
 from pcapdns.anomalies.formerr import formerr_findings
 from pcapdns.anomalies.inputs import Inputs
-from pcapdns.anomalies.quality import quality_findings
+from pcapdns.anomalies.quality import (
+    decode_issue_findings,
+    gap_findings,
+    interface_drop_findings,
+    one_direction_findings,
+)
 from pcapdns.anomalies.rates import slow_findings, surge_findings
 from pcapdns.anomalies.servfail import servfail_findings
-from pcapdns.anomalies.suspicious import suspicious_findings
+from pcapdns.anomalies.suspicious import (
+    differing_duplicate_findings,
+    nodata_change_findings,
+    other_source_findings,
+    question_mismatch_findings,
+    ttl_drop_findings,
+    wrong_id_burst_findings,
+)
 from pcapdns.anomalies.transport import retry_findings, truncation_findings
-from pcapdns.anomalies.unanswered import unanswered_findings
+from pcapdns.anomalies.unanswered import loss_findings, outage_findings
 
+# One rule a function, each returning findings of one kind (in this order: ties in the ranking
+# keep it).
 RULES = (
     formerr_findings,
-    unanswered_findings,
+    outage_findings,
+    loss_findings,
     surge_findings,
     slow_findings,
     servfail_findings,
     truncation_findings,
     retry_findings,
-    suspicious_findings,
-    quality_findings,
+    question_mismatch_findings,
+    other_source_findings,
+    wrong_id_burst_findings,
+    differing_duplicate_findings,
+    nodata_change_findings,
+    ttl_drop_findings,
+    decode_issue_findings,
+    interface_drop_findings,
+    one_direction_findings,
+    gap_findings,
 )
 
 

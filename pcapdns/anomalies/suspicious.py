@@ -53,18 +53,37 @@ def _finding(
     return for_whom(finding, rows.get_column("client"))
 
 
-def suspicious_findings(inp: Inputs) -> list[Finding]:
-    th = inp.thresholds
-    out: list[Finding] = []
-    t = _strings(inp.transactions, "client", "server", "transport")
-    u = _strings(inp.unpaired, "client", "server", "transport")
-    firsts = [c.first_ts_ns for c in inp.captures if c.first_ts_ns is not None]
-    if u.height and firsts:
+def _tables(inp: Inputs) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The transactions and the unpaired responses, with their addresses as strings."""
+    return inp.once(
+        "suspicious tables",
+        lambda: (
+            _strings(inp.transactions, "client", "server", "transport"),
+            _strings(inp.unpaired, "client", "server", "transport"),
+        ),
+    )
+
+
+def _orphans(inp: Inputs) -> pl.DataFrame:
+    """Responses with no query, past the capture's first ``timeout`` (whose query may predate it)."""
+
+    def make() -> pl.DataFrame:
+        _, u = _tables(inp)
+        firsts = [c.first_ts_ns for c in inp.captures if c.first_ts_ns is not None]
+        if not (u.height and firsts):
+            return u.head(0)
         settled_us = min(firsts) // 1000 + int(inp.timeout_s * 1e6)
-        orphans = u.filter((pl.col("role") == "orphan_response") & (pl.col("ts").dt.epoch("us") > settled_us))
-    else:
-        orphans = u.head(0)
-    if orphans.height:
+        return u.filter((pl.col("role") == "orphan_response") & (pl.col("ts").dt.epoch("us") > settled_us))
+
+    return inp.once("orphans", make)
+
+
+def _hits(inp: Inputs) -> pl.DataFrame:
+    """Orphan responses on the flow and ID of a query of the last ``timeout`` seconds."""
+
+    def make() -> pl.DataFrame:
+        t, _ = _tables(inp)
+        orphans = _orphans(inp)
         q = t.select(
             *_FLOW,
             pl.col("server").alias("q_server"),
@@ -78,104 +97,147 @@ def suspicious_findings(inp: Inputs) -> list[Finding]:
         hit = orphans.join(q, on=_FLOW, how="inner").filter(
             (pl.col("ts") >= pl.col("q_ts")) & (pl.col("ts") <= window)
         )
-        hit = hit.rename({"frame": "response_frame"})
-        same_server = hit.filter(
-            (pl.col("server") == pl.col("q_server")) & (pl.col("server_port") == pl.col("q_port"))
+        return hit.rename({"frame": "response_frame"})
+
+    return inp.once("orphan hits", make)
+
+
+def question_mismatch_findings(inp: Inputs) -> list[Finding]:
+    """Responses on a query's flow and ID (from its server) whose question differs from the query's."""
+    if _orphans(inp).height == 0:
+        return []
+    hit = _hits(inp)
+    same_server = hit.filter(
+        (pl.col("server") == pl.col("q_server")) & (pl.col("server_port") == pl.col("q_port"))
+    )
+    mismatch = same_server.filter(
+        (pl.col("qname").str.to_lowercase() != pl.col("q_qname").str.to_lowercase())
+        | (pl.col("qtype") != pl.col("q_qtype"))
+    ).unique("response_frame")
+    if mismatch.height == 0:
+        return []
+    return [
+        _finding(
+            mismatch,
+            "warning",
+            f"{mismatch.height} response(s) carry a question that differs from the query on the same "
+            "flow and ID",
+            "a server or middlebox that rewrites questions (DNS64, a broken proxy), or forged "
+            "responses "
+            "guessing the ID; resolvers drop such answers (RFC 5452)",
+            inp,
+            ("query_frame", "response_frame"),
         )
-        mismatch = same_server.filter(
-            (pl.col("qname").str.to_lowercase() != pl.col("q_qname").str.to_lowercase())
-            | (pl.col("qtype") != pl.col("q_qtype"))
-        ).unique("response_frame")
-        if mismatch.height:
-            out.append(
-                _finding(
-                    mismatch,
-                    "warning",
-                    f"{mismatch.height} response(s) carry a question that differs from the query on the same "
-                    "flow and ID",
-                    "a server or middlebox that rewrites questions (DNS64, a broken proxy), or forged "
-                    "responses "
-                    "guessing the ID; resolvers drop such answers (RFC 5452)",
-                    inp,
-                    ("query_frame", "response_frame"),
-                )
-            )
-        other = hit.filter(pl.col("server") != pl.col("q_server")).unique("response_frame")
-        if other.height:
-            sources = ", ".join(sorted(set(other.get_column("server").to_list()))[:4])
-            out.append(
-                _finding(
-                    other,
-                    "warning",
-                    f"{other.height} response(s) to a client's port and ID came from {sources}, not from the "
-                    "address the query was sent to",
-                    "an anycast or multi-homed server answering from another address (clients drop "
-                    "these), NAT, "
-                    "or forged answers racing the real one",
-                    inp,
-                    ("query_frame", "response_frame"),
-                )
-            )
-        bursts = (
-            orphans.with_columns((pl.col("ts").dt.epoch("us") // 1_000_000).alias("sec"))
-            .group_by("client", "client_port", "sec")
-            .agg(pl.len().alias("n"), pl.col("trans_id").n_unique().alias("ids"))
-            .filter(pl.col("n") >= th.wrong_id_burst)
+    ]
+
+
+def other_source_findings(inp: Inputs) -> list[Finding]:
+    """Responses to a client's port and ID from an address the query was not sent to."""
+    if _orphans(inp).height == 0:
+        return []
+    hit = _hits(inp)
+    other = hit.filter(pl.col("server") != pl.col("q_server")).unique("response_frame")
+    if other.height == 0:
+        return []
+    sources = ", ".join(sorted(set(other.get_column("server").to_list()))[:4])
+    return [
+        _finding(
+            other,
+            "warning",
+            f"{other.height} response(s) to a client's port and ID came from {sources}, not from the "
+            "address the query was sent to",
+            "an anycast or multi-homed server answering from another address (clients drop "
+            "these), NAT, "
+            "or forged answers racing the real one",
+            inp,
+            ("query_frame", "response_frame"),
         )
-        if bursts.height:
-            ids = int(str(bursts.get_column("ids").max() or 0))
-            keys = bursts.select("client", "client_port", "sec")
-            rows = (
-                orphans.with_columns((pl.col("ts").dt.epoch("us") // 1_000_000).alias("sec"))
-                .join(keys, on=["client", "client_port", "sec"], how="semi")
-                .rename({"frame": "response_frame"})
-                .sort("ts")
-            )
-            out.append(
-                _finding(
-                    rows,
-                    "critical",
-                    f"{rows.height} responses with no matching query hit {bursts.height} client port(s) "
-                    f"in bursts of {th.wrong_id_burst}+ per second ({ids} different IDs)",
-                    "a spoofing or cache-poisoning attempt: someone floods a resolver's port with forged "
-                    "answers "
-                    "guessing the ID (Kaminsky). Check source-port randomisation, DNSSEC validation and the "
-                    "sources of the flood",
-                    inp,
-                    ("response_frame",),
-                )
-            )
+    ]
+
+
+def wrong_id_burst_findings(inp: Inputs) -> list[Finding]:
+    """Bursts of responses with no matching query to one client port (the Kaminsky pattern)."""
+    th = inp.thresholds
+    orphans = _orphans(inp)
+    if orphans.height == 0:
+        return []
+    bursts = (
+        orphans.with_columns((pl.col("ts").dt.epoch("us") // 1_000_000).alias("sec"))
+        .group_by("client", "client_port", "sec")
+        .agg(pl.len().alias("n"), pl.col("trans_id").n_unique().alias("ids"))
+        .filter(pl.col("n") >= th.wrong_id_burst)
+    )
+    if bursts.height == 0:
+        return []
+    ids = int(str(bursts.get_column("ids").max() or 0))
+    keys = bursts.select("client", "client_port", "sec")
+    rows = (
+        orphans.with_columns((pl.col("ts").dt.epoch("us") // 1_000_000).alias("sec"))
+        .join(keys, on=["client", "client_port", "sec"], how="semi")
+        .rename({"frame": "response_frame"})
+        .sort("ts")
+    )
+    return [
+        _finding(
+            rows,
+            "critical",
+            f"{rows.height} responses with no matching query hit {bursts.height} client port(s) "
+            f"in bursts of {th.wrong_id_burst}+ per second ({ids} different IDs)",
+            "a spoofing or cache-poisoning attempt: someone floods a resolver's port with forged "
+            "answers "
+            "guessing the ID (Kaminsky). Check source-port randomisation, DNSSEC validation and the "
+            "sources of the flood",
+            inp,
+            ("response_frame",),
+        )
+    ]
+
+
+def differing_duplicate_findings(inp: Inputs) -> list[Finding]:
+    """A duplicate response that differs from the first answer (RCODE or answer count)."""
+    t, u = _tables(inp)
     dups = u.filter(pl.col("role") == "duplicate_response")
-    if dups.height:
-        first = t.filter(pl.col("response_frame").is_not_null()).select(
-            *_FLOW,
-            "server",
-            pl.col("rcode").alias("a_rcode"),
-            pl.col("answers").alias("a_answers"),
-            pl.col("query_frame"),
-            pl.col("ts").alias("q_ts"),
+    if dups.height == 0:
+        return []
+    first = t.filter(pl.col("response_frame").is_not_null()).select(
+        *_FLOW,
+        "server",
+        pl.col("rcode").alias("a_rcode"),
+        pl.col("answers").alias("a_answers"),
+        pl.col("query_frame"),
+        pl.col("ts").alias("q_ts"),
+    )
+    d = dups.join(first, on=[*_FLOW, "server"], how="inner").filter(pl.col("ts") >= pl.col("q_ts"))
+    d = d.sort("q_ts").group_by("frame", maintain_order=True).last()
+    differ = d.filter((pl.col("rcode") != pl.col("a_rcode")) | (pl.col("ancount") != pl.col("a_answers")))
+    if differ.height == 0:
+        return []
+    differ = differ.rename({"frame": "response_frame"})
+    return [
+        _finding(
+            differ,
+            "warning",
+            f"{differ.height} quer{'ies' if differ.height != 1 else 'y'} got two different answers "
+            "(RCODE or answer count differ)",
+            "two servers answering one query (anycast flaps, a DNS proxy and the server both "
+            "replying) "
+            "or a forged answer that raced the real one; the client kept whichever came first",
+            inp,
+            ("query_frame", "response_frame"),
         )
-        d = dups.join(first, on=[*_FLOW, "server"], how="inner").filter(pl.col("ts") >= pl.col("q_ts"))
-        d = d.sort("q_ts").group_by("frame", maintain_order=True).last()
-        differ = d.filter((pl.col("rcode") != pl.col("a_rcode")) | (pl.col("ancount") != pl.col("a_answers")))
-        if differ.height:
-            differ = differ.rename({"frame": "response_frame"})
-            out.append(
-                _finding(
-                    differ,
-                    "warning",
-                    f"{differ.height} quer{'ies' if differ.height != 1 else 'y'} got two different answers "
-                    "(RCODE or answer count differ)",
-                    "two servers answering one query (anycast flaps, a DNS proxy and the server both "
-                    "replying) "
-                    "or a forged answer that raced the real one; the client kept whichever came first",
-                    inp,
-                    ("query_frame", "response_frame"),
-                )
-            )
-    out.extend(_nodata_changes(t, inp))
-    out.extend(_ttl_drops(t, inp))
-    return out
+    ]
+
+
+def nodata_change_findings(inp: Inputs) -> list[Finding]:
+    """NOERROR with no answer where the same server answered the same question with records before."""
+    t, _ = _tables(inp)
+    return _nodata_changes(t, inp)
+
+
+def ttl_drop_findings(inp: Inputs) -> list[Finding]:
+    """An authoritative TTL far below the name's usual one."""
+    t, _ = _tables(inp)
+    return _ttl_drops(t, inp)
 
 
 _TTL_FACTOR = 10  # an authoritative TTL this many times below the name's usual one is suspicious

@@ -79,12 +79,26 @@ def _episodes(t: pl.DataFrame, min_run: int) -> pl.DataFrame:
     return t.join(runs.select("run", "episode"), on="run", how="left")
 
 
-def unanswered_findings(inp: Inputs) -> list[Finding]:
+def outage_findings(inp: Inputs) -> list[Finding]:
+    """Servers that stopped answering: runs of consecutive unanswered queries (``unanswered_outage``)."""
+    outages, _ = inp.once("unanswered", lambda: _outages(inp))
+    return outages
+
+
+def loss_findings(inp: Inputs) -> list[Finding]:
+    """What is unanswered outside outages (``unanswered_loss``), per server and window."""
+    _, sporadic = inp.once("unanswered", lambda: _outages(inp))
+    return _loss(sporadic, inp) if sporadic is not None else []
+
+
+def _outages(inp: Inputs) -> tuple[list[Finding], pl.DataFrame | None]:
+    """The outage findings, and the queries left to the loss rule: those outside outages and
+    those of runs too short to be one at the server's usual loss rate (None: no rule applies)."""
     th = inp.thresholds
     # Only the columns the rule reads: the sort by server and time below copies what it is given.
     t = inp.transactions.select(_COLUMNS).filter(pl.col("status") != "capture_ended")
     if t.height == 0 or one_direction(inp.transactions, inp.unpaired):
-        return []
+        return [], None
     t = _episodes(t, th.outage_run)
     out: list[Finding] = []
     episodes = t.filter(pl.col("episode").is_not_null())
@@ -118,8 +132,7 @@ def unanswered_findings(inp: Inputs) -> list[Finding]:
             assert isinstance(held, pl.DataFrame)
             demoted.extend(held.get_column("episode").unique().to_list())
     sporadic = t.filter(pl.col("episode").is_null() | pl.col("episode").is_in(demoted))
-    out.extend(_loss(sporadic, inp))
-    return out
+    return out, sporadic
 
 
 def _loss(sporadic: pl.DataFrame, inp: Inputs) -> list[Finding]:
