@@ -198,8 +198,52 @@ def analysis_options(f: Callable[..., None]) -> Callable[..., None]:
             show_default=True,
             help="... when it is also at least this many milliseconds.",
         ),
+        click.option(
+            "--server-group",
+            "server_groups",
+            metavar="NAME=ADDR,ADDR",
+            multiple=True,
+            callback=_server_groups,
+            help="These addresses are one resolver (e.g. its IPv4 and IPv6): one server to the findings. "
+            "Repeatable.",
+        ),
     ]
     return _apply(f, options)
+
+
+def _server_groups(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``--server-group NAME=ADDR,ADDR``: a resolver's name and its addresses (each address in one
+    group only, written the way the tables write it)."""
+    import ipaddress
+
+    groups: list[tuple[str, tuple[str, ...]]] = []
+    seen: dict[str, str] = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        name = name.strip()
+        if not sep or not name or not rest.strip():
+            raise click.BadParameter(f"{value!r} is not NAME=ADDR,ADDR", param_hint="--server-group")
+        members: list[str] = []
+        for text in rest.split(","):
+            try:
+                address = ipaddress.ip_address(text.strip()).compressed
+            except ValueError:
+                raise click.BadParameter(
+                    f"{text.strip()!r} is not an IP address", param_hint="--server-group"
+                ) from None
+            if address in seen and seen[address] != name:
+                raise click.BadParameter(
+                    f"{address} is in two groups ({seen[address]} and {name})", param_hint="--server-group"
+                )
+            seen[address] = name
+            if address not in members:
+                members.append(address)
+        if any(name == g for g, _ in groups):
+            raise click.BadParameter(f"the group {name} is given twice", param_hint="--server-group")
+        groups.append((name, tuple(members)))
+    return tuple(groups)
 
 
 def _options(kw: dict[str, Any], *, anomalies: bool = True) -> Options:
@@ -215,6 +259,7 @@ def _options(kw: dict[str, Any], *, anomalies: bool = True) -> Options:
         outage_run=kw.get("outage_run", d.outage_run),
         slow_factor=kw.get("slow_factor", d.slow_factor),
         slow_min_ms=kw.get("slow_ms", d.slow_min_ms),
+        server_groups=kw.get("server_groups", d.server_groups),
     )
     ports = kw["ports"]
     return Options(

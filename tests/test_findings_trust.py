@@ -198,3 +198,33 @@ def test_analyze_json_with_findings_reads_the_capture_once(capsys):
     both = json.loads(capsys.readouterr().out)
     assert both.pop("findings") == listed and both == plain  # the summary's keys keep their meaning
     assert main(["analyze", sample, "--findings"]) == 2  # a usage error: --findings needs --json
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ("r1", "is not NAME=ADDR,ADDR"),
+        ("r1=10.53.0.1,not-an-address", "'not-an-address' is not an IP address"),
+        ("r1=10.53.0.1", "10.53.0.1 is in two groups (r1 and r2)"),
+    ],
+)
+def test_a_bad_server_group_is_one_line_and_a_usage_error(tmp_path, capsys, value, error):
+    path = build(tmp_path, background, seconds=60)
+    args = ["anomalies", path, "--server-group", value, "--server-group", "r2=10.53.0.1,2001:db8::1"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert error in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_server_group_names_the_resolver_and_its_addresses(tmp_path, capsys):
+    def outcome(t: float, server: str, zone: str, rng: random.Random) -> int:
+        if server in ("10.53.0.1", "10.53.0.2") and zone == "b.example" and 240 <= t < 330:
+            return 2
+        return background(t, server, zone, rng)
+
+    path = build(tmp_path, outcome)
+    group = "resolver-a=10.53.0.1,10.53.0.2"  # as if one resolver's two addresses
+    assert main(["anomalies", path, "--json", "--server-group", group]) == 0
+    (surge,) = [f for f in json.loads(capsys.readouterr().out) if f["kind"] == "rcode_surge"]
+    assert surge["servers"] == ["10.53.0.1", "10.53.0.2"]
+    assert "from resolver-a (10.53.0.1, 10.53.0.2) surged" in surge["summary"]

@@ -21,3 +21,5 @@ class Thresholds:
     retry_window_s: float = 10.0  # a repeat of a failed question within this is a retry
     evidence: int = 4  # representative packets kept per finding
     wrong_id_burst: int = 10  # responses with no matching query to one client port within 1 s
+    # addresses that belong to one resolver, by its name: ((NAME, (ADDR, ...)), ...)
+    server_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()

@@ -25,6 +25,7 @@ import polars as pl
 from pcapdns.anomalies.config import Thresholds
 from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, hms, zone_for, zone_of
 from pcapdns.anomalies.inputs import Inputs
+from pcapdns.anomalies.servers import addresses, keyed, label
 from pcapdns.anomalies.stats import flag_windows, log10_binom_sf, score_of, widen
 from pcapdns.dns.knowledge import rcode_info
 
@@ -109,8 +110,8 @@ def surge_findings(inp: Inputs) -> list[Finding]:
         return []
     names = answered.get_column("qname").drop_nulls().unique()
     zones = pl.DataFrame({"qname": names, "zone_key": names.map_elements(zone_of, return_dtype=pl.String)})
-    answered = answered.join(zones, on="qname", how="left").with_columns(
-        pl.col("server").cast(pl.String), pl.col("zone_key").fill_null(".")
+    answered = keyed(answered.join(zones, on="qname", how="left"), th).with_columns(
+        pl.col("zone_key").fill_null(".")
     )
     w = answered.get_column("w")
     short = int(w.max()) - int(w.min()) + 1 < _MIN_WINDOWS  # type: ignore[arg-type,operator]
@@ -331,7 +332,9 @@ def _surge_finding(
     peak_at = datetime.fromtimestamp(int(peak["w"]) * window_s, tz=start.tzinfo)
     recovery = datetime.fromtimestamp((int(ep.get_column("w").max()) + 1) * window_s, tz=start.tzinfo)  # type: ignore[arg-type]
     clients = rows.get_column("client").n_unique()
-    who = " and ".join(servers) if len(servers) <= 3 else f"{len(servers)} servers"
+    who = (
+        " and ".join(label(s, rows, th) for s in servers) if len(servers) <= 3 else f"{len(servers)} servers"
+    )
     where = f"from {who}" if zone_key is None else f"for {zone} from {who}"
     about = f" for {zone}" if zone_key is None and zone else ""
     share = float(peak["share"])
@@ -345,7 +348,7 @@ def _surge_finding(
         severity=severity,
         start=start,
         end=end,
-        servers=servers,
+        servers=addresses(servers, rows, th),
         clients=clients,
         zone=zone,
         rcode=rcode,
@@ -372,7 +375,7 @@ def slow_findings(inp: Inputs) -> list[Finding]:
     t = _windowed(inp.transactions.select(*_COLUMNS, "rtt").filter(pl.col("rtt").is_not_null()), th.window_s)
     if t.height == 0:
         return []
-    t = t.with_columns(pl.col("server").cast(pl.String), (pl.col("rtt") * 1000).alias("ms"))
+    t = keyed(t, th).with_columns((pl.col("rtt") * 1000).alias("ms"))
     per = (
         t.group_by("server", "w")
         .agg(pl.len().alias("n"), pl.col("ms").quantile(0.95, "linear").alias("p95"))
@@ -431,12 +434,13 @@ def slow_findings(inp: Inputs) -> list[Finding]:
             severity="warning",
             start=start,
             end=end,
-            servers=[str(server)],
+            servers=addresses([str(server)], slow, th),
             clients=slow.get_column("client").n_unique(),
             zone=zone_for(names),
             count=slow.height,
             summary=(
-                f"{server} answered slowly from {hms(start)} to {hms(end)}: p95 {peak['p95']:,.0f} ms "
+                f"{label(str(server), slow, th)} answered slowly from {hms(start)} to {hms(end)}: "
+                f"p95 {peak['p95']:,.0f} ms "
                 f"against a usual {peak['base']:,.1f} ms "
                 f"({peak['p95'] / max(peak['base'], 1e-9):,.0f}x); "
                 f"{slow.height} answers over {th.slow_min_ms:.0f} ms ({top})"

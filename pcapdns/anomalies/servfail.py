@@ -16,6 +16,7 @@ import polars as pl
 
 from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, zone_for
 from pcapdns.anomalies.inputs import Inputs
+from pcapdns.anomalies.servers import addresses, key_of, label
 from pcapdns.dns.codes import ede_name
 
 _DNSSEC_EDE = {1, 2, 5, 6, 7, 8, 9, 10, 11, 12}
@@ -27,12 +28,19 @@ def _lower(col: str) -> pl.Expr:
 
 def servfail_findings(inp: Inputs) -> list[Finding]:
     th = inp.thresholds
-    t = inp.transactions.with_columns(pl.col("server").cast(pl.String), pl.col("client").cast(pl.String))
+    # a resolver's addresses are one server (--server-group): the address its clients asked
+    # and the one it asked the authorities from may differ
+    t = inp.transactions.with_columns(
+        pl.col("server").cast(pl.String).alias("address"),
+        key_of("server", th).alias("server"),
+        key_of("client", th).alias("client_key"),
+        pl.col("client").cast(pl.String),
+    )
     sf = t.filter(pl.col("rcode_name") == "SERVFAIL").with_columns(_lower("qname").alias("name_l"))
     if sf.height == 0:
         return []
     resolvers = set(sf.filter(pl.col("source") == "pcap").get_column("server").unique().to_list()) & set(
-        t.filter(pl.col("source") == "pcap").get_column("client").unique().to_list()
+        t.filter(pl.col("source") == "pcap").get_column("client_key").unique().to_list()
     )
     # The resolver behind a SERVFAIL, and the one sending an upstream query: in a capture, the
     # same address; in dnstap, the same log (its client side and its resolver/forwarder side).
@@ -40,14 +48,14 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
     sf = sf.with_columns(
         pl.when(pl.col("source") == "dnstap").then(dnstap_log).otherwise("server").alias("rkey")
     )
-    from_resolver = ((pl.col("source") == "pcap") & pl.col("client").is_in(list(resolvers))) | (
+    from_resolver = ((pl.col("source") == "pcap") & pl.col("client_key").is_in(list(resolvers))) | (
         pl.col("dnstap_side").is_in(["resolver", "forwarder"])
     )
     upstream = t.filter(from_resolver).select(
-        pl.when(pl.col("source") == "dnstap").then(dnstap_log).otherwise("client").alias("rkey"),
+        pl.when(pl.col("source") == "dnstap").then(dnstap_log).otherwise("client_key").alias("rkey"),
         _lower("qname").alias("name_l"),
         pl.col("ts").alias("u_ts"),
-        pl.col("server").alias("upstream"),
+        pl.col("address").alias("upstream"),
         pl.col("status").alias("u_status"),
         pl.col("rcode_name").cast(pl.String).alias("u_rcode"),
         pl.col("query_frame").alias("u_frame"),
@@ -108,13 +116,14 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
             severity=severity,
             start=start,
             end=last,
-            servers=[str(server)],
+            servers=addresses([str(server)], rows, th),
             clients=clients,
             zone=zone,
             rcode="SERVFAIL",
             count=rows.height,
             summary=(
-                f"{rows.height} SERVFAIL answer{'s' if rows.height != 1 else ''} from {server}"
+                f"{rows.height} SERVFAIL answer{'s' if rows.height != 1 else ''} from "
+                f"{label(str(server), rows, th)}"
                 f"{' for ' + zone if zone else ''} ({100 * share:.1f}% of its answers meanwhile): "
                 + ("; ".join(causes) if causes else "no cause visible in the capture")
             ),

@@ -18,8 +18,10 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
+from pcapdns.anomalies.config import Thresholds
 from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, hms, zone_for
 from pcapdns.anomalies.inputs import Inputs
+from pcapdns.anomalies.servers import addresses, keyed, label
 from pcapdns.anomalies.stats import flag_windows, log10_binom_sf, score_of, widen
 
 _BRIDGE = 2  # answers between two runs of losses that still leave them one outage
@@ -99,6 +101,7 @@ def _outages(inp: Inputs) -> tuple[list[Finding], pl.DataFrame | None]:
     t = inp.transactions.select(_COLUMNS).filter(pl.col("status") != "capture_ended")
     if t.height == 0 or one_direction(inp.transactions, inp.unpaired):
         return [], None
+    t = keyed(t, th)  # a resolver's addresses are one server
     t = _episodes(t, th.outage_run)
     out: list[Finding] = []
     episodes = t.filter(pl.col("episode").is_not_null())
@@ -124,7 +127,7 @@ def _outages(inp: Inputs) -> tuple[list[Finding], pl.DataFrame | None]:
     loss_of = {str(k): (x + 0.5) / (n + 1.0) for k, x, n in background.iter_rows()}
     demoted: list[int] = []
     for g in merged:
-        finding = _outage(g, t, th.evidence, loss_of, t.height)
+        finding = _outage(g, t, th, loss_of, t.height)
         if finding.score is not None and finding.score >= -math.log10(th.alpha):
             out.append(finding)
         else:  # a run this short is likely at the server's loss rate: it is loss, not an outage
@@ -178,10 +181,11 @@ def _loss(sporadic: pl.DataFrame, inp: Inputs) -> list[Finding]:
                 server,
                 share,
                 score_of(log10p, tests),
-                f"{rows.height} of {inside.height} queries to {server} ({100 * share:.1f}%) went unanswered "
+                f"{rows.height} of {inside.height} queries to {label(server, rows, th)} ({100 * share:.1f}%) "
+                "went unanswered "
                 f"from {hms(start)} to {hms(end)}, against a usual {100 * usual:.1f}% (no run of consecutive "
                 "losses)",
-                th.evidence,
+                th,
             )
         )
     per_server = t.group_by("server").agg(pl.col("lost").sum().alias("lost"), pl.len().alias("total"))
@@ -202,16 +206,16 @@ def _loss(sporadic: pl.DataFrame, inp: Inputs) -> list[Finding]:
                 server,
                 share,
                 score_of(log10p, tests),
-                f"{lost} of {total} queries to {server} ({100 * share:.1f}%) went unanswered, "
-                "scattered over the capture (no run of consecutive losses)",
-                th.evidence,
+                f"{lost} of {total} queries to {label(server, rows, th)} ({100 * share:.1f}%) went "
+                "unanswered, scattered over the capture (no run of consecutive losses)",
+                th,
             )
         )
     return out
 
 
 def _loss_finding(
-    rows: pl.DataFrame, server: str, share: float, score: float, summary: str, limit: int
+    rows: pl.DataFrame, server: str, share: float, score: float, summary: str, th: Thresholds
 ) -> Finding:
     names = [n for n in rows.get_column("qname").to_list() if n is not None]
     finding = Finding(
@@ -219,7 +223,7 @@ def _loss_finding(
         severity="warning" if share >= 0.05 else "info",
         start=_t(rows.get_column("ts").min()),
         end=_t(rows.get_column("ts").max()),
-        servers=[server],
+        servers=addresses([server], rows, th),
         clients=rows.get_column("client").n_unique(),
         zone=zone_for(names),
         count=rows.height,
@@ -229,7 +233,7 @@ def _loss_finding(
             "overloaded server dropping some queries; the client's retries usually hide it. "
             "Check interface drops and the server's rate-limit counters"
         ),
-        evidence=evidence_of(rows, limit, ("query_frame",)),
+        evidence=evidence_of(rows, th.evidence, ("query_frame",)),
         score=score,
     )
     return for_whom(finding, rows.get_column("client"))
@@ -255,7 +259,7 @@ def _merge_overlapping(groups: list[dict[str, object]], slack: timedelta) -> lis
 
 
 def _outage(
-    g: dict[str, object], t: pl.DataFrame, limit: int, loss_of: dict[str, float], tests: int
+    g: dict[str, object], t: pl.DataFrame, th: Thresholds, loss_of: dict[str, float], tests: int
 ) -> Finding:
     rows = g["rows"]
     assert isinstance(rows, pl.DataFrame)
@@ -265,7 +269,9 @@ def _outage(
     after = t.filter(pl.col("server").cast(pl.String).is_in(servers) & (pl.col("ts") > end) & ~pl.col("lost"))
     recovery = _t(after.get_column("ts").min()) if after.height else None
     zone = g["zone"]
-    who = " and ".join(servers) if len(servers) <= 3 else f"{len(servers)} servers"
+    who = (
+        " and ".join(label(s, rows, th) for s in servers) if len(servers) <= 3 else f"{len(servers)} servers"
+    )
     for_zone = f" for {zone}" if zone else ""
     back = f"; answering again at {hms(recovery)}" if recovery else "; still silent when the capture ended"
     share = lost.height / rows.height
@@ -276,7 +282,7 @@ def _outage(
         severity="critical",
         start=start,
         end=end,
-        servers=servers,
+        servers=addresses(servers, rows, th),
         clients=lost.get_column("client").n_unique(),
         zone=str(zone) if zone else None,
         count=lost.height,
@@ -290,7 +296,7 @@ def _outage(
             "reachability from the querying host (ping, traceroute, `dig @SERVER`), firewall or ACL "
             "changes at the onset, and the servers' own logs"
         ),
-        evidence=evidence_of(lost, limit, ("query_frame",)),
+        evidence=evidence_of(lost, th.evidence, ("query_frame",)),
         score=score_of(log10_binom_sf(lost.height, rows.height, min(usual, 0.5)), tests),
     )
     return for_whom(finding, lost.get_column("client"))

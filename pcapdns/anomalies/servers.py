@@ -1,0 +1,54 @@
+"""A resolver with several addresses is one server to the rules that judge servers.
+
+An operator says which addresses belong to one resolver (``--server-group NAME=ADDR,ADDR``: its
+IPv4 and IPv6 addresses, a pair behind one anycast name); the rules that learn a server's baseline
+and find its episodes (RCODE surges, slow answers, outages, loss, the SERVFAIL causes) then take
+the group's queries together, so an event on a dual-stack resolver is one finding naming both
+addresses, not one per address.  A finding's ``servers`` stays a list of addresses (the group's
+addresses that took part); its summary names the group.  Without groups nothing changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import polars as pl
+
+from pcapdns.anomalies.config import Thresholds
+
+__all__ = ["addresses", "key_of", "keyed", "label"]
+
+
+def _mapping(th: Thresholds) -> dict[str, str]:
+    return {address: name for name, members in th.server_groups for address in members}
+
+
+def key_of(column: str, th: Thresholds) -> pl.Expr:
+    """The server an address in ``column`` counts as: its group's name, else the address."""
+    text = pl.col(column).cast(pl.String)
+    mapping = _mapping(th)
+    return text.replace(mapping) if mapping else text
+
+
+def keyed(t: pl.DataFrame, th: Thresholds) -> pl.DataFrame:
+    """``t`` with ``server`` the server key (see :func:`key_of`) and ``address`` the address."""
+    return t.with_columns(
+        key_of("server", th).alias("server"), pl.col("server").cast(pl.String).alias("address")
+    )
+
+
+def addresses(keys: Sequence[str], rows: pl.DataFrame, th: Thresholds) -> list[str]:
+    """The addresses a finding names for the server ``keys``: the keys themselves without groups,
+    else the addresses in ``rows`` (the finding's transactions, with an ``address`` column)."""
+    if not th.server_groups:
+        return list(keys)
+    return sorted({str(a) for a in rows.get_column("address").unique().to_list() if a is not None})
+
+
+def label(key: str, rows: pl.DataFrame, th: Thresholds) -> str:
+    """How a summary names the server ``key``: a group as ``NAME (ADDR, ADDR)``, the addresses of
+    it that ``rows`` hold; an address as itself."""
+    if key not in {name for name, _ in th.server_groups}:
+        return key
+    mine = rows.filter(pl.col("server") == key).get_column("address").unique().sort().to_list()
+    return f"{key} ({', '.join(str(a) for a in mine)})" if mine else key
