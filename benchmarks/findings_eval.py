@@ -4,6 +4,7 @@ servers named, onset and end, over many independent seeded captures (benchmarks/
 
     python benchmarks/findings_eval.py --seeds 120 --quick       # a few minutes on a small machine
     python benchmarks/findings_eval.py --seeds 100               # full sizes: 10-5,000 queries/s, 5-60 min
+    python benchmarks/findings_eval.py --seeds 120 --quick --server-groups  # a resolver's 2 addresses: one
 
 Each capture is written as pcap bytes and read through the real pipeline (decode, pairing,
 tables, anomaly engine).  An event is **found** when a finding of its kind overlaps it in time
@@ -32,17 +33,44 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import scenarios
 
-MEASURED = ("rcode_surge", "unanswered_outage", "unanswered_loss", "slow_responses")
+MEASURED = (
+    "rcode_surge",
+    "unanswered_outage",
+    "unanswered_loss",
+    "slow_responses",
+    "formerr",
+    "servfail_cause",
+)
+# Findings an event also explains (not stray): the symptoms of its cause, the cause of its symptom.
+RELATED = {
+    "servfail_zone": {"servfail_cause"},
+    "servfail_cause": {"rcode_surge", "unanswered_outage"},
+    "formerr": {"rcode_surge"},
+}
+# What a finding's summary says when it names the event's cause.
+CAUSES = {
+    "edns_option": "unknown EDNS option",
+    "two_questions": "query with 2 questions",
+    "upstream": "its upstream queries failed",
+    "dnssec": "EDE 6 (DNSSEC Bogus)",
+}
 
 
-def run_one(seed: int, quick: bool, workdir: str) -> dict[str, Any]:
-    from pcapdns.pipeline import analyze
+def run_one(seed: int, quick: bool, workdir: str, groups: bool = False) -> dict[str, Any]:
+    """Draw the capture of ``seed``, analyze it, and return its truth and findings; ``groups``:
+    tell the engine each resolver's IPv4 and IPv6 address are one (``--server-group``)."""
+    from pcapdns.anomalies.config import Thresholds
+    from pcapdns.pipeline import Options, analyze
 
     sc = scenarios.draw(seed, quick=quick)
+    server_groups = tuple(
+        (f"resolver-{r.rsplit('.', 1)[1]}", (r, scenarios.v6_of(r))) for r in sc.resolvers if groups
+    )
     path = os.path.join(workdir, f"scenario-{seed}.pcap")
-    Path(path).write_bytes(scenarios.pcap_bytes(sc))
+    with open(path, "wb") as out:
+        scenarios.write_pcap(sc, out)
     try:
-        a = analyze([path])
+        a = analyze([path], Options(thresholds=Thresholds(server_groups=server_groups)))
     finally:
         os.unlink(path)
     window = a.anomalies  # the findings, ranked
@@ -56,6 +84,8 @@ def run_one(seed: int, quick: bool, workdir: str) -> dict[str, Any]:
                 "servers": {scenarios.resolver_of(s) for s in r["servers"]},
                 "zone": r["zone"],
                 "rcode": r["rcode"],
+                "summary": r["summary"],
+                "top_clients": [c["client"] for c in r["top_clients"]],
             }
         )
     return {"seed": seed, "duration": sc.duration, "truth": scenarios.truth(sc), "found": found}
@@ -71,6 +101,16 @@ def _matches(event: dict[str, Any], f: dict[str, Any], slack: float) -> bool:
     if event["zone"] and event["event"] != "refused" and f["zone"] != event["zone"]:
         return False
     return bool(f["servers"] & set(event["servers"]))
+
+
+def _related(event: dict[str, Any], f: dict[str, Any], slack: float) -> bool:
+    """A finding the event explains though it is not the event's own kind (a FORMERR event's
+    FORMERR surge, a lame delegation's SERVFAIL surge and its authorities' REFUSED answers)."""
+    if f["kind"] not in RELATED.get(event["event"], ()) or f["start"] is None or f["end"] is None:
+        return False
+    if not (f["start"] <= event["end"] + slack and event["start"] - slack <= f["end"]):
+        return False
+    return bool(f["servers"] & (set(event["servers"]) | set(event.get("upstreams", []))))
 
 
 def score(results: list[dict[str, Any]], slack: float = 60.0) -> dict[str, Any]:
@@ -92,6 +132,7 @@ def score(results: list[dict[str, Any]], slack: float = 60.0) -> dict[str, Any]:
         for ev in res["truth"]:
             hits = [i for i, f in enumerate(res["found"]) if _matches(ev, f, slack)]
             used.update(hits)
+            used.update(i for i, f in enumerate(res["found"]) if _related(ev, f, slack))
             stats = per[ev["event"]]
             stats["found"].append(1.0 if hits else 0.0)
             if not hits:
@@ -99,6 +140,12 @@ def score(results: list[dict[str, Any]], slack: float = 60.0) -> dict[str, Any]:
             named = set().union(*(res["found"][i]["servers"] for i in hits))
             stats["exact"].append(1.0 if named == set(ev["servers"]) else 0.0)
             stats["pieces"].append(float(len(hits)))
+            if ev.get("clients"):  # for whom: every client that drew the failure is named
+                top = set().union(*(res["found"][i]["top_clients"] for i in hits))
+                stats["clients"].append(1.0 if set(ev["clients"]) <= top else 0.0)
+            if ev.get("cause") in CAUSES:  # why: the summary names the cause
+                said = any(CAUSES[ev["cause"]] in res["found"][i]["summary"] for i in hits)
+                stats["cause"].append(1.0 if said else 0.0)
             first = min(res["found"][i]["start"] for i in hits)
             last = max(res["found"][i]["end"] for i in hits)
             stats["onset"].append(abs(first - ev["start"]))
@@ -133,8 +180,8 @@ def _p90(values: list[float]) -> str:
 def table(summary: dict[str, Any], captures: int) -> str:
     lines = [
         "| event | finding | events | recall | servers exact | findings per event "
-        "| onset error (median / p90) | end error (median / p90) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| onset error (median / p90) | end error (median / p90) | clients named | cause named |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for event in sorted(scenarios.EVENT_KINDS):
         s = summary["per"].get(event, {})
@@ -143,11 +190,12 @@ def table(summary: dict[str, Any], captures: int) -> str:
             f"| {event} | {scenarios.EVENT_KINDS[event]} | {len(found)} | {_pct(found)} "
             f"| {_pct(s.get('exact', []))} | {sum(pieces) / len(pieces) if pieces else 0:.2f} "
             f"| {_median(s.get('onset', []))} / {_p90(s.get('onset', []))} "
-            f"| {_median(s.get('end', []))} / {_p90(s.get('end', []))} |"
+            f"| {_median(s.get('end', []))} / {_p90(s.get('end', []))} "
+            f"| {_pct(s.get('clients', []))} | {_pct(s.get('cause', []))} |"
         )
     all_found = [x for s in summary["per"].values() for x in s.get("found", [])]
     all_exact = [x for s in summary["per"].values() for x in s.get("exact", [])]
-    lines.append(f"| **all** | | {len(all_found)} | {_pct(all_found)} | {_pct(all_exact)} | | | |")
+    lines.append(f"| **all** | | {len(all_found)} | {_pct(all_found)} | {_pct(all_exact)} | | | | | |")
     hours = summary["steady_hours"]
     lines.append("")
     lines.append(
@@ -175,12 +223,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--first", type=int, default=0, help="first seed")
     ap.add_argument("--quick", action="store_true", help="smaller captures (minutes, not hours)")
     ap.add_argument("--verbose", action="store_true", help="print each capture's truth and findings")
+    ap.add_argument(
+        "--server-groups",
+        action="store_true",
+        help="tell the engine each resolver's two addresses are one (as --server-group does)",
+    )
     args = ap.parse_args(argv)
     began = time.monotonic()
     results = []
     with tempfile.TemporaryDirectory(prefix="pcapdns-eval-") as workdir:
         for seed in range(args.first, args.first + args.seeds):
-            res = run_one(seed, args.quick, workdir)
+            res = run_one(seed, args.quick, workdir, args.server_groups)
             results.append(res)
             if args.verbose:
                 print(f"seed {seed}: {res['duration'] / 60:.1f} min", file=sys.stderr)

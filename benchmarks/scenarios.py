@@ -17,6 +17,12 @@ nxdomain_flood rcode_surge          clients flood one zone with random names (al
 outage         unanswered_outage    one resolver answers nothing
 loss           unanswered_loss      one resolver drops a share of the queries
 slow           slow_responses       one resolver answers 10-40x slower
+formerr        formerr              1-3 clients start sending queries one resolver answers
+                                    FORMERR: an unassigned EDNS option, or two questions
+servfail_cause servfail_cause       one resolver answers SERVFAIL for one zone, and the capture
+                                    shows why: its upstream queries to the zone's authorities
+                                    answered REFUSED (a lame delegation), or EDE 6 (DNSSEC
+                                    Bogus) in its answers
 ============== ==================== =========================================================
 
 ``pcap_bytes(scenario)`` writes it as a classic pcap (Ethernet, IPv4/IPv6, UDP port 53), which
@@ -27,12 +33,15 @@ hundred captures are analyzed in minutes on a small machine.
 
 from __future__ import annotations
 
+import array
 import bisect
+import io
 import ipaddress
 import math
 import random
 import struct
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 T0 = 1709510400.0  # 2024-03-04T00:00:00Z
 
@@ -43,8 +52,12 @@ EVENT_KINDS = {
     "outage": "unanswered_outage",
     "loss": "unanswered_loss",
     "slow": "slow_responses",
+    "formerr": "formerr",
+    "servfail_cause": "servfail_cause",
 }
-NOERROR, SERVFAIL, NXDOMAIN, REFUSED = 0, 2, 3, 5
+NOERROR, FORMERR, SERVFAIL, NXDOMAIN, REFUSED = 0, 1, 2, 3, 5
+AUTHORITIES = ("198.51.100.1", "198.51.100.2")  # a zone's authoritative servers, for upstream queries
+EDE_DNSSEC_BOGUS = 6
 
 
 def v6_of(resolver: str) -> str:
@@ -66,6 +79,11 @@ class Event:
     zone: str | None = None  # for zone events
     rcode: str | None = None  # for rcode events
     size: float = 0.0  # share of affected queries failing, lost; latency factor; flood rate share
+    clients: tuple[str, ...] = ()  # the clients whose queries draw the failure (formerr)
+    cause: str | None = (
+        None  # formerr: "edns_option" or "two_questions"; servfail_cause: "upstream", "dnssec"
+    )
+    upstreams: tuple[str, ...] = ()  # servfail_cause by upstream: the authorities that failed
 
     @property
     def finding(self) -> str:
@@ -203,6 +221,25 @@ def _events(rng: random.Random, sc: Scenario) -> list[Event]:
             if per_minute * size < VISIBLE / 2:
                 continue
             ev = Event(kind, start, end, (rng.choice(sc.resolvers),), size=size)
+        elif kind == "formerr":
+            # the clients' queries (a new client software version) at a rate of at least VISIBLE a
+            # minute together, all to their resolver
+            k = rng.randint(1, 3)
+            who = tuple(sorted(rng.sample(sc.clients, min(k, len(sc.clients)))))
+            cause = rng.choice(["edns_option", "two_questions"])
+            rate = max(VISIBLE / 60, sc.qps * rng.uniform(0.005, 0.02))
+            ev = Event(kind, start, end, (rng.choice(sc.resolvers),), size=rate, clients=who, cause=cause)
+        elif kind == "servfail_cause":
+            size = rng.uniform(0.5, 1.0)
+            zones = [z for z, p in zip(sc.zones, share, strict=True) if p * per_minute * size >= VISIBLE]
+            if not zones:
+                continue
+            cause = rng.choice(["upstream", "dnssec"])
+            ups = AUTHORITIES if cause == "upstream" else ()
+            server = (rng.choice(sc.resolvers),)
+            ev = Event(
+                kind, start, end, server, rng.choice(zones[:10]), "SERVFAIL", size, cause=cause, upstreams=ups
+            )
         else:
             if per_minute < VISIBLE:
                 continue
@@ -235,15 +272,38 @@ def _qname(name: str) -> bytes:
     return out + b"\x00"
 
 
-def _dns(ident: int, name: str, *, response: bool, rcode: int = 0, ttl: int = 300) -> bytes:
+def _opt(options: bytes) -> bytes:
+    """An OPT pseudo-record (RFC 6891): root name, 1232-octet buffer, version 0, its options."""
+    return b"\x00" + struct.pack("!HHIH", 41, 1232, 0, len(options)) + options
+
+
+def _dns(
+    ident: int,
+    name: str,
+    *,
+    response: bool,
+    rcode: int = 0,
+    ttl: int = 300,
+    option: int | None = None,
+    questions: int = 1,
+    ede: int | None = None,
+    rd: bool = True,
+) -> bytes:
+    """A query or its answer; ``option``: an EDNS option code the query carries (empty data);
+    ``questions``: two puts a second question in the query; ``ede``: an Extended DNS Error code
+    (RFC 8914) in the answer."""
     q = _qname(name) + b"\x00\x01\x00\x01"
     if not response:
-        return struct.pack("!6H", ident, 0x0100, 1, 0, 0, 0) + q
+        extra = _opt(struct.pack("!HH", option, 0)) if option is not None else b""
+        qs = q + (_qname("www." + name) + b"\x00\x01\x00\x01" if questions > 1 else b"")
+        flags = 0x0100 if rd else 0x0000
+        return struct.pack("!6H", ident, flags, questions, 0, 0, 1 if extra else 0) + qs + extra
     answers = 1 if rcode == NOERROR else 0
-    body = struct.pack("!6H", ident, 0x8180 | rcode, 1, answers, 0, 0) + q
+    extra = _opt(struct.pack("!HHH", 15, 2, ede)) if ede is not None else b""
+    body = struct.pack("!6H", ident, 0x8180 | rcode, 1, answers, 0, 1 if extra else 0) + q
     if answers:
         body += b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, ttl, 4) + bytes([192, 0, 2, ident % 250 + 1])
-    return body
+    return body + extra
 
 
 def _checksum(header: bytes) -> int:
@@ -274,27 +334,71 @@ class _Wire:
         return _ETH6 + struct.pack("!IHBB16s16s", 0x60000000, len(udp), 17, 64, s, d) + udp
 
 
-def _active(events: list[Event], t: float, kind: str) -> list[Event]:
-    return [e for e in events if e.kind == kind and e.start <= t < e.end]
+class _Records:
+    """Packets as they are drawn (not in time order), held compactly: a capture of tens of
+    millions of packets fits in memory as one buffer and two arrays, not as as many objects."""
+
+    def __init__(self) -> None:
+        self.ts = array.array("d")
+        self.offsets = array.array("q")
+        self.buf = bytearray()
+
+    def append(self, record: tuple[float, bytes]) -> None:
+        self.ts.append(record[0])
+        self.offsets.append(len(self.buf))
+        self.buf += record[1]
 
 
 def pcap_bytes(sc: Scenario) -> bytes:
     """The scenario as a classic pcap (microsecond timestamps), records in time order."""
+    out = io.BytesIO()
+    write_pcap(sc, out)
+    return out.getvalue()
+
+
+def write_pcap(sc: Scenario, out: BinaryIO) -> None:
+    """Write the scenario as a classic pcap to ``out``, records in time order (ties in the order
+    they were drawn)."""
+    import numpy as np
+
+    records = _draw_packets(sc)
+    ends = np.append(np.frombuffer(records.offsets, dtype=np.int64), len(records.buf))
+    order = np.argsort(np.frombuffer(records.ts, dtype=np.float64), kind="stable")
+    out.write(_PCAP_HEADER)
+    chunk = bytearray()
+    view = memoryview(records.buf)
+    for i in order.tolist():
+        us = int(round((T0 + records.ts[i]) * 1_000_000))
+        a, b = int(ends[i]), int(ends[i + 1])
+        chunk += _REC.pack(us // 1_000_000, us % 1_000_000, b - a, b - a)
+        chunk += view[a:b]
+        if len(chunk) >= 1 << 20:
+            out.write(chunk)
+            chunk.clear()
+    out.write(chunk)
+
+
+def _draw_packets(sc: Scenario) -> _Records:
     rng = random.Random(sc.seed * 7919 + 1)
     wire = _Wire()
-    records: list[tuple[float, bytes]] = []
+    records = _Records()
     amp, period, phase = sc.drift
     peak = sc.qps * (1 + amp)
     primary = {c: rng.choice(sc.resolvers) for c in sc.clients}
-    # (rate, client or None for everyone, zone or None for any, active from, until)
-    sources: list[tuple[float, str | None, str | None, float, float]] = [(peak, None, None, 0.0, sc.duration)]
-    sources += [(rate, client, zone, 0.0, sc.duration) for client, zone, rate in sc.noisy]
+    # (rate, client or None for everyone, zone or None for any, active from, until, the event
+    # whose queries these are: a flood spreads over every resolver, a formerr event's clients ask
+    # theirs)
+    Source = tuple[float, str | None, str | None, float, float, Event | None]
+    sources: list[Source] = [(peak, None, None, 0.0, sc.duration, None)]
+    sources += [(rate, client, zone, 0.0, sc.duration, None) for client, zone, rate in sc.noisy]
     for e in sc.events:
         if e.kind == "nxdomain_flood":
             attackers = rng.sample(sc.clients, min(len(sc.clients), rng.randint(1, 5)))
-            sources += [(sc.qps * e.size / len(attackers), a, e.zone, e.start, e.end) for a in attackers]
+            sources += [(sc.qps * e.size / len(attackers), a, e.zone, e.start, e.end, e) for a in attackers]
+        elif e.kind == "formerr":
+            sources += [(e.size / len(e.clients), c, None, e.start, e.end, e) for c in e.clients]
     ident = 0
-    for rate, who, fixed_zone, since, until in sources:
+    for rate, who, fixed_zone, since, until, source_event in sources:
         t = since
         while True:
             t += rng.expovariate(rate)
@@ -311,14 +415,16 @@ def pcap_bytes(sc: Scenario) -> bytes:
                 zone = sc.zones[min(zi, len(sc.zones) - 1)]
             else:
                 zi, zone = sc.zones.index(fixed_zone), fixed_zone
-            if who is not None and since > 0:  # a flood spreads over every resolver
+            flood = source_event is not None and source_event.kind == "nxdomain_flood"
+            if flood:  # a flood spreads over every resolver
                 server = rng.choice(sc.resolvers)
+            elif source_event is not None:  # a client asks its own resolver
+                server = source_event.servers[0]
             else:
                 server = primary[client] if rng.random() < 0.8 else rng.choice(sc.resolvers)
-            nonexistent = who is not None or rng.random() < sc.nx_share[zi]
-            label = (
-                f"x{rng.getrandbits(32):08x}" if nonexistent and who is not None else f"h{rng.randint(0, 40)}"
-            )
+            noisy = who is not None and source_event is None
+            nonexistent = flood or noisy or rng.random() < sc.nx_share[zi]
+            label = f"x{rng.getrandbits(32):08x}" if flood or noisy else f"h{rng.randint(0, 40)}"
             name = f"{label}.{zone}"
             rcode = NXDOMAIN if nonexistent else NOERROR
             if rng.random() < sc.servfail_share:
@@ -327,6 +433,13 @@ def pcap_bytes(sc: Scenario) -> bytes:
             if rng.random() < 0.08:
                 rtt *= rng.uniform(3, 15)  # a cache miss: the resolver asked the authorities
             lost = rng.random() < sc.loss[server]
+            option, questions, ede = None, 1, None
+            upstream: list[str] = []
+            if source_event is not None and source_event.kind == "formerr":
+                # codes 20-62 are unassigned in the EDNS option registry
+                option = rng.randint(20, 62) if source_event.cause == "edns_option" else None
+                questions = 2 if source_event.cause == "two_questions" else 1
+                rcode = FORMERR
             for e in sc.events:
                 if not (e.start <= t < e.end) or server not in e.servers:
                     continue
@@ -340,19 +453,29 @@ def pcap_bytes(sc: Scenario) -> bytes:
                     lost = True
                 elif e.kind == "slow":
                     rtt = min(rtt * e.size + 200, 3000.0)  # resolvers give up within a few seconds
+                elif e.kind == "servfail_cause" and zone == e.zone and rng.random() < e.size:
+                    rcode = SERVFAIL
+                    if e.cause == "dnssec":
+                        ede = EDE_DNSSEC_BOGUS
+                    else:
+                        upstream = list(e.upstreams)
             ident = (ident + 1) & 0xFFFF
             port = 1024 + rng.getrandbits(15) + 1024
             address = v6_of(server) if ":" in client else server
-            records.append((t, wire.frame(client, address, port, 53, _dns(ident, name, response=False))))
+            query = _dns(ident, name, response=False, option=option, questions=questions)
+            records.append((t, wire.frame(client, address, port, 53, query)))
+            for k, authority in enumerate(upstream):
+                # the resolver asks the zone's authorities, which answer REFUSED (lame delegation)
+                up_id, up_port = rng.getrandbits(16), 1024 + rng.getrandbits(15) + 1024
+                at = t + (k + 1) * rtt / 1000 / (len(upstream) + 1)
+                up_q = _dns(up_id, name, response=False, rd=False)
+                up_a = _dns(up_id, name, response=True, rcode=REFUSED)
+                records.append((at, wire.frame(server, authority, up_port, 53, up_q)))
+                records.append((at + 0.0005, wire.frame(authority, server, 53, up_port, up_a)))
             if not lost:
-                answer = _dns(ident, name, response=True, rcode=rcode)
+                answer = _dns(ident, name, response=True, rcode=rcode, ede=ede)
                 records.append((t + rtt / 1000, wire.frame(address, client, 53, port, answer)))
-    records.sort(key=lambda r: r[0])
-    out = [_PCAP_HEADER]
-    for t, data in records:
-        us = int(round((T0 + t) * 1_000_000))
-        out.append(_REC.pack(us // 1_000_000, us % 1_000_000, len(data), len(data)) + data)
-    return b"".join(out)
+    return records
 
 
 def truth(sc: Scenario) -> list[dict[str, object]]:
@@ -367,9 +490,23 @@ def truth(sc: Scenario) -> list[dict[str, object]]:
             "zone": e.zone,
             "rcode": e.rcode,
             "size": e.size,
+            "clients": list(e.clients),
+            "cause": e.cause,
+            "upstreams": list(e.upstreams),
         }
         for e in sc.events
     ]
 
 
-__all__ = ["EVENT_KINDS", "T0", "Event", "Scenario", "draw", "pcap_bytes", "resolver_of", "truth", "v6_of"]
+__all__ = [
+    "EVENT_KINDS",
+    "T0",
+    "Event",
+    "Scenario",
+    "draw",
+    "pcap_bytes",
+    "resolver_of",
+    "truth",
+    "v6_of",
+    "write_pcap",
+]

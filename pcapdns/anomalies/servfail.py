@@ -10,6 +10,7 @@ name the upstream server that failed.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 
 import polars as pl
@@ -17,9 +18,11 @@ import polars as pl
 from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, zone_for
 from pcapdns.anomalies.inputs import Inputs
 from pcapdns.anomalies.servers import addresses, key_of, label
+from pcapdns.anomalies.stats import log10_binom_sf
 from pcapdns.dns.codes import ede_name
 
 _DNSSEC_EDE = {1, 2, 5, 6, 7, 8, 9, 10, 11, 12}
+_USUAL = 0.01  # share of a resolver's answers that may be SERVFAIL with no cause in sight
 
 
 def _lower(col: str) -> pl.Expr:
@@ -92,7 +95,7 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
         # the share of the server's answers while these SERVFAILs were given
         during = answered.filter((pl.col("server") == server) & pl.col("ts").is_between(start, last)).height
         share = rows.height / max(1, during)
-        if rows.height < th.min_count or (cls == "unknown" and share < 0.01):
+        if rows.height < th.min_count or (cls == "unknown" and not _above(rows.height, during, th.alpha)):
             continue
         frames = rows.get_column("query_frame").implode()
         mine = failed_hops.filter((pl.col("server") == server) & pl.col("query_frame").is_in(frames)).unique(
@@ -133,6 +136,13 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
         )
         out.append(for_whom(finding, rows.get_column("client")))
     return out
+
+
+def _above(x: int, n: int, alpha: float) -> bool:
+    """SERVFAILs with no cause in sight are a finding when they are significantly more than
+    ``_USUAL`` of the server's answers meanwhile: a busy resolver's background SERVFAILs (a few
+    per thousand) are not."""
+    return n > 0 and x / n >= _USUAL and log10_binom_sf(x, n, _USUAL) < math.log10(alpha)
 
 
 def _cd_retries(sf: pl.DataFrame, t: pl.DataFrame, window_s: float) -> pl.DataFrame:
