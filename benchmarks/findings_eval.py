@@ -19,6 +19,7 @@ findings** are findings of the measured kinds on the steady captures (no event),
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -228,13 +229,33 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="tell the engine each resolver's two addresses are one (as --server-group does)",
     )
+    ap.add_argument(
+        "--save", metavar="FILE", help="append each capture's truth and findings to FILE (JSON lines)"
+    )
+    ap.add_argument(
+        "--load",
+        metavar="FILE",
+        nargs="+",
+        help="score the captures saved in these files (--save) instead of drawing new ones",
+    )
     args = ap.parse_args(argv)
     began = time.monotonic()
-    results = []
+    results: list[dict[str, Any]] = []
+    if args.load:
+        for name in args.load:
+            results += [json.loads(line) for line in Path(name).read_text().splitlines() if line.strip()]
+        for res in results:
+            for f in res["found"]:
+                f["servers"] = set(f["servers"])
+        print(table(score(results), len(results)))
+        return 0
     with tempfile.TemporaryDirectory(prefix="pcapdns-eval-") as workdir:
         for seed in range(args.first, args.first + args.seeds):
             res = run_one(seed, args.quick, workdir, args.server_groups)
             results.append(res)
+            if args.save:  # one line a capture, written as it is done: a long run can be cut short
+                with open(args.save, "a") as out:
+                    out.write(json.dumps(res, default=sorted) + "\n")
             if args.verbose:
                 print(f"seed {seed}: {res['duration'] / 60:.1f} min", file=sys.stderr)
                 for ev in res["truth"]:
