@@ -84,6 +84,7 @@ class Event:
         None  # formerr: "edns_option" or "two_questions"; servfail_cause: "upstream", "dnssec"
     )
     upstreams: tuple[str, ...] = ()  # servfail_cause by upstream: the authorities that failed
+    option: int | None = None  # formerr by an EDNS option: its code
 
     @property
     def finding(self) -> str:
@@ -228,7 +229,10 @@ def _events(rng: random.Random, sc: Scenario) -> list[Event]:
             who = tuple(sorted(rng.sample(sc.clients, min(k, len(sc.clients)))))
             cause = rng.choice(["edns_option", "two_questions"])
             rate = max(VISIBLE / 60, sc.qps * rng.uniform(0.005, 0.02))
-            ev = Event(kind, start, end, (rng.choice(sc.resolvers),), size=rate, clients=who, cause=cause)
+            # the option the clients' software sends (codes 20-62 are unassigned in the registry)
+            option = rng.randint(20, 62) if cause == "edns_option" else None
+            server = (rng.choice(sc.resolvers),)
+            ev = Event(kind, start, end, server, size=rate, clients=who, cause=cause, option=option)
         elif kind == "servfail_cause":
             size = rng.uniform(0.5, 1.0)
             zones = [z for z, p in zip(sc.zones, share, strict=True) if p * per_minute * size >= VISIBLE]
@@ -436,8 +440,7 @@ def _draw_packets(sc: Scenario) -> _Records:
             option, questions, ede = None, 1, None
             upstream: list[str] = []
             if source_event is not None and source_event.kind == "formerr":
-                # codes 20-62 are unassigned in the EDNS option registry
-                option = rng.randint(20, 62) if source_event.cause == "edns_option" else None
+                option = source_event.option
                 questions = 2 if source_event.cause == "two_questions" else 1
                 rcode = FORMERR
             for e in sc.events:

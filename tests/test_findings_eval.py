@@ -36,6 +36,8 @@ def test_injected_events_are_found_with_their_servers(harness, tmp_path, seed):
         assert max(stats["onset"]) <= 60 and max(stats["end"]) <= 60
         # for whom and why: a FORMERR event's clients are named, and each event's cause
         assert all(stats.get("clients", [])) and all(stats.get("cause", []))
+    if "formerr" in summary["per"]:  # one finding a cause and server, not one per query's option
+        assert summary["per"]["formerr"]["pieces"] == [1.0]
     assert summary["stray"].get("rcode_surge", 0) == 0
 
 
