@@ -14,6 +14,7 @@ import polars as pl
 
 from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, zone_for
 from pcapdns.anomalies.inputs import Inputs
+from pcapdns.anomalies.servers import addresses, keyed, label
 from pcapdns.dns.codes import EDNS_OPTIONS, edns_option_name
 
 FORMERR, BADVERS = 1, 16
@@ -113,7 +114,7 @@ def _explain(cause: str, rows: pl.DataFrame) -> str:
     unusual.append(f"{r['qtype_name']} {r['qclass_name']}")
     return (
         "the query is well-formed on the wire: the server or a middlebox rejects something valid "
-        f"({', '.join(unusual)}); compare with a query that works (dig @{r['server']} "
+        f"({', '.join(unusual)}); compare with a query that works (dig @{r['address']} "
         f"{r['qname']} {r['qtype_name']} +noedns)"
     )
 
@@ -122,7 +123,8 @@ def formerr_findings(inp: Inputs) -> list[Finding]:
     t = inp.transactions.filter(pl.col("rcode").is_in([FORMERR, BADVERS]))
     if t.height == 0:
         return []
-    t = _cause(t, inp.malformed)
+    th = inp.thresholds
+    t = keyed(_cause(t, inp.malformed), th)  # a resolver's addresses are one server (--server-group)
     out: list[Finding] = []
     for (server, cause), rows in t.sort("ts").group_by(["server", "cause"], maintain_order=True):
         rows = rows.sort("ts")
@@ -134,13 +136,13 @@ def formerr_findings(inp: Inputs) -> list[Finding]:
             severity="warning",
             start=rows.get_column("ts").min(),  # type: ignore[arg-type]
             end=rows.get_column("ts").max(),  # type: ignore[arg-type]
-            servers=[str(server)],
+            servers=addresses([str(server)], rows, th),
             clients=clients,
             zone=zone_for(names),
             count=rows.height,
             summary=(
                 f"{rows.height} {'/'.join(rcodes)} answer{'s' if rows.height != 1 else ''} from "
-                f"{server} to {clients} client{'s' if clients != 1 else ''}: {cause}"
+                f"{label(str(server), rows, th)} to {clients} client{'s' if clients != 1 else ''}: {cause}"
             ),
             likely_cause=_explain(str(cause), rows),
             evidence=evidence_of(rows, inp.thresholds.evidence),

@@ -2,7 +2,7 @@
 
 An operator says which addresses belong to one resolver (``--server-group NAME=ADDR,ADDR``: its
 IPv4 and IPv6 addresses, a pair behind one anycast name); the rules that learn a server's baseline
-and find its episodes (RCODE surges, slow answers, outages, loss, the SERVFAIL causes) then take
+and find its episodes (RCODE surges, slow answers, outages, loss, the FORMERR and SERVFAIL causes) then take
 the group's queries together, so an event on a dual-stack resolver is one finding naming both
 addresses, not one per address.  A finding's ``servers`` stays a list of addresses (the group's
 addresses that took part); its summary names the group.  Without groups nothing changes.
