@@ -7,11 +7,13 @@ one-sided quasi-binomial test (:mod:`pcapdns.anomalies.stats`), corrected for th
 windows and groups tested, on top of effect-size floors (``min_count`` answers, ``min_share``
 above the baseline, a z-score of ``sensitivity``).
 
-RCODE surges are tested per **server and zone** (each server against its own baseline for the
-zone) and per server over all zones.  A finding names only the servers whose own windows rose:
-a zone's SERVFAIL surge at one of three resolvers names that one.  A server-wide surge spread over
-many zones is one finding for the server; one that sits in a single zone is left to the zone's.
-Flagged windows at most one window apart are one surge with an onset, a peak and a recovery.
+RCODE surges are tested per **zone over all servers** (a flood spread over every resolver), per
+**server and zone** (each server against its own baseline for the zone) and per server over all
+zones.  A zone's surge is then attributed: it names only the servers whose own share for the zone
+rose (:func:`_attribute`): a SERVFAIL surge at one of three resolvers names that one, a flood
+through all of them names all.  A server-wide surge spread over many zones is one finding for the
+server; one that sits in a single zone is that zone's.  Flagged windows at most one window apart
+are one surge with an onset, a peak and a recovery.
 """
 
 from __future__ import annotations
