@@ -22,6 +22,7 @@ from typing import Any
 
 # Every module holding compiled functions, so that all of them are registered.
 import pcapdns.decode.columnar
+import pcapdns.decode.tcpbatch
 import pcapdns.dns.columnar
 import pcapdns.keytable
 import pcapdns.pairing
@@ -35,6 +36,7 @@ from pcapdns import jit
 
 COMPILED_MODULES = (
     pcapdns.decode.columnar,
+    pcapdns.decode.tcpbatch,
     pcapdns.dns.columnar,
     pcapdns.keytable,
     pcapdns.pairing,

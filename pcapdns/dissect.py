@@ -34,6 +34,7 @@ from pcapdns.decode.columnar import (
     encap_label,
     lookup_tables,
 )
+from pcapdns.decode.tcpbatch import Reassembled, Segments, ip_pairs
 from pcapdns.dns.columnar import DnsColumns, parse_batch
 from pcapdns.dns.edns import Edns
 from pcapdns.dns.names import name_to_text
@@ -57,6 +58,7 @@ from pcapdns.sources import dnstap
 
 _V4_MAPPED = 0x0000FFFF00000000
 I64 = npt.NDArray[np.int64]
+Mask = npt.NDArray[np.bool_]
 _HEX_LIMIT = 512
 DNS_HEADER = 12
 
@@ -176,8 +178,8 @@ class Dissector:
         fast = np.flatnonzero(l4.verdict == FAST)
         self.counters["fast_frames"] += len(fast)
         stateful = np.flatnonzero((l4.verdict == SLOW) | (l4.verdict == TCP))
-        payloads = self._stateful(batch, l4, stateful) if len(stateful) else []
-        return self._messages(batch, l4, fast, payloads)
+        payloads, streamed = self._stateful(batch, l4, stateful) if len(stateful) else ([], None)
+        return self._messages(batch, l4, fast, payloads, streamed)
 
     def _dnstap(self, batch: FrameBatch, f: DnstapFields) -> pl.DataFrame:
         """The DNS messages of a batch of dnstap messages: their flows come from the dnstap fields,
@@ -297,11 +299,36 @@ class Dissector:
         self.counters["slow_frames"] += len(rows) - n_tcp
         return is_tcp
 
-    def _stateful(self, batch: FrameBatch, l4: L4Columns, rows: npt.NDArray[np.int64]) -> list[Payload]:
-        """The frames whose messages depend on other frames, in frame order: whole TCP segments
-        go to stream reassembly with the headers the classifier read, everything else (fragments,
-        odd headers, snaplen-cut frames) through the per-packet decoder."""
-        is_tcp = self._count_stateful(l4, rows).tolist()
+    def _stateful(
+        self, batch: FrameBatch, l4: L4Columns, rows: npt.NDArray[np.int64]
+    ) -> tuple[list[Payload], _Streamed | None]:
+        """The frames whose messages depend on other frames: whole TCP segments go to stream
+        reassembly with the headers the classifier read -- the connections compiled reassembly
+        can prove all at once (:mod:`pcapdns.decode.tcpbatch`), the rest segment by segment --
+        and everything else (fragments, odd headers, snaplen-cut frames) through the per-packet
+        decoder, in frame order.  Returns (the per-packet path's messages, the compiled ones)."""
+        is_tcp = self._count_stateful(l4, rows)
+        streamed = self._streamed(batch, l4, rows, is_tcp)
+        own = rows
+        if streamed is not None:  # the rest, one by one
+            one_by_one = np.ones(len(rows), dtype=np.bool_)
+            one_by_one[np.flatnonzero(is_tcp)[streamed.taken.taken]] = False
+            own, is_tcp = rows[one_by_one], is_tcp[one_by_one]
+        out = self._one_by_one(batch, l4, own, is_tcp) if len(own) else []
+        if streamed is not None:
+            r = streamed.taken
+            self.decoder.tcp_batch.commit(r)
+            taken_ts = streamed.segments.ts[r.taken]
+            last_ts = int(taken_ts.max()) if len(taken_ts) else 0
+            self.decoder.segments_taken(int(np.count_nonzero(r.taken)), len(r.msg_row), last_ts)
+        return out, streamed
+
+    def _one_by_one(
+        self, batch: FrameBatch, l4: L4Columns, rows: npt.NDArray[np.int64], is_tcp_mask: Mask
+    ) -> list[Payload]:
+        """``rows`` through the per-packet decoder (``is_tcp_mask``: segments whose headers the
+        classifier read, which go straight to stream reassembly), in frame order."""
+        is_tcp = is_tcp_mask.tolist()
         buf, fid = batch.buf, batch.file_id
         v4 = l4.ip_version[rows] == 4
         src = _address_bytes(l4.src_hi[rows], l4.src_lo[rows], v4)
@@ -323,10 +350,48 @@ class Dissector:
                 out += decode(fid, frame, ts, lt, buf[start : start + caplen], wirelen)
         return out
 
+    def _streamed(
+        self, batch: FrameBatch, l4: L4Columns, rows: npt.NDArray[np.int64], is_tcp: npt.NDArray[np.bool_]
+    ) -> _Streamed | None:
+        """Compiled reassembly of the batch's TCP segments (None when it takes none)."""
+        tcp = rows[is_tcp]
+        if not len(tcp):
+            return None
+        others = rows[~is_tcp]
+        avoid: set[tuple[bytes, bytes]] = set()
+        if len(others):
+            b = np.frombuffer(batch.buf, dtype=np.uint8)
+            placed, addr, version = ip_pairs(
+                b, batch.data_off[others].astype(np.int64), batch.caplen[others].astype(np.int64),
+                batch.linktype[others].astype(np.int64), self._tables[0],
+            )  # fmt: skip
+            if not placed.all():
+                return None
+            four = version == 4
+            pair_src = _address_bytes(addr[:, 0], addr[:, 1], four)
+            avoid = set(zip(pair_src, _address_bytes(addr[:, 2], addr[:, 3], four), strict=True))
+        seg = Segments(
+            v4=l4.ip_version[tcp] == 4,
+            src_hi=l4.src_hi[tcp], src_lo=l4.src_lo[tcp], dst_hi=l4.dst_hi[tcp], dst_lo=l4.dst_lo[tcp],
+            sport=l4.sport[tcp], dport=l4.dport[tcp], seq=l4.seq[tcp], flags=l4.tcp_flags[tcp],
+            off=l4.payload_off[tcp], length=l4.payload_len[tcp], frame=batch.frame[tcp].astype(np.int64),
+            ts=batch.ts_ns[tcp].astype(np.int64),
+        )  # fmt: skip
+        r = self.decoder.tcp_batch.run(batch.file_id, batch.buf, seg, avoid, len(others))
+        if r is None:
+            return None
+        return _Streamed(r, seg)
+
     def _messages(
-        self, batch: FrameBatch, l4: L4Columns, fast: npt.NDArray[np.int64], payloads: list[Payload]
+        self,
+        batch: FrameBatch,
+        l4: L4Columns,
+        fast: npt.NDArray[np.int64],
+        payloads: list[Payload],
+        streamed: _Streamed | None = None,
     ) -> pl.DataFrame:
-        """The rows of the UDP messages ``fast`` (in the batch's buffer) and of ``payloads``."""
+        """The rows of the UDP messages ``fast`` (in the batch's buffer), of ``payloads`` and of
+        the messages of compiled TCP reassembly (``streamed``), in (frame, idx) order."""
         payloads = [p for p in payloads if len(p.data) >= DNS_HEADER]
         names: list[str] = []
         encaps = _fast_encaps()  # the encap column's labels by id: the fast path's codes first
@@ -353,6 +418,8 @@ class Dissector:
             parts.append(
                 self._part(b, l4.payload_off[fast], l4.payload_len[fast], meta, batch.file_id, names)
             )
+        if streamed is not None and len(streamed.taken.msg_row):
+            parts.append(self._streamed_part(streamed, batch.file_id, names))
         if payloads:
             arena = b"".join(p.data for p in payloads)
             length = np.array([len(p.data) for p in payloads], dtype=np.int64)
@@ -383,6 +450,30 @@ class Dissector:
         if not parts:
             return pl.DataFrame(schema=MESSAGES)
         return self._frame(batch.file_id, _ordered(parts), names, encaps)  # the parts are emptied
+
+    def _streamed_part(self, streamed: _Streamed, file_id: int, names: list[str]) -> _Part:
+        """The messages compiled TCP reassembly cut out of the streams, parsed like the others."""
+        r, seg = streamed.taken, streamed.segments
+        at = r.msg_row
+        n = len(at)
+        meta: dict[str, npt.NDArray[Any]] = {
+            "frame": seg.frame[at].astype(np.uint32),
+            "idx": r.msg_idx.astype(np.uint16),
+            "ts_ns": seg.ts[at],
+            "transport": np.full(n, int(Transport.TCP), dtype=np.uint8),
+            "src_hi": seg.src_hi[at],
+            "src_lo": seg.src_lo[at],
+            "dst_hi": seg.dst_hi[at],
+            "dst_lo": seg.dst_lo[at],
+            "sport": seg.sport[at].astype(np.uint16),
+            "dport": seg.dport[at].astype(np.uint16),
+            "size": r.msg_len.astype(np.uint32),
+            "capture_truncated": np.zeros(n, dtype=np.bool_),
+            "dnstap_type": np.zeros(n, dtype=np.uint8),
+            "query_ts_ns": np.full(n, -1, dtype=np.int64),
+            "encap": np.zeros(n, dtype=np.int64),  # not in a tunnel: the classifier sends those slow
+        }
+        return self._part(r.arena, r.msg_start, r.msg_len, meta, file_id, names)
 
     def _part(
         self,
@@ -647,6 +738,14 @@ def dnstap_issue(batch: FrameBatch, f: DnstapFields, i: int) -> DecodeIssue:
     where = f" (at byte {int(f.at[i])} of the message)" if f.at[i] >= 0 else ""
     detail = f"dnstap message {frame}: {dnstap.PROBLEMS[status]}{where}"
     return DecodeIssue(batch.file_id, frame, ts, IssueReason.DNSTAP_BAD_PROTOBUF, detail)
+
+
+@dataclass(slots=True)
+class _Streamed:
+    """A batch's TCP segments and what compiled reassembly made of them."""
+
+    taken: Reassembled
+    segments: Segments
 
 
 @dataclass(slots=True)

@@ -56,6 +56,7 @@ SOURCES = (
     "sources/dnstap.py",
     "sources/live.py",
     "decode/columnar.py",
+    "decode/tcpbatch.py",
     "dns/columnar.py",
     "pairing.py",
     "keytable.py",

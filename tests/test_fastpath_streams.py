@@ -22,6 +22,8 @@ from pcapbuild import dns, ether, ipv4, ipv6, pcap, tcp, udp, v4_fragments
 from polars.testing import assert_frame_equal
 from scriptload import load_script
 
+from pcapdns.decode.tcp import IssueFn, TcpStreams
+from pcapdns.decode.tcpbatch import BatchStreams, Reassembled
 from pcapdns.pipeline import Decoded, Options, assemble, read
 from pcapdns.tables.names import address_text
 
@@ -199,3 +201,154 @@ def test_the_benchmark_mixes_agree_on_both_paths(tmp_path: Path) -> None:
         assert_frame_equal(fast.malformed, slow.malformed)
         assert issues(fast) == issues(slow)
         assert fast.counters["tcp_frames"] == slow.counters["slow_tcp_segments"]
+
+
+@pytest.fixture
+def streamed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many TCP segments compiled reassembly took (one count per batch), as the runs go."""
+    taken: list[int] = []
+    run = BatchStreams.run
+
+    def counted(self: BatchStreams, *args: object) -> Reassembled | None:
+        r = run(self, *args)  # type: ignore[arg-type]
+        taken.append(0 if r is None else int(r.taken.sum()))
+        return r
+
+    monkeypatch.setattr(BatchStreams, "run", counted)
+    return taken
+
+
+def provable_connection(cap: Capture, k: int) -> None:
+    """A connection compiled reassembly can prove: in order, several messages in one segment, a
+    message over several segments (one holding only the length prefix), retransmitted and
+    overlapping segments (bytes already seen), the ports reused by a new SYN, FIN or RST."""
+    rng = cap.rng
+    v6 = rng.random() < 0.3
+    client = bytes([10, 1, k // 250, k % 250 + 1])
+    if v6:
+        client = bytes.fromhex("20010db8") + bytes(11) + bytes([k % 250 + 1])
+    server = bytes([10, 53, 0, 2]) if not v6 else bytes.fromhex("20010db8005300000000000000000002")
+    cport = 30000 + k
+    out: list[tuple[bytes, int]] = []
+
+    def seg(to_server: bool, seq: int, flags: str, payload: bytes = b"") -> None:
+        sp, dp = (cport, 53) if to_server else (53, cport)
+        src, dst = (client, server) if to_server else (server, client)
+        l4 = tcp(payload, sp, dp, seq=seq & 0xFFFFFFFF, flags=flags)
+        frame = ether(ipv6(l4, 6, src, dst), 0x86DD) if v6 else ether(ipv4(l4, 6, src, dst))
+        out.append((frame, len(frame)))
+
+    for _ in range(rng.randint(1, 2)):  # a second round: the same ports, a new connection
+        cseq, sseq = rng.getrandbits(32), rng.getrandbits(32)
+        if rng.random() < 0.05:
+            sseq = 0xFFFFFFFF - rng.randint(0, 40)  # the sequence numbers wrap
+        seg(True, cseq, "S")
+        seg(False, sseq, "SA")
+        seg(True, cseq + 1, "A")
+        ends = {}
+        for to_server, base in ((True, cseq + 1), (False, sseq + 1)):
+            stream = b"".join(
+                struct.pack("!H", len(m)) + m
+                for m in (dns(k * 8 + i, int(not to_server)) for i in range(rng.randint(1, 5)))
+            )
+            inner = (rng.randint(1, len(stream) - 1) for _ in range(rng.randint(0, 5)))
+            cuts = sorted({0, len(stream), *inner})
+            if rng.random() < 0.3:
+                cuts = sorted({*cuts, 2})  # the length prefix alone
+            pieces = [(base + a, stream[a:b]) for a, b in zip(cuts, cuts[1:], strict=False)]
+            sent = []
+            for s, d in pieces:
+                sent.append((s, d))
+                seg(to_server, s, "PA", d)
+                seg(not to_server, 0, "A")  # a bare ACK the other way
+                if rng.random() < 0.15:  # a retransmission of something already sent
+                    again, data = rng.choice(sent)
+                    seg(to_server, again, "PA", data)
+                if rng.random() < 0.1 and s > base:  # overlapping: from a little before
+                    seg(to_server, s - 1, "PA", stream[s - base - 1 : s - base + len(d)])
+            ends[to_server] = base + len(stream)
+        if rng.random() < 0.85:
+            seg(True, ends[True], "FA")
+            seg(False, ends[False], "FA")
+            seg(True, ends[True] + 1, "A")
+        else:
+            seg(rng.random() < 0.5, ends[True], "R")
+    cap.frames.append(out)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("batch", [64, 100_000])
+def test_compiled_reassembly_agrees_with_the_per_packet_path(
+    tmp_path: Path, seed: int, batch: int, streamed: list[int]
+) -> None:
+    """What compiled reassembly can prove, it takes -- all of it in one batch, across batch
+    boundaries too -- and gives exactly the per-packet path's messages and issues; beside it,
+    connections it cannot prove (holes, short messages, cut frames) and IP fragments go the
+    per-packet way, from the state the batch began with."""
+    rng = random.Random(1000 + seed)
+    cap = Capture(rng)
+    for k in range(150):
+        x = rng.random()
+        if x < 0.7:
+            provable_connection(cap, k)
+        elif x < 0.85:
+            cap.connection(k)
+        else:
+            cap.udp(k)
+    path = tmp_path / f"streams{seed}.pcap"
+    cap.write(path)
+    opts = Options(fast=True, fast_min_frames=0, batch_frames=batch)
+    fast = read([str(path)], opts)
+    slow = read([str(path)], SLOW)
+    assert_frame_equal(comparable(fast), comparable(slow))
+    assert_frame_equal(fast.malformed, slow.malformed)
+    assert issues(fast) == issues(slow)
+    assert fast.messages.filter(pl.col("transport") == 6).height > 300
+    assert fast.counters["slow_tcp_segments"] == slow.counters["slow_tcp_segments"]
+    if batch > 1000:  # one batch: only the connections that cannot be proved are left over
+        assert sum(streamed) > 0.6 * fast.counters["tcp_frames"]
+    else:
+        assert sum(streamed) > 0.3 * fast.counters["tcp_frames"]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_compiled_reassembly_alone_takes_every_provable_segment(
+    tmp_path: Path, seed: int, streamed: list[int]
+) -> None:
+    rng = random.Random(2000 + seed)
+    cap = Capture(rng)
+    for k in range(200):
+        provable_connection(cap, k)
+    path = tmp_path / f"provable{seed}.pcap"
+    cap.write(path)
+    opts = Options(fast=True, fast_min_frames=0, batch_frames=100_000)
+    fast = read([str(path)], opts)
+    slow = read([str(path)], SLOW)
+    assert_frame_equal(comparable(fast), comparable(slow))
+    assert issues(fast) == issues(slow)
+    assert sum(streamed) == fast.counters["tcp_frames"] == slow.counters["slow_tcp_segments"]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_compiled_reassembly_with_a_full_flow_table(
+    tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPatch, streamed: list[int]
+) -> None:
+    """A flow table too small for the capture: the least recently used flows are dropped (with an
+    issue when they held bytes) exactly as the per-packet path drops them."""
+    original = TcpStreams.__init__
+
+    def small(self: TcpStreams, max_flows: int, max_buffer: int, issue: IssueFn) -> None:
+        original(self, 100, max_buffer, issue)
+
+    monkeypatch.setattr(TcpStreams, "__init__", small)
+    rng = random.Random(3000 + seed)
+    cap = Capture(rng)
+    for k in range(150):
+        provable_connection(cap, k) if rng.random() < 0.8 else cap.connection(k)
+    path = tmp_path / f"full{seed}.pcap"
+    cap.write(path)
+    fast = read([str(path)], Options(fast=True, fast_min_frames=0, batch_frames=150))
+    slow = read([str(path)], SLOW)
+    assert_frame_equal(comparable(fast), comparable(slow))
+    assert issues(fast) == issues(slow)
+    assert sum(streamed) > 0

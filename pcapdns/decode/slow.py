@@ -35,6 +35,7 @@ from pcapdns.decode.link import (
     linktype_name,
 )
 from pcapdns.decode.tcp import FIN, RST, SYN, FlowKey, TcpStreams
+from pcapdns.decode.tcpbatch import BatchStreams
 from pcapdns.model import (
     DEFAULT_PORTS,
     DNSTAP_LINKTYPE,
@@ -151,6 +152,8 @@ class Decoder:
         self._issues = IssueLog()
         self._defrag = Defragmenter(max_fragments, fragment_timeout_ns)
         self._tcp = TcpStreams(max_tcp_flows, max_tcp_buffer, self._issue)
+        #: Compiled reassembly of a whole batch's TCP segments, on the same streams.
+        self.tcp_batch = BatchStreams(self._tcp)
 
     def take_issues(self) -> IssueLog:
         """Return the issues found so far (counted, a few of each kept: bounded) and forget them."""
@@ -246,6 +249,16 @@ class Decoder:
         out = self._tcp.segment(key, seq, flags, data, 0, frame, ts_ns)
         self.counters["dns_payloads"] += len(out)
         return out
+
+    def segments_taken(self, segments: int, messages: int, last_ts_ns: int) -> None:
+        """What :meth:`segment` counts, for ``segments`` segments that :attr:`tcp_batch` took (with
+        the ``messages`` they completed); fragments waiting since before ``last_ts_ns`` by more
+        than the timeout are given up, as a segment at that time would have."""
+        self.counters["frames"] += segments
+        self.counters["tcp_segments"] += segments
+        self.counters["dns_payloads"] += messages
+        if self._defrag.pending:
+            self._give_up(self._defrag.expired(last_ts_ns), IssueReason.FRAGMENT_INCOMPLETE, "timed out")
 
     def flush(self) -> list[Payload]:
         """End of all input: unfinished TCP messages and fragments become issues."""

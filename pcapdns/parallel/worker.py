@@ -99,10 +99,12 @@ class _FastOnly(Dissector):
         self.deferred.append(_compact(batch, rows))
         return pl.DataFrame(schema=MESSAGES)
 
-    def _stateful(self, batch: FrameBatch, l4: L4Columns, rows: npt.NDArray[np.int64]) -> list[Payload]:
+    def _stateful(
+        self, batch: FrameBatch, l4: L4Columns, rows: npt.NDArray[np.int64]
+    ) -> tuple[list[Payload], None]:
         self._count_stateful(l4, rows)
         self.deferred.append(_compact(batch, rows))
-        return []
+        return [], None
 
 
 def read_piece(task: Task) -> Piece:
