@@ -332,6 +332,52 @@ def test_analyze_json_on_a_dnstap_file(tmp_path, capsys):
     assert s["rcodes"] == {"NOERROR": 2, "SERVFAIL": 1}
 
 
+DAMAGED = tb.f_varint(15, 1) + tb.f_bytes(14, tb.f_varint(1, 99))  # no Message.type, no time
+
+
+@pytest.mark.parametrize(
+    ("payloads", "span"),
+    [
+        # a damaged message first, in the middle, last: the span is the good messages'
+        ([DAMAGED, tb.dnstap(tb.Msg("CLIENT_QUERY", query_ns=T, query_message=Q))], (T, T)),
+        (
+            [
+                tb.dnstap(tb.Msg("CLIENT_QUERY", query_ns=T, query_message=Q)),
+                DAMAGED,
+                tb.dnstap(tb.Msg("CLIENT_QUERY", query_ns=T + 10**9, query_message=Q)),
+            ],
+            (T, T + 10**9),
+        ),
+        ([tb.dnstap(tb.Msg("CLIENT_QUERY", query_ns=T, query_message=Q)), DAMAGED], (T, T)),
+        # a message whose time says 0 is a message without a time
+        (
+            [
+                tb.dnstap(tb.Msg("CLIENT_QUERY", query_ns=0, query_message=Q)),
+                tb.dnstap(tb.Msg("CLIENT_QUERY", query_ns=T, query_message=Q)),
+            ],
+            (T, T),
+        ),
+        # nothing has a time: no span (not 1970)
+        ([DAMAGED], (None, None)),
+        ([DAMAGED, tb.dnstap(tb.Msg("CLIENT_QUERY", query_message=Q))], (None, None)),
+    ],
+)
+def test_the_time_span_comes_from_the_messages_that_have_a_time(tmp_path, capsys, payloads, span):
+    path = write(tmp_path, payloads)
+    with open_capture(str(path)) as cap:
+        list(cap.batches())
+    assert (cap.info.first_ts_ns, cap.info.last_ts_ns) == span
+    assert main(["analyze", str(path), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)["time_span"]
+    assert ("1970" in str(got)) is False
+    assert (got["first"] is None) == (span[0] is None)
+    assert main(["analyze", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "1970" not in out and "None" not in out
+    if span[0] is None:
+        assert "time span: none (no packet or message with a time was read)" in out
+
+
 def test_export_of_dnstap_rows_as_pcap_is_refused_in_one_line(tmp_path, capsys):
     path = str(write(tmp_path, exchange()))
     assert main(["export", path, "-o", str(tmp_path / "out"), "--format", "csv"]) == 0
