@@ -151,6 +151,7 @@ class Dissector:
             self.ports, vxlan_ports=frozenset(vxlan_ports), geneve_ports=frozenset(geneve_ports)
         )
         self._tables = lookup_tables(self.ports, self.decoder.vxlan_ports, self.decoder.geneve_ports)
+        self._dns_port = self._tables[0] == 1
         self.fast = fast
         self.counters: Counter[str] = Counter()
         self.addresses = AddressTable()
@@ -192,7 +193,7 @@ class Dissector:
         as examples (their issues made by a decoder with no state, as for any frame).  Returns the
         mask, over the batch, of the frames settled."""
         settled = np.zeros(len(batch), dtype=np.bool_)
-        t = triage(batch, rows)
+        t = triage(batch, rows, self._dns_port)
         done = t.outcome != DECODER
         if not done.any():
             return settled

@@ -15,11 +15,12 @@ from pcapdns.decode import Decoder
 from pcapdns.decode.link import LINKS, NON_IP_ETHERTYPES
 from pcapdns.decode.triage import DECODER, LINK_MINIMUM, OUTCOME_NAMES, REASONS, triage
 from pcapdns.dissect import Dissector
-from pcapdns.model import ISSUE_EXAMPLES, FrameBatch, LinkType
+from pcapdns.model import DEFAULT_PORTS, ISSUE_EXAMPLES, FrameBatch, LinkType
 from pcapdns.pipeline import Options, analyze, read
 from pcapdns.tables.summary import summary
 
 T0 = 1_700_000_000 * 10**9
+DNS_PORT = np.isin(np.arange(65536), sorted(DEFAULT_PORTS))
 ETHERTYPES = [0x0800, 0x86DD, 0x0806, 0x88CC, 0x8100, 0x88A8, 0x8847, 0x8864, 0x0004, 0x05DC, 0x05DD, 0x1234]
 
 
@@ -42,13 +43,22 @@ def batch_of(frames: list[tuple[int, bytes, int]]) -> FrameBatch:
 
 def hostile_frame(rng: random.Random) -> tuple[int, bytes, int]:
     """A frame of any link type, mostly short, with headers biased towards the cases triage settles."""
-    lt = rng.choice([*map(int, LINKS), 6, 9, 147, 300, 65000])
-    size = rng.choice([0, 1, 2, 3, 4, 5, 8, 12, 13, 14, 15, 16, 19, 20, 21, 30, 33, 34, 35, 40, 54, 60, 80])
+    lt = rng.choice([*map(int, LINKS), 6, 9, 147, 300, 65000, *[1, 101, 113, 276] * 4])
+    size = rng.choice([0, 1, 2, 3, 4, 5, 8, 12, 13, 14, 15, 16, 19, 20, 21, 30, 33, 34, 35, 40, 54, 60, 90])
     data = bytearray(rng.randbytes(size))
     link = {int(LinkType.EN10MB): 14, int(LinkType.LINUX_SLL): 16, int(LinkType.LINUX_SLL2): 20}.get(lt, 0)
     if link and size >= link and rng.random() < 0.9:
         at = {14: 12, 16: 14, 20: 0}[link]
         data[at : at + 2] = struct.pack("!H", rng.choice(ETHERTYPES))
+        if link == 14 and rng.random() < 0.5:  # VLAN tags and LLC behind them
+            tags = range(rng.randrange(4))
+            extra = b"".join(b"\0\1" + struct.pack("!H", rng.choice(ETHERTYPES)) for _ in tags)
+            if rng.random() < 0.5:
+                extra += rng.choice([b"\xaa\xaa\x03\0\0\0", b"\xaa\xaa\x03\0\0\xf8", b"\x42\x42\x03"])
+                extra += struct.pack("!H", rng.choice(ETHERTYPES))
+            data[14:14] = extra
+            data = data[: rng.choice([size, len(data), 14 + len(extra) + 20])]
+            link = 0  # where the IP header lies is for the decoder to say
     if size > link and rng.random() < 0.8:  # an IP header, often half right
         data[link] = rng.choice([0x45, 0x46, 0x44, 0x4F, 0x60, 0x65, 0x05, 0x41])
         if size >= link + 4 and rng.random() < 0.5:
@@ -56,14 +66,29 @@ def hostile_frame(rng: random.Random) -> tuple[int, bytes, int]:
         if size >= link + 7 and rng.random() < 0.5:
             data[link + 4 : link + 6] = b"\0\0"
             data[link + 6] = rng.choice([17, 59, 0])
-    wire = size + (rng.choice([1, 100]) if rng.random() < 0.3 else 0)
+    if size >= link + 28 and rng.random() < 0.5:  # UDP inside, on a DNS port or not
+        data[link + 6 : link + 8] = rng.choice([b"\0\0", b"\x20\0", b"\0\x01"])
+        data[link + 9] = rng.choice([17, 17, 6])
+        l4 = link + (data[link] & 0x0F) * 4 if data[link] >> 4 == 4 else link + 40
+        data[l4 : l4 + 8] = struct.pack(
+            "!HHHH", rng.choice([53, 40000]), rng.choice([53, 5353, 4789, 1]), rng.randrange(0, 40), 0
+        )[: max(0, len(data) - l4)]
+        data = data[: l4 + 8 + rng.randrange(0, 40)]
+        if rng.random() < 0.7 and len(data) >= l4:  # IP lengths that hold the datagram whole
+            less = rng.choice([0, 0, 3])
+            if data[link] >> 4 == 4:
+                data[link + 2 : link + 4] = struct.pack("!H", max(0, len(data) - link - less))
+            else:
+                data[link + 4 : link + 6] = struct.pack("!H", max(0, len(data) - link - 40 - less))
+                data[link + 6] = rng.choice([17, 17, 0, 44])
+    wire = len(data) + (rng.choice([1, 100]) if rng.random() < 0.3 else 0)
     return lt, bytes(data), wire
 
 
 def test_triage_decides_as_the_decoder_does_frame_for_frame() -> None:
     rng = random.Random(21)
-    frames = [hostile_frame(rng) for _ in range(6000)]
-    t = triage(batch_of(frames), np.arange(len(frames), dtype=np.int64))
+    frames = [hostile_frame(rng) for _ in range(12000)]
+    t = triage(batch_of(frames), np.arange(len(frames), dtype=np.int64), DNS_PORT)
     settled = np.flatnonzero(t.outcome != DECODER)
     assert 0.4 * len(frames) < len(settled) < len(frames)  # most settled, not all (VLANs, LLC, ...)
     assert {OUTCOME_NAMES[int(o)] for o in t.outcome[settled]} == {"non_ip", "dropped", "unsupported"}
@@ -128,10 +153,10 @@ def test_frames_settled_in_bulk_match_the_per_packet_path(tmp_path: Path) -> Non
     slow = analyze([str(path)], Options(fast=False))
     assert summary(fast) == summary(slow)
 
-    # Every frame counted once, by exactly one path (VLAN-tagged frames go to the decoder).
+    # Every frame counted once, by exactly one path (MPLS goes to the decoder).
     dissector = Dissector(fast_min_frames=0)
     rng = random.Random(6)
-    frames = [(1, pb.ether(b"", 0x8100), 14)] * 5
+    frames = [(1, pb.ether(bytes(8), 0x8847), 22)] * 5
     frames += [(1, rng.randbytes(rng.randrange(60)), 60) for _ in range(2000)]
     dissector.dissect(batch_of(frames))
     c = dissector.counters

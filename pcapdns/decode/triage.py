@@ -9,16 +9,21 @@ fate depends on their first headers alone, exactly as the decoder would:
 * a link type the decoder does not know (``unsupported``, ``unsupported_encapsulation``);
 * a frame shorter than its link header (``dropped``, ``link_truncated``, or
   ``snaplen_truncated`` when the capture's snaplen cut it);
-* an Ethernet (untagged), Linux SLL or SLL2 frame whose EtherType carries no IP (``non_ip``) or is
-  not decoded at all (``unsupported``, ``unsupported_encapsulation``);
+* an Ethernet (behind up to 8 VLAN tags, or 802.2 LLC/SNAP), Linux SLL or SLL2 frame whose
+  EtherType carries no IP, or LLC that is not SNAP (``non_ip``), or whose EtherType is not
+  decoded at all (``unsupported``, ``unsupported_encapsulation``);
 * on those and on raw IP, an IP header that is cut short, of the wrong version, with an IPv4
   header length below 20 or a total length below it, an IPv6 payload length of 0 (``dropped``:
-  ``ip_truncated``, ``snaplen_truncated``, ``ip_bad_header``, ``ip_bad_length``).
+  ``ip_truncated``, ``snaplen_truncated``, ``ip_bad_header``, ``ip_bad_length``);
+* in an IP packet whole in its frame (not a fragment, no IPv6 extension header), a UDP header
+  cut short, or on a DNS port a UDP length below 8 or a payload shorter than the 12-byte DNS
+  header (``dropped``: ``udp_truncated``, ``udp_bad_length``, ``dns_too_short``).
 
 Such a frame has no effect on any other (nothing is reassembled from it), so counting it in bulk
-changes nothing but the cost.  Everything else (VLAN tags, LLC, tunnels, fragments, transport
-headers) is left to the decoder.  The issue texts of the examples kept come from the decoder itself
-(:meth:`~pcapdns.decode.Decoder.decode` on a copy with no state), so they are the very same.
+changes nothing but the cost.  Everything else (MPLS, PPPoE, tunnels, fragments, transport
+headers, the other link types' headers) is left to the decoder.  The issue texts of the examples
+kept come from the decoder itself (:meth:`~pcapdns.decode.Decoder.decode` on a copy with no
+state), so they are the very same.
 """
 
 from __future__ import annotations
@@ -55,8 +60,12 @@ REASONS = (
     IssueReason.IP_TRUNCATED,
     IssueReason.IP_BAD_HEADER,
     IssueReason.IP_BAD_LENGTH,
+    IssueReason.UDP_TRUNCATED,
+    IssueReason.UDP_BAD_LENGTH,
+    IssueReason.DNS_TOO_SHORT,
 )
 _UNSUPPORTED, _LINK_SHORT, _SNAPLEN, _IP_SHORT, _IP_HEADER, _IP_LENGTH = range(1, 7)
+_UDP_SHORT, _UDP_LENGTH, _DNS_SHORT = range(7, 10)
 
 #: Link types whose header is cut short (the decoder's ``TRUNCATED``) below this many bytes,
 #: whatever they hold (the link functions of :data:`pcapdns.decode.link.LINKS`).
@@ -126,9 +135,9 @@ def _u16(b: npt.NDArray[np.uint8], at: I64, ok: npt.NDArray[np.bool_]) -> I64:
     return (_u8(b, at, ok) << 8) | _u8(b, at + 1, ok)
 
 
-def triage(batch: FrameBatch, rows: I64) -> Triage:
+def triage(batch: FrameBatch, rows: I64, dns_port: npt.NDArray[np.bool_]) -> Triage:
     """What the decoder would make of each of the frames ``rows`` of ``batch`` from their first
-    headers alone, where that settles it."""
+    headers alone, where that settles it; ``dns_port[p]``: whether UDP port ``p`` carries DNS."""
     n = len(rows)
     outcome = np.zeros(n, dtype=np.int8)
     reason = np.zeros(n, dtype=np.int8)
@@ -164,7 +173,30 @@ def triage(batch: FrameBatch, rows: I64) -> Triage:
     l3[sll2] += 20
     nibble = _u8(b, off, raw & open_) >> 4
     ethertype[raw] = np.where(nibble == 6, ETH_IPV6, ETH_IPV4)[raw]
-    tagged = eth & (np.isin(ethertype, sorted(VLAN_TPIDS)) | (ethertype <= MAX_LLC_LENGTH))
+    # Ethernet: VLAN tags (up to 8 here; more go to the decoder), then 802.2 LLC for a length.
+    tpids = sorted(VLAN_TPIDS)
+    for _ in range(8):
+        tag = eth & open_ & np.isin(ethertype, tpids)
+        if not tag.any():
+            break
+        settle(tag & (cap < l3 - off + 4), DROPPED, short)
+        tag &= open_
+        ethertype[tag] = _u16(b, l3 + 2, tag)[tag]
+        l3[tag] += 4
+    llc = eth & open_ & (ethertype >= 0) & (ethertype <= MAX_LLC_LENGTH)
+    settle(llc & (cap < l3 - off + 3), DROPPED, short)
+    llc &= open_
+    snap = (_u8(b, l3, llc) == 0xAA) & (_u8(b, l3 + 1, llc) == 0xAA) & (_u8(b, l3 + 2, llc) == 0x03)
+    settle(llc & ~snap, NON_IP, 0)  # spanning tree, NetBIOS, IPX over LLC ...
+    settle(llc & (cap < l3 - off + 8), DROPPED, short)
+    llc &= open_
+    oui = (_u8(b, l3 + 3, llc) << 16) | _u16(b, l3 + 4, llc)
+    inner = _u16(b, l3 + 6, llc)
+    settle(llc & (((oui != 0) & (oui != 0xF8)) | (inner <= MAX_LLC_LENGTH)), NON_IP, 0)  # a vendor's
+    llc &= open_
+    ethertype[llc] = inner[llc]
+    l3[llc] += 8
+    tagged = eth & np.isin(ethertype, tpids)  # deeper than 8 tags
     known = (ethertype >= 0) & ~tagged & open_
     kind = np.where(known, _ETHERTYPE_KIND[np.clip(ethertype, 0, 65535)], 0)
     settle(kind == 2, NON_IP, 0)
@@ -190,4 +222,25 @@ def triage(batch: FrameBatch, rows: I64) -> Triage:
     settle(v4 & (_u16(b, l3 + 2, v4) < ihl), DROPPED, _IP_LENGTH)
     no_payload = (_u16(b, l3 + 4, v6) == 0) & (_u8(b, l3 + 6, v6) != 59)
     settle(v6 & no_payload, DROPPED, _IP_LENGTH)
+
+    # UDP in an IP packet whole in the frame (not a fragment, no IPv6 extension header): its
+    # header cut short, or on a DNS port with a bad length or a payload shorter than a DNS header.
+    v4 &= open_
+    v6 &= open_
+    total = np.where(v4, _u16(b, l3 + 2, v4), 40 + _u16(b, l3 + 4, v6))
+    header = np.where(v4, ihl, 40)
+    fragment = v4 & ((_u16(b, l3 + 6, v4) & 0x3FFF) != 0)
+    proto = np.where(v4, _u8(b, l3 + 9, v4), _u8(b, l3 + 6, v6))
+    udp = (v4 | v6) & ~fragment & (total <= avail) & (proto == 17)
+    l4 = l3 + header
+    size = total - header  # of the UDP datagram, as the IP length says
+    settle(udp & (size < 4), DROPPED, _UDP_SHORT)
+    udp &= open_
+    on_port = dns_port[_u16(b, l4, udp)] | dns_port[_u16(b, l4 + 2, udp)]
+    udp &= on_port
+    settle(udp & (size < 8), DROPPED, _UDP_SHORT)
+    udp &= open_
+    ulen = _u16(b, l4 + 4, udp)
+    settle(udp & (ulen < 8), DROPPED, _UDP_LENGTH)
+    settle(udp & (ulen <= size) & (ulen < 8 + 12), DROPPED, _DNS_SHORT)
     return Triage(outcome, reason)
