@@ -220,3 +220,22 @@ def test_local_workers_settle_the_same_frames_and_report_their_issues(tmp_path: 
     assert here.issues.height > 100
     for name in ("message_counts", "transactions", "issues", "issue_counts"):
         assert_frame_equal(getattr(here, name), getattr(there, name))
+
+
+def test_a_flood_of_fragments_that_never_complete_drops_the_oldest_in_order() -> None:
+    """The fuzzer's fragment flood (each frame the first fragment of a new datagram): the oldest
+    waiting datagram goes first, every time, and each frame is counted once."""
+    decoder = Decoder(max_fragments=64)
+    n = 5000
+    for i in range(n):
+        src = bytes([10, 2, i >> 8, i & 255])
+        frame = pb.ether(pb.ipv4(bytes(16), 17, ident=i, mf=True, frag_off=0, src=src))
+        assert decoder.decode(0, i + 1, T0 + i, 1, frame, len(frame)) == []
+    assert decoder.flush() == []
+    issues = decoder.take_issues()
+    assert issues.counts() == {"fragment_limit": n - 64, "fragment_incomplete": 64}
+    limit = [i.frame for i in issues if str(i.reason) == "fragment_limit"]
+    assert limit == list(range(1, ISSUE_EXAMPLES + 1))  # dropped oldest first
+    incomplete = [i.frame for i in issues if str(i.reason) == "fragment_incomplete"]
+    assert incomplete == list(range(n - 63, n + 1))
+    assert decoder.counters["frames"] == decoder.counters["ip_fragments"] == n
