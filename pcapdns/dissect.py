@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import struct
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -229,25 +229,55 @@ class Dissector:
             self._issues.keep(self._probe.take_issues())
         return settled
 
+    def _count_issues(
+        self,
+        batch: FrameBatch,
+        groups: list[tuple[IssueReason, npt.NDArray[np.int64]]],
+        make: Callable[[int, IssueReason], DecodeIssue],
+    ) -> None:
+        """Count the issues of ``reason`` of the frames ``rows`` of ``batch``, for each (reason,
+        rows) of ``groups``, in bulk; ``make(row, reason)`` makes those kept as examples (the first
+        of each reason while there is room, in frame order)."""
+        wanted: list[tuple[int, IssueReason]] = []
+        for reason, rows in groups:
+            if not len(rows):
+                continue
+            ts = batch.ts_ns[rows]
+            stamped = ts[ts > 0]
+            first, last = (int(stamped.min()), int(stamped.max())) if len(stamped) else (0, 0)
+            self._issues.count_many(batch.file_id, reason, len(rows), first, last)
+            room = max(self._issues.room(batch.file_id, reason), 0)
+            wanted += [(i, reason) for i in rows[:room].tolist()]
+        self._issues.keep(make(i, reason) for i, reason in sorted(wanted))
+
     def _dnstap(self, batch: FrameBatch, f: DnstapFields) -> pl.DataFrame:
         """The DNS messages of a batch of dnstap messages: their flows come from the dnstap fields,
         the DNS messages are parsed by the same two paths (a message the fast parser cannot prove
         well-formed goes through :func:`parse_message`, which names its malformations)."""
         self.counters["dnstap_messages"] += len(batch)
-        for i in np.flatnonzero(f.status != 0).tolist():
-            self._issues.append(dnstap_issue(batch, f, i))
-        readable = np.flatnonzero(f.status == 0)
+        bad = f.status != 0
+        readable = np.flatnonzero(~bad)
         short = readable[f.dns_len[readable] < 12]
-        for i in short.tolist():
-            self._issues.append(
-                DecodeIssue(
+        no_dns = bad & (f.status == dnstap.NO_DNS)
+        self._count_issues(
+            batch,
+            [
+                (IssueReason.DNSTAP_NO_DNS, np.flatnonzero(no_dns)),
+                (IssueReason.DNSTAP_BAD_PROTOBUF, np.flatnonzero(bad & ~no_dns)),
+                (IssueReason.DNS_TOO_SHORT, short),
+            ],
+            lambda i, reason: (
+                dnstap_issue(batch, f, i)
+                if reason != IssueReason.DNS_TOO_SHORT
+                else DecodeIssue(
                     batch.file_id,
                     int(batch.frame[i]),
                     int(batch.ts_ns[i]),
                     IssueReason.DNS_TOO_SHORT,
                     f"{int(f.dns_len[i])}-byte DNS message in a dnstap message",
                 )
-            )
+            ),
+        )
         rows = readable[f.dns_len[readable] >= 12]
         fast_ok = self.fast and (len(rows) >= self.fast_min_frames or loaded())
         frames: list[pl.DataFrame] = []

@@ -438,3 +438,40 @@ def test_a_dnstap_message_fetched_again_decodes_to_its_dns_message(tmp_path):
     assert (side.payload.src, side.payload.sport, side.payload.dport) == (bytes([198, 51, 100, 1]), 53, 33333)
     assert side.payload_offset is not None and side.stored is not None
     assert side.stored.data[side.payload_offset :].startswith(UP_R)
+
+
+def test_many_damaged_messages_are_counted_with_a_few_examples(tmp_path):
+    """Every message damaged (issue 21): exact counts per reason, the first examples of each."""
+    good = tb.dnstap(tb.Msg("CLIENT_QUERY", query_ns=T, query_message=Q))
+    no_dns = tb.dnstap(tb.Msg("RESOLVER_RESPONSE", response_ns=T, query_message=Q))
+    short = tb.dnstap(tb.Msg("CLIENT_QUERY", query_ns=T, query_message=Q[:5]))
+    payloads = [good] + [DAMAGED, no_dns, short] * 500
+    dissector = Dissector()
+    with open_capture(str(write(tmp_path, payloads))) as cap:
+        for batch in cap.batches():
+            dissector.dissect(batch)
+    issues = dissector.take_issues()
+    assert issues.counts() == {"dnstap_bad_protobuf": 500, "dnstap_no_dns": 500, "dns_too_short": 500}
+    assert len(issues.examples) == 300
+    bad = [i.frame for i in issues if i.reason == IssueReason.DNSTAP_BAD_PROTOBUF]
+    assert bad == list(range(2, 302, 3))
+    assert [i.frame for i in issues][:4] == [2, 3, 4, 5]  # in frame order across reasons
+    short_issue = next(i for i in issues if i.reason == IssueReason.DNS_TOO_SHORT)
+    assert short_issue.detail == "5-byte DNS message in a dnstap message"
+
+
+def test_fields_are_decoded_in_chunks_to_the_same_columns(monkeypatch):
+    rng = random.Random(4)
+    msgs = [tb.dnstap(tb.Msg("CLIENT_QUERY", query_ns=T + i, query_message=Q)) for i in range(50)]
+    msgs += [DAMAGED, tb.f_varint(15, 1), rng.randbytes(7)] * 10
+    rng.shuffle(msgs)
+    buf = b"".join(msgs)
+    length = np.array([len(m) for m in msgs], dtype=np.int64)
+    off = np.concatenate([[0], np.cumsum(length[:-1])]).astype(np.int64)
+    b = np.frombuffer(buf, dtype=np.uint8)
+    whole, ts = reader.fields(b, off, length)
+    monkeypatch.setattr(reader, "FIELDS_CHUNK", 7)
+    chunked, ts7 = reader.fields(b, off, length)
+    assert ts.tolist() == ts7.tolist() and sorted(set(ts.tolist()))[0] == -1
+    for name in whole.__slots__:
+        assert getattr(whole, name).tolist() == getattr(chunked, name).tolist(), name
