@@ -1,7 +1,7 @@
 """Hostile traffic, generated: captures that are well-formed but costly (retry storms, floods of
-fragments, TCP streams and SYNs, names built to be slow, compression bombs, a malformed message or
-a frame without DNS in every frame), and the small seeds the mutator starts from.  ``scale``
-multiplies the sizes (1 in the test suite, more by hand)."""
+fragments, TCP streams and SYNs, names built to be slow, compression bombs, a malformed message or a
+frame without DNS in every frame, damaged dnstap files), and the small seeds the mutator starts
+from. ``scale`` multiplies the sizes (1 in the test suite, more by hand)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ if _BUILDERS not in sys.path:
     sys.path.append(_BUILDERS)
 
 import dnsbuild as d  # noqa: E402
+import dnstapbuild as tb  # noqa: E402
 import pcapbuild as pb  # noqa: E402
 
 T0 = 1_700_000_000 * 10**9
@@ -175,7 +176,37 @@ def no_dns_frames(rng: random.Random, scale: int) -> bytes:
     return pb.pcap(recs)
 
 
+def dnstap_damaged(rng: random.Random, scale: int) -> bytes:
+    """A dnstap file (Frame Streams) of a resolver's messages, many of them damaged: bytes flipped,
+    cut, replaced by random bytes or by an empty message, a frame length that lies."""
+    q, r = _q(7, "www.example.com"), _r(7, "www.example.com")
+    frames = []
+    for i in range(rng.randint(50, 400) * scale):
+        t = T0 + i * 10**6
+        kind = "CLIENT_QUERY" if i % 2 == 0 else "CLIENT_RESPONSE"
+        msg = tb.Msg(kind, query_ns=t, query_message=q) if i % 2 == 0 else tb.Msg(
+            kind, query_ns=t - 10**6, response_ns=t, response_message=r
+        )
+        payload = bytearray(tb.dnstap(msg))
+        roll = rng.random()
+        if roll < 0.15:
+            for _ in range(rng.randint(1, 4)):
+                payload[rng.randrange(len(payload))] ^= 1 << rng.randrange(8)
+        elif roll < 0.25:
+            payload = payload[: rng.randrange(len(payload))]
+        elif roll < 0.3:
+            payload = bytearray(rng.randbytes(rng.randrange(1, 40)))
+        elif roll < 0.33:
+            payload = bytearray()
+        frame = tb.frame(bytes(payload))
+        if rng.random() < 0.02:  # a length that lies
+            frame = struct.pack("!I", rng.choice([0, 1, len(payload) + 9, 0xFFFFFFF0])) + frame[4:]
+        frames.append(frame)
+    return tb.control(2) + b"".join(frames) + (tb.control(3, None) if rng.random() < 0.8 else b"")
+
+
 GENERATORS: dict[str, Callable[[random.Random, int], bytes]] = {
+    "dnstap_damaged": dnstap_damaged,
     "malformed_flood": malformed_flood,
     "syn_flood": syn_flood,
     "no_dns_frames": no_dns_frames,

@@ -72,7 +72,8 @@ class Case:
         return COMPRESSORS[self.compression](self.data) if self.compression else self.data
 
     def suffix(self) -> str:
-        return (".pcapng" if self.data[:4] == b"\x0a\x0d\x0d\x0a" else ".pcap") + self.compression
+        kind = {b"\x0a\x0d\x0d\x0a": ".pcapng", b"\0\0\0\0": ".dnstap"}.get(self.data[:4], ".pcap")
+        return kind + self.compression
 
 
 @dataclass
