@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import struct
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,8 @@ from pcapdns.decode.columnar import (
     lookup_tables,
 )
 from pcapdns.decode.tcpbatch import Reassembled, Segments, ip_pairs
+from pcapdns.decode.triage import DECODER, OUTCOME_NAMES, triage
+from pcapdns.decode.triage import REASONS as TRIAGE_REASONS
 from pcapdns.dns.columnar import DnsColumns, parse_batch
 from pcapdns.dns.edns import Edns
 from pcapdns.dns.names import name_to_text
@@ -151,11 +153,16 @@ class Dissector:
             self.ports, vxlan_ports=frozenset(vxlan_ports), geneve_ports=frozenset(geneve_ports)
         )
         self._tables = lookup_tables(self.ports, self.decoder.vxlan_ports, self.decoder.geneve_ports)
+        self._dns_port = self._tables[0] == 1
         self.fast = fast
         self.counters: Counter[str] = Counter()
         self.addresses = AddressTable()
         self._malformed: list[tuple[object, ...]] = []
-        self._issues = IssueLog()  # found here (dnstap), not by the decoder
+        self._issues = IssueLog()  # found here (dnstap, frames settled in bulk), not by the decoder
+        # Makes the issues of the frames settled in bulk (never holds state: none of them is kept).
+        self._probe = Decoder(
+            self.ports, vxlan_ports=self.decoder.vxlan_ports, geneve_ports=self.decoder.geneve_ports
+        )
 
     # -- batches -----------------------------------------------------------------------------
     def dissect(self, batch: FrameBatch) -> pl.DataFrame:
@@ -177,29 +184,102 @@ class Dissector:
         self.counters["not_dns"] += int(np.count_nonzero(l4.verdict == NOT_DNS))
         fast = np.flatnonzero(l4.verdict == FAST)
         self.counters["fast_frames"] += len(fast)
-        stateful = np.flatnonzero((l4.verdict == SLOW) | (l4.verdict == TCP))
+        settled = self._undecodable(batch, np.flatnonzero(l4.verdict == SLOW))
+        stateful = np.flatnonzero(((l4.verdict == SLOW) & ~settled) | (l4.verdict == TCP))
         payloads, streamed = self._stateful(batch, l4, stateful) if len(stateful) else ([], None)
         return self._messages(batch, l4, fast, payloads, streamed)
+
+    def _undecodable(self, batch: FrameBatch, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+        """Settle in bulk the frames ``rows`` whose first headers alone decide that they carry no
+        DNS (:func:`~pcapdns.decode.triage.triage`): counted per outcome and reason, a few kept
+        as examples (their issues made by a decoder with no state, as for any frame).  Returns the
+        mask, over the batch, of the frames settled."""
+        settled = np.zeros(len(batch), dtype=np.bool_)
+        t = triage(batch, rows, self._dns_port)
+        done = t.outcome != DECODER
+        if not done.any():
+            return settled
+        settled[rows[done]] = True
+        for code, name in OUTCOME_NAMES.items():
+            count = int(np.count_nonzero(t.outcome == code))
+            if count:
+                self.counters[name] += count
+                if name == "non_ip":  # as the classifier counts its own non-IP frames
+                    self.counters["not_dns"] += count
+        examples: list[tuple[int, int]] = []  # (frame's row, reason code): the frames to show
+        for code in np.unique(t.reason[done]).tolist():
+            reason = TRIAGE_REASONS[code]
+            if reason is None:
+                continue
+            which = rows[t.reason == code]
+            ts = batch.ts_ns[which]
+            stamped = ts[ts > 0]
+            first, last = (int(stamped.min()), int(stamped.max())) if len(stamped) else (0, 0)
+            self._issues.count_many(batch.file_id, reason, len(which), first, last)
+            room = max(self._issues.room(batch.file_id, reason), 0)
+            examples += [(i, code) for i in which[:room].tolist()]
+        for i, _ in sorted(examples):  # in frame order, as the decoder would have met them
+            start = int(batch.data_off[i])
+            self._probe.decode(
+                batch.file_id,
+                int(batch.frame[i]),
+                int(batch.ts_ns[i]),
+                int(batch.linktype[i]),
+                batch.buf[start : start + int(batch.caplen[i])],
+                int(batch.wirelen[i]),
+            )
+            self._issues.keep(self._probe.take_issues())
+        return settled
+
+    def _count_issues(
+        self,
+        batch: FrameBatch,
+        groups: list[tuple[IssueReason, npt.NDArray[np.int64]]],
+        make: Callable[[int, IssueReason], DecodeIssue],
+    ) -> None:
+        """Count the issues of ``reason`` of the frames ``rows`` of ``batch``, for each (reason,
+        rows) of ``groups``, in bulk; ``make(row, reason)`` makes those kept as examples (the first
+        of each reason while there is room, in frame order)."""
+        wanted: list[tuple[int, IssueReason]] = []
+        for reason, rows in groups:
+            if not len(rows):
+                continue
+            ts = batch.ts_ns[rows]
+            stamped = ts[ts > 0]
+            first, last = (int(stamped.min()), int(stamped.max())) if len(stamped) else (0, 0)
+            self._issues.count_many(batch.file_id, reason, len(rows), first, last)
+            room = max(self._issues.room(batch.file_id, reason), 0)
+            wanted += [(i, reason) for i in rows[:room].tolist()]
+        self._issues.keep(make(i, reason) for i, reason in sorted(wanted))
 
     def _dnstap(self, batch: FrameBatch, f: DnstapFields) -> pl.DataFrame:
         """The DNS messages of a batch of dnstap messages: their flows come from the dnstap fields,
         the DNS messages are parsed by the same two paths (a message the fast parser cannot prove
         well-formed goes through :func:`parse_message`, which names its malformations)."""
         self.counters["dnstap_messages"] += len(batch)
-        for i in np.flatnonzero(f.status != 0).tolist():
-            self._issues.append(dnstap_issue(batch, f, i))
-        readable = np.flatnonzero(f.status == 0)
+        bad = f.status != 0
+        readable = np.flatnonzero(~bad)
         short = readable[f.dns_len[readable] < 12]
-        for i in short.tolist():
-            self._issues.append(
-                DecodeIssue(
+        no_dns = bad & (f.status == dnstap.NO_DNS)
+        self._count_issues(
+            batch,
+            [
+                (IssueReason.DNSTAP_NO_DNS, np.flatnonzero(no_dns)),
+                (IssueReason.DNSTAP_BAD_PROTOBUF, np.flatnonzero(bad & ~no_dns)),
+                (IssueReason.DNS_TOO_SHORT, short),
+            ],
+            lambda i, reason: (
+                dnstap_issue(batch, f, i)
+                if reason != IssueReason.DNS_TOO_SHORT
+                else DecodeIssue(
                     batch.file_id,
                     int(batch.frame[i]),
                     int(batch.ts_ns[i]),
                     IssueReason.DNS_TOO_SHORT,
                     f"{int(f.dns_len[i])}-byte DNS message in a dnstap message",
                 )
-            )
+            ),
+        )
         rows = readable[f.dns_len[readable] >= 12]
         fast_ok = self.fast and (len(rows) >= self.fast_min_frames or loaded())
         frames: list[pl.DataFrame] = []

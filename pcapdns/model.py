@@ -184,6 +184,33 @@ class IssueLog:
                 s[2] = ts
             s[3] = max(s[3], ts)
 
+    def room(self, file_id: int, reason: IssueReason) -> int:
+        """How many more examples of ``reason`` in ``file_id`` would be kept."""
+        s = self.stats.get((file_id, str(reason)))
+        return self.limit - (s[1] if s else 0)
+
+    def count_many(self, file_id: int, reason: IssueReason, count: int, first_ts: int, last_ts: int) -> None:
+        """``count`` issues of ``reason`` counted in bulk, their first and last timestamp above 0
+        (0: none); their examples, if any, go to :meth:`keep`."""
+        if count <= 0:
+            return
+        key = (file_id, str(reason))
+        s = self.stats.get(key)
+        if s is None:
+            s = self.stats[key] = [0, 0, 0, 0]
+        s[0] += count
+        if first_ts > 0 and (s[2] == 0 or first_ts < s[2]):
+            s[2] = first_ts
+        s[3] = max(s[3], last_ts)
+
+    def keep(self, examples: Iterable[DecodeIssue]) -> None:
+        """Examples of issues counted by :meth:`count_many`, kept while there is room."""
+        for issue in examples:
+            s = self.stats.get((issue.file_id, str(issue.reason)))
+            if s is not None and s[1] < self.limit:
+                s[1] += 1
+                self.examples.append(issue)
+
     def extend(self, issues: Iterable[DecodeIssue]) -> None:
         """Add ``issues``; another log is merged whole (its counts, and examples while room is left)."""
         if not isinstance(issues, IssueLog):

@@ -332,6 +332,52 @@ def test_analyze_json_on_a_dnstap_file(tmp_path, capsys):
     assert s["rcodes"] == {"NOERROR": 2, "SERVFAIL": 1}
 
 
+DAMAGED = tb.f_varint(15, 1) + tb.f_bytes(14, tb.f_varint(1, 99))  # no Message.type, no time
+
+
+@pytest.mark.parametrize(
+    ("payloads", "span"),
+    [
+        # a damaged message first, in the middle, last: the span is the good messages'
+        ([DAMAGED, tb.dnstap(tb.Msg("CLIENT_QUERY", query_ns=T, query_message=Q))], (T, T)),
+        (
+            [
+                tb.dnstap(tb.Msg("CLIENT_QUERY", query_ns=T, query_message=Q)),
+                DAMAGED,
+                tb.dnstap(tb.Msg("CLIENT_QUERY", query_ns=T + 10**9, query_message=Q)),
+            ],
+            (T, T + 10**9),
+        ),
+        ([tb.dnstap(tb.Msg("CLIENT_QUERY", query_ns=T, query_message=Q)), DAMAGED], (T, T)),
+        # a message whose time says 0 is a message without a time
+        (
+            [
+                tb.dnstap(tb.Msg("CLIENT_QUERY", query_ns=0, query_message=Q)),
+                tb.dnstap(tb.Msg("CLIENT_QUERY", query_ns=T, query_message=Q)),
+            ],
+            (T, T),
+        ),
+        # nothing has a time: no span (not 1970)
+        ([DAMAGED], (None, None)),
+        ([DAMAGED, tb.dnstap(tb.Msg("CLIENT_QUERY", query_message=Q))], (None, None)),
+    ],
+)
+def test_the_time_span_comes_from_the_messages_that_have_a_time(tmp_path, capsys, payloads, span):
+    path = write(tmp_path, payloads)
+    with open_capture(str(path)) as cap:
+        list(cap.batches())
+    assert (cap.info.first_ts_ns, cap.info.last_ts_ns) == span
+    assert main(["analyze", str(path), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)["time_span"]
+    assert ("1970" in str(got)) is False
+    assert (got["first"] is None) == (span[0] is None)
+    assert main(["analyze", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "1970" not in out and "None" not in out
+    if span[0] is None:
+        assert "time span: none (no packet or message with a time was read)" in out
+
+
 def test_export_of_dnstap_rows_as_pcap_is_refused_in_one_line(tmp_path, capsys):
     path = str(write(tmp_path, exchange()))
     assert main(["export", path, "-o", str(tmp_path / "out"), "--format", "csv"]) == 0
@@ -392,3 +438,40 @@ def test_a_dnstap_message_fetched_again_decodes_to_its_dns_message(tmp_path):
     assert (side.payload.src, side.payload.sport, side.payload.dport) == (bytes([198, 51, 100, 1]), 53, 33333)
     assert side.payload_offset is not None and side.stored is not None
     assert side.stored.data[side.payload_offset :].startswith(UP_R)
+
+
+def test_many_damaged_messages_are_counted_with_a_few_examples(tmp_path):
+    """Every message damaged (issue 21): exact counts per reason, the first examples of each."""
+    good = tb.dnstap(tb.Msg("CLIENT_QUERY", query_ns=T, query_message=Q))
+    no_dns = tb.dnstap(tb.Msg("RESOLVER_RESPONSE", response_ns=T, query_message=Q))
+    short = tb.dnstap(tb.Msg("CLIENT_QUERY", query_ns=T, query_message=Q[:5]))
+    payloads = [good] + [DAMAGED, no_dns, short] * 500
+    dissector = Dissector()
+    with open_capture(str(write(tmp_path, payloads))) as cap:
+        for batch in cap.batches():
+            dissector.dissect(batch)
+    issues = dissector.take_issues()
+    assert issues.counts() == {"dnstap_bad_protobuf": 500, "dnstap_no_dns": 500, "dns_too_short": 500}
+    assert len(issues.examples) == 300
+    bad = [i.frame for i in issues if i.reason == IssueReason.DNSTAP_BAD_PROTOBUF]
+    assert bad == list(range(2, 302, 3))
+    assert [i.frame for i in issues][:4] == [2, 3, 4, 5]  # in frame order across reasons
+    short_issue = next(i for i in issues if i.reason == IssueReason.DNS_TOO_SHORT)
+    assert short_issue.detail == "5-byte DNS message in a dnstap message"
+
+
+def test_fields_are_decoded_in_chunks_to_the_same_columns(monkeypatch):
+    rng = random.Random(4)
+    msgs = [tb.dnstap(tb.Msg("CLIENT_QUERY", query_ns=T + i, query_message=Q)) for i in range(50)]
+    msgs += [DAMAGED, tb.f_varint(15, 1), rng.randbytes(7)] * 10
+    rng.shuffle(msgs)
+    buf = b"".join(msgs)
+    length = np.array([len(m) for m in msgs], dtype=np.int64)
+    off = np.concatenate([[0], np.cumsum(length[:-1])]).astype(np.int64)
+    b = np.frombuffer(buf, dtype=np.uint8)
+    whole, ts = reader.fields(b, off, length)
+    monkeypatch.setattr(reader, "FIELDS_CHUNK", 7)
+    chunked, ts7 = reader.fields(b, off, length)
+    assert ts.tolist() == ts7.tolist() and sorted(set(ts.tolist()))[0] == -1
+    for name in whole.__slots__:
+        assert getattr(whole, name).tolist() == getattr(chunked, name).tolist(), name

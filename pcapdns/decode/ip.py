@@ -12,6 +12,7 @@ datagram still incomplete after ``timeout_ns`` of capture time is given up.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -176,7 +177,9 @@ class Defragmenter:
     def __init__(self, max_pending: int, timeout_ns: int) -> None:
         self.max_pending = max_pending
         self.timeout_ns = timeout_ns
-        self.pending: dict[FragKey, Pending] = {}
+        # Oldest first.  An OrderedDict: taking the first entry of a plain dict walks over the
+        # entries deleted before it, which made a flood of fragments quadratic.
+        self.pending: OrderedDict[FragKey, Pending] = OrderedDict()
 
     def add(
         self, key: FragKey, frag: Fragment, data: bytes, frame: int, ts: int
@@ -223,8 +226,7 @@ class Defragmenter:
     def over_limit(self) -> Iterator[tuple[FragKey, Pending]]:
         """Drop the oldest datagrams while more than ``max_pending`` wait."""
         while len(self.pending) > self.max_pending:
-            key = next(iter(self.pending))
-            yield key, self.pending.pop(key)
+            yield self.pending.popitem(last=False)
 
     def expired(self, now: int) -> Iterator[tuple[FragKey, Pending]]:
         """Datagrams whose first fragment is older than the timeout (oldest first)."""
@@ -232,12 +234,11 @@ class Defragmenter:
             key = next(iter(self.pending))
             if self.pending[key].first_ts + self.timeout_ns >= now:
                 return
-            yield key, self.pending.pop(key)
+            yield self.pending.popitem(last=False)
 
     def drain(self) -> Iterator[tuple[FragKey, Pending]]:
         while self.pending:
-            key = next(iter(self.pending))
-            yield key, self.pending.pop(key)
+            yield self.pending.popitem(last=False)
 
 
 def _uncovered(pieces: list[tuple[int, bytes]], start: int, end: int) -> list[tuple[int, int]]:

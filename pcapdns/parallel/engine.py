@@ -346,6 +346,8 @@ def merge(pieces: list[Piece], paths: Sequence[str], opts: Options) -> Decoded:
     issues = IssueLog()
     for c in captures:
         issues.extend(c.issues)
+    for pc in order:  # the frames the workers settled in bulk
+        issues.extend(pc.issues)
     issues.extend(slow.take_issues())
     counters.update({f"slow_{k}": v for k, v in slow.decoder.counters.items()})
     return Decoded(

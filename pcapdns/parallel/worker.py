@@ -20,7 +20,7 @@ import polars as pl
 from pcapdns.decode.columnar import L4Columns
 from pcapdns.dissect import Dissector
 from pcapdns.errors import PcapdnsError
-from pcapdns.model import GENEVE_PORTS, VXLAN_PORTS, CaptureInfo, FrameBatch, Payload
+from pcapdns.model import GENEVE_PORTS, VXLAN_PORTS, CaptureInfo, FrameBatch, IssueLog, Payload
 from pcapdns.pipeline import Options, Tables, read, tabulate
 from pcapdns.schema import MALFORMED, MESSAGES
 from pcapdns.sources import Span, open_capture
@@ -60,6 +60,7 @@ class Piece:
     slow: list[FrameBatch] = field(default_factory=list)  # frames for the parent's slow path
     malformed: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=MALFORMED))
     error: str = ""
+    issues: IssueLog = field(default_factory=IssueLog)  # of the frames settled in bulk here
 
 
 def _compact(batch: FrameBatch, rows: npt.NDArray[np.int64]) -> FrameBatch:
@@ -133,6 +134,7 @@ def read_piece(task: Task) -> Piece:
         slow=dissector.deferred,
         malformed=dissector.malformed(),
         error=error,
+        issues=dissector.take_issues(),
     )
 
 

@@ -66,7 +66,10 @@ def quality(a: Analysis, s: dict[str, Any]) -> RenderableType:
                 Text(f"  the capture itself dropped {c.interface_drops:,} packets (pcapng ISB)", "yellow")
             )
     span = s["time_span"]
-    lines.append(Text(f"time span: {span['first']} .. {span['last']}"))
+    if span["first"] is None:
+        lines.append(Text("time span: none (no packet or message with a time was read)"))
+    else:
+        lines.append(Text(f"time span: {span['first']} .. {span['last']}"))
     if s["decode_issues"]:
         detail = ", ".join(f"{k} {v:,}" for k, v in s["decode_issues"].items())
         lines.append(Text(f"decode issues: {detail}", "yellow"))

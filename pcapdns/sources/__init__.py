@@ -330,6 +330,11 @@ def _account(info: CaptureInfo, batch: FrameBatch) -> None:
         kinds, counts = np.unique(batch.linktype, return_counts=True)
     for lt, c in zip(kinds.tolist(), counts.tolist(), strict=True):
         info.linktypes[lt] = info.linktypes.get(lt, 0) + c
-    lo, hi = int(batch.ts_ns.min()), int(batch.ts_ns.max())
+    ts = batch.ts_ns
+    if batch.dnstap is not None:  # a message without a time (0: none known yet) is not in the span
+        ts = ts[ts > 0]
+        if not len(ts):
+            return
+    lo, hi = int(ts.min()), int(ts.max())
     info.first_ts_ns = lo if info.first_ts_ns is None else min(info.first_ts_ns, lo)
     info.last_ts_ns = hi if info.last_ts_ns is None else max(info.last_ts_ns, hi)

@@ -317,28 +317,49 @@ def packed_address(hi: int, lo: int) -> bytes:
     return hi.to_bytes(8, "big") + lo.to_bytes(8, "big")
 
 
+#: Messages decoded at a time: :func:`decode`'s table (21 integers a message) is never held for
+#: more, whatever the number of messages in the reader's window (16 MiB of 5-byte frames: 3.3 M).
+FIELDS_CHUNK = 1 << 18
+
+
 def fields(b: npt.NDArray[np.uint8], off: I64, length: I64) -> tuple[DnstapFields, I64]:
     """:func:`decode` as :class:`~pcapdns.model.DnstapFields`, with each message's time (-1:
-    none)."""
-    run = decode if loaded() or len(off) >= 2000 else interpreted(decode)
-    out, addr = run(b, off, length)
+    none); decoded :data:`FIELDS_CHUNK` messages at a time into columns of their own."""
+    n = len(off)
+    run = decode if loaded() or n >= 2000 else interpreted(decode)
+    u8, i8, u64 = np.uint8, np.int64, np.uint64
     f = DnstapFields(
-        status=out[:, C_STATUS].astype(np.uint8),
-        mtype=out[:, C_TYPE].astype(np.uint8),
-        transport=out[:, C_TRANSPORT].astype(np.uint8),
-        protocol=np.clip(out[:, C_PROTO], 0, 255).astype(np.uint8),
-        src_hi=addr[:, 0],
-        src_lo=addr[:, 1],
-        dst_hi=addr[:, 2],
-        dst_lo=addr[:, 3],
-        sport=out[:, C_SPORT],
-        dport=out[:, C_DPORT],
-        dns_off=out[:, C_DNS_OFF],
-        dns_len=out[:, C_DNS_LEN],
-        query_ns=out[:, C_QNS],
-        at=np.where(out[:, C_AT] >= 0, out[:, C_AT] - off, -1),
+        status=np.empty(n, u8),
+        mtype=np.empty(n, u8),
+        transport=np.empty(n, u8),
+        protocol=np.empty(n, u8),
+        src_hi=np.empty(n, u64),
+        src_lo=np.empty(n, u64),
+        dst_hi=np.empty(n, u64),
+        dst_lo=np.empty(n, u64),
+        sport=np.empty(n, i8),
+        dport=np.empty(n, i8),
+        dns_off=np.empty(n, i8),
+        dns_len=np.empty(n, i8),
+        query_ns=np.empty(n, i8),
+        at=np.empty(n, i8),
     )
-    return f, out[:, C_TS]
+    ts = np.empty(n, i8)
+    for start in range(0, n, FIELDS_CHUNK):
+        part = slice(start, min(start + FIELDS_CHUNK, n))
+        out, addr = run(b, off[part], length[part])
+        f.status[part] = out[:, C_STATUS]
+        f.mtype[part] = out[:, C_TYPE]
+        f.transport[part] = out[:, C_TRANSPORT]
+        f.protocol[part] = np.clip(out[:, C_PROTO], 0, 255)
+        f.src_hi[part], f.src_lo[part] = addr[:, 0], addr[:, 1]
+        f.dst_hi[part], f.dst_lo[part] = addr[:, 2], addr[:, 3]
+        f.sport[part], f.dport[part] = out[:, C_SPORT], out[:, C_DPORT]
+        f.dns_off[part], f.dns_len[part] = out[:, C_DNS_OFF], out[:, C_DNS_LEN]
+        f.query_ns[part] = out[:, C_QNS]
+        f.at[part] = np.where(out[:, C_AT] >= 0, out[:, C_AT] - off[part], -1)
+        ts[part] = out[:, C_TS]
+    return f, ts
 
 
 def fill_times(ts: I64, last_ts: int) -> I64:

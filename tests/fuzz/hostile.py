@@ -1,6 +1,7 @@
 """Hostile traffic, generated: captures that are well-formed but costly (retry storms, floods of
-fragments and TCP streams, names built to be slow, compression bombs), and the small seeds the
-mutator starts from.  ``scale`` multiplies the sizes (1 in the test suite, more by hand)."""
+fragments, TCP streams and SYNs, names built to be slow, compression bombs, a malformed message or a
+frame without DNS in every frame, damaged dnstap files), and the small seeds the mutator starts
+from. ``scale`` multiplies the sizes (1 in the test suite, more by hand)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ if _BUILDERS not in sys.path:
     sys.path.append(_BUILDERS)
 
 import dnsbuild as d  # noqa: E402
+import dnstapbuild as tb  # noqa: E402
 import pcapbuild as pb  # noqa: E402
 
 T0 = 1_700_000_000 * 10**9
@@ -130,7 +132,84 @@ def pcapng_interfaces(rng: random.Random, scale: int) -> bytes:
     return b"".join(out)
 
 
+def malformed_flood(rng: random.Random, scale: int) -> bytes:
+    """Every frame a different malformed DNS message (a header, then bytes that are no question):
+    each one goes through the per-message parser."""
+    recs = []
+    for i in range(rng.randint(2000, 6000) * scale):
+        body = struct.pack("!HHHHHH", i % 65536, rng.choice([0x0100, 0x8180]), 1, rng.randrange(3), 0, 0)
+        body += rng.randbytes(rng.randrange(1, 40))
+        recs.append((T0 + i * 1000, _udp(CLIENT, SERVER, 20000 + i % 40000, 53, body)))
+    return pb.pcap(recs)
+
+
+def syn_flood(rng: random.Random, scale: int) -> bytes:
+    """Every frame a TCP SYN to port 53 opening a new flow (more flows than the reassembly keeps)."""
+    recs = []
+    for i in range(rng.randint(3000, 9000) * scale):
+        src = bytes([10, 7, (i >> 8) % 256, i % 256])
+        recs.append((T0 + i * 1000, _tcp(src, SERVER, 1024 + i % 60000, 53, b"", seq=i, flags="S")))
+    return pb.pcap(recs)
+
+
+def no_dns_frames(rng: random.Random, scale: int) -> bytes:
+    """Frames that carry no DNS by their first headers: empty, shorter than Ethernet, unknown
+    EtherTypes, LLC, VLAN tags, broken IP headers, UDP to port 53 shorter than a DNS header."""
+    recs = []
+    for i in range(rng.randint(5000, 20000) * scale):
+        kind = rng.randrange(7)
+        if kind == 0:
+            frame = b""
+        elif kind == 1:
+            frame = rng.randbytes(rng.randrange(1, 14))
+        elif kind == 2:
+            frame = bytes(12) + struct.pack("!H", rng.choice([0x1234, 0x0806, 0x88CC])) + rng.randbytes(20)
+        elif kind == 3:
+            frame = bytes(12) + struct.pack("!H", 38) + b"\x42\x42\x03" + rng.randbytes(35)
+        elif kind == 4:
+            frame = bytes(12) + b"\x81\x00\x00\x01" + rng.randbytes(rng.randrange(0, 30))
+        elif kind == 5:
+            frame = pb.ether(bytes([rng.choice([0x44, 0x55, 0x4F])]) + rng.randbytes(30))
+        else:
+            frame = _udp(CLIENT, SERVER, 40000, 53, rng.randbytes(rng.randrange(12)))
+        recs.append((T0 + i * 1000, frame))
+    return pb.pcap(recs)
+
+
+def dnstap_damaged(rng: random.Random, scale: int) -> bytes:
+    """A dnstap file (Frame Streams) of a resolver's messages, many of them damaged: bytes flipped,
+    cut, replaced by random bytes or by an empty message, a frame length that lies."""
+    q, r = _q(7, "www.example.com"), _r(7, "www.example.com")
+    frames = []
+    for i in range(rng.randint(50, 400) * scale):
+        t = T0 + i * 10**6
+        kind = "CLIENT_QUERY" if i % 2 == 0 else "CLIENT_RESPONSE"
+        msg = tb.Msg(kind, query_ns=t, query_message=q) if i % 2 == 0 else tb.Msg(
+            kind, query_ns=t - 10**6, response_ns=t, response_message=r
+        )
+        payload = bytearray(tb.dnstap(msg))
+        roll = rng.random()
+        if roll < 0.15:
+            for _ in range(rng.randint(1, 4)):
+                payload[rng.randrange(len(payload))] ^= 1 << rng.randrange(8)
+        elif roll < 0.25:
+            payload = payload[: rng.randrange(len(payload))]
+        elif roll < 0.3:
+            payload = bytearray(rng.randbytes(rng.randrange(1, 40)))
+        elif roll < 0.33:
+            payload = bytearray()
+        frame = tb.frame(bytes(payload))
+        if rng.random() < 0.02:  # a length that lies
+            frame = struct.pack("!I", rng.choice([0, 1, len(payload) + 9, 0xFFFFFFF0])) + frame[4:]
+        frames.append(frame)
+    return tb.control(2) + b"".join(frames) + (tb.control(3, None) if rng.random() < 0.8 else b"")
+
+
 GENERATORS: dict[str, Callable[[random.Random, int], bytes]] = {
+    "dnstap_damaged": dnstap_damaged,
+    "malformed_flood": malformed_flood,
+    "syn_flood": syn_flood,
+    "no_dns_frames": no_dns_frames,
     "retry_storm": retry_storm,
     "fragment_flood": fragment_flood,
     "tcp_flood": tcp_flood,

@@ -8,16 +8,17 @@ again by its two numbers.  Most inputs are structure-aware mutations of small ca
 (:mod:`tests.fuzz.mutate`); one in eight is hostile traffic (:mod:`tests.fuzz.hostile`); a fifth are
 compressed (gzip, bzip2, xz, zstd).
 
-Each input runs in a child process forked from this one (pcapdns is imported once, here), with
-``resource.setrlimit`` limits: CPU seconds and address space; the parent also kills a child past
-its wall-clock limit.  The child runs, in process, every command a user has: ``analyze --json``,
-the report, ``anomalies --json``, ``export`` of every table in each format, and ``query``.  An input
-fails when a command exits 1 (an internal error) or on a signal (a crash), prints a traceback or
-more than ``pcapdns:`` lines on stderr, takes longer than ``--time-limit`` seconds, when the child
-peaks above ``--memory-base`` MiB plus ``--memory-factor`` times the input's size (its maximum
-resident set, from ``wait4``), or when ``analyze --json`` breaks conservation.  Each failing input
-is minimised (whole records or blocks, then byte ranges, while it fails the same way) and saved
-with what failed.
+Each input runs in a child process forked from this one (every pcapdns module is imported once,
+here; ``--jobs`` children at a time), with ``resource.setrlimit`` limits: CPU seconds and address
+space; the parent also kills a child past its wall-clock limit. The child runs, in process, every
+command a user has: ``analyze --json``, the report, ``anomalies --json``, ``export`` of every table
+in each format, and ``query``. An input fails when a command exits 1 (an internal error) or on a
+signal (a crash), prints a traceback or more than ``pcapdns:`` lines on stderr, takes longer than
+``--time-limit`` seconds (of CPU time; ``--clock wall`` for elapsed time), when the child peaks
+above ``--memory-base`` MiB plus ``--memory-factor`` times the input's size (its maximum resident
+set, from ``wait4``), or when ``analyze --json`` breaks conservation. Each failing input is
+minimised (whole records or blocks, then byte ranges, while it fails the same way) and saved with
+what failed.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import random
 import re
 import resource
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -70,7 +72,8 @@ class Case:
         return COMPRESSORS[self.compression](self.data) if self.compression else self.data
 
     def suffix(self) -> str:
-        return (".pcapng" if self.data[:4] == b"\x0a\x0d\x0d\x0a" else ".pcap") + self.compression
+        kind = {b"\x0a\x0d\x0d\x0a": ".pcapng", b"\0\0\0\0": ".dnstap"}.get(self.data[:4], ".pcap")
+        return kind + self.compression
 
 
 @dataclass
@@ -79,6 +82,9 @@ class Limits:
     memory_base_mib: int = 300
     memory_factor: int = 20
     address_space_gib: int = 16  # RLIMIT_AS: a guard against runaway allocation, not the measure
+    # "cpu": a command's time is the CPU it used (a loaded machine does not fail inputs; a hang
+    # is still caught by the wall-clock kill of the child); "wall": elapsed time
+    clock: str = "cpu"
 
     def memory_kib(self, size: int) -> int:
         return self.memory_base_mib * 1024 + self.memory_factor * size // 1024
@@ -147,34 +153,63 @@ def _conserved(summary: dict[str, int]) -> list[str]:
     return broken
 
 
-def _child(path: str, work: str, limits: Limits, report: str) -> None:
-    """In the forked child: limits, then every command in process; results to ``report``."""
+def _child(path: str, work: str, limits: Limits, report: str, compiled: bool) -> None:
+    """In the forked child: limits, then every command in process; results to ``report``.
+    ``compiled``: the compiled fast path is loaded first, as in a process that has read a large
+    capture before (otherwise small captures take the per-packet path: every other input)."""
     cpu = int(limits.time_s * 2 * 8) + 5  # every command's share of CPU, threads included
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
     space = limits.address_space_gib << 30
     resource.setrlimit(resource.RLIMIT_AS, (space, space))
+    from pcapdns import jit
     from pcapdns.cli import main
 
+    if compiled:
+        jit.load()
     results = []
     for label, args in commands(path, work):
         out_path, err_path = f"{work}/{len(results)}.out", f"{work}/{len(results)}.err"
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             os.dup2(out.fileno(), 1)
             os.dup2(err.fileno(), 2)
-        started = time.perf_counter()
+        started, used = time.perf_counter(), _cpu()
         status = main(args)
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, _cpu() - used
         sys.stdout.flush()
         sys.stderr.flush()
         results.append(
-            {"command": label, "status": status, "seconds": seconds, "out": out_path, "err": err_path}
+            {
+                "command": label,
+                "status": status,
+                "seconds": seconds if limits.clock == "wall" else cpu,
+                "out": out_path,
+                "err": err_path,
+            }
         )
         with open(report, "w") as f:  # after every command: a crash leaves the ones before
             json.dump(results, f)
 
 
-def run_case(case: Case, limits: Limits, workdir: Path) -> Outcome:
-    """Every command on ``case`` in a forked child; what failed, the slowest command, the peak."""
+def _cpu() -> float:
+    """CPU seconds this process has used (user and system, all its threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass
+class Running:
+    """An input whose child is running."""
+
+    case: Case
+    pid: int
+    workdir: Path
+    size: int
+    deadline: float
+    wall: float
+
+
+def start_case(case: Case, limits: Limits, workdir: Path) -> Running:
+    """Fork the child that runs every command on ``case`` in ``workdir``."""
     stored = case.stored()
     path = workdir / f"input{case.suffix()}"
     path.write_bytes(stored)
@@ -182,7 +217,6 @@ def run_case(case: Case, limits: Limits, workdir: Path) -> Outcome:
     work.mkdir(exist_ok=True)
     report = workdir / "report.json"
     report.unlink(missing_ok=True)
-    outcome = Outcome(size=len(stored))
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
@@ -190,22 +224,40 @@ def run_case(case: Case, limits: Limits, workdir: Path) -> Outcome:
         code = 0
         try:
             os.setpgid(0, 0)
-            _child(str(path), str(work), limits, str(report))
+            _child(str(path), str(work), limits, str(report), case.number % 2 == 0)
         except BaseException:  # a harness failure, told by the status
             code = 99
         os._exit(code)
     wall = limits.time_s * len(commands("", "")) + 30
-    deadline = time.monotonic() + wall
-    while True:
-        done, status, usage = os.wait4(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            _, status, usage = os.wait4(pid, 0)
-            outcome.failures.append(f"timeout: killed after {wall:.0f} s")
-            break
+    return Running(case, pid, workdir, len(stored), time.monotonic() + wall, wall)
+
+
+def poll(run: Running, *, block: bool = False) -> Outcome | None:
+    """The outcome of ``run`` once its child has ended (killed past its wall-clock limit);
+    None while it runs."""
+    done, status, usage = os.wait4(run.pid, 0 if block else os.WNOHANG)
+    outcome = Outcome(size=run.size)
+    if not done:
+        if time.monotonic() <= run.deadline:
+            return None
+        try:
+            os.killpg(run.pid, signal.SIGKILL)
+        except ProcessLookupError:  # killed before it made its own process group
+            os.kill(run.pid, signal.SIGKILL)
+        _, status, usage = os.wait4(run.pid, 0)
+        outcome.failures.append(f"timeout: killed after {run.wall:.0f} s")
+    return _outcome(run, status, usage, outcome)
+
+
+def run_case(case: Case, limits: Limits, workdir: Path) -> Outcome:
+    """Every command on ``case`` in a forked child; what failed, the slowest command, the peak."""
+    run = start_case(case, limits, workdir)
+    while (outcome := poll(run)) is None:
         time.sleep(0.01)
+    return judge(outcome, run, limits)
+
+
+def _outcome(run: Running, status: int, usage: resource.struct_rusage, outcome: Outcome) -> Outcome:
     outcome.peak_kib = usage.ru_maxrss
     if os.WIFSIGNALED(status) and not outcome.failures:
         sig = os.WTERMSIG(status)
@@ -213,6 +265,12 @@ def run_case(case: Case, limits: Limits, workdir: Path) -> Outcome:
         outcome.failures.append(f"{kind}: killed by {signal.Signals(sig).name}")
     elif os.WIFEXITED(status) and os.WEXITSTATUS(status) != 0:
         outcome.failures.append(f"harness: the child exited {os.WEXITSTATUS(status)}")
+    return outcome
+
+
+def judge(outcome: Outcome, run: Running, limits: Limits) -> Outcome:
+    """``outcome`` with what the child's report shows: statuses, stderr, times, conservation, memory."""
+    report = run.workdir / "report.json"
     results = json.loads(report.read_text()) if report.exists() else []
     for r in results:
         label, code = r["command"], r["status"]
@@ -229,8 +287,8 @@ def run_case(case: Case, limits: Limits, workdir: Path) -> Outcome:
         if label == "analyze --json" and code == 0:
             broken = _conserved(json.loads(Path(r["out"]).read_text()))
             outcome.failures += [f"conservation: {b}" for b in broken]
-    if outcome.peak_kib > limits.memory_kib(len(stored)):
-        allowed = limits.memory_kib(len(stored)) / 1024
+    if outcome.peak_kib > limits.memory_kib(run.size):
+        allowed = limits.memory_kib(run.size) / 1024
         outcome.failures.append(f"memory: peak {outcome.peak_kib / 1024:.0f} MiB over {allowed:.0f} MiB")
     return outcome
 
@@ -301,9 +359,10 @@ class Summary:
             counts = self.statuses.setdefault(label, {})
             counts[code] = counts.get(code, 0) + 1
 
-    def as_json(self) -> dict[str, object]:
+    def as_json(self, seconds: float = 0.0) -> dict[str, object]:
         return {
             "inputs": self.inputs,
+            "seconds": round(seconds),
             "failed": [
                 {
                     "input": c.number,
@@ -314,7 +373,9 @@ class Summary:
                 for c, o in self.failed
             ],
             "slowest_s": self.worst_time[0],
+            "slowest": {"input": self.worst_time[1], "command": self.worst_time[2]},
             "peak_kib": self.worst_memory[0],
+            "peak": {"input": self.worst_memory[1], "size": self.worst_memory[2]},
             "statuses": self.statuses,
         }
 
@@ -333,47 +394,92 @@ class Summary:
         return "\n".join(lines)
 
 
-def fuzz(
+def fuzz(  # noqa: PLR0913 - the run's settings
     seed: int,
     inputs: range,
     limits: Limits,
     out: Path | None = None,
     *,
     scale: int = 1,
+    jobs: int = 1,
     minimise_budget: int = 48,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[Summary], None] | None = None,
+    until: float = float("inf"),
 ) -> Summary:
-    """Run ``inputs`` of ``seed``; failing inputs minimised into ``out`` (when given)."""
+    """Run ``inputs`` of ``seed``, ``jobs`` children at a time, starting none after the
+    ``time.monotonic()`` ``until``; failing inputs minimised into ``out`` (when given)."""
     summary = Summary()
     saved: set[str] = set()
-    with tempfile.TemporaryDirectory(prefix="pcapdns-fuzz-") as tmp:
-        workdir = Path(tmp)
-        for number in inputs:
-            case = make_case(seed, number, scale)
-            outcome = run_case(case, limits, workdir)
-            summary.add(case, outcome)
-            if outcome.failures and out is not None and outcome.signature() not in saved:
-                saved.add(outcome.signature())  # the first input of each kind of failure, minimised
-                small = (
-                    minimise(case, outcome.kinds(), limits, workdir, minimise_budget)
-                    if minimise_budget
-                    else case
-                )
-                out.mkdir(parents=True, exist_ok=True)
-                name = f"seed{seed}-input{number}{case.suffix()}"
-                (out / name).write_bytes(small.stored())
-                note = {
-                    "seed": seed,
-                    "input": number,
-                    "origin": case.origin,
-                    "minimised": f"{len(case.stored()):,} -> {len(small.stored()):,} bytes",
-                    "failures": outcome.failures,
-                    "again": f"python -m tests.fuzz.run --seed {seed} --only {number}",
-                }
-                (out / f"{name}.json").write_text(json.dumps(note, indent=1) + "\n")
-            if progress is not None and summary.inputs % 25 == 0:
-                progress(summary.text(seed))
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    with tempfile.TemporaryDirectory(prefix="pcapdns-fuzz-", dir=shm) as tmp:  # in memory: fsync is free
+        free = [Path(tmp) / f"job{j}" for j in range(max(1, jobs))]
+        for d in free:
+            d.mkdir()
+        running: list[Running] = []
+        numbers = iter(inputs)
+        while True:
+            while free and time.monotonic() < until and (number := next(numbers, None)) is not None:
+                running.append(start_case(make_case(seed, number, scale), limits, free.pop()))
+            if not running:
+                break
+            ended = [(run, outcome) for run in running if (outcome := poll(run)) is not None]
+            if not ended:
+                time.sleep(0.005)
+            for run, outcome in ended:
+                running.remove(run)
+                free.append(run.workdir)
+                case = run.case
+                judge(outcome, run, limits)
+                summary.add(case, outcome)
+                if outcome.failures and out is not None and outcome.signature() not in saved:
+                    saved.add(outcome.signature())  # the first input of each kind of failure, minimised
+                    _save(case, outcome, seed, out, limits, Path(tmp), minimise_budget)
+                if progress is not None and summary.inputs % 25 == 0:
+                    progress(summary)
     return summary
+
+
+def _save(  # noqa: PLR0913
+    case: Case, outcome: Outcome, seed: int, out: Path, limits: Limits, tmp: Path, budget: int
+) -> None:
+    """``case`` minimised (while it fails the same way) and kept in ``out`` with what failed."""
+    workdir = tmp / "minimise"
+    workdir.mkdir(exist_ok=True)
+    small = minimise(case, outcome.kinds(), limits, workdir, budget) if budget else case
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"seed{seed}-input{case.number}{case.suffix()}"
+    (out / name).write_bytes(small.stored())
+    note = {
+        "seed": seed,
+        "input": case.number,
+        "origin": case.origin,
+        "minimised": f"{len(case.stored()):,} -> {len(small.stored()):,} bytes",
+        "failures": outcome.failures,
+        "again": f"python -m tests.fuzz.run --seed {seed} --only {case.number}",
+    }
+    (out / f"{name}.json").write_text(json.dumps(note, indent=1) + "\n")
+
+
+def warm() -> None:
+    """Import, before the first fork, everything the commands import on first use: every child
+    starts warm.  (Nothing runs: polars' thread pool must not exist before a fork.)"""
+    import importlib
+    import pkgutil
+
+    import pcapdns
+
+    # The compiled core is built (once, in a process of its own) but not loaded here: see _child.
+    subprocess.run([sys.executable, "-c", "from pcapdns import jit; jit.load()"], check=True)
+    skip = ("pcapdns.tui", "pcapdns.livecmd", "pcapdns.sources.live", "pcapdns.buildcore", "pcapdns.__main__")
+    for mod in pkgutil.walk_packages(pcapdns.__path__, "pcapdns."):
+        if not mod.name.startswith(skip):
+            importlib.import_module(mod.name)
+
+
+def _progress(summary: Summary, seed: int, path: Path | None, started: float) -> None:
+    print(summary.text(seed), file=sys.stderr, flush=True)
+    if path is not None:
+        path.write_text(json.dumps(summary.as_json(time.monotonic() - started), indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -384,13 +490,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", type=int, help="run this one input number")
     parser.add_argument("--out", type=Path, default=Path("fuzz-failures"), help="where failing inputs go")
     parser.add_argument("--time-limit", type=float, default=10.0, help="seconds per command")
+    parser.add_argument(
+        "--clock", choices=("cpu", "wall"), default="cpu", help="a command's seconds: CPU time or elapsed"
+    )
     parser.add_argument("--memory-base", type=int, default=300, help="MiB a child may use ...")
     parser.add_argument("--memory-factor", type=int, default=20, help="... plus this many times the input")
     parser.add_argument("--scale", type=int, default=1, help="size multiplier of the hostile generators")
+    parser.add_argument("--jobs", type=int, default=1, help="inputs run at the same time")
     parser.add_argument("--no-minimise", action="store_true")
-    parser.add_argument("--json", type=Path, help="also write the summary here as JSON")
+    parser.add_argument("--json", type=Path, help="also write the summary here as JSON (kept up to date)")
+    parser.add_argument("--minutes", type=float, help="start no input after this many minutes")
     args = parser.parse_args(argv)
-    limits = Limits(args.time_limit, args.memory_base, args.memory_factor)
+    limits = Limits(args.time_limit, args.memory_base, args.memory_factor, clock=args.clock)
     numbers = (
         range(args.only, args.only + 1)
         if args.only is not None
@@ -403,20 +514,20 @@ def main(argv: list[str] | None = None) -> int:
         limits,
         args.out,
         scale=args.scale,
+        jobs=args.jobs,
         minimise_budget=0 if args.no_minimise else 48,
-        progress=lambda line: print(line, file=sys.stderr, flush=True),
+        progress=lambda summary: _progress(summary, args.seed, args.json, started),
+        until=started + 60 * args.minutes if args.minutes else float("inf"),
     )
     print(summary.text(args.seed))
     if args.json is not None:
-        args.json.write_text(json.dumps(summary.as_json(), indent=1) + "\n")
+        args.json.write_text(json.dumps(summary.as_json(time.monotonic() - started), indent=1) + "\n")
     print(f"{time.monotonic() - started:.0f} s; exit statuses per command: {json.dumps(summary.statuses)}")
     return 1 if summary.failed else 0
 
 
 if __name__ == "__main__":
-    # pcapdns itself is imported before the first fork, so that every child starts warm
-    import pcapdns.cli
-    import pcapdns.pipeline
-    import pcapdns.report.export  # noqa: F401
-
+    # One polars thread per child: inputs are small, the children run side by side (--jobs).
+    os.environ.setdefault("POLARS_MAX_THREADS", "1")
+    warm()  # pcapdns itself is imported before the first fork, so that every child starts warm
     sys.exit(main())
