@@ -37,33 +37,6 @@ def main() -> int:
             pass
     from pcapdns.cli import main as cli_main
 
-    status = cli_main()
-    leave(status)
-    return status
-
-
-def leave(status: int) -> None:
-    """End the process now, without the interpreter's teardown, when nothing is left to do.
-
-    The teardown frees every object one by one: about 70 ms for the tables of a 2M-packet
-    analysis, after its answer is out, for nobody.  The exit handlers still run and the standard
-    streams are flushed first; when another thread still runs, or a stream cannot be flushed (a
-    closed pipe), the ordinary exit is left to happen instead.
-    """
-    import atexit
-    import os
-    import threading
-
-    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)  # CPython's; else the ordinary exit
-    if run_exit_handlers is None:
-        return
-    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
-        return
-    try:
-        for stream in (sys.stdout, sys.stderr):
-            if stream is not None:  # None: the process was started with it closed
-                stream.flush()
-    except (OSError, ValueError):
-        return
-    run_exit_handlers()
-    os._exit(status)
+    # The process ends the ordinary way (the console script's ``sys.exit``): exit handlers, the
+    # streams' flush (a closed pipe is handled by the CLI) and the interpreter's teardown.
+    return cli_main()

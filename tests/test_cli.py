@@ -143,33 +143,34 @@ def test_damaged_capture_is_analyzed_up_to_the_damage(capsys, tmp_path):
     assert status == 0 and "capture_cut_short" in out and "cut short" in out
 
 
-def test_the_command_skips_the_teardown_but_not_the_exit_handlers_or_its_output() -> None:
-    """``launch.leave``: the streams are flushed and the exit handlers run, then the process ends
-    with the command's status; with another thread still running it leaves the exit to Python."""
-    code = (
-        "import atexit, sys, threading\n"
-        "from pcapdns.launch import leave\n"
-        "atexit.register(lambda: print('handler ran'))\n"
-        "sys.stdout.write('x' * 100000 + '\\n')\n"
-        "if sys.argv[1] == 'thread':\n"
-        "    stop = threading.Event(); threading.Thread(target=stop.wait).start()\n"
-        "    leave(4); print('left to python'); stop.set(); sys.exit(5)\n"
-        "leave(4)\n"
-        "print('not reached')\n"
-    )
-    fast = subprocess.run([sys.executable, "-c", code, "fast"], capture_output=True, text=True, check=False)
-    assert fast.returncode == 4
-    assert fast.stdout == "x" * 100000 + "\nhandler ran\n"
-    slow = subprocess.run([sys.executable, "-c", code, "thread"], capture_output=True, text=True, check=False)
-    assert slow.returncode == 5 and slow.stdout.endswith("left to python\nhandler ran\n")
+def test_the_command_ends_the_ordinary_way_with_its_status_and_its_whole_output() -> None:
+    """``launch.main`` returns the CLI's status to the interpreter's ordinary exit: the exit
+    handlers run after the command, the whole output arrives, and a failure's status is kept."""
     steady = Path(__file__).resolve().parents[1] / "samples" / "steady.pcap"
-    out = subprocess.run(
-        [sys.executable, "-m", "pcapdns", "analyze", "--json", str(steady)],
+    code = (
+        "import atexit, sys\n"
+        "from pcapdns import launch\n"
+        "atexit.register(lambda: print('handler ran', file=sys.stderr))\n"
+        "sys.argv = ['pcapdns', *sys.argv[1:]]\n"
+        "sys.exit(launch.main())\n"
+    )
+    ok = subprocess.run(
+        [sys.executable, "-c", code, "analyze", "--json", str(steady)],
         capture_output=True,
         text=True,
         check=False,
     )
-    assert out.returncode == 0 and json.loads(out.stdout)["frames"] == 5678
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["frames"] == 5678
+    assert ok.stderr.endswith("handler ran\n")
+    missing = subprocess.run(
+        [sys.executable, "-c", code, "analyze", str(steady.with_name("no-such.pcap"))],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert missing.returncode == int(ExitStatus.NO_INPUT)
+    assert missing.stderr.endswith("handler ran\n") and "Traceback" not in missing.stderr
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
