@@ -1,131 +1,57 @@
-"""Build the compiled core: every ``@jit("signature")`` entry point, compiled ahead of time by numba.
+"""Compile the fast path now, into the user's cache, instead of at the first large analysis.
 
-    python -m pcapdns.buildcore DIR
+    python -m pcapdns.buildcore
 
-writes ``DIR/`` with the extension module and ``manifest.json`` (its file name and each entry
-point's argument types, which :mod:`pcapdns.jit` checks calls against).  :func:`pcapdns.jit.load`
-runs this once per machine and source version, in a child process, so that the analysis itself
-never imports numba; it can also be run by hand (for a read-only install: run it as the owner).
-The build goes to a temporary directory beside ``DIR`` and is renamed into place whole.
+compiles every ``@jit("signature")`` entry point of the package for its declared argument types
+into numba's cache (:func:`pcapdns.jit.cache_dir`), where every later run loads it.  Optional:
+without it the first analysis that needs compiled code compiles what it calls (and says so).
+Useful in an image build, or before ``pcapdns live`` runs as a user whose cache is not writable
+(run it as that user, or point ``XDG_CACHE_HOME`` at a shared directory).
+
+The modules holding compiled functions are found, not listed: every module of the package whose
+source uses the ``@jit`` decorator is imported, so a kernel added to any module is compiled too.
 """
 
 from __future__ import annotations
 
 import importlib
-import json
-import shutil
+import re
 import sys
-import tempfile
-import warnings
 from pathlib import Path
-from typing import Any
 
-# Every module holding compiled functions, so that all of them are registered.
-import pcapdns.decode.columnar
-import pcapdns.decode.tcpbatch
-import pcapdns.dns.columnar
-import pcapdns.keytable
-import pcapdns.pairing
-import pcapdns.parallel.split
-import pcapdns.sources.dnstap
-import pcapdns.sources.fstrm
-import pcapdns.sources.live
-import pcapdns.sources.pcapfile
-import pcapdns.tables.kernels  # noqa: F401
 from pcapdns import jit
 
-COMPILED_MODULES = (
-    pcapdns.decode.columnar,
-    pcapdns.decode.tcpbatch,
-    pcapdns.dns.columnar,
-    pcapdns.keytable,
-    pcapdns.pairing,
-    pcapdns.parallel.split,
-    pcapdns.sources.dnstap,
-    pcapdns.sources.fstrm,
-    pcapdns.sources.live,
-    pcapdns.sources.pcapfile,
-    pcapdns.tables.kernels,
-)
+_DECORATED = re.compile(r"^\s*@jit\b", re.MULTILINE)
 
 
-def _arg_spec(t: Any) -> list[Any]:
-    """One argument's check: ``["array", dtype, ndim, contiguous]`` or ``["scalar", kind]``."""
-    from numba import types
-
-    if isinstance(t, types.Array):
-        return ["array", str(t.dtype), t.ndim, t.layout == "C"]
-    if isinstance(t, types.Boolean):
-        return ["scalar", "bool"]
-    if isinstance(t, types.Integer):
-        return ["scalar", "int"]
-    if isinstance(t, types.Float):
-        return ["scalar", "float"]
-    raise TypeError(f"unsupported argument type in a core signature: {t}")
-
-
-def build(target: Path) -> Path:
-    """Compile every entry point into one extension module in ``target`` (replaced whole)."""
-    warnings.simplefilter("ignore")  # numba.pycc announces its own deprecation
-    sigutils: Any = importlib.import_module("numba.core.sigutils")
-    pycc: Any = importlib.import_module("numba.pycc")
-
+def compiled_modules() -> list[str]:
+    """The dotted names of the package's modules that declare compiled functions."""
     package = Path(jit.__file__).parent
-    entries: dict[str, list[list[Any]]] = {}
-    jit._backend = "jit"  # helpers become numba dispatchers, which the entry points call  # noqa: SLF001
-    for func in jit._registered:  # noqa: SLF001
-        rel = Path(func.__code__.co_filename).resolve().relative_to(package.resolve()).as_posix()
-        if rel not in jit.SOURCES:
-            raise SystemExit(f"{func.__module__}.{func.__name__} is compiled but {rel} is not in jit.SOURCES")
-        func.__globals__[func.__name__] = jit._jit_compile(func)  # noqa: SLF001
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-    try:
-        cc = pycc.CC(jit.CORE_NAME)
-        cc.output_dir = str(work)
-        cc.target_cpu = "host"  # built where it runs: use this CPU's instructions
-        cc.verbose = False
-        tempfile.tempdir = str(work)  # numba's scratch directories go in here (and away with it)
-        for func in jit._registered:  # noqa: SLF001
-            sig = jit.signature(func)
-            if sig is None:
-                continue
-            args, _ = sigutils.normalize_signature(sig)
-            entries[jit.exported_name(func)] = [_arg_spec(t) for t in args]
-            cc.export(jit.exported_name(func), sig)(func)
-        cc.compile()
-        built = [p.name for p in work.iterdir() if p.name.startswith(jit.CORE_NAME)]
-        if len(built) != 1:
-            raise SystemExit(f"the build left {built or 'nothing'} instead of one extension module")
-        manifest = {"key": jit.core_key(), "file": built[0], "entries": entries}
-        (work / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        if target.exists():
-            shutil.rmtree(target)
-        work.rename(target)
-        _drop_stale(target)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return target
-
-
-def _drop_stale(target: Path) -> None:
-    """Remove the cores built from earlier sources beside ``target`` (a process still running one
-    keeps its mapping)."""
-    for old in target.parent.glob("core-*"):
-        if old.name.split(".")[0] == target.name:
+    names = []
+    for path in sorted(package.rglob("*.py")):
+        if path.resolve() == Path(__file__).resolve() or not _DECORATED.search(path.read_text()):
             continue
-        if old.is_dir():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink(missing_ok=True)
+        parts = path.relative_to(package.parent).with_suffix("").parts
+        names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return names
+
+
+def build() -> int:
+    """Import every module with compiled functions and compile all entry points; how many."""
+    for name in compiled_modules():
+        importlib.import_module(name)
+    return jit.warm()
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m pcapdns.buildcore DIR", file=sys.stderr)
+    if argv:
+        print("usage: python -m pcapdns.buildcore", file=sys.stderr)
         return 2
-    target = build(Path(argv[0]))
-    print(f"compiled core: {target}")
+    count = build()
+    if jit.problem:
+        print(f"compiled {count} entry points, not kept: {jit.problem}", file=sys.stderr)
+        return 1
+    print(f"compiled {count} entry points into {jit.cache_dir()}")
     return 0
 
 

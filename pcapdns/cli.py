@@ -12,6 +12,7 @@ import errno
 import glob
 import io
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -273,6 +274,23 @@ def _options(kw: dict[str, Any], *, anomalies: bool = True) -> Options:
     )
 
 
+class _StderrLine(logging.Handler):
+    """A log record as one ``pcapdns: ...`` line on stderr (where the streams are now)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"pcapdns: {record.getMessage()}", err=True)
+
+
+def _say_compiled_code_notes() -> None:
+    """Compiled code's notes (a cold cache being filled, a cache that cannot be written) on
+    stderr: :mod:`pcapdns.jit` logs them."""
+    logger = logging.getLogger("pcapdns.jit")
+    if not any(isinstance(h, _StderrLine) for h in logger.handlers):
+        logger.addHandler(_StderrLine())
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def _analyze(
     files: tuple[str, ...],
     kw: dict[str, Any],
@@ -286,10 +304,9 @@ def _analyze(
     ``--workers`` / ``--scheduler`` read in parallel; the result is the same (``pcapdns.parallel``).
     ``bar``: a progress bar already shown (:func:`_progress`), kept for the caller's own last step.
     """
-    from pcapdns import jit
     from pcapdns.parallel import analyze as run
 
-    jit.announce = lambda line: click.echo(f"pcapdns: {line}", err=True)
+    _say_compiled_code_notes()
     opts = replace(_options(kw, anomalies=anomalies), summary_only=summary_only)
     paths = _expand(files)
     group_by = kw.get("group_by")

@@ -1,123 +1,170 @@
-"""The compiled core: built and used where a compiler exists, checked at its boundary, and the
-numba JIT fallback gives the same analysis."""
+"""Compiled code: numba's JIT with its cache in the user's cache directory (never the package's),
+compiled ahead of use by ``python -m pcapdns.buildcore``, and a cache that cannot be written said
+once and run from memory, with the same analysis."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from pcapdns import dissect, jit, keytable, pairing
+import pcapdns
+from pcapdns import buildcore, jit
 
 SAMPLES = Path(__file__).parent.parent / "samples"
-NO_TOOLCHAIN = jit._missing_toolchain()  # noqa: SLF001
+PACKAGE = Path(pcapdns.__file__).parent
+FILES = [str(SAMPLES / n) for n in ("outage.pcap", "tcp-fallback.pcap", "mixed-links.pcapng")]
 
-# One analysis with every frame on the fast path and compiled pairing, printed as JSON.
+# One analysis with every frame on the fast path and compiled pairing, printed as JSON; the
+# pcapdns.jit logger's records (what the CLI prints) on stderr.
 RUN = """
-import json, sys
+import json, logging, sys
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 from pcapdns import jit, pipeline
 from pcapdns.tables.summary import summary
 a = pipeline.analyze(sys.argv[1:], pipeline.Options(fast_min_frames=0))
 digest = lambda df: [df.height, int(df.hash_rows(seed=1).sum())]
-print(json.dumps({"backend": jit.backend(), "numba": "numba" in sys.modules, "summary": summary(a),
+print(json.dumps({"backend": jit.backend(), "problem": jit.problem, "summary": summary(a),
                   "transactions": digest(a.transactions), "anomalies": digest(a.anomalies.drop("evidence"))}))
 """
 
 
-def _run(env_extra: dict[str, str], *files: str) -> dict[str, object]:
-    env = {**os.environ, **env_extra}
+def _env(cache_home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    return {**env, "XDG_CACHE_HOME": str(cache_home)}
+
+
+def _run(cache_home: Path, *files: str) -> tuple[dict[str, object], str]:
     proc = subprocess.run(
-        [sys.executable, "-c", RUN, *files], capture_output=True, text=True, env=env, check=True, timeout=600
+        [sys.executable, "-c", RUN, *files],
+        capture_output=True,
+        text=True,
+        env=_env(cache_home),
+        check=True,
+        timeout=900,
     )
     result: dict[str, object] = json.loads(proc.stdout)
-    return result
+    return result, proc.stderr
 
 
-@pytest.mark.skipif(bool(NO_TOOLCHAIN), reason=NO_TOOLCHAIN or "")
-def test_the_core_is_used_without_importing_numba() -> None:
-    out = _run({}, str(SAMPLES / "outage.pcap"))
-    assert out["backend"] == "core"
-    assert out["numba"] is False  # the point of the core: numba's start-up is never paid
+def _cache_files(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
 
 
-def test_jit_fallback_gives_the_same_analysis() -> None:
-    files = [str(SAMPLES / n) for n in ("outage.pcap", "tcp-fallback.pcap", "mixed-links.pcapng")]
-    jitted = _run({"PCAPDNS_COMPILED": "jit"}, *files)
-    assert jitted["backend"] == "jit"
-    assert jitted["numba"] is True
-    default = _run({}, *files)
-    assert default["backend"] == ("jit" if NO_TOOLCHAIN else "core")
+def _compiled_files_in_package() -> list[Path]:
+    return [p for p in PACKAGE.rglob("*") if p.suffix in (".nbi", ".nbc") or p.name.startswith("core-")]
+
+
+BUILD = """
+import logging, sys
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+from pcapdns.buildcore import main
+sys.exit(main([]))
+"""
+
+
+@pytest.fixture(scope="module")
+def warmed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A cache home filled by ``python -m pcapdns.buildcore`` (compiled once for this module),
+    and what that said on stderr."""
+    home = tmp_path_factory.mktemp("cache-home")
+    proc = subprocess.run(
+        [sys.executable, "-c", BUILD],
+        capture_output=True,
+        text=True,
+        env=_env(home),
+        timeout=900,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("compiled ") and str(home / "pcapdns" / "numba-") in proc.stdout
+    return home, proc.stderr
+
+
+def test_a_cold_cache_is_announced_once(warmed: tuple[Path, str]) -> None:
+    _, said = warmed
+    notes = [line for line in said.splitlines() if "pcapdns.jit" in line]
+    assert len(notes) == 1 and notes[0].startswith("INFO pcapdns.jit: compiling the fast path"), said
+
+
+def test_buildcore_compiles_everything_an_analysis_calls_into_the_cache(warmed: tuple[Path, str]) -> None:
+    home, _ = warmed
+    before = _cache_files(home)
+    (where,) = (home / "pcapdns").glob("numba-*")
+    assert any(p.suffix == ".nbi" for p in where.rglob("*"))
+    out, err = _run(home, *FILES)
+    assert out["backend"] == "jit" and out["problem"] == ""
+    assert _cache_files(home) == before  # loaded, nothing compiled again
+    assert "pcapdns.jit" not in err  # a warm cache is not announced
+    assert _compiled_files_in_package() == []  # nothing beside the package's sources
+
+
+def test_an_unwritable_cache_is_said_once_and_gives_the_same_analysis(
+    warmed: tuple[Path, str], tmp_path: Path
+) -> None:
+    cached, _ = _run(warmed[0], *FILES)
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("a file where the cache directory would go\n")
+    fresh, err = _run(blocked, *FILES)
+    assert fresh["backend"] == "jit"
+    assert "cannot be kept in" in str(fresh["problem"])
+    notes = [line for line in err.splitlines() if line.startswith("WARNING pcapdns.jit:")]
+    assert len(notes) == 1 and "compiled for this run only" in notes[0], err
     for key in ("summary", "transactions", "anomalies"):
-        assert default[key] == jitted[key]
+        assert fresh[key] == cached[key]
+    assert _compiled_files_in_package() == []
 
 
-def test_arguments_are_checked_at_the_boundary() -> None:
-    jit.load()
-    table = dissect.AddressTable()
-    hi = np.array([1, 2, 1, 3], dtype=np.uint64)
-    lo = np.array([5, 6, 5, 7], dtype=np.uint64)
-    assert table.intern_many(hi, lo).tolist() == [0, 1, 0, 2]
-    assert table.halves == [(1, 5), (2, 6), (3, 7)]
-    # a strided view where the signature wants a contiguous array (the rows): copied, same answer
-    rows = np.repeat(np.arange(4, dtype=np.int64), 2)[::2]
-    assert not rows.flags.c_contiguous
-    assert table.intern_rows(hi, lo, rows).tolist() == [0, 1, 0, 2]
-    if jit.backend() == "core":
-        # the wrong dtype is refused (compiled code would read int64 memory as uint64 blindly)
-        state = (table._slots, table._key_hi, table._key_lo, table._hashes, 3)  # noqa: SLF001
-        with pytest.raises(TypeError, match="wants uint64"):
-            keytable._intern(hi.astype(np.int64), lo, np.arange(4), *state)  # noqa: SLF001
-        with pytest.raises(TypeError, match="takes 7 arguments"):
-            pairing._match(hi)  # noqa: SLF001
-
-
-def test_every_entry_point_has_a_signature_that_numba_accepts() -> None:
+def test_the_modules_with_compiled_code_are_found_not_listed() -> None:
     numba_sigutils = pytest.importorskip("numba.core.sigutils")
-    import pcapdns.buildcore as buildcore
-
-    entries = [f for f in jit._registered if jit.signature(f)]  # noqa: SLF001
-    assert {f.__module__ for f in entries} == {m.__name__ for m in buildcore.COMPILED_MODULES}
-    for f in entries:
+    found = buildcore.compiled_modules()
+    for name in found:
+        __import__(name)
+    # every module holding a registered function is one buildcore finds (so it compiles it)
+    assert {f.__module__ for f in jit._registered} <= set(found)  # noqa: SLF001
+    assert {f.__module__ for f in jit.entry_points()} == set(found)
+    for f in jit.entry_points():
         args, ret = numba_sigutils.normalize_signature(jit.signature(f))
         assert ret is not None
         assert len(args) == f.__code__.co_argcount, f.__name__
 
 
-def test_a_failed_build_is_remembered_and_falls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    told: list[str] = []
-    monkeypatch.setattr(jit, "core_dir", lambda: tmp_path)
-    monkeypatch.setattr(jit, "BUILDER", "pcapdns.no_such_module")
-    monkeypatch.setattr(jit, "announce", told.append)
-    monkeypatch.setattr(jit, "_missing_toolchain", lambda: "")
-    monkeypatch.setattr(jit, "core_problem", "")
-    assert jit._build("testkey") is None  # noqa: SLF001
-    assert "building the compiled core failed" in jit.core_problem
-    assert "No module named pcapdns.no_such_module" in jit.core_problem
-    assert (tmp_path / "core-testkey.failed").exists()
-    assert told[0].startswith("compiling the fast path")
-    assert told[1].startswith("note: building the compiled core failed")
-    # the next run does not try again, and says nothing
-    told.clear()
-    assert jit._build("testkey") is None  # noqa: SLF001
-    assert told == []
-    assert "No module named" in jit.core_problem
+def test_the_cache_key_follows_every_source_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # numba checks only the file a function is defined in; a compiled function inlines helpers of
+    # other modules and constants of modules without compiled code (model.py's link types).
+    copy = tmp_path / "pcapdns"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(jit, "__file__", str(copy / "jit.py"))
+    key = jit.cache_key()
+    assert key == jit.cache_key()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert jit.cache_dir() == tmp_path / "cache" / "pcapdns" / f"numba-{key}"
+    model = copy / "model.py"
+    model.write_text(model.read_text() + "\n# an edit\n")
+    assert jit.cache_key() != key
 
 
-def test_the_key_follows_the_sources(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    key = jit.core_key()
-    assert key == jit.core_key()
-    monkeypatch.setattr(jit, "SOURCES", (*jit.SOURCES[1:], jit.SOURCES[0]))  # order is part of it
-    assert jit.core_key() != key
+def test_stale_cache_directories_of_other_versions_are_removed(tmp_path: Path) -> None:
+    current = tmp_path / "numba-current"
+    old = tmp_path / "numba-old"
+    recent = tmp_path / "numba-recent"
+    for d in (current, old, recent):
+        (d / "x").mkdir(parents=True)
+    long_ago = os.stat(tmp_path).st_mtime - (jit.STALE_DAYS + 1) * 86400
+    os.utime(current, (long_ago, long_ago))  # the one in use stays whatever its age
+    os.utime(old, (long_ago, long_ago))
+    jit._drop_stale(current)  # noqa: SLF001
+    assert current.exists() and recent.exists() and not old.exists()
 
 
 def test_a_small_analysis_loads_no_compiled_code() -> None:
     # Under 20,000 frames a batch the per-packet path and the interpreted walk do the work: even
-    # loading the core (or building it, the first time) would cost more than they take.
+    # loading compiled code would cost more than they take.
     code = (
         "import sys\nfrom pcapdns import jit, pipeline\n"
         f"a = pipeline.analyze([{str(SAMPLES / 'formerr.pcap')!r}, {str(SAMPLES / 'steady.pcap')!r}])\n"
@@ -125,38 +172,3 @@ def test_a_small_analysis_loads_no_compiled_code() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split()[:2] == ["False", "False"] and int(out.split()[2]) > 0
-
-
-def test_the_build_never_compiles_another_checkout_in_the_working_directory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A pcapdns source tree in the working directory (a checkout next to an installed copy) must
-    # not be what the child process compiles into this package's cache.
-    fake = tmp_path / "pcapdns"
-    fake.mkdir()
-    (fake / "__init__.py").write_text("")
-    (fake / "probe.py").write_text("import sys, pathlib\npathlib.Path(sys.argv[1]).mkdir()\n")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(jit, "core_dir", lambda: tmp_path / "cache")
-    monkeypatch.setattr(jit, "BUILDER", "pcapdns.probe")
-    monkeypatch.setattr(jit, "_missing_toolchain", lambda: "")
-    monkeypatch.setattr(jit, "announce", None)
-    assert jit._build("k") is None  # noqa: SLF001
-    assert "No module named pcapdns.probe" in jit.core_problem
-
-
-def test_a_core_built_from_other_sources_is_not_loaded(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A core whose manifest names other sources (a foreign or an interrupted build) is passed
-    # over, and a build for these sources is asked for instead.
-    stale = tmp_path / "core-x"
-    stale.mkdir()
-    (stale / "manifest.json").write_text(json.dumps({"key": "0000", "file": "nothing.so", "entries": {}}))
-    asked: list[str] = []
-    monkeypatch.setattr(jit, "_candidates", lambda key: [stale])
-    monkeypatch.setattr(jit, "_build", lambda key: asked.append(key))
-    monkeypatch.delenv("PCAPDNS_COMPILED", raising=False)
-    assert jit._open_core() is None  # noqa: SLF001
-    assert asked == [jit.core_key()]
-    assert not jit._built(stale, jit.core_key()) and jit._built(stale, "0000")  # noqa: SLF001
