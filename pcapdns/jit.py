@@ -219,16 +219,13 @@ def _never_fails(save: Callable[..., Any]) -> Callable[..., Any]:
 def cache_key() -> str:
     """What compiled code depends on beyond what numba checks itself (Python's version and the
     CPU): every source file of this package, and numba's version."""
-    from importlib.metadata import PackageNotFoundError, version
+    import numba  # imported by the compilation anyway
 
     h = hashlib.sha256()
     here = Path(__file__).parent
     for path in sorted(here.rglob("*.py")):
         h.update(path.relative_to(here).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    try:
-        h.update(version("numba").encode())
-    except PackageNotFoundError:
-        pass
+    h.update(str(numba.__version__).encode())
     return h.hexdigest()[:16]
 
 
