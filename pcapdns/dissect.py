@@ -41,7 +41,6 @@ from pcapdns.dns.columnar import DnsColumns, parse_batch
 from pcapdns.dns.edns import Edns
 from pcapdns.dns.names import name_to_text
 from pcapdns.dns.parse import DnsMessage, parse_message
-from pcapdns.jit import loaded
 from pcapdns.keytable import KeyTable
 from pcapdns.model import (
     DEFAULT_PORTS,
@@ -163,6 +162,9 @@ class Dissector:
         self._probe = Decoder(
             self.ports, vxlan_ports=self.decoder.vxlan_ports, geneve_ports=self.decoder.geneve_ports
         )
+        #: Whether batches of any size take the fast path: once one batch was large enough, its
+        #: compiled code is loaded and cheaper than the per-packet path, whatever the size.
+        self.compiled = False
 
     # -- batches -----------------------------------------------------------------------------
     def dissect(self, batch: FrameBatch) -> pl.DataFrame:
@@ -177,8 +179,9 @@ class Dissector:
         self.counters["frames"] += len(batch)
         if batch.dnstap is not None:
             return self._dnstap(batch, batch.dnstap)
-        if not self.fast or (len(batch) < self.fast_min_frames and not loaded()):
+        if not self.fast or (len(batch) < self.fast_min_frames and not self.compiled):
             return self._slow(batch, np.arange(len(batch)))
+        self.compiled = True
         l4 = classify(batch, self._tables)
         self.counters["non_ip"] += l4.non_ip
         self.counters["not_dns"] += int(np.count_nonzero(l4.verdict == NOT_DNS))
@@ -281,7 +284,8 @@ class Dissector:
             ),
         )
         rows = readable[f.dns_len[readable] >= 12]
-        fast_ok = self.fast and (len(rows) >= self.fast_min_frames or loaded())
+        fast_ok = self.fast and (len(rows) >= self.fast_min_frames or self.compiled)
+        self.compiled = self.compiled or (fast_ok and len(rows) > 0)
         frames: list[pl.DataFrame] = []
         slow_rows = rows
         if fast_ok and len(rows):

@@ -19,7 +19,6 @@ from pcapdns import stepped
 from pcapdns.anomalies import Thresholds
 from pcapdns.dissect import Dissector
 from pcapdns.errors import PcapdnsError
-from pcapdns.jit import loaded
 from pcapdns.model import DEFAULT_PORTS, GENEVE_PORTS, VXLAN_PORTS, CaptureInfo, IssueLog
 from pcapdns.pairing import pair
 from pcapdns.schema import ANOMALIES, MALFORMED, MESSAGES
@@ -87,6 +86,8 @@ class Decoded:
     issues: IssueLog
     malformed: pl.DataFrame
     counters: Counter[str]
+    #: Whether the fast path's compiled code ran: pairing and counting use it too, whatever the size.
+    compiled: bool = False
 
 
 def analyze(
@@ -180,6 +181,7 @@ def read(
         issues=issues,
         malformed=dissector.malformed(),
         counters=counters,
+        compiled=dissector.compiled,
     )
 
 
@@ -227,7 +229,7 @@ def tabulate(
         messages = messages.drop(ENGINE_ONLY, strict=False)
     timeout_ns = int(opts.timeout_s * 1e9)
     end = max([0, *(c.last_ts_ns for c in captures if c.last_ts_ns is not None)])  # the host's end
-    compiled = loaded() or messages.height >= opts.fast_min_frames
+    compiled = decoded.compiled or messages.height >= opts.fast_min_frames
     paired = pair(messages, timeout_ns, end, vectorized=compiled)
     del messages
     if stage is not None:

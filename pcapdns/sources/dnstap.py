@@ -22,7 +22,7 @@ import struct
 import numpy as np
 import numpy.typing as npt
 
-from pcapdns.jit import interpreted, jit, loaded
+from pcapdns.jit import interpreted, jit
 from pcapdns.model import DNSTAP_LINKTYPE, DecodeIssue, DnstapFields, IssueLog, IssueReason
 from pcapdns.sources import fstrm
 from pcapdns.sources.pcapfile import Records, concat_records
@@ -322,11 +322,14 @@ def packed_address(hi: int, lo: int) -> bytes:
 FIELDS_CHUNK = 1 << 18
 
 
-def fields(b: npt.NDArray[np.uint8], off: I64, length: I64) -> tuple[DnstapFields, I64]:
+def fields(
+    b: npt.NDArray[np.uint8], off: I64, length: I64, compiled: bool = False
+) -> tuple[DnstapFields, I64]:
     """:func:`decode` as :class:`~pcapdns.model.DnstapFields`, with each message's time (-1:
-    none); decoded :data:`FIELDS_CHUNK` messages at a time into columns of their own."""
+    none); decoded :data:`FIELDS_CHUNK` messages at a time into columns of their own, by compiled
+    code when ``compiled`` or there are enough messages to be worth it."""
     n = len(off)
-    run = decode if loaded() or n >= 2000 else interpreted(decode)
+    run = decode if compiled or n >= 2000 else interpreted(decode)
     u8, i8, u64 = np.uint8, np.int64, np.uint64
     f = DnstapFields(
         status=np.empty(n, u8),
@@ -398,6 +401,8 @@ class DnstapWalker:
         self.last_ts = 0
         self.fields: DnstapFields | None = None
         self._lost_from: int | None = None  # file offset where framing was lost
+        #: Whether compiled code walks buffers of any size (once one was large enough to load it).
+        self.compiled = False
 
     def walk(self, buf: bytes, eof: bool) -> tuple[Records, int]:
         pos, self.skip = self.skip, 0
@@ -410,7 +415,8 @@ class DnstapWalker:
                     pos = -found - 1
                     break
                 pos = found
-            run = fstrm.frames if loaded() or len(buf) - pos >= 1 << 20 else interpreted(fstrm.frames)
+            self.compiled = self.compiled or len(buf) - pos >= 1 << 20
+            run = fstrm.frames if self.compiled else interpreted(fstrm.frames)
             off, length, stop, why = run(b, pos, fstrm.MAX_FRAME)
             pos = int(stop)
             if len(off):
@@ -434,7 +440,7 @@ class DnstapWalker:
         return concat_records([r for r, _ in parts]), pos
 
     def _records(self, b: npt.NDArray[np.uint8], off: I64, length: I64) -> tuple[Records, DnstapFields]:
-        f, ts = fields(b, off, length)
+        f, ts = fields(b, off, length, self.compiled)
         n = len(off)
         first = self.frames + 1
         ts = fill_times(ts, self.last_ts)

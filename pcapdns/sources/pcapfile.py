@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import numpy.typing as npt
 
-from pcapdns.jit import interpreted, jit, loaded
+from pcapdns.jit import interpreted, jit
 from pcapdns.model import DecodeIssue, IssueLog, IssueReason
 
 MAX_CAPLEN = 16 * 1024 * 1024  # no real link layer has bigger frames (Wireshark's limit too)
@@ -183,6 +183,9 @@ class PcapWalker:
         self.last_sec: int | None = None
         self._resync_from: int | None = None  # file offset of the corrupt header being skipped
         self._resync_why = ""
+        #: Whether buffers of any size are walked by compiled code: once one was large enough, the
+        #: code is loaded and cheaper than the interpreted walk, whatever the size.
+        self.compiled = False
         self.scanned = 0  # bytes looked at by resynchronisation scans (their work, for tests)
 
     @property
@@ -213,7 +216,8 @@ class PcapWalker:
         """The hot loop: every record from ``pos`` while whole records fit in ``buf``."""
         b = np.frombuffer(buf, dtype=np.uint8)
         # A small buffer is walked by the same function, interpreted: cheaper than loading it.
-        walk = _records if loaded() or len(buf) - pos >= COMPILED_MIN_BYTES else interpreted(_records)
+        self.compiled = self.compiled or len(buf) - pos >= COMPILED_MIN_BYTES
+        walk = _records if self.compiled else interpreted(_records)
         off, caplen, wirelen, ts_ns, end, why = walk(b, pos, self.little, self.nano, self.limit)
         n = len(off)
         recs = Records(
