@@ -127,11 +127,16 @@ def walk(path: Path, chunk: int = 16 * 2**20) -> int:
 def prepare() -> str:
     """Put pcapdns in the state an installed copy runs in, untimed: its modules' bytecode written
     (``pip install`` does that; an editable checkout under ``PYTHONDONTWRITEBYTECODE`` would
-    otherwise compile every module on every run, ~0.3 s) and compiled code in numba's cache (the
-    first large analysis after an install or an edit compiles it, once)."""
+    otherwise compile every module on every run, ~0.3 s) and, without an installed compiled core
+    built from these sources, compiled code in numba's cache (the first large analysis compiles
+    it, once)."""
     where = "import pathlib, pcapdns; print(pathlib.Path(pcapdns.__file__).parent)"
     package = subprocess.run([sys.executable, "-c", where], capture_output=True, text=True, check=True)
     subprocess.run([sys.executable, "-m", "compileall", "-q", package.stdout.strip()], check=False)
+    which = "from pcapdns import jit; jit.load(); print(jit.backend())"
+    backend = subprocess.run([sys.executable, "-c", which], capture_output=True, text=True, check=False)
+    if backend.stdout.strip() == "core":
+        return "the compiled core (installed)"
     loaded = subprocess.run(
         [sys.executable, "-m", "pcapdns.buildcore"], capture_output=True, text=True, check=False
     )
