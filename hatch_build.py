@@ -13,6 +13,7 @@ wheel that then runs only on CPUs like it).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -42,7 +43,7 @@ class CompiledCore(BuildHookInterface):  # type: ignore[type-arg]
             "import os, sys; from pathlib import Path; from pcapdns.buildcore import build_core; "
             "print(build_core(Path(sys.argv[1]), os.environ['PCAPDNS_CORE_CPU']))"
         )
-        self.app.display_info("pcapdns: compiling the compiled core (about a minute)")
+        self.app.display_info("pcapdns: compiling the fast path into the wheel (about a minute)")
         proc = subprocess.run(
             [sys.executable, "-P", "-c", code, str(self._out)],
             cwd=self.root,
@@ -53,9 +54,9 @@ class CompiledCore(BuildHookInterface):  # type: ignore[type-arg]
         )
         core = self._out / "_pcapdns_core"
         if proc.returncode != 0 or not (core / "__init__.py").exists():
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
             self.app.display_warning(
-                f"pcapdns: the compiled core could not be built ({tail[0]}); the wheel has none, "
+                f"pcapdns: the compiled core could not be built ({_reason(proc.stderr or proc.stdout)}); "
+                "the wheel has none, "
                 "and pcapdns compiles the same code with numba's JIT when it runs"
             )
             return
@@ -70,3 +71,10 @@ class CompiledCore(BuildHookInterface):  # type: ignore[type-arg]
         out = getattr(self, "_out", None)
         if out is not None:
             shutil.rmtree(out, ignore_errors=True)
+
+
+def _reason(output: str) -> str:
+    """The error a failed build ended with (its exception's line; numba's advice may follow it)."""
+    lines = output.strip().splitlines()
+    raised = [line for line in lines if re.match(r"[\w.]+(Error|Exception|Exit)\b", line)]
+    return (raised or lines or ["no output"])[-1]
