@@ -148,7 +148,11 @@ def load(*, core: bool = True) -> None:
         return
     _cache, problem = _usable_cache()
     if _cache is None:
-        log.warning("note: %s; the fast path is compiled for this run only (slower start-up)", problem)
+        log.warning(
+            "note: %s, and %s; the fast path is compiled for this run only (slower start-up)",
+            core_problem,
+            problem,
+        )
     _backend = "jit"
     _loaded = True
     for func in _registered:
