@@ -93,6 +93,9 @@ class _FastOnly(Dissector):
             vxlan_ports=task.vxlan_ports,
             geneve_ports=task.geneve_ports,
         )
+        # Every batch the fast path can take goes to it, whatever its size: the slow path here only
+        # sends frames to the parent, which costs more than loading compiled code.
+        self.compiled = True
         self.deferred: list[FrameBatch] = []
 
     def _slow(self, batch: FrameBatch, rows: npt.NDArray[np.int64]) -> pl.DataFrame:
