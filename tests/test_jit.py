@@ -179,7 +179,7 @@ def test_a_core_whose_key_matches_but_lacks_an_entry_point_is_not_used(tmp_path:
     env = _env(tmp_path / "cache", PCAPDNS_COMPILED="", PYTHONPATH=str(fake))
     code = "from pcapdns import jit, pairing; jit.load(); print(jit.backend(), jit.core_problem)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert out.stdout.startswith("jit the compiled core lacks pcapdns_pairing__"), out.stdout
+    assert out.stdout.startswith("jit the compiled core lacks pcapdns_"), out.stdout  # an entry point
 
 
 def test_arguments_are_checked_at_the_core_boundary() -> None:
