@@ -23,7 +23,19 @@ from pcapdns import buildcore, jit, pipeline
 SAMPLES = Path(__file__).parent.parent / "samples"
 PACKAGE = Path(pcapdns.__file__).parent
 FILES = [str(SAMPLES / n) for n in ("outage.pcap", "tcp-fallback.pcap", "mixed-links.pcapng")]
-INSTALLED_CORE = importlib.util.find_spec(jit.CORE_PACKAGE) is not None
+
+
+def _installed_core() -> str:
+    """Why the installed compiled core is not one built from these sources ("" when it is)."""
+    if importlib.util.find_spec(jit.CORE_PACKAGE) is None:
+        return "no compiled core installed (pip install .)"
+    manifest = importlib.import_module(jit.CORE_PACKAGE)
+    if jit.source_key(manifest.SOURCES) != manifest.KEY:
+        return "the installed compiled core was built from other sources (pip install . again)"
+    return ""
+
+
+INSTALLED_CORE = _installed_core()
 # .ci/run sets it: there the core must have been built by `pip install`, not skipped.
 EXPECT_CORE = os.environ.get("PCAPDNS_EXPECT_CORE") == "1"
 
@@ -132,10 +144,11 @@ def test_the_core_built_from_these_sources_is_used_without_numba(
     assert _compiled_files_in_package() == []
 
 
-@pytest.mark.skipif(not (INSTALLED_CORE or EXPECT_CORE), reason="no compiled core installed (pip install .)")
+@pytest.mark.skipif(bool(INSTALLED_CORE) and not EXPECT_CORE, reason=INSTALLED_CORE)
 def test_the_installed_core_is_used_when_it_was_built_from_these_sources(tmp_path: Path) -> None:
     # The tests run the source tree's pcapdns against the installed _pcapdns_core: used when the
     # installed wheel was built from the same sources (a fresh clone, as .ci/run installs it).
+    assert INSTALLED_CORE == ""
     code = "import sys; from pcapdns import jit; jit.load(); print(jit.backend(), 'numba' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=_env(tmp_path, PCAPDNS_COMPILED=""),
