@@ -310,13 +310,14 @@ def test_stale_cache_directories_of_other_versions_are_removed(tmp_path: Path) -
 # -- which path does the work: the input decides, not what the process loaded before ----------------
 
 
-def test_a_small_analysis_loads_no_compiled_code() -> None:
+def test_reading_a_small_capture_loads_no_compiled_code() -> None:
     # Under 20,000 frames a batch the per-packet path and the interpreted walk do the work: even
     # loading compiled code would cost more than they take.
     code = (
         "import sys\nfrom pcapdns import jit, pipeline\n"
-        f"a = pipeline.analyze([{str(SAMPLES / 'formerr.pcap')!r}, {str(SAMPLES / 'steady.pcap')!r}])\n"
-        "print(jit.loaded(), 'numba' in sys.modules, a.transactions.height)\n"
+        f"d = pipeline.read([{str(SAMPLES / 'formerr.pcap')!r}, {str(SAMPLES / 'steady.pcap')!r}], "
+        "pipeline.Options())\n"
+        "print(jit.loaded(), 'numba' in sys.modules, d.messages.height)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split()[:2] == ["False", "False"] and int(out.split()[2]) > 0
