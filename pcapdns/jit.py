@@ -267,6 +267,7 @@ def warm() -> int:
     """Compile every entry point for its declared argument types now (into the cache, when there
     is one), instead of at its first call; the number compiled."""
     from numba import types
+    from numba.core import errors
 
     sigutils: Any = importlib.import_module("numba.core.sigutils")
     load(core=False)
@@ -284,7 +285,10 @@ def warm() -> int:
 
         buffers = [read_only(a) for a in args]
         if buffers != list(args):
-            dispatcher.compile(tuple(buffers))
+            try:
+                dispatcher.compile(tuple(buffers))
+            except errors.TypingError:
+                pass  # it writes into a byte array: never given a read-only one
     return len(entry_points())
 
 
