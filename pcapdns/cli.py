@@ -118,6 +118,17 @@ def _decoding_options() -> list[Callable[..., Any]]:
         ),
         click.option("--no-progress", is_flag=True, help="Never draw a progress bar."),
         click.option(
+            "--spill",
+            type=click.Choice(("auto", "always", "never")),
+            default="auto",
+            show_default=True,
+            help=(
+                "Pair in steps while reading, settled transactions kept in a temporary store "
+                "($TMPDIR): memory bounded by the pairing window, not the capture. auto: from 384 MiB "
+                "of capture, or compressed or standard input."
+            ),
+        ),
+        click.option(
             "--slow-path", is_flag=True, hidden=True, help="Decode every frame per packet (debugging)."
         ),
     ]
@@ -269,6 +280,7 @@ def _options(kw: dict[str, Any], *, anomalies: bool = True) -> Options:
         geneve_ports=Options().geneve_ports | frozenset(kw["geneve_ports"]),
         timeout_s=kw["timeout"],
         fast=not kw["slow_path"],
+        stepped={"auto": None, "always": True, "never": False}[kw.get("spill", "auto")],
         thresholds=thresholds,
         anomalies=anomalies,
     )

@@ -9,6 +9,7 @@ its workers).  None of them wires stages itself.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from pcapdns.model import DEFAULT_PORTS, GENEVE_PORTS, VXLAN_PORTS, CaptureInfo,
 from pcapdns.pairing import pair
 from pcapdns.schema import ANOMALIES, MALFORMED, MESSAGES
 from pcapdns.sources import open_capture
+from pcapdns.sources.compress import sniff_compression
 from pcapdns.stepped import release_memory
 from pcapdns.tables.engine import engine_inputs, issue_counts_frame, issues_frame, query_facts, unpaired
 from pcapdns.tables.names import address_text
@@ -62,8 +64,10 @@ class Options:
     # with responses of the same host.  Empty: all files are one capture.
     hosts: tuple[str, ...] = ()
     # The files of one host are paired in steps as they are read, settled rows spilled to a
-    # temporary store (pcapdns.stepped): memory bounded by the pairing window.  False: all at once.
-    stepped: bool = True
+    # temporary store (pcapdns.stepped): memory bounded by the pairing window.  False: all at
+    # once.  None: in steps from STEPPED_FROM_BYTES of input (or input of unknown size: compressed
+    # or standard input), below which the whole-capture analysis is cheaper in time and memory.
+    stepped: bool | None = None
     # Only the --json summary is read: the stepped analysis aggregates the transactions as they
     # settle instead of keeping them (Analysis.transaction_totals; the table is left empty).
     summary_only: bool = False
@@ -105,7 +109,7 @@ def analyze(
     """
     opts = options or Options()
     groups = host_groups(opts.hosts, len(paths))
-    if len(groups) <= 1 and opts.stepped:
+    if len(groups) <= 1 and in_steps(paths, opts.stepped):
         return finish([tabulate_in_steps(paths, opts, progress, stage)], opts, stage)
     if len(groups) <= 1:
         return assemble(read(paths, opts, progress), opts, stage)
@@ -114,6 +118,30 @@ def analyze(
         tabulate(read([files[i] for i in ids], opts, progress, file_ids=ids), opts, files) for ids in groups
     ]
     return finish(parts, opts, stage)
+
+
+# Where the analysis in steps starts to pay (mix (b) of benchmarks/make_capture.py, about 130
+# bytes a packet): at 2M packets (265 MB) the whole-capture --json peaks at 590 MiB and 2.6 CPU s,
+# the stepped one at 640 MiB and 4.0 s; at 10M packets 2.18 GiB against 790 MiB (docs/performance-memory.md).
+STEPPED_FROM_BYTES = 384 * 2**20
+
+
+def in_steps(paths: Sequence[str], stepped: bool | None) -> bool:
+    """Whether ``paths`` are analysed in steps: ``stepped`` if said, else by their size."""
+    if stepped is not None:
+        return stepped
+    total = 0
+    for path in paths:
+        if path == "-" or not os.path.isfile(path):
+            return True
+        try:
+            with open(path, "rb") as f:
+                if sniff_compression(f.read(8)):
+                    return True
+            total += os.path.getsize(path)
+        except OSError:
+            return True  # the reading reports it
+    return total >= STEPPED_FROM_BYTES
 
 
 def host_groups(hosts: Sequence[str], count: int) -> list[list[int]]:

@@ -18,8 +18,12 @@ from pcapdns.model import CaptureInfo
 from pcapdns.report import progress
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "outage.pcap"
-# One capture file is paired while it is read (pcapdns.stepped): what is left, then the table.
-PAIRING = ["pairing the last queries and responses", "reading back the transactions table"]
+# One capture file paired while it is read (pcapdns.stepped): what is left, then the table; or
+# the whole capture paired after reading (below --spill auto's size, or --spill never).
+PAIRING = {
+    "always": ["pairing the last queries and responses", "reading back the transactions table"],
+    "never": ["pairing queries and responses", "counting messages", "building the transactions table"],
+}
 
 
 class Tty(io.StringIO):
@@ -51,23 +55,25 @@ def on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "stderr", Tty())
 
 
+@pytest.mark.parametrize("spill", ["always", "never"])
 def test_the_report_keeps_the_bar_until_it_is_written(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], steps: list[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], steps: list[str], spill: str
 ) -> None:
     on_a_terminal(monkeypatch)
-    assert main(["analyze", str(SAMPLE)]) == 0
+    assert main(["analyze", str(SAMPLE), "--spill", spill]) == 0
     engine = ["looking for anomalies: preparing the inputs"]
     engine += [f"looking for anomalies: {rule_name(rule)}" for rule in RULES]
-    assert steps == ["reading", *PAIRING, *engine, "writing the report"]
+    assert steps == ["reading", *PAIRING[spill], *engine, "writing the report"]
     assert "SERVFAIL" in capsys.readouterr().out  # the report itself, after the bar
 
 
+@pytest.mark.parametrize("spill", ["always", "never"])
 def test_the_json_summary_keeps_the_bar_until_it_is_written(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], steps: list[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], steps: list[str], spill: str
 ) -> None:
     on_a_terminal(monkeypatch)
-    assert main(["analyze", str(SAMPLE), "--json"]) == 0
-    assert steps == ["reading", *PAIRING, "writing the summary"]  # no anomaly engine for --json
+    assert main(["analyze", str(SAMPLE), "--json", "--spill", spill]) == 0
+    assert steps == ["reading", *PAIRING[spill], "writing the summary"]  # no anomaly engine for --json
     assert '"frames"' in capsys.readouterr().out
 
 

@@ -56,7 +56,12 @@ def test_stepped_tables_equal_the_whole_capture_analysis(
     path = tmp_path / f"{mix}.pcap"
     make_capture(path, packets=packets, seed=seed, mix=mix)  # type: ignore[operator]
     opts = Options(
-        timeout_s=timeout_s, batch_frames=1000, step_frames=1000, fast_min_frames=0, temp_dir=str(tmp_path)
+        stepped=True,
+        timeout_s=timeout_s,
+        batch_frames=1000,
+        step_frames=1000,
+        fast_min_frames=0,
+        temp_dir=str(tmp_path),
     )
     whole = analyze([str(path)], replace(opts, stepped=False))
     t = whole.transactions
@@ -109,7 +114,12 @@ def test_several_files_as_one_capture_in_steps(make_capture: object, tmp_path: P
     make_capture(other, packets=8_000, seed=7, mix="tcp")  # type: ignore[operator]
     first, second = _cut(one, 9_000)
     opts = Options(
-        timeout_s=0.1, batch_frames=1000, step_frames=1000, fast_min_frames=0, temp_dir=str(tmp_path)
+        stepped=True,
+        timeout_s=0.1,
+        batch_frames=1000,
+        step_frames=1000,
+        fast_min_frames=0,
+        temp_dir=str(tmp_path),
     )
     for files in ([first, second], [second, first], [one, other], [_shuffled(other, 7)]):
         paths = [str(p) for p in files]
@@ -123,7 +133,7 @@ def test_a_capture_of_responses_only_is_all_orphans(tmp_path: Path) -> None:
     ]
     path = tmp_path / "responses.pcap"
     path.write_bytes(pcap(records))
-    opts = Options(timeout_s=0.1, batch_frames=8, step_frames=8, temp_dir=str(tmp_path))
+    opts = Options(stepped=True, timeout_s=0.1, batch_frames=8, step_frames=8, temp_dir=str(tmp_path))
     whole = analyze([str(path)], replace(opts, stepped=False))
     assert summary(whole)["orphan_responses"] == 50
     _same(whole, analyze([str(path)], opts))
@@ -141,14 +151,17 @@ def test_a_full_disk_for_the_store_is_one_error(make_capture: object, tmp_path: 
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs (needs root): {mounted.stderr.decode().strip()}")
     try:
-        opts = Options(batch_frames=300, step_frames=300, temp_dir=str(small))
+        opts = Options(stepped=True, batch_frames=300, step_frames=300, temp_dir=str(small))
         with pytest.raises(TempSpaceError) as failed:
             analyze([str(path)], opts)
         assert failed.value.message.startswith(f"no space left for temporary files in {small}")
         assert list(small.iterdir()) == []  # what was written is removed
         env = {**os.environ, "TMPDIR": str(small)}
         out = tmp_path / "report.html"
-        for args in (["analyze", str(path), "--json"], ["report", str(path), "-o", str(out)]):
+        for args in (
+            ["analyze", str(path), "--json", "--spill", "always"],
+            ["report", str(path), "-o", str(out), "--spill", "always"],
+        ):
             done = subprocess.run(
                 [sys.executable, "-m", "pcapdns", *args], capture_output=True, text=True, env=env, cwd=ROOT
             )
@@ -169,7 +182,17 @@ def test_sigterm_removes_the_store(make_capture: object, tmp_path: Path) -> None
     temp.mkdir()
     env = {**os.environ, "TMPDIR": str(temp)}
     run = subprocess.Popen(
-        [sys.executable, "-m", "pcapdns", "analyze", str(path), "--json", "--no-progress"],
+        [
+            sys.executable,
+            "-m",
+            "pcapdns",
+            "analyze",
+            str(path),
+            "--json",
+            "--no-progress",
+            "--spill",
+            "always",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
@@ -206,3 +229,24 @@ def test_lazy_latency_figures_equal_the_in_memory_ones(shape: str) -> None:
         table = pl.DataFrame({"rtt": rtt})
         # tiny bins and memory: every order statistic is found by narrowing, several times
         assert latency_ms_lazy(table.lazy(), bins=16, in_memory=50) == latency_ms(table)
+
+
+def test_the_analysis_goes_in_steps_from_its_size_or_when_the_size_is_unknown(tmp_path: Path) -> None:
+    import gzip
+
+    from pcapdns.pipeline import STEPPED_FROM_BYTES, in_steps
+
+    small = tmp_path / "small.pcap"
+    small.write_bytes(pcap([(10**9, ether(ipv4(udp(dns(1, 0), 33333, 53))))]))
+    packed = tmp_path / "small.pcap.gz"
+    packed.write_bytes(gzip.compress(small.read_bytes()))
+    large = tmp_path / "large.pcap"
+    with large.open("wb") as f:  # sparse: its size, not its bytes, decides
+        f.write(small.read_bytes())
+        f.truncate(STEPPED_FROM_BYTES)
+    assert not in_steps([str(small)], None)
+    assert in_steps([str(large)], None)
+    assert in_steps([str(small), str(large)], None)
+    assert in_steps([str(packed)], None)  # compressed: how large it is unpacked is not known
+    assert in_steps(["-"], None)  # standard input
+    assert in_steps([str(small)], True) and not in_steps([str(large)], False)  # --spill always / never
