@@ -42,9 +42,11 @@ def build(
     zones: list[str] = ZONES,
     seed: int = 1,
     flood: tuple[float, float, float, str, list[str]] | None = None,
+    keep: Callable[[float], float] | None = None,
 ) -> str:
-    """Queries at ``rate`` per second to the three resolvers in turn, each answered by ``outcome``;
-    ``flood`` (from, until, rate, zone, resolvers) adds queries for names that do not exist."""
+    """Queries at ``rate`` per second to the three resolvers in turn, each answered by ``outcome``
+    (``keep``: the share of them asked at second t, for traffic that drifts); ``flood`` (from,
+    until, rate, zone, resolvers) adds queries for names that do not exist."""
     rng = random.Random(seed)
     records = []
     t, i = 0.0, 0
@@ -53,6 +55,8 @@ def build(
         t += rng.expovariate(rate)
         if t >= seconds:
             break
+        if keep is not None and rng.random() >= keep(t):
+            continue
         asked.append((t, RESOLVERS[len(asked) % 3], zones[rng.randrange(len(zones))], None))
     if flood is not None:
         t, until, per_s, zone, through = flood
@@ -150,6 +154,26 @@ def test_a_rise_chance_explains_is_no_surge(tmp_path):
         return background(t, server, zone, rng)
 
     assert findings(build(tmp_path, outcome, rate=4.0), "rcode_surge") == []
+
+
+def test_a_share_raised_by_falling_traffic_is_no_surge(tmp_path):
+    # a noisy client asks one zone's names that do not exist at a steady rate all through the
+    # capture while the other traffic drifts down to a third: the zone's NXDOMAIN share rises
+    # (~35 % -> ~55 %) with no more NXDOMAIN answers than before
+    flood = (0.0, 600.0, 8.0, "b.example", RESOLVERS)
+    path = build(tmp_path, background, rate=60.0, flood=flood, keep=lambda t: 1 - t / 900)
+    assert findings(path, "rcode_surge") == []
+
+
+def test_a_surge_while_traffic_falls_is_still_found(tmp_path):
+    def outcome(t: float, server: str, zone: str, rng: random.Random) -> int:
+        if zone == "b.example" and 420 <= t < 480 and rng.random() < 0.4:
+            return 3
+        return background(t, server, zone, rng)
+
+    path = build(tmp_path, outcome, rate=60.0, keep=lambda t: 1 - t / 900)
+    (surge,) = findings(path, "rcode_surge")
+    assert surge["zone"] == "b.example" and surge["rcode"] == "NXDOMAIN"
 
 
 @pytest.mark.parametrize("extra", [0.25, 0.35])

@@ -5,7 +5,9 @@ Windows are ``window_s`` wide and aligned to whole multiples of it; a transactio
 window of its query.  Every window of a group is tested against the group's own baseline with a
 one-sided quasi-binomial test (:mod:`pcapdns.anomalies.stats`), corrected for the number of
 windows and groups tested, on top of effect-size floors (``min_count`` answers, ``min_share``
-above the baseline, a z-score of ``sensitivity``).
+above the baseline, a z-score of ``sensitivity``).  A surge window must also hold more answers
+with the RCODE than the baseline share predicts for the group's usual traffic: a zone whose
+NXDOMAIN answers stay as many while its other answers drift down has a rising share, not a surge.
 
 RCODE surges are tested per **zone over all servers** (a flood spread over every resolver), per
 **server and zone** (each server against its own baseline for the zone) and per server over all
@@ -82,6 +84,7 @@ def _test(per: pl.DataFrame, keys: list[str], inp: Inputs, tests: int, short: bo
         log10_alpha=math.log10(th.alpha),
         tests=tests,
         pool=["rcode"],
+        counts=True,  # a share raised only by the other answers falling away is no surge
     )
     if short:  # too few windows to learn a baseline from: absolute shares of the failing RCODEs
         absolute = pl.col("rcode").replace_strict(_NO_BASELINE, default=2.0, return_dtype=pl.Float64)

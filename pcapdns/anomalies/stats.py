@@ -107,6 +107,7 @@ def flag_windows(
     tests: int,
     pool: Sequence[str] = (),
     rounds: int = 3,
+    counts: bool = False,
 ) -> pl.DataFrame:
     """Test each window of ``per`` (columns ``keys``, ``w``, ``x`` outcomes, ``n`` trials) against
     its group's own baseline; returns ``per`` with ``p0`` (baseline share), ``phi`` (dispersion),
@@ -120,6 +121,12 @@ def flag_windows(
     times, so an outage does not hide itself by raising them.
     Partial windows (the capture's start and end, around a gap) are judged on the trials they
     hold: a short window needs a larger share to be significant.
+
+    With ``counts``, a window must also hold more outcomes than the baseline share predicts for
+    its group's usual traffic (the median of its windows' trials): the z-score and p-value of a
+    window with fewer trials than that are taken as if it held them, so a share raised only by a
+    falling denominator (the other traffic drifting down while the outcomes stay as many) is no
+    rise.
     """
     group = list(keys)
     per = per.with_columns(pl.lit(False).alias("flag"), pl.lit(None, pl.Float64).alias("log10p"))
@@ -180,14 +187,18 @@ def flag_windows(
             .fill_nan(1.0)
             .alias("phi")
         )
-        z = (pl.col("x") - pl.col("n") * pl.col("p0")) / (pl.col("phi") * var.clip(lower_bound=1.0)).sqrt()
+        trials = pl.col("n")
+        if counts:
+            trials = pl.max_horizontal(trials, pl.col("n").median().over(group))
+            var = trials * pl.col("p0") * (1 - pl.col("p0"))
+        z = (pl.col("x") - trials * pl.col("p0")) / (pl.col("phi") * var.clip(lower_bound=1.0)).sqrt()
         floors = (
             (pl.col("x") >= min_count)
             & (pl.col("x") / pl.col("n") - pl.col("p0") >= min_share)
             & (z >= sensitivity)
         )
         logp: list[float | None] = [None] * per.height
-        candidates = per.with_row_index("_i").filter(floors).select("_i", "x", "n", "p0", "phi")
+        candidates = per.with_row_index("_i").filter(floors).select("_i", "x", trials.alias("n"), "p0", "phi")
         for i, x, n, p0, phi in candidates.iter_rows():
             logp[i] = log10_binom_sf(x / phi, n / phi, p0)
         before = per.get_column("flag")
