@@ -212,6 +212,24 @@ def test_report_and_json_say_for_whom_and_print_each_finding_once(tmp_path, caps
     assert text.count("stopped answering") == 1  # the timeline points at the finding, not repeats it
 
 
+def test_chance_runs_inside_a_loss_episode_are_loss_and_a_silent_server_an_outage(tmp_path):
+    # a busy resolver loses 40 % of its queries for two minutes: runs of 7-11 unanswered queries
+    # happen by chance there (unlikely at its loss over the capture, not at the loss around them);
+    # another stops answering for five seconds
+    def outcome(t: float, server: str, zone: str, rng: random.Random) -> int | None:
+        if server == "10.53.0.2" and 240 <= t < 360 and rng.random() < 0.4:
+            return None
+        if server == "10.53.0.3" and 450 <= t < 455:
+            return None
+        return background(t, server, zone, rng)
+
+    path = build(tmp_path, outcome, rate=100.0)
+    (outage,) = findings(path, "unanswered_outage")
+    assert outage["servers"] == ["10.53.0.3"] and outage["count"] > 150
+    (loss,) = findings(path, "unanswered_loss")
+    assert loss["servers"] == ["10.53.0.2"] and loss["count"] > 1500
+
+
 def test_analyze_json_with_findings_reads_the_capture_once(capsys):
     sample = str(Path(__file__).resolve().parents[1] / "samples" / "outage.pcap")
     assert main(["analyze", sample, "--json"]) == 0

@@ -3,7 +3,10 @@ saw one direction only.  Queries still waiting when the capture ended (``capture
 an anomaly and are left out.
 
 An **outage** is a run of at least ``outage_run`` consecutive unanswered queries to one server
-(runs separated by at most two answers are one outage, so a flapping server is one finding).
+(runs separated by at most two answers are one outage, so a flapping server is one finding) that
+is unlikely at the server's loss around it: the higher of its loss over the capture and over the
+windows around the run (one window either side), so the chance runs of a loss episode at a busy
+server are part of the loss finding, not outages.
 Outages of several servers that overlap in time and concern the same zone are one finding.  What
 is unanswered outside outages is **loss**, tested per server like the RCODE surges: windows whose
 loss rose significantly above the server's own baseline are a loss episode; without one, a
@@ -125,14 +128,30 @@ def _outages(inp: Inputs) -> tuple[list[Finding], pl.DataFrame | None]:
         .agg(pl.col("lost").sum().alias("x"), pl.len().alias("n"))
     )
     loss_of = {str(k): (x + 0.5) / (n + 1.0) for k, x, n in background.iter_rows()}
+    # the loss around each run: a run inside a loss episode is judged against the episode's loss
+    width = max(1, int(th.window_s * 1_000_000))
+    around = (
+        t.filter(pl.col("episode").is_null())
+        .group_by(pl.col("server").cast(pl.String), (pl.col("ts").dt.epoch("us") // width).alias("w"))
+        .agg(pl.col("lost").sum().alias("x"), pl.len().alias("n"))
+    )
     demoted: list[int] = []
     for g in merged:
-        finding = _outage(g, t, th, loss_of, t.height)
+        held = g["rows"]
+        assert isinstance(held, pl.DataFrame)
+        us = held.get_column("ts").dt.epoch("us")
+        lo, hi = int(us.min()) // width, int(us.max()) // width  # type: ignore[arg-type]
+        near = around.filter(pl.col("w").is_between(lo - 1, hi + 1)).group_by("server").agg(pl.sum("x", "n"))
+        # (ten queries at the capture's loss added: a few queries around say little)
+        local = {str(k): (x, n) for k, x, n in near.select("server", "x", "n").iter_rows()}
+        usual = {
+            s: max(loss, (local.get(s, (0, 0))[0] + 10 * loss) / (local.get(s, (0, 0))[1] + 10))
+            for s, loss in loss_of.items()
+        }
+        finding = _outage(g, t, th, usual, t.height)
         if finding.score is not None and finding.score >= -math.log10(th.alpha):
             out.append(finding)
-        else:  # a run this short is likely at the server's loss rate: it is loss, not an outage
-            held = g["rows"]
-            assert isinstance(held, pl.DataFrame)
+        else:  # a run this short is likely at the server's loss around it: it is loss, not an outage
             demoted.extend(held.get_column("episode").unique().to_list())
     sporadic = t.filter(pl.col("episode").is_null() | pl.col("episode").is_in(demoted))
     return out, sporadic
