@@ -34,7 +34,7 @@ from pcapdns.decode.columnar import (
     encap_label,
     lookup_tables,
 )
-from pcapdns.decode.tcpbatch import Reassembled, Segments, ip_pairs
+from pcapdns.decode.tcpbatch import Reassembled, Segments, address_bytes, ip_pairs
 from pcapdns.decode.triage import DECODER, OUTCOME_NAMES, triage
 from pcapdns.decode.triage import REASONS as TRIAGE_REASONS
 from pcapdns.dns.columnar import DnsColumns, parse_batch
@@ -415,8 +415,8 @@ class Dissector:
         is_tcp = is_tcp_mask.tolist()
         buf, fid = batch.buf, batch.file_id
         v4 = l4.ip_version[rows] == 4
-        src = _address_bytes(l4.src_hi[rows], l4.src_lo[rows], v4)
-        dst = _address_bytes(l4.dst_hi[rows], l4.dst_lo[rows], v4)
+        src = address_bytes(l4.src_hi[rows], l4.src_lo[rows], v4)
+        dst = address_bytes(l4.dst_hi[rows], l4.dst_lo[rows], v4)
         columns = (
             batch.frame[rows], batch.ts_ns[rows], l4.sport[rows], l4.dport[rows], l4.seq[rows],
             l4.tcp_flags[rows], l4.payload_off[rows], l4.payload_len[rows], batch.data_off[rows],
@@ -452,8 +452,8 @@ class Dissector:
             if not placed.all():
                 return None
             four = version == 4
-            pair_src = _address_bytes(addr[:, 0], addr[:, 1], four)
-            avoid = set(zip(pair_src, _address_bytes(addr[:, 2], addr[:, 3], four), strict=True))
+            pair_src = address_bytes(addr[:, 0], addr[:, 1], four)
+            avoid = set(zip(pair_src, address_bytes(addr[:, 2], addr[:, 3], four), strict=True))
         seg = Segments(
             v4=l4.ip_version[tcp] == 4,
             src_hi=l4.src_hi[tcp], src_lo=l4.src_lo[tcp], dst_hi=l4.dst_hi[tcp], dst_lo=l4.dst_lo[tcp],
@@ -871,19 +871,6 @@ def _order_key(part: _Part) -> npt.NDArray[np.uint64]:
 def _in_order(part: _Part) -> bool:
     key = _order_key(part)
     return len(key) < 2 or not bool((key[1:] < key[:-1]).any())
-
-
-def _address_bytes(
-    hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64], v4: npt.NDArray[np.bool_]
-) -> list[bytes]:
-    """Each address as the per-packet decoder has it: 4 bytes for IPv4, 16 for IPv6."""
-    both = np.empty((len(hi), 2), dtype=">u8")
-    both[:, 0], both[:, 1] = hi, lo
-    raw = both.tobytes()
-    return [
-        raw[16 * k + 12 : 16 * k + 16] if four else raw[16 * k : 16 * k + 16]
-        for k, four in enumerate(v4.tolist())
-    ]
 
 
 def _absent_as_null() -> list[pl.Expr]:
