@@ -214,13 +214,7 @@ class Dissector:
             reason = TRIAGE_REASONS[code]
             if reason is None:
                 continue
-            which = rows[t.reason == code]
-            ts = batch.ts_ns[which]
-            stamped = ts[ts > 0]
-            first, last = (int(stamped.min()), int(stamped.max())) if len(stamped) else (0, 0)
-            self._issues.count_many(batch.file_id, reason, len(which), first, last)
-            room = max(self._issues.room(batch.file_id, reason), 0)
-            examples += [(i, code) for i in which[:room].tolist()]
+            examples += [(i, code) for i in self._count_many(batch, reason, rows[t.reason == code]).tolist()]
         for i, _ in sorted(examples):  # in frame order, as the decoder would have met them
             start = int(batch.data_off[i])
             self._probe.decode(
@@ -245,15 +239,20 @@ class Dissector:
         of each reason while there is room, in frame order)."""
         wanted: list[tuple[int, IssueReason]] = []
         for reason, rows in groups:
-            if not len(rows):
-                continue
-            ts = batch.ts_ns[rows]
-            stamped = ts[ts > 0]
-            first, last = (int(stamped.min()), int(stamped.max())) if len(stamped) else (0, 0)
-            self._issues.count_many(batch.file_id, reason, len(rows), first, last)
-            room = max(self._issues.room(batch.file_id, reason), 0)
-            wanted += [(i, reason) for i in rows[:room].tolist()]
+            if len(rows):
+                wanted += [(i, reason) for i in self._count_many(batch, reason, rows).tolist()]
         self._issues.keep(make(i, reason) for i, reason in sorted(wanted))
+
+    def _count_many(
+        self, batch: FrameBatch, reason: IssueReason, rows: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.int64]:
+        """Count one issue of ``reason`` for each of the frames ``rows`` of ``batch`` (its time
+        span from the frames that have a time); the rows to keep as examples, while there is room."""
+        ts = batch.ts_ns[rows]
+        stamped = ts[ts > 0]
+        first, last = (int(stamped.min()), int(stamped.max())) if len(stamped) else (0, 0)
+        self._issues.count_many(batch.file_id, reason, len(rows), first, last)
+        return rows[: max(self._issues.room(batch.file_id, reason), 0)]
 
     def _dnstap(self, batch: FrameBatch, f: DnstapFields) -> pl.DataFrame:
         """The DNS messages of a batch of dnstap messages: their flows come from the dnstap fields,
