@@ -170,8 +170,6 @@ class Settler:
         self.pending = empty.with_columns(pl.lit(None, pl.UInt64).alias(order)) if order else empty
         self.waiting = Waiting()
         self._pending_pairing = PairCounts()  # the pending messages' roles, as last paired
-        # Roles, statuses and latencies of everything held, as a capture ending now would count them.
-        self.held_counts = PairCounts()
 
     @property
     def held(self) -> int:
@@ -220,10 +218,15 @@ class Settler:
         else:
             self.pending = to_pair
         self.waiting = Waiting.join(still_waiting)
+        return concat(settled)
+
+    @property
+    def held_counts(self) -> PairCounts:
+        """Roles, statuses and latencies of everything held, as a capture ending now would count
+        them (what live's summary reads; the file analysis never asks, so no step computes it)."""
         w_messages, w_links = self.waiting.paired.messages, self.waiting.paired.links
         waiting_counts = pair_counts(w_messages, w_links, latencies(w_messages, w_links))
-        self.held_counts = _merge_counts(self._pending_pairing, waiting_counts)
-        return concat(settled)
+        return _merge_counts(self._pending_pairing, waiting_counts)
 
     def _pair(
         self, messages: pl.DataFrame, horizon_ns: int, end_ns: int, final: bool
