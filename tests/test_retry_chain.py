@@ -127,3 +127,42 @@ def test_retry_storm_builds_rows_linear_in_its_queries(tmp_path, monkeypatch):
     (chain,) = [r for r in a.anomalies.iter_rows(named=True) if str(r["kind"]) == "retry_chain"]
     assert chain["count"] == n - 1 and "0 of the retries succeeded" in chain["summary"]
     assert biggest[0] <= 2 * n
+
+
+def test_a_client_that_answers_others_is_named_a_resolver(tmp_path):
+    """A forwarder retrying towards failing authorities is a resolver in the text, not "the
+    client"; an end host that only asks stays "the client"."""
+    host, forwarder, stub = bytes([10, 3, 0, 1]), bytes([10, 3, 0, 53]), bytes([10, 3, 0, 7])
+    auth = [bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2])]
+    records: list[tuple[int, bytes]] = []
+    for i in range(12):
+        ts = T0 + i * 2 * S
+        # the host asks the forwarder, which answers it SERVFAIL ...
+        records.append((ts, _frame(host, forwarder, 40000 + i, 53, _q(i, f"www{i}.broken.example"))))
+        records.append(
+            (ts + 900_000_000, _frame(forwarder, host, 53, 40000 + i, _r(i, f"www{i}.broken.example", 2)))
+        )
+        # ... after retrying the same question at both authorities, both failing
+        for k, server in enumerate(auth):
+            ident, at = 1000 + 2 * i + k, ts + (1 + k) * 100_000_000
+            records.append((at, _frame(forwarder, server, 50000 + ident, 53, _q(ident, "ns.broken.example"))))
+            records.append(
+                (
+                    at + 50_000_000,
+                    _frame(server, forwarder, 53, 50000 + ident, _r(ident, "ns.broken.example", 2)),
+                )
+            )
+        # a stub that only asks, retrying the same dead name
+        records.append(
+            (ts + 500_000_000, _frame(stub, auth[0], 60000 + i, 53, _q(2000 + i, "dead.gone.example")))
+        )
+    a = analyze([_capture(tmp_path, records)])
+    chains = {
+        r["summary"].split(" asked ")[0]: r
+        for r in a.anomalies.iter_rows(named=True)
+        if str(r["kind"]) == "retry_chain"
+    }
+    assert set(chains) == {"10.3.0.53 (a resolver)", "10.3.0.7"}
+    assert chains["10.3.0.53 (a resolver)"]["likely_cause"].startswith("the resolver works around")
+    assert "the resolver's own network" in chains["10.3.0.53 (a resolver)"]["likely_cause"]
+    assert chains["10.3.0.7"]["likely_cause"].startswith("the client works around")

@@ -173,8 +173,14 @@ def retry_findings(inp: Inputs) -> list[Finding]:
     # Only the (client, zone) pairs with enough retries make a finding: thousands of one-retry
     # pairs are left out before the loop, which would gather each of them as a frame of its own.
     nxt = nxt.filter(pl.len().over("client", "zk") >= th.min_count)
+    # A client that also answers others in the capture is a resolver retrying towards the
+    # authorities (or its forwarders), not an end host: the text names it so.
+    resolvers = set(t.get_column("server").unique().drop_nulls().to_list()) & set(
+        nxt.get_column("client").unique().to_list()
+    )
     out: list[Finding] = []
     for (client, _zk), rows in nxt.sort("ts").group_by(["client", "zk"], maintain_order=True):
+        who = "the resolver" if client in resolvers else "the client"
         n = rows.height
         good = int(rows.get_column("ok").sum())
         hows = []
@@ -205,17 +211,18 @@ def retry_findings(inp: Inputs) -> list[Finding]:
             zone=zone,
             count=n,
             summary=(
-                f"{client} asked {n} failed question{'s' if n != 1 else ''}"
+                f"{client}{' (a resolver)' if client in resolvers else ''} asked {n} failed "
+                f"question{'s' if n != 1 else ''}"
                 f"{' for ' + zone if zone else ''} "
                 f"again ({how}); {good} of the retries succeeded ({100 * share:.0f}%)"
             ),
             likely_cause=(
-                "the client works around failing servers by retrying; "
+                f"{who} works around failing servers by retrying; "
                 + (
                     "most retries succeed, so one server (or the first path) is the problem"
                     if share >= 0.5
                     else "the retries fail too, so the problem is common to every server it tries "
-                    "(the zone's authorities, or the client's own network)"
+                    f"(the zone's authorities, or {who}'s own network)"
                 )
             ),
             evidence=evidence_of(rows, th.evidence, ("query_frame", "n_frame")),
