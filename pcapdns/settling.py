@@ -140,11 +140,13 @@ def concat(parts: list[Paired]) -> Paired:
 @dataclass(slots=True)
 class Waiting:
     """Answered transactions inside their duplicate window, with each one's deadline (by link)
-    and each message's flow hash (by message)."""
+    and each message's flow hash (by message).  The settler keeps them in chunks, one per step
+    (small ones merged), that are never copied while nothing touches or settles them."""
 
     paired: Paired = field(default_factory=lambda: EMPTY)
     deadline_ns: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     flow: npt.NDArray[np.uint64] = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
+    _counts: PairCounts | None = None
 
     @staticmethod
     def join(parts: list[Waiting]) -> Waiting:
@@ -153,6 +155,51 @@ class Waiting:
             np.concatenate([w.deadline_ns for w in parts]),
             np.concatenate([w.flow for w in parts]),
         )
+
+    @property
+    def height(self) -> int:
+        return self.paired.messages.height
+
+    @property
+    def counts(self) -> PairCounts:
+        """Roles, statuses and latencies of the chunk (worked out once: a chunk never changes)."""
+        if self._counts is None:
+            m, links = self.paired.messages, self.paired.links
+            self._counts = pair_counts(m, links, latencies(m, links))
+        return self._counts
+
+    def split(
+        self, shares_flow: npt.NDArray[np.bool_] | None, horizon_ns: int
+    ) -> tuple[pl.DataFrame | None, Paired | None, Waiting | None]:
+        """The messages a new message's flow may change (to pair again), the transactions that
+        settle before ``horizon_ns``, and what keeps waiting (``self`` when nothing changed)."""
+        m, links = self.paired.messages, self.paired.links
+        link_query = links.get_column("query_mi").cast(pl.Int64).to_numpy()
+        if shares_flow is not None and shares_flow.any():
+            msg_txn = m.get_column("txn").cast(pl.Int64).to_numpy()  # every waiting message has one
+            touched = np.isin(link_query, msg_txn[shares_flow])
+        else:
+            touched = np.zeros(len(link_query), dtype=bool)
+        expired = ~touched & (self.deadline_ns < horizon_ns)
+        n_touched, n_expired = int(touched.sum()), int(expired.sum())
+        if n_touched == 0 and n_expired == 0:
+            return None, None, self
+        if n_expired == len(link_query):
+            return None, self.paired, None
+        msg_txn = m.get_column("txn").cast(pl.Int64).to_numpy()
+        link_index = np.zeros(m.height, dtype=np.int64)
+        link_index[link_query] = np.arange(len(link_query))
+        msg_link = link_index[msg_txn]
+        repaired = m.filter(pl.Series(touched[msg_link])) if n_touched else None
+        settled = subset(self.paired, expired[msg_link], expired) if n_expired else None
+        stays = ~touched & ~expired
+        kept = None
+        if n_touched + n_expired < len(link_query):
+            stays_msg = stays[msg_link]
+            kept = Waiting(
+                subset(self.paired, stays_msg, stays), self.deadline_ns[stays], self.flow[stays_msg]
+            )
+        return repaired, settled, kept
 
 
 class Settler:
@@ -168,13 +215,18 @@ class Settler:
         self.columns = [*MESSAGES, order] if order else list(MESSAGES)
         empty = pl.DataFrame(schema=MESSAGES)
         self.pending = empty.with_columns(pl.lit(None, pl.UInt64).alias(order)) if order else empty
-        self.waiting = Waiting()
+        self.waiting: list[Waiting] = []  # in the order they were paired
         self._pending_pairing = PairCounts()  # the pending messages' roles, as last paired
 
     @property
     def held(self) -> int:
         """Messages held for a later step (pending and waiting)."""
-        return self.pending.height + self.waiting.paired.messages.height
+        return self.pending.height + sum(w.height for w in self.waiting)
+
+    @property
+    def held_messages(self) -> list[pl.DataFrame]:
+        """The messages held for a later step: the pending ones, then each waiting chunk's."""
+        return [self.pending, *(w.paired.messages for w in self.waiting)]
 
     def step(self, new: pl.DataFrame, horizon_ns: int, end_ns: int, *, final: bool) -> Paired:
         """Pair ``new`` with what is held; the transactions that settle before ``horizon_ns``.
@@ -182,51 +234,50 @@ class Settler:
         ``end_ns`` is the capture's end so far (a deadline before it passed unanswered); ``final``
         settles everything, as the end of a capture does.
         """
-        waiting = self.waiting
-        w_messages, w_links = waiting.paired.messages, waiting.paired.links
-        msg_txn = w_messages.get_column("txn").cast(pl.Int64).to_numpy()  # every waiting message has one
-        link_query = w_links.get_column("query_mi").cast(pl.Int64).to_numpy()
-        if final:
-            touched = np.ones(len(link_query), dtype=bool)
+        settled: list[Paired] = []
+        still_waiting: list[Waiting] = []
+        repaired: list[pl.DataFrame] = []
+        if final:  # every waiting message is paired again with the rest
+            repaired = [w.paired.messages for w in self.waiting]
         else:
-            shares_flow = (
-                _isin(waiting.flow, _flow_hash(new)) if new.height else np.zeros(len(msg_txn), dtype=bool)
-            )
-            touched = np.isin(link_query, msg_txn[shares_flow])
-        expired = ~touched & (waiting.deadline_ns < horizon_ns)
-        link_index = np.zeros(w_messages.height, dtype=np.int64)
-        link_index[link_query] = np.arange(len(link_query))
-        msg_link = link_index[msg_txn] if len(msg_txn) else msg_txn
-        repaired = w_messages.filter(pl.Series(touched[msg_link]))
-        repaired_part = [repaired.select(self.columns)] if repaired.height else []
-        to_pair = pl.concat([self.pending, *repaired_part, new])
+            # The wait set (about a timeout's traffic) is tested against the step's flows at once;
+            # a chunk nothing touches or settles is kept as it is, not copied.
+            shares_flow = None
+            if new.height and self.waiting:
+                shares_flow = _isin(np.concatenate([w.flow for w in self.waiting]), _flow_hash(new))
+            start = 0
+            for w in self.waiting:
+                part = shares_flow[start : start + w.height] if shares_flow is not None else None
+                start += w.height
+                again, done, kept = w.split(part, horizon_ns)
+                if again is not None:
+                    repaired.append(again)
+                if done is not None:
+                    settled.append(done)
+                if kept is not None:
+                    still_waiting.append(kept)
+        to_pair = pl.concat([self.pending, *(r.select(self.columns) for r in repaired if r.height), new])
         if self.order is not None:
             to_pair = to_pair.sort(self.order)
-        settled = [subset(waiting.paired, expired[msg_link], expired)]
-        stays = ~touched & ~expired
-        still_waiting = [
-            Waiting(
-                subset(waiting.paired, stays[msg_link], stays),
-                waiting.deadline_ns[stays],
-                waiting.flow[stays[msg_link]],
-            )
-        ]
         if to_pair.height:
             done, waits = self._pair(to_pair, horizon_ns, end_ns, final)
             settled.append(done)
-            still_waiting.append(waits)
+            if waits.height:
+                still_waiting.append(waits)
         else:
             self.pending = to_pair
-        self.waiting = Waiting.join(still_waiting)
+        self.waiting = _merge_small(still_waiting)
         return concat(settled)
 
     @property
     def held_counts(self) -> PairCounts:
         """Roles, statuses and latencies of everything held, as a capture ending now would count
-        them (what live's summary reads; the file analysis never asks, so no step computes it)."""
-        w_messages, w_links = self.waiting.paired.messages, self.waiting.paired.links
-        waiting_counts = pair_counts(w_messages, w_links, latencies(w_messages, w_links))
-        return _merge_counts(self._pending_pairing, waiting_counts)
+        them (what live's summary reads; the file analysis never asks, so no step computes it).
+        Each waiting chunk's counts are worked out once, the first time they are asked for."""
+        counts = self._pending_pairing
+        for w in self.waiting:
+            counts = _merge_counts(counts, w.counts)
+        return counts
 
     def _pair(
         self, messages: pl.DataFrame, horizon_ns: int, end_ns: int, final: bool
@@ -261,15 +312,12 @@ class Settler:
         link_waits = ~link_settled & answered
         msg_waits = in_txn & np.append(link_waits, False)[msg_link]
         settled = subset(paired, msg_settled, link_settled)
-        waiting = Waiting(
-            subset(paired, msg_waits, link_waits),
-            deadline[link_waits],
-            _flow_hash(pm.filter(pl.Series(msg_waits))),
-        )
-        rest = ~msg_settled & ~msg_waits
-        self.pending = pm.filter(pl.Series(rest)).select(self.columns)
+        waits = subset(paired, msg_waits, link_waits)
+        waiting = Waiting(waits, deadline[link_waits], _flow_hash(waits.messages))
+        rest = pm.filter(pl.Series(~msg_settled & ~msg_waits))
+        self.pending = rest.select(self.columns)
         self._pending_pairing = pair_counts(
-            pm.filter(pl.Series(rest)),
+            rest,
             links.filter(pl.Series(~link_settled & ~answered)),
             np.zeros(0, np.int64),
         )
@@ -277,7 +325,7 @@ class Settler:
 
     def addresses_in_use(self) -> npt.NDArray[np.uint32]:
         """The address ids the held messages use, sorted."""
-        frames = (self.pending, self.waiting.paired.messages)
+        frames = self.held_messages
         return np.unique(np.concatenate([f.get_column(c).to_numpy() for f in frames for c in ("src", "dst")]))
 
     def renumber_addresses(self, used: npt.NDArray[np.uint32]) -> None:
@@ -290,8 +338,34 @@ class Settler:
             )
 
         self.pending = renumbered(self.pending)
-        w = self.waiting
-        messages = renumbered(w.paired.messages)
-        self.waiting = Waiting(
-            Paired(messages=messages, links=w.paired.links), w.deadline_ns, _flow_hash(messages)
-        )
+        chunks = []
+        for w in self.waiting:
+            messages = renumbered(w.paired.messages)
+            chunks.append(
+                Waiting(Paired(messages=messages, links=w.paired.links), w.deadline_ns, _flow_hash(messages))
+            )
+        self.waiting = chunks
+
+
+_SMALL_CHUNK = 1 << 16  # waiting chunks under this many messages are merged (a copy of few rows)
+
+
+def _merge_small(chunks: list[Waiting]) -> list[Waiting]:
+    """Runs of small waiting chunks joined into one, so that many short steps (a file analysed in
+    small steps) do not leave a long list of chunks to walk at every step."""
+    out: list[Waiting] = []
+    run: list[Waiting] = []
+    for w in chunks:
+        if w.height >= _SMALL_CHUNK:
+            if run:
+                out.append(run[0] if len(run) == 1 else Waiting.join(run))
+                run = []
+            out.append(w)
+        else:
+            run.append(w)
+            if sum(r.height for r in run) >= _SMALL_CHUNK:
+                out.append(Waiting.join(run))
+                run = []
+    if run:
+        out.append(run[0] if len(run) == 1 else Waiting.join(run))
+    return out

@@ -164,7 +164,7 @@ class _Steps:
             self._tabulate(settled)
         below = None
         if not final:  # before every held message and every message to come (not before the horizon)
-            held = [self.settler.pending, self.settler.waiting.paired.messages]
+            held = self.settler.held_messages
             firsts = [f.select("ts_ns", SEQ).sort("ts_ns", SEQ).row(0) for f in held if f.height]
             below = min([*firsts, (self.horizon, 0)])
         release_memory()  # what pairing and tabulating the step freed, before the next batch

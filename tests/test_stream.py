@@ -212,3 +212,27 @@ def test_new_findings_are_reported_once() -> None:
     assert first.height > 0
     assert set(first.get_column("kind").cast(pl.String)) >= {"unanswered_outage"}
     assert s.detect_new().height == 0
+
+
+def test_waiting_chunks_kept_apart_give_the_file_analysis(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The settler keeps answered transactions in chunks, one per step; with every chunk kept apart
+    (none merged), splitting them (touched by a new message, settled, kept) still pairs as the file
+    analysis does, and a chunk nothing touched or settled is the same object after the step (kept,
+    not copied)."""
+    import pcapdns.settling as settling
+
+    monkeypatch.setattr(settling, "_SMALL_CHUNK", 1)
+    path = SAMPLES / "outage.pcap"
+    want = summary(analyze([str(path)], Options(anomalies=False)))
+    s = Stream(StreamOptions(), name=str(path))
+    most_chunks, kept_as_is = 0, 0
+    with open_capture(str(path)) as cap:
+        for b in cap.batches(40):
+            before = {id(w) for w in s.settler.waiting}
+            s.feed(b)
+            s.settle()
+            kept_as_is += sum(id(w) in before for w in s.settler.waiting)
+            most_chunks = max(most_chunks, len(s.settler.waiting))
+    s.finish()
+    assert most_chunks > 1 and kept_as_is > 0
+    assert s.summary() == want
