@@ -175,7 +175,9 @@ def retry_findings(inp: Inputs) -> list[Finding]:
     nxt = nxt.filter(pl.len().over("client", "zk") >= th.min_count)
     # A client that also answers others in the capture is a resolver retrying towards the
     # authorities (or its forwarders), not an end host: the text names it so.
-    resolvers = set(t.get_column("server").unique().drop_nulls().to_list()) & set(
+    # (answering its own address, as on a loopback capture, is not answering others)
+    serving = t.filter(pl.col("server").cast(pl.String) != pl.col("client").cast(pl.String))
+    resolvers = set(serving.get_column("server").cast(pl.String).unique().drop_nulls().to_list()) & set(
         nxt.get_column("client").unique().to_list()
     )
     out: list[Finding] = []
