@@ -18,6 +18,7 @@ import polars as pl
 
 from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, zone_for, zone_of
 from pcapdns.anomalies.inputs import Inputs
+from pcapdns.anomalies.unanswered import one_direction
 
 _FAILED = ["SERVFAIL", "REFUSED", "FORMERR", "NOTIMP"]
 
@@ -116,10 +117,11 @@ def truncation_findings(inp: Inputs) -> list[Finding]:
 def retry_findings(inp: Inputs) -> list[Finding]:
     th = inp.thresholds
     t = _key_cols(inp.transactions)
-    failed = t.filter(
-        ((pl.col("status") == "unanswered") | pl.col("rcode_name").is_in(_FAILED))
-        & ~pl.col("TC").fill_null(False)
+    # a capture that saw queries only says nothing about their answers: only RCODEs fail there
+    lost = (
+        pl.lit(False) if one_direction(inp.transactions, inp.unpaired) else pl.col("status") == "unanswered"
     )
+    failed = t.filter((lost | pl.col("rcode_name").is_in(_FAILED)) & ~pl.col("TC").fill_null(False))
     if failed.height == 0:
         return []
     keys = ["client", "name_l", "qtype", "qclass"]

@@ -37,9 +37,11 @@ def _t(value: object) -> datetime:
 
 
 def one_direction(t: pl.DataFrame, unpaired: pl.DataFrame) -> bool:
-    """True when the capture holds queries but no response at all (or the reverse)."""
+    """True when the capture holds queries but no response at all, paired or not (or the reverse)."""
     answered = int((t.get_column("status") == "answered").sum()) if t.height else 0
-    return (t.height >= 10 and answered == 0) or (t.height == 0 and unpaired.height >= 10)
+    return (t.height >= 10 and answered == 0 and unpaired.height == 0) or (
+        t.height == 0 and unpaired.height >= 10
+    )
 
 
 def _episodes(t: pl.DataFrame, min_run: int) -> pl.DataFrame:
@@ -287,6 +289,10 @@ def _outage(
     lost = rows.filter(pl.col("lost")).sort("ts")
     after = t.filter(pl.col("server").cast(pl.String).is_in(servers) & (pl.col("ts") > end) & ~pl.col("lost"))
     recovery = _t(after.get_column("ts").min()) if after.height else None
+    mine = pl.col("server").cast(pl.String).is_in(servers)
+    answered = ~pl.col("lost")
+    before = t.filter(mine & (pl.col("ts") < start) & answered).height > 0
+    others = t.filter(~mine & pl.col("ts").is_between(start, end) & answered).height > 0
     zone = g["zone"]
     who = (
         " and ".join(label(s, rows, th) for s in servers) if len(servers) <= 3 else f"{len(servers)} servers"
@@ -306,14 +312,16 @@ def _outage(
         zone=str(zone) if zone else None,
         count=lost.height,
         summary=(
-            f"{who} stopped answering{for_zone} from {hms(start)} to {hms(end)}: {lost.height} of "
+            f"{who} {'stopped answering' if before else 'did not answer'}{for_zone} from {hms(start)} "
+            f"to {hms(end)}: {lost.height} of "
             f"{rows.height} queries lost ({'100%' if share == 1 else f'{100 * share:.1f}%'}){back}"
         ),
         likely_cause=(
             f"{who} {'were' if len(servers) > 1 else 'was'} down or unreachable: nearly every query in "
-            "the window went unanswered while other servers in the capture kept answering. Check "
-            "reachability from the querying host (ping, traceroute, `dig @SERVER`), firewall or ACL "
-            "changes at the onset, and the servers' own logs"
+            "the window went unanswered"
+            + (" while other servers in the capture kept answering" if others else "")
+            + ". Check reachability from the querying host (ping, traceroute, `dig @SERVER`), firewall "
+            "or ACL changes at the onset, and the servers' own logs"
         ),
         evidence=evidence_of(lost, th.evidence, ("query_frame",)),
         score=score_of(log10_binom_sf(lost.height, rows.height, min(usual, 0.5)), tests),
