@@ -94,3 +94,23 @@ def test_queries_alone_are_reported_as_one_direction_or_silent_servers(tmp_path)
     assert str(f["kind"]) == "capture_quality" and f["servers"] == ["192.168.1.2"]
     assert "20 queries to 192.168.1.2 and not one DNS response" in f["summary"]
     assert "one direction" in f["summary"] and "no server answered" in f["summary"]
+
+
+def _srv_q(ident: int, name: str) -> bytes:
+    return d.message([d.question(d.name(name), qtype=33)], ident=ident, flags=0x0100)
+
+
+def test_loss_on_questions_never_answered_is_a_silent_drop_not_packet_loss(tmp_path):
+    records: list = []
+    for i in range(120):
+        ts = T0 + i * 5 * S
+        records.append((ts, _frame(HOST, RESOLVER, 40000 + i, 53, _q(i, f"w{i % 9}.example"))))
+        records.append((ts + 2_000_000, _frame(RESOLVER, HOST, 53, 40000 + i, _r(i, f"w{i % 9}.example"))))
+        if i % 3 == 0:  # the SRV lookup is never answered, whatever the client does
+            records.append(
+                (ts + S, _frame(HOST, RESOLVER, 45000 + i, 53, _srv_q(900 + i, "_sip._udp.voip.example")))
+            )
+    (f,) = [r for r in analyze([_write(tmp_path, records)]).anomalies.iter_rows(named=True)]
+    assert str(f["kind"]) == "unanswered_loss"
+    assert "all of them asked _sip._udp.voip.example SRV, which it never answered" in f["summary"]
+    assert "silently drops these questions" in f["likely_cause"]

@@ -26,9 +26,10 @@ from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, hms, zone
 from pcapdns.anomalies.inputs import Inputs
 from pcapdns.anomalies.servers import addresses, keyed, label
 from pcapdns.anomalies.stats import flag_windows, log10_binom_sf, score_of, widen
+from pcapdns.dns.codes import rrtype_name
 
 _BRIDGE = 2  # answers between two runs of losses that still leave them one outage
-_COLUMNS = ("ts", "server", "client", "status", "qname", "file", "query_frame")
+_COLUMNS = ("ts", "server", "client", "status", "qname", "qtype", "file", "query_frame")
 
 
 def _t(value: object) -> datetime:
@@ -207,6 +208,7 @@ def _loss(sporadic: pl.DataFrame, inp: Inputs) -> list[Finding]:
                 f"from {hms(start)} to {hms(end)}, against a usual {100 * usual:.1f}% (no run of consecutive "
                 "losses)",
                 th,
+                inside.filter(~pl.col("lost")),
             )
         )
     per_server = t.group_by("server").agg(pl.col("lost").sum().alias("lost"), pl.len().alias("total"))
@@ -230,14 +232,50 @@ def _loss(sporadic: pl.DataFrame, inp: Inputs) -> list[Finding]:
                 f"{lost} of {total} queries to {label(server, rows, th)} ({100 * share:.1f}%) went "
                 "unanswered, scattered over the capture (no run of consecutive losses)",
                 th,
+                t.filter((pl.col("server") == server) & ~pl.col("lost")),
             )
         )
     return out
 
 
+_NEVER_SHARE = 0.8  # of the losses on questions the server never answered: not loss, a silent drop
+_NEVER_QUESTIONS = 5  # ... at most this many distinct questions
+
+
+def _never_answered(rows: pl.DataFrame, answered: pl.DataFrame) -> tuple[int, list[str]] | None:
+    """The questions (name and type) behind most of ``rows`` (a server's unanswered queries) that
+    the server never answered in ``answered`` (its answered transactions), if they are few."""
+    if rows.height == 0 or "qtype" not in rows.columns:
+        return None
+    key = [pl.col("qname").str.to_lowercase().alias("q"), pl.col("qtype")]
+    asked = rows.select(*key).group_by("q", "qtype").agg(pl.len().alias("n"))
+    # asked again and again, never answered (a question lost once says nothing about the question)
+    never = asked.join(answered.select(*key).unique(), on=["q", "qtype"], how="anti").filter(pl.col("n") >= 2)
+    if never.height == 0 or never.height > _NEVER_QUESTIONS:
+        return None
+    if int(never.get_column("n").sum()) < _NEVER_SHARE * rows.height:
+        return None
+    questions = [
+        f"{q} {rrtype_name(int(t)) if t is not None else '?'}"
+        for q, t, _ in never.sort("n", "q", descending=[True, False]).iter_rows()
+    ]
+    return int(never.get_column("n").sum()), questions
+
+
 def _loss_finding(
-    rows: pl.DataFrame, server: str, share: float, score: float, summary: str, th: Thresholds
+    rows: pl.DataFrame,
+    server: str,
+    share: float,
+    score: float,
+    summary: str,
+    th: Thresholds,
+    answered: pl.DataFrame | None = None,
 ) -> Finding:
+    never = _never_answered(rows, answered) if answered is not None else None
+    if never is not None:
+        k, questions = never
+        which = "all of them" if k == rows.height else f"{k} of them"
+        summary += f"; {which} asked {', '.join(questions)}, which it never answered"
     names = [n for n in rows.get_column("qname").to_list() if n is not None]
     finding = Finding(
         kind="unanswered_loss",
@@ -250,7 +288,11 @@ def _loss_finding(
         count=rows.height,
         summary=summary,
         likely_cause=(
-            "sporadic packet loss on the path to or from the server, rate limiting (RRL) or an "
+            "the server (or a firewall before it) silently drops these questions while it answers "
+            "others: a filter on the name or type (SRV, ANY, a DPI rule), or a forwarder whose "
+            "upstream for that zone never answers; `dig @SERVER NAME TYPE` reproduces it"
+            if never is not None
+            else "sporadic packet loss on the path to or from the server, rate limiting (RRL) or an "
             "overloaded server dropping some queries; the client's retries usually hide it. "
             "Check interface drops and the server's rate-limit counters"
         ),
