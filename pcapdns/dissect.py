@@ -833,13 +833,7 @@ def _malformed_frame(
     """The ``MALFORMED`` rows of the malformations the columnar parser named in the messages
     ``b[start[i] : ...]`` (``meta``: their frame, idx and time), as the per-message path makes them."""
     at = found.message
-    first = np.flatnonzero(np.diff(at, prepend=-1) != 0)  # each message's first malformation
-    size = found.length[at[first]]
-    dumps = [
-        b[s : s + n].tobytes().hex()
-        for s, n in zip(start[at[first]].tolist(), np.minimum(size, _HEX_LIMIT).tolist(), strict=True)
-    ]
-    which = np.cumsum(np.diff(at, prepend=-1) != 0) - 1  # each malformation's message, among ``first``
+    which = np.cumsum(np.diff(at, prepend=-1) != 0) - 1  # each malformation's message, among those
     return pl.DataFrame(
         {
             "file_id": pl.repeat(file_id, len(at), dtype=pl.UInt16, eager=True),
@@ -848,8 +842,8 @@ def _malformed_frame(
             "ts_ns": pl.Series(meta["ts_ns"][at], dtype=pl.Int64),
             "reason": pl.Series(found.codes(), dtype=pl.String),
             "offset": pl.Series(found.offsets(), dtype=pl.UInt32),
-            "detail": pl.Series(found.details(), dtype=pl.String),
-            "hex": pl.Series(dumps, dtype=pl.String).gather(which),
+            "detail": found.details(),
+            "hex": pl.Series(found.dumps(b, start, _HEX_LIMIT), dtype=pl.String).gather(which),
         },
         schema=MALFORMED,
     )

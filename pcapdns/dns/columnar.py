@@ -20,10 +20,12 @@ The question name is rendered to presentation form here too, with exactly the es
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from string import Formatter
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import polars as pl
 
 from pcapdns import keytable
 from pcapdns.dns.parse import _FIXED_SIZE, _NAMED
@@ -829,6 +831,25 @@ def parse_batch(b: U8, start: I64, length: I64, *, explain: bool = False) -> Dns
     )
 
 
+_HEX_DIGITS = np.frombuffer(b"".join(f"{c:02x}".encode() for c in range(256)), dtype=np.uint8).reshape(256, 2)
+
+
+def hex_lines(b: U8, start: I64, length: I64) -> list[str]:
+    """``b[start[i] : start[i] + length[i]]`` in lowercase hex, each (as ``bytes.hex``)."""
+    n = len(start)
+    total = int(length.sum())
+    before = np.cumsum(length) - length  # bytes of the earlier slices
+    which = np.repeat(np.arange(n), length)
+    src = np.repeat(start - before, length) + np.arange(total)
+    out = np.empty(2 * total + n, dtype=np.uint8)  # two digits a byte, a newline after each slice
+    at = 2 * np.arange(total) + which
+    digits = _HEX_DIGITS[b[src]]
+    out[at] = digits[:, 0]
+    out[at + 1] = digits[:, 1]
+    out[2 * (before + length) + np.arange(n)] = 10
+    return out.tobytes().decode("ascii").split("\n")[:-1]
+
+
 _LABELS = {t: v[3] for t, v in _NAMED.items()} | {t: v[1] for t, v in _FIXED_SIZE.items()}
 _WHAT = {t: v[4] for t, v in _NAMED.items()}
 _SECTIONS = ("question", "answer", "authority", "additional")
@@ -871,6 +892,37 @@ _KINDS: dict[int, tuple[Malform, str]] = {
 _UNWRAPPED = frozenset({K_FIXED_SIZE, K_RDATA_LEFT})
 
 
+def _detail(kind: int, wrapped: bool) -> pl.Expr:
+    """The detail of malformations of ``kind`` as an expression over their numbers ``a0`` ...
+    and ``rtype`` (``wrapped``: found inside a record's rdata, named in that record's terms)."""
+    code, text = _KINDS[kind]
+    label = pl.col("rtype").replace_strict(_LABELS, default="", return_dtype=pl.String)
+    parts: list[str] = []
+    values: list[pl.Expr] = []
+    for literal, field, spec, _ in Formatter().parse(text):
+        parts.append(literal)
+        if field is None:
+            continue
+        parts.append("{}")
+        if field == "t":
+            values.append(label)
+        elif field == "s":
+            where = pl.col("a3" if kind == K_COUNT else "a0")
+            values.append(
+                where.replace_strict(dict(enumerate(_SECTIONS)), default="", return_dtype=pl.String)
+            )
+        elif spec == "02x":
+            hexes = {b: f"{b:02x}" for b in range(256)}
+            values.append(pl.col(f"a{field}").replace_strict(hexes, default="", return_dtype=pl.String))
+        else:
+            values.append(pl.col(f"a{field}"))
+    detail = pl.format("".join(parts), *values)
+    if not wrapped:
+        return detail
+    what = pl.col("rtype").replace_strict(_WHAT, default="", return_dtype=pl.String)
+    return pl.format("{} {}: {}: {}", label, what, pl.lit(code.value), detail)
+
+
 @dataclass(slots=True)
 class Malformations:
     """The malformations the explaining walk found, in the order the per-message parser reports
@@ -878,6 +930,13 @@ class Malformations:
 
     rows: I64
     length: I64
+
+    def dumps(self, b: U8, start: I64, limit: int) -> list[str]:
+        """The first ``limit`` bytes in hex of each message with malformations, in order (the
+        messages are ``b[start[i] : start[i] + length[i]]``)."""
+        at = self.message
+        rows = at[np.flatnonzero(np.diff(at, prepend=-1) != 0)]
+        return hex_lines(b, start[rows], np.minimum(self.length[rows], limit))
 
     def select(self, keep: Mask) -> Malformations:
         """Only the malformations ``keep``."""
@@ -899,18 +958,14 @@ class Malformations:
         """Each malformation's offset, inside its message (one found past the end: at the last byte)."""
         return np.minimum(self.rows[:, _M_OFFSET], self.length[self.message] - 1)
 
-    def details(self) -> list[str]:
-        """Each malformation's detail, word for word the per-message parser's."""
-        out: list[str] = []
-        for kind, rtype, *args in self.rows[:, _M_KIND:].tolist():
-            code, text = _KINDS[kind]
-            section = (
-                _SECTIONS[args[3] if kind == K_COUNT else args[0]] if kind in (K_COUNT, K_OPT_SECTION) else ""
-            )
-            if rtype < 0:
-                out.append(text.format(*args, s=section))
-                continue
-            label = _LABELS[rtype]
-            detail = text.format(*args, t=label)
-            out.append(detail if kind in _UNWRAPPED else f"{label} {_WHAT[rtype]}: {code.value}: {detail}")
-        return out
+    def details(self) -> pl.Series:
+        """Each malformation's detail, word for word the per-message parser's (formatted by
+        polars, one expression per kind of malformation found)."""
+        names = ["kind", "rtype", *(f"a{j}" for j in range(8))]
+        frame = pl.DataFrame(self.rows[:, _M_KIND:], schema=names, orient="row").with_row_index("at")
+        wrapped = (pl.col("rtype") >= 0) & ~pl.col("kind").is_in(list(_UNWRAPPED))
+        frame = frame.with_columns(wrapped.alias("wrapped"))
+        parts = [pl.DataFrame(schema={"at": pl.UInt32, "detail": pl.String})]
+        for (kind, wrap), sub in frame.partition_by("kind", "wrapped", as_dict=True).items():
+            parts.append(sub.select("at", _detail(int(kind), bool(wrap)).alias("detail")))  # type: ignore[call-overload]
+        return pl.concat(parts).sort("at").get_column("detail")
