@@ -140,15 +140,31 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose pcapdns runs")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "data" / "malformed")
+    parser.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     shares = args.share or [0.002, 0.5, 1.0]
+    paths = {share: args.out / f"malformed-{share:g}-{args.packets}-{args.seed}.pcap" for share in shares}
+    if args.build_only:
+        for share, path in paths.items():
+            if not path.exists():
+                path.write_bytes(build(share, args.packets, args.seed))
+        return 0
+    # The captures are built by another process: a child's peak resident set counts the memory of
+    # the process that started it (Linux keeps it across exec), so this one stays small.
+    build_args = [
+        "--build-only",
+        "--packets",
+        str(args.packets),
+        "--seed",
+        str(args.seed),
+        "--out",
+        str(args.out),
+    ]
+    subprocess.run([sys.executable, __file__, *build_args, *(f"--share={x}" for x in shares)], check=True)
     subprocess.run([sys.executable, "-c", "from pcapdns import jit; jit.load()"], cwd=args.tree, check=True)
     print("| malformed responses | frames | CPU | per frame | peak |\n|---|---|---|---|---|")
-    for share in shares:
-        path = args.out / f"malformed-{share:g}-{args.packets}-{args.seed}.pcap"
-        if not path.exists():
-            path.write_bytes(build(share, args.packets, args.seed))
+    for share, path in paths.items():
         cpu, peak, status = measure(path, args.tree)
         note = "" if status == 0 else f" (exit {status})"
         per = cpu / args.packets * 1e6

@@ -39,8 +39,9 @@ from pcapdns.decode.columnar import (
 from pcapdns.decode.tcpbatch import Reassembled, Segments, address_bytes, ip_pairs
 from pcapdns.decode.triage import DECODER, OUTCOME_NAMES, triage
 from pcapdns.decode.triage import REASONS as TRIAGE_REASONS
-from pcapdns.dns.columnar import DnsColumns, Malformations, parse_batch
+from pcapdns.dns.columnar import DnsColumns, parse_batch
 from pcapdns.dns.edns import Edns
+from pcapdns.dns.malformations import Malformations
 from pcapdns.dns.names import name_to_text
 from pcapdns.dns.parse import DnsMessage, parse_message
 from pcapdns.keytable import KeyTable
@@ -586,7 +587,7 @@ class Dissector:
         values["name_id"] = name_id
         values["has_question"] = cols.question
         malformed = np.zeros(n, dtype=np.bool_)
-        found = cols.malformations
+        found = Malformations(cols.found, length)
         if len(found.rows):
             # A message cut by the capture is not called malformed (as the per-message path does).
             found = found.select(~meta["capture_truncated"][found.message])
@@ -840,7 +841,7 @@ def _malformed_frame(
             "frame": pl.Series(meta["frame"][at], dtype=pl.UInt32),
             "idx": pl.Series(meta["idx"][at], dtype=pl.UInt16),
             "ts_ns": pl.Series(meta["ts_ns"][at], dtype=pl.Int64),
-            "reason": pl.Series(found.codes(), dtype=pl.String),
+            "reason": found.codes(),
             "offset": pl.Series(found.offsets(), dtype=pl.UInt32),
             "detail": found.details(),
             "hex": pl.Series(found.dumps(b, start, _HEX_LIMIT), dtype=pl.String).gather(which),

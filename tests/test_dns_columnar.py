@@ -15,6 +15,7 @@ import pytest
 from dnsbuild import header, message, name, opt, option, ptr, question, rr
 
 from pcapdns.dns.columnar import parse_batch
+from pcapdns.dns.malformations import Malformations
 from pcapdns.dns.names import name_to_text
 from pcapdns.dns.parse import parse_message
 from pcapdns.schema import MESSAGES
@@ -162,7 +163,7 @@ MALFORMED_CASES: dict[str, tuple[str, bytes]] = {
 
 def _explained(msgs: list[bytes]) -> tuple[Any, dict[int, list[tuple[str, int, str]]]]:
     cols = parse_batch(*_batch(msgs), explain=True)
-    found = cols.malformations
+    found = Malformations(cols.found, np.array([len(m) for m in msgs], dtype=np.int64))
     named: dict[int, list[tuple[str, int, str]]] = {}
     for row, code, offset, detail in zip(
         found.message.tolist(), found.codes(), found.offsets().tolist(), found.details(), strict=True

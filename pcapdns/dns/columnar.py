@@ -7,10 +7,11 @@ compression pointers, record bounds, rdata of the types with known structure, OP
 options, trailing bytes).  A first, lean walk proves the common message well-formed.  A message it
 cannot prove well-formed is walked again, with ``explain``, by a compiled copy of the per-message
 parser's rules in their order (:func:`_explain`): it fills the message's row as far as the message
-can be located and names each malformation with the per-message parser's code, offset and words
-(:class:`Malformations`), so a malformed message costs about what a good one does.  Two kinds of
-message still go to the per-message parser, because their row does not fit the flat columns used
-here: a first question whose name is compressed, and more than one Extended DNS Error.
+can be located and writes each malformation as a row of integers, which
+:mod:`pcapdns.dns.malformations` turns into the per-message parser's code, offset and words; so a
+malformed message costs about what a good one does.  Two kinds of message still go to the
+per-message parser, because their row does not fit the flat columns used here: a first question
+whose name is compressed, and more than one Extended DNS Error.
 
 The question name is rendered to presentation form here too, with exactly the escapes of
 :func:`pcapdns.dns.names.name_to_text` (a byte outside 0x21-0x7E as ``\\DDD``, a backslash before
@@ -20,16 +21,12 @@ The question name is rendered to presentation form here too, with exactly the es
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from string import Formatter
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import polars as pl
 
 from pcapdns import keytable
-from pcapdns.dns.parse import _FIXED_SIZE, _NAMED
-from pcapdns.dns.wire import Malform
 from pcapdns.jit import jit
 from pcapdns.keytable import TABLE_START
 
@@ -148,7 +145,7 @@ class DnsColumns:
     parsed: I64  # the parser's columns (``_ID`` ...), one row per message
     has_opt: Mask
     do: Mask
-    malformations: Malformations
+    found: I64  # the explaining walk's malformations, one row each (see pcapdns.dns.malformations)
 
     def header(self, rows: I64) -> HeaderFields:
         """The header fields of messages ``rows``, in that order."""
@@ -314,13 +311,13 @@ def option_bit(code: Int) -> Int:
 # applies :func:`pcapdns.dns.parse.parse_message`'s rules in its order and writes each
 # malformation as a row of integers: the message, the offset, what was found (a ``K_*`` kind), the
 # type of the record whose rdata it is in (-1: none) and up to eight numbers of the detail.
-# :func:`details` turns them into the per-message parser's words.
+# :class:`pcapdns.dns.malformations.Malformations` turns them into the per-message parser's words.
 (
-    _M_ROW,
-    _M_OFFSET,
-    _M_KIND,
-    _M_RTYPE,
-    _M_ARGS,
+    M_ROW,
+    M_OFFSET,
+    M_KIND,
+    M_RTYPE,
+    M_ARGS,
 ) = (0, 1, 2, 3, 4)
 _M_COLS = 12
 (
@@ -359,10 +356,10 @@ def _put(
 ) -> Int:  # fmt: skip
     """Write malformation ``k`` (see ``_M_*``); return the next one's index."""
     r = mal[k]
-    r[_M_ROW] = row
-    r[_M_OFFSET] = off
-    r[_M_KIND] = kind
-    r[_M_RTYPE] = rtype
+    r[M_ROW] = row
+    r[M_OFFSET] = off
+    r[M_KIND] = kind
+    r[M_RTYPE] = rtype
     r[4] = a0
     r[5] = a1
     r[6] = a2
@@ -804,7 +801,7 @@ def parse_batch(b: U8, start: I64, length: I64, *, explain: bool = False) -> Dns
     """Parse the messages ``b[start[i] : start[i] + length[i]]`` (each at least 12 bytes).
 
     ``explain``: the messages the fast walk cannot prove well-formed are walked again, their rows
-    filled and their malformations named (:attr:`DnsColumns.malformations`); without it they
+    filled and their malformations named (:attr:`DnsColumns.found`); without it they
     are left to the per-message parser (``done`` is ``ok``).
     """
     start = np.ascontiguousarray(start, dtype=np.int64)
@@ -827,145 +824,5 @@ def parse_batch(b: U8, start: I64, length: I64, *, explain: bool = False) -> Dns
         parsed=out,
         has_opt=has_opt & done,
         do=do,
-        malformations=Malformations(mal, length),
+        found=mal,
     )
-
-
-_HEX_DIGITS = np.frombuffer(b"".join(f"{c:02x}".encode() for c in range(256)), dtype=np.uint8).reshape(256, 2)
-
-
-def hex_lines(b: U8, start: I64, length: I64) -> list[str]:
-    """``b[start[i] : start[i] + length[i]]`` in lowercase hex, each (as ``bytes.hex``)."""
-    n = len(start)
-    total = int(length.sum())
-    before = np.cumsum(length) - length  # bytes of the earlier slices
-    which = np.repeat(np.arange(n), length)
-    src = np.repeat(start - before, length) + np.arange(total)
-    out = np.empty(2 * total + n, dtype=np.uint8)  # two digits a byte, a newline after each slice
-    at = 2 * np.arange(total) + which
-    digits = _HEX_DIGITS[b[src]]
-    out[at] = digits[:, 0]
-    out[at + 1] = digits[:, 1]
-    out[2 * (before + length) + np.arange(n)] = 10
-    return out.tobytes().decode("ascii").split("\n")[:-1]
-
-
-_LABELS = {t: v[3] for t, v in _NAMED.items()} | {t: v[1] for t, v in _FIXED_SIZE.items()}
-_WHAT = {t: v[4] for t, v in _NAMED.items()}
-_SECTIONS = ("question", "answer", "authority", "additional")
-# kind -> (the malformation's code, the detail with the numbers {0} ... and the record type's
-# name {t}), as the per-message parser words them (:mod:`pcapdns.dns.parse`, ``names``, ``wire``).
-_KINDS: dict[int, tuple[Malform, str]] = {
-    K_NAME_PAST: (Malform.NAME_TRUNCATED, "name starting at {0} runs past offset {1}"),
-    K_NAME_LONG: (Malform.NAME_TOO_LONG, "name starting at {0} exceeds 255 octets"),
-    K_LABEL_PAST: (Malform.NAME_TRUNCATED, "label of {0} octets at {1} runs past {2}"),
-    K_LABEL_EXTENDED: (Malform.LABEL_TOO_LONG, "length byte 0x{0:02x}: extended (01) label type"),
-    K_LABEL_RESERVED: (Malform.LABEL_TOO_LONG, "length byte 0x{0:02x}: reserved (10) label type"),
-    K_POINTER_CUT: (Malform.NAME_TRUNCATED, "compression pointer at {0} cut short"),
-    K_POINTER_HEADER: (Malform.BAD_COMPRESSION_POINTER, "pointer at {0} to {1}: into the header"),
-    K_POINTER_PAST: (Malform.BAD_COMPRESSION_POINTER, "pointer at {0} to {1}: past the message end ({2})"),
-    K_LOOP_SELF: (Malform.COMPRESSION_LOOP, "pointer at {0} to {1}, not before its own offset {0}"),
-    K_LOOP_PREVIOUS: (Malform.COMPRESSION_LOOP, "pointer at {0} to {1}, not before the previous target {2}"),
-    K_QUESTION: (Malform.QUESTION_TRUNCATED, "question fields needs 4 bytes at offset {0}, {1} left"),
-    K_RR_FIXED: (
-        Malform.RR_TRUNCATED,
-        "record type/class/ttl/rdlength needs 10 bytes at offset {0}, {1} left",
-    ),
-    K_RDATA_CUT: (Malform.RR_TRUNCATED, "rdata needs {0} bytes at offset {1}, {2} left"),
-    K_COUNT: (
-        Malform.SECTION_COUNT_MISMATCH,
-        "message ends at offset {0} after {1} of {2} {s} entries (header counts {4}/{5}/{6}/{7})",
-    ),
-    K_TRAILING: (Malform.TRAILING_BYTES, "{0} byte(s) after the last record"),
-    K_FIXED_SIZE: (Malform.RDATA_LENGTH_MISMATCH, "{t} rdata is {0} bytes, expected {1}"),
-    K_FIXED_FIELDS: (
-        Malform.RDATA_LENGTH_MISMATCH,
-        "{t} fixed fields needs {0} bytes at offset {1}, {2} left",
-    ),
-    K_RDATA_LEFT: (Malform.RDATA_LENGTH_MISMATCH, "{t} rdata has {0} byte(s) left after its fields"),
-    K_OPT_SECTION: (Malform.BAD_OPT_PLACEMENT, "OPT record in the {s} section"),
-    K_OPT_OWNER: (Malform.BAD_OPT_PLACEMENT, "OPT record owner is not the root name"),
-    K_MULTIPLE_OPT: (Malform.MULTIPLE_OPT, "another OPT record (the first is at {0})"),
-    K_OPTION_HEADER: (Malform.BAD_OPTION_LENGTH, "EDNS option header needs 4 bytes at offset {0}, {1} left"),
-    K_OPTION_DATA: (Malform.BAD_OPTION_LENGTH, "EDNS option {0} needs {1} bytes at offset {2}, {3} left"),
-}
-_UNWRAPPED = frozenset({K_FIXED_SIZE, K_RDATA_LEFT})
-
-
-def _detail(kind: int, wrapped: bool) -> pl.Expr:
-    """The detail of malformations of ``kind`` as an expression over their numbers ``a0`` ...
-    and ``rtype`` (``wrapped``: found inside a record's rdata, named in that record's terms)."""
-    code, text = _KINDS[kind]
-    label = pl.col("rtype").replace_strict(_LABELS, default="", return_dtype=pl.String)
-    parts: list[str] = []
-    values: list[pl.Expr] = []
-    for literal, field, spec, _ in Formatter().parse(text):
-        parts.append(literal)
-        if field is None:
-            continue
-        parts.append("{}")
-        if field == "t":
-            values.append(label)
-        elif field == "s":
-            where = pl.col("a3" if kind == K_COUNT else "a0")
-            values.append(
-                where.replace_strict(dict(enumerate(_SECTIONS)), default="", return_dtype=pl.String)
-            )
-        elif spec == "02x":
-            hexes = {b: f"{b:02x}" for b in range(256)}
-            values.append(pl.col(f"a{field}").replace_strict(hexes, default="", return_dtype=pl.String))
-        else:
-            values.append(pl.col(f"a{field}"))
-    detail = pl.format("".join(parts), *values)
-    if not wrapped:
-        return detail
-    what = pl.col("rtype").replace_strict(_WHAT, default="", return_dtype=pl.String)
-    return pl.format("{} {}: {}: {}", label, what, pl.lit(code.value), detail)
-
-
-@dataclass(slots=True)
-class Malformations:
-    """The malformations the explaining walk found, in the order the per-message parser reports
-    them: one row each (``_M_*`` columns) of the messages of a batch of ``length`` bytes each."""
-
-    rows: I64
-    length: I64
-
-    def dumps(self, b: U8, start: I64, limit: int) -> list[str]:
-        """The first ``limit`` bytes in hex of each message with malformations, in order (the
-        messages are ``b[start[i] : start[i] + length[i]]``)."""
-        at = self.message
-        rows = at[np.flatnonzero(np.diff(at, prepend=-1) != 0)]
-        return hex_lines(b, start[rows], np.minimum(self.length[rows], limit))
-
-    def select(self, keep: Mask) -> Malformations:
-        """Only the malformations ``keep``."""
-        return Malformations(self.rows[keep], self.length)
-
-    @property
-    def message(self) -> I64:
-        """The message (its index in the batch) of each malformation."""
-        return self.rows[:, _M_ROW]
-
-    def codes(self) -> list[str]:
-        """Each malformation's code (a :class:`~pcapdns.dns.wire.Malform` value)."""
-        kind = self.rows[:, _M_KIND].tolist()
-        rdata = (self.rows[:, _M_RTYPE] >= 0).tolist()
-        mismatch = str(Malform.RDATA_LENGTH_MISMATCH)
-        return [mismatch if r else str(_KINDS[k][0]) for k, r in zip(kind, rdata, strict=True)]
-
-    def offsets(self) -> I64:
-        """Each malformation's offset, inside its message (one found past the end: at the last byte)."""
-        return np.minimum(self.rows[:, _M_OFFSET], self.length[self.message] - 1)
-
-    def details(self) -> pl.Series:
-        """Each malformation's detail, word for word the per-message parser's (formatted by
-        polars, one expression per kind of malformation found)."""
-        names = ["kind", "rtype", *(f"a{j}" for j in range(8))]
-        frame = pl.DataFrame(self.rows[:, _M_KIND:], schema=names, orient="row").with_row_index("at")
-        wrapped = (pl.col("rtype") >= 0) & ~pl.col("kind").is_in(list(_UNWRAPPED))
-        frame = frame.with_columns(wrapped.alias("wrapped"))
-        parts = [pl.DataFrame(schema={"at": pl.UInt32, "detail": pl.String})]
-        for (kind, wrap), sub in frame.partition_by("kind", "wrapped", as_dict=True).items():
-            parts.append(sub.select("at", _detail(int(kind), bool(wrap)).alias("detail")))  # type: ignore[call-overload]
-        return pl.concat(parts).sort("at").get_column("detail")
