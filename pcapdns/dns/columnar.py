@@ -591,7 +591,79 @@ def _parse(
         o[_STATUS] = DEFERRED
         if length[i] < 12:
             continue
-        ok[i] = _walk_message(b, s, mend, o, name_at, has_opt, do, i)
+        # The lean walk, inline (a call per message, with its arrays, costs more than a short
+        # message's walk): proves a message with one uncompressed question well-formed.
+        o[_ID] = _u16(b, s)
+        o[_FLAGS] = _u16(b, s + 2)
+        qd = _u16(b, s + 4)
+        an = _u16(b, s + 6)
+        ns = _u16(b, s + 8)
+        ar = _u16(b, s + 10)
+        o[_QD] = qd
+        o[_AN] = an
+        o[_NS] = ns
+        o[_AR] = ar
+        if qd == 1:
+            qs = s + 12
+            qe, qok = _walk(b, s, mend, qs, -1, 0)
+            if qok and qe + 4 <= mend:
+                o[_QS] = qs
+                o[_QE] = qe
+                o[_QTYPE] = _u16(b, qe)
+                o[_QCLASS] = _u16(b, qe + 2)
+                qlen = qe - qs
+                pos = qe + 4
+                good: Bool = True
+                opts = 0
+                update = ((o[_FLAGS] >> 11) & 0xF) == _UPDATE
+                for r in range(an + ns + ar):
+                    p = pos
+                    # Most owner names are a pointer to the question name (0xC00C): no walk needed.
+                    if p + 2 <= mend and b[p] == 0xC0 and b[p + 1] == 12:
+                        fixed = p + 2
+                    else:
+                        fixed, good = _walk(b, s, mend, p, qs, qlen)
+                        if not good:
+                            break
+                    rs = fixed + 10
+                    if rs > mend:
+                        good = False
+                        break
+                    rtype = _u16(b, fixed)
+                    rclass = _u16(b, fixed + 2)
+                    re = rs + _u16(b, fixed + 8)
+                    if re > mend:
+                        good = False
+                        break
+                    # Empty rdata with class NONE/ANY is how dynamic updates delete (RFC 2136 2.5).
+                    if not (update and re == rs and (rclass == 254 or rclass == 255)):
+                        if not _rdata_ok(b, s, rtype, rs, re, qs, qlen, name_at):
+                            good = False
+                            break
+                    if r < an and rtype != _OPT:
+                        ttl = (_u16(b, fixed + 4) << 16) | _u16(b, fixed + 6)
+                        if o[_MINTTL] < 0 or ttl < o[_MINTTL]:
+                            o[_MINTTL] = ttl
+                    if rtype == _OPT:
+                        opts += 1
+                        if opts > 1 or r < an + ns or b[p] != 0:
+                            good = False
+                            break
+                        ttl_hi = _u16(b, fixed + 4)
+                        ttl_lo = _u16(b, fixed + 6)
+                        has_opt[i] = True
+                        o[_UDP] = rclass
+                        o[_EXT] = ttl_hi >> 8
+                        o[_VERSION] = ttl_hi & 0xFF
+                        do[i] = (ttl_lo & 0x8000) != 0
+                        opts_ok, first_ede, mask = _options(b, rs, re)
+                        if not opts_ok:
+                            good = False
+                            break
+                        o[_EDE_COL] = first_ede
+                        o[_OPTMASK] = mask
+                    pos = re
+                ok[i] = good and pos == mend
         if ok[i]:
             o[_STATUS] = WELL_FORMED
             o[_HASQ] = 1
@@ -608,85 +680,6 @@ def _parse(
                 o[_QS] += s
                 o[_QE] += s
     return out, ok, has_opt, do, mal[:k].copy()
-
-
-@jit
-def _walk_message(b: U8, s: Int, mend: Int, o: I64, name_at: I64, has_opt: Mask, do: Mask, i: Int) -> Bool:
-    """The fast walk of the message ``b[s:mend]``: whether it is proven well-formed (with one
-    uncompressed question and at most one Extended DNS Error); fills its row ``o``."""
-    o[_ID] = _u16(b, s)
-    o[_FLAGS] = _u16(b, s + 2)
-    qd = _u16(b, s + 4)
-    an = _u16(b, s + 6)
-    ns = _u16(b, s + 8)
-    ar = _u16(b, s + 10)
-    o[_QD] = qd
-    o[_AN] = an
-    o[_NS] = ns
-    o[_AR] = ar
-    if qd != 1:
-        return False
-    qs = s + 12
-    qe, qok = _walk(b, s, mend, qs, -1, 0)
-    if not qok or qe + 4 > mend:
-        return False
-    o[_QS] = qs
-    o[_QE] = qe
-    o[_QTYPE] = _u16(b, qe)
-    o[_QCLASS] = _u16(b, qe + 2)
-    qlen = qe - qs
-    pos = qe + 4
-    good: Bool = True
-    opts = 0
-    update = ((o[_FLAGS] >> 11) & 0xF) == _UPDATE
-    for r in range(an + ns + ar):
-        p = pos
-        # Most owner names are a pointer to the question name (0xC00C): no walk needed.
-        if p + 2 <= mend and b[p] == 0xC0 and b[p + 1] == 12:
-            fixed = p + 2
-        else:
-            fixed, good = _walk(b, s, mend, p, qs, qlen)
-            if not good:
-                break
-        rs = fixed + 10
-        if rs > mend:
-            good = False
-            break
-        rtype = _u16(b, fixed)
-        rclass = _u16(b, fixed + 2)
-        re = rs + _u16(b, fixed + 8)
-        if re > mend:
-            good = False
-            break
-        # Empty rdata with class NONE/ANY is how dynamic updates delete (RFC 2136 2.5).
-        if not (update and re == rs and (rclass == 254 or rclass == 255)):
-            if not _rdata_ok(b, s, rtype, rs, re, qs, qlen, name_at):
-                good = False
-                break
-        if r < an and rtype != _OPT:
-            ttl = (_u16(b, fixed + 4) << 16) | _u16(b, fixed + 6)
-            if o[_MINTTL] < 0 or ttl < o[_MINTTL]:
-                o[_MINTTL] = ttl
-        if rtype == _OPT:
-            opts += 1
-            if opts > 1 or r < an + ns or b[p] != 0:
-                good = False
-                break
-            ttl_hi = _u16(b, fixed + 4)
-            ttl_lo = _u16(b, fixed + 6)
-            has_opt[i] = True
-            o[_UDP] = rclass
-            o[_EXT] = ttl_hi >> 8
-            o[_VERSION] = ttl_hi & 0xFF
-            do[i] = (ttl_lo & 0x8000) != 0
-            opts_ok, first_ede, mask = _options(b, rs, re)
-            if not opts_ok:
-                good = False
-                break
-            o[_EDE_COL] = first_ede
-            o[_OPTMASK] = mask
-        pos = re
-    return good and pos == mend
 
 
 @jit("UniTuple(i8[::1], 2)(u1[::1], i8[::1], i8[::1])")
