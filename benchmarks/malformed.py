@@ -4,7 +4,7 @@ responses is malformed (eleven kinds, seeded), and the CPU time and peak memory 
 
     python benchmarks/malformed.py                      # 0.2 %, 50 % and 100 % of the responses
     python benchmarks/malformed.py --share 0.5 --packets 400000
-    python benchmarks/malformed.py --tree ../main       # the same captures through another checkout
+    python benchmarks/malformed.py --tree OTHER_CHECKOUT  # the same captures through another checkout
 
 The table is the one in docs/performance.md ("Malformed messages").
 """
