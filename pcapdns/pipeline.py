@@ -389,9 +389,9 @@ def finish(parts: Sequence[Tables], opts: Options, stage: Callable[[str], None] 
             stage("looking for anomalies: preparing the inputs")
         from pcapdns.anomalies.rules import detect  # only when the engine runs
 
-        # From the store: the table and its facts read back side by side, once (the engine holds
-        # them while it runs; nothing else holds the table).
-        rows = first.engine_rows.collect() if first.engine_rows is not None else transactions
+        # From the store: the table and its facts read back side by side, once, in one chunk (the
+        # engine holds them while it runs; nothing else holds the table).
+        rows = first.engine_rows.collect().rechunk() if first.engine_rows is not None else transactions
         assert isinstance(rows, pl.DataFrame)
         anomalies = detect(
             engine_inputs(

@@ -169,9 +169,7 @@ class _Steps:
             self._tabulate(settled)
         below = None
         if not final:  # before every held message and every message to come (not before the horizon)
-            held = self.settler.held_messages
-            firsts = [f.select("ts_ns", SEQ).sort("ts_ns", SEQ).row(0) for f in held if f.height]
-            below = min([*firsts, (self.horizon, 0)])
+            below = min([*(_first(f) for f in self.settler.held_messages if f.height), (self.horizon, 0)])
         release_memory()  # what pairing and tabulating the step freed, before the next batch
         transactions = self.transactions.release(below)
         if transactions is not None:
@@ -203,6 +201,13 @@ class _Steps:
         else:
             rows = build_transactions(settled, self.files, self.texts)
         self.transactions.add(ts[first_query], seq[first_query], rows)
+
+
+def _first(messages: pl.DataFrame) -> tuple[int, int]:
+    """The (time, position) of the first of ``messages`` (without sorting them)."""
+    ts = messages.get_column("ts_ns").to_numpy()
+    earliest = ts.min()
+    return int(earliest), int(messages.get_column(SEQ).to_numpy()[ts == earliest].min())
 
 
 def _later_files_start(paths: Sequence[str]) -> list[int]:

@@ -70,7 +70,10 @@ def test_stepped_tables_equal_the_whole_capture_analysis(
     assert {"answered", "unanswered"} <= set(t.get_column("status").cast(str).to_list())
     assert int(t.get_column("retransmissions").sum()) > 0 or timeout_s < 1
     assert t.get_column("transport").cast(str).eq("tcp").any() or mix == "attack"
-    _same(whole, analyze([str(path)], opts))
+    stepped = analyze([str(path)], opts)
+    assert stepped.lazy  # the transactions table is read from the store
+    _same(whole, stepped)
+    stepped.close()
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # the store is gone
     # --json: the transactions aggregated as they settle, not kept
     counted = analyze([str(path)], replace(opts, anomalies=False, summary_only=True))
