@@ -707,6 +707,8 @@ def export(
         explicit=table is not None,
         stdout=_stdout_bytes,
         follow_symlinks=follow_symlinks,
+        # read from the temporary store and written batch by batch (analysed in steps)
+        streamed=("transactions",) if analysis.lazy else (),
     )
     if output != "-":
         for w in written:
@@ -751,7 +753,7 @@ def query(files: tuple[str, ...], sql: str, fmt: str, max_rows: int, **kw: Any) 
 
     # the anomaly engine runs only for a query that names its table
     analysis = _analyze(files, kw, anomalies="anomalies" in sql.lower())
-    rows = run_sql(build_tables(analysis, kw["window"]), sql)
+    rows = run_sql(build_tables(analysis, kw["window"]), sql, streaming=analysis.lazy)
     if fmt == "table":
         from pcapdns.report.text import report_console
 

@@ -91,20 +91,20 @@ def _pct(part: int, whole: int) -> str:
 
 def _evidence_transactions(a: Analysis, evidence: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The transactions whose query or answer is one of a finding's evidence frames."""
-    if not evidence or a.transactions.height == 0:
+    if not evidence:
         return []
-    wanted = pl.DataFrame(
+    wanted = pl.LazyFrame(
         {"file": [e["file"] for e in evidence], "frame": [int(e["frame"]) for e in evidence]},
         schema={"file": pl.String, "frame": pl.UInt32},
     )
-    t = a.transactions.with_columns(pl.col("file").cast(pl.String).alias("file_s"))
+    t = a.scan().with_columns(pl.col("file").cast(pl.String).alias("file_s"))
     hits = pl.concat(
         [
             t.join(wanted, left_on=["file_s", key], right_on=["file", "frame"], how="semi")
             for key in ("query_frame", "response_frame")
         ]
     )
-    rows = hits.unique(["file_s", "query_frame"]).sort("ts").head(EVIDENCE_TRANSACTIONS)
+    rows = a.collect(hits).unique(["file_s", "query_frame"]).sort("ts").head(EVIDENCE_TRANSACTIONS)
     return [_transaction(r) for r in rows.iter_rows(named=True)]
 
 

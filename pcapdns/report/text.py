@@ -263,17 +263,23 @@ def sections(a: Analysis) -> list[RenderableType]:
     if a.anomalies.height:
         out.append(findings_table(a.anomalies))
     out += [quality(a, s), totals(s)]
+    # what the sections below depend on, in one pass over the transactions (read lazily)
+    rows, span, failing = a.collect(
+        a.scan().select(
+            pl.len(),
+            pl.col("ts").max() - pl.col("ts").min(),
+            (pl.col("rcode_name").is_not_null() & (pl.col("rcode_name") != "NOERROR")).sum(),
+        )
+    ).row(0)
     if s["rcodes"]:
         out.append(rcodes(s))
-        if a.transactions.height and a.transactions.select(
-            pl.col("ts").max() - pl.col("ts").min()
-        ).item() > timedelta(minutes=2):
+        if rows and span > timedelta(minutes=2):
             out.append(rcode_timeline(a))
     if s["unanswered"]:
         out.append(unanswered(a))
-    if a.transactions.height:
+    if rows:
         out.append(latency(a, s))
-    if a.transactions.filter(pl.col("rcode_name").is_not_null() & (pl.col("rcode_name") != "NOERROR")).height:
+    if failing:
         out.append(failing_names(a))
     if s["malformed"]:
         out.append(malformed(a, s))
@@ -306,9 +312,11 @@ class DomainName:
 
 def answers_with_rcode(a: Analysis, rcode: str, limit: int = 20) -> RenderableType:
     """The transactions answered with ``rcode``: who asked what, and the frames to open."""
-    rows = a.transactions.filter(pl.col("rcode_name").cast(pl.String) == rcode).sort("ts")
+    matching = a.scan().filter(pl.col("rcode_name").cast(pl.String) == rcode)
+    count = a.collect(matching.select(pl.len())).item()
+    rows = a.collect(matching.sort("ts").head(limit))  # a top-k: only ``limit`` rows kept
     t = _table(
-        f"{rows.height:,} {rcode} answer{'s' if rows.height != 1 else ''} in the capture",
+        f"{count:,} {rcode} answer{'s' if count != 1 else ''} in the capture",
         "time (UTC)",
         "client",
         "server",
@@ -320,7 +328,7 @@ def answers_with_rcode(a: Analysis, rcode: str, limit: int = 20) -> RenderableTy
     # alone is wider than that (not "static.shop.exampl / e HTTPS" at 80 columns).
     for col in (t.columns[0], t.columns[4], t.columns[5]):
         col.no_wrap = True
-    for r in rows.head(limit).iter_rows(named=True):
+    for r in rows.iter_rows(named=True):
         t.add_row(
             r["ts"].strftime("%H:%M:%S.%f"),
             Text(str(r["client"])),
@@ -329,6 +337,6 @@ def answers_with_rcode(a: Analysis, rcode: str, limit: int = 20) -> RenderableTy
             Text(r["qtype_name"] or ""),
             f"{r['query_frame']}->{r['response_frame']}",
         )
-    if rows.height > limit:
-        t.caption = f"first {limit} of {rows.height:,}"
+    if count > limit:
+        t.caption = f"first {limit} of {count:,}"
     return t
