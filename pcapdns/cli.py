@@ -745,7 +745,7 @@ def query(files: tuple[str, ...], sql: str, fmt: str, max_rows: int, **kw: Any) 
     Tables: transactions, anomalies, windows, servers, malformed, decode_issues (docs/schema.md).
     A bad query prints the engine's message and every table with its columns (exit status 7).
     """
-    from pcapdns.report.export import write_stream
+    from pcapdns.report.export import write_standard_output
     from pcapdns.report.query import render, run_sql
     from pcapdns.tables.export_tables import build_tables
 
@@ -757,7 +757,7 @@ def query(files: tuple[str, ...], sql: str, fmt: str, max_rows: int, **kw: Any) 
 
         render(rows, _pipe_aware(report_console(analysis.files)), max_rows)
     else:
-        write_stream(rows, fmt, _stdout_bytes())
+        write_standard_output(rows, fmt, _stdout_bytes())
 
 
 @cli.command(

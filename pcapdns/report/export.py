@@ -173,19 +173,61 @@ def fetch_packets(packets: pl.DataFrame) -> list[StoredFrame]:
 
 def write_stream(rows: pl.DataFrame, fmt: str, stream: BinaryIO, table: str = "") -> None:
     """Write ``rows`` in ``fmt`` to ``stream``.  For ``pcap``, ``rows`` is a ``(file, frame)`` table."""
+    watched = _WatchedStream(stream)
     try:
-        _write(rows, fmt, stream, table)
+        _write(rows, fmt, watched, table)  # type: ignore[arg-type]  # a file-like object is enough
     except (OSError, pl.exceptions.ComputeError) as e:
-        # polars reports a failed write as a plain OSError or a ComputeError naming the system's
-        # error only in its text ("... (os error 28)"): the errno is put back, so that the CLI tells
-        # a full disk (exit 6) from a bug.  The reader closing the pipe (`pcapdns export ... -o - |
-        # head`) is raised without an errno, so that click leaves it to the CLI's quiet handler.
-        code = getattr(e, "errno", None) or _system_errno(str(e))
+        # polars reports a failed write as a plain OSError, or a ComputeError naming the system's
+        # error only in its text ("... (os error 28)"), or not at all ("Invalid thrift: transport
+        # error"): the stream's own OSError, caught on its way through, gives the errno back, so
+        # that the CLI tells a full disk (exit 6) from a bug.  The reader closing the pipe
+        # (`pcapdns export ... -o - | head`) is raised without an errno, so that click leaves it to
+        # the CLI's quiet handler.
+        cause = watched.error
+        code = getattr(e, "errno", None) or (cause.errno if cause else None) or _system_errno(str(e))
         if code == errno.EPIPE:
             raise BrokenPipeError("the reader closed the pipe") from e
         if code is not None and getattr(e, "errno", None) is None:
             raise OSError(code, os.strerror(code)) from e
         raise
+
+
+def write_standard_output(rows: pl.DataFrame, fmt: str, stream: BinaryIO, table: str = "") -> None:
+    """:func:`write_stream` to the process's stdout: a failed write is the error :class:`ExportError`
+    (exit 6), whatever the system said (a full disk keeps its own words, said by the CLI)."""
+    try:
+        write_stream(rows, fmt, stream, table)
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        raise ExportError(f"cannot write the output: {e.strerror or e}") from e
+
+
+class _WatchedStream:
+    """``stream``, keeping the OSError of a failed write or flush (polars may swallow it)."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._stream.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as e:
+            self.error = e
+            raise
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
 
 
 def _system_errno(message: str) -> int | None:
@@ -501,7 +543,7 @@ def export(
             )
         spec = specs[0]
         rows = _rows_for(spec, tables[spec.name], fmt)
-        write_stream(rows, fmt, stream, spec.name)
+        write_standard_output(rows, fmt, stream, spec.name)
         return [Written(spec.name, "-", rows.height)]
     target = Path(output)
     if not explicit and target.suffix.lower() in _NAMED_FORMATS and not target.is_dir():
