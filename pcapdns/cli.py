@@ -23,7 +23,7 @@ import click
 
 from pcapdns import __version__
 from pcapdns.anomalies.config import Thresholds
-from pcapdns.errors import ExitStatus, ExportError, PcapdnsError, SourceMissing
+from pcapdns.errors import ExitStatus, ExportError, PcapdnsError, SourceMissing, UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -820,6 +820,11 @@ def tui(files: tuple[str, ...], **kw: Any) -> None:
     for p in paths:
         if not os.path.exists(p):
             raise SourceMissing(f"{p}: no such file")
+    _check_captures(paths)
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UsageError(
+            "the TUI needs a terminal on stdin and stdout", "for a report on a pipe or file: pcapdns analyze"
+        )
     from pcapdns.parallel import Engine
     from pcapdns.tui import make_app  # textual is loaded only for this command
 
@@ -830,6 +835,25 @@ def tui(files: tuple[str, ...], **kw: Any) -> None:
     app.run()
     if app.error is not None:
         raise app.error
+
+
+def _check_captures(paths: list[str]) -> None:
+    """Raise the first file's error when none of ``paths`` opens as a capture (as ``analyze``
+    does), before any window is drawn; with one good file the others are warnings in the TUI.
+    Only regular files are opened twice: a FIFO's bytes would be gone."""
+    from pcapdns.sources import open_capture
+
+    first: PcapdnsError | None = None
+    for p in paths:
+        if not os.path.isfile(p):
+            return
+        try:
+            with open_capture(p):
+                return
+        except PcapdnsError as e:
+            first = first or e
+    if first is not None:
+        raise first
 
 
 def _fail(message: str, hint: str, status: int) -> int:
