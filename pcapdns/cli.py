@@ -774,7 +774,7 @@ def query(files: tuple[str, ...], sql: str, fmt: str, max_rows: int, **kw: Any) 
     "--output",
     required=True,
     type=click.Path(dir_okay=False),
-    help="The HTML file to write (self-contained: opens with no network).",
+    help="The HTML file to write (self-contained: opens with no network), or '-' for stdout.",
 )
 @click.option(
     "--png",
@@ -795,8 +795,9 @@ def report(files: tuple[str, ...], output: str, png_dir: str | None, **kw: Any) 
 
     analysis = _analyze(files, kw)
     made = provenance(_ARGV, __version__)
-    for w in write(analysis, output, made, kw["window"], png_dir):
-        click.echo(f"pcapdns: wrote {w.path}: {w.what}", err=True)
+    for w in write(analysis, output, made, kw["window"], png_dir, stdout=_stdout_bytes):
+        if w.path != "-":
+            click.echo(f"pcapdns: wrote {w.path}: {w.what}", err=True)
 
 
 @cli.command(
