@@ -721,7 +721,7 @@ def export(
         'pcapdns query samples/outage.pcap "SELECT * FROM anomalies" --format csv',
     ),
 )
-@click.argument("files", nargs=-1, required=True)
+@click.argument("files", nargs=-1)  # checked in the command: click would blame FILES for a missing SQL
 @click.argument("sql")
 @click.option(
     "--format",
@@ -745,6 +745,12 @@ def query(files: tuple[str, ...], sql: str, fmt: str, max_rows: int, **kw: Any) 
     Tables: transactions, anomalies, windows, servers, malformed, decode_issues (docs/schema.md).
     A bad query prints the engine's message and every table with its columns (exit status 7).
     """
+    usage = "pcapdns query FILE... 'SELECT ...'"
+    if not files:
+        raise UsageError("query needs at least one capture, then the SQL", usage)
+    first_word = files[0].split(maxsplit=1)[:1]
+    if first_word and first_word[0].upper() in ("SELECT", "WITH") and not os.path.exists(files[0]):
+        raise UsageError("the SQL comes after the captures", usage)
     from pcapdns.report.export import write_standard_output
     from pcapdns.report.query import render, run_sql
     from pcapdns.tables.export_tables import build_tables

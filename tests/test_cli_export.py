@@ -323,3 +323,16 @@ def test_a_reader_that_stops_early_is_not_an_error(fmt):
     err = proc.stderr.read()
     proc.stderr.close()
     assert (proc.wait(), err) == (0, b"")
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        ([FORMERR], "query needs at least one capture, then the SQL (pcapdns query FILE... 'SELECT ...')"),
+        (["SELECT * FROM servers", FORMERR], "the SQL comes after the captures"),
+    ],
+)
+def test_query_without_sql_or_with_it_first_says_which(capsys, args, words):
+    status, out, err = run(capsys, "query", *args)
+    assert status == ExitStatus.USAGE and out == ""
+    assert words in one_line(err) and "FILES" not in err
