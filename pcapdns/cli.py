@@ -696,6 +696,7 @@ def export(
     from pcapdns.tables.export_tables import build_tables
 
     fmt = writers.format_for(output, fmt)
+    writers.check_arguments(files, table, fmt, partition_by)
     # the anomaly engine runs only when its findings are written
     analysis = _analyze(files, kw, anomalies=table in (None, "anomalies"))
     tables = build_tables(analysis, kw["window"], [table] if table else None)

@@ -32,7 +32,7 @@ import struct
 import sys
 import tempfile
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -158,7 +158,7 @@ def fetch_packets(packets: pl.DataFrame) -> list[StoredFrame]:
     wanted = packets.unique().sort("file", "frame")
     files = wanted.get_column("file").unique(maintain_order=True).to_list()
     if "-" in files:
-        raise ExportError("packets read from stdin cannot be fetched again", "export from a capture file")
+        raise UsageError("packets read from stdin cannot be fetched again", "export from a capture file")
     found: list[tuple[int, int, StoredFrame]] = []
     for rank, part in enumerate(wanted.partition_by("file", maintain_order=True)):
         path = files[rank]
@@ -495,14 +495,22 @@ def _usable(spec: TableSpec, fmt: str, partition_by: str | None, explicit: bool)
     """Whether ``spec`` is written at all (a table named explicitly that cannot be is an error)."""
     if fmt == "pcap" and spec.packets is None:
         if explicit:
-            raise ExportError(
+            raise UsageError(
                 f"the {spec.name} table has no packets to write as pcap",
                 "pcap holds the packets of transactions, anomalies, malformed and decode_issues",
             )
         return False
     if partition_by and partition_keys(spec, partition_by) is None and explicit:
-        raise ExportError(f"the {spec.name} table cannot be partitioned by {partition_by}")
+        raise UsageError(f"the {spec.name} table cannot be partitioned by {partition_by}")
     return True
+
+
+def check_arguments(files: Sequence[str], table: str | None, fmt: str, partition_by: str | None) -> None:
+    """Refuse, before any analysis, what cannot be exported whatever the captures hold (exit 2)."""
+    if fmt == "pcap" and "-" in files:
+        raise UsageError("packets read from stdin cannot be fetched again", "export from a capture file")
+    if table is not None:
+        _usable(TABLES[table], fmt, partition_by if fmt == "parquet" else None, explicit=True)
 
 
 def export(
