@@ -35,8 +35,11 @@ _DEBUG = False
 _ARGV: list[str] = []  # the arguments of this run, for the report's provenance
 
 
-def _expand(paths: Sequence[str]) -> list[str]:
-    """Expand quoted glob patterns ourselves ('captures/*.pcap'), keeping order and '-' (stdin)."""
+def _expand(paths: Sequence[str], *, warn: bool = False) -> list[str]:
+    """Expand quoted glob patterns ourselves ('captures/*.pcap'), keeping order and '-' (stdin).
+
+    A file given more than once (the same path, or another name of the same file: device and
+    inode) is kept once, at its first place; with ``warn``, a warning line says so."""
     out: list[str] = []
     for p in paths:
         if p != "-" and any(ch in p for ch in "*?[") and not os.path.exists(p):
@@ -46,7 +49,22 @@ def _expand(paths: Sequence[str]) -> list[str]:
             out.extend(matches)
         else:
             out.append(p)
-    return out
+    seen: dict[object, str] = {}
+    kept: list[str] = []
+    for p in out:
+        try:
+            st = os.stat(p) if p != "-" else None
+        except OSError:
+            st = None  # missing or unreadable: the analysis names it
+        key: object = (st.st_dev, st.st_ino) if st is not None else p
+        if key in seen:
+            if warn:
+                same = "" if seen[key] == p else f" (the same file as {seen[key]})"
+                click.echo(f"pcapdns: warning: {p}: given more than once{same}, analysed once", err=True)
+            continue
+        seen[key] = p
+        kept.append(p)
+    return kept
 
 
 def _examples(*lines: str) -> str:
@@ -339,7 +357,7 @@ def _analyze(
 
     _say_compiled_code_notes()
     opts = replace(_options(kw, anomalies=anomalies), summary_only=summary_only)
-    paths = _expand(files)
+    paths = _expand(files, warn=True)
     group_by = kw.get("group_by")
     if group_by:
         _check_regex(group_by)
@@ -822,7 +840,7 @@ def tui(files: tuple[str, ...], **kw: Any) -> None:
 
     The window opens at once and fills in as the analysis runs; press ? for the keys.
     """
-    paths = _expand(files)
+    paths = _expand(files, warn=True)
     if "-" in paths:
         raise click.UsageError("the TUI reads keys from the terminal: give capture files, not '-'")
     for p in paths:
