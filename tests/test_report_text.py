@@ -151,3 +151,19 @@ def test_names_in_narrow_tables_wrap_between_labels_not_inside_one() -> None:
     with console.capture() as cap:
         console.print(DomainName("averyverylonglabel.example"))
     assert "".join(cap.get().split()) == "averyverylonglabel.example"
+
+
+def test_frames_that_are_no_packet_are_named_in_the_link_type_breakdown(tmp_path: Path) -> None:
+    # Wireshark numbers a pcapng custom block as a frame: so does pcapdns (frame numbers agree), and
+    # the breakdown names it, so that its figures add up to the frames
+    import pcapbuild as pb
+
+    packets = [pb.epb(0, 1_000_000, query(1)), pb.custom(), pb.epb(0, 2_000_000, response(1))]
+    blocks = [pb.shb(), pb.idb(1), *packets]
+    (tmp_path / "c.pcapng").write_bytes(b"".join(blocks))
+    out = subprocess.run(
+        [sys.executable, "-m", "pcapdns", "analyze", "c.pcapng", "--no-progress"],
+        capture_output=True, text=True, cwd=tmp_path, check=True,
+        env={"COLUMNS": "200", "PATH": "", "PYTHONPATH": str(ROOT)},
+    ).stdout
+    assert "c.pcapng  pcapng, 3 frames (link type 1 (EN10MB): 2, 1 custom or journal block)" in out

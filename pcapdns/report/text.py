@@ -104,6 +104,9 @@ def quality(a: Analysis, s: dict[str, Any]) -> RenderableType:
     lines: list[Text] = []
     for c in a.captures:
         links = ", ".join(f"{linktype_name(lt)}: {n:,}" for lt, n in sorted(c.linktypes.items()))
+        others = c.frames - sum(c.linktypes.values())  # numbered as Wireshark does, but no packet
+        if others > 0 and c.format == "pcapng":
+            links += f"{', ' if links else ''}{others:,} custom or journal block{'s' if others != 1 else ''}"
         links = links or "no frames"
         comp = f", {c.compression}" if c.compression else ""
         counted = f"{c.frames:,} messages" if c.format == "dnstap" else f"{c.frames:,} frames ({links})"
