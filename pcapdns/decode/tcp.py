@@ -193,8 +193,7 @@ class TcpStreams:
                 frame,
                 ts,
                 IssueReason.DNS_TOO_SHORT,
-                f"one segment ended {len(short)} DNS-over-TCP message{'s' if len(short) != 1 else ''} "
-                f"shorter than the 12-byte header (lengths {sizes})",
+                f"{len(short)} DNS-over-TCP message(s) shorter than the 12-byte header (lengths {sizes})",
             )
 
     def _message(self, key: FlowKey, msg: bytes, frame: int, ts: int, out: list[Payload]) -> None:
