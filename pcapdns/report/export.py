@@ -32,7 +32,7 @@ import struct
 import sys
 import tempfile
 import urllib.parse
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TypeVar
@@ -165,7 +165,7 @@ def fetch_packets(packets: pl.DataFrame) -> list[StoredFrame]:
     wanted = packets.unique().sort("file", "frame")
     files = wanted.get_column("file").unique(maintain_order=True).to_list()
     if "-" in files:
-        raise ExportError("packets read from stdin cannot be fetched again", "export from a capture file")
+        raise UsageError("packets read from stdin cannot be fetched again", "export from a capture file")
     found: list[tuple[int, int, StoredFrame]] = []
     for rank, part in enumerate(wanted.partition_by("file", maintain_order=True)):
         path = files[rank]
@@ -183,19 +183,61 @@ def write_stream(rows: Rows, fmt: str, stream: BinaryIO, table: str = "") -> Non
 
     A lazy frame is written batch by batch by polars' streaming engine (the same bytes for CSV and
     NDJSON, the same rows and metadata for Parquet): what is held is a batch, not the table."""
+    watched = _WatchedStream(stream)
     try:
-        _write(rows, fmt, stream, table)
+        _write(rows, fmt, watched, table)  # type: ignore[arg-type]  # a file-like object is enough
     except (OSError, pl.exceptions.ComputeError) as e:
-        # polars reports a failed write as a plain OSError or a ComputeError naming the system's
-        # error only in its text ("... (os error 28)"): the errno is put back, so that the CLI tells
-        # a full disk (exit 6) from a bug.  The reader closing the pipe (`pcapdns export ... -o - |
-        # head`) is raised without an errno, so that click leaves it to the CLI's quiet handler.
-        code = getattr(e, "errno", None) or _system_errno(str(e))
+        # polars reports a failed write as a plain OSError, or a ComputeError naming the system's
+        # error only in its text ("... (os error 28)"), or not at all ("Invalid thrift: transport
+        # error"): the stream's own OSError, caught on its way through, gives the errno back, so
+        # that the CLI tells a full disk (exit 6) from a bug.  The reader closing the pipe
+        # (`pcapdns export ... -o - | head`) is raised without an errno, so that click leaves it to
+        # the CLI's quiet handler.
+        cause = watched.error
+        code = getattr(e, "errno", None) or (cause.errno if cause else None) or _system_errno(str(e))
         if code == errno.EPIPE:
             raise BrokenPipeError("the reader closed the pipe") from e
         if code is not None and getattr(e, "errno", None) is None:
             raise OSError(code, os.strerror(code)) from e
         raise
+
+
+def write_standard_output(rows: Rows, fmt: str, stream: BinaryIO, table: str = "") -> None:
+    """:func:`write_stream` to the process's stdout: a failed write is the error :class:`ExportError`
+    (exit 6), whatever the system said (a full disk keeps its own words, said by the CLI)."""
+    try:
+        write_stream(rows, fmt, stream, table)
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        raise ExportError(f"cannot write the output: {e.strerror or e}") from e
+
+
+class _WatchedStream:
+    """``stream``, keeping the OSError of a failed write or flush (polars may swallow it)."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._stream.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as e:
+            self.error = e
+            raise
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
 
 
 def _system_errno(message: str) -> int | None:
@@ -507,14 +549,22 @@ def _usable(spec: TableSpec, fmt: str, partition_by: str | None, explicit: bool)
     """Whether ``spec`` is written at all (a table named explicitly that cannot be is an error)."""
     if fmt == "pcap" and spec.packets is None:
         if explicit:
-            raise ExportError(
+            raise UsageError(
                 f"the {spec.name} table has no packets to write as pcap",
                 "pcap holds the packets of transactions, anomalies, malformed and decode_issues",
             )
         return False
     if partition_by and partition_keys(spec, partition_by) is None and explicit:
-        raise ExportError(f"the {spec.name} table cannot be partitioned by {partition_by}")
+        raise UsageError(f"the {spec.name} table cannot be partitioned by {partition_by}")
     return True
+
+
+def check_arguments(files: Sequence[str], table: str | None, fmt: str, partition_by: str | None) -> None:
+    """Refuse, before any analysis, what cannot be exported whatever the captures hold (exit 2)."""
+    if fmt == "pcap" and "-" in files:
+        raise UsageError("packets read from stdin cannot be fetched again", "export from a capture file")
+    if table is not None:
+        _usable(TABLES[table], fmt, partition_by if fmt == "parquet" else None, explicit=True)
 
 
 def export(
@@ -558,7 +608,7 @@ def export(
             )
         spec = specs[0]
         rows, count = _rows_for(spec, tables[spec.name], fmt, streamed)
-        write_stream(rows, fmt, stream, spec.name)
+        write_standard_output(rows, fmt, stream, spec.name)
         return [Written(spec.name, "-", count)]
     target = Path(output)
     if not explicit and target.suffix.lower() in _NAMED_FORMATS and not target.is_dir():
