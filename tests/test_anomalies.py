@@ -457,3 +457,19 @@ def test_no_tcp_retry_is_claimed_only_when_the_capture_went_on_long_enough(tmp_p
         )
     assert main(["anomalies", str(path), "--no-progress"]) == 0
     assert "evidence: frame 2 in" in " ".join(capsys.readouterr().out.split())
+
+
+def test_several_decode_issues_show_their_first_example_as_such(tmp_path):
+    # two connections, each with a short message: the finding counts 2 issues and quotes the first
+    # one's detail as the first, so its own figures do not read as the total's
+    query = _q(7, "www.example")
+    stream = struct.pack("!H", 3) + b"abc" + struct.pack("!H", len(query)) + query
+    recs = []
+    for k, port in enumerate((40001, 40002)):
+        for j, (payload, flags, seq) in enumerate(((b"", "S", 5000), (stream, "PA", 5001))):
+            l4 = pb.tcp(payload, port, 53, seq=seq, flags=flags)
+            recs.append(
+                (T0 + k * 10**8 + j * 10**6, pb.ether(pb.ipv4(l4, proto=6, src=CLIENT, dst=RESOLVER)))
+            )
+    (q,) = by_kind(analyze([_write(tmp_path, recs)]), "capture_quality")
+    assert q["summary"].startswith("2 decode issues 'dns_too_short' (the first: 1 DNS-over-TCP message")

@@ -91,14 +91,20 @@ def decode_issue_findings(inp: Inputs) -> list[Finding]:
         why = _why(reason, tcp or 0, kept or 0)  # the transports, as the examples show them
         if reason == "unsupported_encapsulation" and kinds:  # what was skipped, as the examples show it
             detail = "; ".join(kinds)
+        # several issues show their first example, whose own figures are not the total's
+        if not detail:
+            shown = ""
+        elif n == 1 or reason == "unsupported_encapsulation":
+            shown = f": {detail}"
+        else:
+            shown = f" (the first: {detail})"
         out.append(
             Finding(
                 kind="capture_quality",
                 severity="warning" if reason in _SERIOUS else "info",
                 start=_at(first),
                 end=_at(last),
-                summary=f"{n} decode issue{'s' if n != 1 else ''} '{reason}'"
-                + (f": {detail}" if detail else ""),
+                summary=f"{n} decode issue{'s' if n != 1 else ''} '{reason}'{shown}",
                 likely_cause=why,
                 count=n,
                 evidence=[{"file": files[f["file_id"]], "frame": f["frame"]} for f in frames or []],
