@@ -47,10 +47,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from pcapdns.model import FrameBatch
 
 from . import hostile
 from .mutate import Capture, cut, mutate
@@ -191,13 +193,18 @@ def _conserved(summary: dict[str, int]) -> list[str]:
     return broken
 
 
+RETAINED_KIB = 48 << 10
+
+
 def _child(paths: list[str], numbers: list[int], workdir: Path, limits: Limits, compiled: bool) -> None:
     """In the forked child: inputs ``paths`` one after the other, each with its commands in
     process.  Before each, ``workdir/at`` names it, its CPU limit is set, and the peak resident set
     is reset (``/proc/self/clear_refs``); after each command ``report-<i>.json`` holds the results
     so far (a crash leaves them), after the input its peak and CPU time.  ``compiled``: the
     compiled fast path is loaded first, as in a process that has read a large capture before
-    (otherwise small captures take the per-packet path)."""
+    (otherwise small captures take the per-packet path).  The child leaves the batch early when an
+    input left much more memory resident than the first (the parent runs the rest again)."""
+    retained = 0
     space = limits.address_space_gib << 30
     resource.setrlimit(resource.RLIMIT_AS, (space, space))
     from pcapdns import jit
@@ -237,8 +244,14 @@ def _child(paths: list[str], numbers: list[int], workdir: Path, limits: Limits, 
                 }
             )
             report.write_text(json.dumps({"results": results}))
-        peak = int(re.search(r"VmHWM:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))  # type: ignore[union-attr]
+        status_text = Path("/proc/self/status").read_text()
+        peak, rss = (int(re.search(rf"{k}:\s+(\d+)", status_text).group(1)) for k in ("VmHWM", "VmRSS"))  # type: ignore[union-attr]
         report.write_text(json.dumps({"results": results, "peak_kib": peak, "cpu_s": _cpu() - used}))
+        # What an input leaves resident (memory the allocators keep) counts in the next one's peak:
+        # the batch ends once that is more than RETAINED_KIB above what the first input left.
+        retained = rss if i == 0 else retained
+        if rss > retained + RETAINED_KIB:
+            return
 
 
 def run_command(args: list[str]) -> int:
@@ -256,17 +269,33 @@ def run_command(args: list[str]) -> int:
 
 
 class _FileFrames:
-    """A live source (pcapdns.live.runner.Source) handing out a capture file's frames, a few at a
-    time, then stopping the runner: the live analysis of what a capture device would have read."""
+    """A live source (pcapdns.live.runner.Source) handing out a capture file's frames, then stopping
+    the runner: the live analysis of what a capture device would have read.  The batches grow from
+    64 frames, doubling up to 65,536: small inputs are fed in several steps (ticks between them),
+    large ones in few."""
 
-    def __init__(self, capture: Any, path: str, batch: int = 64) -> None:
-        self.capture = capture
+    def __init__(self, capture: Any, path: str) -> None:
         self.name = path
-        self.batches = self.capture.batches(batch)
+        self.parts = self._parts(capture.batches())
         self.runner: Any = None
 
-    def read(self, timeout_s: float) -> Any:
-        batch = next(self.batches, None)
+    @staticmethod
+    def _parts(batches: Iterator[FrameBatch]) -> Iterator[FrameBatch]:
+        size = 64
+        for b in batches:
+            start = 0
+            while start < len(b):
+                stop = min(len(b), start + size)
+                yield FrameBatch(
+                    b.file_id,
+                    b.buf,
+                    *(a[start:stop] for a in (b.data_off, b.caplen, b.wirelen, b.ts_ns, b.linktype, b.frame)),
+                    None if b.dnstap is None else b.dnstap.slice(start, stop),
+                )
+                start, size = stop, min(2 * size, 65536)
+
+    def read(self, timeout_s: float) -> FrameBatch | None:
+        batch = next(self.parts, None)
         if batch is None:
             self.runner.stop()
         return batch
