@@ -37,12 +37,35 @@ def _harness(tmp_path: Path, *args: str) -> dict:
 
 def test_a_short_run_finds_no_failure(tmp_path):
     # generous limits: a loaded test machine must not make a slow input a failure
-    got = _harness(tmp_path, "--seed", "21", "--inputs", "24", "--time-limit", "120", "--memory-base", "1024")
-    assert got["inputs"] == 24
+    got = _harness(
+        tmp_path,
+        *("--seed", "21", "--inputs", "30", "--commands", "rotate", "--batch", "6", "--jobs", "2"),
+        *("--time-limit", "120", "--memory-base", "1024"),
+    )
+    assert got["inputs"] == 30
     assert got["failed"] == []
-    # every command ran on every input, and most inputs were analysed (not all rejected as garbage)
-    assert sum(got["statuses"]["query"].values()) == 24
-    assert got["statuses"]["analyze --json"].get("0", 0) >= 12
+    # analyze --json (conservation) on every input, every other command on some; most inputs were
+    # analysed (not all rejected as garbage)
+    assert sum(got["statuses"]["analyze --json"].values()) == 30
+    assert got["statuses"]["analyze --json"].get("0", 0) >= 15
+    statuses = got["statuses"]
+    others = {label: sum(codes.values()) for label, codes in statuses.items() if label != "analyze --json"}
+    assert len(others) == 10 and set(others.values()) == {3}
+    assert got["peak_ratio"]["ratio"] > 0 and got["cpu_s"] > 0
+
+
+def test_forked_children_give_what_fresh_interpreters_give(tmp_path):
+    """The fast way (children forked from a warm process) against the plain one (every command in a
+    fresh interpreter) on inputs whose second command is one of the harness' own drivers: the same
+    exit statuses, failures and outputs."""
+    got = _harness(
+        tmp_path,
+        *("--seed", "21", "--start", "8", "--inputs", "2", "--commands", "rotate", "--compare"),
+        *("--time-limit", "120", "--memory-base", "1024"),
+    )
+    assert got["inputs"] == 2 and got["failed"] == []
+    assert set(got["statuses"]) == {"analyze --json", "analyze --json --workers 2", "live"}
+    assert got["differences"] == []
 
 
 def test_limits_define_failure(tmp_path):

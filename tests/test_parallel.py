@@ -95,6 +95,25 @@ def test_pcapng_spans_carry_the_interfaces(tmp_path: Path) -> None:
     assert_same(analyze([str(path)], OPTS), analyze([str(path)], OPTS, workers=2, span_bytes=20000))
 
 
+def test_problems_of_the_interfaces_are_reported_once_however_the_file_is_cut(tmp_path: Path) -> None:
+    # Found by the fuzzing harness (--workers 2 against the same analysis in one process): every
+    # span reads its section's header blocks again, and each reported an IDB's out-of-range
+    # if_tsoffset and a too-short IDB once more, at an offset inside the span before it.
+    path = tmp_path / "ng.pcapng"
+    with open_capture(str(ROOT / "samples" / "outage.pcap")) as capture:
+        blocks = [pb.shb(), pb.idb(1, tsresol=9, tsoffset=2**63 - 1), pb.idb(1, tsoffset=-(2**62))]
+        blocks.append(b"\x01\x00\x00\x00\x10\x00\x00\x00\x01\x00\x00\x00\x10\x00\x00\x00")  # IDB of 16 bytes
+        for b in capture.batches():
+            blocks += [pb.epb(i % 2, int(b.ts_ns[i]), b.frame_bytes(i)) for i in range(min(len(b), 400))]
+    path.write_bytes(b"".join(blocks))
+    spans = split(str(path), 8, min_span=SMALL)
+    assert spans is not None and len(spans) == 8
+    here = analyze([str(path)], OPTS)
+    counts = dict(zip(*here.issue_counts.select("reason", "count"), strict=True))
+    assert counts == {"bad_block": 3}  # the two offsets clamped, the short block
+    assert_same(here, analyze([str(path)], OPTS, workers=2, span_bytes=SMALL))
+
+
 def test_compressed_and_small_files_are_not_cut(tmp_path: Path) -> None:
     import gzip
 

@@ -239,3 +239,29 @@ def test_a_flood_of_fragments_that_never_complete_drops_the_oldest_in_order() ->
     incomplete = [i.frame for i in issues if str(i.reason) == "fragment_incomplete"]
     assert incomplete == list(range(n - 63, n + 1))
     assert decoder.counters["frames"] == decoder.counters["ip_fragments"] == n
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known: a frame settled in bulk does not move the fragment reassembler's clock, as the "
+    "per-packet decoder's every frame does (found by the fuzzing harness, seed 1 input 12048)",
+)
+def test_a_settled_frame_later_than_the_fragments_times_them_out_on_both_paths(tmp_path: Path) -> None:
+    # The first fragment of a datagram, a frame without DNS an hour later (settled in bulk on the
+    # fast path), then the datagram's second fragment with a time before it: the per-packet
+    # decoder gives the first fragment up at the late frame (timed out) and waits for the rest of
+    # a new datagram; the fast path joins the two fragments.
+    import dnsbuild as d
+
+    message = d.message([d.question(d.name("www.example.com"), 1)], ident=1, flags=0x8180)
+    first, second = pb.v4_fragments(pb.udp(message, 53, 40000), size=16)[:2]
+    t = 1_700_000_000 * 10**9
+    path = tmp_path / "late.pcap"
+    late = pb.ether(bytes(46), 0x88B5)
+    path.write_bytes(pb.pcap([(t, pb.ether(first)), (t + 3600 * 10**9, late), (t + 1000, pb.ether(second))]))
+    counts = [
+        dict(zip(*analyze([str(path)], o).issue_counts.select("reason", "count"), strict=True))
+        for o in (Options(), Options(fast_min_frames=0))
+    ]
+    assert counts[0]["fragment_incomplete"] == 2  # timed out, and the second one left at the end
+    assert counts[1] == counts[0]

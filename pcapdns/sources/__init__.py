@@ -192,6 +192,8 @@ class Capture:
         """Number frames and file offsets as if the file had been read up to ``span.start``."""
         self._walker.base = span.start - len(span.head)
         self._walker.frames = span.first_frame - 1
+        if self._walker.base > 0 and isinstance(self._walker, PcapngWalker):
+            self._walker.replayed_until = span.start  # the head is read again, not where it lies
 
     def batches(self, max_frames: int = 65536) -> Iterator[FrameBatch]:
         """Yield the capture's frames in order, at most ``max_frames`` per batch."""

@@ -88,6 +88,9 @@ class PcapngWalker:
         self.name = name
         self.issues = issues
         self.base = 0
+        # A span read by a worker starts with its section's header blocks read again (Span.head):
+        # file offsets before this are those blocks, whose problems the span before reported.
+        self.replayed_until = 0
         self.skip = 0  # leading bytes of the next buffer already done with
         self.frames = 0
         self.little = True
@@ -276,7 +279,7 @@ class PcapngWalker:
             return self._one(pos + 12, caplen, wirelen, None, 0)
         elif btype in NUMBERED:
             self.frames += 1  # Wireshark shows these as records: keep frame numbers in step with it
-        elif btype in (IDB, ISB, PB, SPB, EPB):
+        elif btype in (IDB, ISB, PB, SPB, EPB) and self.base + pos >= self.replayed_until:
             self.issues.append(
                 DecodeIssue(
                     self.file_id,
@@ -291,7 +294,7 @@ class PcapngWalker:
     def _offset(self, offset_s: int, pos: int) -> int:
         """``if_tsoffset``, clamped (and reported) where nanoseconds since 1970 cannot hold it."""
         clamped = max(-MAX_OFFSET_S, min(offset_s, MAX_OFFSET_S))
-        if clamped != offset_s:
+        if clamped != offset_s and self.base + pos >= self.replayed_until:
             self.issues.append(
                 DecodeIssue(
                     self.file_id,
