@@ -27,7 +27,7 @@ from datetime import datetime
 import polars as pl
 
 from pcapdns.anomalies.config import Thresholds
-from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, hms, zone_for, zone_of
+from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, hms, zone_for, zone_keys
 from pcapdns.anomalies.inputs import Inputs
 from pcapdns.anomalies.servers import addresses, keyed, label
 from pcapdns.anomalies.stats import flag_windows, log10_binom_sf, score_of, widen
@@ -114,7 +114,7 @@ def surge_findings(inp: Inputs) -> list[Finding]:
     if answered.height == 0:
         return []
     names = answered.get_column("qname").drop_nulls().unique()
-    zones = pl.DataFrame({"qname": names, "zone_key": names.map_elements(zone_of, return_dtype=pl.String)})
+    zones = pl.DataFrame({"qname": names, "zone_key": zone_keys(names)})
     answered = keyed(answered.join(zones, on="qname", how="left"), th).with_columns(
         pl.col("zone_key").fill_null(".")
     )
@@ -330,7 +330,7 @@ def _surge_finding(
         .sort("share", descending=True)
         .row(0, named=True)
     )
-    names = [n for n in rows.get_column("qname").to_list() if n is not None]
+    names = rows.get_column("qname").drop_nulls()
     zone = zone_key if zone_key not in (None, ".") else zone_for(names)
     start, end = rows.get_column("ts").min(), rows.get_column("ts").max()
     assert isinstance(start, datetime) and isinstance(end, datetime)
@@ -430,7 +430,7 @@ def slow_findings(inp: Inputs) -> list[Finding]:
         peak = ep.sort("p95", descending=True).row(0, named=True)
         start, end = slow.get_column("ts").min(), slow.get_column("ts").max()
         assert isinstance(start, datetime) and isinstance(end, datetime)
-        names = [n for n in slow.get_column("qname").to_list() if n is not None]
+        names = slow.get_column("qname").drop_nulls()
         rcodes = slow.get_column("rcode_name").cast(pl.String).value_counts(sort=True)
         top = ", ".join(f"{r} {n}" for r, n in rcodes.iter_rows())
         log10p = ep.get_column("log10p").min()

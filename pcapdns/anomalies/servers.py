@@ -16,7 +16,7 @@ import polars as pl
 
 from pcapdns.anomalies.config import Thresholds
 
-__all__ = ["addresses", "key_of", "keyed", "label"]
+__all__ = ["addresses", "key_of", "keyed", "label", "server_key"]
 
 
 def _mapping(th: Thresholds) -> dict[str, str]:
@@ -28,6 +28,11 @@ def key_of(column: str, th: Thresholds) -> pl.Expr:
     text = pl.col(column).cast(pl.String)
     mapping = _mapping(th)
     return text.replace(mapping) if mapping else text
+
+
+def server_key(address: str, th: Thresholds) -> str:
+    """The server one address counts as (what :func:`key_of` makes of a column)."""
+    return _mapping(th).get(address, address)
 
 
 def keyed(t: pl.DataFrame, th: Thresholds) -> pl.DataFrame:

@@ -43,7 +43,7 @@ def _finding(
         end=end,
         servers=sorted(set(rows.get_column("server").cast(pl.String).to_list())),
         clients=rows.get_column("client").n_unique(),
-        zone=zone_for(rows.get_column("qname").drop_nulls().to_list()),
+        zone=zone_for(rows.get_column("qname").drop_nulls()),
         count=rows.height,
         summary=summary,
         likely_cause=cause,

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, zone_for, zone_of
+from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, zone_for, zone_keys
 from pcapdns.anomalies.inputs import Inputs
 
 _FAILED = ["SERVFAIL", "REFUSED", "FORMERR", "NOTIMP"]
@@ -95,7 +95,7 @@ def truncation_findings(inp: Inputs) -> list[Finding]:
                 f"TCP. Check `dig @{server} NAME TYPE +tcp`"
             )
         evidence = evidence_of(rows, th.evidence, ("response_frame", "r_frame"))
-        names = rows.get_column("qname").drop_nulls().to_list()
+        names = rows.get_column("qname").drop_nulls()
         finding = Finding(
             kind="truncation",
             severity="info" if fine else "warning",
@@ -168,7 +168,7 @@ def retry_findings(inp: Inputs) -> list[Finding]:
         (pl.col("n_server") != pl.col("server")).alias("other_server"),
         (pl.col("edns_udp_size").is_not_null() & pl.col("n_edns").is_null()).alias("edns_dropped"),
         (pl.col("n_transport") != pl.col("transport").cast(pl.String)).alias("changed_transport"),
-        pl.col("qname").map_elements(zone_of, return_dtype=pl.String).alias("zk"),
+        zone_keys(nxt.get_column("qname")).alias("zk"),
     )
     # Only the (client, zone) pairs with enough retries make a finding: thousands of one-retry
     # pairs are left out before the loop, which would gather each of them as a frame of its own.
@@ -196,7 +196,7 @@ def retry_findings(inp: Inputs) -> list[Finding]:
         servers = sorted(
             set(rows.get_column("server").to_list()) | set(rows.get_column("n_server").to_list())
         )
-        names = rows.get_column("qname").drop_nulls().to_list()
+        names = rows.get_column("qname").drop_nulls()
         zone = zone_for(names)
         start, end = rows.get_column("ts").min(), rows.get_column("n_ts").max()
         assert isinstance(start, datetime) and isinstance(end, datetime)

@@ -111,7 +111,7 @@ def _outages(inp: Inputs) -> tuple[list[Finding], pl.DataFrame | None]:
     groups: list[dict[str, object]] = []
     for _, rows in episodes.group_by("episode", maintain_order=True):
         lost = rows.filter(pl.col("lost"))
-        names = [n for n in lost.get_column("qname").to_list() if n is not None]
+        names = lost.get_column("qname").drop_nulls()
         groups.append(
             {
                 "servers": [str(rows.get_column("server")[0])],
@@ -236,7 +236,7 @@ def _loss(sporadic: pl.DataFrame, inp: Inputs) -> list[Finding]:
 def _loss_finding(
     rows: pl.DataFrame, server: str, share: float, score: float, summary: str, th: Thresholds
 ) -> Finding:
-    names = [n for n in rows.get_column("qname").to_list() if n is not None]
+    names = rows.get_column("qname").drop_nulls()
     finding = Finding(
         kind="unanswered_loss",
         severity="warning" if share >= 0.05 else "info",
