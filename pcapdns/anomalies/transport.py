@@ -115,31 +115,34 @@ def truncation_findings(inp: Inputs) -> list[Finding]:
 
 def retry_findings(inp: Inputs) -> list[Finding]:
     th = inp.thresholds
-    t = _key_cols(inp.transactions)
+    t = inp.transactions.with_row_index("row")
     failed = t.filter(
         ((pl.col("status") == "unanswered") | pl.col("rcode_name").is_in(_FAILED))
         & ~pl.col("TC").fill_null(False)
     )
     if failed.height == 0:
         return []
-    keys = ["client", "name_l", "qtype", "qclass"]
-    later = (
-        t.select(
-            *keys,
-            pl.col("row").alias("n_row"),
-            pl.col("ts").alias("n_ts"),
-            pl.col("trans_id").alias("n_id"),
-            pl.col("client_port").alias("n_port"),
-            pl.col("server").alias("n_server"),
-            pl.col("transport").cast(pl.String).alias("n_transport"),
-            pl.col("edns_udp_size").alias("n_edns"),
-            pl.col("status").alias("n_status"),
-            pl.col("rcode_name").alias("n_rcode"),
-            pl.col("query_frame").alias("n_frame"),
-        )
-        .drop_nulls(keys)
-        .sort("n_ts", "n_row")
+    keys = ["client", "name_l", "qtype", "qclass"]  # the client stays categorical until the end
+    failed = failed.with_columns(pl.col("qname").str.to_lowercase().alias("name_l"))
+    later = t.select(
+        "client",
+        pl.col("qname").str.to_lowercase().alias("name_l"),
+        "qtype",
+        "qclass",
+        pl.col("row").alias("n_row"),
+        pl.col("ts").alias("n_ts"),
+        pl.col("trans_id").alias("n_id"),
+        pl.col("client_port").alias("n_port"),
+        pl.col("server").alias("n_server"),
+        pl.col("transport").cast(pl.String).alias("n_transport"),
+        pl.col("edns_udp_size").alias("n_edns"),
+        pl.col("status").alias("n_status"),
+        pl.col("rcode_name").alias("n_rcode"),
+        pl.col("query_frame").alias("n_frame"),
     )
+    # only the questions that failed once can be asked again after a failure
+    later = later.join(failed.select(keys).unique(), on=keys, how="semi", nulls_equal=False)
+    later = later.drop_nulls(keys).sort("n_ts", "n_row")
     # Each failed attempt's next attempt: the first transaction of the same client and question
     # strictly later and at most retry_window_s after it (the lowest row among equal times).  An
     # as-of join finds it by a forward search in time order, one row out per failed row: memory
@@ -162,6 +165,7 @@ def retry_findings(inp: Inputs) -> list[Finding]:
     )
     if nxt.height == 0:
         return []
+    nxt = nxt.with_columns(pl.col("client", "server", "n_server", "rcode_name").cast(pl.String))
     ok = (pl.col("n_status") == "answered") & pl.col("n_rcode").is_in(["NOERROR", "NXDOMAIN"])
     nxt = nxt.with_columns(
         ok.alias("ok"),

@@ -17,6 +17,7 @@ server's loss over the whole capture is a finding when it is significantly above
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import polars as pl
@@ -24,7 +25,7 @@ import polars as pl
 from pcapdns.anomalies.config import Thresholds
 from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, hms, zone_for
 from pcapdns.anomalies.inputs import Inputs
-from pcapdns.anomalies.servers import addresses, keyed, label
+from pcapdns.anomalies.servers import addresses, keyed, label, server_key
 from pcapdns.anomalies.stats import flag_windows, log10_binom_sf, score_of, widen
 
 _BRIDGE = 2  # answers between two runs of losses that still leave them one outage
@@ -44,7 +45,9 @@ def one_direction(t: pl.DataFrame, unpaired: pl.DataFrame) -> bool:
 
 def _episodes(t: pl.DataFrame, min_run: int) -> pl.DataFrame:
     """Each row of ``t`` (status != capture_ended) with its outage episode id (null outside)."""
-    t = t.sort("server", "ts").with_columns((pl.col("status") == "unanswered").alias("lost"))
+    t = t.sort("server", "ts", maintain_order=True).with_columns(
+        (pl.col("status") == "unanswered").alias("lost")
+    )
     t = t.with_columns(
         (pl.col("lost") != pl.col("lost").shift(1).over("server")).fill_null(True).cum_sum().alias("run")
     )
@@ -96,18 +99,59 @@ def loss_findings(inp: Inputs) -> list[Finding]:
     return _loss(sporadic, inp) if sporadic is not None else []
 
 
-def _outages(inp: Inputs) -> tuple[list[Finding], pl.DataFrame | None]:
+@dataclass(slots=True)
+class _Queries:
+    """Queries as the outage and loss rules go through them: ``narrow`` holds ``row`` (in the
+    transactions), ``ts``, ``server`` (the rank of its server key in ``keys``, sorted: ordering
+    by it orders by the key's text) and ``lost``; the other columns are gathered
+    (:meth:`rows`) only for the rows a finding shows."""
+
+    narrow: pl.DataFrame
+    keys: list[str]
+    full: pl.DataFrame
+    th: Thresholds
+
+    def rank(self, key: str) -> int:
+        return self.keys.index(key)
+
+    def named(self, per: pl.DataFrame) -> pl.DataFrame:
+        """``per`` (a few rows) with ``server`` as the key's text."""
+        keys = pl.Series("keys", self.keys, dtype=pl.String)
+        return per.with_columns(keys.gather(per.get_column("server")).alias("server"))
+
+    def rows(self, narrow: pl.DataFrame) -> pl.DataFrame:
+        """The transactions' columns of ``narrow`` rows (server as its key, ``address`` its
+        address), with ``narrow``'s own columns."""
+        full = keyed(self.full[narrow.get_column("row")].select(_COLUMNS), self.th)
+        return pl.concat([full, narrow.drop("row", "ts", "server", "status", strict=False)], how="horizontal")
+
+
+def _ranked(inp: Inputs) -> _Queries:
+    t = inp.transactions.select("ts", "server", "status").with_row_index("row")
+    servers = t.get_column("server").unique().drop_nulls()
+    key = [server_key(a, inp.thresholds) for a in servers.cast(pl.String).to_list()]
+    keys = sorted(set(key))
+    rank = {k: i for i, k in enumerate(keys)}
+    t = t.filter(pl.col("status") != "capture_ended").with_columns(
+        pl.col("server")
+        .to_physical()
+        .replace_strict(servers.to_physical(), [rank[k] for k in key], default=None, return_dtype=pl.UInt32)
+    )
+    return _Queries(t, keys, inp.transactions, inp.thresholds)
+
+
+def _outages(inp: Inputs) -> tuple[list[Finding], _Queries | None]:
     """The outage findings, and the queries left to the loss rule: those outside outages and
     those of runs too short to be one at the server's usual loss rate (None: no rule applies)."""
     th = inp.thresholds
-    # Only the columns the rule reads: the sort by server and time below copies what it is given.
-    t = inp.transactions.select(_COLUMNS).filter(pl.col("status") != "capture_ended")
-    if t.height == 0 or one_direction(inp.transactions, inp.unpaired):
+    if one_direction(inp.transactions, inp.unpaired):
         return [], None
-    t = keyed(t, th)  # a resolver's addresses are one server
-    t = _episodes(t, th.outage_run)
+    q = _ranked(inp)  # a resolver's addresses are one server
+    if q.narrow.height == 0:
+        return [], None
+    t = _episodes(q.narrow, th.outage_run)
     out: list[Finding] = []
-    episodes = t.filter(pl.col("episode").is_not_null())
+    episodes = q.rows(t.filter(pl.col("episode").is_not_null()))
     groups: list[dict[str, object]] = []
     for _, rows in episodes.group_by("episode", maintain_order=True):
         lost = rows.filter(pl.col("lost"))
@@ -122,7 +166,7 @@ def _outages(inp: Inputs) -> tuple[list[Finding], pl.DataFrame | None]:
             }
         )
     merged = _merge_overlapping(groups, timedelta(seconds=inp.timeout_s))
-    background = (
+    background = q.named(
         t.filter(pl.col("episode").is_null())
         .group_by("server")
         .agg(pl.col("lost").sum().alias("x"), pl.len().alias("n"))
@@ -130,9 +174,9 @@ def _outages(inp: Inputs) -> tuple[list[Finding], pl.DataFrame | None]:
     loss_of = {str(k): (x + 0.5) / (n + 1.0) for k, x, n in background.iter_rows()}
     # the loss around each run: a run inside a loss episode is judged against the episode's loss
     width = max(1, int(th.window_s * 1_000_000))
-    around = (
+    around = q.named(
         t.filter(pl.col("episode").is_null())
-        .group_by(pl.col("server").cast(pl.String), (pl.col("ts").dt.epoch("us") // width).alias("w"))
+        .group_by("server", (pl.col("ts").dt.epoch("us") // width).alias("w"))
         .agg(pl.col("lost").sum().alias("x"), pl.len().alias("n"))
     )
     demoted: list[int] = []
@@ -148,23 +192,30 @@ def _outages(inp: Inputs) -> tuple[list[Finding], pl.DataFrame | None]:
             s: max(loss, (local.get(s, (0, 0))[0] + 10 * loss) / (local.get(s, (0, 0))[1] + 10))
             for s, loss in loss_of.items()
         }
-        finding = _outage(g, t, th, usual, t.height)
+        servers = sorted(set(g["servers"]))  # type: ignore[call-overload]
+        after = t.filter(
+            pl.col("server").is_in([q.rank(s) for s in servers])
+            & (pl.col("ts") > _t(g["end"]))
+            & ~pl.col("lost")
+        )
+        recovery = _t(after.get_column("ts").min()) if after.height else None
+        finding = _outage(g, recovery, th, usual, t.height)
         if finding.score is not None and finding.score >= -math.log10(th.alpha):
             out.append(finding)
         else:  # a run this short is likely at the server's loss around it: it is loss, not an outage
             demoted.extend(held.get_column("episode").unique().to_list())
     sporadic = t.filter(pl.col("episode").is_null() | pl.col("episode").is_in(demoted))
-    return out, sporadic
+    return out, _Queries(sporadic.select("row", "ts", "server", "lost"), q.keys, q.full, th)
 
 
-def _loss(sporadic: pl.DataFrame, inp: Inputs) -> list[Finding]:
+def _loss(sporadic: _Queries, inp: Inputs) -> list[Finding]:
     th = inp.thresholds
     width = max(1, int(th.window_s * 1_000_000))
-    t = sporadic.with_columns(
-        pl.col("server").cast(pl.String), (pl.col("ts").dt.epoch("us") // width).alias("w")
-    )
-    per = t.group_by("server", "w").agg(
-        pl.col("lost").sum().cast(pl.Float64).alias("x"), pl.len().cast(pl.Float64).alias("n")
+    t = sporadic.narrow.with_columns((pl.col("ts").dt.epoch("us") // width).alias("w"))
+    per = sporadic.named(
+        t.group_by("server", "w").agg(
+            pl.col("lost").sum().cast(pl.Float64).alias("x"), pl.len().cast(pl.Float64).alias("n")
+        )
     )
     servers = sorted(per.get_column("server").unique().to_list())
     tests = per.height + len(servers)
@@ -188,8 +239,8 @@ def _loss(sporadic: pl.DataFrame, inp: Inputs) -> list[Finding]:
         episodic.add(server)
         lo, hi = int(ep.get_column("w").min()), int(ep.get_column("w").max())  # type: ignore[arg-type]
         lo, hi = widen(tested.filter(pl.col("server") == server), lo, hi)
-        inside = t.filter((pl.col("server") == server) & pl.col("w").is_between(lo, hi))
-        rows = inside.filter(pl.col("lost")).sort("ts")
+        inside = t.filter((pl.col("server") == sporadic.rank(server)) & pl.col("w").is_between(lo, hi))
+        rows = sporadic.rows(inside.filter(pl.col("lost")).sort("ts"))
         share = rows.height / max(1, inside.height)
         usual = float(ep.get_column("p0")[0])
         log10p = float(ep.get_column("log10p").min())  # type: ignore[arg-type]
@@ -207,7 +258,9 @@ def _loss(sporadic: pl.DataFrame, inp: Inputs) -> list[Finding]:
                 th,
             )
         )
-    per_server = t.group_by("server").agg(pl.col("lost").sum().alias("lost"), pl.len().alias("total"))
+    per_server = sporadic.named(
+        t.group_by("server").agg(pl.col("lost").sum().alias("lost"), pl.len().alias("total"))
+    )
     lost_all, total_all = int(per_server.get_column("lost").sum()), int(per_server.get_column("total").sum())
     for server, lost, total in per_server.sort("server").iter_rows():
         if lost < th.loss_min or server in episodic:
@@ -218,7 +271,9 @@ def _loss(sporadic: pl.DataFrame, inp: Inputs) -> list[Finding]:
         log10p = log10_binom_sf(lost, total, expected)
         if share < 2 * expected or log10p >= math.log10(th.alpha) - math.log10(tests):
             continue
-        rows = t.filter((pl.col("server") == server) & pl.col("lost")).sort("ts")
+        rows = sporadic.rows(
+            t.filter((pl.col("server") == sporadic.rank(server)) & pl.col("lost")).sort("ts")
+        )
         out.append(
             _loss_finding(
                 rows,
@@ -278,15 +333,13 @@ def _merge_overlapping(groups: list[dict[str, object]], slack: timedelta) -> lis
 
 
 def _outage(
-    g: dict[str, object], t: pl.DataFrame, th: Thresholds, loss_of: dict[str, float], tests: int
+    g: dict[str, object], recovery: datetime | None, th: Thresholds, loss_of: dict[str, float], tests: int
 ) -> Finding:
     rows = g["rows"]
     assert isinstance(rows, pl.DataFrame)
     servers = sorted(set(g["servers"]))  # type: ignore[call-overload]
     start, end = _t(g["start"]), _t(g["end"])
     lost = rows.filter(pl.col("lost")).sort("ts")
-    after = t.filter(pl.col("server").cast(pl.String).is_in(servers) & (pl.col("ts") > end) & ~pl.col("lost"))
-    recovery = _t(after.get_column("ts").min()) if after.height else None
     zone = g["zone"]
     who = (
         " and ".join(label(s, rows, th) for s in servers) if len(servers) <= 3 else f"{len(servers)} servers"
