@@ -29,7 +29,7 @@ import polars as pl
 from pcapdns.anomalies.config import Thresholds
 from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, hms, zone_for, zone_keys
 from pcapdns.anomalies.inputs import Inputs
-from pcapdns.anomalies.servers import addresses, keyed, label
+from pcapdns.anomalies.servers import addresses, keyed, label, ranked
 from pcapdns.anomalies.stats import flag_windows, log10_binom_sf, score_of, widen
 from pcapdns.dns.knowledge import rcode_info
 
@@ -107,27 +107,72 @@ def _short_log10p(r: dict[str, float | None]) -> float:
     return 0.0 if x is None or n is None else log10_binom_sf(x, n, 0.05)
 
 
+@dataclass(slots=True)
+class _Answers:
+    """The answers as the surge rule counts them: ``narrow`` holds ``row`` (in the transactions),
+    ``ts``, ``w``, ``rcode_name``, ``server`` (numbering ``servers``, the server keys) and
+    ``zone_key`` (numbering ``zones``), both sorted; the other columns are gathered (:meth:`rows`)
+    only for the answers a finding shows."""
+
+    narrow: pl.DataFrame
+    servers: list[str]
+    zones: list[str]
+    inp: Inputs
+
+    def server(self, key: str) -> int:
+        return self.servers.index(key)
+
+    def zone(self, zone: str) -> int:
+        return self.zones.index(zone)
+
+    def named(self, per: pl.DataFrame) -> pl.DataFrame:
+        """``per`` (a few rows) with its ``server`` and ``zone_key`` as text."""
+        texts = {"server": self.servers, "zone_key": self.zones}
+        return per.with_columns(
+            pl.Series(c, texts[c], dtype=pl.String).gather(per.get_column(c)).alias(c)
+            for c in texts
+            if c in per.columns
+        )
+
+    def rows(self, narrow: pl.DataFrame) -> pl.DataFrame:
+        """The transactions' columns of ``narrow`` rows (server as its key, ``address`` its address)."""
+        return keyed(self.inp.transactions[narrow.get_column("row")].select(_COLUMNS), self.inp.thresholds)
+
+
+def _answers(inp: Inputs) -> _Answers | None:
+    t = inp.transactions.select("ts", "server", "rcode_name", "qname").with_row_index("row")
+    answered = _windowed(t.filter(pl.col("rcode_name").is_not_null()), inp.thresholds.window_s)
+    if answered.height == 0:
+        return None
+    names = answered.get_column("qname").drop_nulls().unique()
+    zone_of_name = zone_keys(names)
+    zones = sorted({".", *zone_of_name.unique().to_list()})
+    number = zone_of_name.replace_strict(zones, list(range(len(zones))), return_dtype=pl.UInt32)
+    server, servers = ranked(answered, inp.thresholds)
+    answered = (
+        answered.join(pl.DataFrame({"qname": names, "zone_key": number}), on="qname", how="left")
+        .with_columns(server, pl.col("zone_key").fill_null(zones.index(".")))
+        .drop("qname")
+    )
+    return _Answers(answered, servers, zones, inp)
+
+
 def surge_findings(inp: Inputs) -> list[Finding]:
     th = inp.thresholds
-    t = _windowed(inp.transactions.select(_COLUMNS), th.window_s)
-    answered = t.filter(pl.col("rcode_name").is_not_null())
-    if answered.height == 0:
+    a = _answers(inp)
+    if a is None:
         return []
-    names = answered.get_column("qname").drop_nulls().unique()
-    zones = pl.DataFrame({"qname": names, "zone_key": zone_keys(names)})
-    answered = keyed(answered.join(zones, on="qname", how="left"), th).with_columns(
-        pl.col("zone_key").fill_null(".")
-    )
+    answered = a.narrow
     w = answered.get_column("w")
     short = int(w.max()) - int(w.min()) + 1 < _MIN_WINDOWS  # type: ignore[arg-type,operator]
-    by_server = _counts(answered, ["server"])
-    by_zone = _counts(answered, ["server", "zone_key"])
-    by_zone_all = _counts(answered, ["zone_key"])
+    by_server = a.named(_counts(answered, ["server"]))
+    by_zone = a.named(_counts(answered, ["server", "zone_key"]))
+    by_zone_all = a.named(_counts(answered, ["zone_key"]))
     tests = by_server.height + by_zone.height + by_zone_all.height
     by_server = _test(by_server, ["server"], inp, tests, short)
     by_zone = _test(by_zone, ["server", "zone_key"], inp, tests, short)
     by_zone_all = _test(by_zone_all, ["zone_key"], inp, tests, short)
-    one_zone, wide = _server_surges(answered, by_server, by_zone)
+    one_zone, wide = _server_surges(a, by_server, by_zone)
     # the dispersion of a typical (server, zone): a flood through most of a group's windows
     # inflates the group's own, learnt against a baseline the flood raised
     typical = {
@@ -139,7 +184,6 @@ def surge_findings(inp: Inputs) -> list[Finding]:
         .iter_rows()
     }
     out: list[Finding] = []
-    rc = pl.col("rcode_name").cast(pl.String)
     # Zone surges: a window flagged for the zone over every server (a flood spread over all the
     # resolvers, each share too small to tell alone), for the zone at one server, or a server's
     # surge over all zones that sits in this zone.
@@ -190,12 +234,12 @@ def surge_findings(inp: Inputs) -> list[Finding]:
         spans += [(item.lo, item.hi) for item in joined]
         lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
         rows = answered.filter(
-            pl.col("server").is_in(named)
-            & (pl.col("zone_key") == zone)
+            pl.col("server").is_in([a.server(s) for s in named])
+            & (pl.col("zone_key") == a.zone(zone))
             & pl.col("w").is_between(lo, hi)
-            & (rc == rcode)
+            & (pl.col("rcode_name") == rcode)
         )
-        out.append(_surge_finding(rows.sort("ts"), ep, rcode, zone, named, tests, inp))
+        out.append(_surge_finding(a.rows(rows.sort("ts")), ep, rcode, zone, named, tests, inp))
     for item in wide:
         out.append(_surge_finding(item.rows.sort("ts"), item.ep, item.rcode, None, [item.server], tests, inp))
     return out
@@ -221,13 +265,12 @@ class _ServerSurge:
 
 
 def _server_surges(
-    answered: pl.DataFrame, by_server: pl.DataFrame, by_zone: pl.DataFrame
+    a: _Answers, by_server: pl.DataFrame, by_zone: pl.DataFrame
 ) -> tuple[list[_ServerSurge], list[_ServerSurge]]:
     """The servers' surges over all zones, split into those that sit in one zone (left to the
     zone's finding) and those spread over many (one finding for the server)."""
     one_zone: list[_ServerSurge] = []
     wide: list[_ServerSurge] = []
-    rc = pl.col("rcode_name").cast(pl.String)
     for _, ep in _episodes(by_server.filter(pl.col("flag")), ["server", "rcode"]).group_by(
         "server", "rcode", "episode", maintain_order=True
     ):
@@ -238,7 +281,13 @@ def _server_surges(
             int(ep.get_column("w").max()),  # type: ignore[arg-type]
         )
         windows = list(range(lo, hi + 1))
-        rows = answered.filter((pl.col("server") == server) & pl.col("w").is_in(windows) & (rc == rcode))
+        rows = a.rows(
+            a.narrow.filter(
+                (pl.col("server") == a.server(server))
+                & pl.col("w").is_in(windows)
+                & (pl.col("rcode_name") == rcode)
+            )
+        )
         # where the rise is: each zone's answers above the zone's own baseline at this server; the
         # zones' sum is the whole rise (a flood that adds answers to a zone whose usual share is
         # above the server's own is still all of the server's rise)

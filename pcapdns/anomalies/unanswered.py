@@ -25,7 +25,7 @@ import polars as pl
 from pcapdns.anomalies.config import Thresholds
 from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, hms, zone_for
 from pcapdns.anomalies.inputs import Inputs
-from pcapdns.anomalies.servers import addresses, keyed, label, server_key
+from pcapdns.anomalies.servers import addresses, keyed, label, ranked
 from pcapdns.anomalies.stats import flag_windows, log10_binom_sf, score_of, widen
 
 _BRIDGE = 2  # answers between two runs of losses that still leave them one outage
@@ -128,15 +128,8 @@ class _Queries:
 
 def _ranked(inp: Inputs) -> _Queries:
     t = inp.transactions.select("ts", "server", "status").with_row_index("row")
-    servers = t.get_column("server").unique().drop_nulls()
-    key = [server_key(a, inp.thresholds) for a in servers.cast(pl.String).to_list()]
-    keys = sorted(set(key))
-    rank = {k: i for i, k in enumerate(keys)}
-    t = t.filter(pl.col("status") != "capture_ended").with_columns(
-        pl.col("server")
-        .to_physical()
-        .replace_strict(servers.to_physical(), [rank[k] for k in key], default=None, return_dtype=pl.UInt32)
-    )
+    number, keys = ranked(t, inp.thresholds)
+    t = t.filter(pl.col("status") != "capture_ended").with_columns(number)
     return _Queries(t, keys, inp.transactions, inp.thresholds)
 
 
