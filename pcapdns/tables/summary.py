@@ -263,9 +263,11 @@ def top_qnames_by_rcode(a: Analysis, per_rcode: int = 5) -> pl.DataFrame:
             ["len", pl.col("qname").is_not_null(), "qname"], per_rcode, reverse=[False, True, True]
         )
     )
-    return top.explode("qname", "len").sort(
-        ["rcode_name", "len", "qname"], descending=[False, True, False]
-    ).select(counts.columns)
+    return (
+        top.explode("qname", "len")
+        .sort(["rcode_name", "len", "qname"], descending=[False, True, False])
+        .select(counts.columns)
+    )
 
 
 def unanswered_by_server(a: Analysis) -> pl.DataFrame:
