@@ -426,10 +426,15 @@ def slow_findings(inp: Inputs) -> list[Finding]:
     not become the usual) and ``slow_min_ms``, and its count of answers that slow significantly above
     the server's baseline share of them (the same test as surges, corrected for every window)."""
     th = inp.thresholds
-    t = _windowed(inp.transactions.select(*_COLUMNS, "rtt").filter(pl.col("rtt").is_not_null()), th.window_s)
+    t = (
+        inp.transactions.select("ts", "server", "rtt")
+        .with_row_index("row")
+        .filter(pl.col("rtt").is_not_null())
+    )
     if t.height == 0:
         return []
-    t = keyed(t, th).with_columns((pl.col("rtt") * 1000).alias("ms"))
+    number, keys = ranked(t, th)  # server keys numbered in the order of their text
+    t = _windowed(t, th.window_s).with_columns(number, (pl.col("rtt") * 1000).alias("ms"))
     per = (
         t.group_by("server", "w")
         .agg(pl.len().alias("n"), pl.col("ms").quantile(0.95, "linear").alias("p95"))
@@ -446,15 +451,22 @@ def slow_findings(inp: Inputs) -> list[Finding]:
         )
     )
     limits = per.select("server", "limit").unique("server")
+    limit_of: list[float | None] = [None] * len(keys)
+    for server, limit in limits.iter_rows():
+        if server is not None:
+            limit_of[server] = limit
+    limit = pl.Series("limit", limit_of, dtype=pl.Float64)
     slow_n = (
-        t.join(limits, on="server")
-        .filter(pl.col("ms") >= pl.col("limit"))
+        t.filter(pl.col("server").is_not_null())
+        .filter(pl.col("ms") >= pl.lit(limit).gather(pl.col("server")))
         .group_by("server", "w")
         .agg(pl.len().alias("x"))
     )
     per = per.join(slow_n, on=["server", "w"], how="left").with_columns(
         pl.col("x").fill_null(0).cast(pl.Float64), pl.col("n").cast(pl.Float64)
     )
+    text = pl.Series("server", keys, dtype=pl.String)
+    per = per.with_columns(text.gather(per.get_column("server")).alias("server"))
     tested = flag_windows(
         per,
         ["server"],
@@ -474,8 +486,15 @@ def slow_findings(inp: Inputs) -> list[Finding]:
     for _, ep in _episodes(flagged, ["server"]).group_by("server", "episode", maintain_order=True):
         server = ep.get_column("server")[0]
         windows = ep.get_column("w").to_list()
-        rows = t.filter((pl.col("server") == server) & pl.col("w").is_in(windows))
+        rows = t.filter((pl.col("server") == keys.index(str(server))) & pl.col("w").is_in(windows))
         slow = rows.filter(pl.col("ms") >= th.slow_min_ms).sort("rtt", descending=True)
+        slow = pl.concat(
+            [
+                keyed(inp.transactions[slow.get_column("row")].select(*_COLUMNS, "rtt"), th),
+                slow.select("ms"),
+            ],
+            how="horizontal",
+        )
         peak = ep.sort("p95", descending=True).row(0, named=True)
         start, end = slow.get_column("ts").min(), slow.get_column("ts").max()
         assert isinstance(start, datetime) and isinstance(end, datetime)
