@@ -45,17 +45,22 @@ def one_direction(t: pl.DataFrame, unpaired: pl.DataFrame) -> bool:
 
 def _episodes(t: pl.DataFrame, min_run: int) -> pl.DataFrame:
     """Each row of ``t`` (status != capture_ended) with its outage episode id (null outside)."""
-    t = t.sort("server", "ts", maintain_order=True).with_columns(
-        (pl.col("status") == "unanswered").alias("lost")
-    )
-    t = t.with_columns(
-        (pl.col("lost") != pl.col("lost").shift(1).over("server")).fill_null(True).cum_sum().alias("run")
-    )
-    runs = (
-        t.group_by("run", maintain_order=True)
-        .agg(pl.col("server").first(), pl.col("lost").first(), pl.len().alias("n"))
-        .with_columns((pl.col("lost") & (pl.col("n") >= min_run)).alias("big"))
-    )
+    # (a table in time order, as one host's is, needs only a stable sort by server: twice as fast)
+    by = ["server"] if t.get_column("ts").is_sorted() else ["server", "ts"]
+    t = t.sort(by, maintain_order=True).with_columns((pl.col("status") == "unanswered").alias("lost"))
+    # the rows are in server order: a row starts a run where the server or the outcome changes
+    # (what a shift over each server would say, without grouping a million rows)
+    same_server = pl.col("server").eq_missing(pl.col("server").shift(1)) & (pl.int_range(pl.len()) > 0)
+    start = ~same_server | (pl.col("lost") != pl.col("lost").shift(1))
+    t = t.with_columns(start.cum_sum().alias("run"))
+    # runs are numbered 1, 2, ... over consecutive rows: each one's first row and length
+    firsts = t.with_row_index("_at").filter(start).select("_at", "server", "lost")
+    ends = firsts.get_column("_at").shift(-1, fill_value=t.height)
+    runs = firsts.with_columns(
+        pl.int_range(1, firsts.height + 1).cast(t.schema["run"]).alias("run"),
+        (ends - pl.col("_at")).cast(pl.UInt32).alias("n"),
+    ).drop("_at")
+    runs = runs.with_columns((pl.col("lost") & (pl.col("n") >= min_run)).alias("big"))
     prev_big = pl.col("big").shift(1).over("server").fill_null(False)
     next_big = pl.col("big").shift(-1).over("server").fill_null(False)
     short_gap = ~pl.col("lost") & (pl.col("n") <= _BRIDGE)
@@ -84,7 +89,7 @@ def _episodes(t: pl.DataFrame, min_run: int) -> pl.DataFrame:
     runs = runs.with_columns(
         (pl.col("member") != pl.col("member").shift(1).over("server")).fill_null(True).cum_sum().alias("ep")
     ).with_columns(pl.when(pl.col("member")).then(pl.col("ep")).alias("episode"))
-    return t.join(runs.select("run", "episode"), on="run", how="left")
+    return t.with_columns(runs.get_column("episode").gather(t.get_column("run") - 1).alias("episode"))
 
 
 def outage_findings(inp: Inputs) -> list[Finding]:
