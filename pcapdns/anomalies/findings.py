@@ -73,10 +73,12 @@ def for_whom(finding: Finding, clients: pl.Series) -> Finding:
     more clients than that were hurt, the networks they sit in: /24 for IPv4, /48 for IPv6 (the
     prefixes operators route and filter on), most affected first, up to ten.
     """
-    c = clients.cast(pl.String).drop_nulls()
+    c = clients.drop_nulls()
     if c.len() == 0:
         return finding
+    # counted as they come (a categorical column by its codes), then the few distinct as text
     counts = c.value_counts(sort=True, name="count")
+    counts = counts.with_columns(pl.col(counts.columns[0]).cast(pl.String))
     counts = counts.sort(["count", counts.columns[0]], descending=[True, False])
     finding.top_clients = [{"client": a, "count": int(n)} for a, n in counts.head(TOP_CLIENTS).iter_rows()]
     if counts.height > TOP_CLIENTS:

@@ -53,8 +53,10 @@ def ranked(t: pl.DataFrame, th: Thresholds, column: str = "server") -> tuple[pl.
 
 def keyed(t: pl.DataFrame, th: Thresholds) -> pl.DataFrame:
     """``t`` with ``server`` the server key (see :func:`key_of`) and ``address`` the address."""
+    t = t.with_columns(pl.col("server").cast(pl.String).alias("address"))
+    # without groups the key is the address: the same column, not a second copy of its text
     return t.with_columns(
-        key_of("server", th).alias("server"), pl.col("server").cast(pl.String).alias("address")
+        key_of("address", th).alias("server") if th.server_groups else pl.col("address").alias("server")
     )
 
 

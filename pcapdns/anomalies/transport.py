@@ -116,7 +116,23 @@ def truncation_findings(inp: Inputs) -> list[Finding]:
 def retry_findings(inp: Inputs) -> list[Finding]:
     th = inp.thresholds
     t = inp.transactions.with_row_index("row")
-    failed = t.filter(
+    # what a chain's finding reads of a failed attempt (a filter copies every column it keeps)
+    failed = t.select(
+        "row",
+        "ts",
+        "client",
+        "server",
+        "transport",
+        "edns_udp_size",
+        "qname",
+        "qtype",
+        "qclass",
+        "file",
+        "query_frame",
+        "status",
+        "rcode_name",
+        "TC",
+    ).filter(
         ((pl.col("status") == "unanswered") | pl.col("rcode_name").is_in(_FAILED))
         & ~pl.col("TC").fill_null(False)
     )
