@@ -36,9 +36,12 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
     # a resolver's addresses are one server (--server-group): the address its clients asked
     # and the one it asked the authorities from may differ.  Addresses stay categorical over
     # the whole table; only the rows a step keeps get them as text.
-    sf = _named(t.filter(pl.col("rcode_name") == "SERVFAIL"), th).with_columns(
-        _lower("qname").alias("name_l")
+    # what the rule reads of a SERVFAIL, taken before filtering (a filter copies every column)
+    wanted = ("ts", "server", "client", "qname", "qtype", "rtt", "CD", "ede", "source", "file")
+    servfails = t.select(*wanted, "query_frame", "response_frame", "rcode_name").filter(
+        pl.col("rcode_name") == "SERVFAIL"
     )
+    sf = _named(servfails, th).with_columns(_lower("qname").alias("name_l"))
     if sf.height == 0:
         return []
     pcap_clients = t.filter(pl.col("source") == "pcap").get_column("client").unique().cast(pl.String)
