@@ -278,19 +278,26 @@ def _ttl_drops(t: pl.DataFrame, inp: Inputs) -> list[Finding]:
 
 
 def _nodata_changes(t: pl.DataFrame, inp: Inputs) -> list[Finding]:
-    a = t.select(*_ANSWER, "status", "rcode", "answers").filter(
-        (pl.col("status") == "answered") & (pl.col("rcode") == 0)
-    )
+    ok = (pl.col("status") == "answered") & (pl.col("rcode") == 0)
     keys = ["server", "name_l", "qtype"]  # the server categorical: text only for the rows kept
-    empty = a.filter(pl.col("answers") == 0)
+    empty = (
+        t.select(*_ANSWER, "status", "rcode", "answers")
+        .filter(ok & (pl.col("answers") == 0))
+        .drop("status", "rcode", "answers")
+    )
     if empty.height < inp.thresholds.min_count:  # fewer NODATA answers than a finding needs
         return []
     empty = empty.with_columns(pl.col("qname").str.to_lowercase().alias("name_l"))
-    had = a.filter(pl.col("answers") > 0).with_columns(pl.col("qname").str.to_lowercase().alias("name_l"))
+    # when each question first had records: per name as written, then per name in lower case
+    # (the names written differently are few: only they are lowered, not every answer's)
     first_had = (
-        had.join(empty.select(keys).unique(), on=keys, how="semi")
-        .group_by(keys)
+        t.select("server", "qname", "qtype", "ts", "status", "rcode", "answers")
+        .filter(ok & (pl.col("answers") > 0))
+        .group_by("server", "qname", "qtype")
         .agg(pl.col("ts").min().alias("first_had"))
+        .with_columns(pl.col("qname").str.to_lowercase().alias("name_l"))
+        .group_by(keys)
+        .agg(pl.col("first_had").min())
     )
     changed = (
         empty.join(first_had, on=keys, how="inner").filter(pl.col("ts") > pl.col("first_had")).sort("ts")
