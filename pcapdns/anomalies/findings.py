@@ -297,7 +297,11 @@ def zone_for(names: Sequence[str] | pl.Series) -> str | None:
     """The zone a finding names: the names' common suffix, else their dominant registered domain."""
     if len(names) >= _AS_COLUMN:
         return _zone_for_column(pl.Series("qname", names, dtype=pl.String))
-    names = list(names)
+    return _zone_for_names(list(names))
+
+
+def _zone_for_names(names: list[str]) -> str | None:
+    """:func:`zone_for` of a few names, one by one."""
     unique = sorted({n.lower().rstrip(".") for n in names})
     if not unique:
         return None
