@@ -115,47 +115,26 @@ def truncation_findings(inp: Inputs) -> list[Finding]:
 
 def retry_findings(inp: Inputs) -> list[Finding]:
     th = inp.thresholds
+    keys = ["client", "name_l", "qtype", "qclass"]  # the client stays categorical until the end
+    # The search runs on the keys, times and row numbers only; the columns a chain's finding
+    # reads are gathered for the attempts that were asked again.
     t = inp.transactions.with_row_index("row")
-    # what a chain's finding reads of a failed attempt (a filter copies every column it keeps)
-    failed = t.select(
+    asked = t.select(
         "row",
         "ts",
-        "client",
-        "server",
-        "transport",
-        "edns_udp_size",
-        "qname",
-        "qtype",
-        "qclass",
-        "file",
-        "query_frame",
-        "status",
-        "rcode_name",
-        "TC",
-    ).filter(
-        ((pl.col("status") == "unanswered") | pl.col("rcode_name").is_in(_FAILED))
-        & ~pl.col("TC").fill_null(False)
-    )
-    if failed.height == 0:
-        return []
-    keys = ["client", "name_l", "qtype", "qclass"]  # the client stays categorical until the end
-    failed = failed.with_columns(pl.col("qname").str.to_lowercase().alias("name_l"))
-    later = t.select(
         "client",
         pl.col("qname").str.to_lowercase().alias("name_l"),
         "qtype",
         "qclass",
-        pl.col("row").alias("n_row"),
-        pl.col("ts").alias("n_ts"),
-        pl.col("trans_id").alias("n_id"),
-        pl.col("client_port").alias("n_port"),
-        pl.col("server").alias("n_server"),
-        pl.col("transport").cast(pl.String).alias("n_transport"),
-        pl.col("edns_udp_size").alias("n_edns"),
-        pl.col("status").alias("n_status"),
-        pl.col("rcode_name").alias("n_rcode"),
-        pl.col("query_frame").alias("n_frame"),
+        (
+            ((pl.col("status") == "unanswered") | pl.col("rcode_name").is_in(_FAILED))
+            & ~pl.col("TC").fill_null(False)
+        ).alias("failed"),
     )
+    failed = asked.filter(pl.col("failed")).drop("failed")
+    if failed.height == 0:
+        return []
+    later = asked.select(*keys, pl.col("row").alias("n_row"), pl.col("ts").alias("n_ts"))
     # only the questions that failed once can be asked again after a failure
     later = later.join(failed.select(keys).unique(), on=keys, how="semi", nulls_equal=False)
     later = later.drop_nulls(keys).sort("n_ts", "n_row")
@@ -164,7 +143,7 @@ def retry_findings(inp: Inputs) -> list[Finding]:
     # as-of join finds it by a forward search in time order, one row out per failed row: memory
     # and time near-linear in the transactions, where joining every failed query with every query
     # of its client and name grew with the square of a retry storm.
-    nxt = (
+    pairs = (
         failed.drop_nulls(keys)
         .sort("ts", "row")
         .join_asof(
@@ -179,8 +158,35 @@ def retry_findings(inp: Inputs) -> list[Finding]:
         )
         .filter(pl.col("n_row").is_not_null())
     )
-    if nxt.height == 0:
+    if pairs.height == 0:
         return []
+    first = t[pairs.get_column("row")].select(
+        "ts",
+        "client",
+        "server",
+        "transport",
+        "edns_udp_size",
+        "qname",
+        "qtype",
+        "qclass",
+        "file",
+        "query_frame",
+        "status",
+        "rcode_name",
+    )
+    then = t[pairs.get_column("n_row")].select(
+        pl.col("row").alias("n_row"),
+        pl.col("ts").alias("n_ts"),
+        pl.col("trans_id").alias("n_id"),
+        pl.col("client_port").alias("n_port"),
+        pl.col("server").alias("n_server"),
+        pl.col("transport").cast(pl.String).alias("n_transport"),
+        pl.col("edns_udp_size").alias("n_edns"),
+        pl.col("status").alias("n_status"),
+        pl.col("rcode_name").alias("n_rcode"),
+        pl.col("query_frame").alias("n_frame"),
+    )
+    nxt = pl.concat([pairs.select("row", "name_l"), first, then], how="horizontal")
     nxt = nxt.with_columns(pl.col("client", "server", "n_server", "rcode_name").cast(pl.String))
     ok = (pl.col("n_status") == "answered") & pl.col("n_rcode").is_in(["NOERROR", "NXDOMAIN"])
     nxt = nxt.with_columns(
