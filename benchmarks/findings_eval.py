@@ -41,6 +41,7 @@ MEASURED = (
     "slow_responses",
     "formerr",
     "servfail_cause",
+    "persistent_failure",
 )
 # Findings an event also explains (not stray): the symptoms of its cause, the cause of its symptom.
 RELATED = {

@@ -327,13 +327,19 @@ def offline(capture: Path, rate: int, seconds: float, source: Path) -> dict[str,
     ``rate`` frames/s, fed in the batches the ring makes at that rate (a block holds 4 MiB, or
     what arrives in 100 ms), settled and summarised every second of their time and searched for
     findings as ``pcapdns live`` does (every second unless that takes more than a fifth of the
-    time; the process's CPU time stands for the clock).  CPU time (all threads) per frame, by phase: what the
+    time; the process's CPU time stands for the clock), each tick written as a JSON line and folded
+    into the dashboard's state.  CPU time (all threads) per frame, by phase: what the
     analysis needs whatever else runs on the machine."""
     sys.path.insert(0, str(source))
     import numpy as np
+    import polars as pl
 
+    from pcapdns.live.runner import Tick
+    from pcapdns.report.live import json_line
+    from pcapdns.schema import ANOMALIES
     from pcapdns.sources import open_capture
     from pcapdns.stream import Stream, StreamOptions
+    from pcapdns.tui.livedata import LiveModel
 
     per_batch = max(1, min(int(rate * 0.1), 18_000))
     batches, n = [], 0
@@ -345,6 +351,7 @@ def offline(capture: Path, rate: int, seconds: float, source: Path) -> dict[str,
             if n >= rate * seconds:
                 break
     stream = Stream(StreamOptions(), name="offline")
+    dashboard = LiveModel("offline", 1.0)
     spent = {"feed": 0.0, "settle": 0.0, "tick": 0.0}
     next_tick = int(batches[0].ts_ns[0]) + 1_000_000_000
     next_detect = 0.0
@@ -354,12 +361,18 @@ def offline(capture: Path, rate: int, seconds: float, source: Path) -> dict[str,
         t1 = time.process_time()
         spent["feed"] += t1 - t0
         if b.ts_ns[-1] >= next_tick:
-            stream.settle(int(b.ts_ns[-1]))
+            step = stream.settle(int(b.ts_ns[-1]))
             t2 = time.process_time()
-            stream.summary()
+            findings = pl.DataFrame(schema=ANOMALIES)
             if t2 >= next_detect:  # as the live loop does: the engine takes at most a fifth of the time
-                stream.detect_new()
+                findings = stream.detect_new()
                 next_detect = t2 + 5 * (time.process_time() - t2)
+            queries, responses = stream.take_interval()
+            tick = Tick(
+                stream.summary(), 0, 0, 0, 1, queries, responses, step.unanswered, step.transactions, findings
+            )
+            json.dumps(json_line(tick))  # the --json-lines line, and the dashboard's fold of the tick
+            dashboard.add(tick)
             spent["settle"] += t2 - t1
             spent["tick"] += time.process_time() - t2
             next_tick += 1_000_000_000

@@ -81,20 +81,9 @@ def _apply(f: Callable[..., None], options: list[Callable[..., Any]]) -> Callabl
     return f
 
 
-def _decoding_options() -> list[Callable[..., Any]]:
-    """What a DNS message is and when a query is unanswered: every command that reads captures."""
+def _tunnel_options() -> list[Callable[..., Any]]:
+    """Which UDP ports carry VXLAN and Geneve tunnels (``analyze`` and ``live``)."""
     return [
-        click.option(
-            "-p",
-            "--port",
-            "ports",
-            type=click.IntRange(1, 65535),
-            multiple=True,
-            help=(
-                "DNS port (repeatable; default 53, replaced when given: name 53 too to keep it). "
-                "mDNS (5353) and LLMNR (5355) only when named."
-            ),
-        ),
         click.option(
             "--vxlan-port",
             "vxlan_ports",
@@ -109,6 +98,24 @@ def _decoding_options() -> list[Callable[..., Any]]:
             multiple=True,
             help="UDP port of Geneve tunnels to take apart, besides 6081 (repeatable).",
         ),
+    ]
+
+
+def _decoding_options() -> list[Callable[..., Any]]:
+    """What a DNS message is and when a query is unanswered: every command that reads captures."""
+    return [
+        click.option(
+            "-p",
+            "--port",
+            "ports",
+            type=click.IntRange(1, 65535),
+            multiple=True,
+            help=(
+                "DNS port (repeatable; default 53, replaced when given: name 53 too to keep it). "
+                "mDNS (5353) and LLMNR (5355) only when named."
+            ),
+        ),
+        *_tunnel_options(),
         click.option(
             "--timeout",
             type=click.FloatRange(min=0, min_open=True),
@@ -139,28 +146,10 @@ def decoding_options(f: Callable[..., None]) -> Callable[..., None]:
     return _apply(f, _decoding_options())
 
 
-def analysis_options(f: Callable[..., None]) -> Callable[..., None]:
-    """The flags of a command that reads captures and computes findings: decoding, where the
-    captures are read (local workers, a Dask cluster, hosts) and the anomaly thresholds."""
+def _threshold_options() -> list[Callable[..., Any]]:
+    """The anomaly engine's thresholds (``analyze`` and the commands like it, and ``live``)."""
     d = Thresholds()
-    options = _decoding_options() + [
-        click.option(
-            "--workers",
-            type=click.IntRange(min=1),
-            default=1,
-            show_default=True,
-            help="Local processes reading the captures (files, and spans of large files, in parallel).",
-        ),
-        click.option(
-            "--scheduler",
-            metavar="tcp://HOST:PORT",
-            help="Run the reading on this Dask distributed cluster (workers must see the same paths).",
-        ),
-        click.option(
-            "--group-by",
-            metavar="REGEX",
-            help="Name each capture's host by this regex's first group (default: from rotated file names).",
-        ),
+    return [
         click.option(
             "--window",
             type=click.FloatRange(min=1),
@@ -220,6 +209,31 @@ def analysis_options(f: Callable[..., None]) -> Callable[..., None]:
             "Repeatable.",
         ),
     ]
+
+
+def analysis_options(f: Callable[..., None]) -> Callable[..., None]:
+    """The flags of a command that reads captures and computes findings: decoding, where the
+    captures are read (local workers, a Dask cluster, hosts) and the anomaly thresholds."""
+    options = _decoding_options() + [
+        click.option(
+            "--workers",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            help="Local processes reading the captures (files, and spans of large files, in parallel).",
+        ),
+        click.option(
+            "--scheduler",
+            metavar="tcp://HOST:PORT",
+            help="Run the reading on this Dask distributed cluster (workers must see the same paths).",
+        ),
+        click.option(
+            "--group-by",
+            metavar="REGEX",
+            help="Name each capture's host by this regex's first group (default: from rotated file names).",
+        ),
+        *_threshold_options(),
+    ]
     return _apply(f, options)
 
 
@@ -262,17 +276,7 @@ def _options(kw: dict[str, Any], *, anomalies: bool = True) -> Options:
     """The pipeline's options from the shared flags in ``kw``."""
     from pcapdns.pipeline import Options
 
-    d = Thresholds()
-    thresholds = Thresholds(
-        window_s=kw.get("window", d.window_s),
-        sensitivity=kw.get("sensitivity", d.sensitivity),
-        alpha=kw.get("alpha", d.alpha),
-        min_count=kw.get("min_count", d.min_count),
-        outage_run=kw.get("outage_run", d.outage_run),
-        slow_factor=kw.get("slow_factor", d.slow_factor),
-        slow_min_ms=kw.get("slow_ms", d.slow_min_ms),
-        server_groups=kw.get("server_groups", d.server_groups),
-    )
+    thresholds = _thresholds(kw)
     ports = kw["ports"]
     return Options(
         ports=frozenset(ports) if ports else Options().ports,
@@ -283,6 +287,21 @@ def _options(kw: dict[str, Any], *, anomalies: bool = True) -> Options:
         stepped={"auto": None, "always": True, "never": False}[kw.get("spill", "auto")],
         thresholds=thresholds,
         anomalies=anomalies,
+    )
+
+
+def _thresholds(kw: dict[str, Any]) -> Thresholds:
+    """The anomaly thresholds from the flags in ``kw`` (the defaults for those not given)."""
+    d = Thresholds()
+    return Thresholds(
+        window_s=kw.get("window", d.window_s),
+        sensitivity=kw.get("sensitivity", d.sensitivity),
+        alpha=kw.get("alpha", d.alpha),
+        min_count=kw.get("min_count", d.min_count),
+        outage_run=kw.get("outage_run", d.outage_run),
+        slow_factor=kw.get("slow_factor", d.slow_factor),
+        slow_min_ms=kw.get("slow_ms", d.slow_min_ms),
+        server_groups=kw.get("server_groups", d.server_groups),
     )
 
 
@@ -495,10 +514,25 @@ def explain(rcode: str, files: tuple[str, ...], **kw: Any) -> None:
         console.print(findings_table(found))
 
 
+def _live_tunnel_and_threshold_options(f: Callable[..., None]) -> Callable[..., None]:
+    """``live``'s tunnel flags (as ``analyze``'s, plus whether the kernel filter lets tunnels in) and
+    the anomaly thresholds, with ``analyze``'s meaning."""
+    tunnels = click.option(
+        "--tunnels",
+        is_flag=True,
+        help=(
+            "The default kernel filter also lets in VXLAN and Geneve (their UDP ports) and GRE/ERSPAN, "
+            "so DNS inside them is seen; every frame in those tunnels then reaches pcapdns (more CPU). "
+            "Implied by --vxlan-port and --geneve-port."
+        ),
+    )
+    return _apply(f, [*_tunnel_options(), tunnels, *_threshold_options()])
+
+
 @cli.command(
     short_help="Watch DNS live (interface or dnstap): dashboard, JSON, metrics.",
     epilog=_examples(
-        "sudo pcapdns live -i eth0",
+        "sudo pcapdns live -i eth0 --tunnels --server-group ns1=192.0.2.1,2001:db8::1",
         "sudo pcapdns live -i any --metrics :9153 --write-anomalies evidence.pcap",
         "pcapdns live --dnstap-socket /run/dnstap.sock --no-tui --json-lines",
     ),
@@ -521,7 +555,8 @@ def explain(rcode: str, files: tuple[str, ...], **kw: Any) -> None:
     "-f",
     "--filter",
     "bpf",
-    help="Kernel capture filter, tcpdump syntax (default: the DNS ports and IP fragments).",
+    help="Kernel capture filter, tcpdump syntax (default: the DNS ports and IP fragments; with --tunnels, "
+    "the tunnels too).",
 )
 @click.option(
     "-p",
@@ -538,6 +573,7 @@ def explain(rcode: str, files: tuple[str, ...], **kw: Any) -> None:
     show_default=True,
     help="Seconds after a query's last transmission before it is reported unanswered.",
 )
+@_live_tunnel_and_threshold_options
 @click.option(
     "--interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True, help="Seconds per update."
 )
@@ -579,7 +615,11 @@ def live(**kw: Any) -> None:
     """
     from pcapdns.live.command import run_live
 
-    run_live(**kw)
+    threshold_flags = ("window", "sensitivity", "alpha", "min_count", "outage_run", "slow_factor", "slow_ms")
+    thresholds = _thresholds(kw)
+    for flag in (*threshold_flags, "server_groups"):
+        del kw[flag]
+    run_live(thresholds=thresholds, **kw)
 
 
 def _pipe_aware(console: Console) -> Console:

@@ -104,6 +104,7 @@ ANOMALY_KINDS = (
     "unanswered_outage",
     "unanswered_loss",
     "rcode_surge",
+    "persistent_failure",
     "slow_responses",
     "servfail_cause",
     "truncation",

@@ -121,6 +121,10 @@ def test_default_filter_and_listen_address() -> None:
     assert default_filter(frozenset({53, 5353})) == (
         "(port 53 or port 5353) or (ip[6:2] & 0x1fff != 0) or (ip6 and ip6[6] == 44)"
     )
+    assert default_filter(frozenset({53}), frozenset({4789, 6081})) == (
+        "(port 53) or (ip[6:2] & 0x1fff != 0) or (ip6 and ip6[6] == 44)"
+        " or (udp port 4789 or udp port 6081) or (ip proto 47) or (ip6 proto 47)"
+    )
     assert parse_listen(":9153") == ("0.0.0.0", 9153)
     assert parse_listen("127.0.0.1:9153") == ("127.0.0.1", 9153)
     assert parse_listen("[::1]:9153") == ("::1", 9153)

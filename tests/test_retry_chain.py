@@ -113,6 +113,14 @@ def test_retry_storm_builds_rows_linear_in_its_queries(tmp_path, monkeypatch):
         )
         for i in range(n)
     ]
+    # one answered exchange: the capture saw both directions (else unanswered means nothing)
+    records += [
+        (T0 + 5 * S, _frame(bytes([10, 2, 0, 1]), RESOLVERS[0], 29999, 53, _q(n, "alive.example"))),
+        (
+            T0 + 5 * S + 10**6,
+            _frame(RESOLVERS[0], bytes([10, 2, 0, 1]), 53, 29999, _r(n, "alive.example", 0)),
+        ),
+    ]
     biggest = [0]
     for method in ("join", "join_asof"):
         original = getattr(pl.DataFrame, method)

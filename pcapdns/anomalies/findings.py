@@ -20,6 +20,7 @@ _KIND_ORDER = (
     "unanswered_outage",
     "servfail_cause",
     "rcode_surge",
+    "persistent_failure",
     "suspicious_response",
     "formerr",
     "slow_responses",

@@ -138,18 +138,36 @@ def one_direction_findings(inp: Inputs) -> list[Finding]:
     out: list[Finding] = []
     if one_direction(inp.transactions, inp.unpaired):
         t = inp.transactions
-        what = "queries but no response" if t.height else "responses but no query"
+        servers: list[str] = []
+        if t.height:
+            servers = sorted({str(s) for s in t.get_column("server").drop_nulls().unique().to_list()})
+            named = ", ".join(servers[:3]) + (f" and {len(servers) - 3} more" if len(servers) > 3 else "")
+            summary = (
+                f"{t.height} queries to {named} and not one DNS response: either the capture saw one "
+                "direction of the traffic only, or no server answered at all"
+            )
+            cause = (
+                "one direction only: asymmetric routing, a SPAN port or tap mirroring one direction, or a "
+                "capture filter matching one side (e.g. 'dst port 53'); then unanswered counts mean "
+                "nothing. If the capture holds other packets from these servers (tshark -r FILE -Y "
+                "'ip.src==SERVER'), both directions were seen and the servers did not answer DNS: "
+                "nothing listening on port 53, or a firewall dropping it"
+            )
+        else:
+            summary = "the capture holds responses but no query: it saw one direction of the traffic only"
+            cause = (
+                "asymmetric routing, a SPAN port or tap mirroring one direction, or a capture filter "
+                "matching one side (e.g. 'src port 53')"
+            )
         out.append(
             Finding(
                 kind="capture_quality",
                 severity="warning",
                 start=_at(min((c.first_ts_ns or 0) for c in inp.captures) or None),
                 end=_at(max((c.last_ts_ns or 0) for c in inp.captures) or None),
-                summary=f"the capture holds {what}: it saw one direction of the traffic only",
-                likely_cause=(
-                    "asymmetric routing, a SPAN port or tap mirroring one direction, or a capture filter "
-                    "matching one side (e.g. 'dst port 53'); unanswered counts mean nothing here"
-                ),
+                servers=servers,
+                summary=summary,
+                likely_cause=cause,
                 count=max(t.height, inp.unpaired.height),
             )
         )

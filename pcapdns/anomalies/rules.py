@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import polars as pl
@@ -9,6 +10,7 @@ import polars as pl
 from pcapdns.anomalies.findings import Finding, to_frame
 from pcapdns.anomalies.formerr import formerr_findings
 from pcapdns.anomalies.inputs import Inputs
+from pcapdns.anomalies.persistent import persistent_failure_findings
 from pcapdns.anomalies.quality import (
     decode_issue_findings,
     gap_findings,
@@ -35,6 +37,7 @@ RULES = (
     outage_findings,
     loss_findings,
     surge_findings,
+    persistent_failure_findings,
     slow_findings,
     servfail_findings,
     truncation_findings,
@@ -53,13 +56,30 @@ RULES = (
 
 
 def detect(inputs: Inputs, step: Callable[[str], None] | None = None) -> pl.DataFrame:
-    """Run every rule; ``step`` is told each rule's name before it runs (for a progress bar)."""
+    """Run every rule; ``step`` is told each rule's name before it runs (for a progress bar).
+
+    Queries sent to a multicast group (LLMNR, RFC 4795; mDNS, RFC 6762) are left out: no group
+    is a server that can fail, a name nobody holds is rightly never answered, and the answers come
+    from each responder's own address, so they are neither outages nor answers from an address
+    not asked."""
+    t = inputs.transactions
+    if t.height and "server" in t.columns:
+        unicast = t.filter(~multicast(pl.col("server")))
+        if unicast.height < t.height:
+            inputs = dataclasses.replace(inputs, transactions=unicast, shared={})
     findings: list[Finding] = []
     for rule in RULES:
         if step is not None:
             step(f"looking for anomalies: {rule_name(rule)}")
         findings.extend(rule(inputs))
     return to_frame(findings)
+
+
+def multicast(address: pl.Expr) -> pl.Expr:
+    """Whether an address (text) is a multicast group: 224.0.0.0/4 or ff00::/8."""
+    text = address.cast(pl.String)
+    first = text.str.extract(r"^(\d{1,3})\.", 1).cast(pl.Int32, strict=False)
+    return (text.str.to_lowercase().str.starts_with("ff") | first.is_between(224, 239)).fill_null(False)
 
 
 def rule_name(rule: Callable[..., object]) -> str:

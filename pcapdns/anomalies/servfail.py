@@ -76,6 +76,12 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
         sf.select("server", "rkey", "name_l", "ts", "rtt", "query_frame", "file")
         .join(upstream, on=["rkey", "name_l"], how="inner")
         .filter((pl.col("u_ts") >= pl.col("ts")) & (pl.col("u_ts") <= end))
+        # not the SERVFAIL's own query, nor a query the resolver sent to its own address: on a
+        # loopback capture (a stub and a resolver on one host) those are its client side
+        .filter(
+            ((pl.col("u_frame") != pl.col("query_frame")) | (pl.col("u_file") != pl.col("file")))
+            & (pl.col("upstream") != pl.col("server"))
+        )
     )
     failed_hops = hops.filter(
         (pl.col("u_status") != "answered") | pl.col("u_rcode").is_in(["SERVFAIL", "REFUSED"])

@@ -18,6 +18,7 @@ import polars as pl
 
 from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, zone_for, zone_keys
 from pcapdns.anomalies.inputs import Inputs
+from pcapdns.anomalies.unanswered import one_direction
 
 _FAILED = ["SERVFAIL", "REFUSED", "FORMERR", "NOTIMP"]
 
@@ -119,6 +120,10 @@ def retry_findings(inp: Inputs) -> list[Finding]:
     # The search runs on the keys, times and row numbers only; the columns a chain's finding
     # reads are gathered for the attempts that were asked again.
     t = inp.transactions.with_row_index("row")
+    # a capture that saw queries only says nothing about their answers: only RCODEs fail there
+    lost = (
+        pl.lit(False) if one_direction(inp.transactions, inp.unpaired) else pl.col("status") == "unanswered"
+    )
     asked = t.select(
         "row",
         "ts",
@@ -126,10 +131,7 @@ def retry_findings(inp: Inputs) -> list[Finding]:
         pl.col("qname").str.to_lowercase().alias("name_l"),
         "qtype",
         "qclass",
-        (
-            ((pl.col("status") == "unanswered") | pl.col("rcode_name").is_in(_FAILED))
-            & ~pl.col("TC").fill_null(False)
-        ).alias("failed"),
+        ((lost | pl.col("rcode_name").is_in(_FAILED)) & ~pl.col("TC").fill_null(False)).alias("failed"),
     )
     failed = asked.filter(pl.col("failed")).drop("failed")
     if failed.height == 0:
@@ -201,7 +203,10 @@ def retry_findings(inp: Inputs) -> list[Finding]:
     nxt = nxt.filter(pl.len().over("client", "zk") >= th.min_count)
     # A client that also answers others in the capture is a resolver retrying towards the
     # authorities (or its forwarders), not an end host: the text names it so.
-    resolvers = set(t.get_column("server").unique().drop_nulls().to_list()) & set(
+    # (answering its own address, as on a loopback capture, is not answering others)
+    # (both columns categorical over one set of categories: equal codes are equal addresses)
+    serving = t.select("server", "client").filter(pl.col("server") != pl.col("client"))
+    resolvers = set(serving.get_column("server").cast(pl.String).unique().drop_nulls().to_list()) & set(
         nxt.get_column("client").unique().to_list()
     )
     out: list[Finding] = []

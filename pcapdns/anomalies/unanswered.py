@@ -27,9 +27,10 @@ from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, hms, zone
 from pcapdns.anomalies.inputs import Inputs
 from pcapdns.anomalies.servers import addresses, keyed, label, ranked
 from pcapdns.anomalies.stats import flag_windows, log10_binom_sf, score_of, widen
+from pcapdns.dns.codes import rrtype_name
 
 _BRIDGE = 2  # answers between two runs of losses that still leave them one outage
-_COLUMNS = ("ts", "server", "client", "status", "qname", "file", "query_frame")
+_COLUMNS = ("ts", "server", "client", "status", "qname", "qtype", "file", "query_frame")
 
 
 def _t(value: object) -> datetime:
@@ -38,9 +39,11 @@ def _t(value: object) -> datetime:
 
 
 def one_direction(t: pl.DataFrame, unpaired: pl.DataFrame) -> bool:
-    """True when the capture holds queries but no response at all (or the reverse)."""
+    """True when the capture holds queries but no response at all, paired or not (or the reverse)."""
     answered = int((t.get_column("status") == "answered").sum()) if t.height else 0
-    return (t.height >= 10 and answered == 0) or (t.height == 0 and unpaired.height >= 10)
+    return (t.height >= 10 and answered == 0 and unpaired.height == 0) or (
+        t.height == 0 and unpaired.height >= 10
+    )
 
 
 def _episodes(t: pl.DataFrame, min_run: int) -> pl.DataFrame:
@@ -124,6 +127,10 @@ class _Queries:
         keys = pl.Series("keys", self.keys, dtype=pl.String)
         return per.with_columns(keys.gather(per.get_column("server")).alias("server"))
 
+    def questions(self, narrow: pl.DataFrame) -> pl.DataFrame:
+        """The name and type asked in ``narrow`` rows."""
+        return self.full[narrow.get_column("row")].select("qname", "qtype")
+
     def rows(self, narrow: pl.DataFrame) -> pl.DataFrame:
         """The transactions' columns of ``narrow`` rows (server as its key, ``address`` its
         address), with ``narrow``'s own columns."""
@@ -197,7 +204,12 @@ def _outages(inp: Inputs) -> tuple[list[Finding], _Queries | None]:
             & ~pl.col("lost")
         )
         recovery = _t(after.get_column("ts").min()) if after.height else None
-        finding = _outage(g, recovery, th, usual, t.height)
+        mine = pl.col("server").is_in([q.rank(s) for s in servers])
+        answered = ~pl.col("lost")
+        start = _t(g["start"])
+        before = t.filter(mine & (pl.col("ts") < start) & answered).height > 0
+        others = t.filter(~mine & pl.col("ts").is_between(start, _t(g["end"])) & answered).height > 0
+        finding = _outage(g, (recovery, before, others), th, usual, t.height)
         if finding.score is not None and finding.score >= -math.log10(th.alpha):
             out.append(finding)
         else:  # a run this short is likely at the server's loss around it: it is loss, not an outage
@@ -254,6 +266,7 @@ def _loss(sporadic: _Queries, inp: Inputs) -> list[Finding]:
                 f"from {hms(start)} to {hms(end)}, against a usual {100 * usual:.1f}% (no run of consecutive "
                 "losses)",
                 th,
+                sporadic.questions(inside.filter(~pl.col("lost"))),
             )
         )
     per_server = sporadic.named(
@@ -281,14 +294,50 @@ def _loss(sporadic: _Queries, inp: Inputs) -> list[Finding]:
                 f"{lost} of {total} queries to {label(server, rows, th)} ({100 * share:.1f}%) went "
                 "unanswered, scattered over the capture (no run of consecutive losses)",
                 th,
+                sporadic.questions(t.filter((pl.col("server") == sporadic.rank(server)) & ~pl.col("lost"))),
             )
         )
     return out
 
 
+_NEVER_SHARE = 0.8  # of the losses on questions the server never answered: not loss, a silent drop
+_NEVER_QUESTIONS = 5  # ... at most this many distinct questions
+
+
+def _never_answered(rows: pl.DataFrame, answered: pl.DataFrame) -> tuple[int, list[str]] | None:
+    """The questions (name and type) behind most of ``rows`` (a server's unanswered queries) that
+    the server never answered in ``answered`` (its answered transactions), if they are few."""
+    if rows.height == 0 or "qtype" not in rows.columns:
+        return None
+    key = [pl.col("qname").str.to_lowercase().alias("q"), pl.col("qtype")]
+    asked = rows.select(*key).group_by("q", "qtype").agg(pl.len().alias("n"))
+    # asked again and again, never answered (a question lost once says nothing about the question)
+    never = asked.join(answered.select(*key).unique(), on=["q", "qtype"], how="anti").filter(pl.col("n") >= 2)
+    if never.height == 0 or never.height > _NEVER_QUESTIONS:
+        return None
+    if int(never.get_column("n").sum()) < _NEVER_SHARE * rows.height:
+        return None
+    questions = [
+        f"{q} {rrtype_name(int(t)) if t is not None else '?'}"
+        for q, t, _ in never.sort("n", "q", descending=[True, False]).iter_rows()
+    ]
+    return int(never.get_column("n").sum()), questions
+
+
 def _loss_finding(
-    rows: pl.DataFrame, server: str, share: float, score: float, summary: str, th: Thresholds
+    rows: pl.DataFrame,
+    server: str,
+    share: float,
+    score: float,
+    summary: str,
+    th: Thresholds,
+    answered: pl.DataFrame | None = None,
 ) -> Finding:
+    never = _never_answered(rows, answered) if answered is not None else None
+    if never is not None:
+        k, questions = never
+        which = "all of them" if k == rows.height else f"{k} of them"
+        summary += f"; {which} asked {', '.join(questions)}, which it never answered"
     names = rows.get_column("qname").drop_nulls()
     finding = Finding(
         kind="unanswered_loss",
@@ -301,7 +350,11 @@ def _loss_finding(
         count=rows.height,
         summary=summary,
         likely_cause=(
-            "sporadic packet loss on the path to or from the server, rate limiting (RRL) or an "
+            "the server (or a firewall before it) silently drops these questions while it answers "
+            "others: a filter on the name or type (SRV, ANY, a DPI rule), or a forwarder whose "
+            "upstream for that zone never answers; `dig @SERVER NAME TYPE` reproduces it"
+            if never is not None
+            else "sporadic packet loss on the path to or from the server, rate limiting (RRL) or an "
             "overloaded server dropping some queries; the client's retries usually hide it. "
             "Check interface drops and the server's rate-limit counters"
         ),
@@ -331,8 +384,15 @@ def _merge_overlapping(groups: list[dict[str, object]], slack: timedelta) -> lis
 
 
 def _outage(
-    g: dict[str, object], recovery: datetime | None, th: Thresholds, loss_of: dict[str, float], tests: int
+    g: dict[str, object],
+    seen: tuple[datetime | None, bool, bool],
+    th: Thresholds,
+    loss_of: dict[str, float],
+    tests: int,
 ) -> Finding:
+    """``seen``: when the servers answered again after the outage (None: never), whether they
+    answered before it, whether other servers answered during it."""
+    recovery, before, others = seen
     rows = g["rows"]
     assert isinstance(rows, pl.DataFrame)
     servers = sorted(set(g["servers"]))  # type: ignore[call-overload]
@@ -357,14 +417,16 @@ def _outage(
         zone=str(zone) if zone else None,
         count=lost.height,
         summary=(
-            f"{who} stopped answering{for_zone} from {hms(start)} to {hms(end)}: {lost.height} of "
+            f"{who} {'stopped answering' if before else 'did not answer'}{for_zone} from {hms(start)} "
+            f"to {hms(end)}: {lost.height} of "
             f"{rows.height} queries lost ({'100%' if share == 1 else f'{100 * share:.1f}%'}){back}"
         ),
         likely_cause=(
             f"{who} {'were' if len(servers) > 1 else 'was'} down or unreachable: nearly every query in "
-            "the window went unanswered while other servers in the capture kept answering. Check "
-            "reachability from the querying host (ping, traceroute, `dig @SERVER`), firewall or ACL "
-            "changes at the onset, and the servers' own logs"
+            "the window went unanswered"
+            + (" while other servers in the capture kept answering" if others else "")
+            + ". Check reachability from the querying host (ping, traceroute, `dig @SERVER`), firewall "
+            "or ACL changes at the onset, and the servers' own logs"
         ),
         evidence=evidence_of(lost, th.evidence, ("query_frame",)),
         score=score_of(log10_binom_sf(lost.height, rows.height, min(usual, 0.5)), tests),

@@ -18,16 +18,23 @@ from typing import Any
 
 import click
 
+from pcapdns.anomalies import Thresholds
 from pcapdns.errors import UsageError
 from pcapdns.live.runner import Runner, Tick
-from pcapdns.model import DEFAULT_PORTS
+from pcapdns.model import DEFAULT_PORTS, GENEVE_PORTS, VXLAN_PORTS
 from pcapdns.stream import Stream, StreamOptions
 
 
-def default_filter(ports: frozenset[int]) -> str:
-    """The kernel filter for the DNS ports, plus IP fragments (a fragmented answer has no ports)."""
+def default_filter(ports: frozenset[int], tunnel_ports: frozenset[int] = frozenset()) -> str:
+    """The kernel filter for the DNS ports, plus IP fragments (a fragmented answer has no ports);
+    with ``tunnel_ports``, also those UDP ports (VXLAN, Geneve) and GRE (ERSPAN rides on it),
+    whose inner ports a filter cannot see: every frame in those tunnels then passes."""
     by_port = " or ".join(f"port {p}" for p in sorted(ports))
-    return f"({by_port}) or (ip[6:2] & 0x1fff != 0) or (ip6 and ip6[6] == 44)"
+    out = f"({by_port}) or (ip[6:2] & 0x1fff != 0) or (ip6 and ip6[6] == 44)"
+    if tunnel_ports:
+        tunnels = " or ".join(f"udp port {p}" for p in sorted(tunnel_ports))
+        out += f" or ({tunnels}) or (ip proto 47) or (ip6 proto 47)"
+    return out
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -66,6 +73,10 @@ def run_live(
     dnstap_write: str | None = None,
     bpf: str | None,
     ports: tuple[int, ...],
+    vxlan_ports: tuple[int, ...] = (),
+    geneve_ports: tuple[int, ...] = (),
+    tunnels: bool = False,
+    thresholds: Thresholds | None = None,
     timeout: float,
     interval: float,
     duration: float | None,
@@ -80,6 +91,8 @@ def run_live(
     promisc: bool,
 ) -> None:
     port_set = frozenset(ports) if ports else DEFAULT_PORTS
+    vxlan, geneve = VXLAN_PORTS | frozenset(vxlan_ports), GENEVE_PORTS | frozenset(geneve_ports)
+    tunnels = tunnels or bool(vxlan_ports or geneve_ports)
     listen = parse_listen(metrics_at) if metrics_at else None
     given = [
         o
@@ -88,10 +101,10 @@ def run_live(
     ]
     if len(given) != 1:
         raise UsageError("give one of -i INTERFACE, --dnstap-socket PATH or --dnstap-tcp HOST:PORT")
-    if interface is None and (evidence or bpf is not None or promisc):
+    if interface is None and (evidence or bpf is not None or promisc or tunnels):
         raise UsageError(
-            "--write-anomalies, -f and --promisc are for packet capture; with dnstap, keep the messages "
-            "with --dnstap-write FILE"
+            "--write-anomalies, -f, --promisc and the tunnel flags are for packet capture; with dnstap, "
+            "keep the messages with --dnstap-write FILE"
         )
     if dnstap_write and interface is not None:
         raise UsageError("--dnstap-write goes with --dnstap-socket or --dnstap-tcp")
@@ -100,14 +113,28 @@ def run_live(
     capture: Any
     queue_batches = QUEUE_BATCHES if interface is not None else 64
     if interface is not None:
-        capture = open_live(interface, default_filter(port_set) if bpf is None else bpf, promisc=promisc)
+        tunnel_ports = vxlan | geneve if tunnels else frozenset()
+        bpf = default_filter(port_set, tunnel_ports) if bpf is None else bpf
+        capture = open_live(interface, bpf, promisc=promisc)
     else:
         from pcapdns.sources.dnstapsock import DnstapListener, parse_hostport
 
         tcp = parse_hostport(dnstap_tcp) if dnstap_tcp else None
         capture = DnstapListener(unix_path=dnstap_socket, tcp=tcp, record=dnstap_write)
     name = capture.name
-    stream = Stream(StreamOptions(ports=port_set, timeout_s=timeout), name=name)
+    stream = Stream(stream_options(port_set, vxlan, geneve, timeout, thresholds or Thresholds()), name=name)
+
+    def make_runner(on_tick: Callable[[Tick], None]) -> Runner:
+        return Runner(
+            capture,
+            stream,
+            on_tick,
+            interval_s=interval,
+            duration_s=duration,
+            count=count,
+            queue_batches=queue_batches,
+        )
+
     sinks: list[Callable[[Tick], None]] = []
     writer = None
     try:
@@ -131,7 +158,7 @@ def run_live(
 
             sinks.append(keep_evidence)
         if not json_lines and not no_tui and sys.stdout.isatty() and sys.stdin.isatty():
-            final = _run_dashboard(capture, stream, sinks, name, interval, duration, count, queue_batches)
+            final = _run_dashboard(make_runner, sinks, name, interval)
             click.echo(json.dumps(_final(final), indent=1))
             return
         sinks.append(_print_json_line if json_lines else _print_status)
@@ -140,15 +167,7 @@ def run_live(
             for sink in sinks:
                 sink(tick)
 
-        runner = Runner(
-            capture,
-            stream,
-            on_tick,
-            interval_s=interval,
-            duration_s=duration,
-            count=count,
-            queue_batches=queue_batches,
-        )
+        runner = make_runner(on_tick)
         with _signals_stop(runner):
             final = runner.run()
         if not json_lines:
@@ -157,6 +176,26 @@ def run_live(
         capture.close()
         if writer is not None:
             writer.close()
+
+
+def stream_options(
+    ports: frozenset[int],
+    vxlan_ports: frozenset[int],
+    geneve_ports: frozenset[int],
+    timeout_s: float,
+    thresholds: Thresholds,
+) -> StreamOptions:
+    """What the live stream decodes and how its anomaly engine judges, from ``live``'s flags; the
+    settled transactions are kept for ten of the engine's windows (at least ten minutes), so that
+    each window has a baseline to stand against."""
+    return StreamOptions(
+        ports=ports,
+        vxlan_ports=vxlan_ports,
+        geneve_ports=geneve_ports,
+        timeout_s=timeout_s,
+        thresholds=thresholds,
+        window_s=max(StreamOptions().window_s, 10 * thresholds.window_s),
+    )
 
 
 def _warm_up(ports: frozenset[int]) -> None:
@@ -219,30 +258,18 @@ def _print_status(tick: Tick) -> None:
 
 
 def _run_dashboard(
-    capture: Any,
-    stream: Stream,
+    make_runner: Callable[[Callable[[Tick], None]], Runner],
     sinks: list[Callable[[Tick], None]],
     interface: str,
     interval: float,
-    duration: float | None,
-    count: int | None,
-    queue_batches: int,
 ) -> Tick:
     """The textual dashboard (pcapdns.tui.live); its final tick once the runner has stopped."""
     from pcapdns.tui.live import run_dashboard
 
     runners: list[Runner] = []
 
-    def make_runner(on_tick: Callable[[Tick], None]) -> Runner:
-        runner = Runner(
-            capture,
-            stream,
-            on_tick,
-            interval_s=interval,
-            duration_s=duration,
-            count=count,
-            queue_batches=queue_batches,
-        )
+    def tracked(on_tick: Callable[[Tick], None]) -> Runner:
+        runner = make_runner(on_tick)
         runners.append(runner)
         return runner
 
@@ -252,6 +279,6 @@ def _run_dashboard(
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
-        return run_dashboard(make_runner, interface, interval, sinks)
+        return run_dashboard(tracked, interface, interval, sinks)
     finally:
         signal.signal(signal.SIGTERM, previous)

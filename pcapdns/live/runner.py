@@ -17,6 +17,9 @@ from pcapdns.model import FrameBatch
 from pcapdns.schema import ANOMALIES
 from pcapdns.stream import Stream
 
+BEHIND_BATCHES = 2  # this many batches queued: the analysis is behind the capture
+POSTPONE_TICKS = 10  # intervals the anomaly engine waits at most for the analysis to catch up
+
 
 class Source(Protocol):
     """What :class:`Runner` needs from a capture (``pcapdns.sources.live.LiveCapture`` is one)."""
@@ -76,6 +79,7 @@ class Runner:
         self._thread = threading.Thread(target=self._capture, name="pcapdns-capture", daemon=True)
         self._error: BaseException | None = None
         self._detect_cost = 0
+        self._postponed = 0  # intervals the engine has waited for the analysis to catch up
         self._seen = 0
 
     def stop(self) -> None:
@@ -155,12 +159,18 @@ class Runner:
         kernel = self.source.kernel_drops()
         s.info.interface_drops = kernel + self.queue_drops
         findings = pl.DataFrame(schema=ANOMALIES)
-        # The engine runs every interval unless it costs more than a fifth of the time.
-        if self.anomalies and (final or time.monotonic_ns() >= self._detect_cost):
+        # The engine runs every interval unless it costs more than a fifth of the time.  While the
+        # analysis is behind (batches wait in the queue), it waits for it to catch up, for at most
+        # ``POSTPONE_TICKS`` intervals: counting every frame comes before finding a little sooner.
+        behind = self.queue.qsize() >= BEHIND_BATCHES and self._postponed < POSTPONE_TICKS
+        if self.anomalies and (final or (time.monotonic_ns() >= self._detect_cost and not behind)):
             t0 = time.monotonic_ns()
             findings = s.detect_new()
             spent = time.monotonic_ns() - t0
             self._detect_cost = t0 + 5 * spent
+            self._postponed = 0
+        elif self.anomalies and behind:
+            self._postponed += 1
         queries, responses = s.take_interval()
         tick = Tick(
             summary=s.summary(),

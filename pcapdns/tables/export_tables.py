@@ -19,7 +19,7 @@ from pcapdns.tables.summary import Analysis, servers
 from pcapdns.tables.transactions import TRANSACTIONS
 from pcapdns.tables.windows import WINDOWS, build_windows, evidence
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SERVERS: dict[str, pl.DataType] = {
     "server": pl.String(),
