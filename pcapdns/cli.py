@@ -23,7 +23,7 @@ import click
 
 from pcapdns import __version__
 from pcapdns.anomalies.config import Thresholds
-from pcapdns.errors import ExitStatus, ExportError, PcapdnsError, SourceMissing
+from pcapdns.errors import ExitStatus, ExportError, PcapdnsError, SourceMissing, UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -35,8 +35,11 @@ _DEBUG = False
 _ARGV: list[str] = []  # the arguments of this run, for the report's provenance
 
 
-def _expand(paths: Sequence[str]) -> list[str]:
-    """Expand quoted glob patterns ourselves ('captures/*.pcap'), keeping order and '-' (stdin)."""
+def _expand(paths: Sequence[str], *, warn: bool = False) -> list[str]:
+    """Expand quoted glob patterns ourselves ('captures/*.pcap'), keeping order and '-' (stdin).
+
+    A file given more than once (the same path, or another name of the same file: device and
+    inode) is kept once, at its first place; with ``warn``, a warning line says so."""
     out: list[str] = []
     for p in paths:
         if p != "-" and any(ch in p for ch in "*?[") and not os.path.exists(p):
@@ -46,7 +49,22 @@ def _expand(paths: Sequence[str]) -> list[str]:
             out.extend(matches)
         else:
             out.append(p)
-    return out
+    seen: dict[object, str] = {}
+    kept: list[str] = []
+    for p in out:
+        try:
+            st = os.stat(p) if p != "-" else None
+        except OSError:
+            st = None  # missing or unreadable: the analysis names it
+        key: object = (st.st_dev, st.st_ino) if st is not None else p
+        if key in seen:
+            if warn:
+                same = "" if seen[key] == p else f" (the same file as {seen[key]})"
+                click.echo(f"pcapdns: warning: {p}: given more than once{same}, analysed once", err=True)
+            continue
+        seen[key] = p
+        kept.append(p)
+    return kept
 
 
 def _examples(*lines: str) -> str:
@@ -339,7 +357,7 @@ def _analyze(
 
     _say_compiled_code_notes()
     opts = replace(_options(kw, anomalies=anomalies), summary_only=summary_only)
-    paths = _expand(files)
+    paths = _expand(files, warn=True)
     group_by = kw.get("group_by")
     if group_by:
         _check_regex(group_by)
@@ -696,6 +714,7 @@ def export(
     from pcapdns.tables.export_tables import build_tables
 
     fmt = writers.format_for(output, fmt)
+    writers.check_arguments(files, table, fmt, partition_by)
     # the anomaly engine runs only when its findings are written
     analysis = _analyze(files, kw, anomalies=table in (None, "anomalies"))
     tables = build_tables(analysis, kw["window"], [table] if table else None)
@@ -707,6 +726,8 @@ def export(
         explicit=table is not None,
         stdout=_stdout_bytes,
         follow_symlinks=follow_symlinks,
+        # read from the temporary store and written batch by batch (analysed in steps)
+        streamed=("transactions",) if analysis.lazy else (),
     )
     if output != "-":
         for w in written:
@@ -721,7 +742,7 @@ def export(
         'pcapdns query samples/outage.pcap "SELECT * FROM anomalies" --format csv',
     ),
 )
-@click.argument("files", nargs=-1, required=True)
+@click.argument("files", nargs=-1)  # checked in the command: click would blame FILES for a missing SQL
 @click.argument("sql")
 @click.option(
     "--format",
@@ -745,19 +766,25 @@ def query(files: tuple[str, ...], sql: str, fmt: str, max_rows: int, **kw: Any) 
     Tables: transactions, anomalies, windows, servers, malformed, decode_issues (docs/schema.md).
     A bad query prints the engine's message and every table with its columns (exit status 7).
     """
-    from pcapdns.report.export import write_stream
+    usage = "pcapdns query FILE... 'SELECT ...'"
+    if not files:
+        raise UsageError("query needs at least one capture, then the SQL", usage)
+    first_word = files[0].split(maxsplit=1)[:1]
+    if first_word and first_word[0].upper() in ("SELECT", "WITH") and not os.path.exists(files[0]):
+        raise UsageError("the SQL comes after the captures", usage)
+    from pcapdns.report.export import write_standard_output
     from pcapdns.report.query import render, run_sql
     from pcapdns.tables.export_tables import build_tables
 
     # the anomaly engine runs only for a query that names its table
     analysis = _analyze(files, kw, anomalies="anomalies" in sql.lower())
-    rows = run_sql(build_tables(analysis, kw["window"]), sql)
+    rows = run_sql(build_tables(analysis, kw["window"]), sql, streaming=analysis.lazy)
     if fmt == "table":
         from pcapdns.report.text import report_console
 
         render(rows, _pipe_aware(report_console(analysis.files)), max_rows)
     else:
-        write_stream(rows, fmt, _stdout_bytes())
+        write_standard_output(rows, fmt, _stdout_bytes())
 
 
 @cli.command(
@@ -774,7 +801,7 @@ def query(files: tuple[str, ...], sql: str, fmt: str, max_rows: int, **kw: Any) 
     "--output",
     required=True,
     type=click.Path(dir_okay=False),
-    help="The HTML file to write (self-contained: opens with no network).",
+    help="The HTML file to write (self-contained: opens with no network), or '-' for stdout.",
 )
 @click.option(
     "--png",
@@ -795,8 +822,9 @@ def report(files: tuple[str, ...], output: str, png_dir: str | None, **kw: Any) 
 
     analysis = _analyze(files, kw)
     made = provenance(_ARGV, __version__)
-    for w in write(analysis, output, made, kw["window"], png_dir):
-        click.echo(f"pcapdns: wrote {w.path}: {w.what}", err=True)
+    for w in write(analysis, output, made, kw["window"], png_dir, stdout=_stdout_bytes):
+        if w.path != "-":
+            click.echo(f"pcapdns: wrote {w.path}: {w.what}", err=True)
 
 
 @cli.command(
@@ -814,12 +842,17 @@ def tui(files: tuple[str, ...], **kw: Any) -> None:
 
     The window opens at once and fills in as the analysis runs; press ? for the keys.
     """
-    paths = _expand(files)
+    paths = _expand(files, warn=True)
     if "-" in paths:
         raise click.UsageError("the TUI reads keys from the terminal: give capture files, not '-'")
     for p in paths:
         if not os.path.exists(p):
             raise SourceMissing(f"{p}: no such file")
+    _check_captures(paths)
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UsageError(
+            "the TUI needs a terminal on stdin and stdout", "for a report on a pipe or file: pcapdns analyze"
+        )
     from pcapdns.parallel import Engine
     from pcapdns.tui import make_app  # textual is loaded only for this command
 
@@ -830,6 +863,25 @@ def tui(files: tuple[str, ...], **kw: Any) -> None:
     app.run()
     if app.error is not None:
         raise app.error
+
+
+def _check_captures(paths: list[str]) -> None:
+    """Raise the first file's error when none of ``paths`` opens as a capture (as ``analyze``
+    does), before any window is drawn; with one good file the others are warnings in the TUI.
+    Only regular files are opened twice: a FIFO's bytes would be gone."""
+    from pcapdns.sources import open_capture
+
+    first: PcapdnsError | None = None
+    for p in paths:
+        if not os.path.isfile(p):
+            return
+        try:
+            with open_capture(p):
+                return
+        except PcapdnsError as e:
+            first = first or e
+    if first is not None:
+        raise first
 
 
 def _fail(message: str, hint: str, status: int) -> int:

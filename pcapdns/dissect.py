@@ -3,9 +3,11 @@
 For each :class:`~pcapdns.model.FrameBatch`, :func:`pcapdns.decode.columnar.classify` picks the
 frames the fast path can take (complete, unfragmented IPv4/IPv6 UDP on a DNS port) and
 :func:`pcapdns.dns.columnar.parse_batch` parses their messages column-wise.  Everything the fast
-path does not take -- other frames on DNS ports, TCP, fragments, odd link layers, messages it
-cannot prove well-formed -- goes frame by frame through :class:`~pcapdns.decode.Decoder` and
-:func:`~pcapdns.dns.parse.parse_message`, which are authoritative and name every malformation.
+path does not take -- other frames on DNS ports, fragments, odd link layers -- goes frame by
+frame through :class:`~pcapdns.decode.Decoder`.  The columnar parser names the malformations of the
+messages it cannot prove well-formed itself, as :func:`~pcapdns.dns.parse.parse_message` (the
+authoritative parser) does; the few messages whose row it cannot fill (a compressed first question
+name, several Extended DNS Errors) are parsed by ``parse_message`` and written in their rows.
 Both produce rows of the ``MESSAGES`` schema; ``fast=False`` sends every frame down the slow path
 (the equivalence test compares the two).
 """
@@ -39,6 +41,7 @@ from pcapdns.decode.triage import DECODER, OUTCOME_NAMES, triage
 from pcapdns.decode.triage import REASONS as TRIAGE_REASONS
 from pcapdns.dns.columnar import DnsColumns, parse_batch
 from pcapdns.dns.edns import Edns
+from pcapdns.dns.malformations import Malformations
 from pcapdns.dns.names import name_to_text
 from pcapdns.dns.parse import DnsMessage, parse_message
 from pcapdns.keytable import KeyTable
@@ -156,7 +159,8 @@ class Dissector:
         self.fast = fast
         self.counters: Counter[str] = Counter()
         self.addresses = AddressTable()
-        self._malformed: list[tuple[object, ...]] = []
+        self._malformed: list[tuple[object, ...]] = []  # the per-message parser's, one by one
+        self._malformed_frames: list[pl.DataFrame] = []  # the columnar parser's, a batch at a time
         self._issues = IssueLog()  # found here (dnstap, frames settled in bulk), not by the decoder
         # Makes the issues of the frames settled in bulk (never holds state: none of them is kept).
         self._probe = Decoder(
@@ -364,12 +368,15 @@ class Dissector:
     def malformed(self) -> pl.DataFrame:
         """Every malformation found, in reading order (file, frame, idx)."""
         rows = pl.DataFrame(self._malformed, schema=MALFORMED, orient="row")
+        if self._malformed_frames:  # each message's malformations are in one of them, in order
+            rows = pl.concat([rows, *self._malformed_frames])
         return rows.sort(["file_id", "frame", "idx"], maintain_order=True)
 
     def take_malformed(self) -> pl.DataFrame:
         """The malformations found since the last call, forgotten here (live mode stays bounded)."""
         out = self.malformed()
         self._malformed = []
+        self._malformed_frames = []
         return out
 
     # -- fast path ----------------------------------------------------------------------------
@@ -570,18 +577,26 @@ class Dissector:
         """Parse the messages ``b[start[i] : start[i] + length[i]]`` column-wise; those the columnar
         parser cannot prove well-formed (and those cut by the capture) are parsed by the
         per-message parser, which names their malformations, and written in their rows."""
-        cols = parse_batch(b, start, length)
+        cols = parse_batch(b, start, length, explain=True)
         n = len(start)
         values = cols.header(np.arange(n, dtype=np.int64)).columns()
         values.update(meta)
         name_id = np.zeros(n, dtype=np.int64)
-        name_id[cols.ok] = cols.name_id + len(names)
+        name_id[cols.question] = cols.name_id + len(names)
         names += cols.names
         values["name_id"] = name_id
-        values["has_question"] = cols.ok.copy()
-        values["malformed"] = np.zeros(n, dtype=np.bool_)
+        values["has_question"] = cols.question
+        malformed = np.zeros(n, dtype=np.bool_)
+        found = Malformations(cols.found, length)
+        if len(found.rows):
+            # A message cut by the capture is not called malformed (as the per-message path does).
+            found = found.select(~meta["capture_truncated"][found.message])
+            malformed[found.message] = True
+            self._malformed_frames.append(_malformed_frame(file_id, meta, b, start, found))
+        values["malformed"] = malformed
         part = _Part(values, {})
-        redo = np.flatnonzero(~cols.ok | meta["capture_truncated"])
+        redo = np.flatnonzero(~cols.done)
+        self.counters["dns_per_message"] += len(redo)
         for r in redo.tolist():
             data = bytes(b[start[r] : start[r] + length[r]])
             self._per_message(part, r, data, file_id, names)
@@ -807,6 +822,32 @@ class Dissector:
                 )
             )
         return pl.DataFrame(rows, schema=MESSAGES, orient="row")
+
+
+def _malformed_frame(
+    file_id: int,
+    meta: dict[str, npt.NDArray[Any]],
+    b: npt.NDArray[np.uint8],
+    start: I64,
+    found: Malformations,
+) -> pl.DataFrame:
+    """The ``MALFORMED`` rows of the malformations the columnar parser named in the messages
+    ``b[start[i] : ...]`` (``meta``: their frame, idx and time), as the per-message path makes them."""
+    at = found.message
+    which = np.cumsum(np.diff(at, prepend=-1) != 0) - 1  # each malformation's message, among those
+    return pl.DataFrame(
+        {
+            "file_id": pl.repeat(file_id, len(at), dtype=pl.UInt16, eager=True),
+            "frame": pl.Series(meta["frame"][at], dtype=pl.UInt32),
+            "idx": pl.Series(meta["idx"][at], dtype=pl.UInt16),
+            "ts_ns": pl.Series(meta["ts_ns"][at], dtype=pl.Int64),
+            "reason": found.codes(),
+            "offset": pl.Series(found.offsets(), dtype=pl.UInt32),
+            "detail": found.details(),
+            "hex": pl.Series(found.dumps(b, start, _HEX_LIMIT), dtype=pl.String).gather(which),
+        },
+        schema=MALFORMED,
+    )
 
 
 def dnstap_issue(batch: FrameBatch, f: DnstapFields, i: int) -> DecodeIssue:

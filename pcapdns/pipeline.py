@@ -25,11 +25,12 @@ from pcapdns.pairing import pair
 from pcapdns.schema import ANOMALIES, MALFORMED, MESSAGES
 from pcapdns.sources import open_capture
 from pcapdns.sources.compress import sniff_compression
+from pcapdns.spill import SpillStore
 from pcapdns.stepped import release_memory
 from pcapdns.tables.engine import engine_inputs, issue_counts_frame, issues_frame, query_facts, unpaired
 from pcapdns.tables.names import address_text
 from pcapdns.tables.summary import Analysis, TransactionTotals, add_counts, count_messages
-from pcapdns.tables.transactions import build_transactions
+from pcapdns.tables.transactions import TRANSACTIONS, build_transactions
 
 Progress = Callable[[CaptureInfo], None]
 # Message columns only the anomaly engine's inputs read (its query facts and unpaired responses):
@@ -219,12 +220,14 @@ class Tables:
     :func:`finish` puts together, and what a parallel worker sends back for a whole host.
 
     ``facts`` (the engine's query facts, row for row with ``transactions``) and ``unpaired`` are
-    None when the engine does not run.
+    None when the engine does not run.  Tabulated in steps, ``transactions`` is a lazy scan of
+    the temporary store (``store``, open until the analysis is closed) and ``facts`` None: the
+    store's rows hold them beside the table's columns (``engine_rows``).
     """
 
     captures: list[CaptureInfo]
     message_counts: pl.DataFrame
-    transactions: pl.DataFrame
+    transactions: pl.DataFrame | pl.LazyFrame
     facts: pl.DataFrame | None
     unpaired: pl.DataFrame | None
     malformed: pl.DataFrame
@@ -233,6 +236,8 @@ class Tables:
     addresses: list[str]
     issue_counts: pl.DataFrame
     transaction_totals: TransactionTotals | None = None
+    engine_rows: pl.LazyFrame | None = None  # the transactions with their query facts, in the store
+    store: SpillStore | None = None
 
 
 def assemble(decoded: Decoded, opts: Options, stage: Callable[[str], None] | None = None) -> Analysis:
@@ -322,8 +327,8 @@ def tabulate_in_steps(
     return Tables(
         captures=t.captures,
         message_counts=t.message_counts,
-        transactions=t.transactions,
-        facts=t.facts,
+        transactions=t.transactions.select(list(TRANSACTIONS)),
+        facts=None,
         unpaired=t.unpaired,
         malformed=t.malformed,
         issues=issues_frame(t.issues),
@@ -331,6 +336,8 @@ def tabulate_in_steps(
         counters=t.counters,
         addresses=[addresses[i] for i in sorted(range(len(halves)), key=halves.__getitem__)],
         transaction_totals=t.totals,
+        engine_rows=t.transactions if opts.anomalies else None,
+        store=t.store,
     )
 
 
@@ -349,6 +356,8 @@ def finish(parts: Sequence[Tables], opts: Options, stage: Callable[[str], None] 
     needs by time itself.
     """
     first = parts[0]
+    if len(parts) > 1 and any(p.store is not None for p in parts):
+        raise ValueError("tables read from a temporary store are one host's: not put together")
     if len(parts) == 1:
         transactions, facts, unpaired_rows = first.transactions, first.facts, first.unpaired
         message_counts, malformed, issues = first.message_counts, first.malformed, first.issues
@@ -358,7 +367,7 @@ def finish(parts: Sequence[Tables], opts: Options, stage: Callable[[str], None] 
     else:
         if stage is not None:
             stage("putting the hosts together")
-        transactions = pl.concat([p.transactions for p in parts])
+        transactions = pl.concat([p.transactions for p in parts if isinstance(p.transactions, pl.DataFrame)])
         facts = (
             pl.concat([p.facts for p in parts if p.facts is not None]) if first.facts is not None else None
         )
@@ -375,14 +384,18 @@ def finish(parts: Sequence[Tables], opts: Options, stage: Callable[[str], None] 
         captures = sorted((c for p in parts for c in p.captures), key=lambda c: c.file_id)
         addresses = sorted({a for p in parts for a in p.addresses})
     anomalies = pl.DataFrame(schema=ANOMALIES)
-    if facts is not None and unpaired_rows is not None:
+    if (facts is not None or first.engine_rows is not None) and unpaired_rows is not None:
         if stage is not None:
             stage("looking for anomalies: preparing the inputs")
         from pcapdns.anomalies.rules import detect  # only when the engine runs
 
+        # From the store: the table and its facts read back side by side, once, in one chunk (the
+        # engine holds them while it runs; nothing else holds the table).
+        rows = first.engine_rows.collect().rechunk() if first.engine_rows is not None else transactions
+        assert isinstance(rows, pl.DataFrame)
         anomalies = detect(
             engine_inputs(
-                transactions,
+                rows,
                 facts,
                 unpaired_rows,
                 malformed=malformed,
@@ -394,10 +407,12 @@ def finish(parts: Sequence[Tables], opts: Options, stage: Callable[[str], None] 
             ),
             stage,
         )
+        del rows
     return Analysis(
         captures=captures,
         message_counts=message_counts,
-        transactions=transactions,
+        table=transactions,
+        store=first.store,
         malformed=malformed,
         issues=issues,
         issue_counts=issue_counts,

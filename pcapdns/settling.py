@@ -257,7 +257,9 @@ class Settler:
                 if kept is not None:
                     still_waiting.append(kept)
         to_pair = pl.concat([self.pending, *(r.select(self.columns) for r in repaired if r.height), new])
-        if self.order is not None:
+        # Held messages come before new ones, in order: unless transactions were taken back from
+        # the wait set, the rows are in arrival order already (a sort would copy every column).
+        if self.order is not None and not to_pair.get_column(self.order).is_sorted():
             to_pair = to_pair.sort(self.order)
         if to_pair.height:
             done, waits = self._pair(to_pair, horizon_ns, end_ns, final)

@@ -1,15 +1,16 @@
 """A private temporary store of columnar chunks: what a long analysis spills instead of holding.
 
 :class:`SpillStore` is a directory of its own (``$TMPDIR/pcapdns-XXXX``, mode ``0700``) of Arrow
-IPC files, one per chunk, named by table.  It is removed when the store is closed, at exit, and on
-``SIGTERM`` (which becomes ``SystemExit`` while a store is open, so the same cleanup runs).  A
+IPC files, one per chunk, named by table.  It is removed when the store is closed, when it is
+garbage-collected, at exit, and on ``SIGTERM`` (which becomes ``SystemExit`` while a store is open,
+so the same cleanup runs).  A store may outlive the analysis that wrote it: the tables read back
+lazily (:meth:`SpillStore.scan`) are read from it until it is closed.  A
 write that finds the disk full raises :class:`~pcapdns.errors.TempSpaceError` (one line, exit
 status 6) after the directory is removed.
 """
 
 from __future__ import annotations
 
-import atexit
 import errno
 import io
 import os
@@ -17,6 +18,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import weakref
 from collections import Counter
 from types import FrameType, TracebackType
 from typing import Any
@@ -34,7 +36,8 @@ class SpillStore:
         self.bytes = 0
         self._chunks: Counter[str] = Counter()
         self._previous_term: Any = None
-        atexit.register(self.close)
+        # removed at exit or when the store is collected, whichever comes first
+        self._remove = weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
 
     def __enter__(self) -> SpillStore:
         if threading.current_thread() is threading.main_thread():
@@ -77,8 +80,7 @@ class SpillStore:
 
     def close(self) -> None:
         """Remove the directory (idempotent); restore the ``SIGTERM`` handler."""
-        shutil.rmtree(self.path, ignore_errors=True)
-        atexit.unregister(self.close)
+        self._remove()
         if self._previous_term is not None:
             signal.signal(signal.SIGTERM, self._previous_term)
             self._previous_term = None

@@ -10,6 +10,9 @@ memory while reading is one ``timeout`` of traffic plus the settled rows not yet
 The chunks are written in the order the whole-capture tables list their rows (by each row's first
 message's time, then its position in the capture): a settled row is held back until every earlier
 row has settled.  So the tables read back from the store equal the whole-capture tables row for row.
+The transactions table is not read back: it is handed on as a lazy scan of the store
+(:attr:`SteppedTables.transactions`), which stays open (:attr:`SteppedTables.store`) until its
+reader closes it, so that summaries, exports and queries read only the columns and rows they need.
 When only the ``--json`` summary is wanted (``summary_only``), no table is kept at all: statuses
 are counted as transactions settle and only their latencies go to the store, whose percentiles
 are then found without loading them (:func:`~pcapdns.tables.latency.latency_ms_lazy`).
@@ -56,8 +59,9 @@ class SteppedTables:
 
     captures: list[CaptureInfo]
     message_counts: pl.DataFrame
-    transactions: pl.DataFrame
-    facts: pl.DataFrame | None
+    # the transactions table in the store (with the engine's query facts beside its columns when
+    # the engine runs), as a lazy scan; empty with summary_only
+    transactions: pl.LazyFrame
     unpaired: pl.DataFrame | None
     malformed: pl.DataFrame
     issues: IssueLog
@@ -65,6 +69,7 @@ class SteppedTables:
     halves: list[tuple[int, int]]
     spilled_bytes: int
     totals: TransactionTotals | None  # with summary_only (``transactions`` is then empty)
+    store: SpillStore | None  # open while ``transactions`` reads from it (None: closed, nothing kept)
 
 
 def release_memory() -> None:
@@ -164,9 +169,7 @@ class _Steps:
             self._tabulate(settled)
         below = None
         if not final:  # before every held message and every message to come (not before the horizon)
-            held = self.settler.held_messages
-            firsts = [f.select("ts_ns", SEQ).sort("ts_ns", SEQ).row(0) for f in held if f.height]
-            below = min([*firsts, (self.horizon, 0)])
+            below = min([*(_first(f) for f in self.settler.held_messages if f.height), (self.horizon, 0)])
         release_memory()  # what pairing and tabulating the step freed, before the next batch
         transactions = self.transactions.release(below)
         if transactions is not None:
@@ -198,6 +201,13 @@ class _Steps:
         else:
             rows = build_transactions(settled, self.files, self.texts)
         self.transactions.add(ts[first_query], seq[first_query], rows)
+
+
+def _first(messages: pl.DataFrame) -> tuple[int, int]:
+    """The (time, position) of the first of ``messages`` (without sorting them)."""
+    ts = messages.get_column("ts_ns").to_numpy()
+    earliest = ts.min()
+    return int(earliest), int(messages.get_column(SEQ).to_numpy()[ts == earliest].min())
 
 
 def _later_files_start(paths: Sequence[str]) -> list[int]:
@@ -241,15 +251,18 @@ def tabulate_in_steps(
 ) -> SteppedTables:
     """Read ``paths`` as one capture and tabulate it in steps of about ``step_frames`` frames.
 
-    ``summary_only`` (without ``anomalies``): the transactions are aggregated, not kept.  Below
-    ``compiled_min`` messages a step pairs and counts without compiled code.  The store is removed
-    before this returns, whatever happens.
+    ``summary_only`` (without ``anomalies``): the transactions are aggregated, not kept, and the
+    store is removed before this returns.  Otherwise the store stays open for the lazy
+    transactions table (the caller closes it, or it goes with the last reference to it); it is
+    removed if this raises.  Below ``compiled_min`` messages a step pairs and counts without
+    compiled code.
     """
     timeout_ns = int(timeout_s * 1e9)
     reorder_ns = int(REORDER_S * 1e9)
     captures: list[CaptureInfo] = []
     issues = IssueLog()
-    with SpillStore(temp_dir) as store:
+    store = SpillStore(temp_dir).__enter__()
+    try:
         steps = _Steps(dissector, store, timeout_ns, anomalies, summary_only, compiled_min)
         end, unsettled = 0, 0
         # Every frame still to come is later than the oldest frame of the last batch and than the
@@ -278,18 +291,16 @@ def tabulate_in_steps(
         # the capture's end, as the whole-capture analysis takes it
         end = max([0, *(c.last_ts_ns for c in captures if c.last_ts_ns is not None)])
         steps.step(0, end, final=True)
-        if stage is not None:
-            stage("reading back the transactions table")
-        table = store.scan("transactions", dict(TRANSACTIONS)).collect()
+        schema = dict(TRANSACTIONS)
+        if anomalies:
+            schema |= dict(query_facts(EMPTY).schema)
+        table = store.scan("transactions", schema)
         totals = None
         if summary_only:
             rtt = store.scan("rtt", {"rtt": TRANSACTIONS["rtt"]})
             totals = TransactionTotals(statuses=dict(steps.statuses), latency_ms=latency_ms_lazy(rtt))
-        facts = unpaired_rows = None
+        unpaired_rows = None
         if anomalies:
-            names = list(TRANSACTIONS)
-            facts = table.select(pl.exclude(names)) if table.width > len(names) else query_facts(EMPTY)
-            table = table.select(names)
             empty = unpaired(EMPTY.messages, steps.files, [])
             unpaired_rows = store.scan("unpaired", dict(empty.schema)).collect()
         counters: Counter[str] = Counter(dissector.counters)
@@ -297,11 +308,13 @@ def tabulate_in_steps(
         if steps.late:
             counters["late_for_settling"] += steps.late
         counts = add_counts(steps.counts) if steps.counts else count_messages(EMPTY.messages, compiled=False)
+        if summary_only:
+            table = pl.LazyFrame(schema=schema)
+            store.close()
         return SteppedTables(
             captures=captures,
             message_counts=counts,
             transactions=table,
-            facts=facts,
             unpaired=unpaired_rows,
             malformed=dissector.malformed(),
             issues=issues,
@@ -309,4 +322,8 @@ def tabulate_in_steps(
             halves=dissector.addresses.halves,
             spilled_bytes=store.bytes,
             totals=totals,
+            store=None if summary_only else store,
         )
+    except BaseException:
+        store.close()
+        raise

@@ -472,3 +472,37 @@ def test_short_dns_over_tcp_messages_are_explained_as_tcp(tmp_path):
     # the UDP case keeps its own explanation (formerr.pcap holds one short UDP payload)
     (udp,) = by_kind(analyze([str(SAMPLES / "formerr.pcap")]), "capture_quality")
     assert udp["likely_cause"].startswith("UDP payloads on a DNS port shorter than a DNS header")
+
+
+@pytest.mark.parametrize("after_s", [0, 10])
+def test_no_tcp_retry_is_claimed_only_when_the_capture_went_on_long_enough(tmp_path, after_s, capsys):
+    S = 10**9
+    tc = pb.dns(7, 1)
+    tc = tc[:2] + struct.pack("!H", 0x8380) + tc[4:]  # QR RD TC RA
+    records = [
+        (0, pb.ether(pb.ipv4(pb.udp(pb.dns(7, 0), 40000, 53), src=pb.A4, dst=pb.B4))),
+        (S // 100, pb.ether(pb.ipv4(pb.udp(tc, 53, 40000), src=pb.B4, dst=pb.A4))),
+    ]
+    if after_s:  # the capture goes on: other questions, answered over UDP, never the TCP retry
+        for i in range(after_s):
+            t = (i + 1) * S
+            records.append(
+                (t, pb.ether(pb.ipv4(pb.udp(pb.dns(100 + i, 0), 40001, 53), src=pb.A4, dst=pb.B4)))
+            )
+            records.append(
+                (t + S // 100, pb.ether(pb.ipv4(pb.udp(pb.dns(100 + i, 1), 53, 40001), src=pb.B4, dst=pb.A4)))
+            )
+    path = tmp_path / "tc.pcap"
+    path.write_bytes(pb.pcap(records))
+    (f,) = by_kind(analyze([str(path)]), "truncation")
+    if after_s:
+        assert f["severity"] == "warning"
+        assert f["likely_cause"].startswith("1 truncated answer was never retried over TCP: TCP/53 blocked")
+    else:
+        assert f["severity"] == "info"
+        assert f["likely_cause"] == (
+            "the capture ended less than 2 s after the truncated answer, "
+            "before a retry over TCP could be seen"
+        )
+    assert main(["anomalies", str(path), "--no-progress"]) == 0
+    assert "evidence: frame 2 in" in " ".join(capsys.readouterr().out.split())

@@ -170,3 +170,21 @@ def test_live_replay_verdict_and_search_find_the_highest_lossless_rate() -> None
     assert ladder(10**6, 10**6, 10_000) == ([50_000, 100_000, 150_000, 200_000], 200_000, False)
     # The sender reaches 140,000/s at most: 150,000 counts at 140,000 (93 %), 200,000 ends the search.
     assert ladder(10**6, 140_000, 10_000) == ([50_000, 100_000, 150_000, 200_000], 140_000, True)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_the_malformed_benchmark_breaks_that_share_of_the_responses_in_varied_ways(
+    share: float, tmp_path: Path
+) -> None:
+    bench = load_script("pcapdns_bench_malformed", BENCH / "malformed.py")
+    from pcapdns.pipeline import Options, read
+
+    path = tmp_path / "malformed.pcap"
+    path.write_bytes(bench.build(share, 4000, seed=3))
+    got = read([str(path)], Options(fast_min_frames=0))
+    m = got.messages
+    bad = m.filter(m["malformed"])
+    assert m.height == 4000 and not bad["qr"].is_in([False]).any()  # only responses are broken
+    assert abs(bad.height - share * 2000) <= 0.05 * 2000
+    if share:
+        assert got.malformed["reason"].n_unique() >= 8  # of the 14 codes

@@ -54,6 +54,21 @@ def test_pattern_matching_nothing(capsys, tmp_path):
     assert "no file matches" in one_line(err)
 
 
+def test_a_file_given_twice_is_analysed_once_with_a_warning(capsys, tmp_path):
+    formerr = Path(__file__).resolve().parents[1] / "samples" / "formerr.pcap"
+    other_name = tmp_path / "same.pcap"
+    other_name.symlink_to(formerr)  # another name of the same file
+    status, once, err = run(capsys, "analyze", str(formerr), "--json")
+    assert status == 0 and err == ""
+    status, out, err = run(capsys, "analyze", str(formerr), str(formerr), str(other_name), "--json")
+    assert status == 0
+    assert json.loads(out)["frames"] == json.loads(once)["frames"] == 61
+    assert err.splitlines() == [
+        f"pcapdns: warning: {formerr}: given more than once, analysed once",
+        f"pcapdns: warning: {other_name}: given more than once (the same file as {formerr}), analysed once",
+    ]
+
+
 SUMMARY_KEYS = [
     "frames",
     "dns_messages",

@@ -174,22 +174,14 @@ def test_pcap_of_the_malformed_packets(capsys, tmp_path):
 @pytest.mark.parametrize(
     ("args", "status", "words"),
     [
-        (
-            ["--table", "windows", "--format", "pcap", "-o", "{tmp}/w.pcap"],
-            ExitStatus.EXPORT_FAILED,
-            "no packets",
-        ),
+        (["--table", "windows", "--format", "pcap", "-o", "{tmp}/w.pcap"], ExitStatus.USAGE, "no packets"),
         (["--format", "csv", "-o", "-"], ExitStatus.USAGE, "--table"),
         (
             ["--table", "servers", "--format", "csv", "-o", "{tmp}/d", "--partition-by", "day"],
             ExitStatus.USAGE,
             "Parquet",
         ),
-        (
-            ["--table", "servers", "-o", "{tmp}/d", "--partition-by", "day"],
-            ExitStatus.EXPORT_FAILED,
-            "servers",
-        ),
+        (["--table", "servers", "-o", "{tmp}/d", "--partition-by", "day"], ExitStatus.USAGE, "servers"),
         (["--table", "windows", "--window", "1 minute", "-o", "{tmp}/w.csv"], ExitStatus.USAGE, "--window"),
         (["--table", "windows", "-o", "{tmp}/blocker/w.csv"], ExitStatus.EXPORT_FAILED, "cannot write"),
         (["--table", "nope", "-o", "{tmp}/x"], ExitStatus.USAGE, "nope"),
@@ -202,6 +194,24 @@ def test_export_errors_are_one_line_with_a_distinct_status(capsys, tmp_path, arg
     got, out, err = run(capsys, *argv)
     assert got == status
     assert words in one_line(err) and out == ""
+
+
+MALFORMED_PCAP = ["--table", "malformed", "--format", "pcap", "-o"]
+
+
+def test_pcap_of_packets_read_from_stdin_is_a_usage_error(tmp_path):
+    with open(FORMERR, "rb") as stdin:
+        done = subprocess.run(
+            [sys.executable, "-m", "pcapdns", "export", "-", *MALFORMED_PCAP, str(tmp_path / "m.pcap")],
+            stdin=stdin,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=300,
+        )
+    assert done.returncode == ExitStatus.USAGE
+    assert "stdin cannot be fetched again" in one_line(done.stderr)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_mixed_link_types_refused_as_pcap(capsys, tmp_path):
@@ -323,3 +333,16 @@ def test_a_reader_that_stops_early_is_not_an_error(fmt):
     err = proc.stderr.read()
     proc.stderr.close()
     assert (proc.wait(), err) == (0, b"")
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        ([FORMERR], "query needs at least one capture, then the SQL (pcapdns query FILE... 'SELECT ...')"),
+        (["SELECT * FROM servers", FORMERR], "the SQL comes after the captures"),
+    ],
+)
+def test_query_without_sql_or_with_it_first_says_which(capsys, args, words):
+    status, out, err = run(capsys, "query", *args)
+    assert status == ExitStatus.USAGE and out == ""
+    assert words in one_line(err) and "FILES" not in err

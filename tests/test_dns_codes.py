@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from pcapdns.dns import codes
@@ -106,3 +108,32 @@ def test_edns_option_names() -> None:
     ]  # fmt: skip
     assert edns_option_name(65001) == "OPT65001"
     assert edns_option_name(0) == "OPT0"
+
+
+def test_servfail_checks_name_every_dnssec_extended_error() -> None:
+    """RFC 8914: 1, 2 and 5 are DNSSEC errors as well as 6-12, and in the IANA registry since
+    25 and 27: an operator reading the code must not take "Unsupported DNSKEY Algorithm" for
+    something else."""
+    from pcapdns.dns.knowledge import rcode_info
+
+    dnssec = sorted(
+        n
+        for n, name in codes.EDE_CODES.items()
+        if re.search(r"DNSSEC|DNSKEY|\bDS\b|RRSIG|NSEC|Signature|Zone Key", name)
+    )
+    assert dnssec == [1, 2, *range(5, 13), 25, 27]
+    info = rcode_info("SERVFAIL")
+    assert info is not None
+    assert any("1, 2, 5-12, 25 and 27 DNSSEC" in check for check in info.checks)
+
+
+def test_the_readme_names_the_rcodes_explain_covers() -> None:
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    values = {v["value"] for v in tomllib.loads((root / "pcapdns/dns/rcodes.toml").read_text()).values()}
+    said = re.search(r"`explain` covers .*?\((\d+)–(\d+), (\d+)–(\d+);", (root / "README.md").read_text())
+    assert said is not None
+    a, b, c, d = map(int, said.groups())
+    assert values == set(range(a, b + 1)) | set(range(c, d + 1))

@@ -343,7 +343,8 @@ def test_unbound_sends_dnstap_live_and_the_recording_analyzes_the_same(tmp_path,
     ("args", "says"),
     [
         ([], "give one of -i INTERFACE, --dnstap-socket PATH or --dnstap-tcp HOST:PORT"),
-        (["-i", "lo", "--dnstap-socket", "x.sock"], "give one of -i INTERFACE"),
+        (["-i", "lo", "--dnstap-socket", "x.sock"], "give only one of -i INTERFACE, --dnstap-socket PATH or"),
+        (["-i", "lo", "--dnstap-socket", "x.sock"], "(got -i and --dnstap-socket)"),
         (["--dnstap-tcp", "127.0.0.1"], "--dnstap-tcp '127.0.0.1': expected HOST:PORT"),
         (
             ["--dnstap-socket", "x.sock", "--write-anomalies", "e.pcap"],

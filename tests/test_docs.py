@@ -21,11 +21,17 @@ def test_the_readme_test_command_is_what_ci_runs() -> None:
 
 
 def test_user_and_design_documents_hold_no_diary() -> None:
-    for name in ("README.md", "docs/design.md", "docs/performance.md"):
+    for name in ("README.md", "docs/design.md", "docs/performance.md", "benchmarks/README.md"):
         text = (ROOT / name).read_text(encoding="utf-8")
         # no work-session words, no path outside the repository (a link to ../README.md is inside)
         for pattern in (r"\btoday\b", r"[Tt]ried and dropped", r"(?<!\()\.\./", r"\bthis stop\b"):
             assert not re.search(pattern, text), (name, pattern)
+
+
+def test_the_readme_links_every_document() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    linked = set(re.findall(r"\]\(docs/([^)#]+\.md)", readme))
+    assert {p.name for p in (ROOT / "docs").glob("*.md")} <= linked
 
 
 def test_every_relative_link_in_the_documents_resolves() -> None:

@@ -353,7 +353,7 @@ def test_pcap_refuses_several_link_types(analyses, tmp_path):
 
 
 def test_pcap_of_a_table_without_packets_is_refused(analyses, tmp_path):
-    with pytest.raises(ExportError, match="no packets"):
+    with pytest.raises(UsageError, match="no packets"):
         export(
             build_tables(analyses["formerr.pcap"], names=["windows"]),
             str(tmp_path / "w.pcap"),
@@ -427,7 +427,7 @@ def test_query_results_of_any_shape_flatten_for_csv_and_json():
 
 
 def test_packets_from_stdin_cannot_be_fetched_again():
-    with pytest.raises(ExportError, match="stdin"):
+    with pytest.raises(UsageError, match="stdin"):
         writers.fetch_packets(
             pl.DataFrame({"file": ["-"], "frame": [1]}, schema={"file": pl.String, "frame": pl.UInt32})
         )

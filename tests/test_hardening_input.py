@@ -342,3 +342,21 @@ def test_interleave_few_runs_keeps_slices() -> None:
     slow = np.isin(frames, [10, 11, 500, 1000])
     out = interleave(rows(frames[~slow]), rows(frames[slow]))
     assert out.get_column("frame").to_list() == frames.tolist()
+
+
+def test_a_microsecond_field_of_exactly_one_second_is_the_next_second(tmp_path: Path) -> None:
+    """scapy rounds 0.9999996 s up to 1,000,000 us; tshark reads such a record, and so does
+    pcapdns (as the next whole second), where 1,000,001 is still damage."""
+    recs = [pb.pcap_record((T0 + i * 10**9, query(i))) for i in range(3)]
+    exact = recs[1][:4] + struct.pack("<I", 1_000_000) + recs[1][8:]
+    path = tmp_path / "rounded.pcap"
+    path.write_bytes(HEADER_ONLY + recs[0] + exact + recs[2])
+    frames, issues, _ = read(path, chunk_size=64 * 1024)
+    assert frames == 3 and issues.counts() == {}
+    with open_capture(str(path)) as capture:
+        ts = np.concatenate([b.ts_ns for b in capture.batches()])
+    assert ts.tolist() == [T0, T0 + 2 * 10**9, T0 + 2 * 10**9]
+    over = recs[1][:4] + struct.pack("<I", 1_000_001) + recs[1][8:]
+    path.write_bytes(HEADER_ONLY + recs[0] + over + recs[2])
+    frames, issues, _ = read(path, chunk_size=64 * 1024)
+    assert frames == 2 and issues.counts() == {"corrupt_record": 1}

@@ -109,7 +109,8 @@ def test_evidence_where_the_dropped_user_cannot_write_is_a_one_line_error(tmp_pa
         timeout=60,
     )
     assert proc.returncode == 6  # ExitStatus.EXPORT_FAILED, as for any export
-    assert proc.stderr.count("\n") == 1 and "cannot write here" in proc.stderr and "--user" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "--user" in proc.stderr
+    assert "cannot write here as user nobody (pick a directory nobody can write" in proc.stderr
 
 
 @needs("unbound", "dig")

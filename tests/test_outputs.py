@@ -136,6 +136,8 @@ def test_a_place_that_takes_no_file_says_so(capsys, where):
     [
         [*CSV, "-o", "-"],
         ["export", CAPTURE, "--table", "transactions", "--format", "ndjson", "-o", "-"],
+        # a small table: polars writes the Parquet at once and reports only "Invalid thrift"
+        ["export", CAPTURE, "--table", "transactions", "--format", "parquet", "-o", "-"],
         ["query", CAPTURE, "SELECT * FROM transactions", "--format", "csv"],
         ["query", CAPTURE, "SELECT * FROM transactions", "--format", "ndjson"],
     ],
@@ -152,6 +154,21 @@ def test_a_full_disk_while_streaming_is_exit_6(args):
     err = done.stderr.decode()
     assert done.returncode == ExitStatus.EXPORT_FAILED, err
     assert "No space left on device" in one_line(err)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_any_failed_write_to_stdout_is_exit_6_in_one_line(fmt):
+    with open(os.devnull, "rb") as read_only:  # stdout open for reading only: every write is EBADF
+        done = subprocess.run(
+            [sys.executable, "-m", "pcapdns", *CSV[:4], "--format", fmt, "-o", "-"],
+            stdout=read_only,
+            stderr=subprocess.PIPE,
+            cwd=ROOT,
+            timeout=300,
+        )
+    err = done.stderr.decode()
+    assert done.returncode == ExitStatus.EXPORT_FAILED, err
+    assert one_line(err) == "pcapdns: error: cannot write the output: Bad file descriptor"
 
 
 # -- CSV formula injection --------------------------------------------------------------------------

@@ -18,10 +18,11 @@ from pcapdns.model import CaptureInfo
 from pcapdns.report import progress
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "outage.pcap"
-# One capture file paired while it is read (pcapdns.stepped): what is left, then the table; or
-# the whole capture paired after reading (below --spill auto's size, or --spill never).
+# One capture file paired while it is read (pcapdns.stepped): what is left (the table stays in
+# the store, read lazily); or the whole capture paired after reading (below --spill auto's size,
+# or --spill never).
 PAIRING = {
-    "always": ["pairing the last queries and responses", "reading back the transactions table"],
+    "always": ["pairing the last queries and responses"],
     "never": ["pairing queries and responses", "counting messages", "building the transactions table"],
 }
 

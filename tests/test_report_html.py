@@ -240,6 +240,20 @@ def test_a_capture_without_transactions_has_no_chart(tmp_path: Path) -> None:
     assert "nothing to chart" in html and "Decode issues" in html
 
 
+def test_dash_writes_the_page_to_stdout_not_a_file_named_dash(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pcapdns", "report", str(ROOT / "samples" / "formerr.pcap"), "-o", "-"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout.startswith("<!DOCTYPE html>") and done.stdout.rstrip().endswith("</html>")
+    assert "formerr.pcap" in done.stdout and list(tmp_path.iterdir()) == []
+
+
 def test_an_unwritable_output_is_one_line(tmp_path: Path) -> None:
     done = run("report", str(OUTAGE), "-o", str(tmp_path / "no" / "such" / "r.html"), "--no-progress")
     assert done.returncode == 6

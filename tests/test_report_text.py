@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pcapbuild import A4, B4, dns, ether, ipv4, pcap, udp
+from pcapbuild import A4, B4, dns, ether, ipv4, ipv6, pcap, udp
 
 ROOT = Path(__file__).resolve().parents[1]
 S = 10**9
@@ -40,6 +40,30 @@ def test_shares_are_of_transactions_not_of_query_messages(tmp_path: Path) -> Non
     assert rows["answered"] == ("2", "66.7%")
     assert rows["unanswered (timed out)"] == ("1", "33.3%")
     assert rows["retransmissions"][0] == "3"
+
+
+def test_server_addresses_are_never_broken_across_lines_at_80_columns(tmp_path: Path) -> None:
+    v4 = (bytes([192, 168, 10, 10]), bytes([192, 168, 10, 100]))
+    v6 = tuple(map(bytes.fromhex, ("20010db812345678fffe123412345678", "20010db8ffffeeeeddddccccbbbbaaaa")))
+    records = []
+    for i in range(40):
+        t = i * S // 10
+        for j, ((client, server), make, kind) in enumerate(((v4, ipv4, 0x0800), (v6, ipv6, 0x86DD))):
+            asked = make(udp(dns(i, 0), 40000, 53), src=client, dst=server)
+            answered = make(udp(dns(i, 1), 53, 40000), src=server, dst=client)
+            records += [(t + j, ether(asked, kind)), (t + j + S // 100, ether(answered, kind))]
+    (tmp_path / "c.pcap").write_bytes(pcap(records))  # a short name: the report is not widened for it
+    out = subprocess.run(
+        [sys.executable, "-m", "pcapdns", "analyze", "c.pcap", "--no-progress"],
+        capture_output=True, text=True, cwd=tmp_path, check=True,
+        env={"COLUMNS": "80", "PATH": "", "PYTHONPATH": str(ROOT)},
+    ).stdout
+    table = out[out.index("Latency (ms)") :]
+    figures = {line.split()[0]: line.split()[1:] for line in table.splitlines() if line.strip()}
+    # each server on one line with its queries, answer rate, SERVFAIL count and p50/p95/max
+    assert figures["192.168.10.100"] == ["40", "100.0%", "0", "10.0", "10.0", "10.0"]
+    assert figures["2001:db8:ffff:eeee:dddd:cccc:bbbb:aaaa"] == ["40", "100.0%", "0", "10.0", "10.0", "10.0"]
+    assert max(len(line) for line in table.splitlines()) <= 80
 
 
 def test_a_capture_without_dns_on_the_ports_asked_says_so() -> None:
@@ -127,3 +151,19 @@ def test_names_in_narrow_tables_wrap_between_labels_not_inside_one() -> None:
     with console.capture() as cap:
         console.print(DomainName("averyverylonglabel.example"))
     assert "".join(cap.get().split()) == "averyverylonglabel.example"
+
+
+def test_frames_that_are_no_packet_are_named_in_the_link_type_breakdown(tmp_path: Path) -> None:
+    # Wireshark numbers a pcapng custom block as a frame: so does pcapdns (frame numbers agree), and
+    # the breakdown names it, so that its figures add up to the frames
+    import pcapbuild as pb
+
+    packets = [pb.epb(0, 1_000_000, query(1)), pb.custom(), pb.epb(0, 2_000_000, response(1))]
+    blocks = [pb.shb(), pb.idb(1), *packets]
+    (tmp_path / "c.pcapng").write_bytes(b"".join(blocks))
+    out = subprocess.run(
+        [sys.executable, "-m", "pcapdns", "analyze", "c.pcapng", "--no-progress"],
+        capture_output=True, text=True, cwd=tmp_path, check=True,
+        env={"COLUMNS": "200", "PATH": "", "PYTHONPATH": str(ROOT)},
+    ).stdout
+    assert "c.pcapng  pcapng, 3 frames (link type 1 (EN10MB): 2, 1 custom or journal block)" in out

@@ -4,6 +4,8 @@ its temporary store removed, and a full disk for the store one line and exit sta
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import struct
 import subprocess
@@ -68,7 +70,10 @@ def test_stepped_tables_equal_the_whole_capture_analysis(
     assert {"answered", "unanswered"} <= set(t.get_column("status").cast(str).to_list())
     assert int(t.get_column("retransmissions").sum()) > 0 or timeout_s < 1
     assert t.get_column("transport").cast(str).eq("tcp").any() or mix == "attack"
-    _same(whole, analyze([str(path)], opts))
+    stepped = analyze([str(path)], opts)
+    assert stepped.lazy  # the transactions table is read from the store
+    _same(whole, stepped)
+    stepped.close()
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # the store is gone
     # --json: the transactions aggregated as they settle, not kept
     counted = analyze([str(path)], replace(opts, anomalies=False, summary_only=True))
@@ -250,3 +255,76 @@ def test_the_analysis_goes_in_steps_from_its_size_or_when_the_size_is_unknown(tm
     assert in_steps([str(packed)], None)  # compressed: how large it is unpacked is not known
     assert in_steps(["-"], None)  # standard input
     assert in_steps([str(small)], True) and not in_steps([str(large)], False)  # --spill always / never
+
+
+def test_outputs_read_from_the_store_equal_the_whole_capture_ones(
+    make_capture: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The text and HTML reports, the findings, every export format (a file, a stream, a partitioned
+    tree, pcap) and queries read the transactions lazily from the store: the same output as the
+    whole-capture analysis, byte for byte, and the store is gone afterwards."""
+    import tempfile
+
+    from pcapdns import cli
+
+    mixed = tmp_path / "mixed.pcap"
+    make_capture(mixed, packets=20_000, seed=8, mix="mixed")  # type: ignore[operator]
+    outage = ROOT / "samples" / "outage.pcap"  # with findings
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    options = cli._options
+    # steps of 1,000 frames: the store holds many chunks
+    monkeypatch.setattr(
+        cli, "_options", lambda kw, **k: replace(options(kw, **k), step_frames=1000, batch_frames=1000)
+    )
+
+    def run(spill: str, path: Path, *args: str) -> bytes:
+        out = tmp_path / spill
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir()
+        args = tuple(a.replace("OUT", str(out)) for a in args)
+        assert cli.main([args[0], str(path), *args[1:], "--spill", spill, "--no-progress"]) == 0
+        printed = capsys.readouterr().out.encode()
+        files = sorted(p for p in out.rglob("*") if p.is_file()) if out.exists() else []
+        return printed + b"".join(
+            f.relative_to(out).as_posix().encode()
+            + (pl.read_parquet(f).write_ndjson().encode() if f.suffix == ".parquet" else f.read_bytes())
+            for f in files
+        )
+
+    def both(path: Path, *args: str) -> None:
+        outputs = []
+        for spill in ("never", "always"):
+            output = run(spill, path, *args).replace(str(tmp_path / spill).encode(), b"OUT")
+            # the HTML report names its command line and when it was made
+            output = re.sub(rb" on \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", b"", output)
+            outputs.append(output.replace(f"--spill {spill}".encode(), b"--spill"))
+            assert list(temp.iterdir()) == []  # the store is removed
+        assert outputs[0] == outputs[1]
+        assert len(outputs[0]) > 200, args
+
+    both(outage, "analyze")
+    both(outage, "anomalies", "--json")
+    both(outage, "report", "-o", "OUT/report.html")
+    both(outage, "export", "-o", "OUT/", "--format", "csv")
+    for fmt in ("csv", "ndjson", "parquet", "pcap"):
+        both(mixed, "export", "-o", "OUT/", "--format", fmt)
+    both(mixed, "export", "-o", "OUT/", "--partition-by", "hour")
+    both(mixed, "export", "-o", "OUT/", "--partition-by", "server")
+    both(mixed, "export", "-o", "-", "--table", "transactions", "--format", "ndjson")
+    both(mixed, "export", "-o", "OUT/t.parquet", "--table", "transactions")
+    both(
+        mixed,
+        "query",
+        "SELECT server, count(*) AS n, max(rtt) FROM transactions GROUP BY server ORDER BY n DESC, server",
+        "--format",
+        "csv",
+    )
+    both(
+        mixed,
+        "query",
+        "SELECT * FROM transactions WHERE rcode_name = 'NXDOMAIN' ORDER BY ts",
+        "--format",
+        "ndjson",
+    )

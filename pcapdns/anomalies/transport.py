@@ -21,6 +21,9 @@ from pcapdns.anomalies.inputs import Inputs
 from pcapdns.anomalies.unanswered import one_direction
 
 _FAILED = ["SERVFAIL", "REFUSED", "FORMERR", "NOTIMP"]
+# A client retries a truncated answer over TCP at once (RFC 7766): a capture that ends sooner than
+# this after the answer cannot show whether it did.
+_RETRY_SEEN_S = 2.0
 
 
 def _key_cols(t: pl.DataFrame) -> pl.DataFrame:
@@ -57,6 +60,13 @@ def truncation_findings(inp: Inputs) -> list[Finding]:
         .agg(pl.col("r_status").first(), pl.col("r_frame").first())
     )
     tc = tc.join(retried, on="row", how="left")
+    ends = [c.last_ts_ns for c in inp.captures if c.last_ts_ns is not None]
+    seen_until = pl.lit(max(ends), pl.Int64).cast(pl.Datetime("ns", "UTC")) if ends else None
+    answered_at = pl.col("ts") + pl.duration(microseconds=(pl.col("rtt").fill_null(0) * 1e6).cast(pl.Int64))
+    wait = timedelta(seconds=min(_RETRY_SEEN_S, th.retry_window_s))
+    # no retry seen because the capture ended right after the answer: not a sign of blocked TCP
+    cut = (answered_at + wait > seen_until) if seen_until is not None else pl.lit(False)
+    tc = tc.with_columns((pl.col("r_status").is_null() & cut).alias("cut_off"))
     out: list[Finding] = []
     for (server,), rows in tc.sort("ts").group_by(["server"], maintain_order=True):
         n = rows.height
@@ -71,29 +81,40 @@ def truncation_findings(inp: Inputs) -> list[Finding]:
         again = ", ".join(f"{name} ({k}x)" for name, k in repeated.head(3).iter_rows())
         start, end = rows.get_column("ts").min(), rows.get_column("ts").max()
         assert isinstance(start, datetime) and isinstance(end, datetime)
-        fine = tried == n and ok == n
+        late = int(rows.get_column("cut_off").sum())
+        fine = tried + late == n and ok == tried
         summary = (
             f"{n} UDP answer{'s' if n != 1 else ''} from {server} truncated (TC=1); {tried} retried over "
             f"TCP, {ok} of them answered"
         )
         if again:
             summary += f"; truncated again and again: {again}"
-        if fine:
+        ended = (
+            f"the capture ended less than {wait.total_seconds():g} s after "
+            f"{'the' if late == n else late} truncated answer{'s' if late != 1 else ''}, before a "
+            "retry over TCP could be seen"
+        )
+        also = f"; {ended}" if late else ""
+        if fine and tried == 0:
+            cause = ended
+        elif fine:
             cause = (
                 "answers larger than the client's EDNS buffer (or 512 octets without EDNS) are truncated "
                 "and fetched over TCP, as designed (RFC 7766); every retry worked. Frequent truncation "
-                "costs a round trip: check the answer sizes and the buffer size clients advertise"
+                f"costs a round trip: check the answer sizes and the buffer size clients advertise{also}"
             )
-        elif tried < n:
+        elif tried + late < n:
+            never = n - tried - late
             cause = (
-                f"{n - tried} truncated answers were never retried over TCP: TCP/53 blocked by a "
-                "firewall, or clients that do not fall back; they get no complete answer. Check "
-                f"`dig @{server} NAME TYPE +tcp` from the client side"
+                f"{never} truncated answer{'s were' if never != 1 else ' was'} never retried over TCP: "
+                "TCP/53 blocked by a firewall, or clients that do not fall back; they get no complete "
+                f"answer. Check `dig @{server} NAME TYPE +tcp` from the client side{also}"
             )
         else:
+            failed = tried - ok
             cause = (
-                f"{tried - ok} TCP retries got no answer: the server or a firewall does not serve DNS over "
-                f"TCP. Check `dig @{server} NAME TYPE +tcp`"
+                f"{failed} TCP retr{'ies' if failed != 1 else 'y'} got no answer: the server or a firewall "
+                f"does not serve DNS over TCP. Check `dig @{server} NAME TYPE +tcp`{also}"
             )
         evidence = evidence_of(rows, th.evidence, ("response_frame", "r_frame"))
         names = rows.get_column("qname").drop_nulls()

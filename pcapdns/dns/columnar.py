@@ -1,14 +1,17 @@
-"""The columnar fast path of the DNS parser: well-formed messages of a whole batch at once.
+"""The columnar fast path of the DNS parser: the messages of a whole batch at once.
 
 :func:`parse_batch` walks the header, the single question and every resource record of many
 messages, one message after the other in a compiled loop (:mod:`pcapdns.jit`), and returns the
 fields as columns.  It checks the same rules as :func:`pcapdns.dns.parse.parse_message` (names,
 compression pointers, record bounds, rdata of the types with known structure, OPT placement and
-options, trailing bytes) but it never explains a failure: a message it cannot *prove* well-formed
-is simply not ``ok``, and the caller sends it to the per-message parser, which names the
-malformation.  Messages with no question or several, compressed question names and more than one
-Extended DNS Error also go to the per-message parser (they are rare and their columns do not fit
-the flat shape used here).
+options, trailing bytes).  A first, lean walk proves the common message well-formed.  A message it
+cannot prove well-formed is walked again, with ``explain``, by a compiled copy of the per-message
+parser's rules in their order (:func:`_explain`): it fills the message's row as far as the message
+can be located and writes each malformation as a row of integers, which
+:mod:`pcapdns.dns.malformations` turns into the per-message parser's code, offset and words; so a
+malformed message costs about what a good one does.  Two kinds of message still go to the
+per-message parser, because their row does not fit the flat columns used here: a first question
+whose name is compressed, and more than one Extended DNS Error.
 
 The question name is rendered to presentation form here too, with exactly the escapes of
 :func:`pcapdns.dns.names.name_to_text` (a byte outside 0x21-0x7E as ``\\DDD``, a backslash before
@@ -81,8 +84,13 @@ _ESCAPE_KIND = np.array(
     _QE,
     _MINTTL,
     _OPTMASK,
-) = range(16)
-_NCOLS = 16
+    _HASQ,
+    _STATUS,
+) = range(18)
+_NCOLS = 18
+# ``_STATUS`` of a message: proven well-formed by the fast walk; its malformations named by the
+# explaining walk (a complete row, malformed or not); left to the per-message parser.
+WELL_FORMED, EXPLAINED, DEFERRED = 0, 1, 2
 
 
 # Rows of the matrices :func:`_header` fills, one field a row: 16-bit fields, 64-bit fields (with
@@ -129,12 +137,15 @@ class DnsColumns:
     """What :func:`parse_batch` found: which messages are ``ok`` and their question names; their
     header fields are read with :meth:`header` (other rows hold garbage)."""
 
-    ok: Mask
+    ok: Mask  # proven well-formed by the fast walk
+    done: Mask  # the row is complete: ``ok``, or malformed and explained (see ``explain``)
+    question: Mask  # done, with a question: the rows of ``name_id``
     names: list[str]  # presentation form of each distinct question name of the batch
-    name_id: I64  # per ok message, in order: its question name's index in ``names``
+    name_id: I64  # per ``question`` message, in order: its question name's index in ``names``
     parsed: I64  # the parser's columns (``_ID`` ...), one row per message
     has_opt: Mask
     do: Mask
+    found: I64  # the explaining walk's malformations, one row each (see pcapdns.dns.malformations)
 
     def header(self, rows: I64) -> HeaderFields:
         """The header fields of messages ``rows``, in that order."""
@@ -295,21 +306,293 @@ def option_bit(code: Int) -> Int:
     return np.int64(1) << np.int64(min(code, 63))
 
 
-@jit("Tuple((i8[:, ::1], b1[::1], b1[::1], b1[::1]))(u1[::1], i8[::1], i8[::1], i8[::1])")
-def _parse(b: U8, start: I64, length: I64, name_at: I64) -> tuple[npt.NDArray[np.int64], Mask, Mask, Mask]:
+# -- the explaining walk --------------------------------------------------------------------------
+# A message the fast walk cannot prove well-formed is walked again by :func:`_explain`, which
+# applies :func:`pcapdns.dns.parse.parse_message`'s rules in its order and writes each
+# malformation as a row of integers: the message, the offset, what was found (a ``K_*`` kind), the
+# type of the record whose rdata it is in (-1: none) and up to eight numbers of the detail.
+# :class:`pcapdns.dns.malformations.Malformations` turns them into the per-message parser's words.
+(
+    M_ROW,
+    M_OFFSET,
+    M_KIND,
+    M_RTYPE,
+    M_ARGS,
+) = (0, 1, 2, 3, 4)
+_M_COLS = 12
+(
+    K_NAME_PAST,
+    K_NAME_LONG,
+    K_LABEL_PAST,
+    K_LABEL_EXTENDED,
+    K_LABEL_RESERVED,
+    K_POINTER_CUT,
+    K_POINTER_HEADER,
+    K_POINTER_PAST,
+    K_LOOP_SELF,
+    K_LOOP_PREVIOUS,
+    K_QUESTION,
+    K_RR_FIXED,
+    K_RDATA_CUT,
+    K_COUNT,
+    K_TRAILING,
+    K_FIXED_SIZE,
+    K_FIXED_FIELDS,
+    K_RDATA_LEFT,
+    K_OPT_SECTION,
+    K_OPT_OWNER,
+    K_MULTIPLE_OPT,
+    K_OPTION_HEADER,
+    K_OPTION_DATA,
+) = range(23)
+_A, _AAAA, _UPDATE = 1, 28, 5
+
+
+@jit
+def _put(
+    mal: I64, k: Int, row: Int, off: Int, kind: Int, rtype: Int,
+    a0: Int = 0, a1: Int = 0, a2: Int = 0, a3: Int = 0,
+    a4: Int = 0, a5: Int = 0, a6: Int = 0, a7: Int = 0,
+) -> Int:  # fmt: skip
+    """Write malformation ``k`` (see ``_M_*``); return the next one's index."""
+    r = mal[k]
+    r[M_ROW] = row
+    r[M_OFFSET] = off
+    r[M_KIND] = kind
+    r[M_RTYPE] = rtype
+    r[4] = a0
+    r[5] = a1
+    r[6] = a2
+    r[7] = a3
+    r[8] = a4
+    r[9] = a5
+    r[10] = a6
+    r[11] = a7
+    return k + 1
+
+
+@jit
+def _name(
+    m: U8, start: Int, end: Int, mal: I64, k: Int, row: Int, at: Int, rtype: Int
+) -> tuple[Int, Int, Bool, Int]:
+    """Read the name at ``start`` as :func:`pcapdns.dns.names.read_name` does (labels before
+    ``end``, pointers anywhere in the message ``m``).  Returns (the position after it or -1 on a
+    malformation, its uncompressed length, whether it is compressed, the malformations' count);
+    a malformation is written at ``at`` (-1: at the offending byte) for a record of ``rtype``."""
+    size = len(m)
+    pos = start
+    total: Int = 1
+    after: Int = -1
+    limit: Int = -1
+    while True:
+        if pos >= end:
+            return -1, total, False, _put(mal, k, row, pos if at < 0 else at, K_NAME_PAST, rtype, start, end)
+        n = np.int64(m[pos])
+        where = pos if at < 0 else at
+        if n == 0:
+            break
+        if n < 0x40:
+            total += n + 1
+            if total > _MAX_NAME:
+                return -1, total, False, _put(mal, k, row, where, K_NAME_LONG, rtype, start)
+            if pos + 1 + n > end:
+                return -1, total, False, _put(mal, k, row, where, K_LABEL_PAST, rtype, n, pos, end)
+            pos += 1 + n
+            continue
+        if n < 0xC0:
+            kind = K_LABEL_EXTENDED if n < 0x80 else K_LABEL_RESERVED
+            return -1, total, False, _put(mal, k, row, where, kind, rtype, n)
+        if pos + 1 >= end:
+            return -1, total, False, _put(mal, k, row, where, K_POINTER_CUT, rtype, pos)
+        target = ((n & 0x3F) << 8) | np.int64(m[pos + 1])
+        if target < 12:
+            return -1, total, False, _put(mal, k, row, where, K_POINTER_HEADER, rtype, pos, target)
+        if target >= size:
+            return -1, total, False, _put(mal, k, row, where, K_POINTER_PAST, rtype, pos, target, size)
+        if limit < 0:
+            if target >= pos:
+                return -1, total, False, _put(mal, k, row, where, K_LOOP_SELF, rtype, pos, target)
+            after = pos + 2
+        elif target >= limit:
+            return -1, total, False, _put(mal, k, row, where, K_LOOP_PREVIOUS, rtype, pos, target, limit)
+        pos = limit = target
+    if limit < 0:
+        return pos + 1, total, False, k
+    return after, total, True, k
+
+
+@jit
+def _check_rdata(
+    m: U8, rtype: Int, rs: Int, re: Int, st: Int, mal: I64, k: Int, row: Int, name_at: I64
+) -> Int:
+    """The rdata ``rs:re`` of the record at ``st``, of a type with known structure (rule 6 of
+    :mod:`pcapdns.dns.parse`); returns the malformations' count."""
+    if rtype == _A or rtype == _AAAA:
+        want = 4 if rtype == _A else 16
+        if re - rs != want:
+            return _put(mal, k, row, st, K_FIXED_SIZE, rtype, re - rs, want)
+        return k
+    before = 0 if rtype == _SOA else name_at[rtype]
+    p = rs
+    if before:
+        if re - p < before:
+            return _put(mal, k, row, st, K_FIXED_FIELDS, rtype, before, p, re - p)
+        p += before
+    p, _, _, k = _name(m, p, re, mal, k, row, st, rtype)
+    if p < 0:
+        return k
+    if rtype == _SOA:
+        p, _, _, k = _name(m, p, re, mal, k, row, st, rtype)
+        if p < 0:
+            return k
+        if re - p < 20:
+            return _put(mal, k, row, st, K_FIXED_FIELDS, rtype, 20, p, re - p)
+        p += 20
+    if p != re:
+        return _put(mal, k, row, st, K_RDATA_LEFT, rtype, re - p)
+    return k
+
+
+@jit
+def _explain(m: U8, o: I64, mal: I64, k: Int, row: Int, name_at: I64, has_opt: Mask, do: Mask) -> Int:
+    """Walk message ``m`` (at least 12 bytes) as :func:`pcapdns.dns.parse.parse_message` does:
+    fill its row ``o`` (positions relative to the message) and write its malformations from
+    ``mal[k]``; returns the malformations' count.  A message whose row does not fit the flat
+    columns (a compressed first question name, several Extended DNS Errors) is ``DEFERRED``,
+    with no malformation written."""
+    k0 = k
+    size = len(m)
+    flags = _u16(m, 2)
+    qd = _u16(m, 4)
+    an = _u16(m, 6)
+    ns = _u16(m, 8)
+    ar = _u16(m, 10)
+    o[_ID] = _u16(m, 0)
+    o[_FLAGS] = flags
+    o[_QD] = qd
+    o[_AN] = an
+    o[_NS] = ns
+    o[_AR] = ar
+    for c in (_QTYPE, _QCLASS, _VERSION, _UDP, _EXT, _QS, _QE, _OPTMASK, _HASQ):
+        o[c] = 0
+    o[_EDE_COL] = -1
+    o[_MINTTL] = -1
+    o[_STATUS] = EXPLAINED
+    has_opt[row] = False
+    do[row] = False
+    pos: Int = 12
+    for i in range(qd):
+        st = pos
+        if st == size:
+            return _put(mal, k, row, st, K_COUNT, -1, st, i, qd, 0, qd, an, ns, ar)
+        nxt, _, compressed, k = _name(m, st, size, mal, k, row, -1, -1)
+        if nxt < 0:
+            return k
+        if size - nxt < 4:
+            return _put(mal, k, row, st, K_QUESTION, -1, nxt, size - nxt)
+        if i == 0:
+            if compressed:
+                o[_STATUS] = DEFERRED
+                return k0
+            o[_HASQ] = 1
+            o[_QS] = st
+            o[_QE] = nxt
+            o[_QTYPE] = _u16(m, nxt)
+            o[_QCLASS] = _u16(m, nxt + 2)
+        pos = nxt + 4
+    update = ((flags >> 11) & 0xF) == _UPDATE
+    opt_at: Int = -1
+    edes = 0
+    for section in range(1, 4):
+        count = an if section == 1 else (ns if section == 2 else ar)
+        for i in range(count):
+            st = pos
+            if st == size:
+                return _put(mal, k, row, st, K_COUNT, -1, st, i, count, section, qd, an, ns, ar)
+            fixed, total, _, k = _name(m, st, size, mal, k, row, -1, -1)
+            if fixed < 0:
+                return k
+            if size - fixed < 10:
+                return _put(mal, k, row, st, K_RR_FIXED, -1, fixed, size - fixed)
+            rtype = _u16(m, fixed)
+            rclass = _u16(m, fixed + 2)
+            ttl = (_u16(m, fixed + 4) << 16) | _u16(m, fixed + 6)
+            rdlen = _u16(m, fixed + 8)
+            rs = fixed + 10
+            if size - rs < rdlen:
+                return _put(mal, k, row, st, K_RDATA_CUT, -1, rdlen, rs, size - rs)
+            re = rs + rdlen
+            pos = re
+            if section == 1 and rtype != _OPT and (o[_MINTTL] < 0 or ttl < o[_MINTTL]):
+                o[_MINTTL] = ttl
+            checked = rtype == _A or rtype == _AAAA or rtype == _SOA or name_at[min(rtype, 256)] >= 0
+            if checked:
+                if not (update and rdlen == 0 and (rclass == 254 or rclass == 255)):
+                    k = _check_rdata(m, rtype, rs, re, st, mal, k, row, name_at)
+            elif rtype == _OPT:
+                if section != 3:
+                    k = _put(mal, k, row, st, K_OPT_SECTION, -1, section)
+                    continue
+                if total != 1:
+                    k = _put(mal, k, row, st, K_OPT_OWNER, -1)
+                if opt_at >= 0:
+                    k = _put(mal, k, row, st, K_MULTIPLE_OPT, -1, opt_at)
+                    continue
+                opt_at = st
+                has_opt[row] = True
+                o[_UDP] = rclass
+                o[_EXT] = ttl >> 24
+                o[_VERSION] = (ttl >> 16) & 0xFF
+                do[row] = (ttl & 0x8000) != 0
+                mask: Int = 0
+                q = rs
+                while q < re:
+                    if re - q < 4:
+                        k = _put(mal, k, row, q, K_OPTION_HEADER, -1, q, re - q)
+                        break
+                    code = _u16(m, q)
+                    olen = _u16(m, q + 2)
+                    if re - q - 4 < olen:
+                        k = _put(mal, k, row, q, K_OPTION_DATA, -1, code, olen, q + 4, re - q - 4)
+                        break
+                    mask |= option_bit(code)
+                    if code == _EDE and olen >= 2:
+                        edes += 1
+                        if edes > 1:
+                            o[_STATUS] = DEFERRED
+                            return k0
+                        o[_EDE_COL] = _u16(m, q + 4)
+                    q += 4 + olen
+                o[_OPTMASK] = mask
+    if pos < size:
+        k = _put(mal, k, row, pos, K_TRAILING, -1, size - pos)
+    return k
+
+
+@jit("Tuple((i8[:, ::1], b1[::1], b1[::1], b1[::1], i8[:, ::1]))(u1[::1], i8[::1], i8[::1], i8[::1], b1)")
+def _parse(
+    b: U8, start: I64, length: I64, name_at: I64, explain: Bool
+) -> tuple[npt.NDArray[np.int64], Mask, Mask, Mask, I64]:
+    """Each message's columns (``_ID`` ...), whether the fast walk proved it well-formed, whether
+    it has an OPT record and its DO bit, and (``explain``) the malformations of the others."""
     n = len(start)
     out = np.zeros((n, _NCOLS), dtype=np.int64)
     ok = np.zeros(n, dtype=np.bool_)
     has_opt = np.zeros(n, dtype=np.bool_)
     do = np.zeros(n, dtype=np.bool_)
+    mal = np.empty((64 if explain else 0, _M_COLS), dtype=np.int64)
+    k: Int = 0
     for i in range(n):
         s = start[i]
         mend = s + length[i]
         o = out[i]
         o[_EDE_COL] = -1
         o[_MINTTL] = -1
+        o[_STATUS] = DEFERRED
         if length[i] < 12:
             continue
+        # The lean walk, inline (a call per message, with its arrays, costs more than a short
+        # message's walk): proves a message with one uncompressed question well-formed.
         o[_ID] = _u16(b, s)
         o[_FLAGS] = _u16(b, s + 2)
         qd = _u16(b, s + 4)
@@ -320,69 +603,83 @@ def _parse(b: U8, start: I64, length: I64, name_at: I64) -> tuple[npt.NDArray[np
         o[_AN] = an
         o[_NS] = ns
         o[_AR] = ar
-        if qd != 1:
-            continue
-        qs = s + 12
-        qe, qok = _walk(b, s, mend, qs, -1, 0)
-        if not qok or qe + 4 > mend:
-            continue
-        o[_QS] = qs
-        o[_QE] = qe
-        o[_QTYPE] = _u16(b, qe)
-        o[_QCLASS] = _u16(b, qe + 2)
-        qlen = qe - qs
-        pos = qe + 4
-        good: Bool = True
-        opts = 0
-        for r in range(an + ns + ar):
-            p = pos
-            # Most owner names are a pointer to the question name (0xC00C): no walk needed.
-            if p + 2 <= mend and b[p] == 0xC0 and b[p + 1] == 12:
-                fixed = p + 2
-            else:
-                fixed, good = _walk(b, s, mend, p, qs, qlen)
-                if not good:
-                    break
-            rs = fixed + 10
-            if rs > mend:
-                good = False
-                break
-            rtype = _u16(b, fixed)
-            rclass = _u16(b, fixed + 2)
-            re = rs + _u16(b, fixed + 8)
-            if re > mend:
-                good = False
-                break
-            # Empty rdata with class NONE/ANY is how dynamic updates delete (RFC 2136 2.5).
-            if not (re == rs and (rclass == 254 or rclass == 255)):
-                if not _rdata_ok(b, s, rtype, rs, re, qs, qlen, name_at):
-                    good = False
-                    break
-            if r < an and rtype != _OPT:
-                ttl = (_u16(b, fixed + 4) << 16) | _u16(b, fixed + 6)
-                if o[_MINTTL] < 0 or ttl < o[_MINTTL]:
-                    o[_MINTTL] = ttl
-            if rtype == _OPT:
-                opts += 1
-                if opts > 1 or r < an + ns or b[p] != 0:
-                    good = False
-                    break
-                ttl_hi = _u16(b, fixed + 4)
-                ttl_lo = _u16(b, fixed + 6)
-                has_opt[i] = True
-                o[_UDP] = rclass
-                o[_EXT] = ttl_hi >> 8
-                o[_VERSION] = ttl_hi & 0xFF
-                do[i] = (ttl_lo & 0x8000) != 0
-                opts_ok, first_ede, mask = _options(b, rs, re)
-                if not opts_ok:
-                    good = False
-                    break
-                o[_EDE_COL] = first_ede
-                o[_OPTMASK] = mask
-            pos = re
-        ok[i] = good and pos == mend
-    return out, ok, has_opt, do
+        if qd == 1:
+            qs = s + 12
+            qe, qok = _walk(b, s, mend, qs, -1, 0)
+            if qok and qe + 4 <= mend:
+                o[_QS] = qs
+                o[_QE] = qe
+                o[_QTYPE] = _u16(b, qe)
+                o[_QCLASS] = _u16(b, qe + 2)
+                qlen = qe - qs
+                pos = qe + 4
+                good: Bool = True
+                opts = 0
+                update = ((o[_FLAGS] >> 11) & 0xF) == _UPDATE
+                for r in range(an + ns + ar):
+                    p = pos
+                    # Most owner names are a pointer to the question name (0xC00C): no walk needed.
+                    if p + 2 <= mend and b[p] == 0xC0 and b[p + 1] == 12:
+                        fixed = p + 2
+                    else:
+                        fixed, good = _walk(b, s, mend, p, qs, qlen)
+                        if not good:
+                            break
+                    rs = fixed + 10
+                    if rs > mend:
+                        good = False
+                        break
+                    rtype = _u16(b, fixed)
+                    rclass = _u16(b, fixed + 2)
+                    re = rs + _u16(b, fixed + 8)
+                    if re > mend:
+                        good = False
+                        break
+                    # Empty rdata with class NONE/ANY is how dynamic updates delete (RFC 2136 2.5).
+                    if not (update and re == rs and (rclass == 254 or rclass == 255)):
+                        if not _rdata_ok(b, s, rtype, rs, re, qs, qlen, name_at):
+                            good = False
+                            break
+                    if r < an and rtype != _OPT:
+                        ttl = (_u16(b, fixed + 4) << 16) | _u16(b, fixed + 6)
+                        if o[_MINTTL] < 0 or ttl < o[_MINTTL]:
+                            o[_MINTTL] = ttl
+                    if rtype == _OPT:
+                        opts += 1
+                        if opts > 1 or r < an + ns or b[p] != 0:
+                            good = False
+                            break
+                        ttl_hi = _u16(b, fixed + 4)
+                        ttl_lo = _u16(b, fixed + 6)
+                        has_opt[i] = True
+                        o[_UDP] = rclass
+                        o[_EXT] = ttl_hi >> 8
+                        o[_VERSION] = ttl_hi & 0xFF
+                        do[i] = (ttl_lo & 0x8000) != 0
+                        opts_ok, first_ede, mask = _options(b, rs, re)
+                        if not opts_ok:
+                            good = False
+                            break
+                        o[_EDE_COL] = first_ede
+                        o[_OPTMASK] = mask
+                    pos = re
+                ok[i] = good and pos == mend
+        if ok[i]:
+            o[_STATUS] = WELL_FORMED
+            o[_HASQ] = 1
+        elif explain:
+            # At most two malformations per record (an OPT record with both is at least 12
+            # bytes long, any other has at most one) and two more.
+            need = k + length[i] // 5 + 4
+            if need > len(mal):
+                grown = np.empty((max(2 * len(mal), need), _M_COLS), dtype=np.int64)
+                grown[:k] = mal[:k]
+                mal = grown
+            k = _explain(b[s:mend], o, mal, k, i, name_at, has_opt, do)
+            if o[_STATUS] == EXPLAINED and o[_HASQ]:
+                o[_QS] += s
+                o[_QE] += s
+    return out, ok, has_opt, do, mal[:k].copy()
 
 
 @jit("UniTuple(i8[::1], 2)(u1[::1], i8[::1], i8[::1])")
@@ -493,14 +790,32 @@ def _render(b: U8, qs: I64, qe: I64, kind: I64) -> U8:
     return out[:w]
 
 
-def parse_batch(b: U8, start: I64, length: I64) -> DnsColumns:
-    """Parse the messages ``b[start[i] : start[i] + length[i]]`` (each at least 12 bytes)."""
+def parse_batch(b: U8, start: I64, length: I64, *, explain: bool = False) -> DnsColumns:
+    """Parse the messages ``b[start[i] : start[i] + length[i]]`` (each at least 12 bytes).
+
+    ``explain``: the messages the fast walk cannot prove well-formed are walked again, their rows
+    filled and their malformations named (:attr:`DnsColumns.found`); without it they
+    are left to the per-message parser (``done`` is ``ok``).
+    """
     start = np.ascontiguousarray(start, dtype=np.int64)
     length = np.ascontiguousarray(length, dtype=np.int64)
-    out, ok, has_opt, do = _parse(b, start, length, _NAME_AT_LUT)
-    rows = np.flatnonzero(ok)
+    out, ok, has_opt, do, mal = _parse(b, start, length, _NAME_AT_LUT, explain)
+    status = out[:, _STATUS]
+    done = status != DEFERRED if explain else ok
+    question = done & (out[:, _HASQ] != 0)
+    rows = np.flatnonzero(question)
     qs, qe = out[rows, _QS], out[rows, _QE]
     name_id, first = _distinct(b, qs, qe)  # render each distinct name once
     rendered = _render(b, qs[first], qe[first], _ESCAPE_KIND)
     names: list[str] = rendered.tobytes().decode("ascii").split("\n")[:-1]
-    return DnsColumns(ok=ok, names=names, name_id=name_id, parsed=out, has_opt=has_opt & ok, do=do)
+    return DnsColumns(
+        ok=ok,
+        done=done,
+        question=question,
+        names=names,
+        name_id=name_id,
+        parsed=out,
+        has_opt=has_opt & done,
+        do=do,
+        found=mal,
+    )

@@ -1,7 +1,9 @@
 """The per-message DNS parser: ``parse_message(bytes) -> DnsMessage``, never raising on any input.
 
-This is the slow path that explains: the columnar fast path (:mod:`pcapdns.dns.columnar`) only
-proves messages well-formed and sends everything else here, so both must apply exactly these rules.
+This is the reference: the columnar fast path (:mod:`pcapdns.dns.columnar`) applies exactly these
+rules to whole batches, names the malformations in the same words (a change to a rule or a detail
+here is a change there too; tests/test_dns_columnar.py compares them), and sends here only the
+messages whose row it cannot fill.
 Bad traffic becomes data: the message parsed as far as it can be located, plus a tuple of
 ``Malformation(code, offset, detail)``.
 

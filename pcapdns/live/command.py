@@ -99,8 +99,11 @@ def run_live(
         for o, v in (("-i", interface), ("--dnstap-socket", dnstap_socket), ("--dnstap-tcp", dnstap_tcp))
         if v
     ]
-    if len(given) != 1:
-        raise UsageError("give one of -i INTERFACE, --dnstap-socket PATH or --dnstap-tcp HOST:PORT")
+    sources = "-i INTERFACE, --dnstap-socket PATH or --dnstap-tcp HOST:PORT"
+    if not given:
+        raise UsageError(f"give one of {sources}")
+    if len(given) > 1:
+        raise UsageError(f"give only one of {sources} (got {' and '.join(given)})")
     if interface is None and (evidence or bpf is not None or promisc or tunnels):
         raise UsageError(
             "--write-anomalies, -f, --promisc and the tunnel flags are for packet capture; with dnstap, "

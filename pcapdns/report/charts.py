@@ -52,10 +52,12 @@ class Chart:
 
 def window_for(a: Analysis, window_s: float) -> float:
     """``window_s``, or the smallest whole multiple of it that keeps the capture in MAX_WINDOWS windows."""
-    t = a.transactions
-    if t.height == 0:
+    span_us = a.collect(
+        a.scan().select((pl.col("ts").max() - pl.col("ts").min()).dt.total_microseconds())
+    ).item()
+    if span_us is None:  # no transaction
         return window_s
-    span_s = float(t.select((pl.col("ts").max() - pl.col("ts").min()).dt.total_microseconds()).item()) / 1e6
+    span_s = float(span_us) / 1e6
     return window_s * max(1, math.ceil(span_s / window_s / MAX_WINDOWS))
 
 
@@ -79,21 +81,21 @@ def outcomes_over_time(a: Analysis, window_s: float) -> pl.DataFrame:
     Columns ``window``, ``window_end`` (ISO 8601 UTC), ``outcome``, ``count`` and ``per_s``.
     """
     every = duration(window_s)
-    return (
-        a.transactions.select(pl.col("ts").dt.truncate(every).alias("window"), _outcome())
+    counted = a.collect(
+        a.scan()
+        .select(pl.col("ts").dt.truncate(every).alias("window"), _outcome())
         .group_by("window", "outcome")
         .len("count")
-        .sort("window", "outcome")
-        .select(
-            _iso("window").alias("window"),
-            pl.col("window")
-            .dt.offset_by(every)
-            .pipe(lambda c: c.dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ"))
-            .alias("window_end"),
-            "outcome",
-            pl.col("count").cast(pl.Int64),
-            (pl.col("count") / window_s).round(6).alias("per_s"),
-        )
+    )
+    return counted.sort("window", "outcome").select(
+        _iso("window").alias("window"),
+        pl.col("window")
+        .dt.offset_by(every)
+        .pipe(lambda c: c.dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ"))
+        .alias("window_end"),
+        "outcome",
+        pl.col("count").cast(pl.Int64),
+        (pl.col("count") / window_s).round(6).alias("per_s"),
     )
 
 
@@ -101,8 +103,9 @@ def latency_over_time(a: Analysis, window_s: float) -> pl.DataFrame:
     """Latency percentiles of the answers per window: ``window``, ``percentile``, ``ms``, ``answers``."""
     every = duration(window_s)
     ms = pl.col("rtt") * 1000
-    wide = (
-        a.transactions.select(pl.col("ts").dt.truncate(every).alias("window"), "rtt")
+    wide = a.collect(
+        a.scan()
+        .select(pl.col("ts").dt.truncate(every).alias("window"), "rtt")
         .drop_nulls("rtt")
         .group_by("window")
         .agg(
@@ -125,12 +128,21 @@ def latency_over_time(a: Analysis, window_s: float) -> pl.DataFrame:
 
 def outcomes_by_server(a: Analysis, top: int = TOP_SERVERS) -> pl.DataFrame:
     """Transactions per server and outcome, ``top`` busiest servers: ``server``, ``outcome``, ``count``."""
-    t = a.transactions.select(pl.col("server").cast(pl.String).fill_null("-"), _outcome())
-    busiest = t.group_by("server").len().sort(["len", "server"], descending=[True, False]).head(top)
-    return (
-        t.join(busiest.select("server"), on="server", how="semi")
+    # counted per (server, outcome) first: a few rows per server, whatever the table's size
+    counted = a.collect(
+        a.scan()
+        .select(pl.col("server").cast(pl.String).fill_null("-"), _outcome())
         .group_by("server", "outcome")
         .len("count")
+    )
+    busiest = (
+        counted.group_by("server")
+        .agg(pl.col("count").sum().alias("len"))
+        .sort(["len", "server"], descending=[True, False])
+        .head(top)
+    )
+    return (
+        counted.join(busiest.select("server"), on="server", how="semi")
         .select("server", "outcome", pl.col("count").cast(pl.Int64))
         .sort("server", "outcome")
     )
@@ -263,7 +275,7 @@ def _seconds(s: float) -> str:
 
 def charts(a: Analysis, overall_latency: dict[str, Any], window_s: float) -> list[Chart]:
     """The report's charts; none when the capture holds no transaction."""
-    if a.transactions.height == 0:
+    if a.collect(a.scan().select(pl.len())).item() == 0:
         return []
     w = window_for(a, window_s)
     out = [rate_chart(outcomes_over_time(a, w), w)]

@@ -10,6 +10,8 @@ Classic pcap with nanosecond timestamps, the capture's own link type.
 from __future__ import annotations
 
 import errno
+import os
+import pwd
 import struct
 from collections import deque
 from typing import BinaryIO, Protocol
@@ -26,6 +28,14 @@ SNAPLEN = 262144
 
 class FrameSource(Protocol):
     def get(self, frame: int) -> tuple[int, int, bytes] | None: ...
+
+
+def _user_name() -> str:
+    """The user this process writes as (live drops root to ``--user`` before opening the file)."""
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
 
 
 class EvidenceWriter:
@@ -50,8 +60,10 @@ class EvidenceWriter:
         try:
             f = open(name, "wb")  # kept open across writes, closed by rotate/close
         except PermissionError:
+            user = _user_name()
             raise ExportError(
-                f"{name}: cannot write here", "pick a directory this user can write, or --user NAME"
+                f"{name}: cannot write here as user {user}",
+                f"pick a directory {user} can write, or --user NAME",
             ) from None
         except OSError as exc:
             if exc.errno == errno.ENOENT:

@@ -32,10 +32,10 @@ import struct
 import sys
 import tempfile
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import polars as pl
 from polars.datatypes import DataTypeClass
@@ -85,8 +85,14 @@ def _seconds(col: pl.Expr) -> pl.Expr:
     return col.dt.total_microseconds() / 1e6
 
 
-def for_csv(rows: pl.DataFrame) -> pl.DataFrame:
-    return rows.select(_flat(pl.col(name), dtype).alias(name) for name, dtype in rows.schema.items())
+Rows = pl.DataFrame | pl.LazyFrame  # in memory, or read (and written) batch by batch
+R = TypeVar("R", pl.DataFrame, pl.LazyFrame)
+
+
+def for_csv(rows: R) -> R:
+    return rows.select(
+        _flat(pl.col(name), dtype).alias(name) for name, dtype in rows.collect_schema().items()
+    )
 
 
 # Cells a spreadsheet would read as a formula (OWASP, "CSV Injection"): =, +, -, @, and tab or
@@ -101,14 +107,15 @@ def _is_text(dtype: pl.DataType | DataTypeClass) -> bool:
     return not (dtype.is_numeric() or dtype.is_temporal() or dtype == pl.Boolean)
 
 
-def defuse_formulas(rows: pl.DataFrame, schema: Mapping[str, pl.DataType | DataTypeClass]) -> pl.DataFrame:
+def defuse_formulas(rows: R, schema: Mapping[str, pl.DataType | DataTypeClass]) -> R:
     """Text cells starting like a formula get a leading ``'`` (the OWASP advice), so a spreadsheet
     shows the text instead of evaluating it; ``schema`` is the columns' types before flattening, and
     numbers (``-3`` in a number column) stay numbers."""
+    flat = rows.collect_schema()
     text = [
         name
         for name, dtype in schema.items()
-        if _is_text(dtype) and (rows.schema[name] == pl.String or isinstance(rows.schema[name], _LABELS))
+        if _is_text(dtype) and (flat[name] == pl.String or isinstance(flat[name], _LABELS))
     ]
     return rows.with_columns(
         pl.when(cell.str.contains(_FORMULA_START)).then(pl.lit("'") + cell).otherwise(cell).alias(name)
@@ -116,10 +123,10 @@ def defuse_formulas(rows: pl.DataFrame, schema: Mapping[str, pl.DataType | DataT
     )
 
 
-def for_json(rows: pl.DataFrame) -> pl.DataFrame:
+def for_json(rows: R) -> R:
     out = [
         (_iso(pl.col(n), d) if isinstance(d, pl.Datetime) else _seconds(pl.col(n))).alias(n)
-        for n, d in rows.schema.items()
+        for n, d in rows.collect_schema().items()
         if isinstance(d, pl.Datetime | pl.Duration)
     ]
     return rows.with_columns(out)
@@ -158,7 +165,7 @@ def fetch_packets(packets: pl.DataFrame) -> list[StoredFrame]:
     wanted = packets.unique().sort("file", "frame")
     files = wanted.get_column("file").unique(maintain_order=True).to_list()
     if "-" in files:
-        raise ExportError("packets read from stdin cannot be fetched again", "export from a capture file")
+        raise UsageError("packets read from stdin cannot be fetched again", "export from a capture file")
     found: list[tuple[int, int, StoredFrame]] = []
     for rank, part in enumerate(wanted.partition_by("file", maintain_order=True)):
         path = files[rank]
@@ -171,16 +178,23 @@ def fetch_packets(packets: pl.DataFrame) -> list[StoredFrame]:
     return [f for _, _, f in found]
 
 
-def write_stream(rows: pl.DataFrame, fmt: str, stream: BinaryIO, table: str = "") -> None:
-    """Write ``rows`` in ``fmt`` to ``stream``.  For ``pcap``, ``rows`` is a ``(file, frame)`` table."""
+def write_stream(rows: Rows, fmt: str, stream: BinaryIO, table: str = "") -> None:
+    """Write ``rows`` in ``fmt`` to ``stream``.  For ``pcap``, ``rows`` is a ``(file, frame)`` table.
+
+    A lazy frame is written batch by batch by polars' streaming engine (the same bytes for CSV and
+    NDJSON, the same rows and metadata for Parquet): what is held is a batch, not the table."""
+    watched = _WatchedStream(stream)
     try:
-        _write(rows, fmt, stream, table)
+        _write(rows, fmt, watched, table)  # type: ignore[arg-type]  # a file-like object is enough
     except (OSError, pl.exceptions.ComputeError) as e:
-        # polars reports a failed write as a plain OSError or a ComputeError naming the system's
-        # error only in its text ("... (os error 28)"): the errno is put back, so that the CLI tells
-        # a full disk (exit 6) from a bug.  The reader closing the pipe (`pcapdns export ... -o - |
-        # head`) is raised without an errno, so that click leaves it to the CLI's quiet handler.
-        code = getattr(e, "errno", None) or _system_errno(str(e))
+        # polars reports a failed write as a plain OSError, or a ComputeError naming the system's
+        # error only in its text ("... (os error 28)"), or not at all ("Invalid thrift: transport
+        # error"): the stream's own OSError, caught on its way through, gives the errno back, so
+        # that the CLI tells a full disk (exit 6) from a bug.  The reader closing the pipe
+        # (`pcapdns export ... -o - | head`) is raised without an errno, so that click leaves it to
+        # the CLI's quiet handler.
+        cause = watched.error
+        code = getattr(e, "errno", None) or (cause.errno if cause else None) or _system_errno(str(e))
         if code == errno.EPIPE:
             raise BrokenPipeError("the reader closed the pipe") from e
         if code is not None and getattr(e, "errno", None) is None:
@@ -188,13 +202,55 @@ def write_stream(rows: pl.DataFrame, fmt: str, stream: BinaryIO, table: str = ""
         raise
 
 
+def write_standard_output(rows: Rows, fmt: str, stream: BinaryIO, table: str = "") -> None:
+    """:func:`write_stream` to the process's stdout: a failed write is the error :class:`ExportError`
+    (exit 6), whatever the system said (a full disk keeps its own words, said by the CLI)."""
+    try:
+        write_stream(rows, fmt, stream, table)
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        raise ExportError(f"cannot write the output: {e.strerror or e}") from e
+
+
+class _WatchedStream:
+    """``stream``, keeping the OSError of a failed write or flush (polars may swallow it)."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._stream.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as e:
+            self.error = e
+            raise
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+
 def _system_errno(message: str) -> int | None:
     found = re.search(r"os error (\d+)", message)
     return int(found.group(1)) if found else None
 
 
-def _write(rows: pl.DataFrame, fmt: str, stream: BinaryIO, table: str) -> None:
-    if fmt == "csv":
+def _write(rows: Rows, fmt: str, stream: BinaryIO, table: str) -> None:
+    if isinstance(rows, pl.LazyFrame) and fmt != "pcap":
+        _sink(rows, fmt, stream, table)
+    elif isinstance(rows, pl.LazyFrame):
+        _write(rows.collect(engine="streaming"), fmt, stream, table)
+    elif fmt == "csv":
         cells = defuse_formulas(for_csv(rows), rows.schema)
         cells.write_csv(stream, line_terminator="\r\n", null_value="")
     elif fmt == "ndjson":
@@ -205,6 +261,19 @@ def _write(rows: pl.DataFrame, fmt: str, stream: BinaryIO, table: str) -> None:
     elif fmt == "pcap":
         for chunk in _pcap_bytes(fetch_packets(rows)):
             stream.write(chunk)
+    else:
+        raise UsageError(f"unknown format {fmt!r}", f"use one of {', '.join(FORMATS)}")
+
+
+def _sink(rows: pl.LazyFrame, fmt: str, stream: BinaryIO, table: str) -> None:
+    if fmt == "csv":
+        cells = defuse_formulas(for_csv(rows), rows.collect_schema())
+        cells.sink_csv(stream, line_terminator="\r\n", null_value="", engine="streaming")
+    elif fmt == "ndjson":
+        for_json(rows).sink_ndjson(stream, engine="streaming")
+    elif fmt == "parquet":
+        meta = {"pcapdns.schema_version": str(SCHEMA_VERSION), "pcapdns.table": table}
+        rows.sink_parquet(stream, compression="zstd", metadata=meta, engine="streaming")
     else:
         raise UsageError(f"unknown format {fmt!r}", f"use one of {', '.join(FORMATS)}")
 
@@ -339,9 +408,7 @@ def atomic_file(path: Path) -> Iterator[BinaryIO]:
         raise
 
 
-def write_file(
-    rows: pl.DataFrame, fmt: str, path: Path, table: str = "", *, follow_symlinks: bool = False
-) -> None:
+def write_file(rows: Rows, fmt: str, path: Path, table: str = "", *, follow_symlinks: bool = False) -> None:
     """Write ``rows`` in ``fmt`` to ``path`` (see :func:`output_file`: only a regular file is replaced)."""
     with output_file(path, follow_symlinks=follow_symlinks, binary=fmt in BINARY_FORMATS) as stream:
         write_stream(rows, fmt, stream, table)
@@ -364,7 +431,7 @@ def partition_keys(spec: TableSpec, by: str) -> list[pl.Expr] | None:
 
 
 def write_partitioned(
-    rows: pl.DataFrame,
+    rows: Rows,
     keys: list[pl.Expr],
     directory: Path,
     table: str = "",
@@ -375,7 +442,8 @@ def write_partitioned(
 
     The partition columns are in the paths, not in the files (``server`` is taken out of the rows
     when it is the key), as Hive, Spark, DuckDB and polars expect.  The directory is built aside
-    and replaces any previous one whole.
+    and replaces any previous one whole.  Lazy ``rows`` are read once for the partitions' keys,
+    then once per partition (each written batch by batch).
     """
     keyed = rows.with_columns(keys)
     names = [k.meta.output_name() for k in keys]
@@ -392,10 +460,9 @@ def write_partitioned(
     except OSError as e:
         raise _cannot_create(directory, e) from e
     # An empty table still gets one (empty) file, so readers find its schema rather than nothing.
-    parts = keyed.partition_by(names, maintain_order=True) if keyed.height else [keyed]
+    parts = _partitions(keyed, names)
     try:
-        for part in parts:
-            values = part.select(names).row(0) if part.height else ()
+        for values, part in parts:
             where = staging.joinpath(*(_hive(k, v) for k, v in zip(names, values, strict=False)))
             where.mkdir(parents=True, exist_ok=True)
             with (where / "part-0.parquet").open("wb") as stream:
@@ -407,6 +474,25 @@ def write_partitioned(
             raise _os_error(directory, e) from e
         raise
     return len(parts)
+
+
+def _partitions(keyed: Rows, names: list[str]) -> list[tuple[tuple[object, ...], Rows]]:
+    """Each partition's key values and rows, in the order of their first row (one empty part for
+    no rows)."""
+    if isinstance(keyed, pl.DataFrame):
+        if not keyed.height:
+            return [((), keyed)]
+        return [(part.select(names).row(0), part) for part in keyed.partition_by(names, maintain_order=True)]
+    values = keyed.select(names).unique(maintain_order=True).collect(engine="streaming")
+    if not values.height:
+        return [((), keyed)]
+    return [
+        (
+            row,
+            keyed.filter(pl.all_horizontal(pl.col(n).eq_missing(v) for n, v in zip(names, row, strict=True))),
+        )
+        for row in values.iter_rows()
+    ]
 
 
 def _swap_in(staging: Path, directory: Path) -> None:
@@ -442,25 +528,43 @@ class Written:
         return text + (f" in {self.files} partition files" if self.files != 1 else "")
 
 
-def _rows_for(spec: TableSpec, frame: pl.LazyFrame, fmt: str) -> pl.DataFrame:
+def _rows_for(spec: TableSpec, frame: pl.LazyFrame, fmt: str, streamed: Collection[str]) -> tuple[Rows, int]:
+    """The rows to write and how many: collected, or (a table in ``streamed``) left lazy, to be
+    written batch by batch, and counted by a pass of their own."""
+    if spec.name in streamed:
+        if fmt == "pcap":
+            assert spec.packets is not None
+            packets = spec.packets(frame).unique().collect(engine="streaming")
+            return packets, packets.height
+        return frame, int(frame.select(pl.len()).collect(engine="streaming").item())
     if fmt == "pcap":
         assert spec.packets is not None
-        return spec.packets(frame).unique().collect()
-    return frame.collect()
+        rows = spec.packets(frame).unique().collect()
+    else:
+        rows = frame.collect()
+    return rows, rows.height
 
 
 def _usable(spec: TableSpec, fmt: str, partition_by: str | None, explicit: bool) -> bool:
     """Whether ``spec`` is written at all (a table named explicitly that cannot be is an error)."""
     if fmt == "pcap" and spec.packets is None:
         if explicit:
-            raise ExportError(
+            raise UsageError(
                 f"the {spec.name} table has no packets to write as pcap",
                 "pcap holds the packets of transactions, anomalies, malformed and decode_issues",
             )
         return False
     if partition_by and partition_keys(spec, partition_by) is None and explicit:
-        raise ExportError(f"the {spec.name} table cannot be partitioned by {partition_by}")
+        raise UsageError(f"the {spec.name} table cannot be partitioned by {partition_by}")
     return True
+
+
+def check_arguments(files: Sequence[str], table: str | None, fmt: str, partition_by: str | None) -> None:
+    """Refuse, before any analysis, what cannot be exported whatever the captures hold (exit 2)."""
+    if fmt == "pcap" and "-" in files:
+        raise UsageError("packets read from stdin cannot be fetched again", "export from a capture file")
+    if table is not None:
+        _usable(TABLES[table], fmt, partition_by if fmt == "parquet" else None, explicit=True)
 
 
 def export(
@@ -472,12 +576,15 @@ def export(
     explicit: bool = False,
     stdout: Callable[[], BinaryIO] | None = None,
     follow_symlinks: bool = False,
+    streamed: Collection[str] = (),
 ) -> list[Written]:
     """Write ``tables`` to ``output``: a file (one explicit table), a directory, or ``-`` (a stream).
 
     A directory receives ``<table><extension>`` per table, or with ``partition_by`` a Hive tree
     ``<table>/`` per table that has the key (the others as single Parquet files).  Only regular
-    files (and partition directories) are replaced: see :func:`output_file`.
+    files (and partition directories) are replaced: see :func:`output_file`.  The tables named in
+    ``streamed`` (lazy frames over a temporary store) are written batch by batch, not collected
+    (partitioned: one pass per partition).
     """
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r}", f"use one of {', '.join(FORMATS)}")
@@ -500,9 +607,9 @@ def export(
                 f"{fmt} is binary: not written to a terminal", "redirect -o - to a file or a pipe"
             )
         spec = specs[0]
-        rows = _rows_for(spec, tables[spec.name], fmt)
-        write_stream(rows, fmt, stream, spec.name)
-        return [Written(spec.name, "-", rows.height)]
+        rows, count = _rows_for(spec, tables[spec.name], fmt, streamed)
+        write_standard_output(rows, fmt, stream, spec.name)
+        return [Written(spec.name, "-", count)]
     target = Path(output)
     if not explicit and target.suffix.lower() in _NAMED_FORMATS and not target.is_dir():
         raise UsageError(f"-o {output} names a file, but every table is written", "add --table or -o DIR/")
@@ -514,9 +621,9 @@ def export(
         and not target.is_dir()
     ):
         spec = specs[0]
-        rows = _rows_for(spec, tables[spec.name], fmt)
+        rows, count = _rows_for(spec, tables[spec.name], fmt, streamed)
         write_file(rows, fmt, target, spec.name, follow_symlinks=follow_symlinks)
-        return [Written(spec.name, output, rows.height)]
+        return [Written(spec.name, output, count)]
     if target.exists() and not target.is_dir():
         raise ExportError(f"{target}: exists and is not a directory", "every table goes into a directory")
     try:
@@ -525,14 +632,14 @@ def export(
         raise _cannot_create(target, e) from e
     written: list[Written] = []
     for spec in specs:
-        rows = _rows_for(spec, tables[spec.name], fmt)
+        rows, count = _rows_for(spec, tables[spec.name], fmt, streamed)
         keys = partition_keys(spec, partition_by) if partition_by else None
         if keys is not None:
             path = target / spec.name
             files = write_partitioned(rows, keys, path, spec.name, follow_symlinks=follow_symlinks)
-            written.append(Written(spec.name, str(path), rows.height, files))
+            written.append(Written(spec.name, str(path), count, files))
         else:
             path = target / (spec.name + EXTENSIONS[fmt])
             write_file(rows, fmt, path, spec.name, follow_symlinks=follow_symlinks)
-            written.append(Written(spec.name, str(path), rows.height))
+            written.append(Written(spec.name, str(path), count))
     return written

@@ -155,7 +155,8 @@ def findings_table(anomalies: pl.DataFrame, *, causes: bool = True) -> Renderabl
         if r["evidence"]:
             files = {e["file"] for e in r["evidence"]}
             where = f" in {next(iter(files))}" if len(files) == 1 else ""
-            evidence = Text(f"evidence: frames {_frames(r['evidence'])}{where}", "dim")
+            frames = "frame" if len(r["evidence"]) == 1 else "frames"
+            evidence = Text(f"evidence: {frames} {_frames(r['evidence'])}{where}", "dim")
             lines.append(Padding(evidence, (0, 0, 0, 3)))
         blocks.append(Group(*lines))
         blocks.append(Text(""))

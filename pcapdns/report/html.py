@@ -14,15 +14,16 @@ what the page shows can be read back by a program, and the tests do.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import polars as pl
 
@@ -91,20 +92,20 @@ def _pct(part: int, whole: int) -> str:
 
 def _evidence_transactions(a: Analysis, evidence: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The transactions whose query or answer is one of a finding's evidence frames."""
-    if not evidence or a.transactions.height == 0:
+    if not evidence:
         return []
-    wanted = pl.DataFrame(
+    wanted = pl.LazyFrame(
         {"file": [e["file"] for e in evidence], "frame": [int(e["frame"]) for e in evidence]},
         schema={"file": pl.String, "frame": pl.UInt32},
     )
-    t = a.transactions.with_columns(pl.col("file").cast(pl.String).alias("file_s"))
+    t = a.scan().with_columns(pl.col("file").cast(pl.String).alias("file_s"))
     hits = pl.concat(
         [
             t.join(wanted, left_on=["file_s", key], right_on=["file", "frame"], how="semi")
             for key in ("query_frame", "response_frame")
         ]
     )
-    rows = hits.unique(["file_s", "query_frame"]).sort("ts").head(EVIDENCE_TRANSACTIONS)
+    rows = a.collect(hits).unique(["file_s", "query_frame"]).sort("ts").head(EVIDENCE_TRANSACTIONS)
     return [_transaction(r) for r in rows.iter_rows(named=True)]
 
 
@@ -321,14 +322,32 @@ class Written:
 
 
 def write(
-    a: Analysis, output: str, provenance: Provenance, window_s: float, png_dir: str | None = None
+    a: Analysis,
+    output: str,
+    provenance: Provenance,
+    window_s: float,
+    png_dir: str | None = None,
+    stdout: Callable[[], BinaryIO] | None = None,
 ) -> Iterator[Written]:
-    """Write the page to ``output`` (atomically) and, with ``png_dir``, a PNG of each chart there."""
+    """Write the page to ``output`` (atomically; ``-`` is ``stdout()``) and, with ``png_dir``, a PNG
+    of each chart there."""
     drawn = charts(a, summary(a)["latency_ms"], window_s)
-    page = render(a, provenance, window_s, drawn)
-    with atomic_file(Path(output)) as stream:
-        stream.write(page.encode("utf-8"))
-    yield Written(output, f"the report ({len(page.encode()):,} bytes)")
+    page = render(a, provenance, window_s, drawn).encode("utf-8")
+    if output == "-" and stdout is not None:
+        try:
+            out = stdout()
+            out.write(page)
+            out.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise
+            raise ExportError(f"cannot write the output: {e.strerror or e}") from e
+    else:
+        with atomic_file(Path(output)) as stream:
+            stream.write(page)
+    yield Written(output, f"the report ({len(page):,} bytes)")
     if png_dir is None:
         return
     directory = Path(png_dir)

@@ -63,8 +63,10 @@ def check_size(sql: str) -> None:
         )
 
 
-def run_sql(tables: Mapping[str, pl.LazyFrame], sql: str) -> pl.DataFrame:
-    """Run ``sql`` over ``tables`` (lazily) and collect the result (see :func:`check_size`)."""
+def run_sql(tables: Mapping[str, pl.LazyFrame], sql: str, *, streaming: bool = False) -> pl.DataFrame:
+    """Run ``sql`` over ``tables`` (lazily) and collect the result (see :func:`check_size`); with
+    ``streaming``, by polars' streaming engine (tables read from a temporary store batch by batch:
+    what the query keeps is held, not the tables)."""
     check_size(sql)
     context = pl.SQLContext(frames=dict(tables), eager=False)
     result: list[pl.DataFrame] = []
@@ -72,7 +74,7 @@ def run_sql(tables: Mapping[str, pl.LazyFrame], sql: str) -> pl.DataFrame:
 
     def run() -> None:
         try:
-            result.append(context.execute(sql).collect())
+            result.append(context.execute(sql).collect(engine="streaming" if streaming else "auto"))
         except BaseException as e:  # handed to the caller's thread
             failure.append(e)
 

@@ -9,6 +9,7 @@ control bytes are ``\\DDD`` escapes.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -42,6 +43,52 @@ def _table(title: str, *columns: str, right: tuple[str, ...] = ()) -> Table:
     return table
 
 
+class _Fitted:
+    """A table whose first column (servers: addresses one copies back into a command) is never
+    broken across lines, nor are the figures: when the line is too short for the headers as
+    well, the headers wrap, in the room the cells leave them."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement.get(console, options, self.table)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        t = self.table
+        cells = [max((_cell_len(c) for c in col.cells), default=1) for col in t.columns]
+        heads = [len(str(col.header)) for col in t.columns]
+        if _room(t, options.max_width) >= sum(map(max, cells, heads)):
+            yield t
+            return
+        narrow = copy.copy(t)  # one space between columns instead of three
+        narrow.columns = [copy.copy(col) for col in t.columns]
+        narrow.padding = (0, 0, 0, 1)
+        spare = _room(narrow, options.max_width) - sum(cells)
+        if spare < 0:  # not even the cells fit: rich folds them
+            yield t
+            return
+        widths = list(cells)
+        # every header on two lines at most first, then as many on one line as can be
+        for goal in ([(h + 1) // 2 for h in heads], heads):
+            for i in sorted(range(len(cells)), key=lambda i: goal[i] - widths[i]):
+                grant = min(max(goal[i] - widths[i], 0), spare)
+                widths[i] += grant
+                spare -= grant
+        for col, width in zip(narrow.columns, widths, strict=True):
+            col.width = width
+        yield narrow
+
+
+def _room(table: Table, width: int) -> int:
+    """The cells' room in ``table`` drawn ``width`` wide: less its borders and padding."""
+    return width - table._extra_width - sum(table._get_padding_width(i) for i in range(len(table.columns)))
+
+
+def _cell_len(cell: Any) -> int:
+    return cell.cell_len if isinstance(cell, Text) else len(str(cell))
+
+
 def _ms(value: Any) -> str:
     return "-" if value is None else f"{value:,.1f}"
 
@@ -57,6 +104,9 @@ def quality(a: Analysis, s: dict[str, Any]) -> RenderableType:
     lines: list[Text] = []
     for c in a.captures:
         links = ", ".join(f"{linktype_name(lt)}: {n:,}" for lt, n in sorted(c.linktypes.items()))
+        others = c.frames - sum(c.linktypes.values())  # numbered as Wireshark does, but no packet
+        if others > 0 and c.format == "pcapng":
+            links += f"{', ' if links else ''}{others:,} custom or journal block{'s' if others != 1 else ''}"
         links = links or "no frames"
         comp = f", {c.compression}" if c.compression else ""
         counted = f"{c.frames:,} messages" if c.format == "dnstap" else f"{c.frames:,} frames ({links})"
@@ -172,7 +222,7 @@ def unanswered(a: Analysis) -> RenderableType:
     t = _table("Unanswered queries by server", "server", "status", "queries", right=("queries",))
     for server, status, n in unanswered_by_server(a).head(15).iter_rows():
         t.add_row(Text(server or "-"), str(status), f"{n:,}")
-    return t
+    return _Fitted(t)
 
 
 def latency(a: Analysis, s: dict[str, Any]) -> RenderableType:
@@ -208,7 +258,7 @@ def latency(a: Analysis, s: dict[str, Any]) -> RenderableType:
             _ms(row["max_ms"]),
         )
     t.caption = f"all answers: p99 {_ms(lat['p99'])} ms, min {_ms(lat['min'])} ms, {lat['count']:,} answered"
-    return t
+    return _Fitted(t)
 
 
 def failing_names(a: Analysis) -> RenderableType:
@@ -263,18 +313,23 @@ def sections(a: Analysis) -> list[RenderableType]:
     if a.anomalies.height:
         out.append(findings_table(a.anomalies))
     out += [quality(a, s), totals(s)]
+    # what the sections below depend on, in one pass over the transactions (read lazily)
+    rows, span, failing = a.collect(
+        a.scan().select(
+            pl.len(),
+            pl.col("ts").max() - pl.col("ts").min(),
+            (pl.col("rcode_name").is_not_null() & (pl.col("rcode_name") != "NOERROR")).sum(),
+        )
+    ).row(0)
     if s["rcodes"]:
         out.append(rcodes(s))
-        if a.transactions.height and a.transactions.select(
-            pl.col("ts").max() - pl.col("ts").min()
-        ).item() > timedelta(minutes=2):
+        if rows and span > timedelta(minutes=2):
             out.append(rcode_timeline(a))
     if s["unanswered"]:
         out.append(unanswered(a))
-    if a.transactions.height:
+    if rows:
         out.append(latency(a, s))
-    failing = pl.col("rcode_name").is_not_null() & (pl.col("rcode_name") != "NOERROR")
-    if a.transactions.select(failing.any()).item():  # (a filter would copy every column)
+    if failing:
         out.append(failing_names(a))
     if s["malformed"]:
         out.append(malformed(a, s))
@@ -307,9 +362,11 @@ class DomainName:
 
 def answers_with_rcode(a: Analysis, rcode: str, limit: int = 20) -> RenderableType:
     """The transactions answered with ``rcode``: who asked what, and the frames to open."""
-    rows = a.transactions.filter(pl.col("rcode_name").cast(pl.String) == rcode).sort("ts")
+    matching = a.scan().filter(pl.col("rcode_name").cast(pl.String) == rcode)
+    count = a.collect(matching.select(pl.len())).item()
+    rows = a.collect(matching.sort("ts").head(limit))  # a top-k: only ``limit`` rows kept
     t = _table(
-        f"{rows.height:,} {rcode} answer{'s' if rows.height != 1 else ''} in the capture",
+        f"{count:,} {rcode} answer{'s' if count != 1 else ''} in the capture",
         "time (UTC)",
         "client",
         "server",
@@ -321,7 +378,7 @@ def answers_with_rcode(a: Analysis, rcode: str, limit: int = 20) -> RenderableTy
     # alone is wider than that (not "static.shop.exampl / e HTTPS" at 80 columns).
     for col in (t.columns[0], t.columns[4], t.columns[5]):
         col.no_wrap = True
-    for r in rows.head(limit).iter_rows(named=True):
+    for r in rows.iter_rows(named=True):
         t.add_row(
             r["ts"].strftime("%H:%M:%S.%f"),
             Text(str(r["client"])),
@@ -330,6 +387,6 @@ def answers_with_rcode(a: Analysis, rcode: str, limit: int = 20) -> RenderableTy
             Text(r["qtype_name"] or ""),
             f"{r['query_frame']}->{r['response_frame']}",
         )
-    if rows.height > limit:
-        t.caption = f"first {limit} of {rows.height:,}"
+    if count > limit:
+        t.caption = f"first {limit} of {count:,}"
     return t

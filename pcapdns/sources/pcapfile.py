@@ -130,7 +130,7 @@ def _records(
             if caplen > limit:
                 why = BAD_CAPLEN
             break
-        if frac >= frac_limit:
+        if frac > frac_limit:  # exactly one second: a writer's rounding (scapy), read as sec + 1
             why = BAD_FRACTION
             break
         if caplen > limit:
@@ -257,7 +257,7 @@ class PcapWalker:
         w = u32_view(buf, self.little)
         p = np.arange(start, stop, dtype=np.int64)
         sec, frac, cap, wire = (w[p + k].astype(np.int64) for k in (0, 4, 8, 12))
-        ok = (frac < (10**9 if self.nano else 10**6)) & (cap <= wire) & (cap <= self.limit) & (wire > 0)
+        ok = (frac <= (10**9 if self.nano else 10**6)) & (cap <= wire) & (cap <= self.limit) & (wire > 0)
         if self.snaplen:
             ok &= cap <= max(self.snaplen, 1)
         if self.last_sec is not None:

@@ -82,7 +82,7 @@ def unpaired(m: pl.DataFrame, files: list[str], addresses: list[str]) -> pl.Data
 
 def engine_inputs(
     transactions: pl.DataFrame,
-    facts: pl.DataFrame,
+    facts: pl.DataFrame | None,
     unpaired_rows: pl.DataFrame,
     *,
     malformed: pl.DataFrame,
@@ -93,12 +93,14 @@ def engine_inputs(
     issue_counts: pl.DataFrame | None = None,
 ) -> Inputs:
     """The engine's inputs: ``transactions`` with their query ``facts`` (:func:`query_facts`,
-    row for row) and the ``unpaired`` responses."""
+    row for row; None: ``transactions`` hold them already) and the ``unpaired`` responses."""
     # One chunk each: a join's row order can follow the input's chunk layout, which depends on how
     # the input was read (batches, workers); the findings must not.  (The engine's tables are a
     # fraction of the messages, so this costs far less than rechunking those.)
     return Inputs(
-        transactions=pl.concat([transactions, facts], how="horizontal").rechunk(),
+        transactions=(
+            transactions if facts is None else pl.concat([transactions, facts], how="horizontal")
+        ).rechunk(),
         unpaired=unpaired_rows.rechunk(),
         malformed=malformed.rechunk(),
         issues=issues,

@@ -86,7 +86,7 @@ def _typed(frame: pl.LazyFrame, schema: Schema) -> pl.LazyFrame:
 
 def _transactions(a: Analysis, window_s: float) -> pl.LazyFrame:
     # rtt to the nanosecond: the float noise of the subtraction does not reach the files
-    return _typed(a.transactions.lazy().with_columns(pl.col("rtt").round(9)), TRANSACTIONS)
+    return _typed(a.scan().with_columns(pl.col("rtt").round(9)), TRANSACTIONS)
 
 
 def _anomalies(a: Analysis, window_s: float) -> pl.LazyFrame:
@@ -94,13 +94,13 @@ def _anomalies(a: Analysis, window_s: float) -> pl.LazyFrame:
 
 
 def _windows(a: Analysis, window_s: float) -> pl.LazyFrame:
-    return build_windows(a.transactions.lazy(), window_s)
+    return build_windows(a.scan(), window_s)
 
 
 def _servers(a: Analysis, window_s: float) -> pl.LazyFrame:
     health = servers(a).lazy().with_columns(pl.col("server").cast(pl.String))
     proof = (
-        a.transactions.lazy()
+        a.scan()
         .with_columns(pl.col("server").cast(pl.String))
         .group_by("server")
         .agg(evidence("ts", "query_frame"))

@@ -33,7 +33,11 @@ def latency_ms_lazy(
         return stats
     stats["min"] = low
     ranks = sorted({r for _, q in PERCENTILES for r in (math.floor(q * (n - 1)), math.ceil(q * (n - 1)))})
-    value = {r: _order_statistic(ms, r, bins, in_memory) for r in ranks}
+    if n <= in_memory:  # few enough to sort once for every rank
+        values = ms.collect(engine="streaming").get_column("ms").sort()
+        value = {r: float(values[r]) for r in ranks}
+    else:
+        value = {r: _order_statistic(ms, r, bins, in_memory) for r in ranks}
     for name, q in PERCENTILES:
         index = q * (n - 1)
         below, above = value[math.floor(index)], value[math.ceil(index)]

@@ -117,13 +117,20 @@ class TransactionTotals:
 
 @dataclass(slots=True)
 class Analysis:
-    """Everything one run of the pipeline produced."""
+    """Everything one run of the pipeline produced.
+
+    The transactions table is ``table``: in memory, or (an analysis in steps) a lazy scan of the
+    temporary store that ``store`` keeps open.  :meth:`scan` reads it lazily (what the summaries,
+    exports and queries do: their memory is bounded by what they aggregate or write, not by the
+    table); :attr:`transactions` is the whole table in memory (read from the store at the first
+    use, then kept).  :meth:`close` removes the store (it also goes at exit, or with the analysis).
+    """
 
     captures: list[CaptureInfo]
     # DNS messages counted by the COUNTED columns: one row per distinct combination, with ``count``
     # (everything else about a message lives in its transaction's row)
     message_counts: pl.DataFrame
-    transactions: pl.DataFrame
+    table: pl.DataFrame | pl.LazyFrame
     malformed: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=MALFORMED))
     # the first examples of each decode issue reason (pcapdns.model.ISSUE_EXAMPLES per file and reason)
     issues: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=DECODE_ISSUES))
@@ -135,10 +142,51 @@ class Analysis:
     anomalies: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=ANOMALIES))
     # set when the transactions were aggregated as they settled; ``transactions`` is then empty
     transaction_totals: TransactionTotals | None = None
+    # what keeps the store of a lazy ``table`` (a pcapdns.spill.SpillStore: close() removes it)
+    store: Any = None
 
     @property
     def files(self) -> list[str]:
         return [c.path for c in self.captures]
+
+    @property
+    def transactions(self) -> pl.DataFrame:
+        """The whole transactions table in memory (read from the store once, then kept)."""
+        if isinstance(self.table, pl.LazyFrame):
+            self.table = collect(self.table)
+        return self.table
+
+    @property
+    def lazy(self) -> bool:
+        """Whether the transactions table is still in the store (not read into memory)."""
+        return isinstance(self.table, pl.LazyFrame)
+
+    def scan(self) -> pl.LazyFrame:
+        """The transactions table as a lazy frame (over the store, or over the table in memory)."""
+        return self.table.lazy()
+
+    def collect(self, frame: pl.LazyFrame) -> pl.DataFrame:
+        """``frame`` (a query over :meth:`scan`) collected: by the streaming engine when the
+        table is in the store, by the default engine when it is in memory already."""
+        return collect(frame) if self.lazy else frame.collect()
+
+    def loaded(self) -> Analysis:
+        """This analysis with its table in memory and the store removed (to be sent elsewhere)."""
+        self.transactions  # noqa: B018 - read into memory
+        self.close()
+        return self
+
+    def close(self) -> None:
+        """Remove the temporary store (a lazy table can no longer be read: load it first)."""
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+
+def collect(frame: pl.LazyFrame) -> pl.DataFrame:
+    """``frame`` collected by polars' streaming engine (batch by batch: the peak is what the
+    query keeps, not what it reads)."""
+    return frame.collect(engine="streaming")
 
 
 def iso(ts_ns: int | None) -> str | None:
@@ -171,6 +219,14 @@ def latency_ms(transactions: pl.DataFrame) -> dict[str, float | int | None]:
     return stats
 
 
+def _latency_ms(a: Analysis) -> dict[str, float | int | None]:
+    if not a.lazy:
+        return latency_ms(a.transactions)
+    from pcapdns.tables.latency import latency_ms_lazy  # (it imports this module)
+
+    return latency_ms_lazy(a.scan().select("rtt"))
+
+
 def summary(a: Analysis) -> dict[str, Any]:
     """The ``--json`` summary."""
     m = a.message_counts
@@ -185,7 +241,7 @@ def summary(a: Analysis) -> dict[str, Any]:
     roles = {str(r): n for r, n in counted_by(m, "role")}
     totals = a.transaction_totals
     if totals is None:
-        status = a.transactions.get_column("status").value_counts()
+        status = a.collect(a.scan().group_by("status").len())
         statuses = {str(s): int(n) for s, n in status.iter_rows()}
     else:
         statuses = totals.statuses
@@ -217,7 +273,7 @@ def summary(a: Analysis) -> dict[str, Any]:
         # An UPDATE's first section is the zone, not a question (RFC 2136 2.3): not a QTYPE.
         "qtypes": _named_counts(queries.filter(pl.col("opcode") != 5), "qtype", rrtype_name),
         "transports": {("tcp" if t == 6 else "udp"): n for t, n in reversed(counted_by(m, "transport"))},
-        "latency_ms": latency_ms(a.transactions) if totals is None else totals.latency_ms,
+        "latency_ms": _latency_ms(a) if totals is None else totals.latency_ms,
         "decode_issues": {str(r): int(n) for r, n in issues.iter_rows()},
         "time_span": {
             "first": iso(min(firsts) if firsts else None),
@@ -228,9 +284,9 @@ def summary(a: Analysis) -> dict[str, Any]:
 
 def servers(a: Analysis) -> pl.DataFrame:
     """Health per server: queries, answer rate, RCODE mix and latency percentiles."""
-    t = a.transactions
-    return (
-        t.group_by("server")
+    return a.collect(
+        a.scan()
+        .group_by("server")
         .agg(
             pl.len().alias("queries"),
             (pl.col("status") == "answered").sum().alias("answered"),
@@ -250,8 +306,9 @@ def servers(a: Analysis) -> pl.DataFrame:
 def top_qnames_by_rcode(a: Analysis, per_rcode: int = 5) -> pl.DataFrame:
     """The most frequent names per non-NOERROR RCODE (most transactions first, then by name, a
     missing name first)."""
-    counts = (
-        a.transactions.select("rcode_name", "qname")
+    counts = a.collect(
+        a.scan()
+        .select("rcode_name", "qname")
         .filter(pl.col("rcode_name").is_not_null() & (pl.col("rcode_name") != "NOERROR"))
         .group_by("rcode_name", "qname")
         .len()
@@ -271,8 +328,9 @@ def top_qnames_by_rcode(a: Analysis, per_rcode: int = 5) -> pl.DataFrame:
 
 
 def unanswered_by_server(a: Analysis) -> pl.DataFrame:
-    return (
-        a.transactions.select("server", "status")
+    return a.collect(
+        a.scan()
+        .select("server", "status")
         .filter(pl.col("status") != "answered")
         .group_by("server", "status")
         .len()
@@ -282,14 +340,12 @@ def unanswered_by_server(a: Analysis) -> pl.DataFrame:
 
 def rcodes_over_time(a: Analysis, every: str = "1m") -> pl.DataFrame:
     """Responses per RCODE per time window (windows start at whole multiples of ``every``)."""
-    t = a.transactions.select("ts", "rcode_name").filter(pl.col("rcode_name").is_not_null())
-    if t.height == 0:
-        return pl.DataFrame(schema={"window": pl.Datetime("us", "UTC")})
-    return (
-        t.with_columns(pl.col("ts").dt.truncate(every).alias("window"))
-        .group_by("window", "rcode_name")
+    counted = a.collect(
+        a.scan()
+        .filter(pl.col("rcode_name").is_not_null())
+        .group_by(pl.col("ts").dt.truncate(every).alias("window"), "rcode_name")
         .len()
-        .pivot(on="rcode_name", index="window", values="len")
-        .fill_null(0)
-        .sort("window")
     )
+    if counted.height == 0:
+        return pl.DataFrame(schema={"window": pl.Datetime("us", "UTC")})
+    return counted.pivot(on="rcode_name", index="window", values="len").fill_null(0).sort("window")

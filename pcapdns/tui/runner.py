@@ -70,6 +70,9 @@ def run(
             warn=lambda line: emit(("warning", line)),
         )
         stage("summarizing")
+        # The window pages through every transaction: the table is read into memory (from the
+        # temporary store, which goes before the analysis is sent to the window's process).
+        analysis = analysis.loaded()
         overview = build_overview(analysis, columns)
     except PcapdnsError as e:
         emit(("error", type(e), e.message, e.hint))
