@@ -4,6 +4,7 @@ described), on hand-built captures for the rarer rules, and over the whole corpu
 from __future__ import annotations
 
 import json
+import random
 import struct
 from datetime import datetime
 from pathlib import Path
@@ -13,7 +14,14 @@ import pcapbuild as pb
 import polars as pl
 import pytest
 
-from pcapdns.anomalies.findings import common_suffix, zone_for, zone_of
+from pcapdns.anomalies.findings import (
+    _zone_for_column,
+    _zone_for_names,
+    common_suffix,
+    zone_for,
+    zone_keys,
+    zone_of,
+)
 from pcapdns.cli import main
 from pcapdns.pipeline import Options, analyze
 from pcapdns.report.findings import JSON_KEYS, findings_json
@@ -359,6 +367,47 @@ def test_zone_helpers():
     assert zone_for(["a.x.example", "b.x.example", "c.y.example"]) is None  # x.example holds 67% < 80%
     assert zone_for(["a.x.example", "b.x.example", "c.x.example", "d.x.example", "y.test"]) == "x.example"
     assert zone_for(["www.corp.example"]) == "corp.example" and zone_for([]) is None
+
+
+def _names(rng: random.Random, count: int, zone: str) -> list[str]:
+    """Names as captures show them: mixed case, trailing dots, escaped dots, reverse names, empty
+    labels, the root, a few under other zones."""
+    labels = [
+        "www",
+        "A",
+        "co",
+        "uk",
+        "com",
+        "in-addr",
+        "arpa",
+        "ip6",
+        "Shop",
+        "x\\.y",
+        "ac",
+        "jp",
+        "0",
+        "7",
+        "",
+    ]
+    out = []
+    for _ in range(count):
+        name = ".".join(rng.choice(labels) for _ in range(rng.randint(0, 6)))
+        name = f"{name}.{zone}" if zone and rng.random() < 0.8 else name
+        out.append(name + ("." if rng.random() < 0.2 else "") or rng.choice([".", ""]))
+    return out
+
+
+def test_zones_of_many_names_are_those_of_each_name():
+    """The zones of a column of names (polars) are exactly zone_of's and zone_for's, name by name."""
+    rng = random.Random(17)
+    names = _names(rng, 5000, "shop.example")
+    assert zone_keys(pl.Series("qname", names)).to_list() == [zone_of(n) for n in names]
+    for _ in range(400):
+        zone = rng.choice(["shop.example", "b.co.uk", "2.0.192.in-addr.arpa", "example", ""])
+        names = _names(rng, rng.choice([1, 2, 5, 70, 300]), zone)
+        if rng.random() < 0.3:
+            names = [n for n in names if zone in n.lower()] or names
+        assert _zone_for_column(pl.Series("qname", names)) == _zone_for_names(names), names
 
 
 def test_corpus_never_breaks_the_engine(corpus_capture):

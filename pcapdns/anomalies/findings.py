@@ -74,10 +74,12 @@ def for_whom(finding: Finding, clients: pl.Series) -> Finding:
     more clients than that were hurt, the networks they sit in: /24 for IPv4, /48 for IPv6 (the
     prefixes operators route and filter on), most affected first, up to ten.
     """
-    c = clients.cast(pl.String).drop_nulls()
+    c = clients.drop_nulls()
     if c.len() == 0:
         return finding
+    # counted as they come (a categorical column by its codes), then the few distinct as text
     counts = c.value_counts(sort=True, name="count")
+    counts = counts.with_columns(pl.col(counts.columns[0]).cast(pl.String))
     counts = counts.sort(["count", counts.columns[0]], descending=[True, False])
     finding.top_clients = [{"client": a, "count": int(n)} for a, n in counts.head(TOP_CLIENTS).iter_rows()]
     if counts.height > TOP_CLIENTS:
@@ -216,6 +218,9 @@ def _labels(name: str) -> list[str]:
 
 
 _SECOND_LEVEL = {"co", "com", "net", "org", "gov", "edu", "ac", "or", "ne", "go", "gob", "mil"}
+# From this many names on, zone_for works on them as a column: per-name Python is what made a
+# random-subdomain flood (half a million distinct names) slow.
+_AS_COLUMN = 64
 
 
 def zone_of(name: str) -> str:
@@ -238,6 +243,40 @@ def zone_of(name: str) -> str:
     return ".".join(labels[-keep:])
 
 
+def _text(names: pl.Expr) -> pl.Expr:
+    """The names as ``_labels`` sees them: lower case, without empty labels (no leading,
+    trailing or doubled dots)."""
+    return names.str.to_lowercase().str.strip_chars(".").str.replace_all(r"\.\.+", ".")
+
+
+def zone_keys(names: pl.Series) -> pl.Series:
+    """:func:`zone_of` of each of ``names`` (a null stays null), computed by polars."""
+    frame = names.to_frame("t").select(_text(pl.col("t")))
+    frame = frame.with_columns(pl.col("t").str.split(".").alias("l"))
+    frame = frame.with_columns(
+        pl.col("l").list.len().alias("n"),
+        pl.col("l").list.get(-1, null_on_oob=True).alias("a"),
+        pl.col("l").list.get(-2, null_on_oob=True).alias("b"),
+    )
+    keep = (
+        pl.when((pl.col("b") == "in-addr") & (pl.col("a") == "arpa"))
+        .then(5)
+        .when((pl.col("b") == "ip6") & (pl.col("a") == "arpa"))
+        .then(10)
+        .when(
+            (pl.col("n") >= 3) & (pl.col("a").str.len_chars() == 2) & pl.col("b").is_in(sorted(_SECOND_LEVEL))
+        )
+        .then(3)
+        .otherwise(2)
+    )
+    zone = pl.col("l").list.tail(keep).list.join(".")
+    return (
+        frame.select(pl.when(pl.col("t") != "").then(zone).otherwise(pl.lit(".")))
+        .to_series()
+        .alias(names.name)
+    )
+
+
 def common_suffix(names: Iterable[str]) -> str | None:
     """The longest label-wise suffix all ``names`` share, or null when it is the root or a TLD only."""
     suffix: list[str] | None = None
@@ -255,8 +294,15 @@ def common_suffix(names: Iterable[str]) -> str | None:
     return ".".join(suffix) if suffix and len(suffix) >= 2 else None
 
 
-def zone_for(names: Sequence[str]) -> str | None:
+def zone_for(names: Sequence[str] | pl.Series) -> str | None:
     """The zone a finding names: the names' common suffix, else their dominant registered domain."""
+    if len(names) >= _AS_COLUMN:
+        return _zone_for_column(pl.Series("qname", names, dtype=pl.String))
+    return _zone_for_names(list(names))
+
+
+def _zone_for_names(names: list[str]) -> str | None:
+    """:func:`zone_for` of a few names, one by one."""
     unique = sorted({n.lower().rstrip(".") for n in names})
     if not unique:
         return None
@@ -268,3 +314,28 @@ def zone_for(names: Sequence[str]) -> str | None:
     zones = pl.Series(names).map_elements(zone_of, return_dtype=pl.String).value_counts(sort=True)
     top, n = zones.row(0)
     return str(top) if n >= 0.8 * len(names) else None
+
+
+def _zone_for_column(names: pl.Series) -> str | None:
+    """:func:`zone_for` of many names, as columns: the common suffix is one of the first name's,
+    the longest that every name ends with."""
+    names = names.drop_nulls()
+    if names.len() == 0:
+        return None
+    frame = names.to_frame("q")
+    if frame.select(pl.col("q").str.to_lowercase().str.strip_chars_end(".").n_unique()).item() == 1:
+        return zone_of(str(names[0]))
+    text = frame.select(_text(pl.col("q")).alias("t"))
+    first = _labels(str(names[0]))
+    common = None
+    for k in range(2, len(first) + 1):  # a suffix all names share leaves its shorter ones shared
+        suffix = ".".join(first[-k:])
+        shared = (pl.col("t") == suffix) | pl.col("t").str.ends_with("." + suffix)
+        if not text.select(shared.all()).item():
+            break
+        common = suffix
+    if common is not None:
+        return common
+    zones = zone_keys(names).value_counts(sort=True)
+    top, count = zones.row(0)
+    return str(top) if count >= 0.8 * names.len() else None

@@ -129,7 +129,7 @@ def formerr_findings(inp: Inputs) -> list[Finding]:
     for (server, cause), rows in t.sort("ts").group_by(["server", "cause"], maintain_order=True):
         rows = rows.sort("ts")
         rcodes = sorted(set(rows.get_column("rcode_name").cast(pl.String).to_list()))
-        names = [n for n in rows.get_column("qname").to_list() if n is not None]
+        names = rows.get_column("qname").drop_nulls()
         clients = rows.get_column("client").n_unique()
         finding = Finding(
             kind="formerr",

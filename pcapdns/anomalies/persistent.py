@@ -25,7 +25,7 @@ from datetime import datetime
 
 import polars as pl
 
-from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, hms, zone_of
+from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, hms, zone_keys
 from pcapdns.anomalies.inputs import Inputs
 from pcapdns.anomalies.servers import addresses, keyed, label
 from pcapdns.anomalies.stats import log10_binom_sf, score_of
@@ -71,7 +71,7 @@ def persistent_failure_findings(inp: Inputs) -> list[Finding]:
     if answered.height == 0:
         return []
     names = answered.get_column("qname").drop_nulls().unique()
-    zones = pl.DataFrame({"qname": names, "zone_key": names.map_elements(zone_of, return_dtype=pl.String)})
+    zones = pl.DataFrame({"qname": names, "zone_key": zone_keys(names)})
     answered = keyed(answered.join(zones, on="qname", how="left"), th).with_columns(
         pl.col("zone_key").fill_null("."),
         (pl.col("ts").dt.epoch("us") // width).alias("w"),

@@ -27,9 +27,9 @@ from datetime import datetime
 import polars as pl
 
 from pcapdns.anomalies.config import Thresholds
-from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, hms, zone_for, zone_of
+from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, hms, zone_for, zone_keys
 from pcapdns.anomalies.inputs import Inputs
-from pcapdns.anomalies.servers import addresses, keyed, label
+from pcapdns.anomalies.servers import addresses, keyed, label, ranked
 from pcapdns.anomalies.stats import flag_windows, log10_binom_sf, score_of, widen
 from pcapdns.dns.knowledge import rcode_info
 
@@ -54,16 +54,25 @@ def _episodes(flagged: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     )
 
 
-def _counts(answered: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
-    """Per group and window, one row per RCODE: how many answers had it (``x``) out of ``n``.
+def _per_window(answered: pl.DataFrame) -> pl.DataFrame:
+    """The answers counted once per server, zone and window: all of them, and per RCODE (every
+    coarser count is a sum of these few rows, not another pass over the answers)."""
+    rc = pl.col("rcode_name")  # a categorical compared with a name: no string is made
+    return answered.group_by("server", "zone_key", "w").agg(
+        pl.len().alias("all"), *[(rc == name).sum().alias(name) for name in SURGE_RCODES]
+    )
+
+
+def _counts(fine: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """Per group and window, one row per RCODE: how many answers had it (``x``) out of ``n``
+    (``fine``: :func:`_per_window`).
 
     ``n`` leaves out the answers with another failing RCODE (SERVFAIL, REFUSED, FORMERR, NOTIMP):
     a server that fails most answers for a while does not make NXDOMAIN look rarer, then normal
     again, which would read as a rise against a baseline pulled down."""
-    rc = pl.col("rcode_name")  # a categorical compared with a name: no string is made
-    per = answered.group_by(*keys, "w").agg(
-        pl.len().alias("all"), *[(rc == name).sum().alias(name) for name in SURGE_RCODES]
-    )
+    per = fine
+    if keys != ["server", "zone_key"]:
+        per = fine.group_by(*keys, "w").agg(pl.col("all", *SURGE_RCODES).sum())
     failing = [name for name in SURGE_RCODES if name != "NXDOMAIN"]
     per = per.with_columns((pl.col("all") - pl.sum_horizontal(failing)).alias("ok"))
     long = per.unpivot(SURGE_RCODES, index=[*keys, "w", "ok"], variable_name="rcode", value_name="x")
@@ -107,27 +116,81 @@ def _short_log10p(r: dict[str, float | None]) -> float:
     return 0.0 if x is None or n is None else log10_binom_sf(x, n, 0.05)
 
 
+@dataclass(slots=True)
+class _Answers:
+    """The answers as the surge rule counts them: ``narrow`` holds ``row`` (in the transactions),
+    ``ts``, ``w``, ``rcode_name``, ``server`` (numbering ``servers``, the server keys) and
+    ``zone_key`` (numbering ``zones``), both sorted; the other columns are gathered (:meth:`rows`)
+    only for the answers a finding shows."""
+
+    narrow: pl.DataFrame
+    servers: list[str]
+    zones: list[str]
+    inp: Inputs
+
+    def server(self, key: str) -> int:
+        return self.servers.index(key)
+
+    def zone(self, zone: str) -> int:
+        return self.zones.index(zone)
+
+    def named(self, per: pl.DataFrame) -> pl.DataFrame:
+        """``per`` (a few rows) with its ``server`` and ``zone_key`` as text."""
+        texts = {"server": self.servers, "zone_key": self.zones}
+        return per.with_columns(
+            pl.Series(c, texts[c], dtype=pl.String).gather(per.get_column(c)).alias(c)
+            for c in texts
+            if c in per.columns
+        )
+
+    def rows(self, narrow: pl.DataFrame) -> pl.DataFrame:
+        """The transactions' columns of ``narrow`` rows (server as its key, ``address`` its address)."""
+        return keyed(self.inp.transactions[narrow.get_column("row")].select(_COLUMNS), self.inp.thresholds)
+
+
+def _answers(inp: Inputs) -> _Answers | None:
+    t = inp.transactions.select("ts", "server", "rcode_name", "qname").with_row_index("row")
+    answered = _windowed(t.filter(pl.col("rcode_name").is_not_null()), inp.thresholds.window_s)
+    if answered.height == 0:
+        return None
+    names = answered.get_column("qname").drop_nulls().unique()
+    zone_of_name = zone_keys(names)
+    zones = sorted({".", *zone_of_name.unique().to_list()})
+    number = zone_of_name.replace_strict(zones, list(range(len(zones))), return_dtype=pl.UInt32)
+    server, servers = ranked(answered, inp.thresholds)
+    zone_of = pl.DataFrame({"qname": names, "zone_key": number})
+    # Each answer's zone found by its name's 64-bit hash when no two distinct names share one
+    # (checked: then a hash names exactly one name), an integer join several times cheaper
+    # than one on a million names' text; else by the names.
+    hashes = names.hash()
+    if hashes.n_unique() == names.len():
+        zone_of = zone_of.with_columns(hashes.alias("qname"))
+        answered = answered.with_columns(pl.when(pl.col("qname").is_not_null()).then(pl.col("qname").hash()))
+    answered = (
+        answered.join(zone_of, on="qname", how="left")
+        .with_columns(server, pl.col("zone_key").fill_null(zones.index(".")))
+        .drop("qname")
+    )
+    return _Answers(answered, servers, zones, inp)
+
+
 def surge_findings(inp: Inputs) -> list[Finding]:
     th = inp.thresholds
-    t = _windowed(inp.transactions.select(_COLUMNS), th.window_s)
-    answered = t.filter(pl.col("rcode_name").is_not_null())
-    if answered.height == 0:
+    a = _answers(inp)
+    if a is None:
         return []
-    names = answered.get_column("qname").drop_nulls().unique()
-    zones = pl.DataFrame({"qname": names, "zone_key": names.map_elements(zone_of, return_dtype=pl.String)})
-    answered = keyed(answered.join(zones, on="qname", how="left"), th).with_columns(
-        pl.col("zone_key").fill_null(".")
-    )
+    answered = a.narrow
     w = answered.get_column("w")
     short = int(w.max()) - int(w.min()) + 1 < _MIN_WINDOWS  # type: ignore[arg-type,operator]
-    by_server = _counts(answered, ["server"])
-    by_zone = _counts(answered, ["server", "zone_key"])
-    by_zone_all = _counts(answered, ["zone_key"])
+    fine = _per_window(answered)
+    by_server = a.named(_counts(fine, ["server"]))
+    by_zone = a.named(_counts(fine, ["server", "zone_key"]))
+    by_zone_all = a.named(_counts(fine, ["zone_key"]))
     tests = by_server.height + by_zone.height + by_zone_all.height
     by_server = _test(by_server, ["server"], inp, tests, short)
     by_zone = _test(by_zone, ["server", "zone_key"], inp, tests, short)
     by_zone_all = _test(by_zone_all, ["zone_key"], inp, tests, short)
-    one_zone, wide = _server_surges(answered, by_server, by_zone)
+    one_zone, wide = _server_surges(a, by_server, by_zone)
     # the dispersion of a typical (server, zone): a flood through most of a group's windows
     # inflates the group's own, learnt against a baseline the flood raised
     typical = {
@@ -139,7 +202,6 @@ def surge_findings(inp: Inputs) -> list[Finding]:
         .iter_rows()
     }
     out: list[Finding] = []
-    rc = pl.col("rcode_name").cast(pl.String)
     # Zone surges: a window flagged for the zone over every server (a flood spread over all the
     # resolvers, each share too small to tell alone), for the zone at one server, or a server's
     # surge over all zones that sits in this zone.
@@ -190,12 +252,12 @@ def surge_findings(inp: Inputs) -> list[Finding]:
         spans += [(item.lo, item.hi) for item in joined]
         lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
         rows = answered.filter(
-            pl.col("server").is_in(named)
-            & (pl.col("zone_key") == zone)
+            pl.col("server").is_in([a.server(s) for s in named])
+            & (pl.col("zone_key") == a.zone(zone))
             & pl.col("w").is_between(lo, hi)
-            & (rc == rcode)
+            & (pl.col("rcode_name") == rcode)
         )
-        out.append(_surge_finding(rows.sort("ts"), ep, rcode, zone, named, tests, inp))
+        out.append(_surge_finding(a.rows(rows.sort("ts")), ep, rcode, zone, named, tests, inp))
     for item in wide:
         out.append(_surge_finding(item.rows.sort("ts"), item.ep, item.rcode, None, [item.server], tests, inp))
     return out
@@ -221,13 +283,12 @@ class _ServerSurge:
 
 
 def _server_surges(
-    answered: pl.DataFrame, by_server: pl.DataFrame, by_zone: pl.DataFrame
+    a: _Answers, by_server: pl.DataFrame, by_zone: pl.DataFrame
 ) -> tuple[list[_ServerSurge], list[_ServerSurge]]:
     """The servers' surges over all zones, split into those that sit in one zone (left to the
     zone's finding) and those spread over many (one finding for the server)."""
     one_zone: list[_ServerSurge] = []
     wide: list[_ServerSurge] = []
-    rc = pl.col("rcode_name").cast(pl.String)
     for _, ep in _episodes(by_server.filter(pl.col("flag")), ["server", "rcode"]).group_by(
         "server", "rcode", "episode", maintain_order=True
     ):
@@ -238,7 +299,13 @@ def _server_surges(
             int(ep.get_column("w").max()),  # type: ignore[arg-type]
         )
         windows = list(range(lo, hi + 1))
-        rows = answered.filter((pl.col("server") == server) & pl.col("w").is_in(windows) & (rc == rcode))
+        rows = a.rows(
+            a.narrow.filter(
+                (pl.col("server") == a.server(server))
+                & pl.col("w").is_in(windows)
+                & (pl.col("rcode_name") == rcode)
+            )
+        )
         # where the rise is: each zone's answers above the zone's own baseline at this server; the
         # zones' sum is the whole rise (a flood that adds answers to a zone whose usual share is
         # above the server's own is still all of the server's rise)
@@ -330,7 +397,7 @@ def _surge_finding(
         .sort("share", descending=True)
         .row(0, named=True)
     )
-    names = [n for n in rows.get_column("qname").to_list() if n is not None]
+    names = rows.get_column("qname").drop_nulls()
     zone = zone_key if zone_key not in (None, ".") else zone_for(names)
     start, end = rows.get_column("ts").min(), rows.get_column("ts").max()
     assert isinstance(start, datetime) and isinstance(end, datetime)
@@ -377,10 +444,15 @@ def slow_findings(inp: Inputs) -> list[Finding]:
     not become the usual) and ``slow_min_ms``, and its count of answers that slow significantly above
     the server's baseline share of them (the same test as surges, corrected for every window)."""
     th = inp.thresholds
-    t = _windowed(inp.transactions.select(*_COLUMNS, "rtt").filter(pl.col("rtt").is_not_null()), th.window_s)
+    t = (
+        inp.transactions.select("ts", "server", "rtt")
+        .with_row_index("row")
+        .filter(pl.col("rtt").is_not_null())
+    )
     if t.height == 0:
         return []
-    t = keyed(t, th).with_columns((pl.col("rtt") * 1000).alias("ms"))
+    number, keys = ranked(t, th)  # server keys numbered in the order of their text
+    t = _windowed(t, th.window_s).with_columns(number, (pl.col("rtt") * 1000).alias("ms"))
     per = (
         t.group_by("server", "w")
         .agg(pl.len().alias("n"), pl.col("ms").quantile(0.95, "linear").alias("p95"))
@@ -397,15 +469,22 @@ def slow_findings(inp: Inputs) -> list[Finding]:
         )
     )
     limits = per.select("server", "limit").unique("server")
+    limit_of: list[float | None] = [None] * len(keys)
+    for server, limit in limits.iter_rows():
+        if server is not None:
+            limit_of[server] = limit
+    limit = pl.Series("limit", limit_of, dtype=pl.Float64)
     slow_n = (
-        t.join(limits, on="server")
-        .filter(pl.col("ms") >= pl.col("limit"))
+        t.filter(pl.col("server").is_not_null())
+        .filter(pl.col("ms") >= pl.lit(limit).gather(pl.col("server")))
         .group_by("server", "w")
         .agg(pl.len().alias("x"))
     )
     per = per.join(slow_n, on=["server", "w"], how="left").with_columns(
         pl.col("x").fill_null(0).cast(pl.Float64), pl.col("n").cast(pl.Float64)
     )
+    text = pl.Series("server", keys, dtype=pl.String)
+    per = per.with_columns(text.gather(per.get_column("server")).alias("server"))
     tested = flag_windows(
         per,
         ["server"],
@@ -425,12 +504,19 @@ def slow_findings(inp: Inputs) -> list[Finding]:
     for _, ep in _episodes(flagged, ["server"]).group_by("server", "episode", maintain_order=True):
         server = ep.get_column("server")[0]
         windows = ep.get_column("w").to_list()
-        rows = t.filter((pl.col("server") == server) & pl.col("w").is_in(windows))
+        rows = t.filter((pl.col("server") == keys.index(str(server))) & pl.col("w").is_in(windows))
         slow = rows.filter(pl.col("ms") >= th.slow_min_ms).sort("rtt", descending=True)
+        slow = pl.concat(
+            [
+                keyed(inp.transactions[slow.get_column("row")].select(*_COLUMNS, "rtt"), th),
+                slow.select("ms"),
+            ],
+            how="horizontal",
+        )
         peak = ep.sort("p95", descending=True).row(0, named=True)
         start, end = slow.get_column("ts").min(), slow.get_column("ts").max()
         assert isinstance(start, datetime) and isinstance(end, datetime)
-        names = [n for n in slow.get_column("qname").to_list() if n is not None]
+        names = slow.get_column("qname").drop_nulls()
         rcodes = slow.get_column("rcode_name").cast(pl.String).value_counts(sort=True)
         top = ", ".join(f"{r} {n}" for r, n in rcodes.iter_rows())
         log10p = ep.get_column("log10p").min()

@@ -15,9 +15,10 @@ from datetime import datetime
 
 import polars as pl
 
+from pcapdns.anomalies.config import Thresholds
 from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, zone_for
 from pcapdns.anomalies.inputs import Inputs
-from pcapdns.anomalies.servers import addresses, key_of, label
+from pcapdns.anomalies.servers import addresses, key_of, label, server_key
 from pcapdns.anomalies.stats import log10_binom_sf
 from pcapdns.dns.codes import ede_name
 
@@ -31,30 +32,36 @@ def _lower(col: str) -> pl.Expr:
 
 def servfail_findings(inp: Inputs) -> list[Finding]:
     th = inp.thresholds
+    t = inp.transactions
     # a resolver's addresses are one server (--server-group): the address its clients asked
-    # and the one it asked the authorities from may differ
-    t = inp.transactions.with_columns(
-        pl.col("server").cast(pl.String).alias("address"),
-        key_of("server", th).alias("server"),
-        key_of("client", th).alias("client_key"),
-        pl.col("client").cast(pl.String),
+    # and the one it asked the authorities from may differ.  Addresses stay categorical over
+    # the whole table; only the rows a step keeps get them as text.
+    # what the rule reads of a SERVFAIL, taken before filtering (a filter copies every column)
+    wanted = ("ts", "server", "client", "qname", "qtype", "rtt", "CD", "ede", "source", "file")
+    servfails = t.select(*wanted, "query_frame", "response_frame", "rcode_name").filter(
+        pl.col("rcode_name") == "SERVFAIL"
     )
-    sf = t.filter(pl.col("rcode_name") == "SERVFAIL").with_columns(_lower("qname").alias("name_l"))
+    sf = _named(servfails, th).with_columns(_lower("qname").alias("name_l"))
     if sf.height == 0:
         return []
+    pcap_clients = t.filter(pl.col("source") == "pcap").get_column("client").unique().cast(pl.String)
+    client_keys = pcap_clients.to_frame("client").select(key_of("client", th)).to_series()
     resolvers = set(sf.filter(pl.col("source") == "pcap").get_column("server").unique().to_list()) & set(
-        t.filter(pl.col("source") == "pcap").get_column("client_key").unique().to_list()
+        client_keys.to_list()
     )
+    resolver_addresses = [
+        a for a, k in zip(pcap_clients.to_list(), client_keys.to_list(), strict=True) if k in resolvers
+    ]
     # The resolver behind a SERVFAIL, and the one sending an upstream query: in a capture, the
     # same address; in dnstap, the same log (its client side and its resolver/forwarder side).
     dnstap_log = pl.lit("dnstap ") + pl.col("file").cast(pl.String)
     sf = sf.with_columns(
         pl.when(pl.col("source") == "dnstap").then(dnstap_log).otherwise("server").alias("rkey")
     )
-    from_resolver = ((pl.col("source") == "pcap") & pl.col("client_key").is_in(list(resolvers))) | (
+    from_resolver = ((pl.col("source") == "pcap") & pl.col("client").is_in(resolver_addresses)) | (
         pl.col("dnstap_side").is_in(["resolver", "forwarder"])
     )
-    upstream = t.filter(from_resolver).select(
+    upstream = _named(t.filter(from_resolver), th).select(
         pl.when(pl.col("source") == "dnstap").then(dnstap_log).otherwise("client_key").alias("rkey"),
         _lower("qname").alias("name_l"),
         pl.col("ts").alias("u_ts"),
@@ -79,7 +86,7 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
     failed_hops = hops.filter(
         (pl.col("u_status") != "answered") | pl.col("u_rcode").is_in(["SERVFAIL", "REFUSED"])
     )
-    cd_ok = _cd_retries(sf, t, th.retry_window_s)
+    cd_ok = _cd_retries(sf, t, th)
     cd_frames = cd_ok.get_column("query_frame").implode()
     hop_frames = failed_hops.get_column("query_frame").implode()
     dnssec = pl.col("ede").list.eval(pl.element().is_in(list(_DNSSEC_EDE))).list.any().fill_null(False)
@@ -94,12 +101,18 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
         .alias("cause_class")
     )
     answered = t.lazy().filter(pl.col("rcode_name").is_not_null()).select("server", "ts").collect()
+    addresses_of: dict[str, list[str]] = {}  # each server key's addresses, as answered has them
+    for address in answered.get_column("server").unique().cast(pl.String).to_list():
+        addresses_of.setdefault(server_key(address, th), []).append(address)
     out: list[Finding] = []
     for (server, cls), rows in sf.sort("ts").group_by(["server", "cause_class"], maintain_order=True):
         start, last = rows.get_column("ts").min(), rows.get_column("ts").max()
         assert isinstance(start, datetime) and isinstance(last, datetime)
         # the share of the server's answers while these SERVFAILs were given
-        during = answered.filter((pl.col("server") == server) & pl.col("ts").is_between(start, last)).height
+        mine_addresses = addresses_of.get(str(server), [])
+        during = answered.filter(
+            pl.col("server").is_in(mine_addresses) & pl.col("ts").is_between(start, last)
+        ).height
         share = rows.height / max(1, during)
         if rows.height < th.min_count or (cls == "unknown" and not _above(rows.height, during, th.alpha)):
             continue
@@ -110,7 +123,7 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
         ede = rows.get_column("ede").explode().drop_nulls().value_counts(sort=True)
         cd = cd_ok.filter(pl.col("query_frame").is_in(frames)).height
         causes, likely = _reasons(rows.height, mine, ede, cd)
-        names = rows.get_column("qname").drop_nulls().to_list()
+        names = rows.get_column("qname").drop_nulls()
         zone = zone_for(names)
         clients = rows.get_column("client").n_unique()
         evidence = evidence_of(rows, max(2, th.evidence // 2))
@@ -151,10 +164,22 @@ def _above(x: int, n: int, alpha: float) -> bool:
     return n > 0 and x / n >= _USUAL and log10_binom_sf(x, n, _USUAL) < math.log10(alpha)
 
 
-def _cd_retries(sf: pl.DataFrame, t: pl.DataFrame, window_s: float) -> pl.DataFrame:
-    """SERVFAILs whose client asked again with CD=1 within ``window_s`` and got an answer."""
+def _named(rows: pl.DataFrame, th: Thresholds) -> pl.DataFrame:
+    """``rows`` with ``server`` the server key, ``address`` its address, ``client_key`` the
+    client's server key and ``client`` as text."""
+    return rows.with_columns(
+        pl.col("server").cast(pl.String).alias("address"),
+        key_of("server", th).alias("server"),
+        key_of("client", th).alias("client_key"),
+        pl.col("client").cast(pl.String),
+    )
+
+
+def _cd_retries(sf: pl.DataFrame, t: pl.DataFrame, th: Thresholds) -> pl.DataFrame:
+    """SERVFAILs whose client asked again with CD=1 within ``retry_window_s`` and got an answer."""
+    window_s = th.retry_window_s
     retries = t.filter(pl.col("CD") & (pl.col("rcode_name").is_in(["NOERROR", "NXDOMAIN"]))).select(
-        "client", _lower("qname").alias("name_l"), "qtype", pl.col("ts").alias("r_ts")
+        pl.col("client").cast(pl.String), _lower("qname").alias("name_l"), "qtype", pl.col("ts").alias("r_ts")
     )
     if retries.height == 0:
         return sf.head(0).select("query_frame")

@@ -43,7 +43,7 @@ def _finding(
         end=end,
         servers=sorted(set(rows.get_column("server").cast(pl.String).to_list())),
         clients=rows.get_column("client").n_unique(),
-        zone=zone_for(rows.get_column("qname").drop_nulls().to_list()),
+        zone=zone_for(rows.get_column("qname").drop_nulls()),
         count=rows.height,
         summary=summary,
         likely_cause=cause,
@@ -53,22 +53,19 @@ def _finding(
     return for_whom(finding, rows.get_column("client"))
 
 
-def _tables(inp: Inputs) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The transactions and the unpaired responses, with their addresses as strings."""
-    return inp.once(
-        "suspicious tables",
-        lambda: (
-            _strings(inp.transactions, "client", "server", "transport"),
-            _strings(inp.unpaired, "client", "server", "transport"),
-        ),
-    )
+def _flows(inp: Inputs, responses: pl.DataFrame) -> pl.DataFrame:
+    """The transactions on the client ports and IDs of ``responses``, their addresses as text
+    (a few rows: every row's text would cost the whole table)."""
+    ports = responses.select("client_port", "trans_id").unique()
+    t = inp.transactions.join(ports, on=["client_port", "trans_id"], how="semi")
+    return _strings(t, "client", "server", "transport")
 
 
 def _orphans(inp: Inputs) -> pl.DataFrame:
     """Responses with no query, past the capture's first ``timeout`` (whose query may predate it)."""
 
     def make() -> pl.DataFrame:
-        _, u = _tables(inp)
+        u = _strings(inp.unpaired, "client", "server", "transport")
         firsts = [c.first_ts_ns for c in inp.captures if c.first_ts_ns is not None]
         if not (u.height and firsts):
             return u.head(0)
@@ -82,8 +79,8 @@ def _hits(inp: Inputs) -> pl.DataFrame:
     """Orphan responses on the flow and ID of a query of the last ``timeout`` seconds."""
 
     def make() -> pl.DataFrame:
-        t, _ = _tables(inp)
         orphans = _orphans(inp)
+        t = _flows(inp, orphans)
         q = t.select(
             *_FLOW,
             pl.col("server").alias("q_server"),
@@ -195,10 +192,11 @@ def wrong_id_burst_findings(inp: Inputs) -> list[Finding]:
 
 def differing_duplicate_findings(inp: Inputs) -> list[Finding]:
     """A duplicate response that differs from the first answer (RCODE or answer count)."""
-    t, u = _tables(inp)
+    u = _strings(inp.unpaired, "client", "server", "transport")
     dups = u.filter(pl.col("role") == "duplicate_response")
     if dups.height == 0:
         return []
+    t = _flows(inp, dups)
     first = t.filter(pl.col("response_frame").is_not_null()).select(
         *_FLOW,
         "server",
@@ -230,14 +228,12 @@ def differing_duplicate_findings(inp: Inputs) -> list[Finding]:
 
 def nodata_change_findings(inp: Inputs) -> list[Finding]:
     """NOERROR with no answer where the same server answered the same question with records before."""
-    t, _ = _tables(inp)
-    return _nodata_changes(t, inp)
+    return _nodata_changes(inp.transactions, inp)
 
 
 def ttl_drop_findings(inp: Inputs) -> list[Finding]:
     """An authoritative TTL far below the name's usual one."""
-    t, _ = _tables(inp)
-    return _ttl_drops(t, inp)
+    return _ttl_drops(inp.transactions, inp)
 
 
 _TTL_FACTOR = 10  # an authoritative TTL this many times below the name's usual one is suspicious
@@ -253,7 +249,9 @@ def _ttl_drops(t: pl.DataFrame, inp: Inputs) -> list[Finding]:
     aa = t.filter(pl.col("AA").fill_null(False) & (pl.col("rcode") == 0) & pl.col("min_ttl").is_not_null())
     if aa.height == 0:
         return []
-    aa = aa.with_columns(pl.col("qname").str.to_lowercase().alias("name_l"))
+    aa = _strings(aa, "client", "server", "transport").with_columns(
+        pl.col("qname").str.to_lowercase().alias("name_l")
+    )
     usual = aa.group_by(keys).agg(pl.col("min_ttl").median().alias("usual"))
     low = (
         aa.join(usual, on=keys, how="inner")
@@ -280,21 +278,33 @@ def _ttl_drops(t: pl.DataFrame, inp: Inputs) -> list[Finding]:
 
 
 def _nodata_changes(t: pl.DataFrame, inp: Inputs) -> list[Finding]:
-    a = (
+    ok = (pl.col("status") == "answered") & (pl.col("rcode") == 0)
+    keys = ["server", "name_l", "qtype"]  # the server categorical: text only for the rows kept
+    empty = (
         t.select(*_ANSWER, "status", "rcode", "answers")
-        .filter((pl.col("status") == "answered") & (pl.col("rcode") == 0))
-        .with_columns(pl.col("qname").str.to_lowercase().alias("name_l"))
+        .filter(ok & (pl.col("answers") == 0))
+        .drop("status", "rcode", "answers")
     )
-    keys = ["server", "name_l", "qtype"]
-    first_had = a.filter(pl.col("answers") > 0).group_by(keys).agg(pl.col("ts").min().alias("first_had"))
+    if empty.height < inp.thresholds.min_count:  # fewer NODATA answers than a finding needs
+        return []
+    empty = empty.with_columns(pl.col("qname").str.to_lowercase().alias("name_l"))
+    # when each question first had records: per name as written, then per name in lower case
+    # (the names written differently are few: only they are lowered, not every answer's)
+    first_had = (
+        t.select("server", "qname", "qtype", "ts", "status", "rcode", "answers")
+        .filter(ok & (pl.col("answers") > 0))
+        .group_by("server", "qname", "qtype")
+        .agg(pl.col("ts").min().alias("first_had"))
+        .with_columns(pl.col("qname").str.to_lowercase().alias("name_l"))
+        .group_by(keys)
+        .agg(pl.col("first_had").min())
+    )
     changed = (
-        a.filter(pl.col("answers") == 0)
-        .join(first_had, on=keys, how="inner")
-        .filter(pl.col("ts") > pl.col("first_had"))
-        .sort("ts")
+        empty.join(first_had, on=keys, how="inner").filter(pl.col("ts") > pl.col("first_had")).sort("ts")
     )
     if changed.height < inp.thresholds.min_count:
         return []
+    changed = _strings(changed, "client", "server")
     names = changed.get_column("name_l").n_unique()
     return [
         _finding(

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, zone_for, zone_of
+from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, zone_for, zone_keys
 from pcapdns.anomalies.inputs import Inputs
 from pcapdns.anomalies.unanswered import one_direction
 
@@ -117,7 +117,7 @@ def truncation_findings(inp: Inputs) -> list[Finding]:
                 f"does not serve DNS over TCP. Check `dig @{server} NAME TYPE +tcp`{also}"
             )
         evidence = evidence_of(rows, th.evidence, ("response_frame", "r_frame"))
-        names = rows.get_column("qname").drop_nulls().to_list()
+        names = rows.get_column("qname").drop_nulls()
         finding = Finding(
             kind="truncation",
             severity="info" if fine else "warning",
@@ -137,38 +137,36 @@ def truncation_findings(inp: Inputs) -> list[Finding]:
 
 def retry_findings(inp: Inputs) -> list[Finding]:
     th = inp.thresholds
-    t = _key_cols(inp.transactions)
+    keys = ["client", "name_l", "qtype", "qclass"]  # the client stays categorical until the end
+    # The search runs on the keys, times and row numbers only; the columns a chain's finding
+    # reads are gathered for the attempts that were asked again.
+    t = inp.transactions.with_row_index("row")
     # a capture that saw queries only says nothing about their answers: only RCODEs fail there
     lost = (
         pl.lit(False) if one_direction(inp.transactions, inp.unpaired) else pl.col("status") == "unanswered"
     )
-    failed = t.filter((lost | pl.col("rcode_name").is_in(_FAILED)) & ~pl.col("TC").fill_null(False))
+    asked = t.select(
+        "row",
+        "ts",
+        "client",
+        pl.col("qname").str.to_lowercase().alias("name_l"),
+        "qtype",
+        "qclass",
+        ((lost | pl.col("rcode_name").is_in(_FAILED)) & ~pl.col("TC").fill_null(False)).alias("failed"),
+    )
+    failed = asked.filter(pl.col("failed")).drop("failed")
     if failed.height == 0:
         return []
-    keys = ["client", "name_l", "qtype", "qclass"]
-    later = (
-        t.select(
-            *keys,
-            pl.col("row").alias("n_row"),
-            pl.col("ts").alias("n_ts"),
-            pl.col("trans_id").alias("n_id"),
-            pl.col("client_port").alias("n_port"),
-            pl.col("server").alias("n_server"),
-            pl.col("transport").cast(pl.String).alias("n_transport"),
-            pl.col("edns_udp_size").alias("n_edns"),
-            pl.col("status").alias("n_status"),
-            pl.col("rcode_name").alias("n_rcode"),
-            pl.col("query_frame").alias("n_frame"),
-        )
-        .drop_nulls(keys)
-        .sort("n_ts", "n_row")
-    )
+    later = asked.select(*keys, pl.col("row").alias("n_row"), pl.col("ts").alias("n_ts"))
+    # only the questions that failed once can be asked again after a failure
+    later = later.join(failed.select(keys).unique(), on=keys, how="semi", nulls_equal=False)
+    later = later.drop_nulls(keys).sort("n_ts", "n_row")
     # Each failed attempt's next attempt: the first transaction of the same client and question
     # strictly later and at most retry_window_s after it (the lowest row among equal times).  An
     # as-of join finds it by a forward search in time order, one row out per failed row: memory
     # and time near-linear in the transactions, where joining every failed query with every query
     # of its client and name grew with the square of a retry storm.
-    nxt = (
+    pairs = (
         failed.drop_nulls(keys)
         .sort("ts", "row")
         .join_asof(
@@ -183,15 +181,43 @@ def retry_findings(inp: Inputs) -> list[Finding]:
         )
         .filter(pl.col("n_row").is_not_null())
     )
-    if nxt.height == 0:
+    if pairs.height == 0:
         return []
+    first = t[pairs.get_column("row")].select(
+        "ts",
+        "client",
+        "server",
+        "transport",
+        "edns_udp_size",
+        "qname",
+        "qtype",
+        "qclass",
+        "file",
+        "query_frame",
+        "status",
+        "rcode_name",
+    )
+    then = t[pairs.get_column("n_row")].select(
+        pl.col("row").alias("n_row"),
+        pl.col("ts").alias("n_ts"),
+        pl.col("trans_id").alias("n_id"),
+        pl.col("client_port").alias("n_port"),
+        pl.col("server").alias("n_server"),
+        pl.col("transport").cast(pl.String).alias("n_transport"),
+        pl.col("edns_udp_size").alias("n_edns"),
+        pl.col("status").alias("n_status"),
+        pl.col("rcode_name").alias("n_rcode"),
+        pl.col("query_frame").alias("n_frame"),
+    )
+    nxt = pl.concat([pairs.select("row", "name_l"), first, then], how="horizontal")
+    nxt = nxt.with_columns(pl.col("client", "server", "n_server", "rcode_name").cast(pl.String))
     ok = (pl.col("n_status") == "answered") & pl.col("n_rcode").is_in(["NOERROR", "NXDOMAIN"])
     nxt = nxt.with_columns(
         ok.alias("ok"),
         (pl.col("n_server") != pl.col("server")).alias("other_server"),
         (pl.col("edns_udp_size").is_not_null() & pl.col("n_edns").is_null()).alias("edns_dropped"),
         (pl.col("n_transport") != pl.col("transport").cast(pl.String)).alias("changed_transport"),
-        pl.col("qname").map_elements(zone_of, return_dtype=pl.String).alias("zk"),
+        zone_keys(nxt.get_column("qname")).alias("zk"),
     )
     # Only the (client, zone) pairs with enough retries make a finding: thousands of one-retry
     # pairs are left out before the loop, which would gather each of them as a frame of its own.
@@ -199,7 +225,8 @@ def retry_findings(inp: Inputs) -> list[Finding]:
     # A client that also answers others in the capture is a resolver retrying towards the
     # authorities (or its forwarders), not an end host: the text names it so.
     # (answering its own address, as on a loopback capture, is not answering others)
-    serving = t.filter(pl.col("server").cast(pl.String) != pl.col("client").cast(pl.String))
+    # (both columns categorical over one set of categories: equal codes are equal addresses)
+    serving = t.select("server", "client").filter(pl.col("server") != pl.col("client"))
     resolvers = set(serving.get_column("server").cast(pl.String).unique().drop_nulls().to_list()) & set(
         nxt.get_column("client").unique().to_list()
     )
@@ -221,7 +248,7 @@ def retry_findings(inp: Inputs) -> list[Finding]:
         servers = sorted(
             set(rows.get_column("server").to_list()) | set(rows.get_column("n_server").to_list())
         )
-        names = rows.get_column("qname").drop_nulls().to_list()
+        names = rows.get_column("qname").drop_nulls()
         zone = zone_for(names)
         start, end = rows.get_column("ts").min(), rows.get_column("n_ts").max()
         assert isinstance(start, datetime) and isinstance(end, datetime)

@@ -304,16 +304,26 @@ def servers(a: Analysis) -> pl.DataFrame:
 
 
 def top_qnames_by_rcode(a: Analysis, per_rcode: int = 5) -> pl.DataFrame:
-    """The most frequent names per non-NOERROR RCODE."""
-    return a.collect(
+    """The most frequent names per non-NOERROR RCODE (most transactions first, then by name, a
+    missing name first)."""
+    counts = a.collect(
         a.scan()
         .select("rcode_name", "qname")
         .filter(pl.col("rcode_name").is_not_null() & (pl.col("rcode_name") != "NOERROR"))
         .group_by("rcode_name", "qname")
         .len()
+    )
+    # the top of each RCODE picked before sorting: a flood of never-repeating names would
+    # otherwise sort hundreds of thousands of names to show five
+    top = counts.group_by("rcode_name").agg(
+        pl.col("qname", "len").top_k_by(
+            ["len", pl.col("qname").is_not_null(), "qname"], per_rcode, reverse=[False, True, True]
+        )
+    )
+    return (
+        top.explode("qname", "len")
         .sort(["rcode_name", "len", "qname"], descending=[False, True, False])
-        .group_by("rcode_name", maintain_order=True)
-        .head(per_rcode)
+        .select(counts.columns)
     )
 
 
