@@ -169,6 +169,9 @@ class Dissector:
         #: Whether batches of any size take the fast path: once one batch was large enough, its
         #: compiled code is loaded and cheaper than the per-packet path, whatever the size.
         self.compiled = False
+        #: ``MESSAGES`` columns nobody reads in this analysis: the fast path leaves them out of its
+        #: frames instead of building them (the other paths' frames still have them).
+        self.unread: frozenset[str] = frozenset()
 
     # -- batches -----------------------------------------------------------------------------
     def dissect(self, batch: FrameBatch) -> pl.DataFrame:
@@ -539,7 +542,8 @@ class Dissector:
             parts.append(self._part(b, start, length, meta, batch.file_id, names))
         if not parts:
             return pl.DataFrame(schema=MESSAGES)
-        return self._frame(batch.file_id, _ordered(parts), names, encaps)  # the parts are emptied
+        part = _ordered(parts, self.unread)  # the parts are emptied
+        return self._frame(batch.file_id, part, names, encaps)
 
     def _streamed_part(self, streamed: _Streamed, file_id: int, names: list[str]) -> _Part:
         """The messages compiled TCP reassembly cut out of the streams, parsed like the others."""
@@ -640,46 +644,60 @@ class Dissector:
         """The ``MESSAGES`` frame of ``part`` (its columns in row order); ``encaps``: the labels of
         its ``encap`` ids."""
         v = part.values
-        n = len(v["frame"])
+        n = len(v["ts_ns"])
         src = self.addresses.intern_many(v["src_hi"], v["src_lo"])
         dst = self.addresses.intern_many(v["dst_hi"], v["dst_lo"])
-        qname = pl.Series(names or [""], dtype=pl.Categorical).gather(v["name_id"])
-        data = {
-            "file_id": np.full(n, file_id, dtype=np.uint16),
-            "frame": v["frame"],
-            "idx": v["idx"],
+        qname = _categorical(names or [""]).gather(v["name_id"])
+        unread = self.unread
+        made: dict[str, Callable[[], object]] = {  # the columns that take work to make
+            "file_id": lambda: np.full(n, file_id, dtype=np.uint16),
+            "edns_version": lambda: pl.Series(v["edns_version"]),
+            "edns_udp_size": lambda: pl.Series(v["edns_udp_size"]),
+            "ede": lambda: pl.Series(v["ede"]),
+            "min_ttl": lambda: pl.Series(v["min_ttl"]),
+            "encap": lambda: pl.Series(encaps, dtype=pl.Categorical).gather(v["encap"]),
+        }
+        data: dict[str, object] = {
+            "file_id": None,
+            "frame": v.get("frame"),
+            "idx": v.get("idx"),
             "ts_ns": v["ts_ns"],
             "transport": v["transport"],
             "src": src,
             "sport": v["sport"],
             "dst": dst,
             "dport": v["dport"],
-            "size": v["size"],
+            "size": v.get("size"),
             "id": v["id"],
-            "flags": v["flags"],
+            "flags": v.get("flags"),
             "qr": v["qr"],
             "opcode": v["opcode"],
             "rcode": v["rcode"],
             "qdcount": v["qdcount"],
-            "ancount": v["ancount"],
-            "nscount": v["nscount"],
-            "arcount": v["arcount"],
+            "ancount": v.get("ancount"),
+            "nscount": v.get("nscount"),
+            "arcount": v.get("arcount"),
             "qname": qname,
             "qtype": v["qtype"],
             "qclass": v["qclass"],
-            "edns": v["edns"],
-            "edns_version": pl.Series(v["edns_version"]),
-            "edns_udp_size": pl.Series(v["edns_udp_size"]),
-            "do": v["do"],
-            "ede": pl.Series(v["ede"]),
-            "edns_options": v["edns_options"],
-            "min_ttl": pl.Series(v["min_ttl"]),
+            "edns": v.get("edns"),
+            "edns_version": None,
+            "edns_udp_size": None,
+            "do": v.get("do"),
+            "ede": None,
+            "edns_options": v.get("edns_options"),
+            "min_ttl": None,
             "malformed": v["malformed"],
-            "capture_truncated": v["capture_truncated"],
-            "dnstap_type": v["dnstap_type"],
+            "capture_truncated": v.get("capture_truncated"),
+            "dnstap_type": v.get("dnstap_type"),
             "query_ts_ns": v["query_ts_ns"],
-            "encap": pl.Series(encaps, dtype=pl.Categorical).gather(v["encap"]),
+            "encap": None,
         }
+        for c in unread:
+            data.pop(c, None)
+        for c, make in made.items():
+            if c in data:
+                data[c] = make()
         asked = pl.lit(pl.Series(v["has_question"]))
         frame = pl.DataFrame(data)
         data.clear()  # the numpy columns go as soon as the frame holds them (a lower peak)
@@ -691,9 +709,9 @@ class Dissector:
             .then(None)
             .otherwise(pl.col("query_ts_ns"))
             .alias("query_ts_ns"),
-            *_absent_as_null(),
+            *_absent_as_null(frame.columns),
         )
-        if part.ede_lists:  # several Extended DNS Errors in one message: rare, done by hand
+        if part.ede_lists and "ede" in out.columns:  # several EDE codes in one message: rare, by hand
             lists = out.get_column("ede").to_list()
             for r, codes in part.ede_lists.items():
                 lists[r] = codes
@@ -728,7 +746,7 @@ class Dissector:
             "ancount": h.ancount,
             "nscount": h.nscount,
             "arcount": h.arcount,
-            "qname": pl.Series(cols.names, dtype=pl.Categorical).gather(cols.name_id),
+            "qname": _categorical(cols.names).gather(cols.name_id),
             "qtype": h.qtype,
             "qclass": h.qclass,
             "edns": h.edns,
@@ -880,15 +898,20 @@ class _Part:
     ede_lists: dict[int, list[int]]  # rows with several Extended DNS Errors: their codes
 
 
-def _ordered(parts: list[_Part]) -> _Part:
-    """``parts`` as one, rows in (frame, idx) order (each part is nearly in that order already);
-    the parts' columns are moved, not copied: they are left empty."""
+def _ordered(parts: list[_Part], unread: frozenset[str] = frozenset()) -> _Part:
+    """``parts`` as one, rows in (frame, idx) order (each part is nearly in that order already),
+    without the columns ``unread``; the parts' columns are moved, not copied: they are left empty."""
     if len(parts) == 1 and _in_order(parts[0]):
+        for c in unread:
+            parts[0].values.pop(c, None)
         return parts[0]
     keys = np.concatenate([_order_key(p) for p in parts])
     order = np.argsort(keys, kind="stable")  # a merge of sorted runs: linear
     del keys
-    sizes = [len(p.values["frame"]) for p in parts]
+    for p in parts:
+        for c in unread:
+            p.values.pop(c, None)
+    sizes = [len(p.values["ts_ns"]) for p in parts]
     # Column by column, each part's column let go as soon as it is merged: the batch's columns
     # are held about once, not twice, at any time.
     values = {c: np.concatenate([p.values.pop(c) for p in parts])[order] for c in list(parts[0].values)}
@@ -913,11 +936,11 @@ def _in_order(part: _Part) -> bool:
     return len(key) < 2 or not bool((key[1:] < key[:-1]).any())
 
 
-def _absent_as_null() -> list[pl.Expr]:
+def _absent_as_null(columns: list[str] | None = None) -> list[pl.Expr]:
     """The columns built with a placeholder for "absent" (EDNS fields without an OPT record, no
-    TTL, no EDE) turned into their null or empty form."""
+    TTL, no EDE) turned into their null or empty form, those of them in ``columns``."""
     no_opt = ~pl.col("edns")
-    return [
+    exprs = [
         pl.when(no_opt).then(None).otherwise(pl.col("edns_version")).alias("edns_version"),
         pl.when(no_opt).then(None).otherwise(pl.col("edns_udp_size")).alias("edns_udp_size"),
         pl.when(no_opt).then(None).otherwise(pl.col("edns_options")).alias("edns_options"),
@@ -931,6 +954,14 @@ def _absent_as_null() -> list[pl.Expr]:
         .otherwise(pl.lit([], dtype=pl.List(pl.UInt16)))
         .alias("ede"),
     ]
+    return exprs if columns is None else [e for e in exprs if e.meta.output_name() in columns]
+
+
+def _categorical(texts: list[str]) -> pl.Series:
+    """``texts`` as a categorical series: made as strings, then cast (polars makes a categorical
+    from a Python list three to four times slower than it casts the same strings: a batch of
+    the attack mix brings some 60,000 distinct names)."""
+    return pl.Series(texts, dtype=pl.String).cast(pl.Categorical)
 
 
 def _fast_encaps() -> list[str | None]:

@@ -78,13 +78,18 @@ def flow_keys(m: pl.DataFrame, *, compiled: bool = True) -> tuple[U64, U64]:
 def _questions(m: pl.DataFrame, *, compiled: bool = True) -> U64:
     """The question of every message packed into a 64-bit integer: id of the lower-cased name,
     QTYPE, QCLASS.  Names are numbered through a categorical: only the distinct names are
-    lower-cased."""
+    lower-cased, and only those that lower-casing changes are looked up again (a name already
+    in lower case is its own id: the categories are global)."""
     names = m.get_column("qname").cast(pl.Categorical)
     distinct = names.unique().drop_nulls()
-    lower_id = distinct.cast(pl.String).str.to_lowercase().cast(pl.Categorical).to_physical().to_numpy()
     codes = distinct.to_physical().to_numpy()
     lut = np.zeros(int(codes.max()) + 1 if len(codes) else 1, dtype=np.uint64)
-    lut[codes] = lower_id
+    lut[codes] = codes
+    text = distinct.cast(pl.String)
+    lower = text.str.to_lowercase()
+    changed = lower != text
+    if changed.any():
+        lut[codes[changed.to_numpy()]] = lower.filter(changed).cast(pl.Categorical).to_physical().to_numpy()
     physical = names.to_physical()
     pack = _pack_questions if compiled else interpreted(_pack_questions)
     return pack(

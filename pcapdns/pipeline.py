@@ -30,7 +30,7 @@ from pcapdns.stepped import release_memory
 from pcapdns.tables.engine import engine_inputs, issue_counts_frame, issues_frame, query_facts, unpaired
 from pcapdns.tables.names import address_text
 from pcapdns.tables.summary import Analysis, TransactionTotals, add_counts, count_messages
-from pcapdns.tables.transactions import TRANSACTIONS, build_transactions
+from pcapdns.tables.transactions import TRANSACTIONS, build_transactions, transaction_outcomes
 
 Progress = Callable[[CaptureInfo], None]
 # Message columns only the anomaly engine's inputs read (its query facts and unpaired responses):
@@ -44,6 +44,21 @@ ENGINE_ONLY = (
     "edns_version",
     "edns_options",
     "capture_truncated",
+)
+# ... and those the --json summary alone (``summary_only`` without the engine) never reads: it
+# pairs, counts the messages and reads the transactions' statuses and latencies, nothing more.
+SUMMARY_UNREAD = (
+    *ENGINE_ONLY,
+    "file_id",
+    "frame",
+    "flags",
+    "ancount",
+    "edns_udp_size",
+    "do",
+    "ede",
+    "min_ttl",
+    "dnstap_type",
+    "encap",
 )
 
 
@@ -69,8 +84,10 @@ class Options:
     # once.  None: in steps from STEPPED_FROM_BYTES of input (or input of unknown size: compressed
     # or standard input), below which the whole-capture analysis is cheaper in time and memory.
     stepped: bool | None = None
-    # Only the --json summary is read: the stepped analysis aggregates the transactions as they
-    # settle instead of keeping them (Analysis.transaction_totals; the table is left empty).
+    # Only the --json summary is read (without the engine): the stepped analysis aggregates the
+    # transactions as they settle instead of keeping them (Analysis.transaction_totals; the table
+    # is left empty), the whole-capture one keeps only their ``status`` and ``rtt`` columns and
+    # drops the message columns neither pairing nor counting reads (SUMMARY_UNREAD).
     summary_only: bool = False
     step_frames: int = 262144  # ... settling about this many frames at a time
     temp_dir: str | None = None  # where the temporary store goes (None: $TMPDIR)
@@ -175,7 +192,9 @@ def read(
         vxlan_ports=opts.vxlan_ports,
         geneve_ports=opts.geneve_ports,
     )
-    unread = () if opts.anomalies else ENGINE_ONLY  # dropped batch by batch: a lower peak
+    unread = unread_columns(opts)  # dropped batch by batch: a lower peak
+    dissector.unread = frozenset(unread) - {"edns"}  # ... not even made by the fast path (which
+    # nulls the EDNS fields of a message without EDNS by it)
     captures: list[CaptureInfo] = []
     chunks: list[pl.DataFrame] = []
     issues = IssueLog()
@@ -187,7 +206,7 @@ def read(
                 for batch in capture.batches(opts.batch_frames):
                     frame = dissector.dissect(batch)
                     if frame.height:
-                        chunks.append(frame.drop(unread))
+                        chunks.append(frame.drop(unread, strict=False))
                     if progress is not None:
                         progress(capture.info)
                 issues.extend(capture.info.issues)
@@ -199,7 +218,7 @@ def read(
             captures.append(CaptureInfo(file_id, path))
     tail = dissector.finish()
     if tail.height:
-        chunks.append(tail.drop(unread))
+        chunks.append(tail.drop(unread, strict=False))
     issues.extend(dissector.take_issues())
     counters: Counter[str] = Counter(dissector.counters)
     counters.update({f"slow_{k}": v for k, v in dissector.decoder.counters.items()})
@@ -212,6 +231,18 @@ def read(
         counters=counters,
         compiled=dissector.compiled,
     )
+
+
+def summary_only(opts: Options) -> bool:
+    """Whether only the ``--json`` summary is read of the analysis (no engine, no table)."""
+    return opts.summary_only and not opts.anomalies
+
+
+def unread_columns(opts: Options) -> tuple[str, ...]:
+    """The message columns nothing reads in this analysis (dropped as early as they can be)."""
+    if opts.anomalies:
+        return ()
+    return SUMMARY_UNREAD if summary_only(opts) else ENGINE_ONLY
 
 
 @dataclass(slots=True)
@@ -259,7 +290,7 @@ def tabulate(
     messages, halves = decoded.messages, decoded.addresses
     decoded.messages = pl.DataFrame(schema=MESSAGES)
     if not opts.anomalies:  # nothing else reads these (read() drops them already; merge() not)
-        messages = messages.drop(ENGINE_ONLY, strict=False)
+        messages = messages.drop(unread_columns(opts), strict=False)
     timeout_ns = int(opts.timeout_s * 1e9)
     end = max([0, *(c.last_ts_ns for c in captures if c.last_ts_ns is not None)])  # the host's end
     compiled = decoded.compiled or messages.height >= opts.fast_min_frames
@@ -276,7 +307,10 @@ def tabulate(
     facts = unpaired_rows = None
     if opts.anomalies:  # its inputs cost time and memory: only built when the engine runs
         facts, unpaired_rows = query_facts(paired), unpaired(paired.messages, names, addresses)
-    transactions = build_transactions(paired, names, addresses, consume=True)
+    if summary_only(opts):  # the summary reads the statuses and latencies, nothing else
+        transactions = transaction_outcomes(paired)
+    else:
+        transactions = build_transactions(paired, names, addresses, consume=True)
     # Everything else about a message now lives in the transactions table (and the engine's
     # inputs): the messages keep only what the counts read, a few bytes each.
     return Tables(

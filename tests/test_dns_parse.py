@@ -421,3 +421,20 @@ def test_remembered_names_respect_the_region_end() -> None:
     # Over the whole message the pointers are fine, and the memo gives the same answers.
     assert read_name(Cursor(data, 24, None, memo)) == b"\x01q" + data[12:]
     assert read_name(Cursor(data, 24)) == b"\x01q" + data[12:]
+
+
+def test_a_malformed_message_leaves_no_reference_cycle_behind() -> None:
+    """The error a malformation raised inside the parse is kept without its traceback: with it,
+    the parse's frames (and, through them, its callers' frames with all their locals: a whole
+    batch's columns on the fast path's fallback) would live until a full garbage collection."""
+    import gc
+
+    cut = header(qd=1) + QNAME + b"\x00\x01\x00"  # the question's class cut after one byte
+    gc.collect()
+    gc.disable()
+    try:
+        msg = parse_message(cut)
+        assert codes(msg) == [(Malform.QUESTION_TRUNCATED, 12)]
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

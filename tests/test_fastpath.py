@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -110,6 +111,21 @@ def test_a_run_without_the_engine_drops_only_what_the_engine_reads(path: Path) -
     assert_frame_equal(lean.transactions, full.transactions)
     assert_frame_equal(lean.message_counts, full.message_counts)
     assert summary(lean) == summary(full)
+
+
+@pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)
+def test_the_json_summary_alone_reads_the_same_figures_without_the_table(path: Path) -> None:
+    """``analyze --json`` (summary_only, whole capture): the message columns the summary never
+    reads are dropped and the transactions keep only their status and latency; the summary is
+    the full analysis' to the last digit, with one host or several (each paired on its own)."""
+    opts = Options(fast_min_frames=0, stepped=False)
+    lean = analyze([str(path)], replace(opts, anomalies=False, summary_only=True))
+    assert lean.transactions.columns == ["status", "rtt"]
+    assert summary(lean) == summary(analyze([str(path)], opts))
+    two = [str(path), str(path)]
+    hosts = replace(opts, hosts=("a", "b"))
+    lean = analyze(two, replace(hosts, anomalies=False, summary_only=True))
+    assert summary(lean) == summary(analyze(two, hosts))
 
 
 def test_the_transactions_table_is_the_same_when_it_consumes_the_messages() -> None:

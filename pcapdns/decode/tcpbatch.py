@@ -447,34 +447,37 @@ class BatchStreams:
         np.maximum.at(last, direction[alive], alive)
         src = address_bytes(seg.src_hi[first], seg.src_lo[first], seg.v4[first])
         dst = address_bytes(seg.dst_hi[first], seg.dst_lo[first], seg.v4[first])
-        keys: list[FlowKey] = []
-        starting: list[Direction | None] = []
-        pending: dict[int, bytes] = {}
         ups = (direction[first] & 1).tolist()
         sports, dports = seg.sport[first].tolist(), seg.dport[first].tolist()
-        for c, (a, sport, z, dport, up) in enumerate(zip(src, sports, dst, dports, ups, strict=True)):
-            out_key: FlowKey = (file_id, a, sport, z, dport)
-            back_key: FlowKey = (file_id, z, dport, a, sport)
-            for j, key in enumerate((back_key, out_key) if up else (out_key, back_key)):
-                d = flows.get(key)
-                keys.append(key)
-                starting.append(d)
-                if d is None:
-                    continue
-                if d.held or d.skip:
+        ends = list(zip(src, sports, dst, dports, strict=True))
+        outs: list[FlowKey] = [(file_id, a, sport, z, dport) for a, sport, z, dport in ends]
+        backs: list[FlowKey] = [(file_id, z, dport, a, sport) for a, sport, z, dport in ends]
+        # Direction 2c is connection c's from its lower endpoint, 2c + 1 the other way.
+        keys: list[FlowKey] = outs + backs  # the right length; every item replaced below
+        keys[0::2] = [b if up else o for o, b, up in zip(outs, backs, ups, strict=True)]
+        keys[1::2] = [o if up else b for o, b, up in zip(outs, backs, ups, strict=True)]
+        del outs, backs, ends
+        starting: list[Direction | None] = list(map(flows.get, keys)) if flows else [None] * len(keys)
+        pending: dict[int, bytes] = {}
+        for d_id in [i for i, d in enumerate(starting) if d is not None]:  # the few that go on
+            d = starting[d_id]
+            assert d is not None
+            if d.held or d.skip:
+                ok[d_id >> 1] = 0
+                continue
+            row = state[d_id]
+            row[EXISTS] = 1
+            row[NEXT] = -1 if d.next_seq is None else d.next_seq
+            row[SYNSEQ] = -1 if d.syn_seq is None else d.syn_seq
+            row[CLOSED] = int(d.closed)
+            row[MFRAME], row[MTS] = d.msg_frame, d.msg_ts
+            if d.buf:
+                pending[d_id] = bytes(d.buf)
+                room[d_id] += len(d.buf)
+        if avoid:
+            for c, (a, z) in enumerate(zip(src, dst, strict=True)):
+                if (a, z) in avoid or (z, a) in avoid:
                     ok[c] = 0
-                    continue
-                row = state[2 * c + j]
-                row[EXISTS] = 1
-                row[NEXT] = -1 if d.next_seq is None else d.next_seq
-                row[SYNSEQ] = -1 if d.syn_seq is None else d.syn_seq
-                row[CLOSED] = int(d.closed)
-                row[MFRAME], row[MTS] = d.msg_frame, d.msg_ts
-                if d.buf:
-                    pending[2 * c + j] = bytes(d.buf)
-                    room[2 * c + j] += len(d.buf)
-            if avoid and ((a, z) in avoid or (z, a) in avoid):
-                ok[c] = 0
         # A full table pushes out its least recently used flows: the oldest ones are shown to the
         # compiled loop (as many as the batch could push out), which follows the table.
         free = t.max_flows - len(flows)

@@ -283,7 +283,9 @@ def parse_message(data: bytes) -> DnsMessage:
             left = size - cur.pos
             found.append(WireError(Malform.TRAILING_BYTES, cur.pos, f"{left} byte(s) after the last record"))
     except WireError as err:
-        found.append(err)
+        # without its traceback: its frames (and through them every caller's, with their
+        # locals: whole batches of columns) would stay alive in a cycle until a full collection
+        found.append(err.with_traceback(None))
     return DnsMessage(
         ident,
         flags,

@@ -9,11 +9,13 @@ counts are integers.  Conservation holds by construction and is tested::
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 import polars as pl
 
@@ -204,18 +206,26 @@ def _named_counts(df: pl.DataFrame, column: str, namer: Any) -> dict[str, int]:
 
 
 def latency_ms(transactions: pl.DataFrame) -> dict[str, float | int | None]:
-    # select before filtering: filtering the whole table would copy every column of it
-    rtt = transactions.select((pl.col("rtt") * 1000).alias("ms")).drop_nulls()
-    stats: dict[str, float | int | None] = {"count": rtt.height}
-    if rtt.height == 0:
+    """Latency statistics of the ``rtt`` column (seconds; null without a response), in ms.
+
+    The percentiles are polars' ``quantile(q, interpolation="linear")`` of the values, worked
+    out from the two order statistics around ``q * (n - 1)`` found by one partial sort (the same
+    arithmetic, so the same figures; polars sorts once per percentile, several times slower).
+    """
+    ms = (transactions.get_column("rtt") * 1000).drop_nulls().to_numpy()
+    n = len(ms)
+    stats: dict[str, float | int | None] = {"count": n}
+    if n == 0:
         stats.update({"min": None, **{name: None for name, _ in PERCENTILES}, "max": None})
         return stats
-    row = rtt.select(
-        pl.col("ms").min().alias("min"),
-        *[pl.col("ms").quantile(q, interpolation="linear").alias(name) for name, q in PERCENTILES],
-        pl.col("ms").max().alias("max"),
-    ).row(0, named=True)
-    stats.update({k: round(float(v), 3) for k, v in row.items()})
+    ranks = sorted({r for _, q in PERCENTILES for r in (math.floor(q * (n - 1)), math.ceil(q * (n - 1)))})
+    ordered = np.partition(ms, ranks)
+    stats["min"] = round(float(ms.min()), 3)
+    for name, q in PERCENTILES:
+        index = q * (n - 1)
+        below, above = ordered[math.floor(index)], ordered[math.ceil(index)]
+        stats[name] = round(float(below + (above - below) * (index - math.floor(index))), 3)
+    stats["max"] = round(float(ms.max()), 3)
     return stats
 
 
