@@ -25,8 +25,9 @@ from datetime import datetime
 
 import polars as pl
 
-from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, hms, zone_keys
+from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, hms
 from pcapdns.anomalies.inputs import Inputs
+from pcapdns.anomalies.rates import answers
 from pcapdns.anomalies.servers import addresses, keyed, label
 from pcapdns.anomalies.stats import log10_binom_sf, score_of
 
@@ -63,28 +64,35 @@ class _Group:
 
 def persistent_failure_findings(inp: Inputs) -> list[Finding]:
     th = inp.thresholds
-    t = inp.transactions
-    if t.height == 0:
+    a = answers(inp)  # numbered servers and zones, shared with the surge rule
+    if a is None:
         return []
-    width = max(1, int(th.window_s * 1_000_000))
-    answered = t.select(_COLUMNS).filter(pl.col("rcode_name").is_not_null())
-    if answered.height == 0:
+    ans = a.narrow
+    rc = pl.col("rcode_name")
+    failing_all = ans.filter(rc.is_in(FAILING)).height
+    if failing_all < th.min_count:
         return []
-    names = answered.get_column("qname").drop_nulls().unique()
-    zones = pl.DataFrame({"qname": names, "zone_key": zone_keys(names)})
-    answered = keyed(answered.join(zones, on="qname", how="left"), th).with_columns(
-        pl.col("zone_key").fill_null("."),
-        (pl.col("ts").dt.epoch("us") // width).alias("w"),
-        pl.col("rcode_name").cast(pl.String).alias("rc"),
+    w = ans.get_column("w")
+    first_w, last_w = int(w.min()), int(w.max())  # type: ignore[arg-type]
+    short = last_w - first_w + 1 < _SHORT_WINDOWS
+    total = ans.height
+    # Only groups where a failing RCODE holds half of the answers can make a finding: they are
+    # found from cheap counts first, and the first-window test runs over their answers alone.
+    n_server = ans.group_by("server").len("n")
+    n_pair = ans.group_by("server", "zone_key").len("n")
+    failing = ans.filter(rc.is_in(FAILING))
+    x_server = failing.group_by("server", "rcode_name").len("x").join(n_server, on="server")
+    x_pair = (
+        failing.group_by("server", "zone_key", "rcode_name").len("x").join(n_pair, on=["server", "zone_key"])
     )
-    w = answered.get_column("w")
-    short = int(w.max()) - int(w.min()) + 1 < _SHORT_WINDOWS  # type: ignore[arg-type,operator]
-    total, failing_all = answered.height, answered.filter(pl.col("rc").is_in(FAILING)).height
-    opening = int(w.min()) + 1  # type: ignore[arg-type]
-    by_server = _shares(answered, ["server"], opening)
-    by_zone = _shares(answered, ["zone_key"], opening)
-    by_pair = _shares(answered, ["server", "zone_key"], opening)
-    tests = (by_server.height + by_zone.height + by_pair.height) * len(FAILING)
+    servers_in = x_server.filter(pl.col("x") >= _SHARE * pl.col("n")).get_column("server").unique()
+    pairs_in = x_pair.filter(pl.col("x") >= _SHARE * pl.col("n")).select("server", "zone_key").unique()
+    by_server = _shares(ans.filter(pl.col("server").is_in(servers_in.implode())), ["server"], first_w + 1)
+    by_pair = _shares(
+        ans.join(pairs_in, on=["server", "zone_key"], how="semi"), ["server", "zone_key"], first_w + 1
+    )
+    zones_asked = n_pair.get_column("zone_key").n_unique()
+    tests = (n_server.height + zones_asked + n_pair.height) * len(FAILING)
     limit = math.log10(th.alpha) - math.log10(max(1, tests))
 
     def test(x: int, n: int) -> float | None:
@@ -95,55 +103,63 @@ def persistent_failure_findings(inp: Inputs) -> list[Finding]:
         log10p = log10_binom_sf(x, n, usual)
         return log10p if log10p < limit else None
 
-    groups: list[_Group] = []
-    rc = pl.col("rc")
+    found: list[tuple[str, list[int], int | None, int, int, int, float]] = []
     for rcode in FAILING:
         fails = (pl.col(rcode) >= _SHARE * pl.col("n")) & pl.col(f"{rcode}_first")
         # a server failing over several zones: one finding for the server
-        wide: list[str] = []
-        for r in by_server.filter(pl.col(rcode) > 0).iter_rows(named=True):
-            x, n, server = int(r[rcode]), int(r["n"]), str(r["server"])
+        wide: list[int] = []
+        for r in by_server.filter(pl.col(rcode) >= th.min_count).iter_rows(named=True):
+            x, n, server = int(r[rcode]), int(r["n"]), int(r["server"])
             zones_failing = by_pair.filter((pl.col("server") == server) & fails).height
             log10p = test(x, n)
             if log10p is None or not r[f"{rcode}_first"] or zones_failing < _WIDE_ZONES:
                 continue
-            rows = answered.filter((pl.col("server") == server) & (rc == rcode))
-            groups.append(_Group(rcode, [server], None, zones_failing, x, n, log10p, rows))
+            found.append((rcode, [server], None, zones_failing, x, n, log10p))
             wide.append(server)
         # a zone failing at the other servers asked for it: those that fail it are named (all of
         # them: the zone is broken; some: they are lame for it), tested on their own answers
-        pairs = by_pair.filter(~pl.col("server").is_in(wide) & (pl.col(rcode) > 0))
-        for (zone,), failing in pairs.filter(fails).group_by("zone_key", maintain_order=True):
+        pairs = by_pair.filter(~pl.col("server").is_in(wide) & (pl.col(rcode) > 0) & fails)
+        for (zone,), failing in pairs.group_by("zone_key", maintain_order=True):
             x, n = int(failing.get_column(rcode).sum()), int(failing.get_column("n").sum())
             log10p = test(x, n)
-            if log10p is None:
-                continue
-            servers = sorted(str(s) for s in failing.get_column("server").to_list())
-            rows = answered.filter(
-                pl.col("server").is_in(servers) & (pl.col("zone_key") == zone) & (rc == rcode)
-            )
-            groups.append(_Group(rcode, servers, str(zone), 1, x, n, log10p, rows))
-    if short:
+            if log10p is not None:
+                servers = sorted(int(s) for s in failing.get_column("server").to_list())
+                found.append((rcode, servers, int(zone), 1, x, n, log10p))  # type: ignore[arg-type]
+    if short and found:
         # the surge rule's absolute test for a capture too short for a baseline: a window with
         # 2 x min_count failing answers, a fifth of its answers; those failures are its surges
-        surging = (
-            answered.filter(rc.is_in(("SERVFAIL", "REFUSED", "NOTIMP")))
-            .group_by("server", "rc", "w")
-            .agg(pl.len().alias("x"))
-            .join(answered.group_by("server", "w").agg(pl.len().alias("n")), on=["server", "w"])
-            .filter((pl.col("x") >= 2 * th.min_count) & (pl.col("x") >= 0.2 * pl.col("n")))
+        per = ans.group_by("server", "w").agg(
+            pl.len().alias("n"), *[(rc == name).sum().alias(name) for name in FAILING]
         )
-        seen = {(str(a), str(b)) for a, b in surging.select("rc", "server").iter_rows()}
-        groups = [g for g in groups if not any((g.rcode, s) in seen for s in g.servers)]
-    groups.sort(key=lambda g: (-g.x, g.rcode, g.servers, g.zone or ""))
-    return [_finding(g, tests, inp) for g in groups[:_MOST]]
+        seen = {
+            (name, int(server))
+            for name in FAILING
+            for (server,) in per.filter(
+                (pl.col(name) >= 2 * th.min_count) & (pl.col(name) >= 0.2 * pl.col("n"))
+            )
+            .select("server")
+            .iter_rows()
+        }
+        found = [f for f in found if not any((f[0], s) in seen for s in f[1])]
+    found.sort(
+        key=lambda f: (-f[4], f[0], [a.servers[s] for s in f[1]], "" if f[2] is None else a.zones[f[2]])
+    )
+    out = []
+    for rcode, servers, zone, zones, x, n, log10p in found[:_MOST]:
+        mine = pl.col("server").is_in(servers) & (rc == rcode)
+        narrow = ans.filter(mine if zone is None else mine & (pl.col("zone_key") == zone))
+        rows = keyed(inp.transactions[narrow.get_column("row")].select(_COLUMNS), th)
+        names = [a.servers[s] for s in servers]
+        group = _Group(rcode, names, None if zone is None else a.zones[zone], zones, x, n, log10p, rows)
+        out.append(_finding(group, tests, inp))
+    return out
 
 
 def _shares(answered: pl.DataFrame, keys: list[str], opening: int) -> pl.DataFrame:
     """Per group: its answers ``n``, each failing RCODE's count, and whether that RCODE made at
     least half of the answers in the group's first window, which is one of the capture's first
     two (``RCODE_first``): a group first seen later has no "before" to tell a surge from."""
-    rc = pl.col("rc")
+    rc = pl.col("rcode_name")
     first = pl.col("w") == pl.col("w").min()
     early = pl.col("w").min() <= opening
     return answered.group_by(keys).agg(

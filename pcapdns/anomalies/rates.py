@@ -148,6 +148,12 @@ class _Answers:
         return keyed(self.inp.transactions[narrow.get_column("row")].select(_COLUMNS), self.inp.thresholds)
 
 
+def answers(inp: Inputs) -> _Answers | None:
+    """The answers numbered by server and zone (:class:`_Answers`), made once per run: the surge
+    and persistent-failure rules count the same ones."""
+    return inp.once("answers", lambda: _answers(inp))
+
+
 def _answers(inp: Inputs) -> _Answers | None:
     t = inp.transactions.select("ts", "server", "rcode_name", "qname").with_row_index("row")
     answered = _windowed(t.filter(pl.col("rcode_name").is_not_null()), inp.thresholds.window_s)
@@ -176,7 +182,7 @@ def _answers(inp: Inputs) -> _Answers | None:
 
 def surge_findings(inp: Inputs) -> list[Finding]:
     th = inp.thresholds
-    a = _answers(inp)
+    a = answers(inp)
     if a is None:
         return []
     answered = a.narrow

@@ -64,8 +64,11 @@ def detect(inputs: Inputs, step: Callable[[str], None] | None = None) -> pl.Data
     not asked."""
     t = inputs.transactions
     if t.height and "server" in t.columns:
-        unicast = t.filter(~multicast(pl.col("server")))
-        if unicast.height < t.height:
+        # tested on the distinct addresses, not on every row's text
+        servers = t.get_column("server").unique().drop_nulls().to_frame("a")
+        groups = servers.filter(multicast(pl.col("a"))).get_column("a")
+        if groups.len():
+            unicast = t.filter(~pl.col("server").is_in(groups.implode()))
             inputs = dataclasses.replace(inputs, transactions=unicast, shared={})
     findings: list[Finding] = []
     for rule in RULES:
