@@ -394,7 +394,7 @@ class Summary:
         return "\n".join(lines)
 
 
-def fuzz(  # noqa: PLR0913 - the run's settings
+def fuzz(
     seed: int,
     inputs: range,
     limits: Limits,
@@ -439,7 +439,7 @@ def fuzz(  # noqa: PLR0913 - the run's settings
     return summary
 
 
-def _save(  # noqa: PLR0913
+def _save(
     case: Case, outcome: Outcome, seed: int, out: Path, limits: Limits, tmp: Path, budget: int
 ) -> None:
     """``case`` minimised (while it fails the same way) and kept in ``out`` with what failed."""
