@@ -106,9 +106,9 @@ def build_core(out: Path, target_cpu: str = "") -> Path:
     for name in compiled_modules():
         importlib.import_module(name)
     # Helpers become numba dispatchers, which the exported entry points call.
-    jit._backend = "jit"  # noqa: SLF001
-    for func in jit._registered:  # noqa: SLF001
-        func.__globals__[func.__name__] = jit._jit_compile(func)  # noqa: SLF001
+    jit._backend = "jit"
+    for func in jit._registered:
+        func.__globals__[func.__name__] = jit._jit_compile(func)
     sources = kernel_sources()
     target = out / jit.CORE_PACKAGE
     out.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ generated, and require the same roles and links.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -159,6 +159,18 @@ def _pack_questions(
     return question
 
 
+class Matched(NamedTuple):
+    """What :func:`_match` finds: per message its role and transaction, per transaction its link
+    (in the order transactions close)."""
+
+    role: npt.NDArray[np.uint8]  # per message: its code in ROLES
+    txn: I32  # per message: the row of its transaction's first query, -1 for none
+    query: I32  # per transaction: the row of its first query
+    response: I32  # per transaction: the row of its response, -1 for none
+    status: npt.NDArray[np.uint8]  # per transaction: its code in STATUSES
+    retransmissions: I32  # per transaction: how many times its query was sent again
+
+
 def pair(messages: pl.DataFrame, timeout_ns: int, capture_end_ns: int, *, vectorized: bool = True) -> Paired:
     """Pair ``messages`` (schema ``MESSAGES``); ``capture_end_ns`` is the last frame's time.
 
@@ -179,25 +191,30 @@ def pair(messages: pl.DataFrame, timeout_ns: int, capture_end_ns: int, *, vector
     if vectorized:
         flow, flows = keytable.numbered(flow_a, flow_b)
         del flow_a, flow_b  # 16 bytes a message: the flows' numbers stand for them
-        role, txn, lq, lr, lstatus, lretx = _match(
-            ts, is_resp, flow, flows, question, timeout_ns, capture_end_ns
-        )
+        matched = Matched._make(_match(ts, is_resp, flow, flows, question, timeout_ns, capture_end_ns))
         del flow, question
+        role, txn = matched.role, matched.txn
         # Links in query order (the transactions table's order): query ids are distinct row
         # numbers, so a scatter sorts them, no comparison sort needed.
         at = np.full(n, -1, dtype=np.int64)
-        at[lq] = np.arange(len(lq))
+        at[matched.query] = np.arange(len(matched.query))
         by_query = at[at >= 0]
         del at
-        lq, lr, lstatus, lretx = lq[by_query], lr[by_query], lstatus[by_query], lretx[by_query]
+        matched = matched._replace(
+            query=matched.query[by_query],
+            response=matched.response[by_query],
+            status=matched.status[by_query],
+            retransmissions=matched.retransmissions[by_query],
+        )
         links = pl.DataFrame(
             {
-                "query_mi": pl.Series(lq, dtype=pl.UInt32).set_sorted(),
-                "response_mi": pl.Series(lr).cast(pl.UInt32, strict=False),  # -1: none
-                "status": pl.Series(list(STATUSES), dtype=STATUS).gather(lstatus.astype(np.uint32)),
-                "retransmissions": pl.Series(lretx, dtype=pl.UInt32),
+                "query_mi": pl.Series(matched.query, dtype=pl.UInt32).set_sorted(),
+                "response_mi": pl.Series(matched.response).cast(pl.UInt32, strict=False),  # -1: none
+                "status": pl.Series(list(STATUSES), dtype=STATUS).gather(matched.status.astype(np.uint32)),
+                "retransmissions": pl.Series(matched.retransmissions, dtype=pl.UInt32),
             }
         )
+        del matched
     else:
         role = np.zeros(n, dtype=np.uint8)
         txn = np.full(n, -1, dtype=np.int64)
@@ -224,7 +241,8 @@ def pair(messages: pl.DataFrame, timeout_ns: int, capture_end_ns: int, *, vector
 def _match(
     ts: I64, is_resp: Mask, flow: npt.NDArray[np.uint32], flows: Int, q: U64, timeout: Int, end: Int
 ) -> tuple[npt.NDArray[np.uint8], I32, I32, I32, npt.NDArray[np.uint8], I32]:
-    """:class:`_Matcher`, compiled: the same rules, over every message in time order.
+    """:class:`_Matcher`, compiled: the same rules, over every message in time order; returns
+    :class:`Matched`'s fields, in order (compiled code returns a plain tuple).
 
     ``flow`` numbers each message's flow (client, server, ports, transport, ID), ``0 .. flows-1``
     (:func:`pcapdns.keytable.numbered`).  Per flow, the

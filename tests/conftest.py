@@ -88,3 +88,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         else:
             skip = pytest.mark.skip(reason=corpus_missing_reason())
             metafunc.parametrize(name, [pytest.param(None, marks=skip)], ids=["no-corpus"])
+
+
+# The files that cost most run first: each runs whole on one worker (``--dist loadfile``), so one
+# started last would leave the other workers idle while it finishes.
+FIRST = ("tests/test_jit.py", "tests/test_parallel.py", "tests/test_live.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::")[0]
+        return FIRST.index(path) if path in FIRST else len(FIRST)
+
+    items.sort(key=rank)  # stable: the order within each file, and of the other files, is kept

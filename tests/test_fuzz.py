@@ -15,6 +15,7 @@ from fuzz.run import make_case
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
 def _harness(tmp_path: Path, *args: str) -> dict:
     summary = tmp_path / "summary.json"
     subprocess.run(

@@ -118,7 +118,17 @@ def warmed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 @pytest.fixture(scope="module")
 def built_core(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A directory holding ``_pcapdns_core`` built from these sources, as the build hook does."""
+    """A directory holding ``_pcapdns_core`` built from these sources, as the build hook does.
+
+    When the installed core was built from these sources (``pip install .`` ran the build hook,
+    :func:`pcapdns.buildcore.build_core`, on them: a fresh clone, .ci/run), that is the one: building
+    it again here would prove nothing more and cost a minute.  Otherwise (an edited checkout) it is
+    built here with ``python -m pcapdns.buildcore DIR``.
+    """
+    if not INSTALLED_CORE:
+        spec = importlib.util.find_spec(jit.CORE_PACKAGE)
+        assert spec is not None and spec.submodule_search_locations
+        return Path(next(iter(spec.submodule_search_locations))).parent
     out = tmp_path_factory.mktemp("core")
     proc = subprocess.run(
         [sys.executable, "-c", BUILD, str(out)], capture_output=True, text=True, timeout=900, check=False
@@ -200,7 +210,7 @@ def test_arguments_are_checked_at_the_core_boundary() -> None:
         return a, n
 
     spec = [["array", "uint64", 1, True], ["scalar", "int"]]
-    call = jit._checked(lambda *args: args, spec, kernel)  # noqa: SLF001
+    call = jit._checked(lambda *args: args, spec, kernel)
     strided = np.arange(8, dtype=np.uint64)[::2]
     a, n = call(strided, np.int64(3))
     assert a.flags.c_contiguous and a.tolist() == [0, 2, 4, 6] and type(n) is int and n == 3
@@ -253,10 +263,11 @@ def test_buildcore_compiles_everything_an_analysis_calls_into_the_cache(warmed: 
 def test_an_unwritable_cache_is_said_once_and_gives_the_same_analysis(
     warmed: tuple[Path, str], tmp_path: Path
 ) -> None:
-    cached, _ = _run(warmed[0], *FILES)
+    # one capture: what is compiled for the run only is compiled the same way whatever the input
+    cached, _ = _run(warmed[0], FILES[0])
     blocked = tmp_path / "not-a-directory"
     blocked.write_text("a file where the cache directory would go\n")
-    fresh, err = _run(blocked, *FILES)
+    fresh, err = _run(blocked, FILES[0])
     assert fresh["backend"] == "jit"
     assert "cannot be kept in" in str(fresh["problem"])
     notes = [line for line in err.splitlines() if line.startswith("WARNING pcapdns.jit:")]
@@ -271,7 +282,7 @@ def test_the_modules_with_compiled_code_are_found_not_listed() -> None:
     for name in found:
         __import__(name)
     # every module holding a registered function is one buildcore finds (so it compiles it)
-    assert {f.__module__ for f in jit._registered} <= set(found)  # noqa: SLF001
+    assert {f.__module__ for f in jit._registered} <= set(found)
     assert {f.__module__ for f in jit.entry_points()} == set(found)
     for f in jit.entry_points():
         args, ret = numba_sigutils.normalize_signature(jit.signature(f))
@@ -303,7 +314,7 @@ def test_stale_cache_directories_of_other_versions_are_removed(tmp_path: Path) -
     long_ago = os.stat(tmp_path).st_mtime - (jit.STALE_DAYS + 1) * 86400
     os.utime(current, (long_ago, long_ago))  # the one in use stays whatever its age
     os.utime(old, (long_ago, long_ago))
-    jit._drop_stale(current)  # noqa: SLF001
+    jit._drop_stale(current)
     assert current.exists() and recent.exists() and not old.exists()
 
 

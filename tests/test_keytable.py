@@ -81,7 +81,8 @@ def test_many_keys_are_numbered_as_a_dict_numbers_them(distinct: int) -> None:
         [t.intern_many(hi[k : k + 65_536], lo[k : k + 65_536]) for k in range(0, len(hi), 65_536)]
     )
     assert got.tolist() == want  # batch after batch: one numbering
-    assert t.keys == sorted(set(t.keys), key=t.keys.index)
+    # the keys, each once, in order of first occurrence (ids are positions in it)
+    assert t.keys == list(dict.fromkeys(zip(hi.tolist(), lo.tolist(), strict=True)))
 
 
 def test_the_per_key_and_the_per_batch_paths_are_one_numbering() -> None:

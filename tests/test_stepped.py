@@ -209,10 +209,10 @@ def test_sigterm_removes_the_store(make_capture: object, tmp_path: Path) -> None
             assert run.poll() is None, run.communicate()
             time.sleep(0.01)  # polling, not a timing assertion
         run.send_signal(signal.SIGTERM)
-        out, _ = run.communicate(timeout=120)
+        out, err = run.communicate(timeout=120)
     finally:
         run.kill()
-    assert run.returncode == 128 + signal.SIGTERM
+    assert run.returncode == 128 + signal.SIGTERM, err.decode(errors="replace")
     assert out == b""
     assert list(temp.iterdir()) == []
 

@@ -57,7 +57,7 @@ def _rel(seq: Int, base: Int) -> Int:
 
 
 @jit
-def _cut(  # noqa: PLR0913 - one direction's stream and where its messages go
+def _cut(  # one direction's stream and where its messages go
     arena: U8,
     st: I64,
     d: Int,
@@ -91,7 +91,7 @@ def _cut(  # noqa: PLR0913 - one direction's stream and where its messages go
     "Tuple((i8[:, :], i8, i8[:], i8))(u1[:], i8[:], i8[:], i8[:], i8[:], i8[:], i8[:], i8[:], i8[:, :],"
     " u1[:], u1[:], i8, i8[:], u1[:], i8)"
 )
-def reassemble(  # noqa: PLR0913, PLR0912, PLR0915 - the segments' columns, one argument each
+def reassemble(  # the segments' columns, one argument each
     b: U8,
     direction: I64,
     seq: I64,

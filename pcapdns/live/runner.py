@@ -95,7 +95,7 @@ class Runner:
                     self.queue.put_nowait(batch)
                 except queue.Full:
                     self.queue_drops += len(batch)
-        except BaseException as exc:  # noqa: BLE001 - handed to the analysis thread, which raises it
+        except BaseException as exc:  # handed to the analysis thread, which raises it
             self._error = exc
             self._stop.set()
 

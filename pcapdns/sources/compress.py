@@ -26,7 +26,6 @@ PEEK = 8  # enough for every magic above and for the pcap/pcapng magics
 PIECE = 1 << 20  # most bytes asked of a stream per read (read1 allocates what is asked for)
 
 
-
 class ZstdDataError(Exception):
     """Corrupt zstd data: zstandard's own error, re-raised so that zstandard loads for zstd input only."""
 

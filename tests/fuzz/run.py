@@ -332,7 +332,7 @@ def live(path: str) -> int:
     except PcapdnsError as e:
         sys.stderr.write(f"pcapdns: error: {e.message}\n")
         return int(e.exit_status)
-    except Exception:  # noqa: BLE001 - a bug: shown as the command line would with --debug
+    except Exception:
         traceback.print_exc()
         return 1
     return 0
@@ -670,7 +670,7 @@ class Summary:
         return "\n".join(lines)
 
 
-def fuzz(  # noqa: PLR0913 - the run's settings
+def fuzz(
     seed: int,
     inputs: range,
     limits: Limits,
@@ -767,7 +767,7 @@ def _differences(a: Outcome, b: Outcome, a_dir: Path, b_dir: Path) -> list[str]:
     return found
 
 
-def _save(  # noqa: PLR0913
+def _save(
     case: Case, outcome: Outcome, seed: int, out: Path, limits: Limits, tmp: Path, budget: int
 ) -> None:
     """``case`` minimised (while it fails the same way) and kept in ``out`` with what failed."""
