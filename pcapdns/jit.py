@@ -302,6 +302,8 @@ def _jit_compile(func: Callable[..., Any]) -> Any:
     cache = getattr(dispatcher, "_cache", None)
     if cache is not None and hasattr(cache, "save_overload"):
         cache.save_overload = _never_fails(cache.save_overload)
+    if cache is not None and hasattr(cache, "load_overload"):
+        cache.load_overload = _never_fails(cache.load_overload)
     return dispatcher
 
 
@@ -327,16 +329,17 @@ def _cached(dispatcher: Any) -> bool:
 
 
 def _never_fails(save: Callable[..., Any]) -> Callable[..., Any]:
-    """The on-disk cache is a speed-up, not a duty: a cache that stops being writable mid-run (a
-    full disk, ``pcapdns live`` once it has dropped root) leaves the freshly compiled code in
-    memory, used as usual, instead of failing."""
+    """The on-disk cache is a speed-up, not a duty: a cache that stops being writable or readable
+    mid-run (a full disk, ``pcapdns live`` once it has dropped root and cannot read root's cache)
+    leaves the code compiled in memory, used as usual, instead of failing (a load that fails is a
+    cache miss: None)."""
 
     @functools.wraps(save)
-    def save_or_skip(*args: Any) -> None:
+    def save_or_skip(*args: Any) -> Any:
         try:
-            save(*args)
+            return save(*args)
         except OSError:
-            pass
+            return None
 
     return save_or_skip
 

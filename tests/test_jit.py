@@ -161,7 +161,10 @@ def test_the_installed_core_is_used_when_it_was_built_from_these_sources(tmp_pat
     assert INSTALLED_CORE == ""
     code = "import sys; from pcapdns import jit; jit.load(); print(jit.backend(), 'numba' in sys.modules)"
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(tmp_path, PCAPDNS_COMPILED=""),
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=_env(tmp_path, PCAPDNS_COMPILED=""),
         check=True,
     )
     assert out.stdout.split() == ["core", "False"], out.stderr
@@ -346,3 +349,24 @@ def test_the_path_a_small_capture_takes_does_not_depend_on_what_ran_before() -> 
     fast = pipeline.read(files, pipeline.Options(fast_min_frames=0))
     assert fast.compiled and fast.counters["fast_frames"] > 0
     assert fast.messages.height == again.messages.height
+
+
+def test_a_cache_that_cannot_be_read_is_a_miss_not_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # live drops root before its first compilation; root's cache is then unreadable to it.  An
+    # index that cannot be opened (here a directory in its place, which no user can read as a
+    # file) must not fail the compilation: the code is compiled in memory and used.
+    module = tmp_path / "cachedkernel.py"
+    module.write_text("def twice(x):\n    return 2 * x\n")
+    spec = importlib.util.spec_from_file_location("cachedkernel", module)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(jit, "_cache", tmp_path / "cache")
+    (tmp_path / "cache").mkdir()
+    dispatcher = jit._jit_compile(mod.twice)
+    index = Path(dispatcher._cache._cache_file._index_path)
+    index.parent.mkdir(parents=True, exist_ok=True)
+    index.mkdir()
+    assert dispatcher(21) == 42
