@@ -163,6 +163,7 @@ class Dissector:
         self._malformed_frames: list[pl.DataFrame] = []  # the columnar parser's, a batch at a time
         self._issues = IssueLog()  # found here (dnstap, frames settled in bulk), not by the decoder
         # Makes the issues of the frames settled in bulk (never holds state: none of them is kept).
+        self._last_one_by_one = -1  # the batch's last frame the per-packet decoder saw
         self._probe = Decoder(
             self.ports, vxlan_ports=self.decoder.vxlan_ports, geneve_ports=self.decoder.geneve_ports
         )
@@ -196,8 +197,16 @@ class Dissector:
         self.counters["fast_frames"] += len(fast)
         settled = self._undecodable(batch, np.flatnonzero(l4.verdict == SLOW))
         stateful = np.flatnonzero(((l4.verdict == SLOW) & ~settled) | (l4.verdict == TCP))
+        self._last_one_by_one = -1
         payloads, streamed = self._stateful(batch, l4, stateful) if len(stateful) else ([], None)
+        self._passed(batch, self._last_one_by_one + 1, len(batch))
         return self._messages(batch, l4, fast, payloads, streamed)
+
+    def _passed(self, batch: FrameBatch, start: int, stop: int) -> None:
+        """Frames ``start:stop`` of ``batch`` went by without the per-packet decoder: their latest
+        time still gives up the fragments it holds that timed out, as each frame would have there."""
+        if stop > start and self.decoder.waiting_fragments:
+            self.decoder.passed(int(batch.ts_ns[start:stop].max()))
 
     def _undecodable(self, batch: FrameBatch, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
         """Settle in bulk the frames ``rows`` whose first headers alone decide that they carry no
@@ -433,14 +442,19 @@ class Dissector:
         )  # fmt: skip
         segment, decode = self.decoder.segment, self.decoder.decode
         out: list[Payload] = []
-        for k, (frame, ts, sport, dport, seq, flags, off, size, start, caplen, lt, wirelen) in enumerate(
-            zip(*(c.tolist() for c in columns), strict=True)
+        previous = self._last_one_by_one
+        for k, (row, frame, ts, sport, dport, seq, flags, off, size, start, caplen, lt, wirelen) in enumerate(
+            zip(rows.tolist(), *(c.tolist() for c in columns), strict=True)
         ):
+            if row > previous + 1:  # frames settled elsewhere since the last one decoded here
+                self._passed(batch, previous + 1, row)
+            previous = row
             if is_tcp[k]:
                 data = buf[off : off + size] if size else b""
                 out += segment(fid, frame, ts, src[k], sport, dst[k], dport, seq, flags, data)
             else:
                 out += decode(fid, frame, ts, lt, buf[start : start + caplen], wirelen)
+        self._last_one_by_one = previous
         return out
 
     def _streamed(

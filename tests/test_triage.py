@@ -241,16 +241,11 @@ def test_a_flood_of_fragments_that_never_complete_drops_the_oldest_in_order() ->
     assert decoder.counters["frames"] == decoder.counters["ip_fragments"] == n
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: a frame settled in bulk does not move the fragment reassembler's clock, as the "
-    "per-packet decoder's every frame does (found by the fuzzing harness, seed 1 input 12048)",
-)
 def test_a_settled_frame_later_than_the_fragments_times_them_out_on_both_paths(tmp_path: Path) -> None:
     # The first fragment of a datagram, a frame without DNS an hour later (settled in bulk on the
     # fast path), then the datagram's second fragment with a time before it: the per-packet
     # decoder gives the first fragment up at the late frame (timed out) and waits for the rest of
-    # a new datagram; the fast path joins the two fragments.
+    # a new datagram; the fast path must too (found by the fuzzing harness, seed 1 input 12048).
     import dnsbuild as d
 
     message = d.message([d.question(d.name("www.example.com"), 1)], ident=1, flags=0x8180)

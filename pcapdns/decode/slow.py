@@ -250,6 +250,18 @@ class Decoder:
         self.counters["dns_payloads"] += len(out)
         return out
 
+    @property
+    def waiting_fragments(self) -> bool:
+        """Whether IP fragments wait for the rest of their datagram."""
+        return bool(self._defrag.pending)
+
+    def passed(self, now_ns: int) -> None:
+        """What a frame at ``now_ns`` that this decoder never sees (settled in bulk elsewhere) does
+        to the fragments waiting here, as every frame it decodes does: those waiting since before
+        ``now_ns`` by more than the timeout are given up."""
+        if self._defrag.pending:
+            self._give_up(self._defrag.expired(now_ns), IssueReason.FRAGMENT_INCOMPLETE, "timed out")
+
     def segments_taken(self, segments: int, messages: int, last_ts_ns: int) -> None:
         """What :meth:`segment` counts, for ``segments`` segments that :attr:`tcp_batch` took (with
         the ``messages`` they completed); fragments waiting since before ``last_ts_ns`` by more
