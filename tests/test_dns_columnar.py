@@ -307,7 +307,7 @@ def test_randomly_broken_messages_are_named_alike() -> None:
 def test_corpus_messages_and_their_broken_copies_are_named_alike(corpus_captures: list[Path]) -> None:
     if not corpus_captures:
         pytest.skip("no corpus (PCAPDNS_CORPUS)")
-    from test_dns_differential import udp53_payloads
+    from corpusread import udp53_payloads
 
     real = [m for p in corpus_captures for m in udp53_payloads(p) if len(m) >= 12]
     rng = random.Random(5)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import polars as pl
 
@@ -75,6 +75,9 @@ def persistent_failure_findings(inp: Inputs) -> list[Finding]:
     w = ans.get_column("w")
     first_w, last_w = int(w.min()), int(w.max())  # type: ignore[arg-type]
     short = last_w - first_w + 1 < _SHORT_WINDOWS
+    # a group must be seen within one window of the capture's first answer: one first seen later
+    # has no "before" to tell a failure that was always there from one that began
+    opening = _t(ans.get_column("ts").min()) + timedelta(seconds=th.window_s)
     total = ans.height
     # Only groups where a failing RCODE holds half of the answers can make a finding: they are
     # found from cheap counts first, and the first-window test runs over their answers alone.
@@ -87,9 +90,9 @@ def persistent_failure_findings(inp: Inputs) -> list[Finding]:
     )
     servers_in = x_server.filter(pl.col("x") >= _SHARE * pl.col("n")).get_column("server").unique()
     pairs_in = x_pair.filter(pl.col("x") >= _SHARE * pl.col("n")).select("server", "zone_key").unique()
-    by_server = _shares(ans.filter(pl.col("server").is_in(servers_in.implode())), ["server"], first_w + 1)
+    by_server = _shares(ans.filter(pl.col("server").is_in(servers_in.implode())), ["server"], opening)
     by_pair = _shares(
-        ans.join(pairs_in, on=["server", "zone_key"], how="semi"), ["server", "zone_key"], first_w + 1
+        ans.join(pairs_in, on=["server", "zone_key"], how="semi"), ["server", "zone_key"], opening
     )
     zones_asked = n_pair.get_column("zone_key").n_unique()
     tests = (n_server.height + zones_asked + n_pair.height) * len(FAILING)
@@ -155,13 +158,13 @@ def persistent_failure_findings(inp: Inputs) -> list[Finding]:
     return out
 
 
-def _shares(answered: pl.DataFrame, keys: list[str], opening: int) -> pl.DataFrame:
+def _shares(answered: pl.DataFrame, keys: list[str], opening: datetime) -> pl.DataFrame:
     """Per group: its answers ``n``, each failing RCODE's count, and whether that RCODE made at
-    least half of the answers in the group's first window, which is one of the capture's first
-    two (``RCODE_first``): a group first seen later has no "before" to tell a surge from."""
+    least half of the answers in the group's first window, the group first seen by ``opening``
+    (``RCODE_first``)."""
     rc = pl.col("rcode_name")
     first = pl.col("w") == pl.col("w").min()
-    early = pl.col("w").min() <= opening
+    early = pl.col("ts").min() <= opening
     return answered.group_by(keys).agg(
         pl.len().alias("n"),
         *[(rc == name).sum().alias(name) for name in FAILING],

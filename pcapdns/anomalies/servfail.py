@@ -37,7 +37,7 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
     # and the one it asked the authorities from may differ.  Addresses stay categorical over
     # the whole table; only the rows a step keeps get them as text.
     # what the rule reads of a SERVFAIL, taken before filtering (a filter copies every column)
-    wanted = ("ts", "server", "client", "qname", "qtype", "rtt", "CD", "ede", "source", "file")
+    wanted = ("ts", "server", "server_port", "client", "qname", "qtype", "rtt", "CD", "ede", "source", "file")
     servfails = t.select(*wanted, "query_frame", "response_frame", "rcode_name").filter(
         pl.col("rcode_name") == "SERVFAIL"
     )
@@ -66,6 +66,7 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
         _lower("qname").alias("name_l"),
         pl.col("ts").alias("u_ts"),
         pl.col("address").alias("upstream"),
+        pl.col("server_port").alias("u_port"),
         pl.col("status").alias("u_status"),
         pl.col("rcode_name").cast(pl.String).alias("u_rcode"),
         pl.col("query_frame").alias("u_frame"),
@@ -73,14 +74,15 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
     )
     end = pl.col("ts") + pl.duration(microseconds=(pl.col("rtt") * 1e6).cast(pl.Int64))
     hops = (
-        sf.select("server", "rkey", "name_l", "ts", "rtt", "query_frame", "file")
+        sf.select("server", "address", "server_port", "rkey", "name_l", "ts", "rtt", "query_frame", "file")
         .join(upstream, on=["rkey", "name_l"], how="inner")
         .filter((pl.col("u_ts") >= pl.col("ts")) & (pl.col("u_ts") <= end))
-        # not the SERVFAIL's own query, nor a query the resolver sent to its own address: on a
-        # loopback capture (a stub and a resolver on one host) those are its client side
+        # not the SERVFAIL's own query, nor a query to the resolver's own address and port: on a
+        # loopback capture (a stub and a resolver on one host) those are its client side (an
+        # authority on another port of the same address is upstream)
         .filter(
             ((pl.col("u_frame") != pl.col("query_frame")) | (pl.col("u_file") != pl.col("file")))
-            & (pl.col("upstream") != pl.col("server"))
+            & ((pl.col("upstream") != pl.col("address")) | (pl.col("u_port") != pl.col("server_port")))
         )
     )
     failed_hops = hops.filter(
