@@ -277,6 +277,7 @@ def warm() -> int:
         args, _ = sigutils.normalize_signature(_signatures[func])
         dispatcher = func.__globals__[func.__name__]
         dispatcher.compile(tuple(args))
+
         # Bytes read from a file or a mapped capture arrive as a read-only array, a type of its
         # own for numba, which a signature cannot spell: that form is compiled too.
         def read_only(a: Any) -> Any:

@@ -31,7 +31,11 @@ def test_shares_are_of_transactions_not_of_query_messages(tmp_path: Path) -> Non
     capture.write_bytes(pcap(records))
     out = subprocess.run(
         [sys.executable, "-m", "pcapdns", "analyze", str(capture), "--no-progress"],
-        capture_output=True, text=True, cwd=ROOT, check=True, env={"COLUMNS": "100", "PATH": ""},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+        env={"COLUMNS": "100", "PATH": ""},
     ).stdout
     row = re.compile(r"^ +([a-z][a-z ()]+?) +([\d,]+)(?: +([\d.]+%))?", re.M)
     rows = {m[1]: (m[2], m[3]) for m in row.finditer(out)}
@@ -55,7 +59,10 @@ def test_server_addresses_are_never_broken_across_lines_at_80_columns(tmp_path: 
     (tmp_path / "c.pcap").write_bytes(pcap(records))  # a short name: the report is not widened for it
     out = subprocess.run(
         [sys.executable, "-m", "pcapdns", "analyze", "c.pcap", "--no-progress"],
-        capture_output=True, text=True, cwd=tmp_path, check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
         env={"COLUMNS": "80", "PATH": "", "PYTHONPATH": str(ROOT)},
     ).stdout
     table = out[out.index("Latency (ms)") :]
@@ -85,13 +92,19 @@ def test_the_rcode_timeline_of_a_long_capture_keeps_the_failing_windows(tmp_path
         answer = dns(ident, 1)
         if 75 <= minute <= 77:
             answer = answer[:2] + struct.pack("!H", 0x8182) + answer[4:]  # RCODE 2
-        records += [(minute * 60 * S, query(ident)), (minute * 60 * S + S // 100, ether(
-            ipv4(udp(answer, sport=53, dport=40000), src=B4, dst=A4)))]
+        records += [
+            (minute * 60 * S, query(ident)),
+            (minute * 60 * S + S // 100, ether(ipv4(udp(answer, sport=53, dport=40000), src=B4, dst=A4))),
+        ]
     capture = tmp_path / "long.pcap"
     capture.write_bytes(pcap(records))
     out = subprocess.run(
         [sys.executable, "-m", "pcapdns", "analyze", str(capture), "--no-progress"],
-        capture_output=True, text=True, cwd=ROOT, check=True, env={"COLUMNS": "120", "PATH": ""},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+        env={"COLUMNS": "120", "PATH": ""},
     ).stdout
     timeline = out[out.index("RCODEs over time") : out.index("Latency (ms)")]
     for minute in (75, 76, 77):
@@ -104,7 +117,11 @@ def test_a_query_result_too_wide_for_the_terminal_is_shown_record_by_record() ->
     env = {"COLUMNS": "80", "PATH": ""}
     wide = subprocess.run(
         [sys.executable, "-m", "pcapdns", "query", outage, "SELECT * FROM servers ORDER BY server"],
-        capture_output=True, text=True, cwd=ROOT, env=env, check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        check=True,
     ).stdout
     lines = wide.splitlines()
     assert lines[0].startswith("-[ record 1 ]")
@@ -113,7 +130,11 @@ def test_a_query_result_too_wide_for_the_terminal_is_shown_record_by_record() ->
     two_columns = "SELECT server, servfail FROM servers ORDER BY server"
     narrow = subprocess.run(
         [sys.executable, "-m", "pcapdns", "query", outage, two_columns],
-        capture_output=True, text=True, cwd=ROOT, env=env, check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        check=True,
     ).stdout
     assert "record" not in narrow
     assert any(line.split() == ["10.0.0.53", "109"] for line in narrow.splitlines())
@@ -123,7 +144,11 @@ def test_the_capture_quality_names_each_link_type() -> None:
     mixed = str(ROOT / "samples" / "mixed-links.pcapng")
     out = subprocess.run(
         [sys.executable, "-m", "pcapdns", "analyze", mixed, "--no-progress"],
-        capture_output=True, text=True, cwd=ROOT, check=True, env={"COLUMNS": "200", "PATH": ""},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+        env={"COLUMNS": "200", "PATH": ""},
     ).stdout
     assert "link type 1 (EN10MB): 16, link type 113 (LINUX_SLL): 13" in out
 
@@ -163,7 +188,10 @@ def test_frames_that_are_no_packet_are_named_in_the_link_type_breakdown(tmp_path
     (tmp_path / "c.pcapng").write_bytes(b"".join(blocks))
     out = subprocess.run(
         [sys.executable, "-m", "pcapdns", "analyze", "c.pcapng", "--no-progress"],
-        capture_output=True, text=True, cwd=tmp_path, check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
         env={"COLUMNS": "200", "PATH": "", "PYTHONPATH": str(ROOT)},
     ).stdout
     assert "c.pcapng  pcapng, 3 frames (link type 1 (EN10MB): 2, 1 custom or journal block)" in out

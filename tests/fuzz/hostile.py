@@ -184,8 +184,10 @@ def dnstap_damaged(rng: random.Random, scale: int) -> bytes:
     for i in range(rng.randint(50, 400) * scale):
         t = T0 + i * 10**6
         kind = "CLIENT_QUERY" if i % 2 == 0 else "CLIENT_RESPONSE"
-        msg = tb.Msg(kind, query_ns=t, query_message=q) if i % 2 == 0 else tb.Msg(
-            kind, query_ns=t - 10**6, response_ns=t, response_message=r
+        msg = (
+            tb.Msg(kind, query_ns=t, query_message=q)
+            if i % 2 == 0
+            else tb.Msg(kind, query_ns=t - 10**6, response_ns=t, response_message=r)
         )
         payload = bytearray(tb.dnstap(msg))
         roll = rng.random()

@@ -767,9 +767,7 @@ def _differences(a: Outcome, b: Outcome, a_dir: Path, b_dir: Path) -> list[str]:
     return found
 
 
-def _save(
-    case: Case, outcome: Outcome, seed: int, out: Path, limits: Limits, tmp: Path, budget: int
-) -> None:
+def _save(case: Case, outcome: Outcome, seed: int, out: Path, limits: Limits, tmp: Path, budget: int) -> None:
     """``case`` minimised (while it fails the same way) and kept in ``out`` with what failed."""
     workdir = tmp / "minimise"
     workdir.mkdir(exist_ok=True)
