@@ -430,3 +430,20 @@ def test_this_process_takes_its_share_of_the_local_tasks() -> None:
     assert len(pids) == 6
     assert os.getpid() in pids and len(set(pids)) == 2
     assert list(_run_local(methodcaller("__call__"), [os.getpid], 2)) == [os.getpid()]
+
+
+def test_a_pcapng_whose_section_header_is_damaged_is_read_whole(tmp_path: Path) -> None:
+    # The reader resynchronises past a section header whose trailer does not match its length;
+    # spans cut after that header would be framed otherwise (the fuzzer's input 17868: workers
+    # counted other decode issues than one process).
+    from pcapdns.parallel.split import split
+
+    body = pb.idb() + b"".join(pb.epb(0, i, pb.udp_frame(ident=i)) for i in range(40))
+    good = pb.shb() + body
+    path = tmp_path / "split.pcapng"
+    path.write_bytes(good)
+    assert split(str(path), 3, min_span=256) is not None
+    damaged = bytearray(good)
+    damaged[24:28] = (1763195894).to_bytes(4, "little")  # the section header's trailing length
+    path.write_bytes(bytes(damaged))
+    assert split(str(path), 3, min_span=256) is None

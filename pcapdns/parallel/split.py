@@ -116,7 +116,10 @@ def _split_pcapng(mm: mmap.mmap, size: int, parts: int) -> list[Span] | None:
     e = "<" if bom == BOM else ">"
     (shb_len,) = struct.unpack_from(e + "I", mm, 4)
     (section_len,) = struct.unpack_from(e + "q", mm, 16)
-    if section_len != -1 or shb_len < 28 or shb_len & 3:
+    if section_len != -1 or shb_len < 28 or shb_len & 3 or shb_len > size:
+        return None
+    (trailer,) = struct.unpack_from(e + "I", mm, shb_len - 4)
+    if trailer != shb_len:  # a damaged section header: the reader resynchronises, so read it whole
         return None
     shb = bytes(mm[:shb_len])
     idbs: list[bytes] = []
