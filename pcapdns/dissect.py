@@ -779,10 +779,24 @@ class Dissector:
         return pl.DataFrame(data).with_columns(*_absent_as_null())
 
     # -- slow path ----------------------------------------------------------------------------
-    def _slow(self, batch: FrameBatch, rows: npt.NDArray[np.int64]) -> pl.DataFrame:
+    def dissect_passing(self, batch: FrameBatch, gaps: npt.NDArray[np.int64], after: int) -> pl.DataFrame:
+        """:meth:`dissect` of frames a worker put aside (on the per-packet path), with the latest
+        time of the frames it settled itself before each of them (``gaps``, -1: none) and after the
+        last (``after``): the fragments waiting here time out at those times, as in one process."""
+        self.counters["frames"] += len(batch)
+        out = self._slow(batch, np.arange(len(batch)), gaps)
+        if after >= 0:
+            self.decoder.passed(after)
+        return out
+
+    def _slow(
+        self, batch: FrameBatch, rows: npt.NDArray[np.int64], gaps: npt.NDArray[np.int64] | None = None
+    ) -> pl.DataFrame:
         payloads: list[Payload] = []
         decode = self.decoder.decode
-        for i in rows.tolist():
+        for k, i in enumerate(rows.tolist()):
+            if gaps is not None and gaps[k] >= 0:
+                self.decoder.passed(int(gaps[k]))
             start = int(batch.data_off[i])
             data = batch.buf[start : start + int(batch.caplen[i])]
             payloads.extend(

@@ -447,3 +447,24 @@ def test_a_pcapng_whose_section_header_is_damaged_is_read_whole(tmp_path: Path) 
     damaged[24:28] = (1763195894).to_bytes(4, "little")  # the section header's trailing length
     path.write_bytes(bytes(damaged))
     assert split(str(path), 3, min_span=256) is None
+
+
+def test_fragments_time_out_at_frames_a_worker_settled_as_in_one_process(tmp_path: Path) -> None:
+    # A datagram's first fragment, frames without DNS an hour later (settled in bulk by the worker
+    # of another span), then its second fragment with an earlier time: the parent's decoder must
+    # give the first fragment up at those frames, as one process does (the fuzzer's input 16658).
+    import dnsbuild as d
+
+    message = d.message([d.question(d.name("www.example.com"), 1)], ident=1, flags=0x8180)
+    first, second = pb.v4_fragments(pb.udp(message, 53, 40000), size=16)[:2]
+    t = 1_700_000_000 * 10**9
+    late = [(t + 3600 * 10**9 + i, pb.ether(bytes(46), 0x88B5)) for i in range(200)]
+    filler = [(t + 2 + i, pb.udp_frame(ident=i)) for i in range(200)]
+    records = [(t, pb.ether(first)), *filler, *late, (t + 1000, pb.ether(second)), *filler]
+    path = tmp_path / "late.pcap"
+    path.write_bytes(pb.pcap(records))
+    here = analyze([str(path)], OPTS)
+    counts = dict(zip(*here.issue_counts.select("reason", "count"), strict=True))
+    assert counts["fragment_incomplete"] == 2  # timed out, and the second one left at the end
+    spread = analyze([str(path)], OPTS, workers=2, span_bytes=SMALL)
+    assert dict(zip(*spread.issue_counts.select("reason", "count"), strict=True)) == counts

@@ -331,8 +331,8 @@ def merge(pieces: list[Piece], paths: Sequence[str], opts: Options) -> Decoded:
             remap = np.array([table.intern(hi, lo) for hi, lo in pc.addresses], dtype=np.uint32)
             src, dst = (remap[m.get_column(c).to_numpy()] for c in ("src", "dst"))
             fast_frames.append(m.with_columns(pl.Series("src", src), pl.Series("dst", dst)))
-        for batch in pc.slow:
-            frame = slow.dissect(batch)
+        for batch, (gaps, after) in zip(pc.slow, pc.passed, strict=True):
+            frame = slow.dissect_passing(batch, gaps, after)
             if frame.height:
                 slow_frames.append(frame)
     tail = slow.finish()

@@ -58,6 +58,9 @@ class Piece:
     addresses: list[tuple[int, int]]
     counters: Counter[str]
     slow: list[FrameBatch] = field(default_factory=list)  # frames for the parent's slow path
+    # per batch of ``slow``: the latest time of the frames settled here before each of its frames
+    # (-1: none), and after its last (see :meth:`pcapdns.dissect.Dissector.dissect_passing`)
+    passed: list[tuple[npt.NDArray[np.int64], int]] = field(default_factory=list)
     malformed: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=MALFORMED))
     error: str = ""
     issues: IssueLog = field(default_factory=IssueLog)  # of the frames settled in bulk here
@@ -97,17 +100,41 @@ class _FastOnly(Dissector):
         # sends frames to the parent, which costs more than loading compiled code.
         self.compiled = True
         self.deferred: list[FrameBatch] = []
+        self.passed: list[tuple[npt.NDArray[np.int64], int]] = []
 
-    def _slow(self, batch: FrameBatch, rows: npt.NDArray[np.int64]) -> pl.DataFrame:
-        self.counters["slow_frames"] += len(rows)
+    def dissect(self, batch: FrameBatch) -> pl.DataFrame:
+        """As a dissector does; the times of the frames settled here between the frames put
+        aside are kept too, so that the parent's decoder times out fragments as one would."""
+        before = len(self.deferred)
+        out = super().dissect(batch)
+        if len(self.deferred) == before and len(batch):  # nothing put aside: time passed all the same
+            self.deferred.append(_compact(batch, np.zeros(0, dtype=np.int64)))
+            self.passed.append((np.zeros(0, dtype=np.int64), int(batch.ts_ns.max())))
+        return out
+
+    def _put_aside(self, batch: FrameBatch, rows: npt.NDArray[np.int64]) -> None:
         self.deferred.append(_compact(batch, rows))
+        ts = batch.ts_ns.astype(np.int64)
+        bounds = [-1, *rows.tolist()]
+        gaps = np.array(
+            [ts[a + 1 : b].max() if b > a + 1 else -1 for a, b in zip(bounds, bounds[1:], strict=False)],
+            dtype=np.int64,
+        )
+        last = int(rows[-1]) if len(rows) else -1
+        self.passed.append((gaps, int(ts[last + 1 :].max()) if last + 1 < len(ts) else -1))
+
+    def _slow(
+        self, batch: FrameBatch, rows: npt.NDArray[np.int64], gaps: npt.NDArray[np.int64] | None = None
+    ) -> pl.DataFrame:
+        self.counters["slow_frames"] += len(rows)
+        self._put_aside(batch, rows)
         return pl.DataFrame(schema=MESSAGES)
 
     def _stateful(
         self, batch: FrameBatch, l4: L4Columns, rows: npt.NDArray[np.int64]
     ) -> tuple[list[Payload], None]:
         self._count_stateful(l4, rows)
-        self.deferred.append(_compact(batch, rows))
+        self._put_aside(batch, rows)
         return [], None
 
 
@@ -135,6 +162,7 @@ def read_piece(task: Task) -> Piece:
         addresses=dissector.addresses.halves,
         counters=dissector.counters,
         slow=dissector.deferred,
+        passed=dissector.passed,
         malformed=dissector.malformed(),
         error=error,
         issues=dissector.take_issues(),
