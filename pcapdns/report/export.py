@@ -203,10 +203,18 @@ def write_stream(rows: Rows, fmt: str, stream: BinaryIO, table: str = "") -> Non
 
 
 def write_standard_output(rows: Rows, fmt: str, stream: BinaryIO, table: str = "") -> None:
-    """:func:`write_stream` to the process's stdout: a failed write is the error :class:`ExportError`
-    (exit 6), whatever the system said (a full disk keeps its own words, said by the CLI)."""
-    try:
+    """:func:`write_stream` to the process's stdout (see :func:`standard_output_errors`)."""
+    with standard_output_errors():
         write_stream(rows, fmt, stream, table)
+
+
+@contextlib.contextmanager
+def standard_output_errors() -> Iterator[None]:
+    """A failed write to the process's stdout is the error :class:`ExportError` (exit 6), whatever
+    the system said; a full disk keeps its own words (said by the CLI), a closed pipe its quiet
+    handling."""
+    try:
+        yield
     except BrokenPipeError:
         raise
     except OSError as e:

@@ -14,7 +14,6 @@ what the page shows can be read back by a program, and the tests do.
 from __future__ import annotations
 
 import base64
-import errno
 import hashlib
 import json
 import os
@@ -30,7 +29,7 @@ import polars as pl
 from pcapdns.decode.link import linktype_name
 from pcapdns.errors import ExportError
 from pcapdns.report.charts import Chart, charts, javascript, to_png
-from pcapdns.report.export import atomic_file
+from pcapdns.report.export import atomic_file, standard_output_errors
 from pcapdns.report.findings import findings_json
 from pcapdns.tables.summary import Analysis, servers, summary, top_qnames_by_rcode
 
@@ -334,16 +333,10 @@ def write(
     drawn = charts(a, summary(a)["latency_ms"], window_s)
     page = render(a, provenance, window_s, drawn).encode("utf-8")
     if output == "-" and stdout is not None:
-        try:
+        with standard_output_errors():
             out = stdout()
             out.write(page)
             out.flush()
-        except BrokenPipeError:
-            raise
-        except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-                raise
-            raise ExportError(f"cannot write the output: {e.strerror or e}") from e
     else:
         with atomic_file(Path(output)) as stream:
             stream.write(page)
