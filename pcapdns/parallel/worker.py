@@ -114,14 +114,14 @@ class _FastOnly(Dissector):
 
     def _put_aside(self, batch: FrameBatch, rows: npt.NDArray[np.int64]) -> None:
         self.deferred.append(_compact(batch, rows))
-        ts = batch.ts_ns.astype(np.int64)
-        bounds = [-1, *rows.tolist()]
-        gaps = np.array(
-            [ts[a + 1 : b].max() if b > a + 1 else -1 for a, b in zip(bounds, bounds[1:], strict=False)],
-            dtype=np.int64,
-        )
-        last = int(rows[-1]) if len(rows) else -1
-        self.passed.append((gaps, int(ts[last + 1 :].max()) if last + 1 < len(ts) else -1))
+        # each frame settled here belongs to the gap before the first frame put aside after it
+        # (the last gap: after them all); each gap's latest time, -1 for an empty one
+        settled = np.ones(len(batch), dtype=np.bool_)
+        settled[rows] = False
+        where = np.flatnonzero(settled)
+        latest = np.full(len(rows) + 1, -1, dtype=np.int64)
+        np.maximum.at(latest, np.searchsorted(rows, where), batch.ts_ns[where].astype(np.int64))
+        self.passed.append((latest[:-1], int(latest[-1])))
 
     def _slow(
         self, batch: FrameBatch, rows: npt.NDArray[np.int64], gaps: npt.NDArray[np.int64] | None = None
