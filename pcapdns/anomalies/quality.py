@@ -142,7 +142,7 @@ def interface_drop_findings(inp: Inputs) -> list[Finding]:
 def one_direction_findings(inp: Inputs) -> list[Finding]:
     """A capture that saw one direction of the traffic only."""
     out: list[Finding] = []
-    if one_direction(inp.transactions, inp.unpaired):
+    if one_direction(inp):
         t = inp.transactions
         servers: list[str] = []
         if t.height:

@@ -142,9 +142,7 @@ def retry_findings(inp: Inputs) -> list[Finding]:
     # reads are gathered for the attempts that were asked again.
     t = inp.transactions.with_row_index("row")
     # a capture that saw queries only says nothing about their answers: only RCODEs fail there
-    lost = (
-        pl.lit(False) if one_direction(inp.transactions, inp.unpaired) else pl.col("status") == "unanswered"
-    )
+    lost = pl.lit(False) if one_direction(inp) else pl.col("status") == "unanswered"
     asked = t.select(
         "row",
         "ts",

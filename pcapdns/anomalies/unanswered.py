@@ -38,8 +38,13 @@ def _t(value: object) -> datetime:
     return value
 
 
-def one_direction(t: pl.DataFrame, unpaired: pl.DataFrame) -> bool:
-    """True when the capture holds queries but no response at all, paired or not (or the reverse)."""
+def one_direction(inp: Inputs) -> bool:
+    """True when the capture holds queries but no response at all, paired or not (or the reverse);
+    worked out once per run (three rules ask)."""
+    return inp.once("one_direction", lambda: _one_direction(inp.transactions, inp.unpaired))
+
+
+def _one_direction(t: pl.DataFrame, unpaired: pl.DataFrame) -> bool:
     answered = int((t.get_column("status") == "answered").sum()) if t.height else 0
     return (t.height >= 10 and answered == 0 and unpaired.height == 0) or (
         t.height == 0 and unpaired.height >= 10
@@ -149,7 +154,7 @@ def _outages(inp: Inputs) -> tuple[list[Finding], _Queries | None]:
     """The outage findings, and the queries left to the loss rule: those outside outages and
     those of runs too short to be one at the server's usual loss rate (None: no rule applies)."""
     th = inp.thresholds
-    if one_direction(inp.transactions, inp.unpaired):
+    if one_direction(inp):
         return [], None
     q = _ranked(inp)  # a resolver's addresses are one server
     if q.narrow.height == 0:
