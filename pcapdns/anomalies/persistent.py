@@ -27,7 +27,7 @@ import polars as pl
 
 from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, hms
 from pcapdns.anomalies.inputs import Inputs
-from pcapdns.anomalies.rates import answers
+from pcapdns.anomalies.rates import MIN_WINDOWS, NO_BASELINE, answers
 from pcapdns.anomalies.servers import addresses, keyed, label
 from pcapdns.anomalies.stats import log10_binom_sf, score_of
 
@@ -36,7 +36,6 @@ _SHARE = 0.5  # of a group's answers, overall and in its first window
 _USUAL = 0.05  # failing share taken as usual when the rest of the capture fails less
 _WIDE_ZONES = 2  # a server failing over at least this many zones is one finding for the server
 _MOST = 20  # findings of this kind at most (the largest groups): a busy resolver's broken zones
-_SHORT_WINDOWS = 3  # as the surge rule: fewer windows than this and it tests absolute shares
 _COLUMNS = (
     "ts",
     "server",
@@ -74,7 +73,7 @@ def persistent_failure_findings(inp: Inputs) -> list[Finding]:
         return []
     w = ans.get_column("w")
     first_w, last_w = int(w.min()), int(w.max())  # type: ignore[arg-type]
-    short = last_w - first_w + 1 < _SHORT_WINDOWS
+    short = last_w - first_w + 1 < MIN_WINDOWS  # the surge rule then tests absolute shares
     # a group must be seen within one window of the capture's first answer: one first seen later
     # has no "before" to tell a failure that was always there from one that began
     opening = _t(ans.get_column("ts").min()) + timedelta(seconds=th.window_s)
@@ -130,7 +129,8 @@ def persistent_failure_findings(inp: Inputs) -> list[Finding]:
                 found.append((rcode, servers, int(zone), 1, x, n, log10p))  # type: ignore[arg-type]
     if short and found:
         # the surge rule's absolute test for a capture too short for a baseline: a window with
-        # 2 x min_count failing answers, a fifth of its answers; those failures are its surges
+        # 2 x min_count failing answers and at least the surge rule's absolute share (NO_BASELINE);
+        # those failures are its surges
         per = ans.group_by("server", "w").agg(
             pl.len().alias("n"), *[(rc == name).sum().alias(name) for name in FAILING]
         )
@@ -138,7 +138,7 @@ def persistent_failure_findings(inp: Inputs) -> list[Finding]:
             (name, int(server))
             for name in FAILING
             for (server,) in per.filter(
-                (pl.col(name) >= 2 * th.min_count) & (pl.col(name) >= 0.2 * pl.col("n"))
+                (pl.col(name) >= 2 * th.min_count) & (pl.col(name) >= NO_BASELINE[name] * pl.col("n"))
             )
             .select("server")
             .iter_rows()

@@ -34,8 +34,8 @@ from pcapdns.anomalies.stats import flag_windows, log10_binom_sf, score_of, wide
 from pcapdns.dns.knowledge import rcode_info
 
 SURGE_RCODES = ("SERVFAIL", "REFUSED", "NXDOMAIN", "FORMERR", "NOTIMP")
-_NO_BASELINE = {"SERVFAIL": 0.2, "REFUSED": 0.2, "NOTIMP": 0.2}  # absolute shares for short captures
-_MIN_WINDOWS = 3
+NO_BASELINE = {"SERVFAIL": 0.2, "REFUSED": 0.2, "NOTIMP": 0.2}  # absolute shares for short captures
+MIN_WINDOWS = 3
 _ONE_ZONE = 0.8  # a server's surge with this share of its excess answers in one zone is that zone's
 _GAP = 2  # flagged windows this many apart (one quiet window between) are one episode
 # What the rules read of the transactions (taken first: every filter and join copies its input).
@@ -96,7 +96,7 @@ def _test(per: pl.DataFrame, keys: list[str], inp: Inputs, tests: int, short: bo
         counts=True,  # a share raised only by the other answers falling away is no surge
     )
     if short:  # too few windows to learn a baseline from: absolute shares of the failing RCODEs
-        absolute = pl.col("rcode").replace_strict(_NO_BASELINE, default=2.0, return_dtype=pl.Float64)
+        absolute = pl.col("rcode").replace_strict(NO_BASELINE, default=2.0, return_dtype=pl.Float64)
         per = per.with_columns(
             ((pl.col("x") >= 2 * th.min_count) & (pl.col("x") / pl.col("n") >= absolute)).alias("flag"),
             pl.lit(-math.inf).alias("log10p"),
@@ -187,7 +187,7 @@ def surge_findings(inp: Inputs) -> list[Finding]:
         return []
     answered = a.narrow
     w = answered.get_column("w")
-    short = int(w.max()) - int(w.min()) + 1 < _MIN_WINDOWS  # type: ignore[arg-type,operator]
+    short = int(w.max()) - int(w.min()) + 1 < MIN_WINDOWS  # type: ignore[arg-type,operator]
     fine = _per_window(answered)
     by_server = a.named(_counts(fine, ["server"]))
     by_zone = a.named(_counts(fine, ["server", "zone_key"]))
@@ -502,7 +502,7 @@ def slow_findings(inp: Inputs) -> list[Finding]:
     )
     flagged = tested.filter(
         pl.col("flag")
-        & (pl.col("windows") >= _MIN_WINDOWS)
+        & (pl.col("windows") >= MIN_WINDOWS)
         & (pl.col("n") >= th.slow_min_answers)
         & (pl.col("p95") >= pl.col("limit"))
     )
