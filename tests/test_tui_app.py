@@ -8,7 +8,17 @@ import threading
 import polars as pl
 import pytest
 from textual.widgets import DataTable, Input, Static
-from tuihelp import HOSTILE_LABELS, OUTAGE, ROOT, SCENARIO, findings_app, run_async, settle, write_hostile
+from tuihelp import (
+    HOSTILE_LABELS,
+    OUTAGE,
+    ROOT,
+    SCENARIO,
+    findings_app,
+    run_async,
+    settle,
+    until,
+    write_hostile,
+)
 
 import pcapdns.tui.app as app_module
 from pcapdns.errors import ExitStatus
@@ -165,8 +175,9 @@ async def test_findings_show_evidence_and_lead_to_their_transactions():
         await settle(pilot, app)
         await pilot.press("2")
         table = app.main.query_one("#findings-table", DataTable)
-        assert table.row_count == 2
         evidence = app.main.query_one("#evidence", FrameTable)
+        await until(pilot, lambda: app.focused is table and evidence.row_count > 0, "the findings view")
+        assert table.row_count == 2
         frames = SCENARIO["outage"]["servfail_frames"][:3]
         assert evidence.row_count == 3
         assert sorted(evidence.frame.get_column("response_frame").to_list()) == frames
@@ -174,7 +185,8 @@ async def test_findings_show_evidence_and_lead_to_their_transactions():
         assert "servfail_cause" in text and "Likely cause" in text
         assert "SERVFAIL (2, RFC" in text  # the RCODE knowledge of `pcapdns explain`
         await pilot.press("down")
-        assert "[bold]no route[/bold]" in static_text(app, "#finding-text")  # literal, not markup
+        second = "[bold]no route[/bold]"  # literal, not markup
+        await until(pilot, lambda: second in static_text(app, "#finding-text"), "the second finding's text")
         await pilot.press("t")
         await settle(pilot, app)
         assert app.current_view == "transactions"
@@ -184,10 +196,11 @@ async def test_findings_show_evidence_and_lead_to_their_transactions():
         assert unanswered <= got  # every unanswered upstream query of the outage is there
         assert set(shown.get_column("server").cast(pl.String)) <= set(SCENARIO["outage"]["servers"])
         await pilot.press("2", "s")
+        await until(pilot, lambda: app.focused is table, "the findings view again")
         assert app.main.query_one("#findings").sort_key == "severity"
         # enter on a finding moves to its evidence; enter there opens the packets
         await pilot.press("up", "enter")
-        assert app.focused is evidence
+        await until(pilot, lambda: app.focused is evidence, "the evidence table's focus")
         await pilot.press("enter")
         await settle(pilot, app)
         assert isinstance(app.screen, DetailScreen) and app.screen.row["response_frame"] == frames[0]

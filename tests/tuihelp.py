@@ -50,6 +50,17 @@ async def settle(pilot: Any, app: PcapdnsApp, timeout: float = 30.0) -> None:
     await pilot.pause()
 
 
+async def until(pilot: Any, check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Wait until ``check()`` holds: a key's effects can take more than one idle cycle of the
+    app (a message the widget posts to itself, a refresh) on a loaded machine."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        if loop.time() > deadline:
+            raise TimeoutError(f"waited {timeout:g} s for {what}")
+        await pilot.pause(0.02)
+
+
 def _ts(iso: str) -> datetime:
     return datetime.fromisoformat(iso.replace("Z", "+00:00"))
 
