@@ -138,9 +138,12 @@ def test_one_bad_record_at_the_start_of_a_big_file_costs_bounded_memory(tmp_path
         (0x80 | 63, 2**62, 500_000_000),
     ],
 )
-def test_pcapng_absurd_resolutions_do_not_crash(tmp_path: Path, tsresol: int, ticks: int, ns: int) -> None:
+@pytest.mark.parametrize("block", [pb.epb, pb.opb])  # the obsolete Packet Block's clock too
+def test_pcapng_absurd_resolutions_do_not_crash(
+    tmp_path: Path, tsresol: int, ticks: int, ns: int, block: Callable[[int, int, bytes], bytes]
+) -> None:
     path = tmp_path / "clock.pcapng"
-    path.write_bytes(pb.shb() + pb.idb(tsresol=tsresol) + pb.epb(0, ticks, query(1)))
+    path.write_bytes(pb.shb() + pb.idb(tsresol=tsresol) + block(0, ticks, query(1)))
     with open_capture(str(path)) as capture:
         (batch,) = list(capture.batches())
     assert batch.ts_ns.tolist() == [ns]

@@ -310,7 +310,9 @@ class PcapngWalker:
     def _one(self, data_off: int, caplen: int, wirelen: int, ticks: int | None, iface: int) -> Records:
         """A single packet from a Simple (no timestamp: the previous one is kept) or obsolete block."""
         last = self.last_ts
-        cols = (np.array([v], dtype=np.int64) for v in (data_off, caplen, wirelen, ticks or 0, iface))
+        raw = ticks or 0
+        raw -= (raw >> 63) << 64  # a 64-bit count held in int64 as the block walk holds it
+        cols = (np.array([v], dtype=np.int64) for v in (data_off, caplen, wirelen, raw, iface))
         recs = self._records(*cols)
         if ticks is None and len(recs):
             recs.ts_ns[:] = self.last_ts = last
