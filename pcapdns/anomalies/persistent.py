@@ -151,7 +151,7 @@ def persistent_failure_findings(inp: Inputs) -> list[Finding]:
     for rcode, servers, zone, zones, x, n, log10p in found[:_MOST]:
         mine = pl.col("server").is_in(servers) & (rc == rcode)
         narrow = ans.filter(mine if zone is None else mine & (pl.col("zone_key") == zone))
-        rows = keyed(inp.transactions[narrow.get_column("row")].select(_COLUMNS), th)
+        rows = keyed(inp.transactions.select(_COLUMNS)[narrow.get_column("row")], th)
         names = [a.servers[s] for s in servers]
         group = _Group(rcode, names, None if zone is None else a.zones[zone], zones, x, n, log10p, rows)
         out.append(_finding(group, tests, inp))

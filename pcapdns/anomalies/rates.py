@@ -145,7 +145,7 @@ class _Answers:
 
     def rows(self, narrow: pl.DataFrame) -> pl.DataFrame:
         """The transactions' columns of ``narrow`` rows (server as its key, ``address`` its address)."""
-        return keyed(self.inp.transactions[narrow.get_column("row")].select(_COLUMNS), self.inp.thresholds)
+        return keyed(self.inp.transactions.select(_COLUMNS)[narrow.get_column("row")], self.inp.thresholds)
 
 
 def answers(inp: Inputs) -> _Answers | None:
@@ -514,7 +514,7 @@ def slow_findings(inp: Inputs) -> list[Finding]:
         slow = rows.filter(pl.col("ms") >= th.slow_min_ms).sort("rtt", descending=True)
         slow = pl.concat(
             [
-                keyed(inp.transactions[slow.get_column("row")].select(*_COLUMNS, "rtt"), th),
+                keyed(inp.transactions.select(*_COLUMNS, "rtt")[slow.get_column("row")], th),
                 slow.select("ms"),
             ],
             how="horizontal",

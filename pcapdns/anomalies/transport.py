@@ -181,7 +181,7 @@ def retry_findings(inp: Inputs) -> list[Finding]:
     )
     if pairs.height == 0:
         return []
-    first = t[pairs.get_column("row")].select(
+    first = t.select(
         "ts",
         "client",
         "server",
@@ -194,8 +194,10 @@ def retry_findings(inp: Inputs) -> list[Finding]:
         "query_frame",
         "status",
         "rcode_name",
-    )
-    then = t[pairs.get_column("n_row")].select(
+    )[pairs.get_column("row")]
+    # (the columns taken before the rows: a gather copies every column it is given)
+    taken = ("row", "ts", "trans_id", "client_port", "server", "transport", "edns_udp_size", "status")
+    then = t.select(*taken, "rcode_name", "query_frame")[pairs.get_column("n_row")].select(
         pl.col("row").alias("n_row"),
         pl.col("ts").alias("n_ts"),
         pl.col("trans_id").alias("n_id"),

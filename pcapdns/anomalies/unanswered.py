@@ -134,12 +134,12 @@ class _Queries:
 
     def questions(self, narrow: pl.DataFrame) -> pl.DataFrame:
         """The name and type asked in ``narrow`` rows."""
-        return self.full[narrow.get_column("row")].select("qname", "qtype")
+        return self.full.select("qname", "qtype")[narrow.get_column("row")]
 
     def rows(self, narrow: pl.DataFrame) -> pl.DataFrame:
         """The transactions' columns of ``narrow`` rows (server as its key, ``address`` its
         address), with ``narrow``'s own columns."""
-        full = keyed(self.full[narrow.get_column("row")].select(_COLUMNS), self.th)
+        full = keyed(self.full.select(_COLUMNS)[narrow.get_column("row")], self.th)
         return pl.concat([full, narrow.drop("row", "ts", "server", "status", strict=False)], how="horizontal")
 
 
