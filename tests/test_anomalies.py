@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 
 from pcapdns.anomalies.findings import (
+    _questions,
     _zone_for_column,
     _zone_for_names,
     common_suffix,
@@ -408,6 +409,35 @@ def test_zones_of_many_names_are_those_of_each_name():
         if rng.random() < 0.3:
             names = [n for n in names if zone in n.lower()] or names
         assert _zone_for_column(pl.Series("qname", names)) == _zone_for_names(names), names
+
+
+def test_zones_of_names_with_wide_characters_and_long_zones():
+    """Names with characters of several bytes, reverse names and second-level domains under a
+    country code (the labels zone_keys takes again) get zone_of's zone too, and a null "."."""
+    rng = random.Random(29)
+    labels = ["Ünï", "ñb", "ük", "x", "co", "com", "jp", "in-addr", "ip6", "arpa", "0", "1", "", "ÄB"]
+    names = [".".join(rng.choice(labels) for _ in range(rng.randint(0, 12))) for _ in range(5000)]
+    names += ["É.co.ük", "ñ.ab", "x.co.ñb", "co.uk", "a.co.uk", "ip6.arpa", "x.in-addr.arpa", ".", ""]
+    assert zone_keys(pl.Series("qname", names)).to_list() == [zone_of(n) for n in names]
+    odd = pl.Series("qname", [None, "A.Example."], dtype=pl.String)
+    assert zone_keys(odd).to_list() == [".", "a.example"]
+
+
+def test_question_keys_and_zones_follow_the_names_in_lower_case():
+    """The engine's question keys (made once per run) are equal exactly where two names are in
+    lower case, and each row's zone is zone_of's."""
+    rng = random.Random(31)
+    names: list[str | None] = [*_names(rng, 3000, "shop.example"), None, "WWW.Shop.Example"]
+    names.append("www.shop.example")
+    q = _questions(pl.Series("qname", names, dtype=pl.String))
+    keys = q.key.to_list()
+    text = [None if n is None else n.lower() for n in names]
+    first: dict[object, str | None] = {}
+    for k, n in zip(keys, text, strict=True):
+        assert (k is None) == (n is None)
+        assert first.setdefault(k, n) == n  # one key, one name
+    assert len(first) == len(set(text))  # ... and one name, one key
+    assert [q.zones[z] for z in q.zone.to_list()] == ["." if n is None else zone_of(n) for n in names]
 
 
 def test_corpus_never_breaks_the_engine(corpus_capture):

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
+from pcapdns.anomalies.inputs import Inputs
 from pcapdns.schema import ANOMALIES, SEVERITIES
 
 # Within a severity, findings that explain others come first: a cause before its symptoms.
@@ -36,6 +37,7 @@ __all__ = [
     "evidence_of",
     "for_whom",
     "hms",
+    "questions",
     "to_frame",
     "zone_for",
     "zone_of",
@@ -249,8 +251,52 @@ def _text(names: pl.Expr) -> pl.Expr:
     return names.str.to_lowercase().str.strip_chars(".").str.replace_all(r"\.\.+", ".")
 
 
+# The labels a zone keeps, found by where they start: the last two, and as many as a reverse
+# name or a second-level domain under a country code keeps.
+_LAST = {k: rf"(?:[^.]+\.){{0,{k - 1}}}[^.]+$" for k in (2, 3, 5, 10)}
+_UNDER_CC = "^(?:" + "|".join(sorted(_SECOND_LEVEL)) + r")\.[^.]{2}$"
+
+
 def zone_keys(names: pl.Series) -> pl.Series:
-    """:func:`zone_of` of each of ``names`` (a null stays null), computed by polars."""
+    """:func:`zone_of` of each of ``names`` (a null is "."), computed by polars.
+
+    Each name's last labels are found where they start (a search from the end, far cheaper than
+    splitting a million names into lists of labels); the reverse names and second-level domains
+    that keep more labels are the few taken again, and names with characters of several bytes
+    (where a byte offset is not a character's) are split into labels."""
+    text = names.to_frame("t").select(_text(pl.col("t"))).to_series()
+    t = pl.col("t")
+    frame = text.to_frame("t").with_columns(
+        pl.when(t != "").then(t.str.slice(t.str.find(_LAST[2]))).otherwise(pl.lit(".")).alias("z"),
+        (t.str.len_bytes() != t.str.len_chars()).alias("wide"),
+    )
+    z = pl.col("z")
+    keep = frame.select(
+        pl.when(pl.col("wide"))
+        .then(0)
+        .when(z == "in-addr.arpa")
+        .then(5)
+        .when(z == "ip6.arpa")
+        .then(10)
+        .when(z.str.contains(_UNDER_CC) & (t.str.len_bytes() > z.str.len_bytes()))  # 3 labels or more
+        .then(3)
+        .otherwise(2)
+    ).to_series()
+    zone = frame.get_column("z")
+    for k in (0, 3, 5, 10):
+        at = (keep == k).arg_true()
+        if at.len() == 0:
+            continue
+        if k == 0:
+            zone = zone.scatter(at, _zone_keys_by_labels(names.gather(at)))
+        else:
+            taken = text.gather(at).to_frame("t").select(t.str.slice(t.str.find(_LAST[k])))
+            zone = zone.scatter(at, taken.to_series())
+    return zone.alias(names.name)
+
+
+def _zone_keys_by_labels(names: pl.Series) -> pl.Series:
+    """:func:`zone_keys` by splitting each name into its labels (any characters)."""
     frame = names.to_frame("t").select(_text(pl.col("t")))
     frame = frame.with_columns(pl.col("t").str.split(".").alias("l"))
     frame = frame.with_columns(
@@ -275,6 +321,51 @@ def zone_keys(names: pl.Series) -> pl.Series:
         .to_series()
         .alias(names.name)
     )
+
+
+@dataclass(slots=True)
+class Questions:
+    """Each transaction's question name, row for row with the transactions: ``key`` the name in
+    lower case as a key (the 64-bit hash of that text when no two distinct names share one,
+    checked, else the text itself: grouping or joining by it does what the text would, and a
+    hash costs far less than a string each time), null where there is no name; ``zone`` its
+    :func:`zone_of` numbering ``zones`` (sorted, "." for no name)."""
+
+    key: pl.Series
+    zone: pl.Series
+    zones: list[str]
+
+
+def questions(inp: Inputs) -> Questions:
+    """The transactions' names keyed and their zones (:class:`Questions`), made once per run: a
+    random-subdomain flood makes a million distinct names, which every rule hashing or zoning
+    them on its own would go through again."""
+    return inp.once("questions", lambda: _questions(inp.transactions.get_column("qname")))
+
+
+def _questions(qname: pl.Series) -> Questions:
+    lower = qname.str.to_lowercase()
+    names = lower.drop_nulls().unique()
+    hashes = names.hash()
+    key, distinct = lower, names
+    if hashes.n_unique() == names.len():
+        key = (
+            lower.to_frame("q")
+            .select(pl.when(pl.col("q").is_not_null()).then(pl.col("q").hash()))
+            .to_series()
+        )
+        distinct = hashes
+    zone_of_name = zone_keys(names)
+    zones = sorted({".", *zone_of_name.unique().to_list()})
+    number = zone_of_name.replace_strict(zones, list(range(len(zones))), return_dtype=pl.UInt32)
+    root = zones.index(".")
+    zone = (
+        key.to_frame("k")
+        .join(pl.DataFrame({"k": distinct, "z": number}), on="k", how="left", maintain_order="left")
+        .get_column("z")
+        .fill_null(root)
+    )
+    return Questions(key.alias("name_key"), zone.alias("zone_key"), zones)
 
 
 def common_suffix(names: Iterable[str]) -> str | None:

@@ -27,7 +27,7 @@ from datetime import datetime
 import polars as pl
 
 from pcapdns.anomalies.config import Thresholds
-from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, hms, zone_for, zone_keys
+from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, hms, questions, zone_for
 from pcapdns.anomalies.inputs import Inputs
 from pcapdns.anomalies.servers import addresses, keyed, label, ranked
 from pcapdns.anomalies.stats import flag_windows, log10_binom_sf, score_of, widen
@@ -155,29 +155,16 @@ def answers(inp: Inputs) -> _Answers | None:
 
 
 def _answers(inp: Inputs) -> _Answers | None:
-    t = inp.transactions.select("ts", "server", "rcode_name", "qname").with_row_index("row")
-    answered = _windowed(t.filter(pl.col("rcode_name").is_not_null()), inp.thresholds.window_s)
+    q = questions(inp)  # each answer's zone, numbered once per run
+    t = inp.transactions.select("ts", "server", "rcode_name").with_row_index("row")
+    answered = _windowed(
+        t.with_columns(q.zone).filter(pl.col("rcode_name").is_not_null()), inp.thresholds.window_s
+    )
     if answered.height == 0:
         return None
-    names = answered.get_column("qname").drop_nulls().unique()
-    zone_of_name = zone_keys(names)
-    zones = sorted({".", *zone_of_name.unique().to_list()})
-    number = zone_of_name.replace_strict(zones, list(range(len(zones))), return_dtype=pl.UInt32)
     server, servers = ranked(answered, inp.thresholds)
-    zone_of = pl.DataFrame({"qname": names, "zone_key": number})
-    # Each answer's zone found by its name's 64-bit hash when no two distinct names share one
-    # (checked: then a hash names exactly one name), an integer join several times cheaper
-    # than one on a million names' text; else by the names.
-    hashes = names.hash()
-    if hashes.n_unique() == names.len():
-        zone_of = zone_of.with_columns(hashes.alias("qname"))
-        answered = answered.with_columns(pl.when(pl.col("qname").is_not_null()).then(pl.col("qname").hash()))
-    answered = (
-        answered.join(zone_of, on="qname", how="left")
-        .with_columns(server, pl.col("zone_key").fill_null(zones.index(".")))
-        .drop("qname")
-    )
-    return _Answers(answered, servers, zones, inp)
+    answered = answered.select("row", "ts", server, "rcode_name", "w", "zone_key")
+    return _Answers(answered, servers, q.zones, inp)
 
 
 def surge_findings(inp: Inputs) -> list[Finding]:

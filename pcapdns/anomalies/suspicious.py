@@ -19,7 +19,7 @@ from datetime import datetime
 
 import polars as pl
 
-from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, zone_for
+from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, questions, zone_for
 from pcapdns.anomalies.inputs import Inputs
 
 _FLOW = ["client", "client_port", "trans_id", "transport"]
@@ -280,24 +280,14 @@ def _ttl_drops(t: pl.DataFrame, inp: Inputs) -> list[Finding]:
 def _nodata_changes(t: pl.DataFrame, inp: Inputs) -> list[Finding]:
     ok = (pl.col("status") == "answered") & (pl.col("rcode") == 0)
     keys = ["server", "name_l", "qtype"]  # the server categorical: text only for the rows kept
-    empty = (
-        t.select(*_ANSWER, "status", "rcode", "answers")
-        .filter(ok & (pl.col("answers") == 0))
-        .drop("status", "rcode", "answers")
-    )
+    # the name in lower case as its key (questions): a number to group by, not a string
+    t = t.select(*_ANSWER, "status", "rcode", "answers", questions(inp).key.alias("name_l"))
+    empty = t.filter(ok & (pl.col("answers") == 0)).drop("status", "rcode", "answers")
     if empty.height < inp.thresholds.min_count:  # fewer NODATA answers than a finding needs
         return []
-    empty = empty.with_columns(pl.col("qname").str.to_lowercase().alias("name_l"))
-    # when each question first had records: per name as written, then per name in lower case
-    # (the names written differently are few: only they are lowered, not every answer's)
+    # when each question first had records
     first_had = (
-        t.select("server", "qname", "qtype", "ts", "status", "rcode", "answers")
-        .filter(ok & (pl.col("answers") > 0))
-        .group_by("server", "qname", "qtype")
-        .agg(pl.col("ts").min().alias("first_had"))
-        .with_columns(pl.col("qname").str.to_lowercase().alias("name_l"))
-        .group_by(keys)
-        .agg(pl.col("first_had").min())
+        t.filter(ok & (pl.col("answers") > 0)).group_by(keys).agg(pl.col("ts").min().alias("first_had"))
     )
     changed = (
         empty.join(first_had, on=keys, how="inner").filter(pl.col("ts") > pl.col("first_had")).sort("ts")

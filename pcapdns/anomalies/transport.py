@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, zone_for, zone_keys
+from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, questions, zone_for
 from pcapdns.anomalies.inputs import Inputs
 from pcapdns.anomalies.unanswered import one_direction
 
@@ -139,7 +139,9 @@ def retry_findings(inp: Inputs) -> list[Finding]:
     th = inp.thresholds
     keys = ["client", "name_l", "qtype", "qclass"]  # the client stays categorical until the end
     # The search runs on the keys, times and row numbers only; the columns a chain's finding
-    # reads are gathered for the attempts that were asked again.
+    # reads are gathered for the attempts that were asked again.  The name in lower case is
+    # its key (questions): a number for a join or a group, not a string.
+    q = questions(inp)
     t = inp.transactions.with_row_index("row")
     # a capture that saw queries only says nothing about their answers: only RCODEs fail there
     lost = pl.lit(False) if one_direction(inp) else pl.col("status") == "unanswered"
@@ -147,7 +149,7 @@ def retry_findings(inp: Inputs) -> list[Finding]:
         "row",
         "ts",
         "client",
-        pl.col("qname").str.to_lowercase().alias("name_l"),
+        q.key.alias("name_l"),
         "qtype",
         "qclass",
         ((lost | pl.col("rcode_name").is_in(_FAILED)) & ~pl.col("TC").fill_null(False)).alias("failed"),
@@ -209,7 +211,8 @@ def retry_findings(inp: Inputs) -> list[Finding]:
         pl.col("rcode_name").alias("n_rcode"),
         pl.col("query_frame").alias("n_frame"),
     )
-    nxt = pl.concat([pairs.select("row", "name_l"), first, then], how="horizontal")
+    zk = q.zone.gather(pairs.get_column("row")).alias("zk")  # the zone of the question, numbered
+    nxt = pl.concat([pairs.select("row"), first, then, zk.to_frame()], how="horizontal")
     nxt = nxt.with_columns(pl.col("client", "server", "n_server", "rcode_name").cast(pl.String))
     ok = (pl.col("n_status") == "answered") & pl.col("n_rcode").is_in(["NOERROR", "NXDOMAIN"])
     nxt = nxt.with_columns(
@@ -217,7 +220,6 @@ def retry_findings(inp: Inputs) -> list[Finding]:
         (pl.col("n_server") != pl.col("server")).alias("other_server"),
         (pl.col("edns_udp_size").is_not_null() & pl.col("n_edns").is_null()).alias("edns_dropped"),
         (pl.col("n_transport") != pl.col("transport").cast(pl.String)).alias("changed_transport"),
-        zone_keys(nxt.get_column("qname")).alias("zk"),
     )
     # Only the (client, zone) pairs with enough retries make a finding: thousands of one-retry
     # pairs are left out before the loop, which would gather each of them as a frame of its own.
