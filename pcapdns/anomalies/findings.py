@@ -323,17 +323,25 @@ def _zone_keys_by_labels(names: pl.Series) -> pl.Series:
     )
 
 
+# Names' zones as numbers (row for row with the names) and the zones they number.
+Zones = tuple[pl.Series, list[str]]
+
+
 @dataclass(slots=True)
 class Questions:
     """Each transaction's question name, row for row with the transactions: ``key`` the name in
-    lower case as a key (the 64-bit hash of that text when no two distinct names share one,
-    checked, else the text itself: grouping or joining by it does what the text would, and a
-    hash costs far less than a string each time), null where there is no name; ``zone`` its
-    :func:`zone_of` numbering ``zones`` (sorted, "." for no name)."""
+    lower case as a number (UInt64: the 64-bit hash of that text when no two distinct names share
+    one, checked, else the text's number in a categorical: grouping or joining by it does what
+    the text would, and a number costs far less than a string each time), null where there is no
+    name; ``zone`` its :func:`zone_of` numbering ``zones`` (sorted, "." for no name)."""
 
     key: pl.Series
     zone: pl.Series
     zones: list[str]
+
+    def of(self, rows: pl.Series) -> Zones:
+        """The zones of the transactions numbered ``rows``, for :func:`zone_for`."""
+        return self.zone.gather(rows), self.zones
 
 
 def questions(inp: Inputs) -> Questions:
@@ -346,15 +354,7 @@ def questions(inp: Inputs) -> Questions:
 def _questions(qname: pl.Series) -> Questions:
     lower = qname.str.to_lowercase()
     names = lower.drop_nulls().unique()
-    hashes = names.hash()
-    key, distinct = lower, names
-    if hashes.n_unique() == names.len():
-        key = (
-            lower.to_frame("q")
-            .select(pl.when(pl.col("q").is_not_null()).then(pl.col("q").hash()))
-            .to_series()
-        )
-        distinct = hashes
+    key, distinct = _numbered(lower, names, hashed=names.hash().n_unique() == names.len())
     zone_of_name = zone_keys(names)
     zones = sorted({".", *zone_of_name.unique().to_list()})
     number = zone_of_name.replace_strict(zones, list(range(len(zones))), return_dtype=pl.UInt32)
@@ -366,6 +366,16 @@ def _questions(qname: pl.Series) -> Questions:
         .fill_null(root)
     )
     return Questions(key.alias("name_key"), zone.alias("zone_key"), zones)
+
+
+def _numbered(texts: pl.Series, distinct: pl.Series, *, hashed: bool) -> tuple[pl.Series, pl.Series]:
+    """``texts`` and their ``distinct`` values as numbers (UInt64, null for null): their hashes
+    when no two distinct values share one (``hashed``), else their codes in a categorical."""
+    if hashed:
+        key = texts.to_frame("q").select(pl.when(pl.col("q").is_not_null()).then(pl.col("q").hash()))
+        return key.to_series(), distinct.hash()
+    both = pl.concat([distinct, texts]).cast(pl.Categorical(pl.Categories.random())).to_physical()
+    return both.tail(texts.len()).cast(pl.UInt64), both.head(distinct.len()).cast(pl.UInt64)
 
 
 def common_suffix(names: Iterable[str]) -> str | None:
@@ -385,10 +395,17 @@ def common_suffix(names: Iterable[str]) -> str | None:
     return ".".join(suffix) if suffix and len(suffix) >= 2 else None
 
 
-def zone_for(names: Sequence[str] | pl.Series) -> str | None:
-    """The zone a finding names: the names' common suffix, else their dominant registered domain."""
+def zone_for(names: Sequence[str] | pl.Series, zones: Zones | None = None) -> str | None:
+    """The zone a finding names: the names' common suffix, else their dominant registered domain.
+
+    ``zones``: each name's zone, numbered (:class:`Questions`), when the rule has them: many
+    names are then not zoned again.  Null names are left out."""
+    if isinstance(names, pl.Series) and names.null_count():
+        if zones is not None:
+            zones = (zones[0].filter(names.is_not_null()), zones[1])
+        names = names.drop_nulls()
     if len(names) >= _AS_COLUMN:
-        return _zone_for_column(pl.Series("qname", names, dtype=pl.String))
+        return _zone_for_column(pl.Series("qname", names, dtype=pl.String), zones)
     return _zone_for_names(list(names))
 
 
@@ -407,16 +424,20 @@ def _zone_for_names(names: list[str]) -> str | None:
     return str(top) if n >= 0.8 * len(names) else None
 
 
-def _zone_for_column(names: pl.Series) -> str | None:
+def _zone_for_column(names: pl.Series, zones: Zones | None = None) -> str | None:
     """:func:`zone_for` of many names, as columns: the common suffix is one of the first name's,
     the longest that every name ends with."""
-    names = names.drop_nulls()
+    if names.null_count():
+        if zones is not None:
+            zones = (zones[0].filter(names.is_not_null()), zones[1])
+        names = names.drop_nulls()
     if names.len() == 0:
         return None
-    frame = names.to_frame("q")
-    if frame.select(pl.col("q").str.to_lowercase().str.strip_chars_end(".").n_unique()).item() == 1:
+    lower = names.to_frame("q").select(pl.col("q").str.to_lowercase())
+    one = lower.select(pl.col("q").str.strip_chars_end("."))
+    if one.select(pl.col("q") == pl.col("q").first()).to_series().all():  # one name, however written
         return zone_of(str(names[0]))
-    text = frame.select(_text(pl.col("q")).alias("t"))
+    text = lower.select(pl.col("q").str.strip_chars(".").str.replace_all(r"\.\.+", ".").alias("t"))
     first = _labels(str(names[0]))
     common = None
     for k in range(2, len(first) + 1):  # a suffix all names share leaves its shorter ones shared
@@ -427,6 +448,9 @@ def _zone_for_column(names: pl.Series) -> str | None:
         common = suffix
     if common is not None:
         return common
-    zones = zone_keys(names).value_counts(sort=True)
-    top, count = zones.row(0)
+    if zones is not None:  # (no two zones can both hold 80 % of the names: ties do not matter)
+        number, count = zones[0].value_counts(sort=True).row(0)
+        top = zones[1][number]
+    else:
+        top, count = zone_keys(names).value_counts(sort=True).row(0)
     return str(top) if count >= 0.8 * names.len() else None

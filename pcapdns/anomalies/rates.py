@@ -144,8 +144,10 @@ class _Answers:
         )
 
     def rows(self, narrow: pl.DataFrame) -> pl.DataFrame:
-        """The transactions' columns of ``narrow`` rows (server as its key, ``address`` its address)."""
-        return keyed(self.inp.transactions.select(_COLUMNS)[narrow.get_column("row")], self.inp.thresholds)
+        """The transactions' columns of ``narrow`` rows (server as its key, ``address`` its
+        address, ``zone_n`` the number of its zone)."""
+        rows = self.inp.transactions.select(_COLUMNS)[narrow.get_column("row")]
+        return keyed(rows.with_columns(narrow.get_column("zone_key").alias("zone_n")), self.inp.thresholds)
 
 
 def answers(inp: Inputs) -> _Answers | None:
@@ -390,8 +392,8 @@ def _surge_finding(
         .sort("share", descending=True)
         .row(0, named=True)
     )
-    names = rows.get_column("qname").drop_nulls()
-    zone = zone_key if zone_key not in (None, ".") else zone_for(names)
+    zones = (rows.get_column("zone_n"), questions(inp).zones)
+    zone = zone_key if zone_key not in (None, ".") else zone_for(rows.get_column("qname"), zones)
     start, end = rows.get_column("ts").min(), rows.get_column("ts").max()
     assert isinstance(start, datetime) and isinstance(end, datetime)
     peak_at = datetime.fromtimestamp(int(peak["w"]) * window_s, tz=start.tzinfo)
@@ -499,6 +501,7 @@ def slow_findings(inp: Inputs) -> list[Finding]:
         windows = ep.get_column("w").to_list()
         rows = t.filter((pl.col("server") == keys.index(str(server))) & pl.col("w").is_in(windows))
         slow = rows.filter(pl.col("ms") >= th.slow_min_ms).sort("rtt", descending=True)
+        zones = questions(inp).of(slow.get_column("row"))
         slow = pl.concat(
             [
                 keyed(inp.transactions.select(*_COLUMNS, "rtt")[slow.get_column("row")], th),
@@ -509,7 +512,6 @@ def slow_findings(inp: Inputs) -> list[Finding]:
         peak = ep.sort("p95", descending=True).row(0, named=True)
         start, end = slow.get_column("ts").min(), slow.get_column("ts").max()
         assert isinstance(start, datetime) and isinstance(end, datetime)
-        names = slow.get_column("qname").drop_nulls()
         rcodes = slow.get_column("rcode_name").cast(pl.String).value_counts(sort=True)
         top = ", ".join(f"{r} {n}" for r, n in rcodes.iter_rows())
         log10p = ep.get_column("log10p").min()
@@ -520,7 +522,7 @@ def slow_findings(inp: Inputs) -> list[Finding]:
             end=end,
             servers=addresses([str(server)], slow, th),
             clients=slow.get_column("client").n_unique(),
-            zone=zone_for(names),
+            zone=zone_for(slow.get_column("qname"), zones),
             count=slow.height,
             summary=(
                 f"{label(str(server), slow, th)} answered slowly from {hms(start)} to {hms(end)}: "

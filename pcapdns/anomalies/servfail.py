@@ -16,7 +16,7 @@ from datetime import datetime
 import polars as pl
 
 from pcapdns.anomalies.config import Thresholds
-from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, zone_for
+from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, questions, zone_for
 from pcapdns.anomalies.inputs import Inputs
 from pcapdns.anomalies.servers import addresses, key_of, label, server_key
 from pcapdns.anomalies.stats import log10_binom_sf
@@ -38,7 +38,8 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
     # the whole table; only the rows a step keeps get them as text.
     # what the rule reads of a SERVFAIL, taken before filtering (a filter copies every column)
     wanted = ("ts", "server", "server_port", "client", "qname", "qtype", "rtt", "CD", "ede", "source", "file")
-    servfails = t.select(*wanted, "query_frame", "response_frame", "rcode_name").filter(
+    q = questions(inp)  # each name's zone, numbered once per run
+    servfails = t.select(*wanted, "query_frame", "response_frame", "rcode_name", q.zone).filter(
         pl.col("rcode_name") == "SERVFAIL"
     )
     sf = _named(servfails, th).with_columns(_lower("qname").alias("name_l"))
@@ -125,8 +126,7 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
         ede = rows.get_column("ede").explode().drop_nulls().value_counts(sort=True)
         cd = cd_ok.filter(pl.col("query_frame").is_in(frames)).height
         causes, likely = _reasons(rows.height, mine, ede, cd)
-        names = rows.get_column("qname").drop_nulls()
-        zone = zone_for(names)
+        zone = zone_for(rows.get_column("qname"), (rows.get_column("zone_key"), q.zones))
         clients = rows.get_column("client").n_unique()
         evidence = evidence_of(rows, max(2, th.evidence // 2))
         if mine.height:

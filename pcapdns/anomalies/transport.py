@@ -158,8 +158,15 @@ def retry_findings(inp: Inputs) -> list[Finding]:
     if failed.height == 0:
         return []
     later = asked.select(*keys, pl.col("row").alias("n_row"), pl.col("ts").alias("n_ts"))
-    # only the questions that failed once can be asked again after a failure
-    later = later.join(failed.select(keys).unique(), on=keys, how="semi", nulls_equal=False)
+    # only the questions that failed once can be asked again after a failure: the attempts whose
+    # keys' one number is a failed one's (a number shared by two keys only keeps a few more rows,
+    # which the as-of join below, by the keys themselves, leaves unpaired)
+    packed = pl.col("name_l") ^ (
+        pl.col("client").to_physical().cast(pl.UInt64) * 2**32
+        + pl.col("qtype").cast(pl.UInt64) * 2**16
+        + pl.col("qclass").cast(pl.UInt64)
+    )
+    later = later.filter(packed.is_in(failed.select(packed).to_series().implode()))
     later = later.drop_nulls(keys).sort("n_ts", "n_row")
     # Each failed attempt's next attempt: the first transaction of the same client and question
     # strictly later and at most retry_window_s after it (the lowest row among equal times).  An
@@ -250,8 +257,7 @@ def retry_findings(inp: Inputs) -> list[Finding]:
         servers = sorted(
             set(rows.get_column("server").to_list()) | set(rows.get_column("n_server").to_list())
         )
-        names = rows.get_column("qname").drop_nulls()
-        zone = zone_for(names)
+        zone = zone_for(rows.get_column("qname"), (rows.get_column("zk"), q.zones))
         start, end = rows.get_column("ts").min(), rows.get_column("n_ts").max()
         assert isinstance(start, datetime) and isinstance(end, datetime)
         share = good / n
