@@ -352,20 +352,28 @@ def questions(inp: Inputs) -> Questions:
 
 
 def _questions(qname: pl.Series) -> Questions:
-    lower = qname.str.to_lowercase()
-    names = lower.drop_nulls().unique()
-    key, distinct = _numbered(lower, names, hashed=names.hash().n_unique() == names.len())
-    zone_of_name = zone_keys(names)
+    # Worked out on the distinct names as written (few, but for a flood), then taken to the rows
+    # by one join: by the names' hashes when no two distinct names share one, else by the text.
+    written = qname.drop_nulls().unique()
+    lower = written.str.to_lowercase()
+    names = written if (lower == written).all() else lower.unique()  # (most are in lower case)
+    key, _ = _numbered(lower, names, hashed=names.hash().n_unique() == names.len())
+    zone_of_name = zone_keys(lower)
     zones = sorted({".", *zone_of_name.unique().to_list()})
     number = zone_of_name.replace_strict(zones, list(range(len(zones))), return_dtype=pl.UInt32)
-    root = zones.index(".")
-    zone = (
-        key.to_frame("k")
-        .join(pl.DataFrame({"k": distinct, "z": number}), on="k", how="left", maintain_order="left")
-        .get_column("z")
-        .fill_null(root)
-    )
-    return Questions(key.alias("name_key"), zone.alias("zone_key"), zones)
+    by, rows = written, qname
+    hashes = written.hash()
+    if hashes.n_unique() == written.len():
+        by = hashes
+        rows = (
+            qname.to_frame("q")
+            .select(pl.when(pl.col("q").is_not_null()).then(pl.col("q").hash()))
+            .to_series()
+        )
+    of_name = pl.DataFrame({"k": by, "name_key": key, "zone_key": number})
+    joined = rows.to_frame("k").join(of_name, on="k", how="left", maintain_order="left")
+    zone = joined.get_column("zone_key").fill_null(zones.index("."))
+    return Questions(joined.get_column("name_key"), zone, zones)
 
 
 def _numbered(texts: pl.Series, distinct: pl.Series, *, hashed: bool) -> tuple[pl.Series, pl.Series]:

@@ -285,10 +285,14 @@ def _nodata_changes(t: pl.DataFrame, inp: Inputs) -> list[Finding]:
     empty = t.filter(ok & (pl.col("answers") == 0)).drop("status", "rcode", "answers")
     if empty.height < inp.thresholds.min_count:  # fewer NODATA answers than a finding needs
         return []
-    # when each question first had records
-    first_had = (
-        t.filter(ok & (pl.col("answers") > 0)).group_by(keys).agg(pl.col("ts").min().alias("first_had"))
+    # when each question first had records, for the questions that came back empty: those whose
+    # keys' one number is an empty answer's (a number two keys share only keeps a few more rows,
+    # which the join by the keys themselves leaves out)
+    packed = pl.col("name_l") ^ (
+        pl.col("server").to_physical().cast(pl.UInt64) * 2**32 + pl.col("qtype").cast(pl.UInt64)
     )
+    had = t.filter(ok & (pl.col("answers") > 0) & packed.is_in(empty.select(packed).to_series().implode()))
+    first_had = had.group_by(keys).agg(pl.col("ts").min().alias("first_had"))
     changed = (
         empty.join(first_had, on=keys, how="inner").filter(pl.col("ts") > pl.col("first_had")).sort("ts")
     )
