@@ -39,9 +39,9 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
     # what the rule reads of a SERVFAIL, taken before filtering (a filter copies every column)
     wanted = ("ts", "server", "server_port", "client", "qname", "qtype", "rtt", "CD", "ede", "source", "file")
     q = questions(inp)  # each name's zone, numbered once per run
-    servfails = t.select(*wanted, "query_frame", "response_frame", "rcode_name", q.zone).filter(
-        pl.col("rcode_name") == "SERVFAIL"
-    )
+    servfail = t.get_column("rcode_name") == "SERVFAIL"
+    servfails = t.select(*wanted, "query_frame", "response_frame", "rcode_name").filter(servfail)
+    servfails = servfails.with_columns(q.zone.filter(servfail))
     sf = _named(servfails, th).with_columns(_lower("qname").alias("name_l"))
     if sf.height == 0:
         return []
