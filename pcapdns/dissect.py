@@ -2,8 +2,10 @@
 
 For each :class:`~pcapdns.model.FrameBatch`, :func:`pcapdns.decode.columnar.classify` picks the
 frames the fast path can take (complete, unfragmented IPv4/IPv6 UDP on a DNS port) and
-:func:`pcapdns.dns.columnar.parse_batch` parses their messages column-wise.  Everything the fast
-path does not take -- other frames on DNS ports, fragments, odd link layers -- goes frame by
+:func:`pcapdns.dns.columnar.parse_batch` parses their messages column-wise.  TCP segments and the
+IP fragments of datagrams that begin and end in the batch are reassembled by compiled code
+(:mod:`pcapdns.decode.tcpbatch`, :mod:`pcapdns.decode.fragbatch`) where it can prove the result.
+Everything else -- other frames on DNS ports, other fragments, odd link layers -- goes frame by
 frame through :class:`~pcapdns.decode.Decoder`.  The columnar parser names the malformations of the
 messages it cannot prove well-formed itself, as :func:`~pcapdns.dns.parse.parse_message` (the
 authoritative parser) does; the few messages whose row it cannot fill (a compressed first question
@@ -36,6 +38,7 @@ from pcapdns.decode.columnar import (
     encap_label,
     lookup_tables,
 )
+from pcapdns.decode.fragbatch import Defragmented
 from pcapdns.decode.tcpbatch import Reassembled, Segments, address_bytes, ip_pairs
 from pcapdns.decode.triage import DECODER, OUTCOME_NAMES, triage
 from pcapdns.decode.triage import REASONS as TRIAGE_REASONS
@@ -198,9 +201,11 @@ class Dissector:
         settled = self._undecodable(batch, np.flatnonzero(l4.verdict == SLOW))
         stateful = np.flatnonzero(((l4.verdict == SLOW) & ~settled) | (l4.verdict == TCP))
         self._last_one_by_one = -1
-        payloads, streamed = self._stateful(batch, l4, stateful) if len(stateful) else ([], None)
+        payloads, streamed, defragmented = (
+            self._stateful(batch, l4, stateful) if len(stateful) else ([], None, None)
+        )
         self._passed(batch, self._last_one_by_one + 1, len(batch))
-        return self._messages(batch, l4, fast, payloads, streamed)
+        return self._messages(batch, l4, fast, payloads, streamed, defragmented)
 
     def _passed(self, batch: FrameBatch, start: int, stop: int) -> None:
         """Frames ``start:stop`` of ``batch`` went by without the per-packet decoder: their latest
@@ -403,12 +408,15 @@ class Dissector:
 
     def _stateful(
         self, batch: FrameBatch, l4: L4Columns, rows: npt.NDArray[np.int64]
-    ) -> tuple[list[Payload], _Streamed | None]:
-        """The frames whose messages depend on other frames: whole TCP segments go to stream
-        reassembly with the headers the classifier read -- the connections compiled reassembly
-        can prove all at once (:mod:`pcapdns.decode.tcpbatch`), the rest segment by segment --
-        and everything else (fragments, odd headers, snaplen-cut frames) through the per-packet
-        decoder, in frame order.  Returns (the per-packet path's messages, the compiled ones)."""
+    ) -> tuple[list[Payload], _Streamed | None, Defragmented | None]:
+        """The frames whose messages depend on other frames: the IP fragments of the datagrams
+        compiled reassembly can prove (:mod:`pcapdns.decode.fragbatch`) are reassembled at once;
+        whole TCP segments go to stream reassembly with the headers the classifier read -- the
+        connections compiled reassembly can prove all at once (:mod:`pcapdns.decode.tcpbatch`),
+        the rest segment by segment -- and everything else (other fragments, odd headers,
+        snaplen-cut frames) through the per-packet decoder, in frame order.  Returns (the
+        per-packet path's messages, the compiled TCP ones, the compiled datagrams)."""
+        rows, defragmented = self._defragmented(batch, l4, rows)
         is_tcp = self._count_stateful(l4, rows)
         streamed = self._streamed(batch, l4, rows, is_tcp)
         own = rows
@@ -423,7 +431,27 @@ class Dissector:
             taken_ts = streamed.segments.ts[r.taken]
             last_ts = int(taken_ts.max()) if len(taken_ts) else 0
             self.decoder.segments_taken(int(np.count_nonzero(r.taken)), len(r.msg_row), last_ts)
-        return out, streamed
+        return out, streamed, defragmented
+
+    def _defragmented(
+        self, batch: FrameBatch, l4: L4Columns, rows: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.int64], Defragmented | None]:
+        """Compiled reassembly of the datagrams it can prove among the fragments of ``rows``
+        (counted as the per-packet decoder counts them); returns the rows left and what it took."""
+        slow = rows[l4.verdict[rows] == SLOW]
+        if not len(slow):
+            return rows, None
+        i64 = np.int64
+        d = self.decoder.fragment_batch.run(
+            batch.file_id, batch.buf, batch.ts_ns.astype(i64), slow, batch.data_off[slow].astype(i64),
+            batch.caplen[slow].astype(i64), batch.wirelen[slow].astype(i64),
+            batch.linktype[slow].astype(i64), (self._tables[0], self._tables[2]),
+        )  # fmt: skip
+        if d is None:
+            return rows, None
+        self.counters["fragment_frames"] += len(d.taken)
+        self.decoder.fragments_taken(len(d.taken), d.datagrams, len(d.row))
+        return rows[~np.isin(rows, d.taken)], d
 
     def _one_by_one(
         self, batch: FrameBatch, l4: L4Columns, rows: npt.NDArray[np.int64], is_tcp_mask: Mask
@@ -496,9 +524,11 @@ class Dissector:
         fast: npt.NDArray[np.int64],
         payloads: list[Payload],
         streamed: _Streamed | None = None,
+        defragmented: Defragmented | None = None,
     ) -> pl.DataFrame:
-        """The rows of the UDP messages ``fast`` (in the batch's buffer), of ``payloads`` and of
-        the messages of compiled TCP reassembly (``streamed``), in (frame, idx) order."""
+        """The rows of the UDP messages ``fast`` (in the batch's buffer), of ``payloads``, of
+        the messages of compiled TCP reassembly (``streamed``) and of the datagrams of compiled IP
+        reassembly (``defragmented``), in (frame, idx) order."""
         payloads = [p for p in payloads if len(p.data) >= DNS_HEADER]
         names: list[str] = []
         encaps = _fast_encaps()  # the encap column's labels by id: the fast path's codes first
@@ -527,6 +557,8 @@ class Dissector:
             )
         if streamed is not None and len(streamed.taken.msg_row):
             parts.append(self._streamed_part(streamed, batch.file_id, names))
+        if defragmented is not None and len(defragmented.row):
+            parts.append(self._defragmented_part(batch, defragmented, names))
         if payloads:
             arena = b"".join(p.data for p in payloads)
             length = np.array([len(p.data) for p in payloads], dtype=np.int64)
@@ -582,6 +614,29 @@ class Dissector:
             "encap": np.zeros(n, dtype=np.int64),  # not in a tunnel: the classifier sends those slow
         }
         return self._part(r.arena, r.msg_start, r.msg_len, meta, file_id, names)
+
+    def _defragmented_part(self, batch: FrameBatch, d: Defragmented, names: list[str]) -> _Part:
+        """The DNS messages of the datagrams compiled IP reassembly took, parsed like the others
+        (each at the frame of the fragment that completed its datagram)."""
+        n = len(d.row)
+        meta: dict[str, npt.NDArray[Any]] = {
+            "frame": batch.frame[d.row].astype(np.uint32),
+            "idx": np.zeros(n, dtype=np.uint16),
+            "ts_ns": batch.ts_ns[d.row].astype(np.int64),
+            "transport": np.full(n, int(Transport.UDP), dtype=np.uint8),
+            "src_hi": d.src_hi,
+            "src_lo": d.src_lo,
+            "dst_hi": d.dst_hi,
+            "dst_lo": d.dst_lo,
+            "sport": d.sport.astype(np.uint16),
+            "dport": d.dport.astype(np.uint16),
+            "size": d.length.astype(np.uint32),
+            "capture_truncated": np.zeros(n, dtype=np.bool_),
+            "dnstap_type": np.zeros(n, dtype=np.uint8),
+            "query_ts_ns": np.full(n, -1, dtype=np.int64),
+            "encap": np.zeros(n, dtype=np.int64),  # the fragments taken are in no tunnel
+        }
+        return self._part(d.arena, d.start, d.length, meta, batch.file_id, names)
 
     def _part(
         self,

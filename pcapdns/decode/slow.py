@@ -19,6 +19,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from pcapdns.decode.fragbatch import BatchFragments
 from pcapdns.decode.ip import Bad, Defragmenter, FragKey, Ip, Pending, extensions, ipv4, ipv6, short
 from pcapdns.decode.link import (
     ETH_IPV4,
@@ -154,6 +155,8 @@ class Decoder:
         self._tcp = TcpStreams(max_tcp_flows, max_tcp_buffer, self._issue)
         #: Compiled reassembly of a whole batch's TCP segments, on the same streams.
         self.tcp_batch = BatchStreams(self._tcp)
+        #: Compiled reassembly of a whole batch's IP fragments, beside the same reassembly.
+        self.fragment_batch = BatchFragments(self._defrag)
 
     def take_issues(self) -> IssueLog:
         """Return the issues found so far (counted, a few of each kept: bounded) and forget them."""
@@ -271,6 +274,14 @@ class Decoder:
         self.counters["dns_payloads"] += messages
         if self._defrag.pending:
             self._give_up(self._defrag.expired(last_ts_ns), IssueReason.FRAGMENT_INCOMPLETE, "timed out")
+
+    def fragments_taken(self, fragments: int, datagrams: int, messages: int) -> None:
+        """What :meth:`decode` counts for ``fragments`` fragments whose ``datagrams`` datagrams
+        (``messages`` of them carrying DNS) :attr:`fragment_batch` took."""
+        self.counters["frames"] += fragments
+        self.counters["ip_fragments"] += fragments
+        self.counters["reassembled"] += datagrams
+        self.counters["dns_payloads"] += messages
 
     def flush(self) -> list[Payload]:
         """End of all input: unfinished TCP messages and fragments become issues."""

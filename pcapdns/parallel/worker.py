@@ -132,10 +132,10 @@ class _FastOnly(Dissector):
 
     def _stateful(
         self, batch: FrameBatch, l4: L4Columns, rows: npt.NDArray[np.int64]
-    ) -> tuple[list[Payload], None]:
+    ) -> tuple[list[Payload], None, None]:
         self._count_stateful(l4, rows)
         self._put_aside(batch, rows)
-        return [], None
+        return [], None, None
 
 
 def read_piece(task: Task) -> Piece:
