@@ -392,14 +392,15 @@ def make_capture(
         return qt, _sum16(qt), rt, _sum16(rt)
 
     def signed(tail: bytes, qtype: int) -> bytes:
-        """``tail`` with a large RRSIG in the answer section (a DNSSEC answer over 1,500 bytes)."""
+        """``tail`` with a large RRSIG (a DNSSEC answer over 1,500 bytes), appended as the last
+        additional record: inserted anywhere before, it would move the names that the message's
+        compression pointers point to."""
         sig = struct.pack("!HBBIIIH", qtype, 13, 2, 300, 1712000000, 1709400000, 4242)
         sig += b"\x07example\x00" + bytes((i * 37) & 0xFF for i in range(1700))
         head = struct.unpack_from("!5H", tail)
         rr = b"\xc0\x0c" + struct.pack("!HHIH", RRSIG, 1, 300, len(sig)) + sig
-        qend = _question_end(tail)  # the RRSIG goes first in the answer section
-        header = struct.pack("!5H", head[0], head[1], head[2] + 1, head[3], head[4])
-        return header + tail[10:qend] + rr + tail[qend:]
+        header = struct.pack("!5H", head[0], head[1], head[2], head[3], head[4] + 1)
+        return header + tail[10:] + rr
 
     def fragments(whole: bytes, v6: bool, ident: int) -> list[bytes]:
         """An Ethernet frame holding one IP datagram (header + UDP + DNS) cut into IP fragments."""
