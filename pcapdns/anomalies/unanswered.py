@@ -7,8 +7,10 @@ An **outage** is a run of at least ``outage_run`` consecutive unanswered queries
 is unlikely at the server's loss around it: the higher of its loss over the capture and over the
 windows around the run (one window either side), so the chance runs of a loss episode at a busy
 server are part of the loss finding, not outages.
-Outages of several servers that overlap in time and concern the same zone are one finding.  What
-is unanswered outside outages is **loss**, tested per server like the RCODE surges: windows whose
+Outages of several servers that overlap in time and concern the same zone are one finding.  A run
+of a server that never answered in the whole capture shows no onset: it is a ``persistent_failure``
+(a dead or lame authority a resolver keeps probing), not an outage.  What is unanswered outside
+outages is **loss**, tested per server like the RCODE surges: windows whose
 loss rose significantly above the server's own baseline are a loss episode; without one, a
 server's loss over the whole capture is a finding when it is significantly above ``loss_share``
 (and above the other servers' loss), from ``loss_min`` queries.
@@ -279,7 +281,8 @@ def _loss(sporadic: _Queries, inp: Inputs) -> list[Finding]:
     )
     lost_all, total_all = int(per_server.get_column("lost").sum()), int(per_server.get_column("total").sum())
     for server, lost, total in per_server.sort("server").iter_rows():
-        if lost < th.loss_min or server in episodic:
+        # (a server that never answered is not losing some queries: too few to be an outage)
+        if lost < th.loss_min or server in episodic or lost == total:
             continue
         others = (lost_all - lost + 0.5) / (total_all - total + 1.0) if len(servers) > 1 else 0.0
         expected = max(th.loss_share, others)
@@ -412,6 +415,35 @@ def _outage(
     share = lost.height / rows.height
     # how unlikely this many losses are at the servers' usual loss (each loss taken as independent)
     usual = max(loss_of.get(s, 0.0) for s in servers) or 0.5 / max(1, tests)
+    score = score_of(log10_binom_sf(lost.height, rows.height, min(usual, 0.5)), tests)
+    if not before and recovery is None and share == 1:
+        # never answered in the capture: no onset seen, so no outage (a dead or lame authority a
+        # resolver keeps probing, an address that never served): a failure all along
+        finding = Finding(
+            kind="persistent_failure",
+            severity="info" if others else "critical",  # (nobody answered: as bad as an outage)
+            start=start,
+            end=end,
+            servers=addresses(servers, rows, th),
+            clients=lost.get_column("client").n_unique(),
+            zone=str(zone) if zone else None,
+            count=lost.height,
+            summary=(
+                f"{who} never answered{for_zone} in the capture: all {lost.height} queries from "
+                f"{hms(start)} to {hms(end)} went unanswered"
+            ),
+            likely_cause=(
+                f"{who} answered nothing the whole time the capture saw "
+                f"{'them' if len(servers) > 1 else 'it'}: "
+                "a dead or lame authority (resolvers keep probing it now and then and ask another "
+                "server of the zone), a stale address in a delegation or a resolver list, or a filter. "
+                "`dig @SERVER NAME +norec` from the querying host tells"
+                + (" (other servers in the capture kept answering)" if others else "")
+            ),
+            evidence=evidence_of(lost, th.evidence, ("query_frame",)),
+            score=score,
+        )
+        return for_whom(finding, lost.get_column("client"))
     finding = Finding(
         kind="unanswered_outage",
         severity="critical",
@@ -434,6 +466,6 @@ def _outage(
             "or ACL changes at the onset, and the servers' own logs"
         ),
         evidence=evidence_of(lost, th.evidence, ("query_frame",)),
-        score=score_of(log10_binom_sf(lost.height, rows.height, min(usual, 0.5)), tests),
+        score=score,
     )
     return for_whom(finding, lost.get_column("client"))

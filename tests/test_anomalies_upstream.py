@@ -1,0 +1,77 @@
+"""The anomaly engine on captures of other shapes than stub clients and their resolvers: a
+resolver's upstream side (one client asking many authoritative servers, some of them dead or
+lossy all along), a resolver host's both sides, one client host."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dnsbuild as d
+import pcapbuild as pb
+import polars as pl
+
+from pcapdns.pipeline import Options, analyze
+
+T0 = 1_700_000_000 * 10**9
+S = 10**9
+RESOLVER = bytes([10, 0, 0, 53])
+
+
+def _auth(k: int) -> bytes:
+    return bytes([192, 0, 2, k])
+
+
+def _q(ident: int, qname: str) -> bytes:
+    return d.message([d.question(d.name(qname), 1)], ident=ident, flags=0x0000)  # RD=0: upstream
+
+
+def _r(ident: int, qname: str, rcode: int = 0) -> bytes:
+    ans = [d.rr(d.name(qname), 1, bytes([192, 0, 2, 200]), ttl=60)] if rcode == 0 else []
+    return d.message([d.question(d.name(qname), 1)], ans, ident=ident, flags=0x8400 | rcode)
+
+
+class _Capture:
+    def __init__(self) -> None:
+        self.records: list[tuple[int, bytes]] = []
+        self.ident = 0
+
+    def ask(self, t: int, server: bytes, qname: str, answered: bool, *, client: bytes = RESOLVER) -> None:
+        self.ident = (self.ident + 1) & 0xFFFF
+        port = 20000 + self.ident % 40000
+        q = pb.ether(pb.ipv4(pb.udp(_q(self.ident, qname), port, 53), src=client, dst=server))
+        self.records.append((t, q))
+        if answered:
+            r = pb.ether(pb.ipv4(pb.udp(_r(self.ident, qname), 53, port), src=server, dst=client))
+            self.records.append((t + 30_000_000, r))
+
+    def analyze(self, tmp_path: Path) -> pl.DataFrame:
+        path = tmp_path / "upstream.pcap"
+        path.write_bytes(pb.pcap(sorted(self.records, key=lambda r: r[0])))
+        return analyze([str(path)], Options()).anomalies
+
+
+def _naming(findings: pl.DataFrame, address: str) -> list[dict]:
+    return [f for f in findings.iter_rows(named=True) if address in f["servers"]]
+
+
+def test_a_server_that_never_answered_is_no_outage_but_one_that_stopped_is(tmp_path):
+    cap = _Capture()
+    for i in range(300):  # a healthy authority of the zone, every 2 s for 10 minutes
+        cap.ask(T0 + i * 2 * S, _auth(1), f"h{i}.zone.example", True)
+    for i in range(30):  # a dead one, probed every 20 s from the start: never answers
+        cap.ask(T0 + i * 20 * S + S // 2, _auth(2), f"p{i}.zone.example", False)
+    for i in range(120):  # one that answers, stops from 3:00 to 6:00, answers again
+        cap.ask(T0 + i * 5 * S + S // 3, _auth(3), f"c{i}.other.example", not 36 <= i < 72)
+    for i in range(4):  # another dead one, asked four times only
+        cap.ask(T0 + (100 + 90 * i) * S, _auth(4), f"d{i}.third.example", False)
+    findings = cap.analyze(tmp_path)
+    (stopped,) = _naming(findings, "192.0.2.3")
+    assert stopped["kind"] == "unanswered_outage" and stopped["count"] == 36
+    assert "stopped answering" in stopped["summary"]
+    # the dead authority: a failure all along, said as such, not an outage from the capture's start
+    (dead,) = _naming(findings, "192.0.2.2")
+    assert dead["kind"] == "persistent_failure" and dead["count"] == 30
+    assert "never answered" in dead["summary"] and dead["severity"] == "info"
+    # four queries a server never answered are not sporadic loss
+    assert _naming(findings, "192.0.2.4") == []
+    assert "unanswered_loss" not in findings.get_column("kind").cast(pl.String).to_list()
