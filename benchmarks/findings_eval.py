@@ -21,8 +21,8 @@ resolver's upstream side: one resolver and hundreds of authoritative servers), `
 resolver host's both sides) and ``host`` (one client host).  Those also tell apart events the
 capture holds too little of to be found (**not visible**: left out of the recall, explaining the
 findings near them) and findings that state what the capture's **background** has broken
-throughout (a dead zone's SERVFAILs, a lame authority's REFUSED answers: counted on their own,
-neither false nor stray).
+throughout (a dead zone's SERVFAILs, a lame authority's REFUSED answers, the loss of an authority
+that loses far more than most: counted on their own, neither false nor stray).
 """
 
 from __future__ import annotations
@@ -158,8 +158,13 @@ def _related(event: dict[str, Any], f: dict[str, Any], slack: float) -> bool:
 
 def _background(f: dict[str, Any], bg: dict[str, list[str]] | None) -> bool:
     """A finding that states what the capture's background broke throughout: a dead zone, or
-    only dead and lame servers (as its servers, or as the upstreams its summary names)."""
-    if not bg or f["kind"] not in FACTS:
+    only dead and lame servers (as its servers, or as the upstreams its summary names), or the
+    loss of servers that lose far more than most."""
+    if not bg:
+        return False
+    if f["kind"] == "unanswered_loss":  # the loss of servers that lose far more than most
+        return bool(f["servers"]) and f["servers"] <= set(bg.get("lossy", []))
+    if f["kind"] not in FACTS:
         return False
     broken = set(bg["dead"]) | set(bg["lame"])
     if f["zone"] is not None and f["zone"] in bg["dead_zones"]:

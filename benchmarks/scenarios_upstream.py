@@ -56,7 +56,8 @@ visible; recall counts the visible ones only, and findings near an invisible eve
 stray.
 
 ``background(sc)`` lists what is broken for the whole capture (dead and lame authorities, dead
-zones): findings that state such a fact (``persistent_failure``, ``servfail_cause``) are not
+zones, authorities losing far more queries than most): findings that state such a fact
+(``persistent_failure``, ``servfail_cause``, the ``unanswered_loss`` of a lossy server) are not
 false alarms, but an ``unanswered_outage`` of a server that never answered is.
 
 ``write_pcap(sc, out)`` writes a classic pcap (Ethernet, IPv4/IPv6, UDP and TCP); the same seed
@@ -887,9 +888,14 @@ def truth(sc: Scenario) -> list[dict[str, object]]:
 
 def background(sc: Scenario) -> dict[str, list[str]]:
     """What is broken for the whole capture: servers that never answer, servers that answer
-    REFUSED (lame), zones whose every authority is dead."""
+    REFUSED (lame), zones whose every authority is dead, servers that lose far more queries than
+    most (``lossy``)."""
     dead_zones = [z.name for z in sc.zones if z.servers and set(z.servers) <= sc.dead]
-    return {"dead": sorted(sc.dead), "lame": sorted(sc.lame), "dead_zones": dead_zones}
+    # the servers that lose far more than most (the tail of the servers' loss): at least 8 % and
+    # twice the median server's
+    usual = sorted(sc.loss.values())[len(sc.loss) // 2] if sc.loss else 0.0
+    lossy = sorted(s for s, p in sc.loss.items() if p >= max(0.08, 2 * usual) and s not in sc.dead)
+    return {"dead": sorted(sc.dead), "lame": sorted(sc.lame), "dead_zones": dead_zones, "lossy": lossy}
 
 
 __all__ = [
