@@ -75,3 +75,24 @@ def test_a_server_that_never_answered_is_no_outage_but_one_that_stopped_is(tmp_p
     # four queries a server never answered are not sporadic loss
     assert _naming(findings, "192.0.2.4") == []
     assert "unanswered_loss" not in findings.get_column("kind").cast(pl.String).to_list()
+
+
+def _lost(i: int, rate: float) -> bool:
+    """Query ``i``'s fate at a loss ``rate``, spread evenly (never a run of consecutive losses)."""
+    return int((i + 1) * rate) > int(i * rate)
+
+
+def test_authorities_losing_more_or_less_all_along_are_no_loss_but_an_outlier_is(tmp_path):
+    # a resolver's upstream side: 40 authorities each losing its own 1-16 % of 300 queries over
+    # ten minutes (each its own path and load), and one losing 60 %
+    cap = _Capture()
+    rates = [0.01 * 16 ** (k / 39) for k in range(40)]
+    for k, rate in enumerate(rates):
+        for i in range(300):
+            cap.ask(T0 + i * 2 * S + k * S // 50, _auth(10 + k), f"h{i}.z{k}.example", not _lost(i, rate))
+    for i in range(300):
+        cap.ask(T0 + i * 2 * S + S, _auth(99), f"h{i}.lossy.example", not _lost(i, 0.6))
+    findings = cap.analyze(tmp_path)
+    loss = [f for f in findings.iter_rows(named=True) if f["kind"] == "unanswered_loss"]
+    assert [f["servers"] for f in loss] == [["192.0.2.99"]]
+    assert "178 of 298 queries to 192.0.2.99 (59.7%)" in loss[0]["summary"]

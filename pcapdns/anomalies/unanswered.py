@@ -13,7 +13,9 @@ of a server that never answered in the whole capture shows no onset: it is a ``p
 outages is **loss**, tested per server like the RCODE surges: windows whose
 loss rose significantly above the server's own baseline are a loss episode; without one, a
 server's loss over the whole capture is a finding when it is significantly above ``loss_share``
-(and above the other servers' loss), from ``loss_min`` queries.
+(and above the other servers' loss), from ``loss_min`` queries; with many servers, above the
+median server's loss, the counts scaled down by how much more the servers' loss varies than
+chance (:func:`_spread`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pcapdns.anomalies.config import Thresholds
 from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, hms, zone_for
 from pcapdns.anomalies.inputs import Inputs
 from pcapdns.anomalies.servers import addresses, keyed, label, ranked
-from pcapdns.anomalies.stats import flag_windows, log10_binom_sf, score_of, widen
+from pcapdns.anomalies.stats import dispersion, flag_windows, log10_binom_sf, score_of, widen
 from pcapdns.dns.codes import rrtype_name
 
 _BRIDGE = 2  # answers between two runs of losses that still leave them one outage
@@ -280,14 +282,15 @@ def _loss(sporadic: _Queries, inp: Inputs) -> list[Finding]:
         t.group_by("server").agg(pl.col("lost").sum().alias("lost"), pl.len().alias("total"))
     )
     lost_all, total_all = int(per_server.get_column("lost").sum()), int(per_server.get_column("total").sum())
+    typical, spread = _spread(per_server)
     for server, lost, total in per_server.sort("server").iter_rows():
         # (a server that never answered is not losing some queries: too few to be an outage)
         if lost < th.loss_min or server in episodic or lost == total:
             continue
         others = (lost_all - lost + 0.5) / (total_all - total + 1.0) if len(servers) > 1 else 0.0
-        expected = max(th.loss_share, others)
+        expected = max(th.loss_share, others, typical)
         share = lost / total
-        log10p = log10_binom_sf(lost, total, expected)
+        log10p = log10_binom_sf(lost / spread, total / spread, expected)
         if share < 2 * expected or log10p >= math.log10(th.alpha) - math.log10(tests):
             continue
         rows = sporadic.rows(
@@ -306,6 +309,29 @@ def _loss(sporadic: _Queries, inp: Inputs) -> list[Finding]:
             )
         )
     return out
+
+
+_SPREAD_SERVERS = 8  # servers that tell how much the servers' loss varies, at least
+
+
+def _spread(per_server: pl.DataFrame) -> tuple[float, float]:
+    """How the servers' loss over the capture varies, when 8 or more tell: the median server's
+    loss and how much more the servers vary around it than chance would (a dispersion >= 1), of
+    the servers that answered and were expected to lose one query or more; else (0, 1).  A
+    resolver's upstream side asks hundreds of authorities, each on its own path and load: one
+    losing a few percent more than the others is their usual spread, not a finding, while one
+    far beyond that spread still is.  (The median, not the pooled loss: on a resolver host the
+    resolver's own client side, answered whole, is most of the queries.)"""
+    answered = per_server.filter((pl.col("lost") < pl.col("total")) & (pl.col("total") >= 10))
+    if answered.height < _SPREAD_SERVERS:
+        return 0.0, 1.0
+    typical = float((answered.get_column("lost") / answered.get_column("total")).median())  # type: ignore[arg-type]
+    rows = answered.filter(pl.col("total") * typical >= 1)
+    if rows.height < _SPREAD_SERVERS or typical <= 0:
+        return 0.0, 1.0
+    xs = rows.get_column("lost").cast(pl.Float64).to_list()
+    ns = rows.get_column("total").cast(pl.Float64).to_list()
+    return typical, dispersion(xs, ns, [False] * len(xs), typical)
 
 
 _NEVER_SHARE = 0.8  # of the losses on questions the server never answered: not loss, a silent drop
