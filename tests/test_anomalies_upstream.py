@@ -4,6 +4,8 @@ lossy all along), a resolver host's both sides, one client host."""
 
 from __future__ import annotations
 
+import struct
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dnsbuild as d
@@ -96,3 +98,60 @@ def test_authorities_losing_more_or_less_all_along_are_no_loss_but_an_outlier_is
     loss = [f for f in findings.iter_rows(named=True) if f["kind"] == "unanswered_loss"]
     assert [f["servers"] for f in loss] == [["192.0.2.99"]]
     assert "178 of 298 queries to 192.0.2.99 (59.7%)" in loss[0]["summary"]
+
+
+CLIENT = bytes([10, 1, 0, 7])
+
+
+def _servfail(ident: int, qname: str, *, ra: bool, ede: int | None = None) -> bytes:
+    extra = [d.opt(options=d.option(15, struct.pack("!H", ede)))] if ede is not None else []
+    flags = (0x8180 if ra else 0x8400) | 2
+    return d.message([d.question(d.name(qname), 1)], additional=extra, ident=ident, flags=flags)
+
+
+def _exchange(cap: _Capture, t: int, client: bytes, server: bytes, qname: str, answer: bytes) -> None:
+    cap.ident = (cap.ident + 1) & 0xFFFF
+    port = 20000 + cap.ident % 40000
+    query = d.message([d.question(d.name(qname), 1)], ident=cap.ident, flags=0x0100)
+    cap.records.append((t, pb.ether(pb.ipv4(pb.udp(query, port, 53), src=client, dst=server))))
+    answer = struct.pack("!H", cap.ident) + answer[2:]
+    cap.records.append((t + 20_000_000, pb.ether(pb.ipv4(pb.udp(answer, 53, port), src=server, dst=client))))
+
+
+def test_a_resolvers_servfails_with_a_shown_cause_are_one_finding_per_zone(tmp_path):
+    # a resolver host's client side: DNSSEC breaks for one zone from 2:00 to 4:00, for another
+    # from 6:00 to 8:00 (EDE 6 in the SERVFAILs), the rest answered
+    cap = _Capture()
+    for i in range(600):
+        t = T0 + i * S
+        if 120 <= i < 240 and i % 2 == 0:
+            _exchange(
+                cap,
+                t,
+                CLIENT,
+                RESOLVER,
+                f"h{i}.first.example",
+                _servfail(0, f"h{i}.first.example", ra=True, ede=6),
+            )
+        elif 360 <= i < 480 and i % 2 == 0:
+            _exchange(
+                cap,
+                t,
+                CLIENT,
+                RESOLVER,
+                f"h{i}.second.example",
+                _servfail(0, f"h{i}.second.example", ra=True, ede=6),
+            )
+        else:
+            cap.ask(t, RESOLVER, f"h{i}.fine.example", True, client=CLIENT)
+    findings = cap.analyze(tmp_path)
+    causes = sorted(
+        (f["zone"], f["count"], f["start"], f["end"])
+        for f in findings.iter_rows(named=True)
+        if f["kind"] == "servfail_cause"
+    )
+    first = datetime.fromtimestamp(T0 / S, UTC)
+    assert causes == [
+        ("first.example", 60, first + timedelta(seconds=120), first + timedelta(seconds=238)),
+        ("second.example", 60, first + timedelta(seconds=360), first + timedelta(seconds=478)),
+    ]

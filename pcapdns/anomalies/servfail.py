@@ -103,12 +103,18 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
         .otherwise(pl.lit("unknown"))
         .alias("cause_class")
     )
+    # one finding per resolver, cause and zone when the capture shows the cause (two zones'
+    # broken DNSSEC, a dead zone and a lame one, are two stories); the unexplained ones together
+    shown = pl.col("cause_class") != "unknown"
+    sf = sf.with_columns(pl.when(shown).then(pl.col("zone_key")).alias("zkey"))
     answered = t.lazy().filter(pl.col("rcode_name").is_not_null()).select("server", "ts").collect()
     addresses_of: dict[str, list[str]] = {}  # each server key's addresses, as answered has them
     for address in answered.get_column("server").unique().cast(pl.String).to_list():
         addresses_of.setdefault(server_key(address, th), []).append(address)
     out: list[Finding] = []
-    for (server, cls), rows in sf.sort("ts").group_by(["server", "cause_class"], maintain_order=True):
+    for (server, cls, _), rows in sf.sort("ts").group_by(
+        ["server", "cause_class", "zkey"], maintain_order=True
+    ):
         start, last = rows.get_column("ts").min(), rows.get_column("ts").max()
         assert isinstance(start, datetime) and isinstance(last, datetime)
         # the share of the server's answers while these SERVFAILs were given
