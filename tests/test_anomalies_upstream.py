@@ -155,3 +155,27 @@ def test_a_resolvers_servfails_with_a_shown_cause_are_one_finding_per_zone(tmp_p
         ("first.example", 60, first + timedelta(seconds=120), first + timedelta(seconds=238)),
         ("second.example", 60, first + timedelta(seconds=360), first + timedelta(seconds=478)),
     ]
+
+
+def test_an_authoritys_servfails_are_no_resolvers_to_explain(tmp_path):
+    # a resolver's upstream side: one authority answers SERVFAIL (no recursion offered, RA=0) for
+    # its zone for four minutes; beside it, a forwarder the resolver also asks (RA=1) does too
+    cap = _Capture()
+    forwarder = bytes([192, 0, 2, 53])
+    for i in range(600):
+        t = T0 + i * S
+        failing = 120 <= i < 360
+        name = f"h{i}.broken.example"
+        if failing:
+            _exchange(cap, t, RESOLVER, _auth(1), name, _servfail(0, name, ra=False))
+            _exchange(cap, t + S // 2, RESOLVER, forwarder, "f" + name, _servfail(0, "f" + name, ra=True))
+        else:
+            cap.ask(t, _auth(1), name, True)
+            cap.ask(t + S // 2, forwarder, "f" + name, True)
+    findings = cap.analyze(tmp_path)
+    explained = [f["servers"] for f in findings.iter_rows(named=True) if f["kind"] == "servfail_cause"]
+    assert explained == [["192.0.2.53"]]
+    # the authority's SERVFAILs are still a finding: its surge
+    assert any(
+        f["kind"] == "rcode_surge" and "192.0.2.1" in f["servers"] for f in findings.iter_rows(named=True)
+    )

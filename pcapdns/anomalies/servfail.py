@@ -40,7 +40,7 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
     wanted = ("ts", "server", "server_port", "client", "qname", "qtype", "rtt", "CD", "ede", "source", "file")
     q = questions(inp)  # each name's zone, numbered once per run
     servfail = t.get_column("rcode_name") == "SERVFAIL"
-    servfails = t.select(*wanted, "query_frame", "response_frame", "rcode_name").filter(servfail)
+    servfails = t.select(*wanted, "RA", "query_frame", "response_frame", "rcode_name").filter(servfail)
     servfails = servfails.with_columns(q.zone.filter(servfail))
     sf = _named(servfails, th).with_columns(_lower("qname").alias("name_l"))
     if sf.height == 0:
@@ -125,6 +125,8 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
         share = rows.height / max(1, during)
         if rows.height < th.min_count or (cls == "unknown" and not _above(rows.height, during, th.alpha)):
             continue
+        if cls == "unknown" and not rows.get_column("RA").fill_null(False).any():
+            continue  # an authority's SERVFAIL (it offers no recursion): no resolver's to explain
         frames = rows.get_column("query_frame").implode()
         mine = failed_hops.filter((pl.col("server") == server) & pl.col("query_frame").is_in(frames)).unique(
             ["u_file", "u_frame"], maintain_order=True
