@@ -179,3 +179,25 @@ def test_an_authoritys_servfails_are_no_resolvers_to_explain(tmp_path):
     assert any(
         f["kind"] == "rcode_surge" and "192.0.2.1" in f["servers"] for f in findings.iter_rows(named=True)
     )
+
+
+def test_a_loss_episode_must_lose_more_than_the_servers_usually_do(tmp_path):
+    # 40 authorities losing 3 % each for seven minutes; one of them loses 4 % of 300 queries a
+    # minute but nothing in two minutes (its baseline from those quiet windows would be 0.1 %),
+    # one loses 30 % from 2:00 to 5:00
+    cap = _Capture()
+    for k in range(40):
+        for i in range(300):
+            t = T0 + i * 1400 * S // 1000 + k * S // 50
+            cap.ask(t, _auth(10 + k), f"h{i}.z{k}.example", not _lost(i, 0.03))
+    for w in range(7):
+        for i in range(300):
+            t = T0 - 20 * S + w * 60 * S + i * 200 * S // 1000 + S // 7  # windows: whole minutes
+            cap.ask(t, _auth(98), f"w{w}h{i}.quiet.example", not _lost(i, 0.04 if w not in (2, 6) else 0.0))
+            if i % 3 == 0:
+                rate = 0.3 if 2 <= w < 5 else 0.03
+                cap.ask(t + S // 11, _auth(99), f"w{w}h{i}.lossy.example", not _lost(i // 3, rate))
+    findings = cap.analyze(tmp_path)
+    loss = [f for f in findings.iter_rows(named=True) if f["kind"] == "unanswered_loss"]
+    assert [f["servers"] for f in loss] == [["192.0.2.99"]]
+    assert "against a usual" in loss[0]["summary"]

@@ -15,7 +15,7 @@ loss rose significantly above the server's own baseline are a loss episode; with
 server's loss over the whole capture is a finding when it is significantly above ``loss_share``
 (and above the other servers' loss), from ``loss_min`` queries; with many servers, above the
 median server's loss, the counts scaled down by how much more the servers' loss varies than
-chance (:func:`_spread`).
+chance (:func:`_spread`), and an episode must lose twice the median server's share.
 """
 
 from __future__ import annotations
@@ -252,15 +252,21 @@ def _loss(sporadic: _Queries, inp: Inputs) -> list[Finding]:
     flagged = flagged.with_columns(
         ((pl.col("w") - pl.col("w").shift(1).over("server")) > 2).fill_null(True).cum_sum().alias("episode")
     )
+    per_server = sporadic.named(
+        t.group_by("server").agg(pl.col("lost").sum().alias("lost"), pl.len().alias("total"))
+    )
+    typical, spread = _spread(per_server)
     episodic: set[str] = set()
     for _, ep in flagged.group_by("server", "episode", maintain_order=True):
         server = str(ep.get_column("server")[0])
-        episodic.add(server)
         lo, hi = int(ep.get_column("w").min()), int(ep.get_column("w").max())  # type: ignore[arg-type]
         lo, hi = widen(tested.filter(pl.col("server") == server), lo, hi)
         inside = t.filter((pl.col("server") == sporadic.rank(server)) & pl.col("w").is_between(lo, hi))
         rows = sporadic.rows(inside.filter(pl.col("lost")).sort("ts"))
         share = rows.height / max(1, inside.height)
+        if share < 2 * typical:  # no more than the servers' usual loss (a few quiet windows)
+            continue
+        episodic.add(server)
         usual = float(ep.get_column("p0")[0])
         log10p = float(ep.get_column("log10p").min())  # type: ignore[arg-type]
         start, end = _t(rows.get_column("ts").min()), _t(rows.get_column("ts").max())
@@ -278,11 +284,7 @@ def _loss(sporadic: _Queries, inp: Inputs) -> list[Finding]:
                 sporadic.questions(inside.filter(~pl.col("lost"))),
             )
         )
-    per_server = sporadic.named(
-        t.group_by("server").agg(pl.col("lost").sum().alias("lost"), pl.len().alias("total"))
-    )
     lost_all, total_all = int(per_server.get_column("lost").sum()), int(per_server.get_column("total").sum())
-    typical, spread = _spread(per_server)
     for server, lost, total in per_server.sort("server").iter_rows():
         # (a server that never answered is not losing some queries: too few to be an outage)
         if lost < th.loss_min or server in episodic or lost == total:
