@@ -14,6 +14,15 @@ resolvers (IPv4 and IPv6 addresses of one resolver count as that resolver).  Ons
 are the distances between the finding's first and last packet and the event's.  **False
 findings** are findings of the measured kinds on the steady captures (no event), per capture-hour;
 **stray** findings are the same on the event captures, found nowhere near an event of their kind.
+
+``--family`` picks the captures' shape: ``resolver`` (the default: benchmarks/scenarios.py, stub
+clients and their resolvers) or one of benchmarks/scenarios_upstream.py: ``upstream`` (a
+resolver's upstream side: one resolver and hundreds of authoritative servers), ``both`` (a
+resolver host's both sides) and ``host`` (one client host).  Those also tell apart events the
+capture holds too little of to be found (**not visible**: left out of the recall, explaining the
+findings near them) and findings that state what the capture's **background** has broken
+throughout (a dead zone's SERVFAILs, a lame authority's REFUSED answers, the loss of an authority
+that loses far more than most: counted on their own, neither false nor stray).
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import scenarios
+import scenarios_upstream
 
 MEASURED = (
     "rcode_surge",
@@ -48,6 +58,13 @@ RELATED = {
     "servfail_zone": {"servfail_cause"},
     "servfail_cause": {"rcode_surge", "unanswered_outage"},
     "formerr": {"rcode_surge"},
+    # scenarios_upstream: the resolver's SERVFAILs (and their surge) an upstream failure caused
+    "authority_dark": {"servfail_cause", "rcode_surge"},
+    "zone_dark": {"servfail_cause", "rcode_surge"},
+    "dark_cause": {"rcode_surge", "unanswered_outage"},
+    "zone_refused": {"servfail_cause", "rcode_surge"},
+    "zone_servfail": {"servfail_cause", "rcode_surge"},
+    "dnssec": {"rcode_surge"},
 }
 # What a finding's summary says when it names the event's cause.
 CAUSES = {
@@ -56,23 +73,46 @@ CAUSES = {
     "upstream": "its upstream queries failed",
     "dnssec": "EDE 6 (DNSSEC Bogus)",
 }
+# Findings that state a fact about the whole capture: when they name only what the background
+# broke throughout (scenarios_upstream.background), they are neither false nor stray.
+FACTS = ("persistent_failure", "servfail_cause")
 
 
-def run_one(seed: int, quick: bool, workdir: str, groups: bool = False) -> dict[str, Any]:
+def run_one(
+    seed: int, quick: bool, workdir: str, groups: bool = False, family: str = "resolver"
+) -> dict[str, Any]:
     """Draw the capture of ``seed``, analyze it, and return its truth and findings; ``groups``:
-    tell the engine each resolver's IPv4 and IPv6 address are one (``--server-group``)."""
+    tell the engine each resolver's IPv4 and IPv6 address are one (``--server-group``);
+    ``family``: ``resolver`` (scenarios.py) or a family of scenarios_upstream.py."""
     from pcapdns.anomalies.config import Thresholds
     from pcapdns.pipeline import Options, analyze
 
-    sc = scenarios.draw(seed, quick=quick)
-    server_groups = tuple(
-        (f"resolver-{r.rsplit('.', 1)[1]}", (r, scenarios.v6_of(r))) for r in sc.resolvers if groups
-    )
     path = os.path.join(workdir, f"scenario-{seed}.pcap")
-    with open(path, "wb") as out:
-        scenarios.write_pcap(sc, out)
+    ports: frozenset[int] | None = None
+    extra: dict[str, Any] = {}
+    if family == "resolver":
+        sc = scenarios.draw(seed, quick=quick)
+        server_groups = tuple(
+            (f"resolver-{r.rsplit('.', 1)[1]}", (r, scenarios.v6_of(r))) for r in sc.resolvers if groups
+        )
+        with open(path, "wb") as out:
+            scenarios.write_pcap(sc, out)
+        duration, events = sc.duration, scenarios.truth(sc)
+    else:
+        up = scenarios_upstream.draw(seed, family, quick=quick)
+        server_groups = ()
+        if groups and family != "host":
+            server_groups = (("resolver", (scenarios_upstream.RESOLVER4, scenarios_upstream.RESOLVER6)),)
+        with open(path, "wb") as out:
+            scenarios_upstream.write_pcap(up, out)
+        duration, events = up.duration, scenarios_upstream.truth(up)
+        ports = frozenset(up.ports)
+        extra = {"family": family, "background": scenarios_upstream.background(up)}
+    options = Options(thresholds=Thresholds(server_groups=server_groups))
+    if ports is not None:
+        options = Options(thresholds=options.thresholds, ports=ports)
     try:
-        a = analyze([path], Options(thresholds=Thresholds(server_groups=server_groups)))
+        a = analyze([path], options)
     finally:
         os.unlink(path)
     window = a.anomalies  # the findings, ranked
@@ -90,7 +130,7 @@ def run_one(seed: int, quick: bool, workdir: str, groups: bool = False) -> dict[
                 "top_clients": [c["client"] for c in r["top_clients"]],
             }
         )
-    return {"seed": seed, "duration": sc.duration, "truth": scenarios.truth(sc), "found": found}
+    return {"seed": seed, "duration": duration, "truth": events, "found": found, **extra}
 
 
 def _matches(event: dict[str, Any], f: dict[str, Any], slack: float) -> bool:
@@ -112,7 +152,27 @@ def _related(event: dict[str, Any], f: dict[str, Any], slack: float) -> bool:
         return False
     if not (f["start"] <= event["end"] + slack and event["start"] - slack <= f["end"]):
         return False
-    return bool(f["servers"] & (set(event["servers"]) | set(event.get("upstreams", []))))
+    through = set(event["servers"]) | set(event.get("upstreams", [])) | set(event.get("related", []))
+    return bool(f["servers"] & through)
+
+
+def _background(f: dict[str, Any], bg: dict[str, list[str]] | None) -> bool:
+    """A finding that states what the capture's background broke throughout: a dead zone, or
+    only dead and lame servers (as its servers, or as the upstreams its summary names), or the
+    loss of servers that lose far more than most."""
+    if not bg:
+        return False
+    if f["kind"] == "unanswered_loss":  # the loss of servers that lose far more than most
+        return bool(f["servers"]) and f["servers"] <= set(bg.get("lossy", []))
+    if f["kind"] not in FACTS:
+        return False
+    broken = set(bg["dead"]) | set(bg["lame"])
+    if f["zone"] is not None and f["zone"] in bg["dead_zones"]:
+        return True
+    if f["servers"] and f["servers"] <= broken:
+        return True
+    named = {a for a in broken if a in (f["summary"] or "")}
+    return bool(named) and "its upstream queries failed" in (f["summary"] or "")
 
 
 def score(results: list[dict[str, Any]], slack: float = 60.0) -> dict[str, Any]:
@@ -120,14 +180,16 @@ def score(results: list[dict[str, Any]], slack: float = 60.0) -> dict[str, Any]:
     steady_hours = 0.0
     false: dict[str, int] = defaultdict(int)
     stray: dict[str, int] = defaultdict(int)
+    background: dict[str, int] = defaultdict(int)
     event_hours = 0.0
     for res in results:
         hours = res["duration"] / 3600
+        bg = res.get("background")
         if not res["truth"]:
             steady_hours += hours
             for f in res["found"]:
                 if f["kind"] in MEASURED:
-                    false[f["kind"]] += 1
+                    (background if _background(f, bg) else false)[f["kind"]] += 1
             continue
         event_hours += hours
         used: set[int] = set()
@@ -136,6 +198,9 @@ def score(results: list[dict[str, Any]], slack: float = 60.0) -> dict[str, Any]:
             used.update(hits)
             used.update(i for i, f in enumerate(res["found"]) if _related(ev, f, slack))
             stats = per[ev["event"]]
+            if not ev.get("visible", True):  # too little of it in the capture to be found
+                stats["invisible"].append(1.0)
+                continue
             stats["found"].append(1.0 if hits else 0.0)
             if not hits:
                 continue
@@ -146,7 +211,11 @@ def score(results: list[dict[str, Any]], slack: float = 60.0) -> dict[str, Any]:
                 top = set().union(*(res["found"][i]["top_clients"] for i in hits))
                 stats["clients"].append(1.0 if set(ev["clients"]) <= top else 0.0)
             if ev.get("cause") in CAUSES:  # why: the summary names the cause
-                said = any(CAUSES[ev["cause"]] in res["found"][i]["summary"] for i in hits)
+                said = any(
+                    CAUSES[ev["cause"]] in res["found"][i]["summary"]
+                    and all(u in res["found"][i]["summary"] for u in ev.get("upstreams", []))
+                    for i in hits
+                )
                 stats["cause"].append(1.0 if said else 0.0)
             first = min(res["found"][i]["start"] for i in hits)
             last = max(res["found"][i]["end"] for i in hits)
@@ -154,11 +223,12 @@ def score(results: list[dict[str, Any]], slack: float = 60.0) -> dict[str, Any]:
             stats["end"].append(abs(last - ev["end"]))
         for i, f in enumerate(res["found"]):
             if f["kind"] in MEASURED and i not in used:
-                stray[f["kind"]] += 1
+                (background if _background(f, bg) else stray)[f["kind"]] += 1
     return {
         "per": per,
         "false": false,
         "stray": stray,
+        "background": background,
         "steady_hours": steady_hours,
         "event_hours": event_hours,
     }
@@ -179,17 +249,19 @@ def _p90(values: list[float]) -> str:
     return f"{v[min(len(v) - 1, int(0.9 * len(v)))]:.0f} s"
 
 
-def table(summary: dict[str, Any], captures: int) -> str:
+def table(summary: dict[str, Any], captures: int, kinds: dict[str, str] | None = None) -> str:
+    """The summary as Markdown tables; ``kinds``: the family's events and their findings."""
+    kinds = kinds or scenarios.EVENT_KINDS
     lines = [
         "| event | finding | events | recall | servers exact | findings per event "
         "| onset error (median / p90) | end error (median / p90) | clients named | cause named |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for event in sorted(scenarios.EVENT_KINDS):
+    for event in sorted(kinds):
         s = summary["per"].get(event, {})
         pieces, found = s.get("pieces", []), s.get("found", [])
         lines.append(
-            f"| {event} | {scenarios.EVENT_KINDS[event]} | {len(found)} | {_pct(found)} "
+            f"| {event} | {kinds[event]} | {len(found)} | {_pct(found)} "
             f"| {_pct(s.get('exact', []))} | {sum(pieces) / len(pieces) if pieces else 0:.2f} "
             f"| {_median(s.get('onset', []))} / {_p90(s.get('onset', []))} "
             f"| {_median(s.get('end', []))} / {_p90(s.get('end', []))} "
@@ -198,25 +270,37 @@ def table(summary: dict[str, Any], captures: int) -> str:
     all_found = [x for s in summary["per"].values() for x in s.get("found", [])]
     all_exact = [x for s in summary["per"].values() for x in s.get("exact", [])]
     lines.append(f"| **all** | | {len(all_found)} | {_pct(all_found)} | {_pct(all_exact)} | | | | | |")
+    hidden = sum(len(s.get("invisible", [])) for s in summary["per"].values())
+    if hidden:
+        lines.append("")
+        lines.append(f"{hidden} more events drawn were not visible in their capture (not counted)")
     hours = summary["steady_hours"]
+    background = summary.get("background", {})
     lines.append("")
-    lines.append(
-        "| finding | false findings on steady captures | per capture-hour | stray on event captures |"
-    )
-    lines.append("|---|---|---|---|")
+    head = "| finding | false findings on steady captures | per capture-hour | stray on event captures |"
+    lines.append(head + (" background facts |" if background else ""))
+    lines.append("|---|---|---|---|" + ("---|" if background else ""))
     for kind in MEASURED:
         n = summary["false"].get(kind, 0)
-        lines.append(f"| {kind} | {n} | {n / hours if hours else 0:.3f} | {summary['stray'].get(kind, 0)} |")
+        row = f"| {kind} | {n} | {n / hours if hours else 0:.3f} | {summary['stray'].get(kind, 0)} |"
+        lines.append(row + (f" {background.get(kind, 0)} |" if background else ""))
     total = sum(summary["false"].values())
-    lines.append(
-        f"| **all** | {total} | {total / hours if hours else 0:.3f} | {sum(summary['stray'].values())} |"
-    )
+    row = f"| **all** | {total} | {total / hours if hours else 0:.3f} | {sum(summary['stray'].values())} |"
+    lines.append(row + (f" {sum(background.values())} |" if background else ""))
     lines.append("")
     lines.append(
         f"{captures} captures: {summary['steady_hours']:.1f} steady capture-hours, "
         f"{summary['event_hours']:.1f} with events"
     )
     return "\n".join(lines)
+
+
+def _kinds(family: str) -> dict[str, str]:
+    """The events of ``family`` and the finding each should be."""
+    if family == "resolver":
+        return scenarios.EVENT_KINDS
+    shown = set(scenarios_upstream.FAMILY_EVENTS[family]) | ({"dark_cause"} if family == "both" else set())
+    return {k: v for k, v in scenarios_upstream.EVENT_KINDS.items() if k in shown}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,6 +313,13 @@ def main(argv: list[str] | None = None) -> int:
         "--server-groups",
         action="store_true",
         help="tell the engine each resolver's two addresses are one (as --server-group does)",
+    )
+    ap.add_argument(
+        "--family",
+        choices=("resolver", *scenarios_upstream.FAMILIES),
+        default="resolver",
+        help="the captures' shape: resolver (stub clients and their resolvers), upstream (a "
+        "resolver's upstream side), both (a resolver host's both sides), host (one client host)",
     )
     ap.add_argument(
         "--save", metavar="FILE", help="append each capture's truth and findings to FILE (JSON lines)"
@@ -248,11 +339,17 @@ def main(argv: list[str] | None = None) -> int:
         for res in results:
             for f in res["found"]:
                 f["servers"] = set(f["servers"])
-        print(table(score(results), len(results)))
+        print(
+            table(
+                score(results),
+                len(results),
+                _kinds(results[0].get("family", "resolver") if results else "resolver"),
+            )
+        )
         return 0
     with tempfile.TemporaryDirectory(prefix="pcapdns-eval-") as workdir:
         for seed in range(args.first, args.first + args.seeds):
-            res = run_one(seed, args.quick, workdir, args.server_groups)
+            res = run_one(seed, args.quick, workdir, args.server_groups, args.family)
             results.append(res)
             if args.save:  # one line a capture, written as it is done: a long run can be cut short
                 with open(args.save, "a") as out:
@@ -264,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
                 for f in res["found"]:
                     if f["kind"] in MEASURED:
                         print(f"  found {f}", file=sys.stderr)
-    print(table(score(results), len(results)))
+    print(table(score(results), len(results), _kinds(args.family)))
     print(f"\n({time.monotonic() - began:.0f} s)")
     return 0
 

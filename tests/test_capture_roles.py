@@ -69,10 +69,12 @@ def test_a_server_that_never_answered_is_said_so_when_the_reverse_direction_was_
         records.append((ts + 2_000_000, _frame(RESOLVER, HOST, 53, 40000 + i, _r(i, f"a{i % 5}.example"))))
         records.append((ts + S // 2, _frame(HOST, DEAD, 41000 + i, 53, _q(500 + i, f"b{i % 5}.example"))))
     a = analyze([_write(tmp_path, records)])
-    (f,) = [r for r in a.anomalies.iter_rows(named=True) if str(r["kind"]) == "unanswered_outage"]
-    assert f["servers"] == ["192.168.1.2"]
-    assert "192.168.1.2 did not answer" in f["summary"] and "stopped answering" not in f["summary"]
-    assert "while other servers in the capture kept answering" in f["likely_cause"]
+    # it never answered in the capture: a failure all along, not an outage from the first query
+    assert "unanswered_outage" not in a.anomalies.get_column("kind").cast(str).to_list()
+    (f,) = [r for r in a.anomalies.iter_rows(named=True) if str(r["kind"]) == "persistent_failure"]
+    assert f["servers"] == ["192.168.1.2"] and f["severity"] == "info"
+    assert "192.168.1.2 never answered" in f["summary"] and "stopped answering" not in f["summary"]
+    assert "other servers in the capture kept answering" in f["likely_cause"]
 
 
 def test_no_dns_answer_but_replies_to_llmnr_is_not_a_one_way_capture(tmp_path):
@@ -83,8 +85,8 @@ def test_no_dns_answer_but_replies_to_llmnr_is_not_a_one_way_capture(tmp_path):
     a = analyze([_write(tmp_path, records)], Options(ports=frozenset({53, 5355})))
     summaries = [r["summary"] for r in a.anomalies.iter_rows(named=True)]
     assert not any("one direction" in s for s in summaries), summaries
-    (f,) = [r for r in a.anomalies.iter_rows(named=True) if str(r["kind"]) == "unanswered_outage"]
-    assert "192.168.1.2 did not answer" in f["summary"]
+    (f,) = [r for r in a.anomalies.iter_rows(named=True) if str(r["kind"]) == "persistent_failure"]
+    assert "192.168.1.2 never answered" in f["summary"] and f["severity"] == "critical"
     assert "other servers" not in f["likely_cause"]
 
 

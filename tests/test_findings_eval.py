@@ -56,3 +56,75 @@ def test_a_resolvers_addresses_given_as_one_make_one_finding_per_event(harness, 
         assert apart["per"][event]["pieces"] == [2.0] and grouped["per"][event]["pieces"] == [1.0]
         assert grouped["per"][event]["exact"] == [1.0]
     assert grouped["stray"] == {}
+
+
+def test_an_upstream_seed_draws_the_same_capture(harness):
+    up = harness.scenarios_upstream
+    for family in up.FAMILIES:
+        a, b = up.draw(7, family, quick=True), up.draw(7, family, quick=True)
+        assert up.pcap_bytes(a) == up.pcap_bytes(b) and up.truth(a) == up.truth(b)
+        assert up.pcap_bytes(up.draw(8, family, quick=True)) != up.pcap_bytes(a)
+
+
+def _transactions(up, sc, tmp_path):
+    from pcapdns.pipeline import Options, analyze
+
+    path = tmp_path / f"{sc.family}-{sc.seed}.pcap"
+    path.write_bytes(up.pcap_bytes(sc))
+    return analyze([str(path)], Options(ports=frozenset(sc.ports), anomalies=False)).transactions
+
+
+def test_the_upstream_family_is_one_resolver_asking_many_authorities(harness, tmp_path):
+    import polars as pl
+
+    up = harness.scenarios_upstream
+    sc = up.draw(3, "upstream", quick=True, steady=True)
+    t = _transactions(up, sc, tmp_path)
+    assert set(t.get_column("client").cast(pl.String).unique()) <= {up.RESOLVER4, up.RESOLVER6}
+    assert t.get_column("server").n_unique() >= 50
+    # no recursion asked upstream; some answers too large for UDP asked again over TCP
+    assert not t.get_column("RD").any() and (t.get_column("transport") == "tcp").sum() > 0
+    by_server = t.group_by(pl.col("server").cast(pl.String)).agg(
+        (pl.col("status") == "answered").sum().alias("answered"), pl.len().alias("n")
+    )
+    answered = dict(by_server.select("server", "answered").iter_rows())
+    bg = up.background(sc)
+    assert bg["dead"] and all(answered.get(s, 0) == 0 for s in bg["dead"])
+    # the normal upstream timeouts: a few percent of the queries
+    lost = (t.get_column("status") == "unanswered").sum() / t.height
+    assert 0.005 < lost < 0.15
+
+
+def test_the_host_family_is_one_host_at_a_low_rate_with_multicast_beside(harness, tmp_path):
+    import polars as pl
+
+    up = harness.scenarios_upstream
+    sc = next(s for s in (up.draw(k, "host", quick=True) for k in range(20)) if 5353 in s.ports)
+    t = _transactions(up, sc, tmp_path)
+    servers = set(t.get_column("server").cast(pl.String).unique())
+    assert set(sc.resolvers) & servers and ("224.0.0.251" in servers or "ff02::fb" in servers)
+    unicast = t.filter(pl.col("server").cast(pl.String).is_in(sc.resolvers))
+    assert unicast.height / sc.duration < 30  # queries a second, bursts and all
+    assert set(unicast.get_column("client").cast(pl.String).unique()) <= set(sc.clients)
+
+
+def test_findings_about_the_background_are_neither_false_nor_stray(harness):
+    bg = {"dead": ["192.0.2.1"], "lame": ["192.0.2.2"], "dead_zones": ["dead.example"]}
+    found = [
+        {"kind": "persistent_failure", "servers": {"192.0.2.2"}, "zone": "x.example", "summary": ""},
+        {"kind": "servfail_cause", "servers": {"10.53.0.1"}, "zone": "dead.example", "summary": ""},
+        {"kind": "unanswered_outage", "servers": {"192.0.2.1"}, "zone": None, "summary": ""},
+    ]
+    summary = harness.score([{"duration": 3600.0, "truth": [], "found": found, "background": bg}])
+    assert summary["background"] == {"persistent_failure": 1, "servfail_cause": 1}
+    assert summary["false"] == {"unanswered_outage": 1}
+
+
+def test_an_event_the_capture_holds_too_little_of_is_not_counted(harness):
+    event = {"event": "authority_dark", "kind": "unanswered_outage", "start": 100.0, "end": 200.0,
+             "servers": ["192.0.2.1"], "zone": None, "rcode": None, "visible": False}  # fmt: skip
+    near = {"kind": "unanswered_outage", "start": 110.0, "end": 190.0, "servers": {"192.0.2.1"},
+            "zone": None, "rcode": None, "summary": ""}  # fmt: skip
+    summary = harness.score([{"duration": 600.0, "truth": [event], "found": [near]}])
+    assert summary["per"]["authority_dark"]["invisible"] == [1.0]
+    assert "found" not in summary["per"]["authority_dark"] and summary["stray"] == {}

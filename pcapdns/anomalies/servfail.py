@@ -40,7 +40,7 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
     wanted = ("ts", "server", "server_port", "client", "qname", "qtype", "rtt", "CD", "ede", "source", "file")
     q = questions(inp)  # each name's zone, numbered once per run
     servfail = t.get_column("rcode_name") == "SERVFAIL"
-    servfails = t.select(*wanted, "query_frame", "response_frame", "rcode_name").filter(servfail)
+    servfails = t.select(*wanted, "RA", "query_frame", "response_frame", "rcode_name").filter(servfail)
     servfails = servfails.with_columns(q.zone.filter(servfail))
     sf = _named(servfails, th).with_columns(_lower("qname").alias("name_l"))
     if sf.height == 0:
@@ -103,12 +103,18 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
         .otherwise(pl.lit("unknown"))
         .alias("cause_class")
     )
+    # one finding per resolver, cause and zone when the capture shows the cause (two zones'
+    # broken DNSSEC, a dead zone and a lame one, are two stories); the unexplained ones together
+    shown = pl.col("cause_class") != "unknown"
+    sf = sf.with_columns(pl.when(shown).then(pl.col("zone_key")).alias("zkey"))
     answered = t.lazy().filter(pl.col("rcode_name").is_not_null()).select("server", "ts").collect()
     addresses_of: dict[str, list[str]] = {}  # each server key's addresses, as answered has them
     for address in answered.get_column("server").unique().cast(pl.String).to_list():
         addresses_of.setdefault(server_key(address, th), []).append(address)
     out: list[Finding] = []
-    for (server, cls), rows in sf.sort("ts").group_by(["server", "cause_class"], maintain_order=True):
+    for (server, cls, _), rows in sf.sort("ts").group_by(
+        ["server", "cause_class", "zkey"], maintain_order=True
+    ):
         start, last = rows.get_column("ts").min(), rows.get_column("ts").max()
         assert isinstance(start, datetime) and isinstance(last, datetime)
         # the share of the server's answers while these SERVFAILs were given
@@ -119,6 +125,8 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
         share = rows.height / max(1, during)
         if rows.height < th.min_count or (cls == "unknown" and not _above(rows.height, during, th.alpha)):
             continue
+        if cls == "unknown" and not rows.get_column("RA").fill_null(False).any():
+            continue  # an authority's SERVFAIL (it offers no recursion): no resolver's to explain
         frames = rows.get_column("query_frame").implode()
         mine = failed_hops.filter((pl.col("server") == server) & pl.col("query_frame").is_in(frames)).unique(
             ["u_file", "u_frame"], maintain_order=True

@@ -7,11 +7,15 @@ An **outage** is a run of at least ``outage_run`` consecutive unanswered queries
 is unlikely at the server's loss around it: the higher of its loss over the capture and over the
 windows around the run (one window either side), so the chance runs of a loss episode at a busy
 server are part of the loss finding, not outages.
-Outages of several servers that overlap in time and concern the same zone are one finding.  What
-is unanswered outside outages is **loss**, tested per server like the RCODE surges: windows whose
+Outages of several servers that overlap in time and concern the same zone are one finding.  A run
+of a server that never answered in the whole capture shows no onset: it is a ``persistent_failure``
+(a dead or lame authority a resolver keeps probing), not an outage.  What is unanswered outside
+outages is **loss**, tested per server like the RCODE surges: windows whose
 loss rose significantly above the server's own baseline are a loss episode; without one, a
 server's loss over the whole capture is a finding when it is significantly above ``loss_share``
-(and above the other servers' loss), from ``loss_min`` queries.
+(and above the other servers' loss), from ``loss_min`` queries; with many servers, above the
+median server's loss, the counts scaled down by how much more the servers' loss varies than
+chance (:func:`_spread`), and an episode must lose twice the median server's share.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from pcapdns.anomalies.config import Thresholds
 from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, hms, zone_for
 from pcapdns.anomalies.inputs import Inputs
 from pcapdns.anomalies.servers import addresses, keyed, label, ranked
-from pcapdns.anomalies.stats import flag_windows, log10_binom_sf, score_of, widen
+from pcapdns.anomalies.stats import dispersion, flag_windows, log10_binom_sf, score_of, widen
 from pcapdns.dns.codes import rrtype_name
 
 _BRIDGE = 2  # answers between two runs of losses that still leave them one outage
@@ -248,15 +252,21 @@ def _loss(sporadic: _Queries, inp: Inputs) -> list[Finding]:
     flagged = flagged.with_columns(
         ((pl.col("w") - pl.col("w").shift(1).over("server")) > 2).fill_null(True).cum_sum().alias("episode")
     )
+    per_server = sporadic.named(
+        t.group_by("server").agg(pl.col("lost").sum().alias("lost"), pl.len().alias("total"))
+    )
+    typical, spread = _spread(per_server)
     episodic: set[str] = set()
     for _, ep in flagged.group_by("server", "episode", maintain_order=True):
         server = str(ep.get_column("server")[0])
-        episodic.add(server)
         lo, hi = int(ep.get_column("w").min()), int(ep.get_column("w").max())  # type: ignore[arg-type]
         lo, hi = widen(tested.filter(pl.col("server") == server), lo, hi)
         inside = t.filter((pl.col("server") == sporadic.rank(server)) & pl.col("w").is_between(lo, hi))
         rows = sporadic.rows(inside.filter(pl.col("lost")).sort("ts"))
         share = rows.height / max(1, inside.height)
+        if share < 2 * typical:  # no more than the servers' usual loss (a few quiet windows)
+            continue
+        episodic.add(server)
         usual = float(ep.get_column("p0")[0])
         log10p = float(ep.get_column("log10p").min())  # type: ignore[arg-type]
         start, end = _t(rows.get_column("ts").min()), _t(rows.get_column("ts").max())
@@ -274,17 +284,15 @@ def _loss(sporadic: _Queries, inp: Inputs) -> list[Finding]:
                 sporadic.questions(inside.filter(~pl.col("lost"))),
             )
         )
-    per_server = sporadic.named(
-        t.group_by("server").agg(pl.col("lost").sum().alias("lost"), pl.len().alias("total"))
-    )
     lost_all, total_all = int(per_server.get_column("lost").sum()), int(per_server.get_column("total").sum())
     for server, lost, total in per_server.sort("server").iter_rows():
-        if lost < th.loss_min or server in episodic:
+        # (a server that never answered is not losing some queries: too few to be an outage)
+        if lost < th.loss_min or server in episodic or lost == total:
             continue
         others = (lost_all - lost + 0.5) / (total_all - total + 1.0) if len(servers) > 1 else 0.0
-        expected = max(th.loss_share, others)
+        expected = max(th.loss_share, others, typical)
         share = lost / total
-        log10p = log10_binom_sf(lost, total, expected)
+        log10p = log10_binom_sf(lost / spread, total / spread, expected)
         if share < 2 * expected or log10p >= math.log10(th.alpha) - math.log10(tests):
             continue
         rows = sporadic.rows(
@@ -303,6 +311,29 @@ def _loss(sporadic: _Queries, inp: Inputs) -> list[Finding]:
             )
         )
     return out
+
+
+_SPREAD_SERVERS = 8  # servers that tell how much the servers' loss varies, at least
+
+
+def _spread(per_server: pl.DataFrame) -> tuple[float, float]:
+    """How the servers' loss over the capture varies, when 8 or more tell: the median server's
+    loss and how much more the servers vary around it than chance would (a dispersion >= 1), of
+    the servers that answered and were expected to lose one query or more; else (0, 1).  A
+    resolver's upstream side asks hundreds of authorities, each on its own path and load: one
+    losing a few percent more than the others is their usual spread, not a finding, while one
+    far beyond that spread still is.  (The median, not the pooled loss: on a resolver host the
+    resolver's own client side, answered whole, is most of the queries.)"""
+    answered = per_server.filter((pl.col("lost") < pl.col("total")) & (pl.col("total") >= 10))
+    if answered.height < _SPREAD_SERVERS:
+        return 0.0, 1.0
+    typical = float((answered.get_column("lost") / answered.get_column("total")).median())  # type: ignore[arg-type]
+    rows = answered.filter(pl.col("total") * typical >= 1)
+    if rows.height < _SPREAD_SERVERS or typical <= 0:
+        return 0.0, 1.0
+    xs = rows.get_column("lost").cast(pl.Float64).to_list()
+    ns = rows.get_column("total").cast(pl.Float64).to_list()
+    return typical, dispersion(xs, ns, [False] * len(xs), typical)
 
 
 _NEVER_SHARE = 0.8  # of the losses on questions the server never answered: not loss, a silent drop
@@ -412,6 +443,35 @@ def _outage(
     share = lost.height / rows.height
     # how unlikely this many losses are at the servers' usual loss (each loss taken as independent)
     usual = max(loss_of.get(s, 0.0) for s in servers) or 0.5 / max(1, tests)
+    score = score_of(log10_binom_sf(lost.height, rows.height, min(usual, 0.5)), tests)
+    if not before and recovery is None and share == 1:
+        # never answered in the capture: no onset seen, so no outage (a dead or lame authority a
+        # resolver keeps probing, an address that never served): a failure all along
+        finding = Finding(
+            kind="persistent_failure",
+            severity="info" if others else "critical",  # (nobody answered: as bad as an outage)
+            start=start,
+            end=end,
+            servers=addresses(servers, rows, th),
+            clients=lost.get_column("client").n_unique(),
+            zone=str(zone) if zone else None,
+            count=lost.height,
+            summary=(
+                f"{who} never answered{for_zone} in the capture: all {lost.height} queries from "
+                f"{hms(start)} to {hms(end)} went unanswered"
+            ),
+            likely_cause=(
+                f"{who} answered nothing the whole time the capture saw "
+                f"{'them' if len(servers) > 1 else 'it'}: "
+                "a dead or lame authority (resolvers keep probing it now and then and ask another "
+                "server of the zone), a stale address in a delegation or a resolver list, or a filter. "
+                "`dig @SERVER NAME +norec` from the querying host tells"
+                + (" (other servers in the capture kept answering)" if others else "")
+            ),
+            evidence=evidence_of(lost, th.evidence, ("query_frame",)),
+            score=score,
+        )
+        return for_whom(finding, lost.get_column("client"))
     finding = Finding(
         kind="unanswered_outage",
         severity="critical",
@@ -434,6 +494,6 @@ def _outage(
             "or ACL changes at the onset, and the servers' own logs"
         ),
         evidence=evidence_of(lost, th.evidence, ("query_frame",)),
-        score=score_of(log10_binom_sf(lost.height, rows.height, min(usual, 0.5)), tests),
+        score=score,
     )
     return for_whom(finding, lost.get_column("client"))
