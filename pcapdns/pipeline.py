@@ -222,6 +222,7 @@ def read(
     issues.extend(dissector.take_issues())
     counters: Counter[str] = Counter(dissector.counters)
     counters.update({f"slow_{k}": v for k, v in dissector.decoder.counters.items()})
+    release_memory()  # the batches' temporaries, before the chunks are put together
     return Decoded(
         captures=captures,
         messages=pl.concat(chunks, rechunk=True) if chunks else pl.DataFrame(schema=MESSAGES).drop(unread),
