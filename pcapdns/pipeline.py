@@ -222,6 +222,7 @@ def read(
     issues.extend(dissector.take_issues())
     counters: Counter[str] = Counter(dissector.counters)
     counters.update({f"slow_{k}": v for k, v in dissector.decoder.counters.items()})
+    release_memory()  # the batches' temporaries, before the chunks are put together
     return Decoded(
         captures=captures,
         messages=pl.concat(chunks, rechunk=True) if chunks else pl.DataFrame(schema=MESSAGES).drop(unread),
@@ -423,9 +424,10 @@ def finish(parts: Sequence[Tables], opts: Options, stage: Callable[[str], None] 
             stage("looking for anomalies: preparing the inputs")
         from pcapdns.anomalies.rules import detect  # only when the engine runs
 
-        # From the store: the table and its facts read back side by side, once, in one chunk (the
-        # engine holds them while it runs; nothing else holds the table).
-        rows = first.engine_rows.collect().rechunk() if first.engine_rows is not None else transactions
+        # From the store, each rule reads only its columns of the table and its facts (side by
+        # side in the store), and frees them before the next: nothing holds the whole table.
+        stored = first.engine_rows
+        rows = pl.DataFrame(schema=TRANSACTIONS) if stored is not None else transactions
         assert isinstance(rows, pl.DataFrame)
         anomalies = detect(
             engine_inputs(
@@ -440,6 +442,7 @@ def finish(parts: Sequence[Tables], opts: Options, stage: Callable[[str], None] 
                 thresholds=opts.thresholds,
             ),
             stage,
+            stored=stored,
         )
         del rows
     return Analysis(

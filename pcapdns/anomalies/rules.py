@@ -55,27 +55,145 @@ RULES = (
 )
 
 
-def detect(inputs: Inputs, step: Callable[[str], None] | None = None) -> pl.DataFrame:
+def detect(
+    inputs: Inputs, step: Callable[[str], None] | None = None, *, stored: pl.LazyFrame | None = None
+) -> pl.DataFrame:
     """Run every rule; ``step`` is told each rule's name before it runs (for a progress bar).
+
+    Each rule is handed only the transactions' columns it reads (:data:`COLUMNS`): from
+    ``inputs.transactions`` a projection that copies nothing; from ``stored`` (the transactions
+    with their query facts as a lazy scan of the temporary store, ``inputs.transactions`` then
+    unread) read for the rules of one module (which run one after the other) and freed before
+    the next module's are read, so that what the engine holds is one module's columns, not the
+    whole table.  What several rules share (``Inputs.once``) is dropped after the last rule that
+    reads it.
 
     Queries sent to a multicast group (LLMNR, RFC 4795; mDNS, RFC 6762) are left out: no group
     is a server that can fail, a name nobody holds is rightly never answered, and the answers come
     from each responder's own address, so they are neither outages nor answers from an address
     not asked."""
-    t = inputs.transactions
-    if t.height and "server" in t.columns:
-        # tested on the distinct addresses, not on every row's text
-        servers = t.get_column("server").unique().drop_nulls().to_frame("a")
-        groups = servers.filter(multicast(pl.col("a"))).get_column("a")
-        if groups.len():
-            unicast = t.filter(~pl.col("server").is_in(groups.implode()))
-            inputs = dataclasses.replace(inputs, transactions=unicast, shared={})
+    table = inputs.transactions if stored is None else stored
+    groups = _multicast_groups(table)
+    shared: dict[str, object] = {}
     findings: list[Finding] = []
+    read: tuple[list[str], pl.DataFrame] | None = None  # the last rule's columns (the next may share them)
     for rule in RULES:
         if step is not None:
             step(f"looking for anomalies: {rule_name(rule)}")
-        findings.extend(rule(inputs))
+        columns = rule_columns(rule)
+        if read is None or read[0] != columns:
+            read = None  # freed before the next columns are read
+            read = (columns, _read(table, columns, groups))
+        findings.extend(rule(dataclasses.replace(inputs, transactions=read[1], shared=shared)))
+        for key in [k for k, last in _SHARED_UNTIL.items() if last == rule.__name__]:
+            shared.pop(key, None)
     return to_frame(findings)
+
+
+# What every rule reads: the server (multicast groups are left out by it), and what
+# findings.evidence_of and for_whom read of a finding's rows.
+_BASE = ("server", "client", "qname", "rcode", "file", "query_frame", "response_frame")
+# The transactions' columns (and query facts) each rule module reads, beside _BASE.
+# tests/test_anomalies_columns.py checks them against the names each module spells.
+_RATES = ("ts", "rcode_name", "answers", "rtt")
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "formerr": (
+        "ts",
+        "rcode_name",
+        "edns_udp_size",
+        "do",
+        "q_file_id",
+        "q_idx",
+        "q_flags",
+        "q_qdcount",
+        "q_edns_version",
+        "q_edns_options",
+    ),
+    "unanswered": ("ts", "qtype", "status"),
+    # the persistent failure rule reads the surge rule's rows (rates.answers): one read for both
+    "rates": (*_RATES, "opcode_name"),
+    "persistent": (*_RATES, "opcode_name"),
+    "servfail": (
+        "ts",
+        "server_port",
+        "qtype",
+        "rcode_name",
+        "CD",
+        "ede",
+        "rtt",
+        "status",
+        "source",
+        "dnstap_side",
+    ),
+    "transport": (
+        "ts",
+        "trans_id",
+        "client_port",
+        "transport",
+        "qclass",
+        "qtype",
+        "rcode_name",
+        "TC",
+        "edns_udp_size",
+        "rtt",
+        "status",
+    ),
+    "suspicious": (
+        "ts",
+        "trans_id",
+        "client_port",
+        "server_port",
+        "transport",
+        "qtype",
+        "AA",
+        "answers",
+        "min_ttl",
+        "status",
+    ),
+    "quality": ("ts", "status"),  # and unanswered.one_direction's
+}
+# What rules share (Inputs.once) that holds rows of the table, dropped after its last reader.
+_SHARED_UNTIL = {"unanswered": loss_findings.__name__, "answers": persistent_failure_findings.__name__}
+
+
+def rule_columns(rule: Callable[[Inputs], list[Finding]]) -> list[str]:
+    """The transactions' columns ``rule`` reads (its module's, and _BASE), in a fixed order."""
+    own = COLUMNS[rule.__module__.rsplit(".", 1)[-1]]
+    return list(dict.fromkeys((*_BASE, *own)))
+
+
+def _multicast_groups(table: pl.DataFrame | pl.LazyFrame) -> pl.Series:
+    """The multicast groups among the servers (tested on the distinct addresses, not on every
+    row's text)."""
+    if "server" not in table.collect_schema().names():
+        return pl.Series("a", [], pl.String)
+    servers = table.select(pl.col("server").unique().drop_nulls().alias("a"))
+    found = servers if isinstance(servers, pl.DataFrame) else servers.collect()
+    return found.filter(multicast(pl.col("a"))).get_column("a")
+
+
+def _read(table: pl.DataFrame | pl.LazyFrame, columns: list[str], groups: pl.Series) -> pl.DataFrame:
+    """``columns`` of ``table`` (the unicast rows), in one chunk: a join's row order can follow the
+    input's chunk layout, which depends on how the input was read; the findings must not."""
+    have = table.collect_schema().names()
+    picked = table.select([c for c in columns if c in have])
+    if groups.len():
+        picked = picked.filter(~pl.col("server").is_in(groups.implode()))
+    if isinstance(picked, pl.LazyFrame):
+        return rechunked(picked.collect())
+    return picked.rechunk()
+
+
+def rechunked(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` in one chunk, one column at a time (each column's chunks freed as it is copied):
+    at most one column more than the frame, where ``rechunk()`` holds it twice."""
+    if frame.n_chunks() <= 1:
+        return frame
+    columns = []
+    for name in frame.columns:
+        columns.append(frame.get_column(name).rechunk())
+        frame = frame.drop(name)
+    return pl.DataFrame(columns)
 
 
 def multicast(address: pl.Expr) -> pl.Expr:

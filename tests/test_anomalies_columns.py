@@ -1,0 +1,119 @@
+"""The anomaly engine hands each rule only the transactions' columns its module reads
+(``pcapdns.anomalies.rules.COLUMNS``), read from the temporary store module by module when the
+capture was analysed in steps: the findings are those of the whole table in memory."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import dnsbuild as d
+import pcapbuild as pb
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+from scriptload import load_script
+
+from pcapdns.anomalies import rules
+from pcapdns.pipeline import Options, analyze
+from pcapdns.settling import EMPTY
+from pcapdns.tables.engine import query_facts
+from pcapdns.tables.transactions import TRANSACTIONS
+
+ROOT = Path(__file__).resolve().parent.parent
+ANOMALIES = ROOT / "pcapdns" / "anomalies"
+# every column the engine may read: the transactions table and its query facts
+ENGINE_COLUMNS = [*TRANSACTIONS, *query_facts(EMPTY).schema]
+
+
+def _spelled(module: str) -> set[str]:
+    """The engine's columns that ``module`` (a file of pcapdns/anomalies) names in a string."""
+    literals = set(re.findall(r'"([A-Za-z_]+)"', (ANOMALIES / f"{module}.py").read_text()))
+    return literals & set(ENGINE_COLUMNS)
+
+
+def test_each_rule_gets_every_column_its_module_names() -> None:
+    base = set(rules.rule_columns(rules.formerr_findings)) - set(rules.COLUMNS["formerr"])
+    # what findings.py reads of a finding's rows, and the multicast test's server, go to every rule
+    assert _spelled("findings") | {"server"} <= base
+    for rule in rules.RULES:
+        module = rule.__module__.rsplit(".", 1)[-1]
+        columns = set(rules.rule_columns(rule))
+        assert _spelled(module) <= columns, (rule.__name__, _spelled(module) - columns)
+        assert columns <= set(ENGINE_COLUMNS), rule.__name__
+    # what rules share is made from the columns of the first rule that asks for it
+    assert _spelled("rates") <= set(rules.rule_columns(rules.persistent_failure_findings))
+    for rule in (rules.retry_findings, rules.one_direction_findings):  # unanswered.one_direction
+        assert "status" in rules.rule_columns(rule)
+    # the rules that read the same columns run one after the other: the columns are read once
+    reads = [tuple(rules.rule_columns(r)) for r in rules.RULES]
+    runs = [c for i, c in enumerate(reads) if i == 0 or reads[i - 1] != c]
+    assert len(runs) == len(set(runs)) < len(reads)
+
+
+def test_a_chunked_frame_is_put_in_one_chunk_column_by_column() -> None:
+    parts = [pl.DataFrame({"a": [i, i + 1], "b": [str(i), None]}) for i in range(0, 6, 2)]
+    chunked = pl.concat(parts, rechunk=False)
+    assert chunked.n_chunks() == 3
+    one = rules.rechunked(chunked)
+    assert one.n_chunks() == 1
+    assert_frame_equal(one, chunked)
+
+
+def _whole_and_stepped(path: Path, tmp_path: Path, **kw: object) -> tuple[pl.DataFrame, pl.DataFrame]:
+    opts = Options(stepped=True, batch_frames=2048, step_frames=2048, temp_dir=str(tmp_path), **kw)  # type: ignore[arg-type]
+    whole = analyze([str(path)], replace(opts, stepped=False))
+    stepped = analyze([str(path)], opts)
+    assert stepped.lazy and not whole.lazy
+    try:
+        return whole.anomalies, stepped.anomalies
+    finally:
+        stepped.close()
+
+
+# Seeded captures of benchmarks/scenarios.py (the findings evaluation's): outages, SERVFAIL and
+# FORMERR causes, RCODE surges, retry chains.
+@pytest.mark.parametrize("seed", [1, 4])
+def test_findings_from_the_store_equal_those_of_the_whole_table(tmp_path: Path, seed: int) -> None:
+    scenarios = load_script("pcapdns_scenarios", ROOT / "benchmarks" / "scenarios.py")
+    path = tmp_path / "scenario.pcap"
+    path.write_bytes(scenarios.pcap_bytes(scenarios.draw(seed, quick=True)))
+    whole, stepped = _whole_and_stepped(path, tmp_path)
+    assert {"formerr", "rcode_surge"} <= set(whole.get_column("kind").cast(str).to_list())
+    assert_frame_equal(stepped, whole, categorical_as_str=True)
+
+
+@pytest.mark.parametrize("sample", ["outage.pcap", "formerr.pcap", "tcp-fallback.pcap"])
+def test_the_samples_findings_from_the_store_equal_those_of_the_whole_table(
+    tmp_path: Path, sample: str
+) -> None:
+    whole, stepped = _whole_and_stepped(ROOT / "samples" / sample, tmp_path)
+    assert whole.height > 0
+    assert_frame_equal(stepped, whole, categorical_as_str=True)
+
+
+def test_queries_to_a_multicast_group_are_left_out_of_the_stored_rows_too(tmp_path: Path) -> None:
+    host, group = bytes([192, 168, 1, 10]), bytes([224, 0, 0, 252])
+    resolver = bytes([192, 168, 1, 1])
+    t0, s = 1_700_000_000 * 10**9, 10**9
+
+    def frame(src: bytes, dst: bytes, sport: int, dport: int, flags: int, ident: int, name: str) -> bytes:
+        message = d.message([d.question(d.name(name))], ident=ident, flags=flags)
+        return pb.ether(pb.ipv4(pb.udp(message, sport, dport), src=src, dst=dst))
+
+    records = []
+    for i in range(300):  # LLMNR queries to the group, never answered: no outage of a group
+        records.append((t0 + i * s, frame(host, group, 50000 + i % 1000, 5355, 0, i, f"host{i % 4}")))
+    for i in range(300):  # a resolver that stops answering half way: an outage
+        ts = t0 + i * s + s // 2
+        records.append((ts, frame(host, resolver, 40000 + i, 53, 0x0100, 1000 + i, f"www{i % 7}.example")))
+        if i < 150:
+            reply = frame(resolver, host, 53, 40000 + i, 0x8180, 1000 + i, f"www{i % 7}.example")
+            records.append((ts + 3_000_000, reply))
+    path = tmp_path / "multicast.pcap"
+    path.write_bytes(pb.pcap(sorted(records, key=lambda r: r[0])))
+    whole, stepped = _whole_and_stepped(path, tmp_path, ports=frozenset({53, 5355}))
+    servers = {s for row in whole.get_column("servers").to_list() for s in row}
+    assert "192.168.1.1" in servers and "224.0.0.252" not in servers
+    assert_frame_equal(stepped, whole, categorical_as_str=True)
