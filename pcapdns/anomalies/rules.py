@@ -119,6 +119,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "qtype",
         "rcode_name",
         "CD",
+        "RA",
         "ede",
         "rtt",
         "status",
