@@ -138,9 +138,12 @@ class Capture:
 
     def write(self, path: Path) -> None:
         """Interleave the sources at random, each in its own order."""
+        path.write_bytes(pcap(self.records(10**18)))
+
+    def records(self, t: int) -> list[tuple[int, bytes, int]]:
+        """The sources interleaved at random, each in its own order, from time ``t`` on."""
         queues = [list(f) for f in self.frames if f]
         records = []
-        t = 10**18
         while queues:
             q = self.rng.choice(queues)
             frame, wire = q.pop(0)
@@ -148,7 +151,7 @@ class Capture:
             records.append((t, frame, wire))
             if not q:
                 queues.remove(q)
-        path.write_bytes(pcap(records))
+        return records
 
 
 def comparable(d: Decoded) -> pl.DataFrame:
@@ -352,3 +355,43 @@ def test_compiled_reassembly_with_a_full_flow_table(
     assert_frame_equal(comparable(fast), comparable(slow))
     assert issues(fast) == issues(slow)
     assert sum(streamed) > 0
+
+
+def test_compiled_reassembly_pushes_flows_out_of_a_full_table_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, streamed: list[int]
+) -> None:
+    """Connections a few at a time through a table of 64 flows: compiled reassembly pushes the
+    least recently used flows (ended ones) out itself, exactly as the per-packet path does.  A
+    segment sent again long after its connection ended then starts a new flow (its bytes are read
+    as a stream first seen mid-way), while one of a connection still in the table is ignored."""
+    rng = random.Random(4000)
+    records: list[tuple[int, bytes, int]] = []
+    groups = []
+    for g in range(30):
+        cap = Capture(rng)
+        for k in range(g * 10, g * 10 + 10):
+            provable_connection(cap, k)
+        records += cap.records(records[-1][0] if records else 10**18)
+        groups.append(cap)
+    late = [c for cap in (*groups[:3], groups[-1]) for c in cap.frames]
+    t = records[-1][0]
+    for i, frames in enumerate(late):  # the first segment after the handshake, again
+        records.append((t + (i + 1) * 1000, *frames[3]))
+    path = tmp_path / "groups.pcap"
+    path.write_bytes(pcap(records))
+    unbounded = read([str(path)], SLOW)
+    original = TcpStreams.__init__
+
+    def small(self: TcpStreams, max_flows: int, max_buffer: int, issue: IssueFn) -> None:
+        original(self, 64, max_buffer, issue)
+
+    monkeypatch.setattr(TcpStreams, "__init__", small)
+    for batch in (150, 100_000):
+        streamed.clear()
+        fast = read([str(path)], Options(fast=True, fast_min_frames=0, batch_frames=batch))
+        slow = read([str(path)], SLOW)
+        assert_frame_equal(comparable(fast), comparable(slow))
+        assert issues(fast) == issues(slow)
+        assert sum(streamed) == fast.counters["tcp_frames"]  # no batch left to the per-packet path
+    # the early connections' flows were pushed out: their segments sent again were read again
+    assert (comparable(slow).height, issues(slow)) != (comparable(unbounded).height, issues(unbounded))
