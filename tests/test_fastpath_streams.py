@@ -22,8 +22,8 @@ from pcapbuild import dns, ether, ipv4, ipv6, pcap, tcp, udp, v4_fragments
 from polars.testing import assert_frame_equal
 from scriptload import load_script
 
-from pcapdns.decode.tcp import IssueFn, TcpStreams
-from pcapdns.decode.tcpbatch import BatchStreams, Reassembled
+from pcapdns.decode.tcp import Direction, FlowKey, IssueFn, PyFlows, TcpStreams
+from pcapdns.decode.tcpbatch import BatchStreams, FlowTable, Reassembled, flow_key, table_order
 from pcapdns.pipeline import Decoded, Options, assemble, read
 from pcapdns.tables.names import address_text
 
@@ -395,3 +395,62 @@ def test_compiled_reassembly_pushes_flows_out_of_a_full_table_itself(
         assert sum(streamed) == fast.counters["tcp_frames"]  # no batch left to the per-packet path
     # the early connections' flows were pushed out: their segments sent again were read again
     assert (comparable(slow).height, issues(slow)) != (comparable(unbounded).height, issues(unbounded))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_flow_table_in_arrays_behaves_as_the_ordered_dict(seed: int) -> None:
+    """The flow table compiled reassembly shares (arrays: an index, least-recently-used links,
+    growing as it fills) against the per-packet path's ordered dict, through the same random
+    sequence of look-ups, new flows, replacements, pushes out and batch hand-overs (``settle``:
+    the Directions put back into rows), keys of IPv4 and IPv6 flows (an IPv4-mapped IPv6 address
+    is not its IPv4 address) of two files."""
+    rng = random.Random(5000 + seed)
+    hosts = [bytes([10, 0, 0, i]) for i in range(1, 6)] + [bytes(10) + b"\xff\xff" + bytes([10, 0, 0, 1])]
+    hosts.append(bytes.fromhex("20010db8") + bytes(11) + b"\x07")
+    keys: list[FlowKey] = [
+        (rng.randint(0, 1), rng.choice(hosts), rng.randint(1024, 3000), rng.choice(hosts), 53)
+        for _ in range(5000)
+    ]
+    keys = [k for k in dict.fromkeys(keys) if len(k[1]) == len(k[3])]
+    limit = 1200  # more than the table starts with: it grows
+    table, model = FlowTable(limit), PyFlows()
+
+    def state(d: Direction | None) -> object:
+        return None if d is None else (d.next_seq, d.syn_seq, bytes(d.buf), d.closed, d.msg_frame, d.msg_ts)
+
+    for step in range(15_000):
+        key = rng.choice(keys)
+        x = rng.random()
+        if x < 0.3:
+            a, b = table.touch(key), model.touch(key)
+        elif x < 0.45:
+            a, b = table.get(key), model.get(key)
+        elif x < 0.7 and model.get(key) is None:
+            while len(model) >= limit:
+                (ka, da), (kb, db) = table.pop_oldest(), model.pop_oldest()
+                assert ka == kb and state(da) == state(db)
+            closed, seq = rng.random() < 0.5, rng.getrandbits(32)
+            buf = rng.randbytes(rng.randint(0, 3))
+            table.add(key, Direction(seq, None, bytearray(buf), closed=closed, msg_frame=step))
+            model.add(key, Direction(seq, None, bytearray(buf), closed=closed, msg_frame=step))
+            continue
+        elif x < 0.8 and model.get(key) is not None:
+            table.replace(key, Direction(step))
+            model.replace(key, Direction(step))
+            continue
+        elif x < 0.72:
+            table.settle()
+            continue
+        else:
+            a = b = None
+        assert state(a) == state(b)
+        if a is not None and b is not None and rng.random() < 0.3:  # the per-packet path changes it
+            for d in (a, b):
+                d.next_seq, d.closed = step, not d.closed
+                d.buf += b"x"
+        assert len(table) == len(model)
+    assert [(k, state(d)) for k, d in table.unfinished() if d.buf] == [
+        (k, state(d)) for k, d in model.unfinished() if d.buf
+    ]
+    order = [flow_key(row) for row in table.rows[table_order(table.rows, table.meta), :5].tolist()]
+    assert order == list(model)

@@ -853,8 +853,8 @@ class FlowTable:
         (closing the others says nothing)."""
         order = table_order(self.rows, self.meta)
         f = self.rows[order, T_FLAGS]
-        open_ = self.rows[order, T_CLOSED] == 0
-        wanted = order[open_ & ((f & (PY | PENDING)) != 0)]
+        open_ = self.rows[order, T_CLOSED] == 0  # (not kept in the row of a Direction's flow)
+        wanted = order[((f & PY) != 0) | (open_ & ((f & PENDING) != 0))]
         out = []
         for s in wanted.tolist():
             d = self._direction(s)
