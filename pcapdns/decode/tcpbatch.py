@@ -29,12 +29,13 @@ asks for one) are kept beside it by slot.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from pcapdns.decode.tcp import FIN, RST, SYN, Direction, FlowKey, TcpStreams
+from pcapdns.decode.tcp import FIN, RST, SYN, Direction, FlowKey, PyFlows, TcpStreams
 from pcapdns.jit import jit
 from pcapdns.model import LinkType
 
@@ -889,10 +890,10 @@ class FlowTable:
                 rows[s, T_FLAGS] = 0
 
     @classmethod
-    def of(cls, flows: object, limit: int) -> FlowTable:
-        """The table holding ``flows`` (an ordered mapping of flow keys to Directions), in order."""
+    def of(cls, flows: Iterable[tuple[FlowKey, Direction]], limit: int) -> FlowTable:
+        """The table holding ``flows``, least recently used first."""
         table = cls(limit)
-        items = list(flows.items()) if hasattr(flows, "items") else []
+        items = list(flows)
         table.reserve(len(items))
         for key, d in items:
             table.add(key, d)
@@ -938,8 +939,9 @@ class BatchStreams:
     def table(self) -> FlowTable:
         """The streams' flow table, made one in arrays the first time."""
         t = self.streams
-        if not isinstance(t.flows, FlowTable):
-            t.flows = FlowTable.of(t.flows, t.max_flows)
+        if isinstance(t.flows, PyFlows):
+            t.flows = FlowTable.of(t.flows.items(), t.max_flows)
+        assert isinstance(t.flows, FlowTable)
         return t.flows
 
     def run(
