@@ -39,7 +39,7 @@ from pcapdns.decode.columnar import (
     lookup_tables,
 )
 from pcapdns.decode.fragbatch import Defragmented
-from pcapdns.decode.tcpbatch import Reassembled, Segments, address_bytes, ip_pairs
+from pcapdns.decode.tcpbatch import Avoid, Reassembled, Segments, address_bytes, ip_pairs
 from pcapdns.decode.triage import DECODER, OUTCOME_NAMES, triage
 from pcapdns.decode.triage import REASONS as TRIAGE_REASONS
 from pcapdns.dns.columnar import DnsColumns, parse_batch
@@ -493,7 +493,7 @@ class Dissector:
         if not len(tcp):
             return None
         others = rows[~is_tcp]
-        avoid: set[tuple[bytes, bytes]] = set()
+        avoid: Avoid | None = None
         if len(others):
             b = np.frombuffer(batch.buf, dtype=np.uint8)
             placed, addr, version = ip_pairs(
@@ -502,9 +502,7 @@ class Dissector:
             )  # fmt: skip
             if not placed.all():
                 return None
-            four = version == 4
-            pair_src = address_bytes(addr[:, 0], addr[:, 1], four)
-            avoid = set(zip(pair_src, address_bytes(addr[:, 2], addr[:, 3], four), strict=True))
+            avoid = Avoid.of(addr, version)
         seg = Segments(
             v4=l4.ip_version[tcp] == 4,
             src_hi=l4.src_hi[tcp], src_lo=l4.src_lo[tcp], dst_hi=l4.dst_hi[tcp], dst_lo=l4.dst_lo[tcp],

@@ -22,8 +22,8 @@ from pcapbuild import dns, ether, ipv4, ipv6, pcap, tcp, udp, v4_fragments
 from polars.testing import assert_frame_equal
 from scriptload import load_script
 
-from pcapdns.decode.tcp import IssueFn, TcpStreams
-from pcapdns.decode.tcpbatch import BatchStreams, Reassembled
+from pcapdns.decode.tcp import Direction, FlowKey, IssueFn, PyFlows, TcpStreams
+from pcapdns.decode.tcpbatch import BatchStreams, FlowTable, Reassembled, flow_key, table_order
 from pcapdns.pipeline import Decoded, Options, assemble, read
 from pcapdns.tables.names import address_text
 
@@ -138,9 +138,12 @@ class Capture:
 
     def write(self, path: Path) -> None:
         """Interleave the sources at random, each in its own order."""
+        path.write_bytes(pcap(self.records(10**18)))
+
+    def records(self, t: int) -> list[tuple[int, bytes, int]]:
+        """The sources interleaved at random, each in its own order, from time ``t`` on."""
         queues = [list(f) for f in self.frames if f]
         records = []
-        t = 10**18
         while queues:
             q = self.rng.choice(queues)
             frame, wire = q.pop(0)
@@ -148,7 +151,7 @@ class Capture:
             records.append((t, frame, wire))
             if not q:
                 queues.remove(q)
-        path.write_bytes(pcap(records))
+        return records
 
 
 def comparable(d: Decoded) -> pl.DataFrame:
@@ -352,3 +355,102 @@ def test_compiled_reassembly_with_a_full_flow_table(
     assert_frame_equal(comparable(fast), comparable(slow))
     assert issues(fast) == issues(slow)
     assert sum(streamed) > 0
+
+
+def test_compiled_reassembly_pushes_flows_out_of_a_full_table_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, streamed: list[int]
+) -> None:
+    """Connections a few at a time through a table of 64 flows: compiled reassembly pushes the
+    least recently used flows (ended ones) out itself, exactly as the per-packet path does.  A
+    segment sent again long after its connection ended then starts a new flow (its bytes are read
+    as a stream first seen mid-way), while one of a connection still in the table is ignored."""
+    rng = random.Random(4000)
+    records: list[tuple[int, bytes, int]] = []
+    groups = []
+    for g in range(30):
+        cap = Capture(rng)
+        for k in range(g * 10, g * 10 + 10):
+            provable_connection(cap, k)
+        records += cap.records(records[-1][0] if records else 10**18)
+        groups.append(cap)
+    late = [c for cap in (*groups[:3], groups[-1]) for c in cap.frames]
+    t = records[-1][0]
+    for i, frames in enumerate(late):  # the first segment after the handshake, again
+        records.append((t + (i + 1) * 1000, *frames[3]))
+    path = tmp_path / "groups.pcap"
+    path.write_bytes(pcap(records))
+    unbounded = read([str(path)], SLOW)
+    original = TcpStreams.__init__
+
+    def small(self: TcpStreams, max_flows: int, max_buffer: int, issue: IssueFn) -> None:
+        original(self, 64, max_buffer, issue)
+
+    monkeypatch.setattr(TcpStreams, "__init__", small)
+    for batch in (150, 100_000):
+        streamed.clear()
+        fast = read([str(path)], Options(fast=True, fast_min_frames=0, batch_frames=batch))
+        slow = read([str(path)], SLOW)
+        assert_frame_equal(comparable(fast), comparable(slow))
+        assert issues(fast) == issues(slow)
+        assert sum(streamed) == fast.counters["tcp_frames"]  # no batch left to the per-packet path
+    # the early connections' flows were pushed out: their segments sent again were read again
+    assert (comparable(slow).height, issues(slow)) != (comparable(unbounded).height, issues(unbounded))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_flow_table_in_arrays_behaves_as_the_ordered_dict(seed: int) -> None:
+    """The flow table compiled reassembly shares (arrays: an index, least-recently-used links,
+    growing as it fills) against the per-packet path's ordered dict, through the same random
+    sequence of look-ups, new flows, replacements, pushes out and batch hand-overs (``settle``:
+    the Directions put back into rows), keys of IPv4 and IPv6 flows (an IPv4-mapped IPv6 address
+    is not its IPv4 address) of two files."""
+    rng = random.Random(5000 + seed)
+    hosts = [bytes([10, 0, 0, i]) for i in range(1, 6)] + [bytes(10) + b"\xff\xff" + bytes([10, 0, 0, 1])]
+    hosts.append(bytes.fromhex("20010db8") + bytes(11) + b"\x07")
+    keys: list[FlowKey] = [
+        (rng.randint(0, 1), rng.choice(hosts), rng.randint(1024, 3000), rng.choice(hosts), 53)
+        for _ in range(5000)
+    ]
+    keys = [k for k in dict.fromkeys(keys) if len(k[1]) == len(k[3])]
+    limit = 1200  # more than the table starts with: it grows
+    table, model = FlowTable(limit), PyFlows()
+
+    def state(d: Direction | None) -> object:
+        return None if d is None else (d.next_seq, d.syn_seq, bytes(d.buf), d.closed, d.msg_frame, d.msg_ts)
+
+    for step in range(15_000):
+        key = rng.choice(keys)
+        x = rng.random()
+        if x < 0.3:
+            a, b = table.touch(key), model.touch(key)
+        elif x < 0.45:
+            a, b = table.get(key), model.get(key)
+        elif x < 0.7 and model.get(key) is None:
+            while len(model) >= limit:
+                (ka, da), (kb, db) = table.pop_oldest(), model.pop_oldest()
+                assert ka == kb and state(da) == state(db)
+            closed, seq = rng.random() < 0.5, rng.getrandbits(32)
+            buf = rng.randbytes(rng.randint(0, 3))
+            table.add(key, Direction(seq, None, bytearray(buf), closed=closed, msg_frame=step))
+            model.add(key, Direction(seq, None, bytearray(buf), closed=closed, msg_frame=step))
+            continue
+        elif x < 0.8 and model.get(key) is not None:
+            table.replace(key, Direction(step))
+            model.replace(key, Direction(step))
+            continue
+        elif x < 0.72:
+            table.settle()
+            continue
+        else:
+            a = b = None
+        assert state(a) == state(b)
+        if a is not None and b is not None and rng.random() < 0.3:  # the per-packet path changes it
+            for d in (a, b):
+                d.next_seq, d.closed = step, not d.closed
+                d.buf += b"x"
+        assert len(table) == len(model)
+    assert [(k, state(d)) for k, d in table.unfinished() if d.buf] == [
+        (k, state(d)) for k, d in model.unfinished() if d.buf
+    ]
+    order = [flow_key(row) for row in table.rows[table_order(table.rows, table.meta), :5].tolist()]
+    assert order == list(model)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from pcapdns.model import IssueReason, Payload, Transport
 
@@ -48,6 +49,59 @@ class Direction:
     msg_ts: int = 0
 
 
+class Flows(Protocol):
+    """The flow table: every direction's state by flow key, in least recently used order.
+
+    :class:`PyFlows` is the per-packet path's own; once compiled reassembly runs, a table held in
+    arrays (:class:`pcapdns.decode.tcpbatch.FlowTable`) takes its place, with the same behaviour.
+    """
+
+    def __len__(self) -> int: ...
+
+    def get(self, key: FlowKey) -> Direction | None:
+        """The direction's state, its place in the order unchanged."""
+
+    def touch(self, key: FlowKey) -> Direction | None:
+        """The direction's state, made the most recently used."""
+
+    def add(self, key: FlowKey, d: Direction) -> None:
+        """A new direction, the most recently used (the caller made room)."""
+
+    def replace(self, key: FlowKey, d: Direction) -> None:
+        """New state for a direction in the table, its place unchanged."""
+
+    def pop_oldest(self) -> tuple[FlowKey, Direction]:
+        """Take the least recently used direction out."""
+
+    def unfinished(self) -> list[tuple[FlowKey, Direction]]:
+        """In order, the directions not closed whose end may say something (all of them, or only
+        those with bytes or held segments)."""
+
+    def clear(self) -> None: ...
+
+
+class PyFlows(OrderedDict[FlowKey, Direction]):
+    """The flow table as an ordered dict (the per-packet path's)."""
+
+    def touch(self, key: FlowKey) -> Direction | None:
+        d = self.get(key)
+        if d is not None:
+            self.move_to_end(key)
+        return d
+
+    def add(self, key: FlowKey, d: Direction) -> None:
+        self[key] = d
+
+    def replace(self, key: FlowKey, d: Direction) -> None:
+        self[key] = d
+
+    def pop_oldest(self) -> tuple[FlowKey, Direction]:
+        return self.popitem(last=False)
+
+    def unfinished(self) -> list[tuple[FlowKey, Direction]]:
+        return [(key, d) for key, d in self.items() if not d.closed]
+
+
 class TcpStreams:
     """All DNS-over-TCP flows of a run, bounded by ``max_flows`` (LRU) and ``max_buffer`` per direction."""
 
@@ -55,7 +109,7 @@ class TcpStreams:
         self.max_flows = max_flows
         self.max_buffer = max_buffer
         self.issue = issue
-        self.flows: OrderedDict[FlowKey, Direction] = OrderedDict()
+        self.flows: Flows = PyFlows()
         self._idx: OrderedDict[tuple[int, int], int] = OrderedDict()
 
     # -- entry points --------------------------------------------------------------------------
@@ -67,8 +121,9 @@ class TcpStreams:
         out: list[Payload] = []
         if flags & RST:  # the connection is gone: both directions end now
             for k in (key, (key[0], key[3], key[4], key[1], key[2])):
-                if k in self.flows:
-                    self._close(k, self.flows[k], "RST", frame, ts, out)
+                ended = self.flows.get(k)
+                if ended is not None:
+                    self._close(k, ended, "RST", frame, ts, out)
             return out
         d = self._direction(key, frame, ts)
         if flags & SYN:
@@ -76,7 +131,8 @@ class TcpStreams:
                 return out  # a retransmitted SYN
             if d.next_seq is not None:  # the ports are reused by a new connection
                 self._close(key, d, "new SYN", frame, ts, out)
-                d = self.flows[key] = Direction()
+                d = Direction()
+                self.flows.replace(key, d)
             d.syn_seq, d.next_seq = seq, (seq + 1) % SEQ_MOD
             seq = (seq + 1) % SEQ_MOD
         if d.closed or (not data and not missing and not flags & FIN):
@@ -103,21 +159,19 @@ class TcpStreams:
     def flush(self) -> list[Payload]:
         """End of all input: resolve holes, then report every unfinished message."""
         out: list[Payload] = []
-        for key, d in self.flows.items():
-            if not d.closed:
-                self._close(key, d, "end of capture", 0, 0, out)
+        for key, d in self.flows.unfinished():
+            self._close(key, d, "end of capture", 0, 0, out)
         self.flows.clear()
         return out
 
     # -- stream mechanics ----------------------------------------------------------------------
 
     def _direction(self, key: FlowKey, frame: int, ts: int) -> Direction:
-        d = self.flows.get(key)
+        d = self.flows.touch(key)
         if d is not None:
-            self.flows.move_to_end(key)
             return d
         while len(self.flows) >= self.max_flows:
-            old_key, old = self.flows.popitem(last=False)
+            old_key, old = self.flows.pop_oldest()
             lost = len(old.buf) + sum(len(seg[0]) for seg in old.held.values())
             if lost and not old.closed:
                 self.issue(
@@ -127,7 +181,8 @@ class TcpStreams:
                     IssueReason.TCP_STREAM_LIMIT,
                     f"more than {self.max_flows} TCP flows open: the oldest was dropped with {lost} bytes",
                 )
-        d = self.flows[key] = Direction()
+        d = Direction()
+        self.flows.add(key, d)
         return d
 
     def _place(
