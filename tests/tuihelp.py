@@ -16,6 +16,7 @@ from typing import Any
 import pcapbuild as pb
 import polars as pl
 from dnsbuild import labels, message, opt, option, question
+from textual.worker import WorkerCancelled
 
 from pcapdns.pipeline import Options
 from pcapdns.schema import ANOMALIES
@@ -46,7 +47,14 @@ async def settle(pilot: Any, app: PcapdnsApp, timeout: float = 30.0) -> None:
         if loop.time() > deadline:
             raise TimeoutError("the analysis did not finish")
         await pilot.pause(0.05)
-    await app.workers.wait_for_complete()
+    while True:
+        try:
+            await app.workers.wait_for_complete()
+            break
+        except WorkerCancelled:  # an exclusive worker replaced by a newer one: wait for that one
+            if loop.time() > deadline:
+                raise
+            await pilot.pause(0.02)  # (the cancelled one leaves the manager on the next turn)
     await pilot.pause()
 
 

@@ -286,8 +286,20 @@ def _loss(sporadic: _Queries, inp: Inputs) -> list[Finding]:
         )
     lost_all, total_all = int(per_server.get_column("lost").sum()), int(per_server.get_column("total").sum())
     for server, lost, total in per_server.sort("server").iter_rows():
-        # (a server that never answered is not losing some queries: too few to be an outage)
-        if lost < th.loss_min or server in episodic or lost == total:
+        if lost < th.loss_min or server in episodic:
+            continue
+        if lost == total:  # never answered, asked too few times in a row for an outage
+            mine = pl.col("server") == sporadic.rank(server)
+            rows = sporadic.rows(t.filter(mine).sort("ts"))
+            answering = t.filter(~mine & ~pl.col("lost")).height > 0  # other servers answered
+            expected = max(th.loss_share, typical)
+            log10p = log10_binom_sf(lost / spread, total / spread, expected)
+            if log10p >= math.log10(th.alpha) - math.log10(tests):  # a few chance timeouts
+                continue
+            zone = zone_for(rows.get_column("qname").drop_nulls())
+            severity = "info" if answering else "warning"
+            score = score_of(log10p, tests)
+            out.append(_silent([server], rows, rows, zone, answering, severity, score, th))
             continue
         others = (lost_all - lost + 0.5) / (total_all - total + 1.0) if len(servers) > 1 else 0.0
         expected = max(th.loss_share, others, typical)
@@ -400,6 +412,49 @@ def _loss_finding(
     return for_whom(finding, rows.get_column("client"))
 
 
+def _silent(
+    servers: list[str],
+    lost: pl.DataFrame,
+    rows: pl.DataFrame,
+    zone: str | None,
+    others: bool,
+    severity: str,
+    score: float,
+    th: Thresholds,
+) -> Finding:
+    """``servers`` never answered while the capture saw them (``lost``: their queries, every one
+    unanswered): a ``persistent_failure``, not an outage (no onset) and not loss (no answers)."""
+    who = (
+        " and ".join(label(s, rows, th) for s in servers) if len(servers) <= 3 else f"{len(servers)} servers"
+    )
+    start, end = _t(lost.get_column("ts").min()), _t(lost.get_column("ts").max())
+    finding = Finding(
+        kind="persistent_failure",
+        severity=severity,
+        start=start,
+        end=end,
+        servers=addresses(servers, rows, th),
+        clients=lost.get_column("client").n_unique(),
+        zone=zone,
+        count=lost.height,
+        summary=(
+            f"{who} never answered{f' for {zone}' if zone else ''} in the capture: all {lost.height} "
+            f"queries from {hms(start)} to {hms(end)} went unanswered"
+        ),
+        likely_cause=(
+            f"{who} answered nothing the whole time the capture saw "
+            f"{'them' if len(servers) > 1 else 'it'}: "
+            "a dead or lame authority (resolvers keep probing it now and then and ask another "
+            "server of the zone), a stale address in a delegation or a resolver list, or a filter. "
+            "`dig @SERVER NAME +norec` from the querying host tells"
+            + (" (other servers in the capture kept answering)" if others else "")
+        ),
+        evidence=evidence_of(lost, th.evidence, ("query_frame",)),
+        score=score,
+    )
+    return for_whom(finding, lost.get_column("client"))
+
+
 def _merge_overlapping(groups: list[dict[str, object]], slack: timedelta) -> list[dict[str, object]]:
     """Join outage episodes of different servers that overlap in time and concern the same zone."""
     merged: list[dict[str, object]] = []
@@ -447,31 +502,8 @@ def _outage(
     if not before and recovery is None and share == 1:
         # never answered in the capture: no onset seen, so no outage (a dead or lame authority a
         # resolver keeps probing, an address that never served): a failure all along
-        finding = Finding(
-            kind="persistent_failure",
-            severity="info" if others else "critical",  # (nobody answered: as bad as an outage)
-            start=start,
-            end=end,
-            servers=addresses(servers, rows, th),
-            clients=lost.get_column("client").n_unique(),
-            zone=str(zone) if zone else None,
-            count=lost.height,
-            summary=(
-                f"{who} never answered{for_zone} in the capture: all {lost.height} queries from "
-                f"{hms(start)} to {hms(end)} went unanswered"
-            ),
-            likely_cause=(
-                f"{who} answered nothing the whole time the capture saw "
-                f"{'them' if len(servers) > 1 else 'it'}: "
-                "a dead or lame authority (resolvers keep probing it now and then and ask another "
-                "server of the zone), a stale address in a delegation or a resolver list, or a filter. "
-                "`dig @SERVER NAME +norec` from the querying host tells"
-                + (" (other servers in the capture kept answering)" if others else "")
-            ),
-            evidence=evidence_of(lost, th.evidence, ("query_frame",)),
-            score=score,
-        )
-        return for_whom(finding, lost.get_column("client"))
+        severity = "info" if others else "critical"  # (nobody answered: as bad as an outage)
+        return _silent(servers, lost, rows, str(zone) if zone else None, others, severity, score, th)
     finding = Finding(
         kind="unanswered_outage",
         severity="critical",
