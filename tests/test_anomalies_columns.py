@@ -29,7 +29,7 @@ ENGINE_COLUMNS = [*TRANSACTIONS, *query_facts(EMPTY).schema]
 
 def _spelled(module: str) -> set[str]:
     """The engine's columns that ``module`` (a file of pcapdns/anomalies) names in a string."""
-    literals = set(re.findall(r'"([A-Za-z_]+)"', (ANOMALIES / f"{module}.py").read_text()))
+    literals = set(re.findall(r"[\"']([A-Za-z_]+)[\"']", (ANOMALIES / f"{module}.py").read_text()))
     return literals & set(ENGINE_COLUMNS)
 
 
@@ -116,4 +116,23 @@ def test_queries_to_a_multicast_group_are_left_out_of_the_stored_rows_too(tmp_pa
     whole, stepped = _whole_and_stepped(path, tmp_path, ports=frozenset({53, 5355}))
     servers = {s for row in whole.get_column("servers").to_list() for s in row}
     assert "192.168.1.1" in servers and "224.0.0.252" not in servers
+    assert_frame_equal(stepped, whole, categorical_as_str=True)
+
+
+def test_a_formerr_to_a_well_formed_query_describes_the_query(tmp_path: Path) -> None:
+    # a well-formed query without EDNS answered FORMERR: the likely cause names what the query
+    # held (its size, type and class), columns of the query facts that the rule must be handed
+    client, server = bytes([10, 9, 0, 1]), bytes([10, 9, 0, 53])
+    t0 = 1_700_000_000 * 10**9
+    message = d.message([d.question(d.name("example.com"))], ident=7, flags=0x0100)
+    reply = d.message([d.question(d.name("example.com"))], ident=7, flags=0x8181)
+    records = [
+        (t0, pb.ether(pb.ipv4(pb.udp(message, 40000, 53), src=client, dst=server))),
+        (t0 + 2_000_000, pb.ether(pb.ipv4(pb.udp(reply, 53, 40000), src=server, dst=client))),
+    ]
+    path = tmp_path / "formerr.pcap"
+    path.write_bytes(pb.pcap(records))
+    whole, stepped = _whole_and_stepped(path, tmp_path)
+    (cause,) = whole.filter(pl.col("kind") == "formerr").get_column("likely_cause").to_list()
+    assert f"no EDNS, {len(message)}-octet query, A IN" in cause
     assert_frame_equal(stepped, whole, categorical_as_str=True)

@@ -108,6 +108,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "q_qdcount",
         "q_edns_version",
         "q_edns_options",
+        "q_size",
+        "qtype_name",
+        "qclass_name",
     ),
     "unanswered": ("ts", "qtype", "status"),
     # the persistent failure rule reads the surge rule's rows (rates.answers): one read for both
