@@ -27,7 +27,11 @@ def test_pcapdns_tui_from_overview_to_the_packets():
         term.wait_for("No Reachable Authority", "RESPONSE  frame 2316", "QUERY  frame 2275")
         term.keys("x")
         term.wait_for("frame bytes")
-        term.keys("Escape", "q")
+        # Escape alone, then q once the packets are closed: an ESC with a key right behind it
+        # reads as Alt+key to a terminal application
+        term.keys("Escape")
+        term.wait_for("58 of 3,126")
+        term.keys("q")
         term.wait_for("exit=0")
     finally:
         term.close()
