@@ -249,21 +249,27 @@ def _events(rng: random.Random, sc: Scenario) -> list[Event]:
                 continue
             ev = Event(kind, start, end, (rng.choice(sc.resolvers),), size=rng.uniform(10, 40))
         # one event at a time per resolver: the truth of each stays unambiguous
-        spans = [s for r in ev.servers for s in busy.get(r, [])]
-        if any(start < e + 60 and s < end + 60 for s, e in spans):
-            continue
-        if ev.zone is not None and any(o.zone == ev.zone for o in out):
-            continue
-        for r in ev.servers:
-            busy.setdefault(r, []).append((start, end))
-        out.append(ev)
+        take(ev, out, busy)
     return out
+
+
+def take(ev: Event, out: list[Event], busy: dict[str, list[tuple[float, float]]]) -> None:
+    """Add ``ev`` to ``out`` unless one of its servers has an event within a minute of it
+    (``busy``: each server's events so far) or another event concerns its zone."""
+    spans = [s for r in ev.servers for s in busy.get(r, [])]
+    if any(ev.start < e + 60 and s < ev.end + 60 for s, e in spans):
+        return
+    if ev.zone is not None and any(o.zone == ev.zone for o in out):
+        return
+    for r in ev.servers:
+        busy.setdefault(r, []).append((ev.start, ev.end))
+    out.append(ev)
 
 
 # -- packets --------------------------------------------------------------------------------------
 
-_PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
-_REC = struct.Struct("<IIII")
+PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+REC = struct.Struct("<IIII")
 _ETH4 = b"\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x02\x08\x00"
 _ETH6 = b"\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x02\x86\xdd"
 
@@ -310,7 +316,7 @@ def _dns(
     return body + extra
 
 
-def _checksum(header: bytes) -> int:
+def checksum(header: bytes) -> int:
     s = sum(struct.unpack("!10H", header))
     s = (s & 0xFFFF) + (s >> 16)
     s = (s & 0xFFFF) + (s >> 16)
@@ -333,7 +339,7 @@ class _Wire:
         udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
         if v == 4:
             head = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0, s, d)
-            head = head[:10] + struct.pack("!H", _checksum(head)) + head[12:]
+            head = head[:10] + struct.pack("!H", checksum(head)) + head[12:]
             return _ETH4 + head + udp
         return _ETH6 + struct.pack("!IHBB16s16s", 0x60000000, len(udp), 17, 64, s, d) + udp
 
@@ -368,13 +374,13 @@ def write_pcap(sc: Scenario, out: BinaryIO) -> None:
     records = _draw_packets(sc)
     ends = np.append(np.frombuffer(records.offsets, dtype=np.int64), len(records.buf))
     order = np.argsort(np.frombuffer(records.ts, dtype=np.float64), kind="stable")
-    out.write(_PCAP_HEADER)
+    out.write(PCAP_HEADER)
     chunk = bytearray()
     view = memoryview(records.buf)
     for i in order.tolist():
         us = int(round((T0 + records.ts[i]) * 1_000_000))
         a, b = int(ends[i]), int(ends[i + 1])
-        chunk += _REC.pack(us // 1_000_000, us % 1_000_000, b - a, b - a)
+        chunk += REC.pack(us // 1_000_000, us % 1_000_000, b - a, b - a)
         chunk += view[a:b]
         if len(chunk) >= 1 << 20:
             out.write(chunk)

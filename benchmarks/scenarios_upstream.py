@@ -74,6 +74,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from scenarios import PCAP_HEADER, REC, checksum, take
+
 T0 = 1709510400.0  # 2024-03-04T00:00:00Z
 FAMILIES = ("upstream", "both", "host")
 
@@ -386,21 +388,12 @@ def _events(rng: random.Random, sc: Scenario) -> list[Event]:
             ev = Event(kind, start, end, (r,), None, "REFUSED", rng.uniform(0.5, 1.0))
         if ev is None:
             continue
-        spans = [s for r in ev.servers for s in busy.get(r, [])]
-        if any(start < e + 60 and s < end + 60 for s, e in spans):
-            continue
-        if ev.zone is not None and any(o.zone == ev.zone for o in out):
-            continue
-        for r in ev.servers:
-            busy.setdefault(r, []).append((start, end))
-        out.append(ev)
+        take(ev, out, busy)  # (scenarios.take: one event at a time per server and zone)
     return out
 
 
 # -- packets --------------------------------------------------------------------------------------
 
-_PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
-_REC = struct.Struct("<IIII")
 _ETH = b"\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x02"
 _MCAST_ETH = {"224.0.0.251": b"\x01\x00\x5e\x00\x00\xfb", "224.0.0.252": b"\x01\x00\x5e\x00\x00\xfc"}
 
@@ -448,13 +441,6 @@ def _message(
     return body + opt
 
 
-def _checksum(header: bytes) -> int:
-    s = sum(struct.unpack("!10H", header))
-    s = (s & 0xFFFF) + (s >> 16)
-    s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
 class _Writer:
     """Frames as they are drawn (not in time order): (time, frame) pairs, sorted when written."""
 
@@ -474,7 +460,7 @@ class _Writer:
         dmac = _MCAST_ETH.get(dst, b"\x33\x33\x00\x00\x00\xfb" if dst.startswith("ff02") else _ETH[:6])
         if v == 4:
             head = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 0, 0x4000, 64, proto, 0, s, d)
-            head = head[:10] + struct.pack("!H", _checksum(head)) + head[12:]
+            head = head[:10] + struct.pack("!H", checksum(head)) + head[12:]
             frame = dmac + _ETH[6:] + b"\x08\x00" + head + l4
         else:
             frame = (
@@ -528,13 +514,13 @@ def write_pcap(sc: Scenario, out: BinaryIO) -> None:
         _Host(sc, w).run()
     else:
         _Resolver(sc, w).run()
-    out.write(_PCAP_HEADER)
+    out.write(PCAP_HEADER)
     chunk = bytearray()
     for t, _, frame in sorted(w.records):
         if t < 0 or t > sc.duration + 30:
             continue
         us = int(round((T0 + t) * 1_000_000))
-        chunk += _REC.pack(us // 1_000_000, us % 1_000_000, len(frame), len(frame)) + frame
+        chunk += REC.pack(us // 1_000_000, us % 1_000_000, len(frame), len(frame)) + frame
         if len(chunk) >= 1 << 20:
             out.write(chunk)
             chunk.clear()

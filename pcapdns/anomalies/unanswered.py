@@ -412,6 +412,13 @@ def _loss_finding(
     return for_whom(finding, rows.get_column("client"))
 
 
+def _who(servers: list[str], rows: pl.DataFrame, th: Thresholds) -> str:
+    """The servers as a finding's text names them: up to three by name, else how many."""
+    if len(servers) > 3:
+        return f"{len(servers)} servers"
+    return " and ".join(label(s, rows, th) for s in servers)
+
+
 def _silent(
     servers: list[str],
     lost: pl.DataFrame,
@@ -424,9 +431,7 @@ def _silent(
 ) -> Finding:
     """``servers`` never answered while the capture saw them (``lost``: their queries, every one
     unanswered): a ``persistent_failure``, not an outage (no onset) and not loss (no answers)."""
-    who = (
-        " and ".join(label(s, rows, th) for s in servers) if len(servers) <= 3 else f"{len(servers)} servers"
-    )
+    who = _who(servers, rows, th)
     start, end = _t(lost.get_column("ts").min()), _t(lost.get_column("ts").max())
     finding = Finding(
         kind="persistent_failure",
@@ -490,9 +495,7 @@ def _outage(
     start, end = _t(g["start"]), _t(g["end"])
     lost = rows.filter(pl.col("lost")).sort("ts")
     zone = g["zone"]
-    who = (
-        " and ".join(label(s, rows, th) for s in servers) if len(servers) <= 3 else f"{len(servers)} servers"
-    )
+    who = _who(servers, rows, th)
     for_zone = f" for {zone}" if zone else ""
     back = f"; answering again at {hms(recovery)}" if recovery else "; still silent when the capture ended"
     share = lost.height / rows.height
