@@ -102,6 +102,31 @@ def test_authorities_losing_more_or_less_all_along_are_no_loss_but_an_outlier_is
     assert "178 of 298 queries to 192.0.2.99 (59.7%)" in loss[0]["summary"]
 
 
+def test_busy_authorities_losing_a_few_times_the_typical_loss_are_no_loss(tmp_path):
+    # a resolver host: its client side (20,000 queries, all answered) and its upstream side,
+    # where most authorities are asked a few dozen times and lose none or one of those (their
+    # median share is 0, their loss about 1.7 %); ten busy ones lose 1-4 % of 1,000 queries each
+    # (their own paths and load); one loses 40 %: only that one is beyond the servers' spread
+    cap = _Capture()
+    for i in range(20_000):
+        cap.ask(T0 + i * 600 * S // 20_000, RESOLVER, f"c{i}.example", True, client=bytes([10, 1, 0, 7]))
+    for k in range(60):
+        rate = 0.05 if k % 3 == 0 else 0.0  # one in three loses one query of its 20
+        for i in range(20):
+            t = T0 + i * 30 * S + k * S // 10
+            cap.ask(t, _auth(100 + k), f"s{i}.q{k}.example", not _lost(i, rate))
+    for k in range(10):
+        rate = 0.01 + 0.03 * k / 9
+        for i in range(1000):
+            t = T0 + i * 600 * S // 1000 + k * S // 20
+            cap.ask(t, _auth(10 + k), f"b{i}.p{k}.example", not _lost(i, rate))
+    for i in range(300):
+        cap.ask(T0 + i * 2 * S + S // 3, _auth(99), f"h{i}.lossy.example", not _lost(i, 0.4))
+    findings = cap.analyze(tmp_path)
+    loss = [f for f in findings.iter_rows(named=True) if f["kind"] == "unanswered_loss"]
+    assert [f["servers"] for f in loss] == [["192.0.2.99"]]
+
+
 CLIENT = bytes([10, 1, 0, 7])
 
 

@@ -19,7 +19,7 @@ import polars as pl
 __all__ = ["baseline", "dispersion", "flag_windows", "log10_binom_sf", "score_of"]
 
 _LN10 = math.log(10.0)
-_CHI2_1_MEDIAN = 0.4549364  # median of a chi-square variable with one degree of freedom
+CHI2_1_MEDIAN = 0.4549364  # median of a chi-square variable with one degree of freedom
 _OWN_DISPERSION = 8  # quiet windows a group needs before its own dispersion is used
 _ELEVATED = 3.0  # z-score above which a window is left out of its group's baseline
 
@@ -87,7 +87,7 @@ def dispersion(xs: Sequence[float], ns: Sequence[float], flagged: Sequence[bool]
         return 1.0
     mid = len(r2) // 2
     median = r2[mid] if len(r2) % 2 else (r2[mid - 1] + r2[mid]) / 2
-    return max(1.0, median / _CHI2_1_MEDIAN)
+    return max(1.0, median / CHI2_1_MEDIAN)
 
 
 def score_of(log10_p: float, tests: int) -> float:
@@ -158,7 +158,7 @@ def flag_windows(
     per = per.with_columns(((pl.col("x") - pl.col("n") * pl.col("p0")) ** 2 / var0).alias("r2"))
     spread = pl.col("r2").filter(pl.col("n") > 0).median()
     spread = spread.over(list(pool)) if pool else spread
-    per = per.with_columns((spread / _CHI2_1_MEDIAN).clip(lower_bound=1.0).fill_null(1.0).alias("phi"))
+    per = per.with_columns((spread / CHI2_1_MEDIAN).clip(lower_bound=1.0).fill_null(1.0).alias("phi"))
     # a spread of at least one answer: in a sparse group a window one or two answers above a
     # near-zero first guess is not "visibly risen"
     z0 = (pl.col("x") - pl.col("n") * pl.col("p0")) / (pl.col("phi") * var0.clip(lower_bound=1.0)).sqrt()
@@ -181,7 +181,7 @@ def flag_windows(
             pl.when(keep.sum().over(group) >= own)
             .then(pl.col("r2").filter(keep).median().over(group))
             .otherwise(overall)
-            .truediv(_CHI2_1_MEDIAN)
+            .truediv(CHI2_1_MEDIAN)
             .clip(lower_bound=1.0)
             .fill_null(1.0)
             .fill_nan(1.0)

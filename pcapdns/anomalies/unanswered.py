@@ -13,9 +13,9 @@ of a server that never answered in the whole capture shows no onset: it is a ``p
 outages is **loss**, tested per server like the RCODE surges: windows whose
 loss rose significantly above the server's own baseline are a loss episode; without one, a
 server's loss over the whole capture is a finding when it is significantly above ``loss_share``
-(and above the other servers' loss), from ``loss_min`` queries; with many servers, above the
-median server's loss, the counts scaled down by how much more the servers' loss varies than
-chance (:func:`_spread`), and an episode must lose twice the median server's share.
+(and above the other servers' loss), from ``loss_min`` queries; with many servers, beyond the
+typical server's loss by more than the servers' own loss varies (:func:`_spread`), and an
+episode must lose twice the typical server's share.
 """
 
 from __future__ import annotations
@@ -24,13 +24,20 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import numpy as np
 import polars as pl
 
 from pcapdns.anomalies.config import Thresholds
 from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, hms, zone_for
 from pcapdns.anomalies.inputs import Inputs
 from pcapdns.anomalies.servers import addresses, keyed, label, ranked
-from pcapdns.anomalies.stats import dispersion, flag_windows, log10_binom_sf, score_of, widen
+from pcapdns.anomalies.stats import (
+    CHI2_1_MEDIAN,
+    flag_windows,
+    log10_binom_sf,
+    score_of,
+    widen,
+)
 from pcapdns.dns.codes import rrtype_name
 
 _BRIDGE = 2  # answers between two runs of losses that still leave them one outage
@@ -255,7 +262,8 @@ def _loss(sporadic: _Queries, inp: Inputs) -> list[Finding]:
     per_server = sporadic.named(
         t.group_by("server").agg(pl.col("lost").sum().alias("lost"), pl.len().alias("total"))
     )
-    typical, spread = _spread(per_server)
+    spread = _spread(per_server)
+    typical = spread.typical
     episodic: set[str] = set()
     for _, ep in flagged.group_by("server", "episode", maintain_order=True):
         server = str(ep.get_column("server")[0])
@@ -293,7 +301,7 @@ def _loss(sporadic: _Queries, inp: Inputs) -> list[Finding]:
             rows = sporadic.rows(t.filter(mine).sort("ts"))
             answering = t.filter(~mine & ~pl.col("lost")).height > 0  # other servers answered
             expected = max(th.loss_share, typical)
-            log10p = log10_binom_sf(lost / spread, total / spread, expected)
+            log10p = spread.log10p(lost, total, expected)
             if log10p >= math.log10(th.alpha) - math.log10(tests):  # a few chance timeouts
                 continue
             zone = zone_for(rows.get_column("qname").drop_nulls())
@@ -304,7 +312,7 @@ def _loss(sporadic: _Queries, inp: Inputs) -> list[Finding]:
         others = (lost_all - lost + 0.5) / (total_all - total + 1.0) if len(servers) > 1 else 0.0
         expected = max(th.loss_share, others, typical)
         share = lost / total
-        log10p = log10_binom_sf(lost / spread, total / spread, expected)
+        log10p = spread.log10p(lost, total, expected)
         if share < 2 * expected or log10p >= math.log10(th.alpha) - math.log10(tests):
             continue
         rows = sporadic.rows(
@@ -326,26 +334,72 @@ def _loss(sporadic: _Queries, inp: Inputs) -> list[Finding]:
 
 
 _SPREAD_SERVERS = 8  # servers that tell how much the servers' loss varies, at least
+_LEAST_SPREAD = 0.5  # the servers' own loss varies by this share of the typical loss at the least
 
 
-def _spread(per_server: pl.DataFrame) -> tuple[float, float]:
-    """How the servers' loss over the capture varies, when 8 or more tell: the median server's
-    loss and how much more the servers vary around it than chance would (a dispersion >= 1), of
-    the servers that answered and were expected to lose one query or more; else (0, 1).  A
-    resolver's upstream side asks hundreds of authorities, each on its own path and load: one
-    losing a few percent more than the others is their usual spread, not a finding, while one
-    far beyond that spread still is.  (The median, not the pooled loss: on a resolver host the
-    resolver's own client side, answered whole, is most of the queries.)"""
+@dataclass(frozen=True)
+class _Spread:
+    """The servers' loss over the capture: the typical server's share and how much the servers'
+    own loss rates vary around it (``tau2``, a variance of shares), beyond chance."""
+
+    typical: float = 0.0
+    tau2: float = 0.0
+
+    def log10p(self, lost: float, total: float, expected: float) -> float:
+        """``log10`` of the chance that a server asked ``total`` times loses ``lost`` or more at
+        the ``expected`` loss, its own loss drawn from the servers' spread: a binomial with the
+        counts scaled down by how much more than chance such a server varies (its chance
+        variance plus ``total`` squared times the servers' own, over its chance variance)."""
+        scale = 1.0
+        if self.typical > 0 and self.tau2 > 0:
+            scale += total * self.tau2 / (self.typical * (1 - self.typical))
+        return log10_binom_sf(lost / scale, total / scale, expected)
+
+
+def _spread(per_server: pl.DataFrame) -> _Spread:
+    """How the servers' loss over the capture varies, when 8 or more tell; else no spread.  A
+    resolver's upstream side asks hundreds of authorities, each on its own path and load, each
+    with its own loss: one losing a few percent more than the others is their usual spread, not a
+    finding, while one far beyond that spread still is.
+
+    The typical loss is the servers' pooled loss with each server's queries counted up to the
+    median server's, the tenth of the servers that lose most left out: not the pooled loss of
+    all queries (on a resolver host the resolver's own client side, answered whole, is most of
+    them), nor the median of the servers' shares (most authorities are asked a few dozen times,
+    lose none of those at a loss of 1-2 %, and the median share is then 0).  The servers' own
+    variance is the one that makes the median of the servers' squared deviations, each over its
+    chance variance plus that variance, the median of a chi-square with one degree of freedom
+    (a random-effects model: the median ignores the few servers that do lose far more), and at
+    least half the typical loss (its standard deviation): servers on their own paths vary that
+    much at the least, and a median over a few dozen servers can come out at chance alone.  A
+    server asked many times is then judged by how far its loss lies beyond the servers' spread,
+    one asked a few times by chance as before."""
     answered = per_server.filter((pl.col("lost") < pl.col("total")) & (pl.col("total") >= 10))
     if answered.height < _SPREAD_SERVERS:
-        return 0.0, 1.0
-    typical = float((answered.get_column("lost") / answered.get_column("total")).median())  # type: ignore[arg-type]
+        return _Spread()
+    share = pl.col("lost") / pl.col("total")
+    cap = float(answered.get_column("total").median())  # type: ignore[arg-type]
+    kept = answered.filter(share <= share.quantile(0.9, interpolation="lower"))
+    weight = pl.min_horizontal(pl.col("total").cast(pl.Float64), pl.lit(cap))
+    typical = float(kept.select((share * weight).sum() / weight.sum()).item() or 0.0)
     rows = answered.filter(pl.col("total") * typical >= 1)
     if rows.height < _SPREAD_SERVERS or typical <= 0:
-        return 0.0, 1.0
-    xs = rows.get_column("lost").cast(pl.Float64).to_list()
-    ns = rows.get_column("total").cast(pl.Float64).to_list()
-    return typical, dispersion(xs, ns, [False] * len(xs), typical)
+        return _Spread(typical)
+    least = (_LEAST_SPREAD * typical) ** 2
+    n = rows.get_column("total").cast(pl.Float64).to_numpy()
+    dev2 = (rows.get_column("lost").cast(pl.Float64).to_numpy() / n - typical) ** 2
+    chance = typical * (1 - typical) / n
+
+    def excess(tau2: float) -> float:
+        return float(np.median(dev2 / (chance + tau2))) - CHI2_1_MEDIAN
+
+    if excess(least) <= 0:  # the servers vary no more than that
+        return _Spread(typical, least)
+    lo, hi = least, max(float(dev2.max()), least)
+    for _ in range(60):  # excess falls as tau2 grows
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if excess(mid) > 0 else (lo, mid)
+    return _Spread(typical, hi)
 
 
 _NEVER_SHARE = 0.8  # of the losses on questions the server never answered: not loss, a silent drop
