@@ -26,6 +26,7 @@ from pcapdns.jit import jit
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
 U32 = npt.NDArray[np.uint32]
+I32 = npt.NDArray[np.int32]
 Int = int | np.int64  # scalars inside compiled code
 
 TABLE_START = 4096  # the first size of a table (its slots; it holds up to half as many keys)
@@ -163,8 +164,56 @@ class KeyTable:
 
 def numbered(hi: U64, lo: U64) -> tuple[U32, int]:
     """Each key ``(hi[i], lo[i])``'s number among the distinct keys, in order of first occurrence,
-    and how many distinct keys there are.  The table grows with the distinct keys, not with the
-    columns: few keys stay in the CPU's cache."""
-    table = KeyTable()
-    ids = table._run(hi, lo, np.arange(len(hi), dtype=np.int64))  # the compiled table alone
-    return ids, table._mirrored
+    and how many distinct keys there are."""
+    ids, count = _numbered(np.ascontiguousarray(hi), np.ascontiguousarray(lo))
+    return ids, int(count)
+
+
+@jit
+def _regrown(slots: I32, key_hi: U64, key_lo: U64, count: Int) -> I32:
+    """A table of twice the size of ``slots`` holding the ids ``0 .. count-1`` (each placed by
+    the :func:`mix` of its key, computed again: cheaper than keeping it)."""
+    cap = 2 * len(slots)
+    mask = cap - 1
+    out = np.full(cap, -1, dtype=np.int32)
+    for j in range(count):
+        slot = np.int64(mix(key_hi[j], key_lo[j]) & np.uint64(mask))
+        while out[slot] >= 0:
+            slot = (slot + 1) & mask
+        out[slot] = j
+    return out
+
+
+@jit("Tuple((u4[::1], i8))(u8[::1], u8[::1])")
+def _numbered(hi: U64, lo: U64) -> tuple[U32, Int]:
+    """:func:`numbered`, one pass: the table of :func:`_intern` with 4-byte slots, its keys'
+    arrays grown by doubling (the table grows with the distinct keys, not with the columns: few
+    keys stay in the CPU's cache) and no hashes kept."""
+    n = len(hi)
+    slots = np.full(TABLE_START, -1, dtype=np.int32)
+    key_hi = np.empty(TABLE_START // 2, dtype=np.uint64)
+    key_lo = np.empty(TABLE_START // 2, dtype=np.uint64)
+    ids = np.empty(n, dtype=np.uint32)
+    count = 0
+    for i in range(n):
+        a, c = hi[i], lo[i]
+        mask = len(slots) - 1
+        slot = np.int64(mix(a, c) & np.uint64(mask))
+        while True:
+            j = slots[slot]
+            if j < 0:
+                if count == len(key_hi):
+                    key_hi = np.concatenate((key_hi, np.empty(len(key_hi), dtype=np.uint64)))
+                    key_lo = np.concatenate((key_lo, np.empty(len(key_lo), dtype=np.uint64)))
+                key_hi[count], key_lo[count] = a, c
+                ids[i] = count
+                slots[slot] = count
+                count += 1
+                if 2 * count > len(slots):
+                    slots = _regrown(slots, key_hi, key_lo, count)
+                break
+            if key_hi[j] == a and key_lo[j] == c:
+                ids[i] = j
+                break
+            slot = (slot + 1) & mask
+    return ids, count
