@@ -42,7 +42,7 @@ from pcapdns.decode.fragbatch import Defragmented
 from pcapdns.decode.tcpbatch import Avoid, Reassembled, Segments, address_bytes, ip_pairs
 from pcapdns.decode.triage import DECODER, OUTCOME_NAMES, triage
 from pcapdns.decode.triage import REASONS as TRIAGE_REASONS
-from pcapdns.dns.columnar import DnsColumns, parse_batch
+from pcapdns.dns.columnar import DnsColumns, NameKeys, parse_batch
 from pcapdns.dns.edns import Edns
 from pcapdns.dns.malformations import Malformations
 from pcapdns.dns.names import name_to_text
@@ -176,6 +176,11 @@ class Dissector:
         #: ``MESSAGES`` columns nobody reads in this analysis: the fast path leaves them out of its
         #: frames instead of building them (the other paths' frames still have them).
         self.unread: frozenset[str] = frozenset()
+        #: With a table here, every frame gets a ``qname_key`` column: the number of its question
+        #: name compared case-insensitively, the same across batches (what pairing compares; see
+        #: :class:`~pcapdns.dns.columnar.NameKeys`).  Without ``qname`` in :attr:`unread`, the
+        #: fast path numbers the names without rendering them.
+        self.name_keys: NameKeys | None = None
 
     # -- batches -----------------------------------------------------------------------------
     def dissect(self, batch: FrameBatch) -> pl.DataFrame:
@@ -648,14 +653,20 @@ class Dissector:
         """Parse the messages ``b[start[i] : start[i] + length[i]]`` column-wise; those the columnar
         parser cannot prove well-formed (and those cut by the capture) are parsed by the
         per-message parser, which names their malformations, and written in their rows."""
-        cols = parse_batch(b, start, length, explain=True)
+        text = "qname" not in self.unread
+        cols = parse_batch(b, start, length, explain=True, text=text)
         n = len(start)
         values = cols.header(np.arange(n, dtype=np.int64)).columns()
         values.update(meta)
-        name_id = np.zeros(n, dtype=np.int64)
-        name_id[cols.question] = cols.name_id + len(names)
-        names += cols.names
-        values["name_id"] = name_id
+        if text:
+            name_id = np.zeros(n, dtype=np.int64)
+            name_id[cols.question] = cols.name_id + len(names)
+            names += cols.names
+            values["name_id"] = name_id
+        if self.name_keys is not None:
+            keys = np.zeros(n, dtype=np.uint32)
+            keys[cols.question] = self.name_keys.intern_rows(b, cols.name_start, cols.name_end)[cols.name_id]
+            values["qname_key"] = keys
         values["has_question"] = cols.question
         malformed = np.zeros(n, dtype=np.bool_)
         found = Malformations(cols.found, length)
@@ -691,8 +702,11 @@ class Dissector:
         v["nscount"][r], v["arcount"][r] = msg.nscount, msg.arcount
         v["has_question"][r] = q is not None
         if q is not None:
-            v["name_id"][r] = len(names)
-            names.append(name_to_text(q.name))
+            if "name_id" in v:
+                v["name_id"][r] = len(names)
+                names.append(name_to_text(q.name))
+            if self.name_keys is not None:
+                v["qname_key"][r] = self.name_keys.intern_wire([q.name])[0]
             v["qtype"][r], v["qclass"][r] = q.qtype, q.qclass
         v["edns"][r] = edns is not None
         v["edns_version"][r] = edns.version if edns else 0
@@ -714,8 +728,8 @@ class Dissector:
         n = len(v["ts_ns"])
         src = self.addresses.intern_many(v["src_hi"], v["src_lo"])
         dst = self.addresses.intern_many(v["dst_hi"], v["dst_lo"])
-        qname = _categorical(names or [""]).gather(v["name_id"])
         unread = self.unread
+        qname = None if "qname" in unread else _categorical(names or [""]).gather(v["name_id"])
         made: dict[str, Callable[[], object]] = {  # the columns that take work to make
             "file_id": lambda: np.full(n, file_id, dtype=np.uint16),
             "edns_version": lambda: pl.Series(v["edns_version"]),
@@ -760,6 +774,8 @@ class Dissector:
             "query_ts_ns": v["query_ts_ns"],
             "encap": None,
         }
+        if self.name_keys is not None:
+            data["qname_key"] = v["qname_key"]
         for c in unread:
             data.pop(c, None)
         for c, make in made.items():
@@ -770,7 +786,9 @@ class Dissector:
         data.clear()  # the numpy columns go as soon as the frame holds them (a lower peak)
         v.clear()
         out = frame.with_columns(
-            pl.when(asked).then(pl.col(c)).otherwise(None).alias(c) for c in ("qname", "qtype", "qclass")
+            pl.when(asked).then(pl.col(c)).otherwise(None).alias(c)
+            for c in ("qname", "qtype", "qclass", "qname_key")
+            if c in frame.columns
         ).with_columns(
             pl.when(pl.col("query_ts_ns") < 0)
             .then(None)
@@ -829,6 +847,11 @@ class Dissector:
             "query_ts_ns": pl.repeat(None, n, dtype=pl.Int64, eager=True),
             "encap": _encap_column(l4.encap[good]),
         }
+        if self.name_keys is not None:
+            keys = self.name_keys.intern_rows(
+                np.frombuffer(batch.buf, dtype=np.uint8), cols.name_start, cols.name_end
+            )
+            data["qname_key"] = pl.Series(keys[cols.name_id], dtype=pl.UInt32)
         return pl.DataFrame(data).with_columns(*_absent_as_null())
 
     # -- slow path ----------------------------------------------------------------------------
@@ -867,11 +890,13 @@ class Dissector:
 
     def _rows(self, payloads: list[Payload]) -> pl.DataFrame:
         rows: list[tuple[object, ...]] = []
+        asked: list[bytes | None] = []  # the question names, for their keys
         for p in payloads:
             if len(p.data) < 12:
                 continue
             msg = parse_message(p.data)
             q = msg.questions[0] if msg.questions else None
+            asked.append(q.name if q else None)
             edns = msg.edns
             bad = bool(msg.malformations) and not p.capture_truncated
             if bad:
@@ -920,7 +945,12 @@ class Dissector:
                     p.encap or None,
                 )
             )
-        return pl.DataFrame(rows, schema=MESSAGES, orient="row")
+        frame = pl.DataFrame(rows, schema=MESSAGES, orient="row")
+        if self.name_keys is None:
+            return frame
+        keys = iter(self.name_keys.intern_wire([n for n in asked if n is not None]))
+        column = [None if n is None else next(keys) for n in asked]
+        return frame.with_columns(pl.Series("qname_key", column, dtype=pl.UInt32))
 
 
 def _malformed_frame(

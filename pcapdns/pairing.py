@@ -77,9 +77,23 @@ def flow_keys(m: pl.DataFrame, *, compiled: bool = True) -> tuple[U64, U64]:
 
 def _questions(m: pl.DataFrame, *, compiled: bool = True) -> U64:
     """The question of every message packed into a 64-bit integer: id of the lower-cased name,
-    QTYPE, QCLASS.  Names are numbered through a categorical: only the distinct names are
-    lower-cased, and only those that lower-casing changes are looked up again (a name already
-    in lower case is its own id: the categories are global)."""
+    QTYPE, QCLASS.  The ids are the ``qname_key`` column where the messages have one (numbered as
+    they were read: :class:`pcapdns.dns.columnar.NameKeys`).  Otherwise names are numbered through
+    a categorical: only the distinct names are lower-cased, and only those that lower-casing
+    changes are looked up again (a name already in lower case is its own id: the categories are
+    global)."""
+    pack = _pack_questions if compiled else interpreted(_pack_questions)
+    if "qname_key" in m.columns:
+        keys = _column(m, "qname_key")
+        return pack(
+            _column(m, "qr"),
+            np.arange(int(keys.max()) + 1, dtype=np.uint64),  # each key stands for itself
+            keys,
+            writable(m.get_column("qname_key").is_null().to_numpy()),
+            _column(m, "qtype"),
+            _column(m, "qclass"),
+            _column(m, "qdcount"),
+        )
     names = m.get_column("qname").cast(pl.Categorical)
     distinct = names.unique().drop_nulls()
     codes = distinct.to_physical().to_numpy()
@@ -91,7 +105,6 @@ def _questions(m: pl.DataFrame, *, compiled: bool = True) -> U64:
     if changed.any():
         lut[codes[changed.to_numpy()]] = lower.filter(changed).cast(pl.Categorical).to_physical().to_numpy()
     physical = names.to_physical()
-    pack = _pack_questions if compiled else interpreted(_pack_questions)
     return pack(
         _column(m, "qr"),
         lut,
@@ -188,6 +201,8 @@ def pair(messages: pl.DataFrame, timeout_ns: int, capture_end_ns: int, *, vector
     empty = np.zeros(0, np.uint64)
     flow_a, flow_b = flow_keys(m, compiled=vectorized) if n else (empty, empty)
     question = _questions(m, compiled=vectorized) if n else empty
+    if "qname_key" in m.columns:  # pairing's own: the tables read the names' text
+        m = m.drop("qname_key")
     if vectorized:
         flow, flows = keytable.numbered(flow_a, flow_b)
         del flow_a, flow_b  # 16 bytes a message: the flows' numbers stand for them

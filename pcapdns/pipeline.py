@@ -19,6 +19,7 @@ import polars as pl
 from pcapdns import stepped
 from pcapdns.anomalies import Thresholds
 from pcapdns.dissect import Dissector
+from pcapdns.dns.columnar import NameKeys
 from pcapdns.errors import PcapdnsError
 from pcapdns.model import DEFAULT_PORTS, GENEVE_PORTS, VXLAN_PORTS, CaptureInfo, IssueLog
 from pcapdns.pairing import pair
@@ -99,7 +100,9 @@ class Decoded:
 
     ``messages`` are in (file, frame, idx) order with addresses as ids into ``addresses`` (each
     address as the two 64-bit halves of its IPv6 form), without the ``ENGINE_ONLY`` columns when
-    the anomaly engine does not run; ``counters`` include the slow path's.
+    the anomaly engine does not run; read for the ``--json`` summary alone, with ``qname_key``
+    (the question name's number, for pairing) instead of ``qname``.  ``counters`` include the
+    slow path's.
     """
 
     captures: list[CaptureInfo]
@@ -193,6 +196,9 @@ def read(
         geneve_ports=opts.geneve_ports,
     )
     unread = unread_columns(opts)  # dropped batch by batch: a lower peak
+    if summary_only(opts):  # question names numbered for pairing as they are read: no text made
+        dissector.name_keys = NameKeys()
+        unread += ("qname",)
     dissector.unread = frozenset(unread) - {"edns"}  # ... not even made by the fast path (which
     # nulls the EDNS fields of a message without EDNS by it)
     captures: list[CaptureInfo] = []
@@ -222,6 +228,7 @@ def read(
     issues.extend(dissector.take_issues())
     counters: Counter[str] = Counter(dissector.counters)
     counters.update({f"slow_{k}": v for k, v in dissector.decoder.counters.items()})
+    dissector.name_keys = None  # its copy of every name goes before the concatenation
     release_memory()  # the batches' temporaries, before the chunks are put together
     return Decoded(
         captures=captures,

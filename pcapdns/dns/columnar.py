@@ -15,7 +15,8 @@ whose name is compressed, and more than one Extended DNS Error.
 
 The question name is rendered to presentation form here too, with exactly the escapes of
 :func:`pcapdns.dns.names.name_to_text` (a byte outside 0x21-0x7E as ``\\DDD``, a backslash before
-``. \\ " ( ) ; @ $``).
+``. \\ " ( ) ; @ $``); or, where only pairing reads it, numbered case-insensitively across the
+batches of a run without being rendered (:class:`NameKeys`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pcapdns import keytable
+from pcapdns.dns.names import name_key
 from pcapdns.jit import jit
 from pcapdns.keytable import TABLE_START
 
@@ -146,6 +148,11 @@ class DnsColumns:
     has_opt: Mask
     do: Mask
     found: I64  # the explaining walk's malformations, one row each (see pcapdns.dns.malformations)
+    # Where each distinct question name is in the batch's buffer (by its index in ``names``),
+    # and where it ends (its terminating zero byte included); without text, where each question
+    # message's name is (``name_id`` numbers the messages).
+    name_start: I64
+    name_end: I64
 
     def header(self, rows: I64) -> HeaderFields:
         """The header fields of messages ``rows``, in that order."""
@@ -738,6 +745,146 @@ def _distinct(b: U8, qs: I64, qe: I64) -> tuple[I64, I64]:
     return ids, first[:count]
 
 
+# Case folding of a wire name's bytes (RFC 4343: ASCII A-Z only; length bytes are below 0x40).
+_FOLD = np.arange(256, dtype=np.uint8)
+_FOLD[0x41:0x5B] += 0x20
+
+
+@jit
+def _folded_hash(b: U8, start: Int, end: Int, fold: U8) -> np.uint64:
+    """The hash of the bytes ``b[start:end]`` case-folded by ``fold``: FNV-1a, its low bits then
+    mixed with the high ones (as :func:`_distinct`)."""
+    h = np.uint64(0xCBF29CE484222325)
+    for p in range(start, end):
+        h = (h ^ np.uint64(fold[b[p]])) * np.uint64(0x100000001B3)
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xFF51AFD7ED558CCD)
+    return h ^ (h >> np.uint64(33))
+
+
+@jit
+def _regrown(slots: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """:func:`_intern_names`' table twice the size, its entries placed again by their tags."""
+    cap = 2 * len(slots)
+    mask = np.uint64(cap - 1)
+    out = np.zeros(cap, dtype=np.uint64)
+    for entry in slots:
+        if entry:
+            slot = np.int64((entry >> np.uint64(32)) & mask)
+            while out[slot]:
+                slot = (slot + 1) & (cap - 1)
+            out[slot] = entry
+    return out
+
+
+@jit(
+    "Tuple((u4[::1], u8[::1], i8[::1], u1[::1], i8))"
+    "(u1[::1], i8[::1], i8[::1], u1[::1], u8[::1], i8[::1], u1[::1], i8)"
+)
+def _intern_names(
+    b: U8, qs: I64, qe: I64, fold: U8, slots: npt.NDArray[np.uint64], at: I64, arena: U8, count: Int
+) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint64], I64, U8, Int]:
+    """The id of each wire name ``b[qs[i]:qe[i]]`` case-folded (``fold``), in a table holding
+    ``count`` names; a name it does not hold gets the next id.  The table: ``slots``, open
+    addressing at most half full, each slot 0 (free) or the name's hash's low 32 bits (its tag,
+    which also places it) above its id + 1; the names' folded bytes ``arena[at[id] :
+    at[id + 1]]``.  Returns the ids and the table's state, its arrays replaced by larger ones
+    where they had to grow.  Exact: names whose tags match are compared byte for byte."""
+    ids = np.empty(len(qs), dtype=np.uint32)
+    low = np.uint64(0xFFFFFFFF)
+    for i in range(len(qs)):
+        s = qs[i]
+        length = qe[i] - s
+        tag = _folded_hash(b, s, qe[i], fold) & low
+        mask = len(slots) - 1
+        slot = np.int64(tag & np.uint64(mask))
+        while True:
+            entry = slots[slot]
+            if entry == 0:
+                if count + 1 >= len(at):  # the names' offsets full: twice the room
+                    at = np.concatenate((at, np.zeros(len(at), dtype=np.int64)))
+                base = at[count]
+                if base + length > len(arena):
+                    grown = np.empty(max(2 * len(arena), base + length), dtype=np.uint8)
+                    grown[:base] = arena[:base]
+                    arena = grown
+                for k in range(length):
+                    arena[base + k] = fold[b[s + k]]
+                at[count + 1] = base + length
+                ids[i] = count
+                count += 1
+                slots[slot] = (tag << np.uint64(32)) | np.uint64(count)
+                if 2 * count > len(slots):
+                    slots = _regrown(slots)
+                break
+            if entry >> np.uint64(32) == tag:
+                j = np.int64(entry & low) - 1
+                if at[j + 1] - at[j] == length:
+                    base = at[j]
+                    same = True
+                    for k in range(length):
+                        if arena[base + k] != fold[b[s + k]]:
+                            same = False
+                            break
+                    if same:
+                        ids[i] = j
+                        break
+            slot = (slot + 1) & mask
+    return ids, slots, at, arena, count
+
+
+class NameKeys:
+    """Question names numbered for pairing, for as long as an analysis reads: one id per name
+    compared case-insensitively (ASCII letters folded, as :func:`pcapdns.dns.names.name_key`
+    does), in order of first occurrence.  Two names get the same id exactly when their
+    presentation forms are equal in lower case (rendering is one-to-one and leaves the letters
+    where they are), which is what pairing compares.
+
+    :meth:`intern_rows` takes uncompressed wire names in a buffer, in compiled code;
+    :meth:`intern_wire` names one by one (the per-message parser's), through a dict until the
+    compiled table is in use, then through it.  The table keeps the folded bytes of every
+    distinct name, and 16 to 40 bytes more for its offset and slot: it lives while a capture is
+    read whole (:func:`pcapdns.pipeline.read`), never in the stepped analysis.
+    """
+
+    def __init__(self) -> None:
+        self._dict: dict[bytes, int] | None = {}  # until the compiled table is used
+        self._slots = np.zeros(TABLE_START, dtype=np.uint64)
+        self._at = np.zeros(TABLE_START // 2, dtype=np.int64)
+        self._arena = np.empty(TABLE_START * 8, dtype=np.uint8)
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count if self._dict is None else len(self._dict)
+
+    def intern_rows(self, b: U8, qs: I64, qe: I64) -> npt.NDArray[np.uint32]:
+        """The ids of the names ``b[qs[i]:qe[i]]`` (uncompressed, well-formed), new ones added."""
+        if self._dict is not None:  # the names met one by one first, in their order
+            known = list(self._dict)
+            self._dict = None
+            self.intern_rows(*_arena(known))
+        ids, self._slots, self._at, self._arena, count = _intern_names(
+            b, np.ascontiguousarray(qs), np.ascontiguousarray(qe), _FOLD,
+            self._slots, self._at, self._arena, self._count,
+        )  # fmt: skip
+        self._count = int(count)
+        return ids
+
+    def intern_wire(self, names: list[bytes]) -> list[int]:
+        """The ids of the uncompressed wire names ``names``, new ones added."""
+        if self._dict is None:
+            return self.intern_rows(*_arena(names)).tolist() if names else []
+        ids = self._dict
+        return [ids.setdefault(name_key(n), len(ids)) for n in names]
+
+
+def _arena(names: list[bytes]) -> tuple[U8, I64, I64]:
+    """``names`` one after the other in one buffer, with where each starts and ends."""
+    length = np.array([len(n) for n in names], dtype=np.int64)
+    end = np.cumsum(length)
+    return np.frombuffer(bytearray(b"".join(names)), dtype=np.uint8), end - length, end
+
+
 @jit("u1[::1](u1[::1], i8[::1], i8[::1], i8[::1])")
 def _render(b: U8, qs: I64, qe: I64, kind: I64) -> U8:
     """The presentation form of each (uncompressed) name ``b[qs[i]:qe[i]]``, each followed by a newline.
@@ -790,12 +937,13 @@ def _render(b: U8, qs: I64, qe: I64, kind: I64) -> U8:
     return out[:w]
 
 
-def parse_batch(b: U8, start: I64, length: I64, *, explain: bool = False) -> DnsColumns:
+def parse_batch(b: U8, start: I64, length: I64, *, explain: bool = False, text: bool = True) -> DnsColumns:
     """Parse the messages ``b[start[i] : start[i] + length[i]]`` (each at least 12 bytes).
 
     ``explain``: the messages the fast walk cannot prove well-formed are walked again, their rows
     filled and their malformations named (:attr:`DnsColumns.found`); without it they
-    are left to the per-message parser (``done`` is ``ok``).
+    are left to the per-message parser (``done`` is ``ok``).  ``text=False`` leaves the question
+    names unrendered (:attr:`DnsColumns.names` empty): where only their :class:`NameKeys` are wanted.
     """
     start = np.ascontiguousarray(start, dtype=np.int64)
     length = np.ascontiguousarray(length, dtype=np.int64)
@@ -805,9 +953,14 @@ def parse_batch(b: U8, start: I64, length: I64, *, explain: bool = False) -> Dns
     question = done & (out[:, _HASQ] != 0)
     rows = np.flatnonzero(question)
     qs, qe = out[rows, _QS], out[rows, _QE]
-    name_id, first = _distinct(b, qs, qe)  # render each distinct name once
-    rendered = _render(b, qs[first], qe[first], _ESCAPE_KIND)
-    names: list[str] = rendered.tobytes().decode("ascii").split("\n")[:-1]
+    names: list[str] = []
+    if text:
+        name_id, first = _distinct(b, qs, qe)  # render each distinct name once
+        name_start, name_end = qs[first], qe[first]
+        rendered = _render(b, name_start, name_end, _ESCAPE_KIND)
+        names = rendered.tobytes().decode("ascii").split("\n")[:-1]
+    else:  # each question message's name where it is: a table of the run makes them distinct
+        name_id, name_start, name_end = np.arange(len(rows), dtype=np.int64), qs, qe
     return DnsColumns(
         ok=ok,
         done=done,
@@ -818,4 +971,6 @@ def parse_batch(b: U8, start: I64, length: I64, *, explain: bool = False) -> Dns
         has_opt=has_opt & done,
         do=do,
         found=mal,
+        name_start=name_start,
+        name_end=name_end,
     )
