@@ -9,6 +9,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import dnsbuild as d
+import dnstapbuild as tb
 import numpy as np
 import polars as pl
 import pytest
@@ -21,6 +23,7 @@ from pcapdns.pairing import pair
 from pcapdns.pipeline import Options, read
 
 ROOT = Path(__file__).resolve().parents[1]
+T = 1_700_000_000_000_000_000
 SAMPLES = sorted(p for p in (ROOT / "samples").glob("*.pcap*"))
 
 
@@ -148,11 +151,10 @@ def test_the_parser_hands_over_each_distinct_name_where_it_is() -> None:
 SUMMARY = {"anomalies": False, "summary_only": True, "stepped": False}  # what --json reads
 
 
-@pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)
-def test_the_summary_read_numbers_names_as_pairing_compares_them(path: Path) -> None:
-    """On every sample, on either path: the --json read keeps a key and no text per question,
-    one key per lower-cased name, and pairing by the keys gives what pairing by the text gives
-    (the messages of the other reads: the full analysis, the parallel workers, the stepped one)."""
+def assert_keys_pair_as_the_names_do(path: Path) -> None:
+    """On either path: the --json read keeps a key and no text per question, one key per
+    lower-cased name, and pairing by the keys gives what pairing by the text gives (the messages
+    of the other reads: the full analysis, the parallel workers, the stepped one)."""
     for fast in (True, False):
         keyed = read([str(path)], Options(fast=fast, fast_min_frames=0, **SUMMARY)).messages
         texts = read([str(path)], Options(fast=fast, fast_min_frames=0)).messages  # the same rows
@@ -171,3 +173,40 @@ def test_the_summary_read_numbers_names_as_pairing_compares_them(path: Path) -> 
             assert "qname_key" not in by_key.messages.columns
             assert by_key.messages.equals(by_text.messages.drop("qname"))
             assert by_key.links.equals(by_text.links)
+
+
+@pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)
+def test_the_summary_read_numbers_names_as_pairing_compares_them(path: Path) -> None:
+    assert_keys_pair_as_the_names_do(path)
+
+
+def test_the_summary_read_of_dnstap_numbers_names_as_pairing_compares_them(tmp_path: Path) -> None:
+    """dnstap messages (their own fast frame), answers naming the question in another case, some
+    cut short (the per-message parser's rows)."""
+    rng = random.Random(5)
+    msgs = []
+    for i in range(400):
+        ident = rng.randrange(4)  # IDs reused: the question tells the transactions apart
+        name = f"n{rng.randrange(30)}.Example"
+        q = d.header(ident, 0x0100, qd=1) + d.question(d.name(name))
+        answer = name.swapcase() if rng.random() < 0.5 else name
+        r = d.header(ident, 0x8180, qd=1) + d.question(d.name(answer))
+        if rng.random() < 0.1:
+            r = r[: rng.randrange(12, len(r))]
+        msgs.append(
+            tb.dnstap(tb.Msg("CLIENT_QUERY", query_port=1000 + i % 7, query_ns=T + i, query_message=q))
+        )
+        msgs.append(
+            tb.dnstap(
+                tb.Msg(
+                    "CLIENT_RESPONSE",
+                    query_port=1000 + i % 7,
+                    query_ns=T + i,
+                    response_ns=T + i + 3,
+                    response_message=r,
+                )
+            )
+        )
+    path = tmp_path / "x.dnstap"
+    path.write_bytes(tb.file_bytes(msgs))
+    assert_keys_pair_as_the_names_do(path)
