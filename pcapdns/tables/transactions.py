@@ -75,7 +75,14 @@ _Q_COLS = [
     "dnstap_type",
     "encap",
 ]
-_SIDE_OF = {t: DNSTAP_SIDES[(t - 1) // 2] for t in range(1, 2 * len(DNSTAP_SIDES) + 1)}
+# The side of each dnstap Message.Type, by the type's number (0, a capture, and unknown types: null):
+# the rows gather from it (a lookup of a few values, not a string per row).
+_SIDE_OF_TYPE = pl.Series(
+    "dnstap_side",
+    [None, *(DNSTAP_SIDES[(t - 1) // 2] for t in range(1, 2 * len(DNSTAP_SIDES) + 1))]
+    + [None] * (256 - 1 - 2 * len(DNSTAP_SIDES)),
+    dtype=DNSTAP_SIDE,
+)
 _R_COLS = ["mi", "ts_ns", "rcode", "flags", "ancount", "min_ttl", "frame", "query_ts_ns"]
 
 
@@ -161,9 +168,7 @@ def build_transactions(
         pl.col("q_frame").alias("query_frame"),
         pl.col("r_frame").alias("response_frame"),
         pl.when(pl.col("q_dnstap_type") > 0).then(pl.lit("dnstap")).otherwise(pl.lit("pcap")).alias("source"),
-        pl.col("q_dnstap_type")
-        .replace_strict(_SIDE_OF, default=None, return_dtype=pl.String)
-        .alias("dnstap_side"),
+        _SIDE_OF_TYPE.gather(t.get_column("q_dnstap_type")).alias("dnstap_side"),
         pl.col("q_encap").alias("encapsulation"),
     )
     return out.select(pl.col(name).cast(dtype) for name, dtype in TRANSACTIONS.items())
