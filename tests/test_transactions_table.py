@@ -7,11 +7,14 @@ from pathlib import Path
 import dnsbuild as d
 import dnstapbuild as tb
 import polars as pl
+from polars.testing import assert_frame_equal
 
 from pcapdns import pipeline
 from pcapdns.dns.codes import rrtype_name
+from pcapdns.pairing import pair
 from pcapdns.schema import DNSTAP_SIDES
-from pcapdns.tables.names import named
+from pcapdns.tables.names import address_text, named
+from pcapdns.tables.transactions import build_transactions
 
 T = 1_700_000_000_000_000_000
 
@@ -55,3 +58,16 @@ def test_small_codes_are_named_once_each_with_nulls_kept() -> None:
     assert wide.to_list() == ["70000", None, "3"]
     empty = named(pl.Series("rcode", [None, None], dtype=pl.UInt16).to_frame(), "rcode", str, "r")
     assert empty.to_list() == [None, None]
+
+
+def test_a_table_built_consuming_the_messages_is_the_same() -> None:
+    path = str(Path(__file__).resolve().parent.parent / "samples" / "outage.pcap")
+    decoded = pipeline.read([path], pipeline.Options())
+    end = max(c.last_ts_ns or 0 for c in decoded.captures)
+    addresses = [address_text(hi, lo) for hi, lo in decoded.addresses]
+    kept = pair(decoded.messages, 5_000_000_000, end)
+    consumed = pair(decoded.messages, 5_000_000_000, end)
+    table = build_transactions(kept, [path], addresses)
+    assert kept.messages.height == decoded.messages.height  # left as they were
+    assert_frame_equal(build_transactions(consumed, [path], addresses, consume=True), table)
+    assert consumed.messages.height == 0 and table.height > 0

@@ -108,24 +108,33 @@ def _response_ede(m: pl.DataFrame, links: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _gathered(m: pl.DataFrame, links: pl.DataFrame) -> pl.DataFrame:
+    """``links`` with each transaction's query (``q_``) and response (``r_``) columns, gathered
+    from the messages ``m``."""
+    q = m.select(_Q_COLS).rename({c: f"q_{c}" for c in _Q_COLS})[links.get_column("query_mi")]
+    r = m.select(_R_COLS).rename({c: f"r_{c}" for c in _R_COLS})
+    r = r.select(pl.all().gather(links.get_column("response_mi")))
+    return pl.concat([links, q, r, _response_ede(m, links)], how="horizontal")
+
+
 def build_transactions(
     paired: Paired, files: list[str], addresses: list[str], *, consume: bool = False
 ) -> pl.DataFrame:
     """Join each transaction's query and response messages into one row (schema ``TRANSACTIONS``).
 
     ``addresses`` holds the text of each address id used in the messages.  With ``consume`` the
-    messages are let go of (``paired.messages`` emptied) as soon as their rows are gathered, so
-    that the table is finished without them alive.
+    messages are let go of (``paired.messages`` emptied) before their rows are gathered, but for
+    the columns gathered, so that the table is gathered and finished without them alive.
     """
-    m = paired.messages  # row i has mi == i, so a message is fetched by position, not by a join
+    # row i of the messages has mi == i, so a message is fetched by position, not by a join
     links = paired.links.sort("query_mi")
-    q = m.select(_Q_COLS).rename({c: f"q_{c}" for c in _Q_COLS})[links.get_column("query_mi")]
-    r = m.select(_R_COLS).rename({c: f"r_{c}" for c in _R_COLS})
-    r = r.select(pl.all().gather(links.get_column("response_mi")))
-    t = pl.concat([links, q, r, _response_ede(m, links)], how="horizontal")
-    if consume:
-        paired.messages = m.clear()
-    del m, q, r
+    m = paired.messages
+    if consume:  # let go of first but for the columns gathered: the engine's inputs, pairing's
+        # and the counts' columns are not alive beside the gathered ones
+        m = m.select(list(dict.fromkeys([*_Q_COLS, *_R_COLS, "ede"])))
+        paired.messages = paired.messages.clear()
+    t = _gathered(m, links)
+    del m
     # The query's source is the client, its destination the server.
     text = pl.Series("address", addresses, dtype=pl.Categorical)
     t = t.with_columns(
