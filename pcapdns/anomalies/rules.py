@@ -157,7 +157,11 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "quality": ("ts", "status"),  # and unanswered.one_direction's
 }
 # What rules share (Inputs.once) that holds rows of the table, dropped after its last reader.
-_SHARED_UNTIL = {"unanswered": loss_findings.__name__, "answers": persistent_failure_findings.__name__}
+_SHARED_UNTIL = {
+    "unanswered": loss_findings.__name__,
+    "answers": persistent_failure_findings.__name__,
+    "per_window": persistent_failure_findings.__name__,
+}
 
 
 def rule_columns(rule: Callable[[Inputs], list[Finding]]) -> list[str]:
