@@ -8,8 +8,10 @@ import random
 from pathlib import Path
 
 import polars as pl
+import pytest
 from polars.testing import assert_series_equal
 
+from pcapdns.anomalies import findings
 from pcapdns.anomalies.findings import _questions
 from pcapdns.pipeline import Options, read, tabulate
 
@@ -27,14 +29,18 @@ def _name(rng: random.Random) -> str | None:
     return ".".join(labels) + ("." if rng.random() < 0.2 else "")
 
 
-def test_a_categorical_is_keyed_and_zoned_as_its_text() -> None:
+@pytest.mark.parametrize("slack", [2**40, -(2**40)])  # by the lookup, and by the text (sparse)
+def test_a_categorical_is_keyed_and_zoned_as_its_text(monkeypatch: pytest.MonkeyPatch, slack: int) -> None:
+    monkeypatch.setattr(findings, "_LOOKUP_SLACK", slack)
     for seed in range(20):
         rng = random.Random(seed)
         names = pl.Series("qname", [_name(rng) for _ in range(rng.randint(0, 400))], dtype=pl.String)
-        by_text, by_number = _questions(names), _questions(names.cast(pl.Categorical))
+        categorical = names.cast(pl.Categorical)
+        assert (findings._questions_by_number(categorical) is None) == (slack < 0)
+        by_text, by_number = _questions(names), _questions(categorical)
         assert by_number.zones == by_text.zones
-        assert_series_equal(by_number.key, by_text.key, check_names=False)
-        assert_series_equal(by_number.zone, by_text.zone, check_names=False)
+        assert_series_equal(by_number.key, by_text.key)  # (the rules join and select by name)
+        assert_series_equal(by_number.zone, by_text.zone)
 
 
 def test_the_query_facts_hold_the_name_row_for_row() -> None:

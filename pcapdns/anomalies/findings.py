@@ -360,7 +360,10 @@ def _questions(qname: pl.Series) -> Questions:
     # a categorical's by its numbers, else by one join, by the names' hashes when no two distinct
     # names share one, else by the text.
     if qname.dtype == pl.Categorical:
-        return _questions_by_number(qname)
+        by_number = _questions_by_number(qname)
+        if by_number is not None:
+            return by_number
+        qname = qname.cast(pl.String)
     written = qname.drop_nulls().unique()
     key, number, zones = _keys_and_zones(written)
     by, rows = written, qname
@@ -390,17 +393,25 @@ def _keys_and_zones(written: pl.Series) -> tuple[pl.Series, pl.Series, list[str]
     return key, number, zones
 
 
-def _questions_by_number(qname: pl.Series) -> Questions:
+# A lookup by category number may be this much longer than 4 entries a row (the categories are
+# the process's: those of every name it has seen)
+_LOOKUP_SLACK = 2**16
+
+
+def _questions_by_number(qname: pl.Series) -> Questions | None:
     """:func:`_questions` of a categorical: each distinct name keyed and zoned once, the rows
     gathering key and zone from lookups indexed by the category's number (no string is hashed
-    per row, nor joined)."""
+    per row, nor joined).  None when the numbers are too sparse for a lookup (a long-lived
+    process whose categories hold many more names than these rows): the text is keyed then."""
     distinct = qname.drop_nulls().unique()
-    key, number, zones = _keys_and_zones(distinct.cast(pl.String))
     at = distinct.to_physical().cast(pl.UInt32)
     size = int(at.max()) + 1 if at.len() else 0  # type: ignore[arg-type]
+    if size > 4 * qname.len() + _LOOKUP_SLACK:
+        return None
+    key, number, zones = _keys_and_zones(distinct.cast(pl.String))
     codes = qname.to_physical().cast(pl.UInt32)
-    key_of = pl.Series("name_key", [None] * size, dtype=pl.UInt64).scatter(at, key)
-    zone_of = pl.Series("zone_key", [None] * size, dtype=pl.UInt32).scatter(at, number)
+    key_of = pl.repeat(None, size, dtype=pl.UInt64, eager=True).alias("name_key").scatter(at, key)
+    zone_of = pl.repeat(None, size, dtype=pl.UInt32, eager=True).alias("zone_key").scatter(at, number)
     zone = zone_of.gather(codes).fill_null(zones.index("."))
     return Questions(key_of.gather(codes), zone, zones)
 
