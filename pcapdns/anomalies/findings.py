@@ -348,19 +348,24 @@ def questions(inp: Inputs) -> Questions:
     """The transactions' names keyed and their zones (:class:`Questions`), made once per run: a
     random-subdomain flood makes a million distinct names, which every rule hashing or zoning
     them on its own would go through again."""
-    return inp.once("questions", lambda: _questions(inp.transactions.get_column("qname")))
+    t = inp.transactions
+    # the query's name as the message table's categorical (a query fact), where the pipeline
+    # hands it over: its distinct names are found by number, and the rows gather by number
+    column = "q_qname" if "q_qname" in t.columns and t.schema["q_qname"] == pl.Categorical else "qname"
+    return inp.once("questions", lambda: _questions(t.get_column(column)))
 
 
 def _questions(qname: pl.Series) -> Questions:
-    # Worked out on the distinct names as written (few, but for a flood), then taken to the rows
-    # by one join: by the names' hashes when no two distinct names share one, else by the text.
+    # Worked out on the distinct names as written (few, but for a flood), then taken to the rows:
+    # a categorical's by its numbers, else by one join, by the names' hashes when no two distinct
+    # names share one, else by the text.
+    if qname.dtype == pl.Categorical:
+        by_number = _questions_by_number(qname)
+        if by_number is not None:
+            return by_number
+        qname = qname.cast(pl.String)
     written = qname.drop_nulls().unique()
-    lower = written.str.to_lowercase()
-    names = written if (lower == written).all() else lower.unique()  # (most are in lower case)
-    key, _ = _numbered(lower, names, hashed=names.hash().n_unique() == names.len())
-    zone_of_name = zone_keys(lower)
-    zones = sorted({".", *zone_of_name.unique().to_list()})
-    number = zone_of_name.replace_strict(zones, list(range(len(zones))), return_dtype=pl.UInt32)
+    key, number, zones = _keys_and_zones(written)
     by, rows = written, qname
     hashes = written.hash()
     if hashes.n_unique() == written.len():
@@ -374,6 +379,41 @@ def _questions(qname: pl.Series) -> Questions:
     joined = rows.to_frame("k").join(of_name, on="k", how="left", maintain_order="left")
     zone = joined.get_column("zone_key").fill_null(zones.index("."))
     return Questions(joined.get_column("name_key"), zone, zones)
+
+
+def _keys_and_zones(written: pl.Series) -> tuple[pl.Series, pl.Series, list[str]]:
+    """The key (:func:`_numbered`) and the number of the zone (in the sorted zones, also
+    returned) of each of the distinct names ``written``."""
+    lower = written.str.to_lowercase()
+    names = written if (lower == written).all() else lower.unique()  # (most are in lower case)
+    key, _ = _numbered(lower, names, hashed=names.hash().n_unique() == names.len())
+    zone_of_name = zone_keys(lower)
+    zones = sorted({".", *zone_of_name.unique().to_list()})
+    number = zone_of_name.replace_strict(zones, list(range(len(zones))), return_dtype=pl.UInt32)
+    return key, number, zones
+
+
+# A lookup by category number may be this much longer than 4 entries a row (the categories are
+# the process's: those of every name it has seen)
+_LOOKUP_SLACK = 2**16
+
+
+def _questions_by_number(qname: pl.Series) -> Questions | None:
+    """:func:`_questions` of a categorical: each distinct name keyed and zoned once, the rows
+    gathering key and zone from lookups indexed by the category's number (no string is hashed
+    per row, nor joined).  None when the numbers are too sparse for a lookup (a long-lived
+    process whose categories hold many more names than these rows): the text is keyed then."""
+    distinct = qname.drop_nulls().unique()
+    at = distinct.to_physical().cast(pl.UInt32)
+    size = int(at.max()) + 1 if at.len() else 0  # type: ignore[arg-type]
+    if size > 4 * qname.len() + _LOOKUP_SLACK:
+        return None
+    key, number, zones = _keys_and_zones(distinct.cast(pl.String))
+    codes = qname.to_physical().cast(pl.UInt32)
+    key_of = pl.repeat(None, size, dtype=pl.UInt64, eager=True).alias("name_key").scatter(at, key)
+    zone_of = pl.repeat(None, size, dtype=pl.UInt32, eager=True).alias("zone_key").scatter(at, number)
+    zone = zone_of.gather(codes).fill_null(zones.index("."))
+    return Questions(key_of.gather(codes), zone, zones)
 
 
 def _numbered(texts: pl.Series, distinct: pl.Series, *, hashed: bool) -> tuple[pl.Series, pl.Series]:

@@ -27,7 +27,7 @@ import polars as pl
 
 from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, hms
 from pcapdns.anomalies.inputs import Inputs
-from pcapdns.anomalies.rates import MIN_WINDOWS, NO_BASELINE, answers
+from pcapdns.anomalies.rates import MIN_WINDOWS, NO_BASELINE, answers, per_window
 from pcapdns.anomalies.servers import addresses, keyed, label
 from pcapdns.anomalies.stats import log10_binom_sf, score_of
 
@@ -80,13 +80,14 @@ def persistent_failure_findings(inp: Inputs) -> list[Finding]:
     total = ans.height
     # Only groups where a failing RCODE holds half of the answers can make a finding: they are
     # found from cheap counts first, and the first-window test runs over their answers alone.
-    n_server = ans.group_by("server").len("n")
-    n_pair = ans.group_by("server", "zone_key").len("n")
-    failing = ans.filter(rc.is_in(FAILING))
-    x_server = failing.group_by("server", "rcode_name").len("x").join(n_server, on="server")
-    x_pair = (
-        failing.group_by("server", "zone_key", "rcode_name").len("x").join(n_pair, on=["server", "zone_key"])
-    )
+    # (summed from the surge rule's counts per server, zone and window: a few rows, not the answers)
+    pair = per_window(inp, a).group_by("server", "zone_key").agg(pl.sum("all").alias("n"), pl.sum(*FAILING))
+    n_pair = pair.select("server", "zone_key", "n")
+    n_server = n_pair.group_by("server").agg(pl.col("n").sum())
+    x_pair = pair.unpivot(
+        FAILING, index=["server", "zone_key", "n"], variable_name="rcode_name", value_name="x"
+    ).filter(pl.col("x") > 0)
+    x_server = x_pair.group_by("server", "rcode_name").agg(pl.col("x").sum()).join(n_server, on="server")
     servers_in = x_server.filter(pl.col("x") >= _SHARE * pl.col("n")).get_column("server").unique()
     pairs_in = x_pair.filter(pl.col("x") >= _SHARE * pl.col("n")).select("server", "zone_key").unique()
     by_server = _shares(ans.filter(pl.col("server").is_in(servers_in.implode())), ["server"], opening)

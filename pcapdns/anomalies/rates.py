@@ -169,6 +169,12 @@ def _answers(inp: Inputs) -> _Answers | None:
     return _Answers(answered, servers, q.zones, inp)
 
 
+def per_window(inp: Inputs, a: _Answers) -> pl.DataFrame:
+    """:func:`_per_window` of the answers ``a``, made once per run: the persistent-failure rule
+    counts its groups' answers from these rows too."""
+    return inp.once("per_window", lambda: _per_window(a.narrow))
+
+
 def surge_findings(inp: Inputs) -> list[Finding]:
     th = inp.thresholds
     a = answers(inp)
@@ -177,7 +183,7 @@ def surge_findings(inp: Inputs) -> list[Finding]:
     answered = a.narrow
     w = answered.get_column("w")
     short = int(w.max()) - int(w.min()) + 1 < MIN_WINDOWS  # type: ignore[arg-type,operator]
-    fine = _per_window(answered)
+    fine = per_window(inp, a)
     by_server = a.named(_counts(fine, ["server"]))
     by_zone = a.named(_counts(fine, ["server", "zone_key"]))
     by_zone_all = a.named(_counts(fine, ["zone_key"]))

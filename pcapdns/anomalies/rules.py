@@ -90,9 +90,9 @@ def detect(
     return to_frame(findings)
 
 
-# What every rule reads: the server (multicast groups are left out by it), and what
-# findings.evidence_of and for_whom read of a finding's rows.
-_BASE = ("server", "client", "qname", "rcode", "file", "query_frame", "response_frame")
+# What every rule reads: the server (multicast groups are left out by it), what
+# findings.evidence_of and for_whom read of a finding's rows, and findings.questions' names.
+_BASE = ("server", "client", "qname", "q_qname", "rcode", "file", "query_frame", "response_frame")
 # The transactions' columns (and query facts) each rule module reads, beside _BASE.
 # tests/test_anomalies_columns.py checks them against the names each module spells.
 _RATES = ("ts", "rcode_name", "answers", "rtt")
@@ -157,7 +157,11 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "quality": ("ts", "status"),  # and unanswered.one_direction's
 }
 # What rules share (Inputs.once) that holds rows of the table, dropped after its last reader.
-_SHARED_UNTIL = {"unanswered": loss_findings.__name__, "answers": persistent_failure_findings.__name__}
+_SHARED_UNTIL = {
+    "unanswered": loss_findings.__name__,
+    "answers": persistent_failure_findings.__name__,
+    "per_window": persistent_failure_findings.__name__,
+}
 
 
 def rule_columns(rule: Callable[[Inputs], list[Finding]]) -> list[str]:

@@ -236,7 +236,7 @@ def retry_findings(inp: Inputs) -> list[Finding]:
     # (answering its own address, as on a loopback capture, is not answering others)
     # (both columns categorical over one set of categories: equal codes are equal addresses)
     serving = t.select("server", "client").filter(pl.col("server") != pl.col("client"))
-    resolvers = set(serving.get_column("server").cast(pl.String).unique().drop_nulls().to_list()) & set(
+    resolvers = set(serving.get_column("server").unique().drop_nulls().cast(pl.String).to_list()) & set(
         nxt.get_column("client").unique().to_list()
     )
     out: list[Finding] = []

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from pcapdns.anomalies.config import Thresholds
@@ -62,11 +63,24 @@ def _one_direction(t: pl.DataFrame, unpaired: pl.DataFrame) -> bool:
     )
 
 
+def _stable_order(numbers: pl.Series) -> npt.NDArray[np.intp]:
+    """The row order that sorts ``numbers`` (unsigned, nulls first, as polars sorts them),
+    keeping the order of equal ones: numpy's radix sort when the numbers fit 16 bits."""
+    key = (numbers.cast(pl.Int64).fill_null(-1) + 1).to_numpy()
+    if numbers.len() and int(key.max()) < 2**16:
+        key = key.astype(np.uint16)
+    return np.argsort(key, kind="stable")
+
+
 def _episodes(t: pl.DataFrame, min_run: int) -> pl.DataFrame:
     """Each row of ``t`` (status != capture_ended) with its outage episode id (null outside)."""
-    # (a table in time order, as one host's is, needs only a stable sort by server: twice as fast)
-    by = ["server"] if t.get_column("ts").is_sorted() else ["server", "ts"]
-    t = t.sort(by, maintain_order=True).with_columns((pl.col("status") == "unanswered").alias("lost"))
+    # (a table in time order, as one host's is, needs only a stable sort by server: a counting
+    # sort of the few server numbers, several times faster than a comparison sort)
+    if t.get_column("ts").is_sorted():
+        t = t[_stable_order(t.get_column("server"))]
+    else:
+        t = t.sort(["server", "ts"], maintain_order=True)
+    t = t.with_columns((pl.col("status") == "unanswered").alias("lost"))
     # the rows are in server order: a row starts a run where the server or the outcome changes
     # (what a shift over each server would say, without grouping a million rows)
     same_server = pl.col("server").eq_missing(pl.col("server").shift(1)) & (pl.int_range(pl.len()) > 0)
@@ -187,19 +201,17 @@ def _outages(inp: Inputs) -> tuple[list[Finding], _Queries | None]:
             }
         )
     merged = _merge_overlapping(groups, timedelta(seconds=inp.timeout_s))
-    background = q.named(
-        t.filter(pl.col("episode").is_null())
-        .group_by("server")
-        .agg(pl.col("lost").sum().alias("x"), pl.len().alias("n"))
-    )
-    loss_of = {str(k): (x + 0.5) / (n + 1.0) for k, x, n in background.iter_rows()}
     # the loss around each run: a run inside a loss episode is judged against the episode's loss
     width = max(1, int(th.window_s * 1_000_000))
-    around = q.named(
+    per_window = (
         t.filter(pl.col("episode").is_null())
         .group_by("server", (pl.col("ts").dt.epoch("us") // width).alias("w"))
         .agg(pl.col("lost").sum().alias("x"), pl.len().alias("n"))
     )
+    # ... and the server's loss outside outages: the sum of its windows' (one pass over the rows)
+    background = q.named(per_window.group_by("server").agg(pl.sum("x", "n")))
+    loss_of = {str(k): (x + 0.5) / (n + 1.0) for k, x, n in background.iter_rows()}
+    around = q.named(per_window)
     demoted: list[int] = []
     for g in merged:
         held = g["rows"]

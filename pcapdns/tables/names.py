@@ -29,15 +29,15 @@ def named(df: pl.DataFrame, column: str, namer: Callable[[int], object], name: s
     """
     codes = df.get_column(column)
     if codes.dtype in (pl.UInt8, pl.UInt16):
-        # small codes (types, RCODEs, file ids): counted into a lookup table, not hashed per row
+        # small codes (types, RCODEs, file ids): the values present counted, each named once
+        # into a lookup by code (null for the absent), which the rows gather from in one step
         present = np.flatnonzero(np.bincount(codes.drop_nulls().to_numpy(), minlength=1))
-        values: list[int] = present.tolist()
-        table = np.zeros(len(present) and int(present[-1]) + 1, dtype=np.uint32)
-        table[present] = np.arange(len(present), dtype=np.uint32)
-        index = pl.Series(table).gather(codes.cast(pl.UInt32))
-    else:
-        values = sorted(v for v in codes.unique().to_list() if v is not None)
-        position = dict(zip(values, range(len(values)), strict=True))
-        index = codes.replace_strict(position, default=None, return_dtype=pl.UInt32)
+        lookup: list[str | None] = [None] * (len(present) and int(present[-1]) + 1)
+        for v in present.tolist():
+            lookup[v] = str(namer(v))
+        return pl.Series(name, lookup, dtype=pl.Categorical).gather(codes)
+    values = sorted(v for v in codes.unique().to_list() if v is not None)
+    position = dict(zip(values, range(len(values)), strict=True))
+    index = codes.replace_strict(position, default=None, return_dtype=pl.UInt32)
     labels = pl.Series(name, [str(namer(v)) for v in values], dtype=pl.Categorical)
     return labels.gather(index).alias(name)

@@ -292,24 +292,73 @@ def summary(a: Analysis) -> dict[str, Any]:
     }
 
 
+# Up to this many servers, their latency percentiles are picked per server from its answers by a
+# partial sort (numpy), instead of polars' per-group quantiles (a sort of each group's values).
+_PICKED_SERVERS = 64
+
+
 def servers(a: Analysis) -> pl.DataFrame:
-    """Health per server: queries, answer rate, RCODE mix and latency percentiles."""
-    return a.collect(
-        a.scan()
-        .group_by("server")
-        .agg(
-            pl.len().alias("queries"),
-            (pl.col("status") == "answered").sum().alias("answered"),
-            (pl.col("status") != "answered").sum().alias("unanswered"),
-            (pl.col("rcode_name") == "SERVFAIL").sum().alias("servfail"),
-            (pl.col("rcode_name") == "NXDOMAIN").sum().alias("nxdomain"),
-            (pl.col("rcode_name") == "REFUSED").sum().alias("refused"),
-            (pl.col("rtt") * 1000).quantile(0.5).alias("p50_ms"),
-            (pl.col("rtt") * 1000).quantile(0.95).alias("p95_ms"),
-            (pl.col("rtt") * 1000).max().alias("max_ms"),
+    """Health per server: queries, answer rate, RCODE mix and latency percentiles (the median and
+    the 95th percentile by polars' default ``quantile``: the nearest rank)."""
+    ms = pl.col("rtt") * 1000
+    counts = [
+        pl.len().alias("queries"),
+        (pl.col("status") == "answered").sum().alias("answered"),
+        (pl.col("status") != "answered").sum().alias("unanswered"),
+        (pl.col("rcode_name") == "SERVFAIL").sum().alias("servfail"),
+        (pl.col("rcode_name") == "NXDOMAIN").sum().alias("nxdomain"),
+        (pl.col("rcode_name") == "REFUSED").sum().alias("refused"),
+    ]
+    if a.lazy:
+        per = a.collect(
+            a.scan()
+            .group_by("server")
+            .agg(
+                *counts,
+                ms.quantile(0.5).alias("p50_ms"),
+                ms.quantile(0.95).alias("p95_ms"),
+                ms.max().alias("max_ms"),
+            )
         )
-        .with_columns((pl.col("answered") / pl.col("queries")).alias("answer_rate"))
-        .sort(["queries", "server"], descending=[True, False])
+    else:
+        per = a.transactions.group_by("server").agg(*counts, ms.max().alias("max_ms"))
+        if per.height <= _PICKED_SERVERS:
+            per = _with_percentiles(per, a.transactions)
+        else:
+            quantiles = a.transactions.group_by("server").agg(
+                ms.quantile(0.5).alias("p50_ms"), ms.quantile(0.95).alias("p95_ms")
+            )
+            per = per.join(quantiles, on="server", how="left", nulls_equal=True)
+        per = per.select("server", *(c.meta.output_name() for c in counts), "p50_ms", "p95_ms", "max_ms")
+    return per.with_columns((pl.col("answered") / pl.col("queries")).alias("answer_rate")).sort(
+        ["queries", "server"], descending=[True, False]
+    )
+
+
+def _nearest(values: npt.NDArray[np.float64], q: float) -> float | None:
+    """polars' ``quantile(q)`` (the nearest rank: ``q * (n - 1)`` rounded half up) of ``values``."""
+    if len(values) == 0:
+        return None
+    rank = math.floor(q * (len(values) - 1) + 0.5)
+    return float(np.partition(values, rank)[rank])
+
+
+def _with_percentiles(per: pl.DataFrame, t: pl.DataFrame) -> pl.DataFrame:
+    """``per`` (a row per server of ``t``) with each server's ``p50_ms`` and ``p95_ms`` of its
+    answers, each picked from that server's latencies by a partial sort."""
+    answered = t.select("server", (pl.col("rtt") * 1000).alias("ms")).filter(pl.col("ms").is_not_null())
+    physical = answered.get_column("server").to_physical()
+    null = physical.is_null().to_numpy()
+    code = physical.fill_null(0).to_numpy()
+    ms = answered.get_column("ms").to_numpy()
+    p50: list[float | None] = []
+    p95: list[float | None] = []
+    for server in per.get_column("server").to_physical().to_list():
+        mine = ms[null if server is None else (code == server) & ~null]
+        p50.append(_nearest(mine, 0.5))
+        p95.append(_nearest(mine, 0.95))
+    return per.with_columns(
+        pl.Series("p50_ms", p50, dtype=pl.Float64), pl.Series("p95_ms", p95, dtype=pl.Float64)
     )
 
 

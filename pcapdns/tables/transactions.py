@@ -75,7 +75,14 @@ _Q_COLS = [
     "dnstap_type",
     "encap",
 ]
-_SIDE_OF = {t: DNSTAP_SIDES[(t - 1) // 2] for t in range(1, 2 * len(DNSTAP_SIDES) + 1)}
+# The side of each dnstap Message.Type, by the type's number (0, a capture, and unknown types: null):
+# the rows gather from it (a lookup of a few values, not a string per row).
+_SIDE_OF_TYPE = pl.Series(
+    "dnstap_side",
+    [None, *(DNSTAP_SIDES[(t - 1) // 2] for t in range(1, 2 * len(DNSTAP_SIDES) + 1))]
+    + [None] * (256 - 1 - 2 * len(DNSTAP_SIDES)),
+    dtype=DNSTAP_SIDE,
+)
 _R_COLS = ["mi", "ts_ns", "rcode", "flags", "ancount", "min_ttl", "frame", "query_ts_ns"]
 
 
@@ -101,24 +108,33 @@ def _response_ede(m: pl.DataFrame, links: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _gathered(m: pl.DataFrame, links: pl.DataFrame) -> pl.DataFrame:
+    """``links`` with each transaction's query (``q_``) and response (``r_``) columns, gathered
+    from the messages ``m``."""
+    q = m.select(_Q_COLS).rename({c: f"q_{c}" for c in _Q_COLS})[links.get_column("query_mi")]
+    r = m.select(_R_COLS).rename({c: f"r_{c}" for c in _R_COLS})
+    r = r.select(pl.all().gather(links.get_column("response_mi")))
+    return pl.concat([links, q, r, _response_ede(m, links)], how="horizontal")
+
+
 def build_transactions(
     paired: Paired, files: list[str], addresses: list[str], *, consume: bool = False
 ) -> pl.DataFrame:
     """Join each transaction's query and response messages into one row (schema ``TRANSACTIONS``).
 
     ``addresses`` holds the text of each address id used in the messages.  With ``consume`` the
-    messages are let go of (``paired.messages`` emptied) as soon as their rows are gathered, so
-    that the table is finished without them alive.
+    messages are let go of (``paired.messages`` emptied) before their rows are gathered, but for
+    the columns gathered, so that the table is gathered and finished without them alive.
     """
-    m = paired.messages  # row i has mi == i, so a message is fetched by position, not by a join
+    # row i of the messages has mi == i, so a message is fetched by position, not by a join
     links = paired.links.sort("query_mi")
-    q = m.select(_Q_COLS).rename({c: f"q_{c}" for c in _Q_COLS})[links.get_column("query_mi")]
-    r = m.select(_R_COLS).rename({c: f"r_{c}" for c in _R_COLS})
-    r = r.select(pl.all().gather(links.get_column("response_mi")))
-    t = pl.concat([links, q, r, _response_ede(m, links)], how="horizontal")
-    if consume:
-        paired.messages = m.clear()
-    del m, q, r
+    m = paired.messages
+    if consume:  # let go of first but for the columns gathered: the engine's inputs, pairing's
+        # and the counts' columns are not alive beside the gathered ones
+        m = m.select(list(dict.fromkeys([*_Q_COLS, *_R_COLS, "ede"])))
+        paired.messages = paired.messages.clear()
+    t = _gathered(m, links)
+    del m
     # The query's source is the client, its destination the server.
     text = pl.Series("address", addresses, dtype=pl.Categorical)
     t = t.with_columns(
@@ -161,9 +177,7 @@ def build_transactions(
         pl.col("q_frame").alias("query_frame"),
         pl.col("r_frame").alias("response_frame"),
         pl.when(pl.col("q_dnstap_type") > 0).then(pl.lit("dnstap")).otherwise(pl.lit("pcap")).alias("source"),
-        pl.col("q_dnstap_type")
-        .replace_strict(_SIDE_OF, default=None, return_dtype=pl.String)
-        .alias("dnstap_side"),
+        _SIDE_OF_TYPE.gather(t.get_column("q_dnstap_type")).alias("dnstap_side"),
         pl.col("q_encap").alias("encapsulation"),
     )
     return out.select(pl.col(name).cast(dtype) for name, dtype in TRANSACTIONS.items())
