@@ -55,6 +55,8 @@ _V4_MAPPED = np.uint64(0x0000FFFF00000000)
 
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
+U32 = npt.NDArray[np.uint32]
+U16 = npt.NDArray[np.uint16]
 Mask = npt.NDArray[np.bool_]
 U8 = npt.NDArray[np.uint8]
 Int = int | np.int64  # scalars inside compiled code
@@ -306,6 +308,57 @@ def _classify(
             l4c[i, 3] = ulen - 8
         l4c[i, 6] = 3 * tunnel + mpls
     return verdict, version, addr, l4c, non_ip_count, icmp_count
+
+
+@jit(
+    "Tuple((u4[::1], i8[::1], u8[::1], u8[::1], u8[::1], u8[::1], u2[::1], u2[::1],"
+    " i8[::1], i8[::1], i8[::1]))"
+    "(i8[::1], i8[::1], i8[::1], u8[:], u8[:], u8[:], u8[:], i8[:], i8[:], i8[:], i8[:], i8[:])"
+)
+def gather_rows(
+    at: I64,
+    frame: I64,
+    ts: I64,
+    src_hi: U64,
+    src_lo: U64,
+    dst_hi: U64,
+    dst_lo: U64,
+    sport: I64,
+    dport: I64,
+    payload_off: I64,
+    payload_len: I64,
+    encap: I64,
+) -> tuple[U32, I64, U64, U64, U64, U64, U16, U16, I64, I64, I64]:
+    """The batch rows ``at`` of the frame numbers and times and of :func:`classify`'s flow
+    columns, in one pass (the flow columns are views of one table: a row's fields are read
+    together): (frame, ts, src_hi, src_lo, dst_hi, dst_lo, sport, dport, payload_off,
+    payload_len, encap), typed as the message table wants them."""
+    n = len(at)
+    f = np.empty(n, dtype=np.uint32)
+    t = np.empty(n, dtype=np.int64)
+    sh = np.empty(n, dtype=np.uint64)
+    sl = np.empty(n, dtype=np.uint64)
+    dh = np.empty(n, dtype=np.uint64)
+    dl = np.empty(n, dtype=np.uint64)
+    sp = np.empty(n, dtype=np.uint16)
+    dp = np.empty(n, dtype=np.uint16)
+    po = np.empty(n, dtype=np.int64)
+    pl = np.empty(n, dtype=np.int64)
+    en = np.empty(n, dtype=np.int64)
+    for k in range(n):
+        i = at[k]
+        f[k] = frame[i]
+        t[k] = ts[i]
+        sh[k] = src_hi[i]
+        sl[k] = src_lo[i]
+        dh[k] = dst_hi[i]
+        dl[k] = dst_lo[i]
+        sp[k] = sport[i]
+        dp[k] = dport[i]
+        po[k] = payload_off[i]
+        pl[k] = payload_len[i]
+        en[k] = encap[i]
+    return f, t, sh, sl, dh, dl, sp, dp, po, pl, en
 
 
 #: The tunnels the fast path takes apart, by code (0: none).
