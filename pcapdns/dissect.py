@@ -444,8 +444,8 @@ class Dissector:
             return rows, None
         i64 = np.int64
         d = self.decoder.fragment_batch.run(
-            batch.file_id, batch.buf, batch.ts_ns.astype(i64), slow, batch.data_off[slow].astype(i64),
-            batch.caplen[slow].astype(i64), batch.wirelen[slow].astype(i64),
+            batch.file_id, batch.buf, batch.ts_ns.astype(i64, copy=False), slow,
+            batch.data_off[slow].astype(i64), batch.caplen[slow].astype(i64), batch.wirelen[slow].astype(i64),
             batch.linktype[slow].astype(i64), (self._tables[0], self._tables[2]),
         )  # fmt: skip
         if d is None:
@@ -948,12 +948,13 @@ class _Layout:
         Every message but the per-packet path's has a batch row whose columns the classifier
         read: its own frame (UDP), the segment that completed it (TCP: the idx-th message that
         segment completed) or the fragment that completed its datagram, whose flow is written in
-        that row.  The rows are put in order by one stable sort of (frame, idx) keys; each column
-        is then one gather over the batch's rows."""
+        that row; a message of the per-packet path goes where its frame is among the batch's.
+        These messages, sorted by (row, idx), are placed among the UDP ones (in row order already)
+        by a binary search; each column is then one gather over the batch's rows."""
         u8, u16, u32, u64, i64 = np.uint8, np.uint16, np.uint32, np.uint64, np.int64
         frame = batch.frame
-        rows: list[I64] = [fast]
-        keys: list[npt.NDArray[np.uint64]] = [frame[fast].astype(u64) << u64(16)]
+        rows: list[I64] = []  # the batch rows of the messages not in the batch's buffer ...
+        keys: list[npt.NDArray[np.uint64]] = []  # ... and their (row, idx), as one integer
         arenas: list[npt.NDArray[np.uint8]] = []
         starts: list[I64] = []
         lengths: list[I64] = []
@@ -963,7 +964,7 @@ class _Layout:
         if streamed is not None and r is not None and nt:
             at = streamed.rows[r.msg_row]
             rows.append(at)
-            keys.append((frame[at].astype(u64) << u64(16)) | r.msg_idx.astype(u64))
+            keys.append((at.astype(u64) << u64(16)) | r.msg_idx.astype(u64))
             arenas.append(r.arena)
             starts.append(r.msg_start + base)
             lengths.append(r.msg_len)
@@ -976,7 +977,7 @@ class _Layout:
             )  # fmt: skip
             l4.sport[d.row], l4.dport[d.row], l4.encap[d.row] = d.sport, d.dport, 0  # in no tunnel
             rows.append(d.row)
-            keys.append(frame[d.row].astype(u64) << u64(16))
+            keys.append(d.row.astype(u64) << u64(16))
             arenas.append(d.arena)
             starts.append(d.start + base)
             lengths.append(d.length)
@@ -987,9 +988,10 @@ class _Layout:
             pstart = np.zeros(npay, dtype=i64)
             np.cumsum(plen[:-1], out=pstart[1:])
             rows.append(np.zeros(npay, dtype=i64))  # (their columns are the payloads')
-            pframe = np.array([p.frame for p in payloads], dtype=u64)
+            # where each one's frame is among the batch's (frames are numbered in reading order)
+            prow = np.searchsorted(frame, np.array([p.frame for p in payloads], dtype=frame.dtype))
             pidx = np.array([p.idx for p in payloads], dtype=u64)
-            keys.append((pframe << u64(16)) | pidx)
+            keys.append((prow.astype(u64) << u64(16)) | pidx)
             arenas.append(np.frombuffer(b"".join(p.data for p in payloads), dtype=u8))
             starts.append(pstart + base)
             lengths.append(plen)
@@ -999,12 +1001,17 @@ class _Layout:
             return None
         if n == nf:
             at_rows, placed = fast, np.zeros(0, dtype=i64)
-        else:
-            order = np.argsort(np.concatenate(keys), kind="stable")  # a merge of sorted runs
-            at_rows = np.concatenate(rows)[order]
-            where = np.empty(n, dtype=i64)
-            where[order] = np.arange(n, dtype=i64)
-            placed = where[nf:]  # the arena's messages' rows, in the arena's order
+        else:  # (no two messages have one (row, idx); no UDP message shares a row with another)
+            key = np.concatenate(keys)
+            order = np.argsort(key, kind="stable")
+            placed = np.empty(n - nf, dtype=i64)  # the arena's messages' rows, in the arena's order
+            placed[order] = np.searchsorted(fast, (key[order] >> u64(16)).astype(i64))
+            placed[order] += np.arange(n - nf, dtype=i64)
+            at_rows = np.empty(n, dtype=i64)
+            udp = np.ones(n, dtype=np.bool_)
+            udp[placed] = False
+            at_rows[udp] = fast
+            at_rows[placed] = np.concatenate(rows)
         del keys, rows
         arena_length = np.concatenate(lengths) if lengths else np.zeros(0, dtype=i64)
         at_frame, at_ts, src_hi, src_lo, dst_hi, dst_lo, sport, dport, start, length, encap = gather_rows(
@@ -1041,7 +1048,7 @@ class _Layout:
             meta=meta,
             start=start,
             length=length,
-            arena=np.concatenate(arenas) if arenas else np.zeros(1, dtype=u8),
+            arena=arenas[0] if len(arenas) == 1 else np.concatenate([*arenas, np.zeros(1, dtype=u8)]),
             arena_rows=placed,
             arena_start=np.concatenate(starts) if starts else np.zeros(0, dtype=i64),
             arena_length=arena_length,
