@@ -62,21 +62,41 @@ def _reference(link: LinkType, frame: bytes) -> tuple[int, int] | None:
         return None
 
 
+def _links(frames: list[bytes], link: LinkType, rng: random.Random) -> list[tuple[int, int]]:
+    """The compiled reading of each frame, the frames one after the other in one buffer (random
+    bytes between them, as other frames would be)."""
+    parts, offsets = [], []
+    at = 0
+    for frame in frames:
+        gap = rng.randbytes(rng.randrange(8))
+        parts += [gap, frame]
+        offsets.append(at + len(gap))
+        at += len(gap) + len(frame)
+    buf = np.frombuffer(b"".join(parts) + b"\x45" * 8, dtype=np.uint8)
+    n = len(frames)
+    et, l3 = framelink.frame_links(
+        buf,
+        np.array(offsets, dtype=np.int64),
+        np.array([len(f) for f in frames], dtype=np.int64),
+        np.full(n, int(link), dtype=np.int64),
+    )
+    return [(int(e), int(o) - offsets[k]) for k, (e, o) in enumerate(zip(et, l3, strict=True))]
+
+
 @pytest.mark.parametrize("link", READ, ids=lambda k: k.name)
 def test_compiled_link_reading_agrees_with_the_per_packet_decoder(link: LinkType) -> None:
     rng = random.Random(int(link))
-    ip_read = other_read = left = 0
+    frames = []
     for _ in range(400):
         whole = _frame(rng, link)
-        frame = whole[: rng.randrange(len(whole) + 1)] if rng.random() < 0.3 else whole
-        at = rng.randrange(8)  # the frame somewhere in a batch's buffer, bytes after it
-        buf = np.frombuffer(bytes(rng.randbytes(at)) + frame + b"\x45" * 8, dtype=np.uint8)
-        et, l3 = framelink.frame_link(buf, int(link), at, at + len(frame))
-        ref = _reference(link, frame)
+        frames.append(whole[: rng.randrange(len(whole) + 1)] if rng.random() < 0.3 else whole)
+    ip_read = other_read = left = 0
+    for frame, (et, l3) in zip(frames, _links(frames, link, rng), strict=True):
         if et < 0:
             left += 1
             continue
-        assert ref is not None and ref == (et, l3 - at), (frame.hex(), et, l3, ref)
+        ref = _reference(link, frame)
+        assert ref is not None and ref == (et, l3), (frame.hex(), et, l3, ref)
         if et in (0x0800, 0x86DD):
             ip_read += 1
         else:
@@ -93,6 +113,7 @@ def test_what_it_leaves_to_the_per_packet_decoder() -> None:
         (LinkType.EN10MB, ether(packet, 0x0800, [(0x8100, 1)] * 3)),
         (LinkType.EN10MB, ether(packet)[:13]),
         (LinkType.EN10MB, ether(packet, 0x0800, [(0x8100, 1)])[:16]),
+        (LinkType.EN10MB, ether(packet, 0x05DC)),  # an 802.3 length: LLC follows
         (LinkType.LINUX_SLL, sll(packet)[:15]),
         (LinkType.LINUX_SLL2, sll2(packet)[:19]),
         (LinkType.RAW, b""),
@@ -102,6 +123,6 @@ def test_what_it_leaves_to_the_per_packet_decoder() -> None:
         (LinkType.LOOP, struct.pack("<I", 2) + packet),  # LOOP's family is big-endian only
         (LinkType.IEEE802_11, packet),  # a link type it does not read
     ]
+    rng = random.Random(5)
     for link, frame in cases:
-        buf = np.frombuffer(frame + b"\x45" * 8, dtype=np.uint8)
-        assert framelink.frame_link(buf, int(link), 0, len(frame))[0] == -1, (link, frame.hex())
+        assert _links([frame], link, rng) == [(-1, 0)], (link, frame.hex())

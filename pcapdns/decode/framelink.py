@@ -16,6 +16,7 @@ from pcapdns.jit import jit
 from pcapdns.model import LinkType
 
 U8 = npt.NDArray[np.uint8]
+I64 = npt.NDArray[np.int64]
 Int = int | np.int64  # scalars inside compiled code
 
 ETH_IPV4 = 0x0800
@@ -89,4 +90,16 @@ def frame_link(b: U8, k: Int, off: Int, end: Int) -> tuple[Int, Int]:
         l3 = off + 4
     if et < 0 or l3 > end:
         return -1, off
+    return et, l3
+
+
+@jit("Tuple((i8[::1], i8[::1]))(u1[::1], i8[::1], i8[::1], i8[::1])")
+def frame_links(b: U8, data_off: I64, caplen: I64, linktype: I64) -> tuple[I64, I64]:
+    """:func:`frame_link` of every frame ``b[data_off[i] : data_off[i] + caplen[i]]``: (EtherType,
+    offset of what it carries), as two columns."""
+    n = len(data_off)
+    et = np.empty(n, dtype=np.int64)
+    l3 = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        et[i], l3[i] = frame_link(b, linktype[i], data_off[i], data_off[i] + caplen[i])
     return et, l3
