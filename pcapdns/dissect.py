@@ -36,6 +36,7 @@ from pcapdns.decode.columnar import (
     L4Columns,
     classify,
     encap_label,
+    gather_rows,
     lookup_tables,
 )
 from pcapdns.decode.fragbatch import Defragmented
@@ -448,8 +449,8 @@ class Dissector:
             return rows, None
         i64 = np.int64
         d = self.decoder.fragment_batch.run(
-            batch.file_id, batch.buf, batch.ts_ns.astype(i64), slow, batch.data_off[slow].astype(i64),
-            batch.caplen[slow].astype(i64), batch.wirelen[slow].astype(i64),
+            batch.file_id, batch.buf, batch.ts_ns.astype(i64, copy=False), slow,
+            batch.data_off[slow].astype(i64), batch.caplen[slow].astype(i64), batch.wirelen[slow].astype(i64),
             batch.linktype[slow].astype(i64), (self._tables[0], self._tables[2]),
         )  # fmt: skip
         if d is None:
@@ -518,7 +519,7 @@ class Dissector:
         r = self.decoder.tcp_batch.run(batch.file_id, batch.buf, seg, avoid, len(others))
         if r is None:
             return None
-        return _Streamed(r, seg)
+        return _Streamed(r, seg, tcp)
 
     def _messages(
         self,
@@ -531,158 +532,107 @@ class Dissector:
     ) -> pl.DataFrame:
         """The rows of the UDP messages ``fast`` (in the batch's buffer), of ``payloads``, of
         the messages of compiled TCP reassembly (``streamed``) and of the datagrams of compiled IP
-        reassembly (``defragmented``), in (frame, idx) order."""
+        reassembly (``defragmented``), in (frame, idx) order.
+
+        The rows are laid out in that order before anything is parsed (:class:`_Layout`): the
+        columns that come from the batch (frame, time, flow, the message's place) are gathered
+        once, in order, and the messages in the batch's buffer are parsed in their rows; the
+        others (their bytes in an arena: reassembled, or from the per-packet path) are parsed
+        apart and written in theirs.  No part is merged afterwards.
+        """
         payloads = [p for p in payloads if len(p.data) >= DNS_HEADER]
-        names: list[str] = []
         encaps = _fast_encaps()  # the encap column's labels by id: the fast path's codes first
-        parts: list[_Part] = []
-        if len(fast):
-            b = np.frombuffer(batch.buf, dtype=np.uint8)
-            meta: dict[str, npt.NDArray[Any]] = {
-                "frame": batch.frame[fast].astype(np.uint32),
-                "idx": np.zeros(len(fast), dtype=np.uint16),
-                "ts_ns": batch.ts_ns[fast].astype(np.int64),
-                "transport": np.full(len(fast), 17, dtype=np.uint8),
-                "src_hi": l4.src_hi[fast],
-                "src_lo": l4.src_lo[fast],
-                "dst_hi": l4.dst_hi[fast],
-                "dst_lo": l4.dst_lo[fast],
-                "sport": l4.sport[fast].astype(np.uint16),
-                "dport": l4.dport[fast].astype(np.uint16),
-                "size": l4.payload_len[fast].astype(np.uint32),
-                "capture_truncated": np.zeros(len(fast), dtype=np.bool_),
-                "dnstap_type": np.zeros(len(fast), dtype=np.uint8),
-                "query_ts_ns": np.full(len(fast), -1, dtype=np.int64),
-                "encap": l4.encap[fast].astype(np.int64),  # a code of encap_label: an id of encaps
-            }
-            parts.append(
-                self._part(b, l4.payload_off[fast], l4.payload_len[fast], meta, batch.file_id, names)
-            )
-        if streamed is not None and len(streamed.taken.msg_row):
-            parts.append(self._streamed_part(streamed, batch.file_id, names))
-        if defragmented is not None and len(defragmented.row):
-            parts.append(self._defragmented_part(batch, defragmented, names))
-        if payloads:
-            arena = b"".join(p.data for p in payloads)
-            length = np.array([len(p.data) for p in payloads], dtype=np.int64)
-            start = np.zeros(len(payloads), dtype=np.int64)
-            np.cumsum(length[:-1], out=start[1:])
-            halves = np.array([_halves(p.src) + _halves(p.dst) for p in payloads], dtype=np.uint64)
-            meta = {
-                "frame": np.array([p.frame for p in payloads], dtype=np.uint32),
-                "idx": np.array([p.idx for p in payloads], dtype=np.uint16),
-                "ts_ns": np.array([p.ts_ns for p in payloads], dtype=np.int64),
-                "transport": np.array([int(p.transport) for p in payloads], dtype=np.uint8),
-                "src_hi": halves[:, 0].copy(),
-                "src_lo": halves[:, 1].copy(),
-                "dst_hi": halves[:, 2].copy(),
-                "dst_lo": halves[:, 3].copy(),
-                "sport": np.array([p.sport for p in payloads], dtype=np.uint16),
-                "dport": np.array([p.dport for p in payloads], dtype=np.uint16),
-                "size": length.astype(np.uint32),
-                "capture_truncated": np.array([p.capture_truncated for p in payloads], dtype=np.bool_),
-                "dnstap_type": np.array([p.dnstap_type for p in payloads], dtype=np.uint8),
-                "query_ts_ns": np.array(
-                    [-1 if p.query_ns is None else p.query_ns for p in payloads], dtype=np.int64
-                ),
-                "encap": np.array([_encap_id(encaps, p.encap) for p in payloads], dtype=np.int64),
-            }
-            b = np.frombuffer(arena, dtype=np.uint8)
-            parts.append(self._part(b, start, length, meta, batch.file_id, names))
-        if not parts:
+        lay = _Layout.of(batch, l4, fast, payloads, streamed, defragmented, encaps)
+        if lay is None:
             return pl.DataFrame(schema=MESSAGES)
-        part = _ordered(parts, self.unread)  # the parts are emptied
+        names: list[str] = []
+        part = self._parsed(batch, lay, names)
         return self._frame(batch.file_id, part, names, encaps)
 
-    def _streamed_part(self, streamed: _Streamed, file_id: int, names: list[str]) -> _Part:
-        """The messages compiled TCP reassembly cut out of the streams, parsed like the others."""
-        r, seg = streamed.taken, streamed.segments
-        at = r.msg_row
-        n = len(at)
-        meta: dict[str, npt.NDArray[Any]] = {
-            "frame": seg.frame[at].astype(np.uint32),
-            "idx": r.msg_idx.astype(np.uint16),
-            "ts_ns": seg.ts[at],
-            "transport": np.full(n, int(Transport.TCP), dtype=np.uint8),
-            "src_hi": seg.src_hi[at],
-            "src_lo": seg.src_lo[at],
-            "dst_hi": seg.dst_hi[at],
-            "dst_lo": seg.dst_lo[at],
-            "sport": seg.sport[at].astype(np.uint16),
-            "dport": seg.dport[at].astype(np.uint16),
-            "size": r.msg_len.astype(np.uint32),
-            "capture_truncated": np.zeros(n, dtype=np.bool_),
-            "dnstap_type": np.zeros(n, dtype=np.uint8),
-            "query_ts_ns": np.full(n, -1, dtype=np.int64),
-            "encap": np.zeros(n, dtype=np.int64),  # not in a tunnel: the classifier sends those slow
-        }
-        return self._part(r.arena, r.msg_start, r.msg_len, meta, file_id, names)
-
-    def _defragmented_part(self, batch: FrameBatch, d: Defragmented, names: list[str]) -> _Part:
-        """The DNS messages of the datagrams compiled IP reassembly took, parsed like the others
-        (each at the frame of the fragment that completed its datagram)."""
-        n = len(d.row)
-        meta: dict[str, npt.NDArray[Any]] = {
-            "frame": batch.frame[d.row].astype(np.uint32),
-            "idx": np.zeros(n, dtype=np.uint16),
-            "ts_ns": batch.ts_ns[d.row].astype(np.int64),
-            "transport": np.full(n, int(Transport.UDP), dtype=np.uint8),
-            "src_hi": d.src_hi,
-            "src_lo": d.src_lo,
-            "dst_hi": d.dst_hi,
-            "dst_lo": d.dst_lo,
-            "sport": d.sport.astype(np.uint16),
-            "dport": d.dport.astype(np.uint16),
-            "size": d.length.astype(np.uint32),
-            "capture_truncated": np.zeros(n, dtype=np.bool_),
-            "dnstap_type": np.zeros(n, dtype=np.uint8),
-            "query_ts_ns": np.full(n, -1, dtype=np.int64),
-            "encap": np.zeros(n, dtype=np.int64),  # the fragments taken are in no tunnel
-        }
-        return self._part(d.arena, d.start, d.length, meta, batch.file_id, names)
-
-    def _part(
-        self,
-        b: npt.NDArray[np.uint8],
-        start: I64,
-        length: I64,
-        meta: dict[str, npt.NDArray[Any]],
-        file_id: int,
-        names: list[str],
-    ) -> _Part:
-        """Parse the messages ``b[start[i] : start[i] + length[i]]`` column-wise; those the columnar
-        parser cannot prove well-formed (and those cut by the capture) are parsed by the
-        per-message parser, which names their malformations, and written in their rows."""
+    def _parsed(self, batch: FrameBatch, lay: _Layout, names: list[str]) -> _Part:
+        """Parse the messages of ``lay`` column-wise, in their rows; those the columnar parser
+        cannot prove well-formed (and those cut by the capture) are parsed by the per-message
+        parser, which names their malformations, and written in their rows."""
+        file_id = batch.file_id
+        meta = lay.meta
+        n = len(meta["ts_ns"])
+        b = np.frombuffer(batch.buf, dtype=np.uint8) if len(batch.buf) else np.zeros(1, dtype=np.uint8)
         text = "qname" not in self.unread
-        cols = parse_batch(b, start, length, explain=True, text=text)
-        n = len(start)
+        cols = parse_batch(b, lay.start, lay.length, explain=True, text=text)  # the arena's rows: length 0
+        at = lay.arena_rows
+        other = (
+            parse_batch(lay.arena, lay.arena_start, lay.arena_length, explain=True, text=text)
+            if len(at)
+            else None
+        )
+        if other is not None:  # written in their rows
+            cols.parsed[at] = other.parsed
+            cols.has_opt[at] = other.has_opt
+            cols.do[at] = other.do
         values = cols.header(np.arange(n, dtype=np.int64)).columns()
         values.update(meta)
-        if text:
-            name_id = np.zeros(n, dtype=np.int64)
-            name_id[cols.question] = cols.name_id + len(names)
-            names += cols.names
-            values["name_id"] = name_id
         if self.name_keys is not None:
             keys = np.zeros(n, dtype=np.uint32)
             keys[cols.question] = self.name_keys.intern_rows(b, cols.name_start, cols.name_end)[cols.name_id]
+            if other is not None:
+                own = self.name_keys.intern_rows(lay.arena, other.name_start, other.name_end)
+                keys[at[other.question]] = own[other.name_id]
             values["qname_key"] = keys
-        values["has_question"] = cols.question
+        question = cols.question
+        if text:
+            name_id = np.zeros(n, dtype=np.int64)
+            name_id[question] = cols.name_id
+            names += cols.names
+            if other is not None:
+                name_id[at[other.question]] = other.name_id + len(names)
+                names += other.names
+            values["name_id"] = name_id
+        if other is not None:
+            question[at] = other.question
+        values["has_question"] = question
         malformed = np.zeros(n, dtype=np.bool_)
-        found = Malformations(cols.found, length)
-        if len(found.rows):
-            # A message cut by the capture is not called malformed (as the per-message path does).
-            found = found.select(~meta["capture_truncated"][found.message])
-            malformed[found.message] = True
-            self._malformed_frames.append(_malformed_frame(file_id, meta, b, start, found))
         values["malformed"] = malformed
+        self._found(file_id, meta, Malformations(cols.found, lay.length), b, lay.start, None, malformed)
         part = _Part(values, {})
-        redo = np.flatnonzero(~cols.done)
-        self.counters["dns_per_message"] += len(redo)
+        in_buffer = ~cols.done
+        in_buffer[at] = False
+        redo = np.flatnonzero(in_buffer)
         for r in redo.tolist():
-            data = bytes(b[start[r] : start[r] + length[r]])
+            data = bytes(b[lay.start[r] : lay.start[r] + lay.length[r]])
             self._per_message(part, r, data, file_id, names)
+        if other is not None:
+            found = Malformations(other.found, lay.arena_length)
+            self._found(file_id, meta, found, lay.arena, lay.arena_start, at, malformed)
+            again = np.flatnonzero(~other.done)
+            redo = np.concatenate([redo, again])
+            for k in again.tolist():
+                start = int(lay.arena_start[k])
+                data = bytes(lay.arena[start : start + int(lay.arena_length[k])])
+                self._per_message(part, int(at[k]), data, file_id, names)
+        self.counters["dns_per_message"] += len(redo)
         return part
+
+    def _found(
+        self,
+        file_id: int,
+        meta: dict[str, npt.NDArray[Any]],
+        found: Malformations,
+        b: npt.NDArray[np.uint8],
+        start: I64,
+        rows: I64 | None,
+        malformed: Mask,
+    ) -> None:
+        """Keep the malformations the columnar parser named in the messages ``b[start[i] : ...]``
+        (rows ``rows[i]`` of ``meta``; None: row ``i``) and mark their rows ``malformed``."""
+        if not len(found.rows):
+            return
+        at = found.message if rows is None else rows[found.message]
+        # A message cut by the capture is not called malformed (as the per-message path does).
+        keep = ~meta["capture_truncated"][at]
+        found, at = found.select(keep), at[keep]
+        malformed[at] = True
+        own = {c: meta[c][rows] for c in ("frame", "idx", "ts_ns")} if rows is not None else meta
+        self._malformed_frames.append(_malformed_frame(file_id, own, b, start, found))
 
     def _per_message(self, part: _Part, r: int, data: bytes, file_id: int, names: list[str]) -> None:
         """Row ``r`` of ``part`` from the per-message parser (as :meth:`_rows` makes it)."""
@@ -995,10 +945,171 @@ def dnstap_issue(batch: FrameBatch, f: DnstapFields, i: int) -> DecodeIssue:
 
 @dataclass(slots=True)
 class _Streamed:
-    """A batch's TCP segments and what compiled reassembly made of them."""
+    """A batch's TCP segments (batch rows ``rows``) and what compiled reassembly made of them."""
 
     taken: Reassembled
     segments: Segments
+    rows: I64
+
+
+@dataclass(slots=True)
+class _Layout:
+    """A batch's messages laid out in (frame, idx) order before they are parsed.
+
+    ``meta``: the columns that do not come from the DNS message, one value per row.  Rows whose
+    message is in the batch's buffer have it at ``[start, start + length)``; the others (length
+    0 there) are rows ``arena_rows`` of the messages ``arena[arena_start : + arena_length]``, in
+    the arena's order: compiled TCP reassembly's, compiled IP reassembly's, the per-packet path's.
+    """
+
+    meta: dict[str, npt.NDArray[Any]]
+    start: I64
+    length: I64
+    arena: npt.NDArray[np.uint8]
+    arena_rows: I64
+    arena_start: I64
+    arena_length: I64
+
+    @classmethod
+    def of(
+        cls,
+        batch: FrameBatch,
+        l4: L4Columns,
+        fast: I64,
+        payloads: list[Payload],
+        streamed: _Streamed | None,
+        defragmented: Defragmented | None,
+        encaps: list[str | None],
+    ) -> _Layout | None:
+        """The layout of a batch's messages (see :meth:`Dissector._messages`); None when none.
+
+        Every message but the per-packet path's has a batch row whose columns the classifier
+        read: its own frame (UDP), the segment that completed it (TCP: the idx-th message that
+        segment completed) or the fragment that completed its datagram, whose flow is written in
+        that row; a message of the per-packet path goes where its frame is among the batch's.
+        These messages, sorted by (row, idx), are placed among the UDP ones (in row order already)
+        by a binary search; each column is then one gather over the batch's rows."""
+        u8, u16, u32, u64, i64 = np.uint8, np.uint16, np.uint32, np.uint64, np.int64
+        frame = batch.frame
+        rows: list[I64] = []  # the batch rows of the messages not in the batch's buffer ...
+        keys: list[npt.NDArray[np.uint64]] = []  # ... and their (row, idx), as one integer
+        arenas: list[npt.NDArray[np.uint8]] = []
+        starts: list[I64] = []
+        lengths: list[I64] = []
+        base = 0
+        r = streamed.taken if streamed is not None else None
+        nt = len(r.msg_row) if r is not None else 0
+        if streamed is not None and r is not None and nt:
+            at = streamed.rows[r.msg_row]
+            rows.append(at)
+            keys.append((at.astype(u64) << u64(16)) | r.msg_idx.astype(u64))
+            arenas.append(r.arena)
+            starts.append(r.msg_start + base)
+            lengths.append(r.msg_len)
+            base += len(r.arena)
+        d = defragmented
+        nd = len(d.row) if d is not None else 0
+        if d is not None and nd:  # the datagram's flow, in the row of its last fragment
+            l4.src_hi[d.row], l4.src_lo[d.row], l4.dst_hi[d.row], l4.dst_lo[d.row] = (
+                d.src_hi, d.src_lo, d.dst_hi, d.dst_lo,
+            )  # fmt: skip
+            l4.sport[d.row], l4.dport[d.row], l4.encap[d.row] = d.sport, d.dport, 0  # in no tunnel
+            rows.append(d.row)
+            keys.append(d.row.astype(u64) << u64(16))
+            arenas.append(d.arena)
+            starts.append(d.start + base)
+            lengths.append(d.length)
+            base += len(d.arena)
+        npay = len(payloads)
+        if npay:
+            plen = np.array([len(p.data) for p in payloads], dtype=i64)
+            pstart = np.zeros(npay, dtype=i64)
+            np.cumsum(plen[:-1], out=pstart[1:])
+            rows.append(np.zeros(npay, dtype=i64))  # (their columns are the payloads')
+            # where each one's frame is among the batch's (frames are numbered in reading order)
+            prow = np.searchsorted(frame, np.array([p.frame for p in payloads], dtype=frame.dtype))
+            pidx = np.array([p.idx for p in payloads], dtype=u64)
+            keys.append((prow.astype(u64) << u64(16)) | pidx)
+            arenas.append(np.frombuffer(b"".join(p.data for p in payloads), dtype=u8))
+            starts.append(pstart + base)
+            lengths.append(plen)
+        nf = len(fast)
+        n = nf + nt + nd + npay
+        if not n:
+            return None
+        if n == nf:
+            at_rows, placed = fast, np.zeros(0, dtype=i64)
+        else:  # (no two messages have one (row, idx); no UDP message shares a row with another)
+            key = np.concatenate(keys)
+            order = np.argsort(key, kind="stable")
+            placed = np.empty(n - nf, dtype=i64)  # the arena's messages' rows, in the arena's order
+            placed[order] = np.searchsorted(fast, (key[order] >> u64(16)).astype(i64))
+            placed[order] += np.arange(n - nf, dtype=i64)
+            at_rows = np.empty(n, dtype=i64)
+            udp = np.ones(n, dtype=np.bool_)
+            udp[placed] = False
+            at_rows[udp] = fast
+            at_rows[placed] = np.concatenate(rows)
+        del keys, rows
+        arena_length = np.concatenate(lengths) if lengths else np.zeros(0, dtype=i64)
+        at_frame, at_ts, src_hi, src_lo, dst_hi, dst_lo, sport, dport, start, length, encap = gather_rows(
+            at_rows, frame, batch.ts_ns, l4.src_hi, l4.src_lo, l4.dst_hi, l4.dst_lo,
+            l4.sport, l4.dport, l4.payload_off, l4.payload_len, l4.encap,
+        )  # fmt: skip
+        size = length.astype(u32)
+        size[placed] = arena_length
+        length[placed] = 0
+        meta: dict[str, npt.NDArray[Any]] = {
+            "frame": at_frame,
+            "idx": np.zeros(n, dtype=u16),
+            "ts_ns": at_ts,
+            "transport": np.full(n, 17, dtype=u8),
+            "src_hi": src_hi,
+            "src_lo": src_lo,
+            "dst_hi": dst_hi,
+            "dst_lo": dst_lo,
+            "sport": sport,
+            "dport": dport,
+            "size": size,
+            "capture_truncated": np.zeros(n, dtype=np.bool_),
+            "dnstap_type": np.zeros(n, dtype=u8),
+            "query_ts_ns": np.full(n, -1, dtype=i64),
+            "encap": encap,  # a code of encap_label: an id of encaps
+        }
+        if r is not None and nt:
+            tcp = placed[:nt]
+            meta["transport"][tcp] = int(Transport.TCP)
+            meta["idx"][tcp] = r.msg_idx
+        if npay:
+            _payload_columns(meta, placed[nt + nd :], payloads, encaps)
+        return cls(
+            meta=meta,
+            start=start,
+            length=length,
+            arena=arenas[0] if len(arenas) == 1 else np.concatenate([*arenas, np.zeros(1, dtype=u8)]),
+            arena_rows=placed,
+            arena_start=np.concatenate(starts) if starts else np.zeros(0, dtype=i64),
+            arena_length=arena_length,
+        )
+
+
+def _payload_columns(
+    meta: dict[str, npt.NDArray[Any]], at: I64, payloads: list[Payload], encaps: list[str | None]
+) -> None:
+    """The per-packet path's messages' columns, written in their rows ``at``."""
+    halves = np.array([_halves(p.src) + _halves(p.dst) for p in payloads], dtype=np.uint64)
+    meta["frame"][at] = [p.frame for p in payloads]
+    meta["idx"][at] = [p.idx for p in payloads]
+    meta["ts_ns"][at] = [p.ts_ns for p in payloads]
+    meta["transport"][at] = [int(p.transport) for p in payloads]
+    meta["src_hi"][at], meta["src_lo"][at] = halves[:, 0], halves[:, 1]
+    meta["dst_hi"][at], meta["dst_lo"][at] = halves[:, 2], halves[:, 3]
+    meta["sport"][at] = [p.sport for p in payloads]
+    meta["dport"][at] = [p.dport for p in payloads]
+    meta["capture_truncated"][at] = [p.capture_truncated for p in payloads]
+    meta["dnstap_type"][at] = [p.dnstap_type for p in payloads]
+    meta["query_ts_ns"][at] = [-1 if p.query_ns is None else p.query_ns for p in payloads]
+    meta["encap"][at] = [_encap_id(encaps, p.encap) for p in payloads]
 
 
 @dataclass(slots=True)
@@ -1007,44 +1118,6 @@ class _Part:
 
     values: dict[str, npt.NDArray[Any]]
     ede_lists: dict[int, list[int]]  # rows with several Extended DNS Errors: their codes
-
-
-def _ordered(parts: list[_Part], unread: frozenset[str] = frozenset()) -> _Part:
-    """``parts`` as one, rows in (frame, idx) order (each part is nearly in that order already),
-    without the columns ``unread``; the parts' columns are moved, not copied: they are left empty."""
-    if len(parts) == 1 and _in_order(parts[0]):
-        for c in unread:
-            parts[0].values.pop(c, None)
-        return parts[0]
-    keys = np.concatenate([_order_key(p) for p in parts])
-    order = np.argsort(keys, kind="stable")  # a merge of sorted runs: linear
-    del keys
-    for p in parts:
-        for c in unread:
-            p.values.pop(c, None)
-    sizes = [len(p.values["ts_ns"]) for p in parts]
-    # Column by column, each part's column let go as soon as it is merged: the batch's columns
-    # are held about once, not twice, at any time.
-    values = {c: np.concatenate([p.values.pop(c) for p in parts])[order] for c in list(parts[0].values)}
-    ede_lists: dict[int, list[int]] = {}
-    if any(p.ede_lists for p in parts):
-        where = np.empty(len(order), dtype=np.int64)
-        where[order] = np.arange(len(order))
-        base = 0
-        for p, size in zip(parts, sizes, strict=True):
-            for r, codes in p.ede_lists.items():
-                ede_lists[int(where[base + r])] = codes
-            base += size
-    return _Part(values, ede_lists)
-
-
-def _order_key(part: _Part) -> npt.NDArray[np.uint64]:
-    return (part.values["frame"].astype(np.uint64) << np.uint64(16)) | part.values["idx"].astype(np.uint64)
-
-
-def _in_order(part: _Part) -> bool:
-    key = _order_key(part)
-    return len(key) < 2 or not bool((key[1:] < key[:-1]).any())
 
 
 def _absent_as_null(columns: list[str] | None = None) -> list[pl.Expr]:

@@ -36,10 +36,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from pcapdns.decode import framelink
 from pcapdns.decode.link import NON_IP_ETHERTYPES
 from pcapdns.decode.slow import NOT_DNS_PROTOS
 from pcapdns.jit import jit
-from pcapdns.model import FrameBatch, LinkType
+from pcapdns.model import FrameBatch
 
 SLOW = 0
 FAST = 1
@@ -51,12 +52,11 @@ _ETH_IPV6 = 0x86DD
 _ETH_TEB = 0x6558
 _PPPOE = 11  # its code in TUNNELS
 _V4_MAPPED = np.uint64(0x0000FFFF00000000)
-_EN10MB, _SLL, _SLL2 = int(LinkType.EN10MB), int(LinkType.LINUX_SLL), int(LinkType.LINUX_SLL2)
-_RAW, _RAW12, _RAW14 = int(LinkType.RAW), int(LinkType.RAW_DLT12), int(LinkType.RAW_DLT14)
-_IPV4, _IPV6, _NULL, _LOOP = int(LinkType.IPV4), int(LinkType.IPV6), int(LinkType.NULL), int(LinkType.LOOP)
 
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
+U32 = npt.NDArray[np.uint32]
+U16 = npt.NDArray[np.uint16]
 Mask = npt.NDArray[np.bool_]
 U8 = npt.NDArray[np.uint8]
 Int = int | np.int64  # scalars inside compiled code
@@ -100,23 +100,6 @@ def _rd32(b: U8, p: Int) -> Int:
 
 
 @jit
-def _ethernet(b: U8, off: Int, end: Int) -> tuple[Int, Int]:
-    """An Ethernet header at ``off``: (ethertype, next offset); up to two VLAN tags (802.1Q inside
-    802.1ad), -1 for deeper stacks or a frame too short (the per-packet decoder takes those)."""
-    if off + 14 > end:
-        return -1, off
-    et = _rd16(b, off + 12)
-    l3 = off + 14
-    for _ in range(2):
-        if et == 0x8100 or et == 0x88A8 or et == 0x9100:
-            et = _rd16(b, l3 + 2)
-            l3 += 4
-    if et == 0x8100 or et == 0x88A8 or et == 0x9100 or l3 > end:
-        return -1, off
-    return et, l3
-
-
-@jit
 def _mpls(b: U8, off: Int, end: Int) -> tuple[Int, Int]:
     """An MPLS label stack at ``off`` (up to 8 labels) carrying IPv4 or IPv6: (ethertype, its
     offset), -1 for anything else (pseudowires, deeper stacks)."""
@@ -143,7 +126,7 @@ def _tunnel(b: U8, kind: Int, p: Int, end: Int) -> tuple[Int, Int, Int]:
     carries, its offset, tunnel code of :data:`TUNNELS`), code -1 where the per-packet decoder
     must look (GRE versions and routing, Geneve versions, other payloads)."""
     if kind == 1:  # VXLAN: 8 bytes, then Ethernet
-        et, off = _ethernet(b, p + 8, end)
+        et, off = framelink.ethernet(b, p + 8, end)
         return et, off, 1 if p + 8 <= end else -1
     if kind == 2:  # Geneve: 8 bytes and the options
         b0 = _rd(b, p)
@@ -152,7 +135,7 @@ def _tunnel(b: U8, kind: Int, p: Int, end: Int) -> tuple[Int, Int, Int]:
         if p + 8 > end or b0 >> 6 != 0 or off > end:
             return -1, p, -1
         if ptype == _ETH_TEB:
-            et, off = _ethernet(b, off, end)
+            et, off = framelink.ethernet(b, off, end)
             return et, off, 2
         return ptype, off, 2
     if p + 4 > end:
@@ -176,7 +159,7 @@ def _tunnel(b: U8, kind: Int, p: Int, end: Int) -> tuple[Int, Int, Int]:
         return ptype, off, 3 if off <= end else -1
     if off > end:
         return -1, p, -1
-    et, off = _ethernet(b, off, end)
+    et, off = framelink.ethernet(b, off, end)
     return et, off, code
 
 
@@ -211,33 +194,7 @@ def _classify(
     for i in range(n):
         off = data_off[i]
         end = off + caplen[i]
-        k = lt[i]
-        et: Int = -1  # -1: link layer not handled here
-        l3 = off
-        if k == _EN10MB:
-            et, l3 = _ethernet(b, off, end)
-        elif k == _SLL:
-            et = _rd16(b, off + 14)
-            l3 = off + 16
-        elif k == _SLL2:
-            et = _rd16(b, off)
-            l3 = off + 20
-        elif k == _RAW or k == _RAW12 or k == _RAW14 or k == _IPV4 or k == _IPV6:
-            v = _rd(b, off) >> 4
-            if v == 4:
-                et = _ETH_IPV4
-            elif v == 6:
-                et = _ETH_IPV6
-        elif k == _NULL or k == _LOOP:
-            fam_le = _rd(b, off) | (_rd(b, off + 1) << 8) | (_rd(b, off + 2) << 16) | (_rd(b, off + 3) << 24)
-            fam = fam_le
-            if k == _LOOP or fam_le > 0xFFFF:
-                fam = _rd32(b, off)
-            if fam == 2:
-                et = _ETH_IPV4
-            elif fam == 24 or fam == 28 or fam == 30:
-                et = _ETH_IPV6
-            l3 = off + 4
+        et, l3 = framelink.frame_link(b, lt[i], off, end)  # et -1: not read here
         tunnel: Int = 0  # TUNNELS code of the tunnel taken apart
         mpls: Int = 0  # 1: an MPLS stack outside the tunnel (or alone), 2: inside it
         if et == 0x8847 or et == 0x8848:
@@ -351,6 +308,57 @@ def _classify(
             l4c[i, 3] = ulen - 8
         l4c[i, 6] = 3 * tunnel + mpls
     return verdict, version, addr, l4c, non_ip_count, icmp_count
+
+
+@jit(
+    "Tuple((u4[::1], i8[::1], u8[::1], u8[::1], u8[::1], u8[::1], u2[::1], u2[::1],"
+    " i8[::1], i8[::1], i8[::1]))"
+    "(i8[::1], i8[::1], i8[::1], u8[:], u8[:], u8[:], u8[:], i8[:], i8[:], i8[:], i8[:], i8[:])"
+)
+def gather_rows(
+    at: I64,
+    frame: I64,
+    ts: I64,
+    src_hi: U64,
+    src_lo: U64,
+    dst_hi: U64,
+    dst_lo: U64,
+    sport: I64,
+    dport: I64,
+    payload_off: I64,
+    payload_len: I64,
+    encap: I64,
+) -> tuple[U32, I64, U64, U64, U64, U64, U16, U16, I64, I64, I64]:
+    """The batch rows ``at`` of the frame numbers and times and of :func:`classify`'s flow
+    columns, in one pass (the flow columns are views of one table: a row's fields are read
+    together): (frame, ts, src_hi, src_lo, dst_hi, dst_lo, sport, dport, payload_off,
+    payload_len, encap), typed as the message table wants them."""
+    n = len(at)
+    f = np.empty(n, dtype=np.uint32)
+    t = np.empty(n, dtype=np.int64)
+    sh = np.empty(n, dtype=np.uint64)
+    sl = np.empty(n, dtype=np.uint64)
+    dh = np.empty(n, dtype=np.uint64)
+    dl = np.empty(n, dtype=np.uint64)
+    sp = np.empty(n, dtype=np.uint16)
+    dp = np.empty(n, dtype=np.uint16)
+    po = np.empty(n, dtype=np.int64)
+    pl = np.empty(n, dtype=np.int64)
+    en = np.empty(n, dtype=np.int64)
+    for k in range(n):
+        i = at[k]
+        f[k] = frame[i]
+        t[k] = ts[i]
+        sh[k] = src_hi[i]
+        sl[k] = src_lo[i]
+        dh[k] = dst_hi[i]
+        dl[k] = dst_lo[i]
+        sp[k] = sport[i]
+        dp[k] = dport[i]
+        po[k] = payload_off[i]
+        pl[k] = payload_len[i]
+        en[k] = encap[i]
+    return f, t, sh, sl, dh, dl, sp, dp, po, pl, en
 
 
 #: The tunnels the fast path takes apart, by code (0: none).

@@ -37,10 +37,10 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from pcapdns.decode import framelink
 from pcapdns.decode.ip import MAX_DATAGRAM, Defragmenter
 from pcapdns.decode.tcpbatch import address_bytes
 from pcapdns.jit import jit
-from pcapdns.model import LinkType
 
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
@@ -57,9 +57,6 @@ INERT = 3  # adds nothing to any reassembly
 VERSION, PROTO, IDENT, OFFSET, MORE, START, LENGTH = range(7)
 
 _V4_MAPPED = np.uint64(0x0000FFFF00000000)
-_EN10MB, _SLL, _SLL2 = int(LinkType.EN10MB), int(LinkType.LINUX_SLL), int(LinkType.LINUX_SLL2)
-_RAW, _RAW12, _RAW14 = int(LinkType.RAW), int(LinkType.RAW_DLT12), int(LinkType.RAW_DLT14)
-_IPV4, _IPV6, _NULL, _LOOP = int(LinkType.IPV4), int(LinkType.IPV6), int(LinkType.NULL), int(LinkType.LOOP)
 _ETH_IPV4, _ETH_IPV6 = 0x0800, 0x86DD
 _MAX_EXTENSIONS = 8  # IPv6 extension headers walked before a frame is left unread
 
@@ -70,47 +67,6 @@ def _u16(b: U8, p: Int) -> Int:
     if p + 2 > len(b):
         return np.int64(0)
     return (np.int64(b[p]) << 8) | np.int64(b[p + 1])
-
-
-@jit
-def _link(b: U8, k: Int, off: Int, end: Int) -> tuple[Int, Int]:
-    """(IPv4 or IPv6 EtherType, offset of the IP header) of a frame of link type ``k`` at
-    ``off``, as :data:`pcapdns.decode.link.LINKS` reads it; -1 for anything else (other
-    link types and EtherTypes, more than two VLAN tags, a header cut short)."""
-    et: Int = -1
-    l3: Int = off
-    if k == _EN10MB:
-        if off + 14 > end:
-            return -1, off
-        et = _u16(b, off + 12)
-        l3 = off + 14
-        for _ in range(2):
-            if (et == 0x8100 or et == 0x88A8 or et == 0x9100) and l3 + 4 <= end:
-                et = _u16(b, l3 + 2)
-                l3 += 4
-    elif k == _SLL:
-        et = _u16(b, off + 14)
-        l3 = off + 16
-    elif k == _SLL2:
-        et = _u16(b, off)
-        l3 = off + 20
-    elif k == _RAW or k == _RAW12 or k == _RAW14 or k == _IPV4 or k == _IPV6:
-        if off < end:
-            v = np.int64(b[off]) >> 4
-            et = _ETH_IPV4 if v == 4 else (_ETH_IPV6 if v == 6 else -1)
-    elif (k == _NULL or k == _LOOP) and off + 4 <= end:
-        high, low = _u16(b, off), _u16(b, off + 2)
-        fam = ((low & 0xFF) << 24) | ((low >> 8) << 16) | ((high & 0xFF) << 8) | (high >> 8)
-        if k == _LOOP or fam > 0xFFFF:  # BSD's is in the capturing host's byte order: try both
-            fam = (high << 16) | low
-        if fam == 2:
-            et = _ETH_IPV4
-        elif fam == 24 or fam == 28 or fam == 30:
-            et = _ETH_IPV6
-        l3 = off + 4
-    if (et != _ETH_IPV4 and et != _ETH_IPV6) or l3 > end:
-        return -1, off
-    return et, l3
 
 
 @jit
@@ -147,7 +103,7 @@ def scan(
         off = data_off[i]
         end = off + caplen[i]
         whole = caplen[i] == wirelen[i]
-        et, l3 = _link(b, linktype[i], off, end)
+        et, l3 = framelink.frame_link(b, linktype[i], off, end)  # the classifier's reading
         if et == _ETH_IPV4:
             b0 = np.int64(b[l3]) if l3 < end else np.int64(0)
             ihl = (b0 & 0x0F) * 4

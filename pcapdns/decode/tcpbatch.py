@@ -650,24 +650,38 @@ def group(ends: U64) -> tuple[I64, I64]:
     return out, first[:count]
 
 
+@jit("Tuple((u8[:, ::1], i8[::1]))(u8[::1], u8[::1], i8[::1], u8[::1], u8[::1], i8[::1])")
+def _ends(src_hi: U64, src_lo: U64, sport: I64, dst_hi: U64, dst_lo: U64, dport: I64) -> tuple[U64, I64]:
+    """Each segment's connection as its two endpoints, the lower (address, then port) first, and
+    whether the segment goes up (from the higher endpoint)."""
+    n = len(sport)
+    ends = np.empty((n, 6), dtype=np.uint64)
+    up = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        a_hi, a_lo, a_port = src_hi[i], src_lo[i], sport[i]
+        b_hi, b_lo, b_port = dst_hi[i], dst_lo[i], dport[i]
+        u = a_hi > b_hi or (a_hi == b_hi and (a_lo > b_lo or (a_lo == b_lo and a_port > b_port)))
+        if u:
+            a_hi, a_lo, a_port, b_hi, b_lo, b_port = b_hi, b_lo, b_port, a_hi, a_lo, a_port
+        ends[i, 0] = a_hi
+        ends[i, 1] = a_lo
+        ends[i, 2] = np.uint64(a_port)
+        ends[i, 3] = b_hi
+        ends[i, 4] = b_lo
+        ends[i, 5] = np.uint64(b_port)
+        up[i] = 1 if u else 0
+    return ends, up
+
+
 def connections(
     src_hi: U64, src_lo: U64, sport: I64, dst_hi: U64, dst_lo: U64, dport: I64
 ) -> tuple[I64, I64]:
     """(direction of each segment, first segment of each connection): connection ``c``'s two
     directions are ``2c`` (from the lower endpoint) and ``2c + 1``; connections are numbered in
     the order they first appear."""
-    up = (src_hi > dst_hi) | (
-        (src_hi == dst_hi) & ((src_lo > dst_lo) | ((src_lo == dst_lo) & (sport > dport)))
-    )
-    ends = np.empty((len(sport), 6), dtype=np.uint64)
-    ends[:, 0] = np.where(up, dst_hi, src_hi)
-    ends[:, 1] = np.where(up, dst_lo, src_lo)
-    ends[:, 2] = np.where(up, dport, sport).astype(np.uint64)
-    ends[:, 3] = np.where(up, src_hi, dst_hi)
-    ends[:, 4] = np.where(up, src_lo, dst_lo)
-    ends[:, 5] = np.where(up, sport, dport).astype(np.uint64)
+    ends, up = _ends(src_hi, src_lo, sport, dst_hi, dst_lo, dport)
     conn, first = group(ends)
-    return 2 * conn + up.astype(np.int64), first
+    return 2 * conn + up, first
 
 
 def address_bytes(hi: U64, lo: U64, v4: npt.NDArray[np.bool_]) -> list[bytes]:
