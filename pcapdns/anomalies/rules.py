@@ -80,11 +80,15 @@ def detect(
     for rule in RULES:
         if step is not None:
             step(f"looking for anomalies: {rule_name(rule)}")
-        columns = rule_columns(rule)
-        if read is None or read[0] != columns:
-            read = None  # freed before the next columns are read
-            read = (columns, _read(table, columns, groups))
-        findings.extend(rule(dataclasses.replace(inputs, transactions=read[1], shared=shared)))
+        if rule in STREAMED:
+            read = None
+            findings.extend(rule(_streamed(inputs, stored, rule_columns(rule), groups, shared)))
+        else:
+            columns = rule_columns(rule)
+            if read is None or read[0] != columns:
+                read = None  # freed before the next columns are read
+                read = (columns, _read(table, columns, groups))
+            findings.extend(rule(dataclasses.replace(inputs, transactions=read[1], shared=shared)))
         for key in [k for k, last in _SHARED_UNTIL.items() if last == rule.__name__]:
             shared.pop(key, None)
     return to_frame(findings)
@@ -156,8 +160,54 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     "quality": ("ts", "status"),  # and unanswered.one_direction's
 }
+# The rules that read the transactions through Inputs.lazy/fetch/batches (a batch of rows at a
+# time, or the rows a filter keeps): from the store, what they hold is not the table.
+STREAMED = frozenset(
+    {
+        formerr_findings,
+        outage_findings,
+        loss_findings,
+        surge_findings,
+        persistent_failure_findings,
+        slow_findings,
+        servfail_findings,
+        truncation_findings,
+        retry_findings,
+        question_mismatch_findings,
+        other_source_findings,
+        wrong_id_burst_findings,
+        differing_duplicate_findings,
+        nodata_change_findings,
+        ttl_drop_findings,
+        decode_issue_findings,
+        interface_drop_findings,
+        one_direction_findings,
+        gap_findings,
+    }
+)
 # What rules share (Inputs.once) that holds rows of the table, dropped after its last reader.
 _SHARED_UNTIL = {"unanswered": loss_findings.__name__, "answers": persistent_failure_findings.__name__}
+
+
+def _streamed(
+    inputs: Inputs,
+    stored: pl.LazyFrame | None,
+    columns: list[str],
+    groups: pl.Series,
+    shared: dict[str, object],
+) -> Inputs:
+    """The inputs of a rule of a STREAMED module: the (unicast) transactions' ``columns`` as a
+    lazy frame over the store, read by the rule a batch at a time or by a filter
+    (``Inputs.table``; ``transactions`` left empty); the table itself when it is in memory."""
+    table = inputs.transactions if stored is None else stored
+    have = table.collect_schema().names()
+    picked = table.select([c for c in columns if c in have])
+    if groups.len():
+        picked = picked.filter(~pl.col("server").is_in(groups.implode()))
+    if isinstance(picked, pl.DataFrame):
+        return dataclasses.replace(inputs, transactions=picked, shared=shared)
+    empty = pl.DataFrame(schema=picked.collect_schema())
+    return dataclasses.replace(inputs, transactions=empty, table=picked, shared=shared)
 
 
 def rule_columns(rule: Callable[[Inputs], list[Finding]]) -> list[str]:

@@ -19,7 +19,7 @@ from datetime import datetime
 
 import polars as pl
 
-from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, questions, zone_for
+from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, zone_for
 from pcapdns.anomalies.inputs import Inputs
 
 _FLOW = ["client", "client_port", "trans_id", "transport"]
@@ -56,8 +56,8 @@ def _finding(
 def _flows(inp: Inputs, responses: pl.DataFrame) -> pl.DataFrame:
     """The transactions on the client ports and IDs of ``responses``, their addresses as text
     (a few rows: every row's text would cost the whole table)."""
-    ports = responses.select("client_port", "trans_id").unique()
-    t = inp.transactions.join(ports, on=["client_port", "trans_id"], how="semi")
+    flow = pl.col("client_port").cast(pl.UInt32) * 65536 + pl.col("trans_id").cast(pl.UInt32)
+    t = inp.fetch(flow.is_in(responses.select(flow).to_series().unique().implode()))  # those rows alone
     return _strings(t, "client", "server", "transport")
 
 
@@ -228,25 +228,25 @@ def differing_duplicate_findings(inp: Inputs) -> list[Finding]:
 
 def nodata_change_findings(inp: Inputs) -> list[Finding]:
     """NOERROR with no answer where the same server answered the same question with records before."""
-    return _nodata_changes(inp.transactions, inp)
+    return _nodata_changes(inp)
 
 
 def ttl_drop_findings(inp: Inputs) -> list[Finding]:
     """An authoritative TTL far below the name's usual one."""
-    return _ttl_drops(inp.transactions, inp)
+    return _ttl_drops(inp)
 
 
 _TTL_FACTOR = 10  # an authoritative TTL this many times below the name's usual one is suspicious
 _TTL_USUAL_MIN = 60
 
 
-def _ttl_drops(t: pl.DataFrame, inp: Inputs) -> list[Finding]:
+def _ttl_drops(inp: Inputs) -> list[Finding]:
     """Authoritative answers whose TTL fell far below what the same server gave the same name.
 
     Only AA answers count: a resolver's TTLs count down in its cache, an authority's do not.
     """
     keys = ["server", "name_l", "qtype"]
-    aa = t.filter(pl.col("AA").fill_null(False) & (pl.col("rcode") == 0) & pl.col("min_ttl").is_not_null())
+    aa = inp.fetch(pl.col("AA").fill_null(False) & (pl.col("rcode") == 0) & pl.col("min_ttl").is_not_null())
     if aa.height == 0:
         return []
     aa = _strings(aa, "client", "server", "transport").with_columns(
@@ -277,22 +277,20 @@ def _ttl_drops(t: pl.DataFrame, inp: Inputs) -> list[Finding]:
     ]
 
 
-def _nodata_changes(t: pl.DataFrame, inp: Inputs) -> list[Finding]:
+def _nodata_changes(inp: Inputs) -> list[Finding]:
     ok = (pl.col("status") == "answered") & (pl.col("rcode") == 0)
     keys = ["server", "name_l", "qtype"]  # the server categorical: text only for the rows kept
-    # the name in lower case as its key (questions): a number to group by, not a string
-    t = t.select(*_ANSWER, "status", "rcode", "answers", questions(inp).key.alias("name_l"))
-    empty = t.filter(ok & (pl.col("answers") == 0)).drop("status", "rcode", "answers")
+    name_l = pl.col("qname").str.to_lowercase().alias("name_l")
+    empty = inp.fetch(ok & (pl.col("answers") == 0), [*_ANSWER]).with_columns(name_l)
     if empty.height < inp.thresholds.min_count:  # fewer NODATA answers than a finding needs
         return []
     # when each question first had records, for the questions that came back empty: those whose
     # keys' one number is an empty answer's (a number two keys share only keeps a few more rows,
-    # which the join by the keys themselves leaves out)
-    packed = pl.col("name_l") ^ (
-        pl.col("server").to_physical().cast(pl.UInt64) * 2**32 + pl.col("qtype").cast(pl.UInt64)
-    )
-    had = t.filter(ok & (pl.col("answers") > 0) & packed.is_in(empty.select(packed).to_series().implode()))
-    first_had = had.group_by(keys).agg(pl.col("ts").min().alias("first_had"))
+    # which the join by the keys themselves leaves out); those rows alone are read
+    packed = pl.struct(pl.col("server").cast(pl.String), name_l, "qtype").hash()
+    wanted = empty.select(packed).to_series().unique().implode()
+    had = inp.fetch(ok & (pl.col("answers") > 0) & packed.is_in(wanted), ["ts", "server", "qname", "qtype"])
+    first_had = had.with_columns(name_l).group_by(keys).agg(pl.col("ts").min().alias("first_had"))
     changed = (
         empty.join(first_had, on=keys, how="inner").filter(pl.col("ts") > pl.col("first_had")).sort("ts")
     )
