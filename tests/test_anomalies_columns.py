@@ -1,6 +1,7 @@
 """The anomaly engine hands each rule only the transactions' columns its module reads
-(``pcapdns.anomalies.rules.COLUMNS``), read from the temporary store module by module when the
-capture was analysed in steps: the findings are those of the whole table in memory."""
+(``pcapdns.anomalies.rules.COLUMNS``), which the rule reads from the temporary store a batch at
+a time or by a filter when the capture was analysed in steps: the findings are those of the
+whole table in memory."""
 
 from __future__ import annotations
 
@@ -46,19 +47,6 @@ def test_each_rule_gets_every_column_its_module_names() -> None:
     assert _spelled("rates") <= set(rules.rule_columns(rules.persistent_failure_findings))
     for rule in (rules.retry_findings, rules.one_direction_findings):  # unanswered.one_direction
         assert "status" in rules.rule_columns(rule)
-    # the rules that read the same columns run one after the other: the columns are read once
-    reads = [tuple(rules.rule_columns(r)) for r in rules.RULES]
-    runs = [c for i, c in enumerate(reads) if i == 0 or reads[i - 1] != c]
-    assert len(runs) == len(set(runs)) < len(reads)
-
-
-def test_a_chunked_frame_is_put_in_one_chunk_column_by_column() -> None:
-    parts = [pl.DataFrame({"a": [i, i + 1], "b": [str(i), None]}) for i in range(0, 6, 2)]
-    chunked = pl.concat(parts, rechunk=False)
-    assert chunked.n_chunks() == 3
-    one = rules.rechunked(chunked)
-    assert one.n_chunks() == 1
-    assert_frame_equal(one, chunked)
 
 
 def _whole_and_stepped(path: Path, tmp_path: Path, **kw: object) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -38,9 +38,9 @@ class Inputs:
     # what several rules compute alike (outages, orphan responses), by name: made once per run
     shared: dict[str, object] = field(default_factory=dict, repr=False)
     # The transactions (with their query facts) as a lazy frame: a scan of the temporary store
-    # when the capture was analysed in steps.  The rules that read the table a batch at a time or
-    # by a filter (:meth:`lazy`, :meth:`fetch`, :meth:`batches`) read this; ``transactions`` is
-    # then left empty for them (see ``rules.STREAMED``).
+    # when the capture was analysed in steps (``transactions`` is then left empty).  The rules
+    # read the transactions through :meth:`lazy`, :meth:`fetch` and :meth:`batches`: a batch of
+    # rows at a time, or the rows a filter keeps, whether the table is in memory or not.
     table: pl.LazyFrame | None = None
 
     @property

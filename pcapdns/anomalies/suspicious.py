@@ -246,18 +246,25 @@ def _ttl_drops(inp: Inputs) -> list[Finding]:
     Only AA answers count: a resolver's TTLs count down in its cache, an authority's do not.
     """
     keys = ["server", "name_l", "qtype"]
-    aa = inp.fetch(pl.col("AA").fill_null(False) & (pl.col("rcode") == 0) & pl.col("min_ttl").is_not_null())
-    if aa.height == 0:
+    authoritative = pl.col("AA").fill_null(False) & (pl.col("rcode") == 0) & pl.col("min_ttl").is_not_null()
+    key = [
+        pl.col("server").cast(pl.String),
+        pl.col("qname").str.to_lowercase().alias("name_l"),
+        pl.col("qtype"),
+    ]
+    # each question's usual TTL (the median) from its TTLs counted by streaming: a row per
+    # question and TTL, not per answer
+    ttls = inp.lazy().filter(authoritative).group_by(*key, "min_ttl").agg(pl.len().alias("k"))
+    usual = _median_of_counts(ttls.collect(engine="streaming"), keys)
+    if usual.height == 0:
         return []
-    aa = _strings(aa, "client", "server", "transport").with_columns(
-        pl.col("qname").str.to_lowercase().alias("name_l")
-    )
-    usual = aa.group_by(keys).agg(pl.col("min_ttl").median().alias("usual"))
+    aa = inp.lazy().filter(authoritative).with_columns(key).join(usual.lazy(), on=keys, how="inner")
     low = (
-        aa.join(usual, on=keys, how="inner")
-        .filter((pl.col("usual") >= _TTL_USUAL_MIN) & (pl.col("min_ttl") * _TTL_FACTOR < pl.col("usual")))
+        aa.filter((pl.col("usual") >= _TTL_USUAL_MIN) & (pl.col("min_ttl") * _TTL_FACTOR < pl.col("usual")))
+        .collect(engine="streaming")
         .sort("ts")
     )
+    low = _strings(low, "client", "transport")
     if low.height < inp.thresholds.min_count:
         return []
     lowest = int(low.get_column("min_ttl").min() or 0)  # type: ignore[arg-type]
@@ -277,6 +284,25 @@ def _ttl_drops(inp: Inputs) -> list[Finding]:
     ]
 
 
+def _median_of_counts(counts: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """Per group of ``keys``: the median (``usual``, Float64) of ``min_ttl`` from ``counts``, each
+    value with how many times it came (``k``): the middle value, or the mean of the two middle
+    ones, as polars' ``median`` of the values gives."""
+    c = counts.sort(*keys, "min_ttl").with_columns(
+        pl.col("k").cum_sum().over(keys).alias("upto"), pl.col("k").sum().over(keys).alias("n")
+    )
+    # the value at rank r (from 0) is the lowest whose cumulative count exceeds r
+    lower = (
+        c.filter(pl.col("upto") > (pl.col("n") - 1) // 2)
+        .group_by(keys)
+        .agg(pl.col("min_ttl").min().alias("a"))
+    )
+    upper = c.filter(pl.col("upto") > pl.col("n") // 2).group_by(keys).agg(pl.col("min_ttl").min().alias("b"))
+    both = lower.join(upper, on=keys)
+    a, b = pl.col("a").cast(pl.Float64), pl.col("b").cast(pl.Float64)
+    return both.select(*keys, (a + (b - a) * 0.5).alias("usual"))
+
+
 def _nodata_changes(inp: Inputs) -> list[Finding]:
     ok = (pl.col("status") == "answered") & (pl.col("rcode") == 0)
     keys = ["server", "name_l", "qtype"]  # the server categorical: text only for the rows kept
@@ -289,8 +315,11 @@ def _nodata_changes(inp: Inputs) -> list[Finding]:
     # which the join by the keys themselves leaves out); those rows alone are read
     packed = pl.struct(pl.col("server").cast(pl.String), name_l, "qtype").hash()
     wanted = empty.select(packed).to_series().unique().implode()
-    had = inp.fetch(ok & (pl.col("answers") > 0) & packed.is_in(wanted), ["ts", "server", "qname", "qtype"])
-    first_had = had.with_columns(name_l).group_by(keys).agg(pl.col("ts").min().alias("first_had"))
+    had = inp.lazy().filter(ok & (pl.col("answers") > 0) & packed.is_in(wanted))
+    had = (
+        had.select("ts", "server", name_l, "qtype").group_by(keys).agg(pl.col("ts").min().alias("first_had"))
+    )
+    first_had = had.collect(engine="streaming")  # a row per question, by streaming
     changed = (
         empty.join(first_had, on=keys, how="inner").filter(pl.col("ts") > pl.col("first_had")).sort("ts")
     )

@@ -155,9 +155,29 @@ def retry_findings(inp: Inputs) -> list[Finding]:
     packed = pl.struct(pl.col("client").cast(pl.String), "name_l", "qtype", "qclass").hash()
     wanted = failed.select(packed).to_series().unique().implode()
     key = pl.struct(pl.col("client").cast(pl.String), name_l, "qtype", "qclass").hash()
-    later = inp.fetch(key.is_in(wanted), asked, row="n_row")
-    later = later.with_columns(name_l).select(*keys, "n_row", pl.col("ts").alias("n_ts"))
-    later = later.drop_nulls(keys).sort("n_ts", "n_row")
+    window = timedelta(microseconds=int(th.retry_window_s * 1e6))
+    # ... and of those, only the ones asked at most retry_window_s after a failed attempt of the
+    # same question (a backward search from each, a batch at a time): the next attempt of every
+    # failed one is among them
+    since = failed.drop_nulls(keys).select(*keys, pl.col("ts").alias("f_ts")).sort("f_ts")
+    kept = []
+    for batch in inp.batches(key.is_in(wanted), asked, row="n_row"):
+        candidates = batch.with_columns(name_l).select(*keys, "n_row", pl.col("ts").alias("n_ts"))
+        candidates = candidates.drop_nulls(keys).sort("n_ts", "n_row")
+        after = candidates.join_asof(
+            since,
+            left_on="n_ts",
+            right_on="f_ts",
+            by=keys,
+            strategy="backward",
+            allow_exact_matches=False,
+            tolerance=window,
+            check_sortedness=False,  # both sides are sorted by time just above
+        )
+        kept.append(after.filter(pl.col("f_ts").is_not_null()).drop("f_ts"))
+    if not kept:
+        return []
+    later = pl.concat(kept).sort("n_ts", "n_row")
     # Each failed attempt's next attempt: the first transaction of the same client and question
     # strictly later and at most retry_window_s after it (the lowest row among equal times).  An
     # as-of join finds it by a forward search in time order, one row out per failed row: memory
@@ -173,7 +193,7 @@ def retry_findings(inp: Inputs) -> list[Finding]:
             by=keys,
             strategy="forward",
             allow_exact_matches=False,
-            tolerance=timedelta(microseconds=int(th.retry_window_s * 1e6)),
+            tolerance=window,
             check_sortedness=False,  # both sides are sorted by time just above
         )
         .filter(pl.col("n_row").is_not_null())
