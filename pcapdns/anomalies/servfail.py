@@ -91,7 +91,9 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
     failed_hops = hops.filter(
         (pl.col("u_status") != "answered") | pl.col("u_rcode").is_in(["SERVFAIL", "REFUSED"])
     )
-    cd_ok = _cd_retries(sf, inp.fetch(pl.col("CD") & names), th)
+    # (the retries with CD=1 that were answered, of those names: those alone are read)
+    retried = pl.col("CD") & pl.col("rcode_name").is_in(["NOERROR", "NXDOMAIN"]) & names
+    cd_ok = _cd_retries(sf, inp.fetch(retried, ["client", "qname", "qtype", "ts", "CD", "rcode_name"]), th)
     cd_frames = cd_ok.get_column("query_frame").implode()
     hop_frames = failed_hops.get_column("query_frame").implode()
     dnssec = pl.col("ede").list.eval(pl.element().is_in(list(_DNSSEC_EDE))).list.any().fill_null(False)

@@ -307,21 +307,19 @@ def _nodata_changes(inp: Inputs) -> list[Finding]:
     ok = (pl.col("status") == "answered") & (pl.col("rcode") == 0)
     keys = ["server", "name_l", "qtype"]  # the server categorical: text only for the rows kept
     name_l = pl.col("qname").str.to_lowercase().alias("name_l")
-    empty = inp.fetch(ok & (pl.col("answers") == 0), [*_ANSWER]).with_columns(name_l)
-    if empty.height < inp.thresholds.min_count:  # fewer NODATA answers than a finding needs
-        return []
-    # when each question first had records, for the questions that came back empty: those whose
-    # keys' one number is an empty answer's (a number two keys share only keeps a few more rows,
-    # which the join by the keys themselves leaves out); those rows alone are read
-    packed = pl.struct(pl.col("server").cast(pl.String), name_l, "qtype").hash()
-    wanted = empty.select(packed).to_series().unique().implode()
-    had = inp.lazy().filter(ok & (pl.col("answers") > 0) & packed.is_in(wanted))
-    had = (
-        had.select("ts", "server", name_l, "qtype").group_by(keys).agg(pl.col("ts").min().alias("first_had"))
-    )
-    first_had = had.collect(engine="streaming")  # a row per question, by streaming
+    empty = inp.lazy().filter(ok & (pl.col("answers") == 0))
+    if empty.select(pl.len()).collect(engine="streaming").item() < inp.thresholds.min_count:
+        return []  # fewer NODATA answers than a finding needs
+    # when each question first had records (a row per question, by streaming), then the empty
+    # answers after it (those alone are kept)
+    had = inp.lazy().filter(ok & (pl.col("answers") > 0)).select("ts", "server", name_l, "qtype")
+    first_had = had.group_by(keys).agg(pl.col("ts").min().alias("first_had")).collect(engine="streaming")
     changed = (
-        empty.join(first_had, on=keys, how="inner").filter(pl.col("ts") > pl.col("first_had")).sort("ts")
+        empty.select(*_ANSWER, name_l)
+        .join(first_had.lazy(), on=keys, how="inner")
+        .filter(pl.col("ts") > pl.col("first_had"))
+        .collect(engine="streaming")
+        .sort("ts")
     )
     if changed.height < inp.thresholds.min_count:
         return []

@@ -140,6 +140,8 @@ class _Runs:
 
 def _by_server(server: npt.NDArray[np.int64]) -> list[tuple[int, npt.NDArray[np.intp]]]:
     """Each server's rows (positions, in order) of a batch (``server``: -1 for none)."""
+    if server.size == 0:
+        return []
     order = np.argsort(server, kind="stable")
     ordered = server[order]
     cuts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
