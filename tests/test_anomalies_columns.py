@@ -1,6 +1,7 @@
 """The anomaly engine hands each rule only the transactions' columns its module reads
-(``pcapdns.anomalies.rules.COLUMNS``), read from the temporary store module by module when the
-capture was analysed in steps: the findings are those of the whole table in memory."""
+(``pcapdns.anomalies.rules.COLUMNS``), which the rule reads from the temporary store a batch at
+a time or by a filter when the capture was analysed in steps: the findings are those of the
+whole table in memory."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 from polars.testing import assert_frame_equal
 from scriptload import load_script
 
-from pcapdns.anomalies import rules
+from pcapdns.anomalies import inputs, rules
 from pcapdns.pipeline import Options, analyze
 from pcapdns.settling import EMPTY
 from pcapdns.tables.engine import query_facts
@@ -46,19 +47,6 @@ def test_each_rule_gets_every_column_its_module_names() -> None:
     assert _spelled("rates") <= set(rules.rule_columns(rules.persistent_failure_findings))
     for rule in (rules.retry_findings, rules.one_direction_findings):  # unanswered.one_direction
         assert "status" in rules.rule_columns(rule)
-    # the rules that read the same columns run one after the other: the columns are read once
-    reads = [tuple(rules.rule_columns(r)) for r in rules.RULES]
-    runs = [c for i, c in enumerate(reads) if i == 0 or reads[i - 1] != c]
-    assert len(runs) == len(set(runs)) < len(reads)
-
-
-def test_a_chunked_frame_is_put_in_one_chunk_column_by_column() -> None:
-    parts = [pl.DataFrame({"a": [i, i + 1], "b": [str(i), None]}) for i in range(0, 6, 2)]
-    chunked = pl.concat(parts, rechunk=False)
-    assert chunked.n_chunks() == 3
-    one = rules.rechunked(chunked)
-    assert one.n_chunks() == 1
-    assert_frame_equal(one, chunked)
 
 
 def _whole_and_stepped(path: Path, tmp_path: Path, **kw: object) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -82,6 +70,33 @@ def test_findings_from_the_store_equal_those_of_the_whole_table(tmp_path: Path, 
     whole, stepped = _whole_and_stepped(path, tmp_path)
     assert {"formerr", "rcode_surge"} <= set(whole.get_column("kind").cast(str).to_list())
     assert_frame_equal(stepped, whole, categorical_as_str=True)
+
+
+# The rules read the store a batch of rows at a time (windows carried from one batch to the
+# next, runs of lost queries joined across batches): with batches of a few hundred rows, the
+# findings and their evidence are still those of the whole table, read at once.
+@pytest.mark.parametrize(("seed", "family"), [(12, None), (4, None), (1, "upstream"), (3, "host")])
+def test_findings_read_a_batch_at_a_time_equal_those_of_the_whole_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int, family: str | None
+) -> None:
+    if family is None:
+        scenarios = load_script("pcapdns_scenarios", ROOT / "benchmarks" / "scenarios.py")
+        capture = scenarios.pcap_bytes(scenarios.draw(seed, quick=True))
+    else:
+        monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+        upstream = load_script("pcapdns_scenarios_upstream", ROOT / "benchmarks" / "scenarios_upstream.py")
+        capture = upstream.pcap_bytes(upstream.draw(seed, family, quick=True, steady=False))
+    path = tmp_path / "scenario.pcap"
+    path.write_bytes(capture)
+    opts = Options(stepped=True, batch_frames=32768, step_frames=32768, temp_dir=str(tmp_path))
+    whole = analyze([str(path)], replace(opts, stepped=False)).anomalies
+    monkeypatch.setattr(inputs, "BATCH_ROWS", 300)
+    stepped = analyze([str(path)], opts)
+    try:
+        assert stepped.lazy and whole.height > 0
+        assert_frame_equal(stepped.anomalies, whole, categorical_as_str=True)
+    finally:
+        stepped.close()
 
 
 @pytest.mark.parametrize("sample", ["outage.pcap", "formerr.pcap", "tcp-fallback.pcap"])

@@ -192,3 +192,14 @@ def test_the_malformed_benchmark_breaks_that_share_of_the_responses_in_varied_wa
     assert abs(bad.height - share * 2000) <= 0.05 * 2000
     if share:
         assert got.malformed["reason"].n_unique() >= 8  # of the 14 codes
+
+
+def test_memory_stages_names_the_peak_of_every_stage() -> None:
+    script = [sys.executable, str(BENCH / "memory_stages.py"), str(ROOT / "samples" / "outage.pcap")]
+    done = subprocess.run([*script, "--spill", "always"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    rows = {line[:60].strip(): line[60:].split() for line in done.stdout.splitlines()[1:]}
+    # reading, each rule of the engine, the report: each with its peak (MiB), CPU and store size
+    assert {"reading and pairing", "looking for anomalies: outage", "writing the report"} <= set(rows)
+    assert all(int(rows[stage][0]) > 0 for stage in rows)
+    assert int(rows["peak resident size (getrusage)"][0]) >= max(int(r[0]) for r in rows.values())

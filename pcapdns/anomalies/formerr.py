@@ -120,7 +120,7 @@ def _explain(cause: str, rows: pl.DataFrame) -> str:
 
 
 def formerr_findings(inp: Inputs) -> list[Finding]:
-    t = inp.transactions.filter(pl.col("rcode").is_in([FORMERR, BADVERS]))
+    t = inp.fetch(pl.col("rcode").is_in([FORMERR, BADVERS]))  # those rows alone are read
     if t.height == 0:
         return []
     th = inp.thresholds

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -12,6 +12,7 @@ from pcapdns.anomalies.config import Thresholds
 from pcapdns.model import CaptureInfo
 
 T = TypeVar("T")
+BATCH_ROWS = 1 << 18  # rows of the transactions a rule reading them batch by batch holds at a time
 
 
 @dataclass(slots=True)
@@ -37,16 +38,53 @@ class Inputs:
     issue_counts: pl.DataFrame | None = None
     # what several rules compute alike (outages, orphan responses), by name: made once per run
     shared: dict[str, object] = field(default_factory=dict, repr=False)
+    # The transactions (with their query facts) as a lazy frame: a scan of the temporary store
+    # when the capture was analysed in steps (``transactions`` is then left empty).  The rules
+    # read the transactions through :meth:`lazy`, :meth:`fetch` and :meth:`batches`: a batch of
+    # rows at a time, or the rows a filter keeps, whether the table is in memory or not.
+    table: pl.LazyFrame | None = None
 
     @property
     def files(self) -> list[str]:
         return [c.path for c in self.captures]
+
+    def lazy(self) -> pl.LazyFrame:
+        """The transactions as a lazy frame (``transactions`` itself when ``table`` is None)."""
+        return self.table if self.table is not None else self.transactions.lazy()
 
     def once(self, name: str, make: Callable[[], T]) -> T:
         """``make()``, computed on the first call with this ``name`` and kept for the next rules."""
         if name not in self.shared:
             self.shared[name] = make()
         return self.shared[name]  # type: ignore[return-value]
+
+    def fetch(
+        self, where: pl.Expr | None = None, columns: list[str] | None = None, *, row: str | None = None
+    ) -> pl.DataFrame:
+        """The transactions ``where`` holds (all with None), their ``columns`` (all with None), in
+        the table's order, read by polars' streaming engine: what it holds is the rows kept, not
+        the table.  ``row``: each row's position in the table, in a first column of that name."""
+        return self._query(where, columns, row).collect(engine="streaming")
+
+    def batches(
+        self, where: pl.Expr | None = None, columns: list[str] | None = None, *, row: str | None = None
+    ) -> Iterator[pl.DataFrame]:
+        """:meth:`fetch` a batch of rows at a time (about ``BATCH_ROWS``), in the table's order."""
+        if self.table is None:  # a table in memory: one batch (it is held anyway)
+            yield self.fetch(where, columns, row=row)
+            return
+        query = self._query(where, columns, row)
+        yield from query.collect_batches(chunk_size=BATCH_ROWS, maintain_order=True, engine="streaming")
+
+    def _query(self, where: pl.Expr | None, columns: list[str] | None, row: str | None) -> pl.LazyFrame:
+        t = self.lazy()
+        if row is not None:
+            t = t.with_row_index(row)
+        if where is not None:
+            t = t.filter(where)
+        if columns is not None:
+            t = t.select(*([row] if row is not None else []), *columns)
+        return t
 
 
 def issue_totals(issues: pl.DataFrame, counts: pl.DataFrame | None) -> pl.DataFrame:

@@ -27,8 +27,8 @@ import polars as pl
 
 from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, hms
 from pcapdns.anomalies.inputs import Inputs
-from pcapdns.anomalies.rates import MIN_WINDOWS, NO_BASELINE, answers, per_window
-from pcapdns.anomalies.servers import addresses, keyed, label
+from pcapdns.anomalies.rates import MIN_WINDOWS, NO_BASELINE, answers
+from pcapdns.anomalies.servers import addresses, label
 from pcapdns.anomalies.stats import log10_binom_sf, score_of
 
 FAILING = ("SERVFAIL", "REFUSED", "NOTIMP")
@@ -66,33 +66,34 @@ def persistent_failure_findings(inp: Inputs) -> list[Finding]:
     a = answers(inp)  # numbered servers and zones, shared with the surge rule
     if a is None:
         return []
-    ans = a.narrow
-    rc = pl.col("rcode_name")
-    failing_all = ans.filter(rc.is_in(FAILING)).height
+    fine = a.fine  # answers per server, zone and window
+    failing_all = sum(int(fine.get_column(name).sum()) for name in FAILING)
     if failing_all < th.min_count:
         return []
-    w = ans.get_column("w")
+    w = fine.get_column("w")
     first_w, last_w = int(w.min()), int(w.max())  # type: ignore[arg-type]
     short = last_w - first_w + 1 < MIN_WINDOWS  # the surge rule then tests absolute shares
     # a group must be seen within one window of the capture's first answer: one first seen later
     # has no "before" to tell a failure that was always there from one that began
-    opening = _t(ans.get_column("ts").min()) + timedelta(seconds=th.window_s)
-    total = ans.height
+    opening = _t(fine.get_column("first_ts").min()) + timedelta(seconds=th.window_s)
+    total = int(fine.get_column("all").sum())
     # Only groups where a failing RCODE holds half of the answers can make a finding: they are
     # found from cheap counts first, and the first-window test runs over their answers alone.
-    # (summed from the surge rule's counts per server, zone and window: a few rows, not the answers)
-    pair = per_window(inp, a).group_by("server", "zone_key").agg(pl.sum("all").alias("n"), pl.sum(*FAILING))
-    n_pair = pair.select("server", "zone_key", "n")
-    n_server = n_pair.group_by("server").agg(pl.col("n").sum())
-    x_pair = pair.unpivot(
-        FAILING, index=["server", "zone_key", "n"], variable_name="rcode_name", value_name="x"
-    ).filter(pl.col("x") > 0)
-    x_server = x_pair.group_by("server", "rcode_name").agg(pl.col("x").sum()).join(n_server, on="server")
+    n_server = fine.group_by("server").agg(pl.col("all").sum().alias("n"))
+    n_pair = fine.group_by("server", "zone_key").agg(pl.col("all").sum().alias("n"))
+    failing = fine.unpivot(FAILING, index=["server", "zone_key"], variable_name="rcode_name", value_name="x")
+    failing = failing.filter(pl.col("x") > 0)
+    x_server = failing.group_by("server", "rcode_name").agg(pl.col("x").sum()).join(n_server, on="server")
+    x_pair = (
+        failing.group_by("server", "zone_key", "rcode_name")
+        .agg(pl.col("x").sum())
+        .join(n_pair, on=["server", "zone_key"])
+    )
     servers_in = x_server.filter(pl.col("x") >= _SHARE * pl.col("n")).get_column("server").unique()
     pairs_in = x_pair.filter(pl.col("x") >= _SHARE * pl.col("n")).select("server", "zone_key").unique()
-    by_server = _shares(ans.filter(pl.col("server").is_in(servers_in.implode())), ["server"], opening)
+    by_server = _shares(fine.filter(pl.col("server").is_in(servers_in.implode())), ["server"], opening)
     by_pair = _shares(
-        ans.join(pairs_in, on=["server", "zone_key"], how="semi"), ["server", "zone_key"], opening
+        fine.join(pairs_in, on=["server", "zone_key"], how="semi"), ["server", "zone_key"], opening
     )
     zones_asked = n_pair.get_column("zone_key").n_unique()
     tests = (n_server.height + zones_asked + n_pair.height) * len(FAILING)
@@ -132,9 +133,7 @@ def persistent_failure_findings(inp: Inputs) -> list[Finding]:
         # the surge rule's absolute test for a capture too short for a baseline: a window with
         # 2 x min_count failing answers and at least the surge rule's absolute share (NO_BASELINE);
         # those failures are its surges
-        per = ans.group_by("server", "w").agg(
-            pl.len().alias("n"), *[(rc == name).sum().alias(name) for name in FAILING]
-        )
+        per = fine.group_by("server", "w").agg(pl.col("all").sum().alias("n"), pl.col(*FAILING).sum())
         seen = {
             (name, int(server))
             for name in FAILING
@@ -150,27 +149,27 @@ def persistent_failure_findings(inp: Inputs) -> list[Finding]:
     )
     out = []
     for rcode, servers, zone, zones, x, n, log10p in found[:_MOST]:
-        mine = pl.col("server").is_in(servers) & (rc == rcode)
-        narrow = ans.filter(mine if zone is None else mine & (pl.col("zone_key") == zone))
-        rows = keyed(inp.transactions.select(_COLUMNS)[narrow.get_column("row")], th)
+        rows = a.rows(servers, [rcode], zone=zone, columns=_COLUMNS)
         names = [a.servers[s] for s in servers]
         group = _Group(rcode, names, None if zone is None else a.zones[zone], zones, x, n, log10p, rows)
         out.append(_finding(group, tests, inp))
     return out
 
 
-def _shares(answered: pl.DataFrame, keys: list[str], opening: datetime) -> pl.DataFrame:
+def _shares(fine: pl.DataFrame, keys: list[str], opening: datetime) -> pl.DataFrame:
     """Per group: its answers ``n``, each failing RCODE's count, and whether that RCODE made at
     least half of the answers in the group's first window, the group first seen by ``opening``
-    (``RCODE_first``)."""
-    rc = pl.col("rcode_name")
+    (``RCODE_first``); from ``fine``, the answers counted per server, zone and window."""
+    per = fine.group_by(*keys, "w").agg(pl.col("all", *FAILING).sum(), pl.col("first_ts").min())
     first = pl.col("w") == pl.col("w").min()
-    early = pl.col("ts").min() <= opening
-    return answered.group_by(keys).agg(
-        pl.len().alias("n"),
-        *[(rc == name).sum().alias(name) for name in FAILING],
+    early = pl.col("first_ts").min() <= opening
+    return per.group_by(keys).agg(
+        pl.col("all").sum().alias("n"),
+        *[pl.col(name).sum() for name in FAILING],
         *[
-            (((rc == name) & first).sum().ge(_SHARE * first.sum()) & early).alias(f"{name}_first")
+            (pl.col(name).filter(first).sum().ge(_SHARE * pl.col("all").filter(first).sum()) & early).alias(
+                f"{name}_first"
+            )
             for name in FAILING
         ],
     )

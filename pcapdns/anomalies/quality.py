@@ -143,13 +143,14 @@ def one_direction_findings(inp: Inputs) -> list[Finding]:
     """A capture that saw one direction of the traffic only."""
     out: list[Finding] = []
     if one_direction(inp):
-        t = inp.transactions
+        queries = int(inp.lazy().select(pl.len()).collect(engine="streaming").item())
         servers: list[str] = []
-        if t.height:
-            servers = sorted({str(s) for s in t.get_column("server").drop_nulls().unique().to_list()})
+        if queries:
+            asked = inp.lazy().select(pl.col("server").drop_nulls().unique().cast(pl.String))
+            servers = sorted(asked.collect(engine="streaming").get_column("server").to_list())
             named = ", ".join(servers[:3]) + (f" and {len(servers) - 3} more" if len(servers) > 3 else "")
             summary = (
-                f"{t.height} queries to {named} and not one DNS response: either the capture saw one "
+                f"{queries} queries to {named} and not one DNS response: either the capture saw one "
                 "direction of the traffic only, or no server answered at all"
             )
             cause = (
@@ -174,25 +175,37 @@ def one_direction_findings(inp: Inputs) -> list[Finding]:
                 servers=servers,
                 summary=summary,
                 likely_cause=cause,
-                count=max(t.height, inp.unpaired.height),
+                count=max(queries, inp.unpaired.height),
             )
         )
     return out
 
 
 def gap_findings(inp: Inputs) -> list[Finding]:
-    """Gaps in time with no DNS query: the capture paused."""
-    t = inp.transactions
-    if t.height < _GAP_MIN_TXNS:
-        return []
-    gaps = t.select(pl.col("ts").sort()).with_columns(
-        (pl.col("ts").dt.epoch("us") - pl.col("ts").dt.epoch("us").shift(1)).alias("gap_us"),
-        pl.col("ts").shift(1).alias("before"),
-    )
-    median = gaps.get_column("gap_us").median()
-    limit = max(_GAP_MIN_S * 1e6, _GAP_FACTOR * float(median or 0))  # type: ignore[arg-type]
+    """Gaps in time with no DNS query: the capture paused.
+
+    A gap is one longer than ``_GAP_MIN_S`` and ``_GAP_FACTOR`` times the median gap between
+    consecutive queries.  Read a batch at a time while the queries come in time order (as one
+    host's table lists them): the long gaps are kept, and the median is known to be short enough
+    not to matter from how many gaps are short; otherwise every query's time is read and sorted."""
+    found = _gaps_in_order(inp)
+    if found is None:
+        t = inp.fetch(columns=["ts"])
+        if t.height < _GAP_MIN_TXNS:
+            return []
+        gaps = t.select(pl.col("ts").sort()).with_columns(
+            (pl.col("ts").dt.epoch("us") - pl.col("ts").dt.epoch("us").shift(1)).alias("gap_us"),
+            pl.col("ts").shift(1).alias("before"),
+        )
+        median = gaps.get_column("gap_us").median()
+        limit = max(_GAP_MIN_S * 1e6, _GAP_FACTOR * float(median or 0))  # type: ignore[arg-type]
+        long = gaps.filter(pl.col("gap_us") > limit).select("ts", "gap_us", "before")
+    else:
+        if found[0] < _GAP_MIN_TXNS:
+            return []
+        long = found[1].filter(pl.col("gap_us") > _GAP_MIN_S * 1e6)
     out = []
-    for ts, gap_us, before in gaps.filter(pl.col("gap_us") > limit).iter_rows():
+    for ts, gap_us, before in long.iter_rows():
         out.append(
             Finding(
                 kind="capture_quality",
@@ -208,3 +221,34 @@ def gap_findings(inp: Inputs) -> list[Finding]:
             )
         )
     return out
+
+
+def _gaps_in_order(inp: Inputs) -> tuple[int, pl.DataFrame] | None:
+    """The queries counted and the gaps longer than ``_GAP_MIN_S`` (``ts``, ``gap_us``,
+    ``before``), read a batch at a time, when the queries are in time order and the median gap is
+    at most ``_GAP_MIN_S / _GAP_FACTOR`` (so that the limit is ``_GAP_MIN_S``); else None."""
+    short_us = int(_GAP_MIN_S * 1e6 / _GAP_FACTOR)
+    n, short, last = 0, 0, None
+    long: list[pl.DataFrame] = []
+    for batch in inp.batches(columns=["ts"]):
+        if batch.height == 0:
+            continue
+        ts = batch.get_column("ts")
+        if not ts.is_sorted() or ts.null_count() or (last is not None and ts[0] < last):
+            return None
+        before = ts.shift(1) if last is None else ts.shift(1, fill_value=last)
+        gaps = pl.DataFrame({"ts": ts, "before": before}).with_columns(
+            (pl.col("ts").dt.epoch("us") - pl.col("before").dt.epoch("us")).alias("gap_us")
+        )
+        short += int((gaps.get_column("gap_us") <= short_us).sum())
+        long.append(gaps.filter(pl.col("gap_us") > _GAP_MIN_S * 1e6).select("ts", "gap_us", "before"))
+        n += ts.len()
+        last = ts[-1]
+    if n > 1 and short < (n - 1) // 2 + 1:  # the median gap (of n - 1) may be longer
+        return None
+    schema: dict[str, pl.DataType] = {
+        "ts": pl.Datetime("us", "UTC"),
+        "gap_us": pl.Int64(),
+        "before": pl.Datetime("us", "UTC"),
+    }
+    return n, pl.concat(long) if long else pl.DataFrame(schema=schema)

@@ -21,15 +21,16 @@ are one surge with an onset, a peak and a recovery.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
 import polars as pl
 
 from pcapdns.anomalies.config import Thresholds
-from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, hms, questions, zone_for
+from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, hms, zone_for, zone_keys
 from pcapdns.anomalies.inputs import Inputs
-from pcapdns.anomalies.servers import addresses, keyed, label, ranked
+from pcapdns.anomalies.servers import addresses, key_of, keyed, label, server_key
 from pcapdns.anomalies.stats import flag_windows, log10_binom_sf, score_of, widen
 from pcapdns.dns.knowledge import rcode_info
 
@@ -54,18 +55,9 @@ def _episodes(flagged: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     )
 
 
-def _per_window(answered: pl.DataFrame) -> pl.DataFrame:
-    """The answers counted once per server, zone and window: all of them, and per RCODE (every
-    coarser count is a sum of these few rows, not another pass over the answers)."""
-    rc = pl.col("rcode_name")  # a categorical compared with a name: no string is made
-    return answered.group_by("server", "zone_key", "w").agg(
-        pl.len().alias("all"), *[(rc == name).sum().alias(name) for name in SURGE_RCODES]
-    )
-
-
 def _counts(fine: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     """Per group and window, one row per RCODE: how many answers had it (``x``) out of ``n``
-    (``fine``: :func:`_per_window`).
+    (``fine``: :attr:`_Answers.fine`).
 
     ``n`` leaves out the answers with another failing RCODE (SERVFAIL, REFUSED, FORMERR, NOTIMP):
     a server that fails most answers for a while does not make NXDOMAIN look rarer, then normal
@@ -118,14 +110,16 @@ def _short_log10p(r: dict[str, float | None]) -> float:
 
 @dataclass(slots=True)
 class _Answers:
-    """The answers as the surge rule counts them: ``narrow`` holds ``row`` (in the transactions),
-    ``ts``, ``w``, ``rcode_name``, ``server`` (numbering ``servers``, the server keys) and
-    ``zone_key`` (numbering ``zones``), both sorted; the other columns are gathered (:meth:`rows`)
-    only for the answers a finding shows."""
+    """The answers as the surge and persistent-failure rules count them: ``fine`` holds one row
+    per server, zone and window (``server`` numbering ``servers``, the server keys, and
+    ``zone_key`` numbering ``zones``, both sorted; ``w``): its answers (``all``), those of each
+    RCODE of ``SURGE_RCODES`` and the first one's time (``first_ts``).  The answers themselves
+    are read (:meth:`rows`) only for those a finding shows."""
 
-    narrow: pl.DataFrame
+    fine: pl.DataFrame
     servers: list[str]
     zones: list[str]
+    names: pl.DataFrame  # each name asked (``qname``) and its zone's number (``zone_key``)
     inp: Inputs
 
     def server(self, key: str) -> int:
@@ -143,11 +137,47 @@ class _Answers:
             if c in per.columns
         )
 
-    def rows(self, narrow: pl.DataFrame) -> pl.DataFrame:
-        """The transactions' columns of ``narrow`` rows (server as its key, ``address`` its
-        address, ``zone_n`` the number of its zone)."""
-        rows = self.inp.transactions.select(_COLUMNS)[narrow.get_column("row")]
-        return keyed(rows.with_columns(narrow.get_column("zone_key").alias("zone_n")), self.inp.thresholds)
+    def rows(
+        self,
+        servers: list[int],
+        rcodes: list[str],
+        *,
+        zone: int | None = None,
+        windows: tuple[int, int] | list[int] | None = None,
+        columns: tuple[str, ...] = _COLUMNS,
+    ) -> pl.DataFrame:
+        """The answers of ``servers`` with ``rcodes`` (in ``zone``, in ``windows``: a range or a
+        list), their ``columns`` in the table's order (server as its key, ``address`` its
+        address, ``zone_n`` the number of its zone, ``w`` its window): read by a filter."""
+        th = self.inp.thresholds
+        where = pl.col("rcode_name").is_not_null() & pl.col("rcode_name").cast(pl.String).is_in(rcodes)
+        where &= self._server_number().is_in(servers)
+        if windows is not None:
+            w = _window_of(th.window_s)
+            where &= w.is_between(*windows) if isinstance(windows, tuple) else w.is_in(windows)
+        if zone is not None:
+            where &= self._zone_number() == zone
+        rows = self.inp.fetch(where, list(columns))
+        zone_n = rows.select(self._zone_number().alias("zone_n"))
+        return keyed(rows.with_columns(zone_n), th)
+
+    def _server_number(self) -> pl.Expr:
+        th = self.inp.thresholds
+        return key_of("server", th).replace_strict(
+            self.servers, list(range(len(self.servers))), default=None, return_dtype=pl.UInt32
+        )
+
+    def _zone_number(self) -> pl.Expr:
+        dot = self.zones.index(".")
+        number = pl.col("qname").replace_strict(
+            self.names.get_column("qname"), self.names.get_column("zone_key"), default=None
+        )
+        return number.fill_null(dot).cast(pl.UInt32)
+
+
+def _window_of(window_s: float) -> pl.Expr:
+    width = max(1, int(window_s * 1_000_000))
+    return pl.col("ts").dt.epoch("us") // width
 
 
 def answers(inp: Inputs) -> _Answers | None:
@@ -157,22 +187,53 @@ def answers(inp: Inputs) -> _Answers | None:
 
 
 def _answers(inp: Inputs) -> _Answers | None:
-    q = questions(inp)  # each answer's zone, numbered once per run
-    t = inp.transactions.select("ts", "server", "rcode_name").with_row_index("row")
-    answered = _windowed(
-        t.with_columns(q.zone).filter(pl.col("rcode_name").is_not_null()), inp.thresholds.window_s
-    )
-    if answered.height == 0:
+    """Counted a batch of answers at a time: what is held is a row per server address, zone and
+    window, and the names asked with their zones."""
+    th = inp.thresholds
+    rc = pl.col("rcode_name")
+    parts: list[pl.DataFrame] = []
+    names = pl.DataFrame(schema={"qname": pl.String, "zone": pl.String})
+    for batch in inp.batches(rc.is_not_null(), ["ts", "server", "rcode_name", "qname"]):
+        if batch.height == 0:
+            continue
+        new = batch.select(pl.col("qname").drop_nulls().unique()).join(names, on="qname", how="anti")
+        if new.height:
+            zone = zone_keys(new.get_column("qname").str.to_lowercase()).alias("zone")
+            names = pl.concat([names, new.with_columns(zone)])
+        batch = batch.join(names, on="qname", how="left", maintain_order="left").with_columns(
+            pl.col("zone").fill_null("."), _window_of(th.window_s).alias("w")
+        )
+        parts.append(
+            batch.group_by(pl.col("server").cast(pl.String), "zone", "w").agg(
+                pl.len().alias("all"),
+                *[(rc == name).sum().alias(name) for name in SURGE_RCODES],
+                pl.col("ts").min().alias("first_ts"),
+            )
+        )
+    if not parts:
         return None
-    server, servers = ranked(answered, inp.thresholds)
-    answered = answered.select("row", "ts", server, "rcode_name", "w", "zone_key")
-    return _Answers(answered, servers, q.zones, inp)
-
-
-def per_window(inp: Inputs, a: _Answers) -> pl.DataFrame:
-    """:func:`_per_window` of the answers ``a``, made once per run: the persistent-failure rule
-    counts its groups' answers from these rows too."""
-    return inp.once("per_window", lambda: _per_window(a.narrow))
+    fine = pl.concat(parts)
+    addresses = fine.get_column("server").unique().drop_nulls().to_list()
+    servers = sorted({server_key(a, th) for a in addresses})
+    zones = sorted({".", *names.get_column("zone").unique().to_list()})
+    fine = fine.with_columns(
+        key_of("server", th).replace_strict(
+            servers, list(range(len(servers))), default=None, return_dtype=pl.UInt32
+        ),
+        pl.col("zone")
+        .replace_strict(zones, list(range(len(zones))), return_dtype=pl.UInt32)
+        .alias("zone_key"),
+    )
+    fine = fine.group_by("server", "zone_key", "w").agg(
+        pl.col("all", *SURGE_RCODES).sum(), pl.col("first_ts").min()
+    )
+    named = names.select(
+        "qname",
+        pl.col("zone")
+        .replace_strict(zones, list(range(len(zones))), return_dtype=pl.UInt32)
+        .alias("zone_key"),
+    )
+    return _Answers(fine, servers, zones, named, inp)
 
 
 def surge_findings(inp: Inputs) -> list[Finding]:
@@ -180,10 +241,9 @@ def surge_findings(inp: Inputs) -> list[Finding]:
     a = answers(inp)
     if a is None:
         return []
-    answered = a.narrow
-    w = answered.get_column("w")
+    fine = a.fine
+    w = fine.get_column("w")
     short = int(w.max()) - int(w.min()) + 1 < MIN_WINDOWS  # type: ignore[arg-type,operator]
-    fine = per_window(inp, a)
     by_server = a.named(_counts(fine, ["server"]))
     by_zone = a.named(_counts(fine, ["server", "zone_key"]))
     by_zone_all = a.named(_counts(fine, ["zone_key"]))
@@ -252,15 +312,11 @@ def surge_findings(inp: Inputs) -> list[Finding]:
         spans = [widen(group.filter(pl.col("server") == s), lo, hi) for s in named]
         spans += [(item.lo, item.hi) for item in joined]
         lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
-        rows = answered.filter(
-            pl.col("server").is_in([a.server(s) for s in named])
-            & (pl.col("zone_key") == a.zone(zone))
-            & pl.col("w").is_between(lo, hi)
-            & (pl.col("rcode_name") == rcode)
-        )
-        out.append(_surge_finding(a.rows(rows.sort("ts")), ep, rcode, zone, named, tests, inp))
+        rows = a.rows([a.server(s) for s in named], [rcode], zone=a.zone(zone), windows=(lo, hi))
+        out.append(_surge_finding(rows.sort("ts", maintain_order=True), ep, rcode, zone, named, tests, a))
     for item in wide:
-        out.append(_surge_finding(item.rows.sort("ts"), item.ep, item.rcode, None, [item.server], tests, inp))
+        rows = item.rows.sort("ts", maintain_order=True)
+        out.append(_surge_finding(rows, item.ep, item.rcode, None, [item.server], tests, a))
     return out
 
 
@@ -300,13 +356,7 @@ def _server_surges(
             int(ep.get_column("w").max()),  # type: ignore[arg-type]
         )
         windows = list(range(lo, hi + 1))
-        rows = a.rows(
-            a.narrow.filter(
-                (pl.col("server") == a.server(server))
-                & pl.col("w").is_in(windows)
-                & (pl.col("rcode_name") == rcode)
-            )
-        )
+        rows = a.rows([a.server(server)], [rcode], windows=windows)
         # where the rise is: each zone's answers above the zone's own baseline at this server; the
         # zones' sum is the whole rise (a flood that adds answers to a zone whose usual share is
         # above the server's own is still all of the server's rise)
@@ -389,16 +439,16 @@ def _surge_finding(
     zone_key: str | None,
     servers: list[str],
     tests: int,
-    inp: Inputs,
+    a: _Answers,
 ) -> Finding:
-    th = inp.thresholds
+    th = a.inp.thresholds
     window_s = th.window_s
     peak = (
         ep.with_columns((pl.col("x") / pl.col("n")).alias("share"))
         .sort("share", descending=True)
         .row(0, named=True)
     )
-    zones = (rows.get_column("zone_n"), questions(inp).zones)
+    zones = (rows.get_column("zone_n"), a.zones)
     zone = zone_key if zone_key not in (None, ".") else zone_for(rows.get_column("qname"), zones)
     start, end = rows.get_column("ts").min(), rows.get_column("ts").max()
     assert isinstance(start, datetime) and isinstance(end, datetime)
@@ -443,44 +493,37 @@ def slow_findings(inp: Inputs) -> list[Finding]:
     """Windows whose answers were slow: the window's p95 at least ``slow_factor`` times the server's
     usual p95 (the lower quartile of its windows' p95s: a slowdown through most of the capture does
     not become the usual) and ``slow_min_ms``, and its count of answers that slow significantly above
-    the server's baseline share of them (the same test as surges, corrected for every window)."""
+    the server's baseline share of them (the same test as surges, corrected for every window).
+
+    The answers are read window by window (:func:`_slow_windows`): what the rule holds is a row
+    per server and window, and the rows of the windows it flags."""
     th = inp.thresholds
-    t = (
-        inp.transactions.select("ts", "server", "rtt")
-        .with_row_index("row")
-        .filter(pl.col("rtt").is_not_null())
-    )
-    if t.height == 0:
+    found = _slow_windows(inp)
+    if found is None:
         return []
-    number, keys = ranked(t, th)  # server keys numbered in the order of their text
-    t = _windowed(t, th.window_s).with_columns(number, (pl.col("rtt") * 1000).alias("ms"))
-    per = (
-        t.group_by("server", "w")
-        .agg(pl.len().alias("n"), pl.col("ms").quantile(0.95, "linear").alias("p95"))
-        .with_columns(
-            pl.col("p95")
-            .filter(pl.col("n") >= th.slow_min_answers)
-            .quantile(0.25, "linear")
-            .over("server")
-            .alias("base"),
-            (pl.col("n") >= th.slow_min_answers).sum().over("server").alias("windows"),
-        )
-        .with_columns(
-            pl.max_horizontal(th.slow_factor * pl.col("base"), pl.lit(th.slow_min_ms)).alias("limit")
-        )
-    )
+    per, keys = found
+    per = per.with_columns(
+        pl.col("p95")
+        .filter(pl.col("n") >= th.slow_min_answers)
+        .quantile(0.25, "linear")
+        .over("server")
+        .alias("base"),
+        (pl.col("n") >= th.slow_min_answers).sum().over("server").alias("windows"),
+    ).with_columns(pl.max_horizontal(th.slow_factor * pl.col("base"), pl.lit(th.slow_min_ms)).alias("limit"))
     limits = per.select("server", "limit").unique("server")
     limit_of: list[float | None] = [None] * len(keys)
     for server, limit in limits.iter_rows():
         if server is not None:
             limit_of[server] = limit
     limit = pl.Series("limit", limit_of, dtype=pl.Float64)
-    slow_n = (
-        t.filter(pl.col("server").is_not_null())
+    counts = [
+        batch.filter(pl.col("server").is_not_null())
         .filter(pl.col("ms") >= pl.lit(limit).gather(pl.col("server")))
         .group_by("server", "w")
         .agg(pl.len().alias("x"))
-    )
+        for batch in _slow_answers(inp, keys)
+    ]
+    slow_n = pl.concat(counts).group_by("server", "w").agg(pl.col("x").sum())
     per = per.join(slow_n, on=["server", "w"], how="left").with_columns(
         pl.col("x").fill_null(0).cast(pl.Float64), pl.col("n").cast(pl.Float64)
     )
@@ -502,19 +545,18 @@ def slow_findings(inp: Inputs) -> list[Finding]:
         & (pl.col("p95") >= pl.col("limit"))
     )
     out: list[Finding] = []
+    width = max(1, int(th.window_s * 1_000_000))
     for _, ep in _episodes(flagged, ["server"]).group_by("server", "episode", maintain_order=True):
         server = ep.get_column("server")[0]
         windows = ep.get_column("w").to_list()
-        rows = t.filter((pl.col("server") == keys.index(str(server))) & pl.col("w").is_in(windows))
-        slow = rows.filter(pl.col("ms") >= th.slow_min_ms).sort("rtt", descending=True)
-        zones = questions(inp).of(slow.get_column("row"))
-        slow = pl.concat(
-            [
-                keyed(inp.transactions.select(*_COLUMNS, "rtt")[slow.get_column("row")], th),
-                slow.select("ms"),
-            ],
-            how="horizontal",
+        # the episode's slow answers alone are read
+        mine = pl.col("rtt").is_not_null() & (key_of("server", th) == str(server))
+        within = (pl.col("ts").dt.epoch("us") // width).is_in(windows) & (
+            pl.col("rtt") * 1000 >= th.slow_min_ms
         )
+        slow = inp.fetch(mine & within, [*_COLUMNS, "rtt"]).sort("rtt", descending=True, maintain_order=True)
+        slow = keyed(slow, th).with_columns((pl.col("rtt") * 1000).alias("ms"))
+        zones = _zones(slow.get_column("qname"))
         peak = ep.sort("p95", descending=True).row(0, named=True)
         start, end = slow.get_column("ts").min(), slow.get_column("ts").max()
         assert isinstance(start, datetime) and isinstance(end, datetime)
@@ -548,3 +590,62 @@ def slow_findings(inp: Inputs) -> list[Finding]:
         )
         out.append(for_whom(finding, slow.get_column("client")))
     return out
+
+
+def _slow_answers(inp: Inputs, keys: list[str]) -> Iterator[pl.DataFrame]:
+    """The answers with a round-trip time, a batch at a time, in the table's order: ``ts``,
+    ``server`` (its key's number in ``keys``), ``w`` and ``ms``."""
+    th = inp.thresholds
+    number = key_of("server", th).replace_strict(
+        keys, list(range(len(keys))), default=None, return_dtype=pl.UInt32
+    )
+    for batch in inp.batches(pl.col("rtt").is_not_null(), ["ts", "server", "rtt"]):
+        yield _windowed(batch, th.window_s).select(
+            "ts", number.alias("server"), "w", (pl.col("rtt") * 1000).alias("ms")
+        )
+
+
+def _slow_windows(inp: Inputs) -> tuple[pl.DataFrame, list[str]] | None:
+    """Per server and window: its answers ``n`` and their round-trip times' 95th percentile
+    ``p95`` in milliseconds (``server`` numbering the server keys, sorted, that come with them);
+    None without an answer.
+
+    Read a batch at a time: while the answers come in time order, a window's rows are complete
+    once a later window's start, and only the last window's are carried to the next batch; else
+    (a table of several hosts in memory) all at once."""
+    th = inp.thresholds
+    asked = inp.lazy().filter(pl.col("rtt").is_not_null()).select(pl.col("server").unique())
+    servers = asked.collect(engine="streaming").get_column("server").drop_nulls()
+    if (
+        inp.lazy().filter(pl.col("rtt").is_not_null()).select(pl.len()).collect(engine="streaming").item()
+        == 0
+    ):
+        return None
+    keys = sorted({server_key(a, th) for a in servers.cast(pl.String).to_list()})
+    agg = [pl.len().alias("n"), pl.col("ms").quantile(0.95, "linear").alias("p95")]
+    parts: list[pl.DataFrame] = []
+    carried: pl.DataFrame | None = None
+    last_ts = None
+    for batch in _slow_answers(inp, keys):
+        if batch.height == 0:
+            continue
+        ts = batch.get_column("ts")
+        if not ts.is_sorted() or ts.null_count() or (last_ts is not None and ts[0] < last_ts):
+            parts = [pl.concat(list(_slow_answers(inp, keys))).group_by("server", "w").agg(agg)]
+            carried = None
+            break
+        last_ts = ts[-1]
+        rows = batch if carried is None else pl.concat([carried, batch])
+        open_w = rows.get_column("w")[-1]
+        parts.append(rows.filter(pl.col("w") < open_w).group_by("server", "w").agg(agg))
+        carried = rows.filter(pl.col("w") >= open_w)
+    if carried is not None:
+        parts.append(carried.group_by("server", "w").agg(agg))
+    return pl.concat(parts), keys
+
+
+def _zones(names: pl.Series) -> tuple[pl.Series, list[str]]:
+    """The zone of each of ``names`` numbered, and the zones it numbers (for :func:`zone_for`)."""
+    text = zone_keys(names)
+    zones = sorted(set(text.to_list()))
+    return text.replace_strict(zones, list(range(len(zones))), return_dtype=pl.UInt32), zones

@@ -60,13 +60,14 @@ def detect(
 ) -> pl.DataFrame:
     """Run every rule; ``step`` is told each rule's name before it runs (for a progress bar).
 
-    Each rule is handed only the transactions' columns it reads (:data:`COLUMNS`): from
+    Each rule is handed the transactions' columns it reads (:data:`COLUMNS`): from
     ``inputs.transactions`` a projection that copies nothing; from ``stored`` (the transactions
     with their query facts as a lazy scan of the temporary store, ``inputs.transactions`` then
-    unread) read for the rules of one module (which run one after the other) and freed before
-    the next module's are read, so that what the engine holds is one module's columns, not the
-    whole table.  What several rules share (``Inputs.once``) is dropped after the last rule that
-    reads it.
+    unread) as a lazy frame (``Inputs.table``), which the rule reads a batch of rows at a time or
+    by a filter (``Inputs.batches``, ``Inputs.fetch``): what the engine holds is what the rules
+    keep of the rows (counts per window, runs per server, the rows of findings), not the
+    table.  What several rules share (``Inputs.once``) is dropped after the last rule that reads
+    it.
 
     Queries sent to a multicast group (LLMNR, RFC 4795; mDNS, RFC 6762) are left out: no group
     is a server that can fail, a name nobody holds is rightly never answered, and the answers come
@@ -76,23 +77,38 @@ def detect(
     groups = _multicast_groups(table)
     shared: dict[str, object] = {}
     findings: list[Finding] = []
-    read: tuple[list[str], pl.DataFrame] | None = None  # the last rule's columns (the next may share them)
     for rule in RULES:
         if step is not None:
             step(f"looking for anomalies: {rule_name(rule)}")
-        columns = rule_columns(rule)
-        if read is None or read[0] != columns:
-            read = None  # freed before the next columns are read
-            read = (columns, _read(table, columns, groups))
-        findings.extend(rule(dataclasses.replace(inputs, transactions=read[1], shared=shared)))
+        findings.extend(rule(_handed(inputs, stored, rule_columns(rule), groups, shared)))
         for key in [k for k, last in _SHARED_UNTIL.items() if last == rule.__name__]:
             shared.pop(key, None)
     return to_frame(findings)
 
 
-# What every rule reads: the server (multicast groups are left out by it), what
-# findings.evidence_of and for_whom read of a finding's rows, and findings.questions' names.
-_BASE = ("server", "client", "qname", "q_qname", "rcode", "file", "query_frame", "response_frame")
+def _handed(
+    inputs: Inputs,
+    stored: pl.LazyFrame | None,
+    columns: list[str],
+    groups: pl.Series,
+    shared: dict[str, object],
+) -> Inputs:
+    """The inputs of a rule: the (unicast) transactions' ``columns``, as a lazy frame over the
+    store (``Inputs.table``; ``transactions`` left empty), or the table in memory."""
+    table = inputs.transactions if stored is None else stored
+    have = table.collect_schema().names()
+    picked = table.select([c for c in columns if c in have])
+    if groups.len():
+        picked = picked.filter(~pl.col("server").is_in(groups.implode()))
+    if isinstance(picked, pl.DataFrame):
+        return dataclasses.replace(inputs, transactions=picked, shared=shared)
+    empty = pl.DataFrame(schema=picked.collect_schema())
+    return dataclasses.replace(inputs, transactions=empty, table=picked, shared=shared)
+
+
+# What every rule reads: the server (multicast groups are left out by it), and what
+# findings.evidence_of and for_whom read of a finding's rows.
+_BASE = ("server", "client", "qname", "rcode", "file", "query_frame", "response_frame")
 # The transactions' columns (and query facts) each rule module reads, beside _BASE.
 # tests/test_anomalies_columns.py checks them against the names each module spells.
 _RATES = ("ts", "rcode_name", "answers", "rtt")
@@ -157,11 +173,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "quality": ("ts", "status"),  # and unanswered.one_direction's
 }
 # What rules share (Inputs.once) that holds rows of the table, dropped after its last reader.
-_SHARED_UNTIL = {
-    "unanswered": loss_findings.__name__,
-    "answers": persistent_failure_findings.__name__,
-    "per_window": persistent_failure_findings.__name__,
-}
+_SHARED_UNTIL = {"unanswered": loss_findings.__name__, "answers": persistent_failure_findings.__name__}
 
 
 def rule_columns(rule: Callable[[Inputs], list[Finding]]) -> list[str]:
@@ -178,30 +190,6 @@ def _multicast_groups(table: pl.DataFrame | pl.LazyFrame) -> pl.Series:
     servers = table.select(pl.col("server").unique().drop_nulls().alias("a"))
     found = servers if isinstance(servers, pl.DataFrame) else servers.collect()
     return found.filter(multicast(pl.col("a"))).get_column("a")
-
-
-def _read(table: pl.DataFrame | pl.LazyFrame, columns: list[str], groups: pl.Series) -> pl.DataFrame:
-    """``columns`` of ``table`` (the unicast rows), in one chunk: a join's row order can follow the
-    input's chunk layout, which depends on how the input was read; the findings must not."""
-    have = table.collect_schema().names()
-    picked = table.select([c for c in columns if c in have])
-    if groups.len():
-        picked = picked.filter(~pl.col("server").is_in(groups.implode()))
-    if isinstance(picked, pl.LazyFrame):
-        return rechunked(picked.collect())
-    return picked.rechunk()
-
-
-def rechunked(frame: pl.DataFrame) -> pl.DataFrame:
-    """``frame`` in one chunk, one column at a time (each column's chunks freed as it is copied):
-    at most one column more than the frame, where ``rechunk()`` holds it twice."""
-    if frame.n_chunks() <= 1:
-        return frame
-    columns = []
-    for name in frame.columns:
-        columns.append(frame.get_column(name).rechunk())
-        frame = frame.drop(name)
-    return pl.DataFrame(columns)
 
 
 def multicast(address: pl.Expr) -> pl.Expr:

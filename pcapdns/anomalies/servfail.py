@@ -16,7 +16,7 @@ from datetime import datetime
 import polars as pl
 
 from pcapdns.anomalies.config import Thresholds
-from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, questions, zone_for
+from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, zone_for, zone_keys
 from pcapdns.anomalies.inputs import Inputs
 from pcapdns.anomalies.servers import addresses, key_of, label, server_key
 from pcapdns.anomalies.stats import log10_binom_sf
@@ -32,20 +32,22 @@ def _lower(col: str) -> pl.Expr:
 
 def servfail_findings(inp: Inputs) -> list[Finding]:
     th = inp.thresholds
-    t = inp.transactions
     # a resolver's addresses are one server (--server-group): the address its clients asked
     # and the one it asked the authorities from may differ.  Addresses stay categorical over
-    # the whole table; only the rows a step keeps get them as text.
-    # what the rule reads of a SERVFAIL, taken before filtering (a filter copies every column)
-    wanted = ("ts", "server", "server_port", "client", "qname", "qtype", "rtt", "CD", "ede", "source", "file")
-    q = questions(inp)  # each name's zone, numbered once per run
-    servfail = t.get_column("rcode_name") == "SERVFAIL"
-    servfails = t.select(*wanted, "RA", "query_frame", "response_frame", "rcode_name").filter(servfail)
-    servfails = servfails.with_columns(q.zone.filter(servfail))
+    # the whole table; only the rows a step keeps get them as text.  The SERVFAILs, and the
+    # transactions that may explain them (by their names), are read by a filter: not the table.
+    wanted = ["ts", "server", "server_port", "client", "qname", "qtype", "rtt", "CD", "ede", "source", "file"]
+    servfails = inp.fetch(
+        pl.col("rcode_name") == "SERVFAIL", [*wanted, "RA", "query_frame", "response_frame", "rcode_name"]
+    )
+    number, zones = _zones(servfails.get_column("qname"))  # each name's zone, numbered
+    servfails = servfails.with_columns(number.alias("zone_key"))
     sf = _named(servfails, th).with_columns(_lower("qname").alias("name_l"))
     if sf.height == 0:
         return []
-    pcap_clients = t.filter(pl.col("source") == "pcap").get_column("client").unique().cast(pl.String)
+    names = _lower("qname").is_in(sf.get_column("name_l").unique().drop_nulls().implode())
+    pcap = inp.lazy().filter(pl.col("source") == "pcap").select(pl.col("client").unique())
+    pcap_clients = pcap.collect(engine="streaming").get_column("client").cast(pl.String)
     client_keys = pcap_clients.to_frame("client").select(key_of("client", th)).to_series()
     resolvers = set(sf.filter(pl.col("source") == "pcap").get_column("server").unique().to_list()) & set(
         client_keys.to_list()
@@ -62,7 +64,7 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
     from_resolver = ((pl.col("source") == "pcap") & pl.col("client").is_in(resolver_addresses)) | (
         pl.col("dnstap_side").is_in(["resolver", "forwarder"])
     )
-    upstream = _named(t.filter(from_resolver), th).select(
+    upstream = _named(inp.fetch(from_resolver & names), th).select(
         pl.when(pl.col("source") == "dnstap").then(dnstap_log).otherwise("client_key").alias("rkey"),
         _lower("qname").alias("name_l"),
         pl.col("ts").alias("u_ts"),
@@ -89,7 +91,9 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
     failed_hops = hops.filter(
         (pl.col("u_status") != "answered") | pl.col("u_rcode").is_in(["SERVFAIL", "REFUSED"])
     )
-    cd_ok = _cd_retries(sf, t, th)
+    # (the retries with CD=1 that were answered, of those names: those alone are read)
+    retried = pl.col("CD") & pl.col("rcode_name").is_in(["NOERROR", "NXDOMAIN"]) & names
+    cd_ok = _cd_retries(sf, inp.fetch(retried, ["client", "qname", "qtype", "ts", "CD", "rcode_name"]), th)
     cd_frames = cd_ok.get_column("query_frame").implode()
     hop_frames = failed_hops.get_column("query_frame").implode()
     dnssec = pl.col("ede").list.eval(pl.element().is_in(list(_DNSSEC_EDE))).list.any().fill_null(False)
@@ -107,21 +111,23 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
     # broken DNSSEC, a dead zone and a lame one, are two stories); the unexplained ones together
     shown = pl.col("cause_class") != "unknown"
     sf = sf.with_columns(pl.when(shown).then(pl.col("zone_key")).alias("zkey"))
-    answered = t.lazy().filter(pl.col("rcode_name").is_not_null()).select("server", "ts").collect()
+    answered = inp.lazy().filter(pl.col("rcode_name").is_not_null())
     addresses_of: dict[str, list[str]] = {}  # each server key's addresses, as answered has them
-    for address in answered.get_column("server").unique().cast(pl.String).to_list():
+    servers = answered.select(pl.col("server").unique()).collect(engine="streaming").get_column("server")
+    for address in servers.cast(pl.String).to_list():
         addresses_of.setdefault(server_key(address, th), []).append(address)
+    groups = list(sf.sort("ts").group_by(["server", "cause_class", "zkey"], maintain_order=True))
+    # the server's answers while each group's SERVFAILs were given, counted a batch at a time
+    spans = [
+        (addresses_of.get(str(key[0]), []), _t(rows.get_column("ts").min()), _t(rows.get_column("ts").max()))
+        for key, rows in groups
+    ]
+    answers_during = _answers_during(inp, spans)
     out: list[Finding] = []
-    for (server, cls, _), rows in sf.sort("ts").group_by(
-        ["server", "cause_class", "zkey"], maintain_order=True
-    ):
+    for ((server, cls, _), rows), during in zip(groups, answers_during, strict=True):
         start, last = rows.get_column("ts").min(), rows.get_column("ts").max()
         assert isinstance(start, datetime) and isinstance(last, datetime)
         # the share of the server's answers while these SERVFAILs were given
-        mine_addresses = addresses_of.get(str(server), [])
-        during = answered.filter(
-            pl.col("server").is_in(mine_addresses) & pl.col("ts").is_between(start, last)
-        ).height
         share = rows.height / max(1, during)
         if rows.height < th.min_count or (cls == "unknown" and not _above(rows.height, during, th.alpha)):
             continue
@@ -134,7 +140,7 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
         ede = rows.get_column("ede").explode().drop_nulls().value_counts(sort=True)
         cd = cd_ok.filter(pl.col("query_frame").is_in(frames)).height
         causes, likely = _reasons(rows.height, mine, ede, cd)
-        zone = zone_for(rows.get_column("qname"), (rows.get_column("zone_key"), q.zones))
+        zone = zone_for(rows.get_column("qname"), (rows.get_column("zone_key"), zones))
         clients = rows.get_column("client").n_unique()
         evidence = evidence_of(rows, max(2, th.evidence // 2))
         if mine.height:
@@ -253,3 +259,29 @@ def _reasons(n: int, hops: pl.DataFrame, ede: pl.DataFrame, cd: int) -> tuple[li
             "failing step"
         )
     return causes, ". ".join(likely)
+
+
+def _zones(names: pl.Series) -> tuple[pl.Series, list[str]]:
+    """The zone of each of ``names`` numbered, and the zones it numbers (for :func:`zone_for`)."""
+    text = zone_keys(names)
+    zones = sorted(set(text.to_list()))
+    return text.replace_strict(zones, list(range(len(zones))), return_dtype=pl.UInt32), zones
+
+
+def _t(value: object) -> datetime:
+    assert isinstance(value, datetime)
+    return value
+
+
+def _answers_during(inp: Inputs, spans: list[tuple[list[str], datetime, datetime]]) -> list[int]:
+    """For each span (a server's addresses, a first and a last time), the answers from those
+    addresses between the two times, counted a batch of answers at a time."""
+    counts = [0] * len(spans)
+    if not spans:
+        return counts
+    for batch in inp.batches(pl.col("rcode_name").is_not_null(), ["server", "ts"]):
+        server = batch.get_column("server").cast(pl.String)
+        ts = batch.get_column("ts")
+        for i, (mine, start, last) in enumerate(spans):
+            counts[i] += int((server.is_in(mine) & ts.is_between(start, last)).sum())
+    return counts

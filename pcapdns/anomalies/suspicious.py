@@ -19,7 +19,7 @@ from datetime import datetime
 
 import polars as pl
 
-from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, questions, zone_for
+from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, zone_for
 from pcapdns.anomalies.inputs import Inputs
 
 _FLOW = ["client", "client_port", "trans_id", "transport"]
@@ -56,8 +56,8 @@ def _finding(
 def _flows(inp: Inputs, responses: pl.DataFrame) -> pl.DataFrame:
     """The transactions on the client ports and IDs of ``responses``, their addresses as text
     (a few rows: every row's text would cost the whole table)."""
-    ports = responses.select("client_port", "trans_id").unique()
-    t = inp.transactions.join(ports, on=["client_port", "trans_id"], how="semi")
+    flow = pl.col("client_port").cast(pl.UInt32) * 65536 + pl.col("trans_id").cast(pl.UInt32)
+    t = inp.fetch(flow.is_in(responses.select(flow).to_series().unique().implode()))  # those rows alone
     return _strings(t, "client", "server", "transport")
 
 
@@ -228,36 +228,43 @@ def differing_duplicate_findings(inp: Inputs) -> list[Finding]:
 
 def nodata_change_findings(inp: Inputs) -> list[Finding]:
     """NOERROR with no answer where the same server answered the same question with records before."""
-    return _nodata_changes(inp.transactions, inp)
+    return _nodata_changes(inp)
 
 
 def ttl_drop_findings(inp: Inputs) -> list[Finding]:
     """An authoritative TTL far below the name's usual one."""
-    return _ttl_drops(inp.transactions, inp)
+    return _ttl_drops(inp)
 
 
 _TTL_FACTOR = 10  # an authoritative TTL this many times below the name's usual one is suspicious
 _TTL_USUAL_MIN = 60
 
 
-def _ttl_drops(t: pl.DataFrame, inp: Inputs) -> list[Finding]:
+def _ttl_drops(inp: Inputs) -> list[Finding]:
     """Authoritative answers whose TTL fell far below what the same server gave the same name.
 
     Only AA answers count: a resolver's TTLs count down in its cache, an authority's do not.
     """
     keys = ["server", "name_l", "qtype"]
-    aa = t.filter(pl.col("AA").fill_null(False) & (pl.col("rcode") == 0) & pl.col("min_ttl").is_not_null())
-    if aa.height == 0:
+    authoritative = pl.col("AA").fill_null(False) & (pl.col("rcode") == 0) & pl.col("min_ttl").is_not_null()
+    key = [
+        pl.col("server").cast(pl.String),
+        pl.col("qname").str.to_lowercase().alias("name_l"),
+        pl.col("qtype"),
+    ]
+    # each question's usual TTL (the median) from its TTLs counted by streaming: a row per
+    # question and TTL, not per answer
+    ttls = inp.lazy().filter(authoritative).group_by(*key, "min_ttl").agg(pl.len().alias("k"))
+    usual = _median_of_counts(ttls.collect(engine="streaming"), keys)
+    if usual.height == 0:
         return []
-    aa = _strings(aa, "client", "server", "transport").with_columns(
-        pl.col("qname").str.to_lowercase().alias("name_l")
-    )
-    usual = aa.group_by(keys).agg(pl.col("min_ttl").median().alias("usual"))
+    aa = inp.lazy().filter(authoritative).with_columns(key).join(usual.lazy(), on=keys, how="inner")
     low = (
-        aa.join(usual, on=keys, how="inner")
-        .filter((pl.col("usual") >= _TTL_USUAL_MIN) & (pl.col("min_ttl") * _TTL_FACTOR < pl.col("usual")))
+        aa.filter((pl.col("usual") >= _TTL_USUAL_MIN) & (pl.col("min_ttl") * _TTL_FACTOR < pl.col("usual")))
+        .collect(engine="streaming")
         .sort("ts")
     )
+    low = _strings(low, "client", "transport")
     if low.height < inp.thresholds.min_count:
         return []
     lowest = int(low.get_column("min_ttl").min() or 0)  # type: ignore[arg-type]
@@ -277,24 +284,42 @@ def _ttl_drops(t: pl.DataFrame, inp: Inputs) -> list[Finding]:
     ]
 
 
-def _nodata_changes(t: pl.DataFrame, inp: Inputs) -> list[Finding]:
+def _median_of_counts(counts: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """Per group of ``keys``: the median (``usual``, Float64) of ``min_ttl`` from ``counts``, each
+    value with how many times it came (``k``): the middle value, or the mean of the two middle
+    ones, as polars' ``median`` of the values gives."""
+    c = counts.sort(*keys, "min_ttl").with_columns(
+        pl.col("k").cum_sum().over(keys).alias("upto"), pl.col("k").sum().over(keys).alias("n")
+    )
+    # the value at rank r (from 0) is the lowest whose cumulative count exceeds r
+    lower = (
+        c.filter(pl.col("upto") > (pl.col("n") - 1) // 2)
+        .group_by(keys)
+        .agg(pl.col("min_ttl").min().alias("a"))
+    )
+    upper = c.filter(pl.col("upto") > pl.col("n") // 2).group_by(keys).agg(pl.col("min_ttl").min().alias("b"))
+    both = lower.join(upper, on=keys)
+    a, b = pl.col("a").cast(pl.Float64), pl.col("b").cast(pl.Float64)
+    return both.select(*keys, (a + (b - a) * 0.5).alias("usual"))
+
+
+def _nodata_changes(inp: Inputs) -> list[Finding]:
     ok = (pl.col("status") == "answered") & (pl.col("rcode") == 0)
     keys = ["server", "name_l", "qtype"]  # the server categorical: text only for the rows kept
-    # the name in lower case as its key (questions): a number to group by, not a string
-    t = t.select(*_ANSWER, "status", "rcode", "answers", questions(inp).key.alias("name_l"))
-    empty = t.filter(ok & (pl.col("answers") == 0)).drop("status", "rcode", "answers")
-    if empty.height < inp.thresholds.min_count:  # fewer NODATA answers than a finding needs
-        return []
-    # when each question first had records, for the questions that came back empty: those whose
-    # keys' one number is an empty answer's (a number two keys share only keeps a few more rows,
-    # which the join by the keys themselves leaves out)
-    packed = pl.col("name_l") ^ (
-        pl.col("server").to_physical().cast(pl.UInt64) * 2**32 + pl.col("qtype").cast(pl.UInt64)
-    )
-    had = t.filter(ok & (pl.col("answers") > 0) & packed.is_in(empty.select(packed).to_series().implode()))
-    first_had = had.group_by(keys).agg(pl.col("ts").min().alias("first_had"))
+    name_l = pl.col("qname").str.to_lowercase().alias("name_l")
+    empty = inp.lazy().filter(ok & (pl.col("answers") == 0))
+    if empty.select(pl.len()).collect(engine="streaming").item() < inp.thresholds.min_count:
+        return []  # fewer NODATA answers than a finding needs
+    # when each question first had records (a row per question, by streaming), then the empty
+    # answers after it (those alone are kept)
+    had = inp.lazy().filter(ok & (pl.col("answers") > 0)).select("ts", "server", name_l, "qtype")
+    first_had = had.group_by(keys).agg(pl.col("ts").min().alias("first_had")).collect(engine="streaming")
     changed = (
-        empty.join(first_had, on=keys, how="inner").filter(pl.col("ts") > pl.col("first_had")).sort("ts")
+        empty.select(*_ANSWER, name_l)
+        .join(first_had.lazy(), on=keys, how="inner")
+        .filter(pl.col("ts") > pl.col("first_had"))
+        .collect(engine="streaming")
+        .sort("ts")
     )
     if changed.height < inp.thresholds.min_count:
         return []

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, questions, zone_for
+from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, zone_for, zone_keys
 from pcapdns.anomalies.inputs import Inputs
 from pcapdns.anomalies.unanswered import one_direction
 
@@ -38,11 +38,11 @@ def _key_cols(t: pl.DataFrame) -> pl.DataFrame:
 
 def truncation_findings(inp: Inputs) -> list[Finding]:
     th = inp.thresholds
-    t = inp.transactions  # the key columns are made for the few rows each side needs, not for all
-    tc = _key_cols(t.filter(pl.col("TC") & (pl.col("transport") == "udp")))
+    # the rows each side needs alone are read, and given the key columns
+    tc = _key_cols(inp.fetch(pl.col("TC") & (pl.col("transport") == "udp")))
     if tc.height == 0:
         return []
-    tcp = _key_cols(t.filter(pl.col("transport") == "tcp")).select(
+    tcp = _key_cols(inp.fetch(pl.col("transport") == "tcp")).select(
         "client",
         "server",
         "name_l",
@@ -138,36 +138,46 @@ def truncation_findings(inp: Inputs) -> list[Finding]:
 def retry_findings(inp: Inputs) -> list[Finding]:
     th = inp.thresholds
     keys = ["client", "name_l", "qtype", "qclass"]  # the client stays categorical until the end
-    # The search runs on the keys, times and row numbers only; the columns a chain's finding
-    # reads are gathered for the attempts that were asked again.  The name in lower case is
-    # its key (questions): a number for a join or a group, not a string.
-    q = questions(inp)
-    t = inp.transactions.with_row_index("row")
+    # The search runs on the failed attempts and the attempts asking what one of them asked
+    # (each read by a filter: neither is the table); the columns a chain's finding reads are
+    # gathered for the attempts that were asked again.
     # a capture that saw queries only says nothing about their answers: only RCODEs fail there
     lost = pl.lit(False) if one_direction(inp) else pl.col("status") == "unanswered"
-    asked = t.select(
-        "row",
-        "ts",
-        "client",
-        q.key.alias("name_l"),
-        "qtype",
-        "qclass",
-        ((lost | pl.col("rcode_name").is_in(_FAILED)) & ~pl.col("TC").fill_null(False)).alias("failed"),
-    )
-    failed = asked.filter(pl.col("failed")).drop("failed")
+    failing = (lost | pl.col("rcode_name").is_in(_FAILED)) & ~pl.col("TC").fill_null(False)
+    asked = ["ts", "client", "qname", "qtype", "qclass"]
+    name_l = pl.col("qname").str.to_lowercase().alias("name_l")
+    failed = inp.fetch(failing, asked, row="row").with_columns(name_l).drop("qname")
     if failed.height == 0:
         return []
-    later = asked.select(*keys, pl.col("row").alias("n_row"), pl.col("ts").alias("n_ts"))
     # only the questions that failed once can be asked again after a failure: the attempts whose
     # keys' one number is a failed one's (a number shared by two keys only keeps a few more rows,
     # which the as-of join below, by the keys themselves, leaves unpaired)
-    packed = pl.col("name_l") ^ (
-        pl.col("client").to_physical().cast(pl.UInt64) * 2**32
-        + pl.col("qtype").cast(pl.UInt64) * 2**16
-        + pl.col("qclass").cast(pl.UInt64)
-    )
-    later = later.filter(packed.is_in(failed.select(packed).to_series().implode()))
-    later = later.drop_nulls(keys).sort("n_ts", "n_row")
+    packed = pl.struct(pl.col("client").cast(pl.String), "name_l", "qtype", "qclass").hash()
+    wanted = failed.select(packed).to_series().unique().implode()
+    key = pl.struct(pl.col("client").cast(pl.String), name_l, "qtype", "qclass").hash()
+    window = timedelta(microseconds=int(th.retry_window_s * 1e6))
+    # ... and of those, only the ones asked at most retry_window_s after a failed attempt of the
+    # same question (a backward search from each, a batch at a time): the next attempt of every
+    # failed one is among them
+    since = failed.drop_nulls(keys).select(*keys, pl.col("ts").alias("f_ts")).sort("f_ts")
+    kept = []
+    for batch in inp.batches(key.is_in(wanted), asked, row="n_row"):
+        candidates = batch.with_columns(name_l).select(*keys, "n_row", pl.col("ts").alias("n_ts"))
+        candidates = candidates.drop_nulls(keys).sort("n_ts", "n_row")
+        after = candidates.join_asof(
+            since,
+            left_on="n_ts",
+            right_on="f_ts",
+            by=keys,
+            strategy="backward",
+            allow_exact_matches=False,
+            tolerance=window,
+            check_sortedness=False,  # both sides are sorted by time just above
+        )
+        kept.append(after.filter(pl.col("f_ts").is_not_null()).drop("f_ts"))
+    if not kept:
+        return []
+    later = pl.concat(kept).sort("n_ts", "n_row")
     # Each failed attempt's next attempt: the first transaction of the same client and question
     # strictly later and at most retry_window_s after it (the lowest row among equal times).  An
     # as-of join finds it by a forward search in time order, one row out per failed row: memory
@@ -183,31 +193,33 @@ def retry_findings(inp: Inputs) -> list[Finding]:
             by=keys,
             strategy="forward",
             allow_exact_matches=False,
-            tolerance=timedelta(microseconds=int(th.retry_window_s * 1e6)),
+            tolerance=window,
             check_sortedness=False,  # both sides are sorted by time just above
         )
         .filter(pl.col("n_row").is_not_null())
     )
     if pairs.height == 0:
         return []
-    first = t.select(
-        "ts",
-        "client",
-        "server",
-        "transport",
-        "edns_udp_size",
-        "qname",
-        "qtype",
-        "qclass",
-        "file",
-        "query_frame",
-        "status",
-        "rcode_name",
-    )[pairs.get_column("row")]
-    # (the columns taken before the rows: a gather copies every column it is given)
-    taken = ("row", "ts", "trans_id", "client_port", "server", "transport", "edns_udp_size", "status")
-    then = t.select(*taken, "rcode_name", "query_frame")[pairs.get_column("n_row")].select(
-        pl.col("row").alias("n_row"),
+    first = _gathered(
+        inp,
+        pairs.get_column("row"),
+        [
+            "ts",
+            "client",
+            "server",
+            "transport",
+            "edns_udp_size",
+            "qname",
+            "qtype",
+            "qclass",
+            "file",
+            "query_frame",
+            "status",
+            "rcode_name",
+        ],
+    )
+    taken = ["ts", "trans_id", "client_port", "server", "transport", "edns_udp_size", "status"]
+    then = _gathered(inp, pairs.get_column("n_row"), [*taken, "rcode_name", "query_frame"]).select(
         pl.col("ts").alias("n_ts"),
         pl.col("trans_id").alias("n_id"),
         pl.col("client_port").alias("n_port"),
@@ -218,8 +230,13 @@ def retry_findings(inp: Inputs) -> list[Finding]:
         pl.col("rcode_name").alias("n_rcode"),
         pl.col("query_frame").alias("n_frame"),
     )
-    zk = q.zone.gather(pairs.get_column("row")).alias("zk")  # the zone of the question, numbered
-    nxt = pl.concat([pairs.select("row"), first, then, zk.to_frame()], how="horizontal")
+    # the zone of each question, numbered
+    zone_text = zone_keys(first.get_column("qname"))
+    zones = sorted(set(zone_text.to_list()))
+    zk = zone_text.replace_strict(zones, list(range(len(zones))), return_dtype=pl.UInt32).alias("zk")
+    nxt = pl.concat(
+        [pairs.select("row"), first, pairs.select("n_row"), then, zk.to_frame()], how="horizontal"
+    )
     nxt = nxt.with_columns(pl.col("client", "server", "n_server", "rcode_name").cast(pl.String))
     ok = (pl.col("n_status") == "answered") & pl.col("n_rcode").is_in(["NOERROR", "NXDOMAIN"])
     nxt = nxt.with_columns(
@@ -235,8 +252,9 @@ def retry_findings(inp: Inputs) -> list[Finding]:
     # authorities (or its forwarders), not an end host: the text names it so.
     # (answering its own address, as on a loopback capture, is not answering others)
     # (both columns categorical over one set of categories: equal codes are equal addresses)
-    serving = t.select("server", "client").filter(pl.col("server") != pl.col("client"))
-    resolvers = set(serving.get_column("server").unique().drop_nulls().cast(pl.String).to_list()) & set(
+    server, client = pl.col("server").cast(pl.String), pl.col("client").cast(pl.String)
+    serving = inp.lazy().filter(server != client).select(server.unique()).collect(engine="streaming")
+    resolvers = set(serving.get_column("server").drop_nulls().to_list()) & set(
         nxt.get_column("client").unique().to_list()
     )
     out: list[Finding] = []
@@ -257,7 +275,7 @@ def retry_findings(inp: Inputs) -> list[Finding]:
         servers = sorted(
             set(rows.get_column("server").to_list()) | set(rows.get_column("n_server").to_list())
         )
-        zone = zone_for(rows.get_column("qname"), (rows.get_column("zk"), q.zones))
+        zone = zone_for(rows.get_column("qname"), (rows.get_column("zk"), zones))
         start, end = rows.get_column("ts").min(), rows.get_column("n_ts").max()
         assert isinstance(start, datetime) and isinstance(end, datetime)
         share = good / n
@@ -289,3 +307,11 @@ def retry_findings(inp: Inputs) -> list[Finding]:
         )
         out.append(for_whom(finding, rows.get_column("client")))
     return out
+
+
+def _gathered(inp: Inputs, rows: pl.Series, columns: list[str]) -> pl.DataFrame:
+    """``columns`` of the transactions numbered ``rows`` (a few; one may come twice), in that order."""
+    wanted = rows.unique().implode()
+    found = inp.fetch(pl.col("_row").is_in(wanted), columns, row="_row")
+    at = rows.alias("_row").to_frame()
+    return at.join(found, on="_row", how="left", maintain_order="left").drop("_row")

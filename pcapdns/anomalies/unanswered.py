@@ -21,6 +21,7 @@ episode must lose twice the typical server's share.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -31,7 +32,7 @@ import polars as pl
 from pcapdns.anomalies.config import Thresholds
 from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, hms, zone_for
 from pcapdns.anomalies.inputs import Inputs
-from pcapdns.anomalies.servers import addresses, keyed, label, ranked
+from pcapdns.anomalies.servers import addresses, key_of, keyed, label, server_key
 from pcapdns.anomalies.stats import (
     CHI2_1_MEDIAN,
     flag_windows,
@@ -53,46 +54,18 @@ def _t(value: object) -> datetime:
 def one_direction(inp: Inputs) -> bool:
     """True when the capture holds queries but no response at all, paired or not (or the reverse);
     worked out once per run (three rules ask)."""
-    return inp.once("one_direction", lambda: _one_direction(inp.transactions, inp.unpaired))
+    return inp.once("one_direction", lambda: _one_direction(inp.lazy(), inp.unpaired))
 
 
-def _one_direction(t: pl.DataFrame, unpaired: pl.DataFrame) -> bool:
-    answered = int((t.get_column("status") == "answered").sum()) if t.height else 0
-    return (t.height >= 10 and answered == 0 and unpaired.height == 0) or (
-        t.height == 0 and unpaired.height >= 10
-    )
+def _one_direction(t: pl.LazyFrame, unpaired: pl.DataFrame) -> bool:
+    counts = t.select(pl.len().alias("n"), (pl.col("status") == "answered").sum().alias("answered"))
+    n, answered = counts.collect(engine="streaming").row(0)
+    return (n >= 10 and answered == 0 and unpaired.height == 0) or (n == 0 and unpaired.height >= 10)
 
 
-def _stable_order(numbers: pl.Series) -> npt.NDArray[np.intp]:
-    """The row order that sorts ``numbers`` (unsigned, nulls first, as polars sorts them),
-    keeping the order of equal ones: numpy's radix sort when the numbers fit 16 bits."""
-    key = (numbers.cast(pl.Int64).fill_null(-1) + 1).to_numpy()
-    if numbers.len() and int(key.max()) < 2**16:
-        key = key.astype(np.uint16)
-    return np.argsort(key, kind="stable")
-
-
-def _episodes(t: pl.DataFrame, min_run: int) -> pl.DataFrame:
-    """Each row of ``t`` (status != capture_ended) with its outage episode id (null outside)."""
-    # (a table in time order, as one host's is, needs only a stable sort by server: a counting
-    # sort of the few server numbers, several times faster than a comparison sort)
-    if t.get_column("ts").is_sorted():
-        t = t[_stable_order(t.get_column("server"))]
-    else:
-        t = t.sort(["server", "ts"], maintain_order=True)
-    t = t.with_columns((pl.col("status") == "unanswered").alias("lost"))
-    # the rows are in server order: a row starts a run where the server or the outcome changes
-    # (what a shift over each server would say, without grouping a million rows)
-    same_server = pl.col("server").eq_missing(pl.col("server").shift(1)) & (pl.int_range(pl.len()) > 0)
-    start = ~same_server | (pl.col("lost") != pl.col("lost").shift(1))
-    t = t.with_columns(start.cum_sum().alias("run"))
-    # runs are numbered 1, 2, ... over consecutive rows: each one's first row and length
-    firsts = t.with_row_index("_at").filter(start).select("_at", "server", "lost")
-    ends = firsts.get_column("_at").shift(-1, fill_value=t.height)
-    runs = firsts.with_columns(
-        pl.int_range(1, firsts.height + 1).cast(t.schema["run"]).alias("run"),
-        (ends - pl.col("_at")).cast(pl.UInt32).alias("n"),
-    ).drop("_at")
+def _episodes(runs: pl.DataFrame, min_run: int) -> pl.DataFrame:
+    """Each run of queries (``server``, ``lost``, ``n``; a server's runs in time order, the
+    servers in order) with its outage episode id (``episode``, null outside)."""
     runs = runs.with_columns((pl.col("lost") & (pl.col("n") >= min_run)).alias("big"))
     prev_big = pl.col("big").shift(1).over("server").fill_null(False)
     next_big = pl.col("big").shift(-1).over("server").fill_null(False)
@@ -122,7 +95,58 @@ def _episodes(t: pl.DataFrame, min_run: int) -> pl.DataFrame:
     runs = runs.with_columns(
         (pl.col("member") != pl.col("member").shift(1).over("server")).fill_null(True).cum_sum().alias("ep")
     ).with_columns(pl.when(pl.col("member")).then(pl.col("ep")).alias("episode"))
-    return t.with_columns(runs.get_column("episode").gather(t.get_column("run") - 1).alias("episode"))
+    return runs
+
+
+class _Runs:
+    """The runs of consecutive unanswered (``lost``) and other queries of each server, found a
+    batch of queries at a time: per server, its queries' outcomes are run-length encoded as they
+    come (in time order: a server's queries are a run's when the table is in time order, as one
+    host's is; else the queries are read at once and sorted by server, then time)."""
+
+    def __init__(self) -> None:
+        self.lost: dict[int, list[npt.NDArray[np.bool_]]] = {}
+        self.n: dict[int, list[npt.NDArray[np.int64]]] = {}
+
+    def add(self, server: npt.NDArray[np.int64], lost: npt.NDArray[np.bool_]) -> None:
+        for s, at in _by_server(server):
+            flags = lost[at]
+            starts = np.flatnonzero(np.r_[True, flags[1:] != flags[:-1]])
+            lengths = np.diff(np.r_[starts, flags.size])
+            self.lost.setdefault(s, []).append(flags[starts])
+            self.n.setdefault(s, []).append(lengths)
+
+    def table(self) -> tuple[pl.DataFrame, dict[int, npt.NDArray[np.int64]]]:
+        """The runs, server by server (null first), each numbered ``run`` (from 1); and each
+        server's runs' ends (cumulative lengths), to place a query in its run."""
+        frames, ends = [], {}
+        for s in sorted(self.lost):
+            lost, n = np.concatenate(self.lost[s]), np.concatenate(self.n[s])
+            # runs cut by a batch's end are one
+            start = np.r_[True, lost[1:] != lost[:-1]]
+            ids = np.cumsum(start) - 1
+            n = np.bincount(ids, weights=n).astype(np.int64)
+            lost = lost[start]
+            ends[s] = np.cumsum(n)
+            server = pl.Series("server", [None if s < 0 else s] * lost.size, dtype=pl.UInt32)
+            frames.append(pl.DataFrame([server, pl.Series("lost", lost), pl.Series("n", n, dtype=pl.UInt32)]))
+        runs = (
+            pl.concat(frames)
+            if frames
+            else pl.DataFrame(schema={"server": pl.UInt32, "lost": pl.Boolean, "n": pl.UInt32})
+        )
+        return runs.with_columns(pl.int_range(1, runs.height + 1, dtype=pl.UInt32).alias("run")), ends
+
+
+def _by_server(server: npt.NDArray[np.int64]) -> list[tuple[int, npt.NDArray[np.intp]]]:
+    """Each server's rows (positions, in order) of a batch (``server``: -1 for none)."""
+    if server.size == 0:
+        return []
+    order = np.argsort(server, kind="stable")
+    ordered = server[order]
+    cuts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    bounds = np.r_[cuts, ordered.size]
+    return [(int(ordered[a]), order[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def outage_findings(inp: Inputs) -> list[Finding]:
@@ -139,15 +163,18 @@ def loss_findings(inp: Inputs) -> list[Finding]:
 
 @dataclass(slots=True)
 class _Queries:
-    """Queries as the outage and loss rules go through them: ``narrow`` holds ``row`` (in the
-    transactions), ``ts``, ``server`` (the rank of its server key in ``keys``, sorted: ordering
-    by it orders by the key's text) and ``lost``; the other columns are gathered
-    (:meth:`rows`) only for the rows a finding shows."""
+    """Queries as the outage and loss rules go through them, read a batch at a time
+    (:meth:`batches`): ``row`` (in the transactions), ``ts``, ``server`` (the rank of its server
+    key in ``keys``, sorted: ordering by it orders by the key's text) and ``lost``; the other
+    columns are read (:meth:`rows`) only for the rows a finding shows.  ``left_out``: the rows
+    of outages, which the loss rule leaves out."""
 
-    narrow: pl.DataFrame
+    inp: Inputs
     keys: list[str]
-    full: pl.DataFrame
     th: Thresholds
+    in_order: bool  # the table is in time order: read a batch at a time
+    left_out: pl.Series | None = None
+    per: pl.DataFrame | None = None  # the loss rule's queries per server and window (x, n)
 
     def rank(self, key: str) -> int:
         return self.keys.index(key)
@@ -157,22 +184,82 @@ class _Queries:
         keys = pl.Series("keys", self.keys, dtype=pl.String)
         return per.with_columns(keys.gather(per.get_column("server")).alias("server"))
 
-    def questions(self, narrow: pl.DataFrame) -> pl.DataFrame:
-        """The name and type asked in ``narrow`` rows."""
-        return self.full.select("qname", "qtype")[narrow.get_column("row")]
+    def number(self) -> pl.Expr:
+        """Each transaction's server key's rank (an expression over the transactions)."""
+        return key_of("server", self.th).replace_strict(
+            self.keys, list(range(len(self.keys))), default=None, return_dtype=pl.UInt32
+        )
 
-    def rows(self, narrow: pl.DataFrame) -> pl.DataFrame:
-        """The transactions' columns of ``narrow`` rows (server as its key, ``address`` its
-        address), with ``narrow``'s own columns."""
-        full = keyed(self.full.select(_COLUMNS)[narrow.get_column("row")], self.th)
-        return pl.concat([full, narrow.drop("row", "ts", "server", "status", strict=False)], how="horizontal")
+    def batches(self) -> Iterator[pl.DataFrame]:
+        """The queries (not ended with the capture) a batch at a time: a server's in time order."""
+        lost = (pl.col("status") == "unanswered").alias("lost")
+        query = self.inp.batches(pl.col("status") != "capture_ended", ["ts", "server", "status"], row="row")
+        columns = ["row", "ts", self.number().alias("server"), lost]
+        if self.in_order:
+            for batch in query:
+                yield batch.select(columns)
+            return
+        batch = pl.concat(list(query)).select(columns)
+        yield batch.sort(["server", "ts"], maintain_order=True)
+
+    def where(self, where: pl.Expr, columns: list[str] | tuple[str, ...]) -> pl.DataFrame:
+        """``columns`` of the queries ``where`` holds (over ``_server``, the server key's rank,
+        ``lost`` and ``w``, the window), outside ``left_out``, in the table's order."""
+        return self._query(where).select("row", *columns).collect(engine="streaming")
+
+    def _query(self, where: pl.Expr) -> pl.LazyFrame:
+        width = max(1, int(self.th.window_s * 1_000_000))
+        t = self.inp.lazy().with_row_index("row").filter(pl.col("status") != "capture_ended")
+        if self.left_out is not None and self.left_out.len():
+            t = t.filter(~pl.col("row").is_in(self.left_out.implode()))
+        t = t.with_columns(
+            self.number().alias("_server"),
+            (pl.col("status") == "unanswered").alias("lost"),
+            (pl.col("ts").dt.epoch("us") // width).alias("w"),
+        )
+        return t.filter(where)
+
+    def count(self, where: pl.Expr) -> tuple[int, datetime | None]:
+        """How many queries ``where`` holds (see :meth:`where`), and the first one's time."""
+        t = self._query(where).select(pl.len().alias("n"), pl.col("ts").min().alias("first"))
+        n, first = t.collect(engine="streaming").row(0)
+        return int(n), first
+
+    def questions(self, where: pl.Expr) -> pl.DataFrame:
+        """The distinct questions (name in lower case, type) asked in the queries ``where`` holds
+        (see :meth:`where`)."""
+        rows = self.where(where, ["qname", "qtype"]).select(pl.col("qname").str.to_lowercase(), "qtype")
+        return rows.unique()
+
+    def rows(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """The transactions' columns of ``rows`` (``row`` numbering them; server as its key,
+        ``address`` its address), with ``rows``' own columns, in the order of ``rows``."""
+        wanted = rows.get_column("row").unique().implode()
+        full = self.inp.fetch(pl.col("row").is_in(wanted), list(_COLUMNS), row="row")
+        full = rows.select("row").join(full, on="row", how="left", maintain_order="left").drop("row")
+        return pl.concat(
+            [keyed(full, self.th), rows.drop("row", "ts", "server", "status", strict=False)], how="horizontal"
+        )
 
 
 def _ranked(inp: Inputs) -> _Queries:
-    t = inp.transactions.select("ts", "server", "status").with_row_index("row")
-    number, keys = ranked(t, inp.thresholds)
-    t = t.filter(pl.col("status") != "capture_ended").with_columns(number)
-    return _Queries(t, keys, inp.transactions, inp.thresholds)
+    th = inp.thresholds
+    servers = inp.lazy().select(pl.col("server").unique()).collect(engine="streaming").get_column("server")
+    keys = sorted({server_key(a, th) for a in servers.drop_nulls().cast(pl.String).to_list()})
+    return _Queries(inp, keys, th, in_order=_in_time_order(inp))
+
+
+def _in_time_order(inp: Inputs) -> bool:
+    """Whether the transactions are in time order (read a batch at a time)."""
+    last = None
+    for batch in inp.batches(columns=["ts"]):
+        ts = batch.get_column("ts")
+        if ts.len() == 0:
+            continue
+        if ts.null_count() or not ts.is_sorted() or (last is not None and ts[0] < last):
+            return False
+        last = ts[-1]
+    return True
 
 
 def _outages(inp: Inputs) -> tuple[list[Finding], _Queries | None]:
@@ -182,11 +269,47 @@ def _outages(inp: Inputs) -> tuple[list[Finding], _Queries | None]:
     if one_direction(inp):
         return [], None
     q = _ranked(inp)  # a resolver's addresses are one server
-    if q.narrow.height == 0:
+    # pass 1: the runs of each server's queries, and their episodes
+    found = _Runs()
+    queries = 0
+    for batch in q.batches():
+        server = batch.get_column("server").fill_null(-1).cast(pl.Int64).to_numpy()
+        found.add(server, batch.get_column("lost").to_numpy())
+        queries += batch.height
+    if queries == 0:
         return [], None
-    t = _episodes(q.narrow, th.outage_run)
+    runs, ends = found.table()
+    del found
+    runs = _episodes(runs, th.outage_run)
+    episode_of = runs.get_column("episode")
+    offset, first = {}, 0  # each server's first run's number, less one
+    for s in sorted(ends):
+        offset[s] = first
+        first += ends[s].size
+    # pass 2: the queries of episodes, and the others counted per server and window
+    width = max(1, int(th.window_s * 1_000_000))
+    members: list[pl.DataFrame] = []
+    counts: list[pl.DataFrame] = []
+    seen: dict[int, int] = {}
+    for batch in q.batches():
+        server = batch.get_column("server").fill_null(-1).cast(pl.Int64).to_numpy()
+        run = np.zeros(batch.height, dtype=np.int64)
+        for s, at in _by_server(server):
+            k = seen.get(s, 0) + np.arange(at.size)
+            seen[s] = seen.get(s, 0) + at.size
+            run[at] = offset[s] + np.searchsorted(ends[s], k, side="right") + 1  # (from 1)
+        number = pl.Series("run", run, dtype=pl.UInt32)
+        batch = batch.with_columns(number, episode_of.gather(number - 1).alias("episode"))
+        members.append(batch.filter(pl.col("episode").is_not_null()))
+        counts.append(
+            batch.filter(pl.col("episode").is_null())
+            .group_by("server", (pl.col("ts").dt.epoch("us") // width).alias("w"))
+            .agg(pl.col("lost").sum().alias("x"), pl.len().alias("n"))
+        )
+    t = pl.concat(members).sort(["server", "row"], maintain_order=True)
+    outside = pl.concat(counts).group_by("server", "w").agg(pl.col("x", "n").sum())
     out: list[Finding] = []
-    episodes = q.rows(t.filter(pl.col("episode").is_not_null()))
+    episodes = q.rows(t)
     groups: list[dict[str, object]] = []
     for _, rows in episodes.group_by("episode", maintain_order=True):
         lost = rows.filter(pl.col("lost"))
@@ -201,17 +324,10 @@ def _outages(inp: Inputs) -> tuple[list[Finding], _Queries | None]:
             }
         )
     merged = _merge_overlapping(groups, timedelta(seconds=inp.timeout_s))
-    # the loss around each run: a run inside a loss episode is judged against the episode's loss
-    width = max(1, int(th.window_s * 1_000_000))
-    per_window = (
-        t.filter(pl.col("episode").is_null())
-        .group_by("server", (pl.col("ts").dt.epoch("us") // width).alias("w"))
-        .agg(pl.col("lost").sum().alias("x"), pl.len().alias("n"))
-    )
-    # ... and the server's loss outside outages: the sum of its windows' (one pass over the rows)
-    background = q.named(per_window.group_by("server").agg(pl.sum("x", "n")))
+    background = q.named(outside.group_by("server").agg(pl.col("x", "n").sum()))
     loss_of = {str(k): (x + 0.5) / (n + 1.0) for k, x, n in background.iter_rows()}
-    around = q.named(per_window)
+    # the loss around each run: a run inside a loss episode is judged against the episode's loss
+    around = q.named(outside)
     demoted: list[int] = []
     for g in merged:
         held = g["rows"]
@@ -226,35 +342,32 @@ def _outages(inp: Inputs) -> tuple[list[Finding], _Queries | None]:
             for s, loss in loss_of.items()
         }
         servers = sorted(set(g["servers"]))  # type: ignore[call-overload]
-        after = t.filter(
-            pl.col("server").is_in([q.rank(s) for s in servers])
-            & (pl.col("ts") > _t(g["end"]))
-            & ~pl.col("lost")
-        )
-        recovery = _t(after.get_column("ts").min()) if after.height else None
-        mine = pl.col("server").is_in([q.rank(s) for s in servers])
+        mine = pl.col("_server").is_in([q.rank(s) for s in servers])
         answered = ~pl.col("lost")
-        start = _t(g["start"])
-        before = t.filter(mine & (pl.col("ts") < start) & answered).height > 0
-        others = t.filter(~mine & pl.col("ts").is_between(start, _t(g["end"])) & answered).height > 0
-        finding = _outage(g, (recovery, before, others), th, usual, t.height)
+        start, end = _t(g["start"]), _t(g["end"])
+        after, recovery = q.count(mine & (pl.col("ts") > end) & answered)
+        before = q.count(mine & (pl.col("ts") < start) & answered)[0] > 0
+        others = q.count(~mine & pl.col("ts").is_between(start, end) & answered)[0] > 0
+        finding = _outage(g, (recovery if after else None, before, others), th, usual, queries)
         if finding.score is not None and finding.score >= -math.log10(th.alpha):
             out.append(finding)
         else:  # a run this short is likely at the server's loss around it: it is loss, not an outage
             demoted.extend(held.get_column("episode").unique().to_list())
-    sporadic = t.filter(pl.col("episode").is_null() | pl.col("episode").is_in(demoted))
-    return out, _Queries(sporadic.select("row", "ts", "server", "lost"), q.keys, q.full, th)
+    # the loss rule's queries: those outside outages (counted above) and the demoted runs'
+    back = t.filter(pl.col("episode").is_in(demoted))
+    counted = back.group_by("server", (pl.col("ts").dt.epoch("us") // width).alias("w")).agg(
+        pl.col("lost").sum().alias("x"), pl.len().alias("n")
+    )
+    q.per = pl.concat([outside, counted]).group_by("server", "w").agg(pl.col("x", "n").sum())
+    q.left_out = t.filter(~pl.col("episode").is_in(demoted)).get_column("row")
+    return out, q
 
 
 def _loss(sporadic: _Queries, inp: Inputs) -> list[Finding]:
     th = inp.thresholds
-    width = max(1, int(th.window_s * 1_000_000))
-    t = sporadic.narrow.with_columns((pl.col("ts").dt.epoch("us") // width).alias("w"))
-    per = sporadic.named(
-        t.group_by("server", "w").agg(
-            pl.col("lost").sum().cast(pl.Float64).alias("x"), pl.len().cast(pl.Float64).alias("n")
-        )
-    )
+    assert sporadic.per is not None
+    counted = sporadic.per  # the queries outside outages per server and window: x lost of n
+    per = sporadic.named(counted.with_columns(pl.col("x", "n").cast(pl.Float64)))
     servers = sorted(per.get_column("server").unique().to_list())
     tests = per.height + len(servers)
     tested = flag_windows(
@@ -272,7 +385,7 @@ def _loss(sporadic: _Queries, inp: Inputs) -> list[Finding]:
         ((pl.col("w") - pl.col("w").shift(1).over("server")) > 2).fill_null(True).cum_sum().alias("episode")
     )
     per_server = sporadic.named(
-        t.group_by("server").agg(pl.col("lost").sum().alias("lost"), pl.len().alias("total"))
+        counted.group_by("server").agg(pl.col("x").sum().alias("lost"), pl.col("n").sum().alias("total"))
     )
     spread = _spread(per_server)
     typical = spread.typical
@@ -281,9 +394,14 @@ def _loss(sporadic: _Queries, inp: Inputs) -> list[Finding]:
         server = str(ep.get_column("server")[0])
         lo, hi = int(ep.get_column("w").min()), int(ep.get_column("w").max())  # type: ignore[arg-type]
         lo, hi = widen(tested.filter(pl.col("server") == server), lo, hi)
-        inside = t.filter((pl.col("server") == sporadic.rank(server)) & pl.col("w").is_between(lo, hi))
-        rows = sporadic.rows(inside.filter(pl.col("lost")).sort("ts"))
-        share = rows.height / max(1, inside.height)
+        inside = (pl.col("_server") == sporadic.rank(server)) & pl.col("w").is_between(lo, hi)
+        asked = int(
+            counted.filter((pl.col("server") == sporadic.rank(server)) & pl.col("w").is_between(lo, hi))
+            .get_column("n")
+            .sum()
+        )
+        rows = sporadic.rows(_by_time(sporadic.where(inside & pl.col("lost"), _NARROW)))
+        share = rows.height / max(1, asked)
         if share < 2 * typical:  # no more than the servers' usual loss (a few quiet windows)
             continue
         episodic.add(server)
@@ -296,12 +414,12 @@ def _loss(sporadic: _Queries, inp: Inputs) -> list[Finding]:
                 server,
                 share,
                 score_of(log10p, tests),
-                f"{rows.height} of {inside.height} queries to {label(server, rows, th)} ({100 * share:.1f}%) "
+                f"{rows.height} of {asked} queries to {label(server, rows, th)} ({100 * share:.1f}%) "
                 "went unanswered "
                 f"from {hms(start)} to {hms(end)}, against a usual {100 * usual:.1f}% (no run of consecutive "
                 "losses)",
                 th,
-                sporadic.questions(inside.filter(~pl.col("lost"))),
+                sporadic.questions(inside & ~pl.col("lost")),
             )
         )
     lost_all, total_all = int(per_server.get_column("lost").sum()), int(per_server.get_column("total").sum())
@@ -309,9 +427,14 @@ def _loss(sporadic: _Queries, inp: Inputs) -> list[Finding]:
         if lost < th.loss_min or server in episodic:
             continue
         if lost == total:  # never answered, asked too few times in a row for an outage
-            mine = pl.col("server") == sporadic.rank(server)
-            rows = sporadic.rows(t.filter(mine).sort("ts"))
-            answering = t.filter(~mine & ~pl.col("lost")).height > 0  # other servers answered
+            rows = sporadic.rows(
+                _by_time(sporadic.where(pl.col("_server") == sporadic.rank(server), _NARROW))
+            )
+            # other servers answered
+            answering = (
+                per_server.filter((pl.col("server") != server) & (pl.col("total") > pl.col("lost"))).height
+                > 0
+            )
             expected = max(th.loss_share, typical)
             log10p = spread.log10p(lost, total, expected)
             if log10p >= math.log10(th.alpha) - math.log10(tests):  # a few chance timeouts
@@ -327,9 +450,8 @@ def _loss(sporadic: _Queries, inp: Inputs) -> list[Finding]:
         log10p = spread.log10p(lost, total, expected)
         if share < 2 * expected or log10p >= math.log10(th.alpha) - math.log10(tests):
             continue
-        rows = sporadic.rows(
-            t.filter((pl.col("server") == sporadic.rank(server)) & pl.col("lost")).sort("ts")
-        )
+        mine = pl.col("_server") == sporadic.rank(server)
+        rows = sporadic.rows(_by_time(sporadic.where(mine & pl.col("lost"), _NARROW)))
         out.append(
             _loss_finding(
                 rows,
@@ -339,10 +461,17 @@ def _loss(sporadic: _Queries, inp: Inputs) -> list[Finding]:
                 f"{lost} of {total} queries to {label(server, rows, th)} ({100 * share:.1f}%) went "
                 "unanswered, scattered over the capture (no run of consecutive losses)",
                 th,
-                sporadic.questions(t.filter((pl.col("server") == sporadic.rank(server)) & ~pl.col("lost"))),
+                sporadic.questions(mine & ~pl.col("lost")),
             )
         )
     return out
+
+
+_NARROW = ("ts", "lost", "w")  # what the loss rule's rows carry beside the transactions' columns
+
+
+def _by_time(rows: pl.DataFrame) -> pl.DataFrame:
+    return rows.sort("ts", maintain_order=True)
 
 
 _SPREAD_SERVERS = 8  # servers that tell how much the servers' loss varies, at least
