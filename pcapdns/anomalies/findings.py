@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
-from pcapdns.anomalies.inputs import Inputs
 from pcapdns.schema import ANOMALIES, SEVERITIES
 
 # Within a severity, findings that explain others come first: a cause before its symptoms.
@@ -37,7 +36,6 @@ __all__ = [
     "evidence_of",
     "for_whom",
     "hms",
-    "questions",
     "to_frame",
     "zone_for",
     "zone_of",
@@ -327,105 +325,6 @@ def _zone_keys_by_labels(names: pl.Series) -> pl.Series:
 Zones = tuple[pl.Series, list[str]]
 
 
-@dataclass(slots=True)
-class Questions:
-    """Each transaction's question name, row for row with the transactions: ``key`` the name in
-    lower case as a number (UInt64: the 64-bit hash of that text when no two distinct names share
-    one, checked, else the text's number in a categorical: grouping or joining by it does what
-    the text would, and a number costs far less than a string each time), null where there is no
-    name; ``zone`` its :func:`zone_of` numbering ``zones`` (sorted, "." for no name)."""
-
-    key: pl.Series
-    zone: pl.Series
-    zones: list[str]
-
-    def of(self, rows: pl.Series) -> Zones:
-        """The zones of the transactions numbered ``rows``, for :func:`zone_for`."""
-        return self.zone.gather(rows), self.zones
-
-
-def questions(inp: Inputs) -> Questions:
-    """The transactions' names keyed and their zones (:class:`Questions`), made once per run: a
-    random-subdomain flood makes a million distinct names, which every rule hashing or zoning
-    them on its own would go through again."""
-    t = inp.transactions
-    # the query's name as the message table's categorical (a query fact), where the pipeline
-    # hands it over: its distinct names are found by number, and the rows gather by number
-    column = "q_qname" if "q_qname" in t.columns and t.schema["q_qname"] == pl.Categorical else "qname"
-    return inp.once("questions", lambda: _questions(t.get_column(column)))
-
-
-def _questions(qname: pl.Series) -> Questions:
-    # Worked out on the distinct names as written (few, but for a flood), then taken to the rows:
-    # a categorical's by its numbers, else by one join, by the names' hashes when no two distinct
-    # names share one, else by the text.
-    if qname.dtype == pl.Categorical:
-        by_number = _questions_by_number(qname)
-        if by_number is not None:
-            return by_number
-        qname = qname.cast(pl.String)
-    written = qname.drop_nulls().unique()
-    key, number, zones = _keys_and_zones(written)
-    by, rows = written, qname
-    hashes = written.hash()
-    if hashes.n_unique() == written.len():
-        by = hashes
-        rows = (
-            qname.to_frame("q")
-            .select(pl.when(pl.col("q").is_not_null()).then(pl.col("q").hash()))
-            .to_series()
-        )
-    of_name = pl.DataFrame({"k": by, "name_key": key, "zone_key": number})
-    joined = rows.to_frame("k").join(of_name, on="k", how="left", maintain_order="left")
-    zone = joined.get_column("zone_key").fill_null(zones.index("."))
-    return Questions(joined.get_column("name_key"), zone, zones)
-
-
-def _keys_and_zones(written: pl.Series) -> tuple[pl.Series, pl.Series, list[str]]:
-    """The key (:func:`_numbered`) and the number of the zone (in the sorted zones, also
-    returned) of each of the distinct names ``written``."""
-    lower = written.str.to_lowercase()
-    names = written if (lower == written).all() else lower.unique()  # (most are in lower case)
-    key, _ = _numbered(lower, names, hashed=names.hash().n_unique() == names.len())
-    zone_of_name = zone_keys(lower)
-    zones = sorted({".", *zone_of_name.unique().to_list()})
-    number = zone_of_name.replace_strict(zones, list(range(len(zones))), return_dtype=pl.UInt32)
-    return key, number, zones
-
-
-# A lookup by category number may be this much longer than 4 entries a row (the categories are
-# the process's: those of every name it has seen)
-_LOOKUP_SLACK = 2**16
-
-
-def _questions_by_number(qname: pl.Series) -> Questions | None:
-    """:func:`_questions` of a categorical: each distinct name keyed and zoned once, the rows
-    gathering key and zone from lookups indexed by the category's number (no string is hashed
-    per row, nor joined).  None when the numbers are too sparse for a lookup (a long-lived
-    process whose categories hold many more names than these rows): the text is keyed then."""
-    distinct = qname.drop_nulls().unique()
-    at = distinct.to_physical().cast(pl.UInt32)
-    size = int(at.max()) + 1 if at.len() else 0  # type: ignore[arg-type]
-    if size > 4 * qname.len() + _LOOKUP_SLACK:
-        return None
-    key, number, zones = _keys_and_zones(distinct.cast(pl.String))
-    codes = qname.to_physical().cast(pl.UInt32)
-    key_of = pl.repeat(None, size, dtype=pl.UInt64, eager=True).alias("name_key").scatter(at, key)
-    zone_of = pl.repeat(None, size, dtype=pl.UInt32, eager=True).alias("zone_key").scatter(at, number)
-    zone = zone_of.gather(codes).fill_null(zones.index("."))
-    return Questions(key_of.gather(codes), zone, zones)
-
-
-def _numbered(texts: pl.Series, distinct: pl.Series, *, hashed: bool) -> tuple[pl.Series, pl.Series]:
-    """``texts`` and their ``distinct`` values as numbers (UInt64, null for null): their hashes
-    when no two distinct values share one (``hashed``), else their codes in a categorical."""
-    if hashed:
-        key = texts.to_frame("q").select(pl.when(pl.col("q").is_not_null()).then(pl.col("q").hash()))
-        return key.to_series(), distinct.hash()
-    both = pl.concat([distinct, texts]).cast(pl.Categorical(pl.Categories.random())).to_physical()
-    return both.tail(texts.len()).cast(pl.UInt64), both.head(distinct.len()).cast(pl.UInt64)
-
-
 def common_suffix(names: Iterable[str]) -> str | None:
     """The longest label-wise suffix all ``names`` share, or null when it is the root or a TLD only."""
     suffix: list[str] | None = None
@@ -446,7 +345,7 @@ def common_suffix(names: Iterable[str]) -> str | None:
 def zone_for(names: Sequence[str] | pl.Series, zones: Zones | None = None) -> str | None:
     """The zone a finding names: the names' common suffix, else their dominant registered domain.
 
-    ``zones``: each name's zone, numbered (:class:`Questions`), when the rule has them: many
+    ``zones``: each name's zone, numbered (with the zones they number), when the rule has them: many
     names are then not zoned again.  Null names are left out."""
     if isinstance(names, pl.Series) and names.null_count():
         if zones is not None:

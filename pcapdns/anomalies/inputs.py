@@ -19,7 +19,7 @@ BATCH_ROWS = 1 << 18  # rows of the transactions a rule reading them batch by ba
 class Inputs:
     """``transactions`` is the TRANSACTIONS table plus, per row, its query message's header facts:
     ``q_file_id``, ``q_idx``, ``q_flags``, ``q_qdcount``, ``q_edns_version``, ``q_size``,
-    ``q_edns_options`` and ``q_qname`` (``qname`` as the message table's categorical).
+    ``q_edns_options``.
 
     ``unpaired`` holds the duplicate and orphan responses (``ts``, ``file``, ``frame``, ``client``,
     ``client_port``, ``server``, ``server_port``, ``transport``, ``trans_id``, ``qname``, ``qtype``,

@@ -38,9 +38,6 @@ def query_facts(paired: Paired) -> pl.DataFrame:
         pl.col("edns_version").alias("q_edns_version"),
         pl.col("size").alias("q_size"),
         pl.col("edns_options").alias("q_edns_options"),
-        # the name again, as the message table's categorical: the engine keys and zones each
-        # distinct name once and takes the result to the rows by the category's number
-        pl.col("qname").alias("q_qname"),
     )[order]
 
 
