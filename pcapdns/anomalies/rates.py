@@ -156,10 +156,9 @@ class _Answers:
             w = _window_of(th.window_s)
             where &= w.is_between(*windows) if isinstance(windows, tuple) else w.is_in(windows)
         if zone is not None:
-            where &= self._zone_number() == zone
+            where &= self._in_zone(zone)
         rows = self.inp.fetch(where, list(columns))
-        zone_n = rows.select(self._zone_number().alias("zone_n"))
-        return keyed(rows.with_columns(zone_n), th)
+        return keyed(rows.with_columns(self._zone_numbers(rows.get_column("qname"))), th)
 
     def _server_number(self) -> pl.Expr:
         th = self.inp.thresholds
@@ -167,12 +166,20 @@ class _Answers:
             self.servers, list(range(len(self.servers))), default=None, return_dtype=pl.UInt32
         )
 
-    def _zone_number(self) -> pl.Expr:
-        dot = self.zones.index(".")
-        number = pl.col("qname").replace_strict(
-            self.names.get_column("qname"), self.names.get_column("zone_key"), default=None
+    def _in_zone(self, zone: int) -> pl.Expr:
+        """The rows whose name is in zone number ``zone``: a membership test of the zone's names
+        (a mapping of every name asked, built per row, costs a hash table of them all each time:
+        a million names in a random-subdomain flood)."""
+        mine = pl.col("qname").is_in(
+            self.names.filter(pl.col("zone_key") == zone).get_column("qname").implode()
         )
-        return number.fill_null(dot).cast(pl.UInt32)
+        return pl.col("qname").is_null() | mine if zone == self.zones.index(".") else mine
+
+    def _zone_numbers(self, qname: pl.Series) -> pl.Series:
+        """The number of the zone of each of ``qname`` (the root's for no name), by one join."""
+        dot = self.zones.index(".")
+        joined = qname.to_frame("qname").join(self.names, on="qname", how="left", maintain_order="left")
+        return joined.get_column("zone_key").fill_null(dot).cast(pl.UInt32).alias("zone_n")
 
 
 def _window_of(window_s: float) -> pl.Expr:
