@@ -84,19 +84,8 @@ class L4Columns:
 
 
 @jit
-def _rd(b: U8, p: Int) -> Int:
-    """The byte at ``p``, or the buffer's last byte past its end (callers check bounds)."""
-    return np.int64(b[min(p, len(b) - 1)])
-
-
-@jit
-def _rd16(b: U8, p: Int) -> Int:
-    return (_rd(b, p) << 8) | _rd(b, p + 1)
-
-
-@jit
 def _rd32(b: U8, p: Int) -> Int:
-    return (_rd16(b, p) << 16) | _rd16(b, p + 2)
+    return (framelink.rd16(b, p) << 16) | framelink.rd16(b, p + 2)
 
 
 @jit
@@ -106,12 +95,12 @@ def _mpls(b: U8, off: Int, end: Int) -> tuple[Int, Int]:
     for _ in range(8):
         if off + 4 > end:
             return -1, off
-        bottom = _rd(b, off + 2) & 1
+        bottom = framelink.rd(b, off + 2) & 1
         off += 4
         if bottom:
             if off >= end:
                 return -1, off
-            nibble = _rd(b, off) >> 4
+            nibble = framelink.rd(b, off) >> 4
             if nibble == 4:
                 return _ETH_IPV4, off
             if nibble == 6:
@@ -129,9 +118,9 @@ def _tunnel(b: U8, kind: Int, p: Int, end: Int) -> tuple[Int, Int, Int]:
         et, off = framelink.ethernet(b, p + 8, end)
         return et, off, 1 if p + 8 <= end else -1
     if kind == 2:  # Geneve: 8 bytes and the options
-        b0 = _rd(b, p)
+        b0 = framelink.rd(b, p)
         off = p + 8 + 4 * (b0 & 0x3F)
-        ptype = _rd16(b, p + 2)
+        ptype = framelink.rd16(b, p + 2)
         if p + 8 > end or b0 >> 6 != 0 or off > end:
             return -1, p, -1
         if ptype == _ETH_TEB:
@@ -140,8 +129,8 @@ def _tunnel(b: U8, kind: Int, p: Int, end: Int) -> tuple[Int, Int, Int]:
         return ptype, off, 2
     if p + 4 > end:
         return -1, p, -1
-    flags = _rd16(b, p)
-    ptype = _rd16(b, p + 2)
+    flags = framelink.rd16(b, p)
+    ptype = framelink.rd16(b, p + 2)
     if flags & 0x4007:  # source routing, or not version 0
         return -1, p, -1
     off = p + 4
@@ -154,7 +143,7 @@ def _tunnel(b: U8, kind: Int, p: Int, end: Int) -> tuple[Int, Int, Int]:
         off += 8 if flags & 0x1000 else 0
     elif ptype == 0x22EB:  # ERSPAN III: 12 bytes, 8 more behind the O bit
         code = 6
-        off += 12 + (8 if _rd(b, off + 11) & 1 else 0)
+        off += 12 + (8 if framelink.rd(b, off + 11) & 1 else 0)
     elif ptype != _ETH_TEB:
         return ptype, off, 3 if off <= end else -1
     if off > end:
@@ -201,7 +190,7 @@ def _classify(
             et, l3 = _mpls(b, l3, end)
             mpls = 1
         elif et == 0x8864:  # a PPPoE session: 6 bytes, then PPP's protocol (IPv4, IPv6; others go slow)
-            ppp = _rd16(b, l3 + 6)
+            ppp = framelink.rd16(b, l3 + 6)
             et = _ETH_IPV4 if ppp == 0x0021 else (_ETH_IPV6 if ppp == 0x0057 else -1)
             if l3 + 8 > end:
                 et = -1
@@ -211,33 +200,33 @@ def _classify(
             link_ok = et >= 0 and l3 <= end
             non_ip = link_ok and et != _ETH_IPV4 and et != _ETH_IPV6 and l3 < end and non_ip_et[et]
             # IPv4: version 4, IHL >= 5, not a fragment, total length within the captured frame.
-            b0 = _rd(b, l3)
+            b0 = framelink.rd(b, l3)
             ihl = (b0 & 0x0F) * 4
-            tot = _rd16(b, l3 + 2)
+            tot = framelink.rd16(b, l3 + 2)
             v4 = (
                 link_ok
                 and et == _ETH_IPV4
                 and l3 + 20 <= end
                 and (b0 >> 4) == 4
                 and ihl >= 20
-                and (_rd16(b, l3 + 6) & 0x3FFF) == 0
+                and (framelink.rd16(b, l3 + 6) & 0x3FFF) == 0
                 and tot >= ihl
                 and l3 + tot <= end
             )
             # IPv6: fixed header, payload within the frame.
-            plen = _rd16(b, l3 + 4)
+            plen = framelink.rd16(b, l3 + 4)
             v6 = link_ok and et == _ETH_IPV6 and l3 + 40 <= end and (b0 >> 4) == 6 and l3 + 40 + plen <= end
-            proto = _rd(b, l3 + 9) if v4 else (_rd(b, l3 + 6) if v6 else -1)
+            proto = framelink.rd(b, l3 + 9) if v4 else (framelink.rd(b, l3 + 6) if v6 else -1)
             l4 = l3 + ihl if v4 else l3 + 40
             ip_end = l3 + tot if v4 else l3 + 40 + plen
             ip_ok = v4 or v6
             udp = ip_ok and proto == 17 and l4 + 8 <= ip_end
             tcp = ip_ok and proto == 6 and l4 + 4 <= ip_end
-            sport = _rd16(b, l4)
-            dport = _rd16(b, l4 + 2)
+            sport = framelink.rd16(b, l4)
+            dport = framelink.rd16(b, l4 + 2)
             dns_port = port_kind[sport] == 1 or port_kind[dport] == 1
             tunnel_port = port_kind[dport] >= 2 and not dns_port
-            ulen = _rd16(b, l4 + 4)
+            ulen = framelink.rd16(b, l4 + 4)
             if level == 0 and tunnel == 0 and (proto == 4 or proto == 41) and ip_ok:  # IP in IP
                 tunnel = 7 + (proto == 41) + 2 * v6
                 et = _ETH_IPV4 if proto == 4 else _ETH_IPV6
@@ -261,7 +250,7 @@ def _classify(
                 et = -1  # a tunnel this path does not take apart
                 ip_ok = udp = tcp = non_ip = False
             break
-        doff = (_rd(b, l4 + 12) >> 4) * 4
+        doff = (framelink.rd(b, l4 + 12) >> 4) * 4
         # TCP in a tunnel is left to the per-packet path, which labels its messages' encapsulation
         tcp_ok = (
             tcp and tunnel == 0 and mpls == 0 and l4 + 20 <= ip_end and doff >= 20 and l4 + doff <= ip_end
@@ -291,7 +280,7 @@ def _classify(
                 for j in range(4):
                     w = np.uint64(0)
                     for q in range(8):
-                        w = (w << np.uint64(8)) | np.uint64(_rd(b, l3 + 8 + 8 * j + q))
+                        w = (w << np.uint64(8)) | np.uint64(framelink.rd(b, l3 + 8 + 8 * j + q))
                     addr[i, j] = w
         elif non_ip or other_proto or (udp and not dns_port and not tunnel_port) or (tcp and not dns_port):
             verdict[i] = NOT_DNS
@@ -302,7 +291,7 @@ def _classify(
             l4c[i, 2] = l4 + doff
             l4c[i, 3] = ip_end - l4 - doff
             l4c[i, 4] = _rd32(b, l4 + 4)
-            l4c[i, 5] = _rd(b, l4 + 13)
+            l4c[i, 5] = framelink.rd(b, l4 + 13)
         else:
             l4c[i, 2] = l4 + 8
             l4c[i, 3] = ulen - 8

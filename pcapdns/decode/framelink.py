@@ -28,14 +28,14 @@ _IPV4, _IPV6, _NULL, _LOOP = int(LinkType.IPV4), int(LinkType.IPV6), int(LinkTyp
 
 
 @jit
-def _rd(b: U8, p: Int) -> Int:
+def rd(b: U8, p: Int) -> Int:
     """The byte at ``p``, or the buffer's last byte past its end (callers check bounds)."""
     return np.int64(b[min(p, len(b) - 1)])
 
 
 @jit
-def _rd16(b: U8, p: Int) -> Int:
-    return (_rd(b, p) << 8) | _rd(b, p + 1)
+def rd16(b: U8, p: Int) -> Int:
+    return (rd(b, p) << 8) | rd(b, p + 1)
 
 
 @jit
@@ -45,11 +45,11 @@ def ethernet(b: U8, off: Int, end: Int) -> tuple[Int, Int]:
     (the per-packet decoder takes those)."""
     if off + 14 > end:
         return -1, off
-    et = _rd16(b, off + 12)
+    et = rd16(b, off + 12)
     l3 = off + 14
     for _ in range(2):
         if et == 0x8100 or et == 0x88A8 or et == 0x9100:
-            et = _rd16(b, l3 + 2)
+            et = rd16(b, l3 + 2)
             l3 += 4
     if et == 0x8100 or et == 0x88A8 or et == 0x9100 or et <= _MAX_LLC_LENGTH or l3 > end:
         return -1, off
@@ -68,21 +68,21 @@ def frame_link(b: U8, k: Int, off: Int, end: Int) -> tuple[Int, Int]:
     if k == _EN10MB:
         return ethernet(b, off, end)
     if k == _SLL:
-        et = _rd16(b, off + 14)
+        et = rd16(b, off + 14)
         l3 = off + 16
     elif k == _SLL2:
-        et = _rd16(b, off)
+        et = rd16(b, off)
         l3 = off + 20
     elif k == _RAW or k == _RAW12 or k == _RAW14 or k == _IPV4 or k == _IPV6:
-        v = _rd(b, off) >> 4
+        v = rd(b, off) >> 4
         if off < end and v == 4:
             et = ETH_IPV4
         elif off < end and v == 6:
             et = ETH_IPV6
     elif k == _NULL or k == _LOOP:
-        fam = _rd(b, off) | (_rd(b, off + 1) << 8) | (_rd(b, off + 2) << 16) | (_rd(b, off + 3) << 24)
+        fam = rd(b, off) | (rd(b, off + 1) << 8) | (rd(b, off + 2) << 16) | (rd(b, off + 3) << 24)
         if k == _LOOP or fam > 0xFFFF:  # BSD's is in the capturing host's byte order: try both
-            fam = (_rd16(b, off) << 16) | _rd16(b, off + 2)
+            fam = (rd16(b, off) << 16) | rd16(b, off + 2)
         if fam == 2:
             et = ETH_IPV4
         elif fam == 24 or fam == 28 or fam == 30:
