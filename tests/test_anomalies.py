@@ -15,8 +15,6 @@ import polars as pl
 import pytest
 
 from pcapdns.anomalies.findings import (
-    _numbered,
-    _questions,
     _zone_for_column,
     _zone_for_names,
     common_suffix,
@@ -411,8 +409,11 @@ def test_zones_of_many_names_are_those_of_each_name():
             names = [n for n in names if zone in n.lower()] or names
         column = pl.Series("qname", names)
         assert _zone_for_column(column) == _zone_for_names(names), names
-        q = _questions(column)  # the zones a rule has at hand: the same answer
-        assert zone_for(column, (q.zone, q.zones)) == _zone_for_names(names), names
+        # the zones a rule has at hand (each name's zone numbered): the same answer
+        text = zone_keys(column)
+        zones = sorted(set(text.to_list()))
+        number = text.replace_strict(zones, list(range(len(zones))), return_dtype=pl.UInt32)
+        assert zone_for(column, (number, zones)) == _zone_for_names(names), names
 
 
 def test_zones_of_names_with_wide_characters_and_long_zones():
@@ -425,33 +426,6 @@ def test_zones_of_names_with_wide_characters_and_long_zones():
     assert zone_keys(pl.Series("qname", names)).to_list() == [zone_of(n) for n in names]
     odd = pl.Series("qname", [None, "A.Example."], dtype=pl.String)
     assert zone_keys(odd).to_list() == [".", "a.example"]
-
-
-def _one_to_one(keys: list, names: list) -> None:
-    """Equal keys exactly where the names are equal (None for None)."""
-    first: dict[object, object] = {}
-    for k, n in zip(keys, names, strict=True):
-        assert (k is None) == (n is None)
-        assert first.setdefault(k, n) == n  # one key, one name
-    assert len(first) == len(set(names))  # ... and one name, one key
-
-
-def test_question_keys_and_zones_follow_the_names_in_lower_case():
-    """The engine's question keys (made once per run) are equal exactly where two names are in
-    lower case, and each row's zone is zone_of's."""
-    rng = random.Random(31)
-    names: list[str | None] = [*_names(rng, 3000, "shop.example"), None, "WWW.Shop.Example"]
-    names.append("www.shop.example")
-    q = _questions(pl.Series("qname", names, dtype=pl.String))
-    text = [None if n is None else n.lower() for n in names]
-    _one_to_one(q.key.to_list(), text)
-    assert [q.zones[z] for z in q.zone.to_list()] == ["." if n is None else zone_of(n) for n in names]
-    # numbered by a categorical instead of hashes (when two names share a hash): the same pairs
-    lower = pl.Series("q", text, dtype=pl.String)
-    key, distinct = _numbered(lower, lower.drop_nulls().unique(), hashed=False)
-    assert key.dtype == distinct.dtype == pl.UInt64
-    _one_to_one(key.to_list(), text)
-    assert set(distinct.to_list()) == set(key.drop_nulls().to_list())
 
 
 def test_corpus_never_breaks_the_engine(corpus_capture):
