@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import polars as pl
 
@@ -45,6 +45,13 @@ class Inputs:
     table: pl.LazyFrame | None = None
 
     @property
+    def engine(self) -> Literal["streaming", "in-memory"]:
+        """The polars engine a query of the transactions runs on: the streaming one over the
+        store (it reads a morsel of rows at a time), the in-memory one over a table in memory
+        (which it reads without copying; the streaming one would cut it into morsels)."""
+        return "streaming" if self.table is not None else "in-memory"
+
+    @property
     def files(self) -> list[str]:
         return [c.path for c in self.captures]
 
@@ -59,12 +66,29 @@ class Inputs:
         return self.shared[name]  # type: ignore[return-value]
 
     def fetch(
-        self, where: pl.Expr | None = None, columns: list[str] | None = None, *, row: str | None = None
+        self,
+        where: pl.Expr | None = None,
+        columns: list[str] | None = None,
+        *,
+        row: str | None = None,
+        then: pl.Expr | None = None,
     ) -> pl.DataFrame:
         """The transactions ``where`` holds (all with None), their ``columns`` (all with None), in
         the table's order, read by polars' streaming engine: what it holds is the rows kept, not
-        the table.  ``row``: each row's position in the table, in a first column of that name."""
-        return self._query(where, columns, row).collect(engine="streaming")
+        the table.  ``row``: each row's position in the table, in a first column of that name.
+
+        ``then``: a second filter, tested only on the rows ``where`` kept, a batch at a time (a
+        costly test, as a membership in many names, after a cheap one: polars would test both
+        on every row of one filter).  Its columns need not be among ``columns``."""
+        if then is None:
+            return self._query(where, columns, row).collect(engine=self.engine)
+        more = [c for c in then.meta.root_names() if columns is not None and c not in columns]
+        read = None if columns is None else [*columns, *more]
+        kept = [b.filter(then) for b in self.batches(where, read, row=row)]
+        if not kept:
+            return self._query(where, columns, row).head(0).collect()
+        out = pl.concat(kept) if len(kept) > 1 else kept[0]
+        return out if columns is None else out.select(*([row] if row is not None else []), *columns)
 
     def batches(
         self, where: pl.Expr | None = None, columns: list[str] | None = None, *, row: str | None = None

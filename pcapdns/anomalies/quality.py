@@ -143,11 +143,11 @@ def one_direction_findings(inp: Inputs) -> list[Finding]:
     """A capture that saw one direction of the traffic only."""
     out: list[Finding] = []
     if one_direction(inp):
-        queries = int(inp.lazy().select(pl.len()).collect(engine="streaming").item())
+        queries = int(inp.lazy().select(pl.len()).collect(engine=inp.engine).item())
         servers: list[str] = []
         if queries:
             asked = inp.lazy().select(pl.col("server").drop_nulls().unique().cast(pl.String))
-            servers = sorted(asked.collect(engine="streaming").get_column("server").to_list())
+            servers = sorted(asked.collect(engine=inp.engine).get_column("server").to_list())
             named = ", ".join(servers[:3]) + (f" and {len(servers) - 3} more" if len(servers) > 3 else "")
             summary = (
                 f"{queries} queries to {named} and not one DNS response: either the capture saw one "

@@ -30,7 +30,7 @@ import polars as pl
 from pcapdns.anomalies.config import Thresholds
 from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, hms, zone_for, zone_keys
 from pcapdns.anomalies.inputs import Inputs
-from pcapdns.anomalies.servers import addresses, key_of, keyed, label, server_key
+from pcapdns.anomalies.servers import addresses, key_of, keyed, label, numbering, server_key
 from pcapdns.anomalies.stats import flag_windows, log10_binom_sf, score_of, widen
 from pcapdns.dns.knowledge import rcode_info
 
@@ -119,7 +119,8 @@ class _Answers:
     fine: pl.DataFrame
     servers: list[str]
     zones: list[str]
-    names: pl.DataFrame  # each name asked (``qname``) and its zone's number (``zone_key``)
+    names: pl.DataFrame  # each name asked (by ``_name_hash``: ``h``) and its zone's number (``zone_key``)
+    addresses: list[list[str]]  # the addresses each server key (by number) stands for
     inp: Inputs
 
     def server(self, key: str) -> int:
@@ -148,38 +149,35 @@ class _Answers:
     ) -> pl.DataFrame:
         """The answers of ``servers`` with ``rcodes`` (in ``zone``, in ``windows``: a range or a
         list), their ``columns`` in the table's order (server as its key, ``address`` its
-        address, ``zone_n`` the number of its zone, ``w`` its window): read by a filter."""
+        address, ``zone_n`` the number of its zone, ``w`` its window).  Read by a filter of the
+        server's addresses, the RCODEs and the windows; the zone (a name's, found by a join of
+        the rows read with the names asked) is kept after."""
         th = self.inp.thresholds
-        where = pl.col("rcode_name").is_not_null() & pl.col("rcode_name").cast(pl.String).is_in(rcodes)
-        where &= self._server_number().is_in(servers)
+        where = pl.col("rcode_name").is_in(rcodes)
+        where &= pl.col("server").is_in([a for n in servers for a in self.addresses[n]])
         if windows is not None:
             w = _window_of(th.window_s)
             where &= w.is_between(*windows) if isinstance(windows, tuple) else w.is_in(windows)
-        if zone is not None:
-            where &= self._in_zone(zone)
         rows = self.inp.fetch(where, list(columns))
-        return keyed(rows.with_columns(self._zone_numbers(rows.get_column("qname"))), th)
-
-    def _server_number(self) -> pl.Expr:
-        th = self.inp.thresholds
-        return key_of("server", th).replace_strict(
-            self.servers, list(range(len(self.servers))), default=None, return_dtype=pl.UInt32
-        )
-
-    def _in_zone(self, zone: int) -> pl.Expr:
-        """The rows whose name is in zone number ``zone``: a membership test of the zone's names
-        (a mapping of every name asked, built per row, costs a hash table of them all each time:
-        a million names in a random-subdomain flood)."""
-        mine = pl.col("qname").is_in(
-            self.names.filter(pl.col("zone_key") == zone).get_column("qname").implode()
-        )
-        return pl.col("qname").is_null() | mine if zone == self.zones.index(".") else mine
+        rows = rows.with_columns(self._zone_numbers(rows.get_column("qname")))
+        if zone is not None:
+            rows = rows.filter(pl.col("zone_n") == zone)
+        return keyed(rows, th)
 
     def _zone_numbers(self, qname: pl.Series) -> pl.Series:
         """The number of the zone of each of ``qname`` (the root's for no name), by one join."""
         dot = self.zones.index(".")
-        joined = qname.to_frame("qname").join(self.names, on="qname", how="left", maintain_order="left")
+        hashed = qname.to_frame("qname").select(_name_hash())
+        joined = hashed.join(self.names, on="h", how="left", maintain_order="left")
         return joined.get_column("zone_key").fill_null(dot).cast(pl.UInt32).alias("zone_n")
+
+
+def _name_hash() -> pl.Expr:
+    """A name's 64-bit hash (``h``; null for no name), by which the names asked are told apart:
+    a million distinct names share one with a chance of about 3*10^-8 (the later one would be
+    given the earlier one's zone), and hashing and joining numbers costs a fraction of the names'
+    text."""
+    return pl.when(pl.col("qname").is_not_null()).then(pl.col("qname").hash()).alias("h")
 
 
 def _window_of(window_s: float) -> pl.Expr:
@@ -195,23 +193,33 @@ def answers(inp: Inputs) -> _Answers | None:
 
 def _answers(inp: Inputs) -> _Answers | None:
     """Counted a batch of answers at a time: what is held is a row per server address, zone and
-    window, and the names asked with their zones."""
+    window, and the names asked with their zones.  Each new name's zone is found once and
+    numbered as it is first met (``zone_id``); the counts are grouped by that number and the
+    server address as read (no text made per row), and renumbered in the zones' sorted order at
+    the end."""
     th = inp.thresholds
     rc = pl.col("rcode_name")
     parts: list[pl.DataFrame] = []
-    names = pl.DataFrame(schema={"qname": pl.String, "zone": pl.String})
+    names = pl.DataFrame(schema={"h": pl.UInt64, "zone_id": pl.UInt32})
+    found: dict[str, int] = {".": 0}  # each zone met, by number in order of first meeting
     for batch in inp.batches(rc.is_not_null(), ["ts", "server", "rcode_name", "qname"]):
         if batch.height == 0:
             continue
-        new = batch.select(pl.col("qname").drop_nulls().unique()).join(names, on="qname", how="anti")
+        batch = batch.with_columns(_name_hash())
+        new = batch.select("h", "qname").filter(pl.col("h").is_not_null() & pl.col("h").is_first_distinct())
+        if names.height:
+            new = new.join(names, on="h", how="anti")
         if new.height:
-            zone = zone_keys(new.get_column("qname").str.to_lowercase()).alias("zone")
-            names = pl.concat([names, new.with_columns(zone)])
-        batch = batch.join(names, on="qname", how="left", maintain_order="left").with_columns(
-            pl.col("zone").fill_null("."), _window_of(th.window_s).alias("w")
+            zone = zone_keys(new.get_column("qname").str.to_lowercase())
+            for z in zone.unique(maintain_order=True).to_list():
+                found.setdefault(z, len(found))
+            ids = zone.replace_strict(found, return_dtype=pl.UInt32).alias("zone_id")
+            names = pl.concat([names, new.select("h", ids)])
+        batch = batch.join(names, on="h", how="left", maintain_order="left").with_columns(
+            pl.col("zone_id").fill_null(0), _window_of(th.window_s).alias("w")
         )
         parts.append(
-            batch.group_by(pl.col("server").cast(pl.String), "zone", "w").agg(
+            batch.group_by("server", "zone_id", "w").agg(
                 pl.len().alias("all"),
                 *[(rc == name).sum().alias(name) for name in SURGE_RCODES],
                 pl.col("ts").min().alias("first_ts"),
@@ -219,28 +227,26 @@ def _answers(inp: Inputs) -> _Answers | None:
         )
     if not parts:
         return None
-    fine = pl.concat(parts)
-    addresses = fine.get_column("server").unique().drop_nulls().to_list()
+    fine = pl.concat(parts).with_columns(pl.col("server").cast(pl.String))
+    addresses = sorted(fine.get_column("server").unique().drop_nulls().to_list())
     servers = sorted({server_key(a, th) for a in addresses})
-    zones = sorted({".", *names.get_column("zone").unique().to_list()})
+    of_server: list[list[str]] = [[] for _ in servers]
+    for a in addresses:
+        of_server[servers.index(server_key(a, th))].append(a)
+    zones = sorted(found)
+    rank = {z: i for i, z in enumerate(zones)}
+    sorted_id = pl.Series([rank[z] for z in found], dtype=pl.UInt32)  # a zone's number by first meeting
     fine = fine.with_columns(
         key_of("server", th).replace_strict(
             servers, list(range(len(servers))), default=None, return_dtype=pl.UInt32
         ),
-        pl.col("zone")
-        .replace_strict(zones, list(range(len(zones))), return_dtype=pl.UInt32)
-        .alias("zone_key"),
+        pl.lit(sorted_id).gather(pl.col("zone_id")).alias("zone_key"),
     )
     fine = fine.group_by("server", "zone_key", "w").agg(
         pl.col("all", *SURGE_RCODES).sum(), pl.col("first_ts").min()
     )
-    named = names.select(
-        "qname",
-        pl.col("zone")
-        .replace_strict(zones, list(range(len(zones))), return_dtype=pl.UInt32)
-        .alias("zone_key"),
-    )
-    return _Answers(fine, servers, zones, named, inp)
+    named = names.select("h", pl.lit(sorted_id).gather(pl.col("zone_id")).alias("zone_key"))
+    return _Answers(fine, servers, zones, named, of_server, inp)
 
 
 def surge_findings(inp: Inputs) -> list[Finding]:
@@ -321,8 +327,9 @@ def surge_findings(inp: Inputs) -> list[Finding]:
         lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
         rows = a.rows([a.server(s) for s in named], [rcode], zone=a.zone(zone), windows=(lo, hi))
         out.append(_surge_finding(rows.sort("ts", maintain_order=True), ep, rcode, zone, named, tests, a))
-    for item in wide:
-        rows = item.rows.sort("ts", maintain_order=True)
+    for item in wide:  # its answers read only now: a surge in one zone is that zone's finding's
+        rows = a.rows([a.server(item.server)], [item.rcode], windows=(item.lo, item.hi))
+        rows = rows.sort("ts", maintain_order=True)
         out.append(_surge_finding(rows, item.ep, item.rcode, None, [item.server], tests, a))
     return out
 
@@ -337,7 +344,6 @@ class _ServerSurge:
     zone: str
     lo: int
     hi: int
-    rows: pl.DataFrame
     ep: pl.DataFrame
     extra: dict[str, float]  # answers above each zone's usual share at this server
     total: float
@@ -363,7 +369,6 @@ def _server_surges(
             int(ep.get_column("w").max()),  # type: ignore[arg-type]
         )
         windows = list(range(lo, hi + 1))
-        rows = a.rows([a.server(server)], [rcode], windows=windows)
         # where the rise is: each zone's answers above the zone's own baseline at this server; the
         # zones' sum is the whole rise (a flood that adds answers to a zone whose usual share is
         # above the server's own is still all of the server's rise)
@@ -376,7 +381,7 @@ def _server_surges(
             excess = (pl.col("x") - pl.col("n") * pl.col("p0")).sum()
             total = float(by_server.filter(mine).select(excess).item() or 0.0)
         top = max(extra.items(), key=lambda kv: (kv[1], kv[0])) if extra else None
-        item = _ServerSurge(server, rcode, top[0] if top else "", lo, hi, rows, ep, extra, total)
+        item = _ServerSurge(server, rcode, top[0] if top else "", lo, hi, ep, extra, total)
         if top is not None and top[1] >= _ONE_ZONE * total:
             one_zone.append(item)
         else:
@@ -508,7 +513,7 @@ def slow_findings(inp: Inputs) -> list[Finding]:
     found = _slow_windows(inp)
     if found is None:
         return []
-    per, keys = found
+    per, keys, number = found
     per = per.with_columns(
         pl.col("p95")
         .filter(pl.col("n") >= th.slow_min_answers)
@@ -528,7 +533,7 @@ def slow_findings(inp: Inputs) -> list[Finding]:
         .filter(pl.col("ms") >= pl.lit(limit).gather(pl.col("server")))
         .group_by("server", "w")
         .agg(pl.len().alias("x"))
-        for batch in _slow_answers(inp, keys)
+        for batch in _slow_answers(inp, number)
     ]
     slow_n = pl.concat(counts).group_by("server", "w").agg(pl.col("x").sum())
     per = per.join(slow_n, on=["server", "w"], how="left").with_columns(
@@ -599,46 +604,40 @@ def slow_findings(inp: Inputs) -> list[Finding]:
     return out
 
 
-def _slow_answers(inp: Inputs, keys: list[str]) -> Iterator[pl.DataFrame]:
+def _slow_answers(inp: Inputs, number: pl.Expr) -> Iterator[pl.DataFrame]:
     """The answers with a round-trip time, a batch at a time, in the table's order: ``ts``,
-    ``server`` (its key's number in ``keys``), ``w`` and ``ms``."""
+    ``server`` (its key's ``number``), ``w`` and ``ms``."""
     th = inp.thresholds
-    number = key_of("server", th).replace_strict(
-        keys, list(range(len(keys))), default=None, return_dtype=pl.UInt32
-    )
     for batch in inp.batches(pl.col("rtt").is_not_null(), ["ts", "server", "rtt"]):
         yield _windowed(batch, th.window_s).select(
             "ts", number.alias("server"), "w", (pl.col("rtt") * 1000).alias("ms")
         )
 
 
-def _slow_windows(inp: Inputs) -> tuple[pl.DataFrame, list[str]] | None:
+def _slow_windows(inp: Inputs) -> tuple[pl.DataFrame, list[str], pl.Expr] | None:
     """Per server and window: its answers ``n`` and their round-trip times' 95th percentile
-    ``p95`` in milliseconds (``server`` numbering the server keys, sorted, that come with them);
-    None without an answer.
+    ``p95`` in milliseconds (``server`` numbering the server keys, sorted, that come with them,
+    and the expression numbering a row's); None without an answer.
 
     Read a batch at a time: while the answers come in time order, a window's rows are complete
     once a later window's start, and only the last window's are carried to the next batch; else
     (a table of several hosts in memory) all at once."""
     th = inp.thresholds
     asked = inp.lazy().filter(pl.col("rtt").is_not_null()).select(pl.col("server").unique())
-    servers = asked.collect(engine="streaming").get_column("server").drop_nulls()
-    if (
-        inp.lazy().filter(pl.col("rtt").is_not_null()).select(pl.len()).collect(engine="streaming").item()
-        == 0
-    ):
+    servers = asked.collect(engine=inp.engine).get_column("server").drop_nulls()
+    if inp.lazy().filter(pl.col("rtt").is_not_null()).select(pl.len()).collect(engine=inp.engine).item() == 0:
         return None
-    keys = sorted({server_key(a, th) for a in servers.cast(pl.String).to_list()})
+    number, keys = numbering(servers, th)
     agg = [pl.len().alias("n"), pl.col("ms").quantile(0.95, "linear").alias("p95")]
     parts: list[pl.DataFrame] = []
     carried: pl.DataFrame | None = None
     last_ts = None
-    for batch in _slow_answers(inp, keys):
+    for batch in _slow_answers(inp, number):
         if batch.height == 0:
             continue
         ts = batch.get_column("ts")
         if not ts.is_sorted() or ts.null_count() or (last_ts is not None and ts[0] < last_ts):
-            parts = [pl.concat(list(_slow_answers(inp, keys))).group_by("server", "w").agg(agg)]
+            parts = [pl.concat(list(_slow_answers(inp, number))).group_by("server", "w").agg(agg)]
             carried = None
             break
         last_ts = ts[-1]
@@ -648,7 +647,7 @@ def _slow_windows(inp: Inputs) -> tuple[pl.DataFrame, list[str]] | None:
         carried = rows.filter(pl.col("w") >= open_w)
     if carried is not None:
         parts.append(carried.group_by("server", "w").agg(agg))
-    return pl.concat(parts), keys
+    return pl.concat(parts), keys, number
 
 
 def _zones(names: pl.Series) -> tuple[pl.Series, list[str]]:

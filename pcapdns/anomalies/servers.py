@@ -16,7 +16,7 @@ import polars as pl
 
 from pcapdns.anomalies.config import Thresholds
 
-__all__ = ["addresses", "key_of", "keyed", "label", "ranked", "server_key"]
+__all__ = ["addresses", "key_of", "keyed", "label", "numbering", "ranked", "server_key"]
 
 
 def _mapping(th: Thresholds) -> dict[str, str]:
@@ -47,6 +47,31 @@ def ranked(t: pl.DataFrame, th: Thresholds, column: str = "server") -> tuple[pl.
         pl.col(column)
         .to_physical()
         .replace_strict(servers.to_physical(), [rank[k] for k in key], default=None, return_dtype=pl.UInt32)
+    )
+    return number, keys
+
+
+def numbering(servers: pl.Series, th: Thresholds, column: str = "server") -> tuple[pl.Expr, list[str]]:
+    """The server keys of the addresses ``servers`` (the distinct values of a table's ``column``),
+    sorted, and an expression giving each row of that table its key's number among them.
+
+    A categorical column is numbered by a lookup of its category codes (the codes of a column
+    are one mapping for the process: equal codes, equal text), which makes no text per row; a
+    long-lived process whose categories hold many more strings than these addresses, or a text
+    column, is numbered from the text."""
+    present = servers.drop_nulls()
+    text = present.cast(pl.String).to_list()
+    keys = sorted({server_key(a, th) for a in text})
+    codes = present.to_physical().to_list() if isinstance(servers.dtype, pl.Categorical) else []
+    if codes and max(codes) < 16 * len(codes) + (1 << 16):
+        rank = {k: i for i, k in enumerate(keys)}
+        table: list[int | None] = [None] * (max(codes) + 1)
+        for code, a in zip(codes, text, strict=True):
+            table[code] = rank[server_key(a, th)]
+        lookup = pl.Series("number", table, dtype=pl.UInt32)
+        return pl.lit(lookup).gather(pl.col(column).to_physical()), keys
+    number = key_of(column, th).replace_strict(
+        keys, list(range(len(keys))), default=None, return_dtype=pl.UInt32
     )
     return number, keys
 

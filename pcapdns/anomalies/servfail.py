@@ -45,9 +45,11 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
     sf = _named(servfails, th).with_columns(_lower("qname").alias("name_l"))
     if sf.height == 0:
         return []
-    names = _lower("qname").is_in(sf.get_column("name_l").unique().drop_nulls().implode())
+    # the rows asking one of those names: by the hash of the name in lower case (a name sharing
+    # one only keeps a few more rows, which the joins by the name itself below leave out)
+    names = _lower("qname").hash().is_in(sf.get_column("name_l").drop_nulls().hash().unique().implode())
     pcap = inp.lazy().filter(pl.col("source") == "pcap").select(pl.col("client").unique())
-    pcap_clients = pcap.collect(engine="streaming").get_column("client").cast(pl.String)
+    pcap_clients = pcap.collect(engine=inp.engine).get_column("client").cast(pl.String)
     client_keys = pcap_clients.to_frame("client").select(key_of("client", th)).to_series()
     resolvers = set(sf.filter(pl.col("source") == "pcap").get_column("server").unique().to_list()) & set(
         client_keys.to_list()
@@ -64,7 +66,7 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
     from_resolver = ((pl.col("source") == "pcap") & pl.col("client").is_in(resolver_addresses)) | (
         pl.col("dnstap_side").is_in(["resolver", "forwarder"])
     )
-    upstream = _named(inp.fetch(from_resolver & names), th).select(
+    upstream = _named(inp.fetch(from_resolver, then=names), th).select(
         pl.when(pl.col("source") == "dnstap").then(dnstap_log).otherwise("client_key").alias("rkey"),
         _lower("qname").alias("name_l"),
         pl.col("ts").alias("u_ts"),
@@ -92,8 +94,10 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
         (pl.col("u_status") != "answered") | pl.col("u_rcode").is_in(["SERVFAIL", "REFUSED"])
     )
     # (the retries with CD=1 that were answered, of those names: those alone are read)
-    retried = pl.col("CD") & pl.col("rcode_name").is_in(["NOERROR", "NXDOMAIN"]) & names
-    cd_ok = _cd_retries(sf, inp.fetch(retried, ["client", "qname", "qtype", "ts", "CD", "rcode_name"]), th)
+    retried = pl.col("CD") & pl.col("rcode_name").is_in(["NOERROR", "NXDOMAIN"])
+    cd_ok = _cd_retries(
+        sf, inp.fetch(retried, ["client", "qname", "qtype", "ts", "CD", "rcode_name"], then=names), th
+    )
     cd_frames = cd_ok.get_column("query_frame").implode()
     hop_frames = failed_hops.get_column("query_frame").implode()
     dnssec = pl.col("ede").list.eval(pl.element().is_in(list(_DNSSEC_EDE))).list.any().fill_null(False)
@@ -113,7 +117,7 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
     sf = sf.with_columns(pl.when(shown).then(pl.col("zone_key")).alias("zkey"))
     answered = inp.lazy().filter(pl.col("rcode_name").is_not_null())
     addresses_of: dict[str, list[str]] = {}  # each server key's addresses, as answered has them
-    servers = answered.select(pl.col("server").unique()).collect(engine="streaming").get_column("server")
+    servers = answered.select(pl.col("server").unique()).collect(engine=inp.engine).get_column("server")
     for address in servers.cast(pl.String).to_list():
         addresses_of.setdefault(server_key(address, th), []).append(address)
     groups = list(sf.sort("ts").group_by(["server", "cause_class", "zkey"], maintain_order=True))
@@ -280,7 +284,7 @@ def _answers_during(inp: Inputs, spans: list[tuple[list[str], datetime, datetime
     if not spans:
         return counts
     for batch in inp.batches(pl.col("rcode_name").is_not_null(), ["server", "ts"]):
-        server = batch.get_column("server").cast(pl.String)
+        server = batch.get_column("server")  # categorical: tested against the addresses as text
         ts = batch.get_column("ts")
         for i, (mine, start, last) in enumerate(spans):
             counts[i] += int((server.is_in(mine) & ts.is_between(start, last)).sum())

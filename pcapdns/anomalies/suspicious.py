@@ -255,13 +255,13 @@ def _ttl_drops(inp: Inputs) -> list[Finding]:
     # each question's usual TTL (the median) from its TTLs counted by streaming: a row per
     # question and TTL, not per answer
     ttls = inp.lazy().filter(authoritative).group_by(*key, "min_ttl").agg(pl.len().alias("k"))
-    usual = _median_of_counts(ttls.collect(engine="streaming"), keys)
+    usual = _median_of_counts(ttls.collect(engine=inp.engine), keys)
     if usual.height == 0:
         return []
     aa = inp.lazy().filter(authoritative).with_columns(key).join(usual.lazy(), on=keys, how="inner")
     low = (
         aa.filter((pl.col("usual") >= _TTL_USUAL_MIN) & (pl.col("min_ttl") * _TTL_FACTOR < pl.col("usual")))
-        .collect(engine="streaming")
+        .collect(engine=inp.engine)
         .sort("ts")
     )
     low = _strings(low, "client", "transport")
@@ -305,20 +305,33 @@ def _median_of_counts(counts: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
 
 def _nodata_changes(inp: Inputs) -> list[Finding]:
     ok = (pl.col("status") == "answered") & (pl.col("rcode") == 0)
-    keys = ["server", "name_l", "qtype"]  # the server categorical: text only for the rows kept
-    name_l = pl.col("qname").str.to_lowercase().alias("name_l")
-    empty = inp.lazy().filter(ok & (pl.col("answers") == 0))
-    if empty.select(pl.len()).collect(engine="streaming").item() < inp.thresholds.min_count:
+    # a question's keys: the server categorical (text only for the rows kept), the 64-bit hash of
+    # the name in lower case (a number to group and join by, not a string), the type
+    keys = ["server", "name_l", "qtype"]
+    name_l = pl.when(pl.col("qname").is_not_null()).then(pl.col("qname").str.to_lowercase().hash())
+    empty = inp.lazy().filter(ok & (pl.col("answers") == 0)).with_columns(name_l.alias("name_l"))
+    # the questions answered empty, as one number each (a number two keys share only keeps a few
+    # more rows below, which the join by the keys themselves leaves out)
+    packed = pl.col("name_l") ^ (
+        pl.col("server").to_physical().cast(pl.UInt64) * 2**32 + pl.col("qtype").cast(pl.UInt64)
+    )
+    wanted = empty.select(packed.unique().alias("k")).collect(engine=inp.engine).get_column("k")
+    if empty.select(pl.len()).collect(engine=inp.engine).item() < inp.thresholds.min_count:
         return []  # fewer NODATA answers than a finding needs
-    # when each question first had records (a row per question, by streaming), then the empty
-    # answers after it (those alone are kept)
-    had = inp.lazy().filter(ok & (pl.col("answers") > 0)).select("ts", "server", name_l, "qtype")
-    first_had = had.group_by(keys).agg(pl.col("ts").min().alias("first_had")).collect(engine="streaming")
+    # when each of those questions first had records (a row per question, by streaming), then the
+    # empty answers after it (those alone are kept)
+    had = (
+        inp.lazy()
+        .filter(ok & (pl.col("answers") > 0))
+        .select("ts", "server", name_l.alias("name_l"), "qtype")
+        .filter(packed.is_in(wanted.drop_nulls().implode()))
+    )
+    first_had = had.group_by(keys).agg(pl.col("ts").min().alias("first_had")).collect(engine=inp.engine)
     changed = (
-        empty.select(*_ANSWER, name_l)
+        empty.select(*_ANSWER, "name_l")
         .join(first_had.lazy(), on=keys, how="inner")
         .filter(pl.col("ts") > pl.col("first_had"))
-        .collect(engine="streaming")
+        .collect(engine=inp.engine)
         .sort("ts")
     )
     if changed.height < inp.thresholds.min_count:

@@ -137,7 +137,10 @@ def truncation_findings(inp: Inputs) -> list[Finding]:
 
 def retry_findings(inp: Inputs) -> list[Finding]:
     th = inp.thresholds
-    keys = ["client", "name_l", "qtype", "qclass"]  # the client stays categorical until the end
+    # the question's keys as numbers: the client's category code (the table's column has one set
+    # of categories: equal codes are equal addresses) and the 64-bit hash of the name in lower case
+    # (two names asked by one client within a retry window sharing one: a chance of about 10^-19)
+    keys = ["c", "name_h", "qtype", "qclass"]
     # The search runs on the failed attempts and the attempts asking what one of them asked
     # (each read by a filter: neither is the table); the columns a chain's finding reads are
     # gathered for the attempts that were asked again.
@@ -145,16 +148,20 @@ def retry_findings(inp: Inputs) -> list[Finding]:
     lost = pl.lit(False) if one_direction(inp) else pl.col("status") == "unanswered"
     failing = (lost | pl.col("rcode_name").is_in(_FAILED)) & ~pl.col("TC").fill_null(False)
     asked = ["ts", "client", "qname", "qtype", "qclass"]
-    name_l = pl.col("qname").str.to_lowercase().alias("name_l")
-    failed = inp.fetch(failing, asked, row="row").with_columns(name_l).drop("qname")
+    name_h = pl.when(pl.col("qname").is_not_null()).then(pl.col("qname").str.to_lowercase().hash())
+    numbers = [pl.col("client").to_physical().alias("c"), name_h.alias("name_h")]
+    failed = inp.fetch(failing, asked, row="row").with_columns(numbers).drop("qname", "client")
     if failed.height == 0:
         return []
     # only the questions that failed once can be asked again after a failure: the attempts whose
-    # keys' one number is a failed one's (a number shared by two keys only keeps a few more rows,
-    # which the as-of join below, by the keys themselves, leaves unpaired)
-    packed = pl.struct(pl.col("client").cast(pl.String), "name_l", "qtype", "qclass").hash()
-    wanted = failed.select(packed).to_series().unique().implode()
-    key = pl.struct(pl.col("client").cast(pl.String), name_l, "qtype", "qclass").hash()
+    # keys packed in one number are a failed one's (a number shared by two keys only keeps a few
+    # more rows, which the as-of join below, by the keys themselves, leaves unpaired)
+    def packed(client: pl.Expr, name: pl.Expr) -> pl.Expr:
+        rest = client.cast(pl.UInt64) * 2**32 + pl.col("qtype").cast(pl.UInt64) * 2**16 + pl.col("qclass")
+        return name ^ rest
+
+    wanted = failed.select(packed(pl.col("c"), pl.col("name_h"))).to_series().unique().implode()
+    key = packed(pl.col("client").to_physical(), name_h)
     window = timedelta(microseconds=int(th.retry_window_s * 1e6))
     # ... and of those, only the ones asked at most retry_window_s after a failed attempt of the
     # same question (a backward search from each, a batch at a time): the next attempt of every
@@ -162,7 +169,7 @@ def retry_findings(inp: Inputs) -> list[Finding]:
     since = failed.drop_nulls(keys).select(*keys, pl.col("ts").alias("f_ts")).sort("f_ts")
     kept = []
     for batch in inp.batches(key.is_in(wanted), asked, row="n_row"):
-        candidates = batch.with_columns(name_l).select(*keys, "n_row", pl.col("ts").alias("n_ts"))
+        candidates = batch.with_columns(numbers).select(*keys, "n_row", pl.col("ts").alias("n_ts"))
         candidates = candidates.drop_nulls(keys).sort("n_ts", "n_row")
         after = candidates.join_asof(
             since,
@@ -252,11 +259,10 @@ def retry_findings(inp: Inputs) -> list[Finding]:
     # authorities (or its forwarders), not an end host: the text names it so.
     # (answering its own address, as on a loopback capture, is not answering others)
     # (both columns categorical over one set of categories: equal codes are equal addresses)
-    server, client = pl.col("server").cast(pl.String), pl.col("client").cast(pl.String)
-    serving = inp.lazy().filter(server != client).select(server.unique()).collect(engine="streaming")
-    resolvers = set(serving.get_column("server").drop_nulls().to_list()) & set(
-        nxt.get_column("client").unique().to_list()
-    )
+    asking = nxt.get_column("client").unique().drop_nulls().to_list()
+    others = pl.col("server").is_in(asking) & (pl.col("server") != pl.col("client"))
+    serving = inp.lazy().filter(others).select(pl.col("server").unique()).collect(engine=inp.engine)
+    resolvers = set(serving.get_column("server").drop_nulls().cast(pl.String).to_list())
     out: list[Finding] = []
     for (client, _zk), rows in nxt.sort("ts").group_by(["client", "zk"], maintain_order=True):
         who = "the resolver" if client in resolvers else "the client"
