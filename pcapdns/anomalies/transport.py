@@ -153,6 +153,7 @@ def retry_findings(inp: Inputs) -> list[Finding]:
     failed = inp.fetch(failing, asked, row="row").with_columns(numbers).drop("qname", "client")
     if failed.height == 0:
         return []
+
     # only the questions that failed once can be asked again after a failure: the attempts whose
     # keys packed in one number are a failed one's (a number shared by two keys only keeps a few
     # more rows, which the as-of join below, by the keys themselves, leaves unpaired)
