@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Literal
 
 import polars as pl
 
@@ -172,16 +173,7 @@ def retry_findings(inp: Inputs) -> list[Finding]:
     for batch in inp.batches(key.is_in(wanted), asked, row="n_row"):
         candidates = batch.with_columns(numbers).select(*keys, "n_row", pl.col("ts").alias("n_ts"))
         candidates = candidates.drop_nulls(keys).sort("n_ts", "n_row")
-        after = candidates.join_asof(
-            since,
-            left_on="n_ts",
-            right_on="f_ts",
-            by=keys,
-            strategy="backward",
-            allow_exact_matches=False,
-            tolerance=window,
-            check_sortedness=False,  # both sides are sorted by time just above
-        )
+        after = _within(candidates, since, ("n_ts", "f_ts"), keys, "backward", window)
         kept.append(after.filter(pl.col("f_ts").is_not_null()).drop("f_ts"))
     if not kept:
         return []
@@ -191,21 +183,8 @@ def retry_findings(inp: Inputs) -> list[Finding]:
     # as-of join finds it by a forward search in time order, one row out per failed row: memory
     # and time near-linear in the transactions, where joining every failed query with every query
     # of its client and name grew with the square of a retry storm.
-    pairs = (
-        failed.drop_nulls(keys)
-        .sort("ts", "row")
-        .join_asof(
-            later,
-            left_on="ts",
-            right_on="n_ts",
-            by=keys,
-            strategy="forward",
-            allow_exact_matches=False,
-            tolerance=window,
-            check_sortedness=False,  # both sides are sorted by time just above
-        )
-        .filter(pl.col("n_row").is_not_null())
-    )
+    pairs = _within(failed.drop_nulls(keys).sort("ts", "row"), later, ("ts", "n_ts"), keys, "forward", window)
+    pairs = pairs.filter(pl.col("n_row").is_not_null())
     if pairs.height == 0:
         return []
     first = _gathered(
@@ -314,6 +293,29 @@ def retry_findings(inp: Inputs) -> list[Finding]:
         )
         out.append(for_whom(finding, rows.get_column("client")))
     return out
+
+
+def _within(
+    left: pl.DataFrame,
+    right: pl.DataFrame,
+    on: tuple[str, str],
+    keys: list[str],
+    strategy: Literal["backward", "forward"],
+    window: timedelta,
+) -> pl.DataFrame:
+    """Each row of ``left`` with the row of ``right`` of the same ``keys`` nearest before it
+    (``backward``) or after it (``forward``) in time (``on``: the two sides' time columns), at
+    most ``window`` away and never at the same time; both sides sorted by time."""
+    return left.join_asof(
+        right,
+        left_on=on[0],
+        right_on=on[1],
+        by=keys,
+        strategy=strategy,
+        allow_exact_matches=False,
+        tolerance=window,
+        check_sortedness=False,  # both sides are sorted by time by the caller
+    )
 
 
 def _gathered(inp: Inputs, rows: pl.Series, columns: list[str]) -> pl.DataFrame:
