@@ -37,7 +37,8 @@ from pcapdns.anomalies.stats import CHI2_1_MEDIAN
 
 __all__ = ["MOST_WINDOWS", "flag_spans", "log10_chi2_1_sf_half"]
 
-MOST_WINDOWS = 512  # windows (or blocks of them) a group's spans are scanned over at most
+MOST_WINDOWS = 256  # windows (or blocks of them) a group's spans are scanned over at most
+_PAIRS = 1 << 19  # spans (rows) held at once while scanning
 _LN10 = math.log(10.0)
 
 
@@ -53,6 +54,30 @@ def log10_chi2_1_sf_half(g: float) -> float:
     # erfc(z) = exp(-z^2) / (z sqrt(pi)) * (1 - 1/(2 z^2) + 3/(4 z^4) - ...)
     ln = -z * z - math.log(z * math.sqrt(math.pi)) + math.log1p(-1 / (2 * z * z) + 3 / (4 * z**4))
     return (ln + math.log(0.5)) / _LN10
+
+
+def _best_of(starts: pl.DataFrame, ends: pl.DataFrame, min_count: float, min_share: float) -> pl.DataFrame:
+    """Per group of ``starts``: the span (a start, an end of ``ends``) with the largest likelihood
+    ratio ``g`` that clears the floors."""
+    x_in, n_in = pl.col("cx") - pl.col("bx"), pl.col("cn") - pl.col("bn")
+    x_out, n_out = pl.col("X") - x_in, pl.col("N") - n_in
+    share_in = x_in / n_in
+    share_out = (x_out + 0.5) / (n_out + 1.0)
+    g = 2 * (_loglik(x_in, n_in) + _loglik(x_out, n_out) - _loglik(pl.col("X"), pl.col("N")))
+    return (
+        starts.join(ends, on="_g", how="inner")
+        .filter(
+            (pl.col("b1") >= pl.col("b0"))
+            & (x_in >= min_count)
+            & (share_in >= pl.col("floor"))
+            & (share_in - share_out >= min_share)
+            & (share_out < pl.col("floor"))  # a healthy rest: the baseline the span rose from
+        )
+        .select("_g", "lo", "hi", g.alias("g"), share_in.alias("p_in"), share_out.alias("p_out"))
+        .sort("g", descending=True)
+        .group_by("_g", maintain_order=True)
+        .first()
+    )
 
 
 def _xlogx(x: pl.Expr, n: pl.Expr) -> pl.Expr:
@@ -136,7 +161,8 @@ def _best_spans(
 ) -> pl.DataFrame:
     """Per group scanned: the span with the largest likelihood ratio ``g`` that clears the
     floors (``lo``, ``hi`` its first and last window), ``p_out`` the share outside it, ``phi``
-    the windows' dispersion about the two-share fit and ``spans`` how many spans were looked at."""
+    the windows' dispersion (from neighbouring windows) and ``spans`` how many spans were looked
+    at."""
     cand = per.filter(pl.col("rcode").is_in(list(rcodes)) & (pl.col("n") > 0))
     totals = pl.col("x").sum().over(group), pl.col("n").sum().over(group)
     cand = cand.filter(
@@ -163,54 +189,38 @@ def _best_spans(
             pl.col("rcode").replace_strict(floors, default=2.0, return_dtype=pl.Float64).alias("floor"),
         )
     )
-    # a span starts at a block after the first (a healthy "before") and ends at any block after it;
-    # its edges hold failing answers (a span widened over a block without any only scores lower)
-    starts = blocks.filter((pl.col("b") > 0) & (pl.col("x") > 0)).select(
-        *group,
-        pl.col("lo"),
-        (pl.col("cx") - pl.col("x")).alias("bx"),
-        (pl.col("cn") - pl.col("n")).alias("bn"),
-        "X",
-        "N",
-        "k",
-        "floor",
-        pl.col("b").alias("b0"),
+    # a span starts at a block after the first, with a healthy "before", and ends at any block
+    # after it; its edges hold failing answers (a span widened over a block without any only
+    # scores lower).  Groups are numbered (``_g``) for the joins.
+    ids = blocks.select(*group, "k").unique(maintain_order=True).with_row_index("_g")
+    blocks = blocks.join(ids.drop("k"), on=group)
+    bx, bn = pl.col("cx") - pl.col("x"), pl.col("cn") - pl.col("n")
+    starts = blocks.filter(
+        (pl.col("b") > 0) & (pl.col("x") > 0) & ((bx + 0.5) / (bn + 1.0) < pl.col("floor"))
+    ).select("_g", "lo", bx.alias("bx"), bn.alias("bn"), "X", "N", "floor", pl.col("b").alias("b0"))
+    ends = blocks.filter(pl.col("x") > 0).select("_g", "hi", "cx", "cn", pl.col("b").alias("b1"))
+    # the spans of a few groups at a time: about _PAIRS rows held at once
+    sizes = (
+        starts.group_by("_g")
+        .len()
+        .join(ends.group_by("_g").len(), on="_g")
+        .sort("_g")
+        .select("_g", ((pl.col("len") * pl.col("len_right")).cum_sum() // _PAIRS).alias("chunk"))
     )
-    ends = blocks.filter(pl.col("x") > 0).select(*group, "hi", "cx", "cn", pl.col("b").alias("b1"))
-    x_in, n_in = pl.col("cx") - pl.col("bx"), pl.col("cn") - pl.col("bn")
-    x_out, n_out = pl.col("X") - x_in, pl.col("N") - n_in
-    share_in = x_in / n_in
-    share_out = (x_out + 0.5) / (n_out + 1.0)
-    pairs = (
-        starts.join(ends, on=group, how="inner")
-        .filter(pl.col("b1") >= pl.col("b0"))
-        .filter(
-            (x_in >= min_count)
-            & (share_in >= pl.col("floor"))
-            & (share_in - share_out >= min_share)
-            & (share_out < pl.col("floor"))  # a healthy rest: the baseline the span rose from
-            & ((pl.col("bx") + 0.5) / (pl.col("bn") + 1.0) < pl.col("floor"))  # healthy before it
-        )
-        .with_columns(
-            (2 * (_loglik(x_in, n_in) + _loglik(x_out, n_out) - _loglik(pl.col("X"), pl.col("N")))).alias(
-                "g"
-            ),
-            share_in.alias("p_in"),
-            share_out.alias("p_out"),
-        )
-    )
-    if pairs.height == 0:
+    parts = [
+        _best_of(starts.join(mine, on="_g", how="semi"), ends, min_count, min_share)
+        for _, mine in sizes.group_by("chunk", maintain_order=True)
+    ]
+    if not parts:
         return pl.DataFrame()
-    best = pairs.sort("g", descending=True).group_by(group, maintain_order=True).first()
-    best = best.select(
-        *group,
-        "lo",
-        "hi",
-        "g",
-        "p_in",
-        "p_out",
-        (pl.col("k") * (pl.col("k") - 1) // 2).clip(lower_bound=1).alias("spans"),
+    best = (
+        pl.concat(parts)
+        .join(ids, on="_g")
+        .with_columns((pl.col("k") * (pl.col("k") - 1) // 2).clip(lower_bound=1).alias("spans"))
+        .drop("_g", "k")
     )
+    if best.height == 0:
+        return pl.DataFrame()
     # the dispersion of the group's windows from their neighbours' differences: two neighbouring
     # windows of one segment differ by chance alone, so the median of their squared standardised
     # differences, over the chi-square median, is the dispersion whatever the span, its spells or
