@@ -129,6 +129,46 @@ def test_a_resolver_refusing_everything_is_one_finding_for_the_resolver(tmp_path
     assert surge["servers"] == ["10.53.0.1"] and surge["rcode"] == "REFUSED" and surge["zone"] is None
 
 
+# A resolver failing in three long spells over most of a 20-minute capture, healthy only in its
+# first minute and a half, its last one and a half and two quiet spells between: (from, until, share)
+SPELLS = [(90.0, 510.0, 0.9), (560.0, 870.0, 0.6), (900.0, 1110.0, 0.55)]
+
+
+@pytest.mark.parametrize("rcode", [5, 2])
+def test_a_failure_through_most_of_the_capture_is_one_surge_for_the_resolver(tmp_path, rcode):
+    def outcome(t: float, server: str, zone: str, rng: random.Random) -> int:
+        share = next((p for a, b, p in SPELLS if a <= t < b and server == "10.53.0.2"), 0.0)
+        return rcode if rng.random() < share else background(t, server, zone, rng)
+
+    path = build(tmp_path, outcome, seconds=1200)
+    (surge,) = findings(path, "rcode_surge")
+    assert surge["servers"] == ["10.53.0.2"] and surge["zone"] is None
+    assert surge["rcode"] == ("REFUSED" if rcode == 5 else "SERVFAIL")
+    start, end = (surge[k].timestamp() - T0 / 1e9 for k in ("start", "end"))
+    assert 90 <= start < 120 and 1080 < end < 1140  # the last spell's window
+    assert surge["score"] > 3 and surge["severity"] == "critical"
+    assert findings(path, "persistent_failure") == []
+
+
+def test_a_failure_from_the_first_minute_is_persistent_not_also_a_surge(tmp_path):
+    # the same resolver failing from the capture's start until its last two minutes: a failure
+    # with no healthy "before" is the persistent-failure rule's, reported once
+    def outcome(t: float, server: str, zone: str, rng: random.Random) -> int:
+        failing = t < 1080 and server == "10.53.0.2" and rng.random() < 0.7
+        return 5 if failing else background(t, server, zone, rng)
+
+    path = build(tmp_path, outcome, seconds=1200)
+    assert findings(path, "rcode_surge") == []
+    (failure,) = findings(path, "persistent_failure")
+    assert failure["servers"] == ["10.53.0.2"] and failure["rcode"] == "REFUSED"
+
+
+def test_a_resolver_whose_failures_drift_by_chance_has_no_span(tmp_path):
+    # SERVFAIL at 1 % everywhere, NXDOMAIN at 15 %: no span of any length stands out once every
+    # span and server looked at is accounted for
+    assert findings(build(tmp_path, background, seconds=1200, rate=12.0), "rcode_surge") == []
+
+
 @pytest.mark.parametrize("flooded", [RESOLVERS, ["10.53.0.2"]])
 def test_an_nxdomain_flood_names_the_resolvers_it_went_through(tmp_path, flooded):
     # a quiet zone (a twentieth of the queries, NXDOMAIN ~15 %) flooded with names that do not

@@ -15,7 +15,9 @@ zones.  A zone's surge is then attributed: it names only the servers whose own s
 rose (:func:`_attribute`): a SERVFAIL surge at one of three resolvers names that one, a flood
 through all of them names all.  A server-wide surge spread over many zones is one finding for the
 server; one that sits in a single zone is that zone's.  Flagged windows at most one window apart
-are one surge with an onset, a peak and a recovery.
+are one surge with an onset, a peak and a recovery.  A server failing through most of the capture,
+whose windows' baseline is the failure's own, is found as one span of windows against the rest
+(:mod:`pcapdns.anomalies.spans`).
 """
 
 from __future__ import annotations
@@ -31,11 +33,13 @@ from pcapdns.anomalies.config import Thresholds
 from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, hms, zone_for, zone_keys
 from pcapdns.anomalies.inputs import Inputs
 from pcapdns.anomalies.servers import addresses, key_of, keyed, label, numbering, server_key
+from pcapdns.anomalies.spans import flag_spans
 from pcapdns.anomalies.stats import flag_windows, log10_binom_sf, score_of, widen
 from pcapdns.dns.knowledge import rcode_info
 
 SURGE_RCODES = ("SERVFAIL", "REFUSED", "NXDOMAIN", "FORMERR", "NOTIMP")
 NO_BASELINE = {"SERVFAIL": 0.2, "REFUSED": 0.2, "NOTIMP": 0.2}  # absolute shares for short captures
+FAILING_RCODES = tuple(NO_BASELINE)  # the RCODEs a span of failure is scanned for
 MIN_WINDOWS = 3
 _ONE_ZONE = 0.8  # a server's surge with this share of its excess answers in one zone is that zone's
 _GAP = 2  # flagged windows this many apart (one quiet window between) are one episode
@@ -49,10 +53,12 @@ def _windowed(t: pl.DataFrame, window_s: float) -> pl.DataFrame:
 
 
 def _episodes(flagged: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
-    """Give flagged windows of the same key at most ``_GAP`` apart one ``episode`` id."""
-    return flagged.sort(*keys, "w").with_columns(
-        ((pl.col("w") - pl.col("w").shift(1).over(keys)) > _GAP).fill_null(True).cum_sum().alias("episode")
-    )
+    """Give flagged windows of the same key at most ``_GAP`` apart one ``episode`` id (and the
+    windows of one span of failure, :func:`flag_spans`, however far apart)."""
+    apart = (pl.col("w") - pl.col("w").shift(1).over(keys)) > _GAP
+    if "span" in flagged.columns:
+        apart = apart & ~(pl.col("span") & pl.col("span").shift(1).over(keys))
+    return flagged.sort(*keys, "w").with_columns(apart.fill_null(True).cum_sum().alias("episode"))
 
 
 def _counts(fine: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
@@ -99,6 +105,22 @@ def _test(per: pl.DataFrame, keys: list[str], inp: Inputs, tests: int, short: bo
             .alias("log10p")
         )
     return per
+
+
+def _spans(per: pl.DataFrame, keys: list[str], inp: Inputs, tests: int) -> pl.DataFrame:
+    """``per`` with the windows of a failing span flagged (:func:`flag_spans`): a failure the
+    windows' baseline cannot show, having become it."""
+    th = inp.thresholds
+    return flag_spans(
+        per,
+        keys,
+        FAILING_RCODES,
+        floors=NO_BASELINE,
+        min_count=th.min_count,
+        min_share=th.min_share,
+        log10_alpha=math.log10(th.alpha),
+        tests=tests,
+    )
 
 
 def _short_log10p(r: dict[str, float | None]) -> float:
@@ -264,6 +286,8 @@ def surge_findings(inp: Inputs) -> list[Finding]:
     by_server = _test(by_server, ["server"], inp, tests, short)
     by_zone = _test(by_zone, ["server", "zone_key"], inp, tests, short)
     by_zone_all = _test(by_zone_all, ["zone_key"], inp, tests, short)
+    if not short:  # a server failing through most of the capture: one span against the rest
+        by_server = _spans(by_server, ["server"], inp, tests)
     one_zone, wide = _server_surges(a, by_server, by_zone)
     # the dispersion of a typical (server, zone): a flood through most of a group's windows
     # inflates the group's own, learnt against a baseline the flood raised
