@@ -39,6 +39,7 @@ from pcapbuild import (
 )
 from polars.testing import assert_frame_equal
 
+from pcapdns.decode.tcp import IssueFn, TcpStreams
 from pcapdns.decode.tcpbatch import BatchStreams, Reassembled, ip_pairs
 from pcapdns.model import LinkType
 from pcapdns.pipeline import Decoded, Options, read
@@ -152,9 +153,11 @@ def _capture(rng: random.Random, framer: Framer, kinds: str) -> list[tuple[int, 
     return _interleaved(rng, sources)
 
 
-def _interleaved(rng: random.Random, sources: list[list[tuple[bytes, int]]]) -> list[tuple[int, bytes, int]]:
-    """The sources' frames interleaved at random, each source in its own order."""
-    records, t = [], 10**18
+def _interleaved(
+    rng: random.Random, sources: list[list[tuple[bytes, int]]], t: int = 10**18
+) -> list[tuple[int, bytes, int]]:
+    """The sources' frames interleaved at random, each source in its own order, after time ``t``."""
+    records = []
     while sources:
         q = rng.choice(sources)
         f, wire = q.pop(0)
@@ -231,10 +234,10 @@ def _pairs(frames: list[tuple[LinkType, bytes]], tunnel_ports: tuple[int, ...] =
 
 
 def test_what_ip_pairs_places_behind_link_and_extension_headers() -> None:
-    """A frame the per-packet decoder reads has its address pair known (placed) unless what it
-    carries may be any connection: a tunnel behind IPv6 extension headers, a header chain cut
-    by the snaplen, a later fragment whose next header is an extension header, a link layer not
-    read."""
+    """A frame the per-packet decoder reads has its address pair known (placed: 1 when it may
+    hold a TCP segment, 2 when it holds none) unless what it carries may be any connection (0):
+    a tunnel behind IPv6 extension headers, a header chain cut by the snaplen, a later fragment
+    whose next header is an extension header, a link layer not read."""
     hbh, dst, rt = (0, ext_opts()), (60, ext_opts(2)), (43, bytes(8))
     ah = (51, bytes([0, 1]) + bytes(10))  # AH: (1 + 2) * 4 bytes
     seg = tcp(b"\x00\x0c" + dns(), 20001, 53)
@@ -247,8 +250,12 @@ def test_what_ip_pairs_places_behind_link_and_extension_headers() -> None:
         (eth, v6(seg, 6, [hbh]), 1),
         (eth, v6(seg, 6, [hbh, rt, ah, dst]), 1),
         (nul, null(ipv6(seg, 6, ext=[dst]), 30), 1),
-        (eth, v6(b"\x8f\x00" + bytes(26), 58, [hbh]), 1),  # an MLD report
-        (eth, v6(udp(dns()), 17, [dst, (44, ext_frag(0, False, 1))]), 1),
+        (eth, v6(b"\x8f\x00" + bytes(26), 58, [hbh]), 2),  # an MLD report
+        (eth, v6(udp(dns()), 17, [dst, (44, ext_frag(0, False, 1))]), 2),
+        (eth, v6(bytes(16), 6, [(44, ext_frag(64, True, 4))]), 1),  # a later fragment of TCP
+        (eth, ether(ipv4(bytes(16), 17, frag_off=64)), 2),  # a later fragment of UDP
+        (eth, ether(ipv4(bytes(16), 6, frag_off=64)), 1),  # ... of TCP
+        (eth, ether(ipv4(udp(dns())))[:-5], 2),  # a query cut by the snaplen
         (eth, v6(ipv4(seg, 6), 4, [hbh]), 0),  # IPv4 in IPv6 behind hop-by-hop
         (eth, v6(ipv6(seg, 6), 41, [dst, (44, ext_frag(0, True, 2))]), 0),
         (eth, v6(bytes(8), 47, [rt]), 0),  # GRE
@@ -284,3 +291,40 @@ def test_a_segment_behind_extension_headers_leaves_its_connection_to_the_per_pac
     assert sorted(map(str, fast.issues)) == sorted(map(str, slow.issues))
     assert fast.counters["tcp_frames"] == slow.counters["slow_tcp_segments"] - 6
     assert sum(streamed) == fast.counters["tcp_frames"] - left
+
+
+@pytest.mark.parametrize("batch", [60, 100_000])
+@pytest.mark.parametrize(("name", "link", "framer"), [LINKS[0], LINKS[12]], ids=["ethernet", "null"])
+def test_a_full_flow_table_beside_frames_that_hold_no_tcp(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    link: LinkType,
+    framer: Framer,
+    batch: int,
+    streamed: list[int],
+) -> None:
+    """The flow table full (24 directions, 40 connections): frames for the per-packet decoder that
+    hold no TCP segment (a cut UDP query, UDP fragments, MLD) make no flow, so the batch's
+    connections stay compiled, and flows are pushed out exactly as the per-packet path pushes
+    them."""
+    original = TcpStreams.__init__
+
+    def small(self: TcpStreams, max_flows: int, max_buffer: int, issue: IssueFn) -> None:
+        original(self, 24, max_buffer, issue)
+
+    monkeypatch.setattr(TcpStreams, "__init__", small)
+    rng = random.Random(f"full-{name}-{batch}")
+    records: list[tuple[int, bytes, int]] = []
+    for g in range(5):  # groups of 8 connections one after the other: the ended flows pushed out
+        sources = [_connection(rng, framer, k, rng.random() < 0.4) for k in range(8 * g, 8 * g + 8)]
+        sources += [[_other(framer, "mdfc"[k % 4], k)] for k in range(3 * g, 3 * g + 3)]
+        records += _interleaved(rng, sources, records[-1][0] if records else 10**18)
+    path = tmp_path / f"{name}.pcap"
+    path.write_bytes(pcap(records, int(link)))
+    fast = read([str(path)], Options(fast=True, fast_min_frames=0, batch_frames=batch))
+    slow = read([str(path)], SLOW)
+    assert_frame_equal(_comparable(fast), _comparable(slow))
+    assert sorted(map(str, fast.issues)) == sorted(map(str, slow.issues))
+    assert fast.counters["slow_frames"] > fast.counters["slow_tcp_segments"]
+    assert sum(streamed) == fast.counters["tcp_frames"] == slow.counters["slow_tcp_segments"]

@@ -576,7 +576,10 @@ def ip_pairs(b: U8, data_off: I64, caplen: I64, linktype: I64, port_kind: U8) ->
     link layer is read as the classifier reads it (:func:`pcapdns.decode.framelink.frame_link`),
     IPv6 extension headers as the per-packet decoder walks them.  ``placed`` is 0 where the frame
     may hold a TCP segment of any connection: a link layer or an IPv6 header chain not read
-    here, a tunnel (IP in IP, GRE, a UDP tunnel port of ``port_kind``, 2 or more)."""
+    here, a tunnel (IP in IP, GRE, a UDP tunnel port of ``port_kind``, 2 or more); 1 where it
+    may hold one between its addresses (TCP, or a fragment of a TCP datagram), 2 where it holds
+    none (another protocol, or a fragment of a datagram of one: fragments of a datagram share
+    its protocol)."""
     n = len(data_off)
     placed = np.zeros(n, dtype=np.uint8)
     addr = np.zeros((n, 4), dtype=np.uint64)
@@ -607,7 +610,7 @@ def ip_pairs(b: U8, data_off: I64, caplen: I64, linktype: I64, port_kind: U8) ->
         # an extension header left: a later fragment of a datagram whose headers are not seen
         chain = version[i] == 6 and (proto == 0 or proto == 43 or proto == 44 or proto == 51 or proto == 60)
         if proto >= 0 and not tunnel and not chain:
-            placed[i] = 1
+            placed[i] = 1 if proto == 6 else 2
             if proto == 17 and first and l4 + 4 <= end and port_kind[framelink.rd16(b, l4 + 2)] >= 2:
                 placed[i] = 0  # a UDP tunnel: what it carries may be any connection
     return placed, addr, version
@@ -969,7 +972,8 @@ class BatchStreams:
 
         ``avoid``: the address pairs (source, destination) of frames the per-packet decoder reads
         in this batch: a fragment or a cut frame may belong to any connection between them;
-        ``others``: how many frames that is.
+        ``others``: how many of those frames may hold a TCP segment (each may make a flow of its
+        own; the others make none).
         """
         t = self.streams
         table = self.table()
