@@ -236,8 +236,9 @@ def _pairs(frames: list[tuple[LinkType, bytes]], tunnel_ports: tuple[int, ...] =
 def test_what_ip_pairs_places_behind_link_and_extension_headers() -> None:
     """A frame the per-packet decoder reads has its address pair known (placed: 1 when it may
     hold a TCP segment, 2 when it holds none) unless what it carries may be any connection (0):
-    a tunnel behind IPv6 extension headers, a header chain cut by the snaplen, a later fragment
-    whose next header is an extension header, a link layer not read."""
+    a tunnel behind IPv6 extension headers, a header chain cut by the snaplen, a fragment whose
+    next header is an extension header (the datagram's, which other frames may supply), a link
+    layer not read."""
     hbh, dst, rt = (0, ext_opts()), (60, ext_opts(2)), (43, bytes(8))
     ah = (51, bytes([0, 1]) + bytes(10))  # AH: (1 + 2) * 4 bytes
     seg = tcp(b"\x00\x0c" + dns(), 20001, 53)
@@ -261,6 +262,7 @@ def test_what_ip_pairs_places_behind_link_and_extension_headers() -> None:
         (eth, v6(bytes(8), 47, [rt]), 0),  # GRE
         (eth, v6(udp(bytes(40), 40000, 4789), 17, [hbh]), 0),  # a UDP tunnel port
         (eth, v6(bytes(16), 60, [(44, ext_frag(64, False, 3))]), 0),  # a later fragment
+        (eth, v6(udp(dns()), 17, [(44, ext_frag(0, True, 5)), dst]), 0),  # the datagram's headers
         (eth, v6(seg, 6, [hbh, dst])[: -len(seg) - 10], 0),  # the chain cut by the snaplen
         (eth, ether(ipv4(seg, 6), 0x0800, [(0x9100, 5)]), 1),
         (eth, ether(ipv4(seg, 6), 0x0800, [(0x8100, 5)] * 3), 0),  # three VLAN tags: not read

@@ -545,8 +545,9 @@ def _rd32(b: U8, p: Int) -> Int:
 def _v6_transport(b: U8, l3: Int, end: Int) -> tuple[Int, Int, bool]:
     """The IPv6 packet at ``l3``: (the protocol after its extension headers, where it begins,
     whether it is the first fragment or no fragment), walking the headers the per-packet
-    decoder walks (hop-by-hop, routing, destination options, AH; after a fragment header, the
-    next header only, its data when the fragment is not the first).  Protocol -1 when a header
+    decoder walks before reassembly (hop-by-hop, routing, destination options, AH, up to a
+    fragment header: then the header it names, which every fragment of the datagram names;
+    what follows is the datagram's, which other frames may supply).  Protocol -1 when a header
     runs past the captured bytes."""
     nh = framelink.rd(b, l3 + 6)
     p = l3 + 40
@@ -555,12 +556,8 @@ def _v6_transport(b: U8, l3: Int, end: Int) -> tuple[Int, Int, bool]:
         if p + 8 > end:
             return -1, p, first
         if nh == 44:
-            first = first and (framelink.rd16(b, p + 2) & 0xFFF8) == 0
-            nh = framelink.rd(b, p)
-            p += 8
-            if not first:
-                break
-            continue
+            first = (framelink.rd16(b, p + 2) & 0xFFF8) == 0
+            return framelink.rd(b, p), p + 8, first
         size = (framelink.rd(b, p + 1) + 2) * 4 if nh == 51 else (framelink.rd(b, p + 1) + 1) * 8
         if p + size > end:
             return -1, p, first
@@ -607,7 +604,7 @@ def ip_pairs(b: U8, data_off: I64, caplen: I64, linktype: I64, port_kind: U8) ->
                     w = (w << np.uint64(8)) | np.uint64(framelink.rd(b, l3 + 8 + 8 * j + q))
                 addr[i, j] = w
         tunnel = proto == 4 or proto == 41 or proto == 47
-        # an extension header left: a later fragment of a datagram whose headers are not seen
+        # an extension header after a fragment header: the datagram's, not read here
         chain = version[i] == 6 and (proto == 0 or proto == 43 or proto == 44 or proto == 51 or proto == 60)
         if proto >= 0 and not tunnel and not chain:
             placed[i] = 1 if proto == 6 else 2
