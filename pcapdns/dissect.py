@@ -500,15 +500,17 @@ class Dissector:
             return None
         others = rows[~is_tcp]
         avoid: Avoid | None = None
+        may_make_flows = 0  # frames of the per-packet decoder that may hold a TCP segment
         if len(others):
             b = np.frombuffer(batch.buf, dtype=np.uint8)
             placed, addr, version = ip_pairs(
                 b, batch.data_off[others].astype(np.int64), batch.caplen[others].astype(np.int64),
                 batch.linktype[others].astype(np.int64), self._tables[0],
             )  # fmt: skip
-            if not placed.all():
+            if not placed.all():  # a frame that may hold a segment of any connection
                 return None
             avoid = Avoid.of(addr, version)
+            may_make_flows = int(np.count_nonzero(placed == 1))
         seg = Segments(
             v4=l4.ip_version[tcp] == 4,
             src_hi=l4.src_hi[tcp], src_lo=l4.src_lo[tcp], dst_hi=l4.dst_hi[tcp], dst_lo=l4.dst_lo[tcp],
@@ -516,7 +518,7 @@ class Dissector:
             off=l4.payload_off[tcp], length=l4.payload_len[tcp], frame=batch.frame[tcp].astype(np.int64),
             ts=batch.ts_ns[tcp].astype(np.int64),
         )  # fmt: skip
-        r = self.decoder.tcp_batch.run(batch.file_id, batch.buf, seg, avoid, len(others))
+        r = self.decoder.tcp_batch.run(batch.file_id, batch.buf, seg, avoid, may_make_flows)
         if r is None:
             return None
         return _Streamed(r, seg, tcp)

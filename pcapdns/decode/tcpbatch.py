@@ -35,9 +35,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from pcapdns.decode import framelink
 from pcapdns.decode.tcp import FIN, RST, SYN, Direction, FlowKey, PyFlows, TcpStreams
 from pcapdns.jit import jit
-from pcapdns.model import LinkType
 
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
@@ -45,9 +45,6 @@ U8 = npt.NDArray[np.uint8]
 Int = int | np.int64  # scalars inside compiled code
 
 _V4_MAPPED = np.uint64(0x0000FFFF00000000)
-_EN10MB, _SLL, _SLL2 = int(LinkType.EN10MB), int(LinkType.LINUX_SLL), int(LinkType.LINUX_SLL2)
-_RAW, _RAW12, _RAW14 = int(LinkType.RAW), int(LinkType.RAW_DLT12), int(LinkType.RAW_DLT14)
-_IPV4, _IPV6 = int(LinkType.IPV4), int(LinkType.IPV6)
 _MOD = np.int64(1 << 32)
 _HALF = np.int64(1 << 31)
 _DNS_HEADER = 12
@@ -539,13 +536,47 @@ def reassemble(  # the segments' columns, one argument each
     return msgs[:nmsg], gone[:ngone], 0
 
 
+@jit
+def _rd32(b: U8, p: Int) -> Int:
+    return (framelink.rd16(b, p) << 16) | framelink.rd16(b, p + 2)
+
+
+@jit
+def _v6_transport(b: U8, l3: Int, end: Int) -> tuple[Int, Int, bool]:
+    """The IPv6 packet at ``l3``: (the protocol after its extension headers, where it begins,
+    whether it is the first fragment or no fragment), walking the headers the per-packet
+    decoder walks before reassembly (hop-by-hop, routing, destination options, AH, up to a
+    fragment header: then the header it names, which every fragment of the datagram names;
+    what follows is the datagram's, which other frames may supply).  Protocol -1 when a header
+    runs past the captured bytes."""
+    nh = framelink.rd(b, l3 + 6)
+    p = l3 + 40
+    first = True
+    while nh == 0 or nh == 43 or nh == 60 or nh == 51 or nh == 44:
+        if p + 8 > end:
+            return -1, p, first
+        if nh == 44:
+            first = (framelink.rd16(b, p + 2) & 0xFFF8) == 0
+            return framelink.rd(b, p), p + 8, first
+        size = (framelink.rd(b, p + 1) + 2) * 4 if nh == 51 else (framelink.rd(b, p + 1) + 1) * 8
+        if p + size > end:
+            return -1, p, first
+        nh = framelink.rd(b, p)
+        p += size
+    return nh, p, first
+
+
 @jit("Tuple((u1[:], u8[:, :], u1[:]))(u1[:], i8[:], i8[:], i8[:], u1[:])")
 def ip_pairs(b: U8, data_off: I64, caplen: I64, linktype: I64, port_kind: U8) -> tuple[U8, U64, U8]:
-    """For frames the per-packet decoder reads (fragments, cut frames, IPv6 extension headers,
-    odd link layers): the IP addresses of each, as (placed, (src_hi, src_lo, dst_hi, dst_lo), IP
-    version).  ``placed`` is 0 where the frame may hold a TCP segment of any connection: a link
-    layer or an IPv6 header chain not read here, a tunnel (IP in IP, GRE, a UDP tunnel port of
-    ``port_kind``, 2 or more)."""
+    """For frames the per-packet decoder reads (fragments, cut frames, IPv6 extension headers):
+    the IP addresses of each, as (placed, (src_hi, src_lo, dst_hi, dst_lo), IP version).  The
+    link layer is read as the classifier reads it (:func:`pcapdns.decode.framelink.frame_link`),
+    IPv6 extension headers as the per-packet decoder walks them.  ``placed`` is 0 where the frame
+    may hold a TCP segment of any connection: a link layer or an IPv6 header chain not read
+    here, a tunnel (IP in IP, GRE, a UDP tunnel port of ``port_kind``, 2 or more); 1 where it
+    may hold one between its addresses (TCP, or a fragment of a TCP datagram), 2 where it holds
+    none (another protocol, or a fragment of a datagram of one: fragments of a datagram share
+    its protocol)."""
     n = len(data_off)
     placed = np.zeros(n, dtype=np.uint8)
     addr = np.zeros((n, 4), dtype=np.uint64)
@@ -553,61 +584,33 @@ def ip_pairs(b: U8, data_off: I64, caplen: I64, linktype: I64, port_kind: U8) ->
     for i in range(n):
         off = data_off[i]
         end = off + caplen[i]
-        k = linktype[i]
-        et: Int = -1
-        l3: Int = off
-        if k == _EN10MB and off + 14 <= end:
-            et = _be16(b, off + 12)
-            l3 = off + 14
-            for _ in range(2):
-                if (et == 0x8100 or et == 0x88A8) and l3 + 4 <= end:
-                    et = _be16(b, l3 + 2)
-                    l3 += 4
-        elif k == _SLL and off + 16 <= end:
-            et = _be16(b, off + 14)
-            l3 = off + 16
-        elif k == _SLL2 and off + 20 <= end:
-            et = _be16(b, off)
-            l3 = off + 20
-        elif (k == _RAW or k == _RAW12 or k == _RAW14 or k == _IPV4 or k == _IPV6) and off < end:
-            v = np.int64(b[off]) >> 4
-            et = 0x0800 if v == 4 else (0x86DD if v == 6 else -1)
+        et, l3 = framelink.frame_link(b, linktype[i], off, end)
         proto: Int = -1
         l4: Int = -1
         first = False
-        if et == 0x0800 and l3 + 20 <= end and (np.int64(b[l3]) >> 4) == 4:
-            proto = np.int64(b[l3 + 9])
-            first = (_be16(b, l3 + 6) & 0x1FFF) == 0
-            l4 = l3 + (np.int64(b[l3]) & 0x0F) * 4
+        if et == framelink.ETH_IPV4 and l3 + 20 <= end and (framelink.rd(b, l3) >> 4) == 4:
+            proto = framelink.rd(b, l3 + 9)
+            first = (framelink.rd16(b, l3 + 6) & 0x1FFF) == 0
+            l4 = l3 + (framelink.rd(b, l3) & 0x0F) * 4
             version[i] = 4
-            addr[i, 1] = _V4_MAPPED | np.uint64((_be16(b, l3 + 12) << 16) | _be16(b, l3 + 14))
-            addr[i, 3] = _V4_MAPPED | np.uint64((_be16(b, l3 + 16) << 16) | _be16(b, l3 + 18))
-        elif et == 0x86DD and l3 + 40 <= end and (np.int64(b[l3]) >> 4) == 6:
-            proto = np.int64(b[l3 + 6])
-            first = True
-            l4 = l3 + 40
-            if proto == 44 and l3 + 48 <= end:  # a fragment header: what it fragments
-                proto = np.int64(b[l3 + 40])
-                first = (_be16(b, l3 + 42) & 0xFFF8) == 0
-                l4 = l3 + 48
+            addr[i, 1] = _V4_MAPPED | np.uint64(_rd32(b, l3 + 12))
+            addr[i, 3] = _V4_MAPPED | np.uint64(_rd32(b, l3 + 16))
+        elif et == framelink.ETH_IPV6 and l3 + 40 <= end and (framelink.rd(b, l3) >> 4) == 6:
+            proto, l4, first = _v6_transport(b, l3, end)
             version[i] = 6
             for j in range(4):
                 w = np.uint64(0)
                 for q in range(8):
-                    w = (w << np.uint64(8)) | np.uint64(b[l3 + 8 + 8 * j + q])
+                    w = (w << np.uint64(8)) | np.uint64(framelink.rd(b, l3 + 8 + 8 * j + q))
                 addr[i, j] = w
         tunnel = proto == 4 or proto == 41 or proto == 47
+        # an extension header after a fragment header: the datagram's, not read here
         chain = version[i] == 6 and (proto == 0 or proto == 43 or proto == 44 or proto == 51 or proto == 60)
         if proto >= 0 and not tunnel and not chain:
-            placed[i] = 1
-            if proto == 17 and first and l4 + 4 <= end and port_kind[_be16(b, l4 + 2)] >= 2:
+            placed[i] = 1 if proto == 6 else 2
+            if proto == 17 and first and l4 + 4 <= end and port_kind[framelink.rd16(b, l4 + 2)] >= 2:
                 placed[i] = 0  # a UDP tunnel: what it carries may be any connection
     return placed, addr, version
-
-
-@jit
-def _be16(b: U8, p: Int) -> Int:
-    return (np.int64(b[p]) << 8) | np.int64(b[p + 1])
 
 
 @jit("Tuple((i8[:], i8[:]))(u8[:, :])")
@@ -966,7 +969,8 @@ class BatchStreams:
 
         ``avoid``: the address pairs (source, destination) of frames the per-packet decoder reads
         in this batch: a fragment or a cut frame may belong to any connection between them;
-        ``others``: how many frames that is.
+        ``others``: how many of those frames may hold a TCP segment (each may make a flow of its
+        own; the others make none).
         """
         t = self.streams
         table = self.table()
