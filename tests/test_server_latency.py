@@ -52,3 +52,46 @@ def test_the_server_table_is_the_same_by_either_way(monkeypatch) -> None:  # typ
     assert picked.height > 1 and picked.get_column("p95_ms").null_count() < picked.height
     monkeypatch.setattr(summary, "_PICKED_SERVERS", 0)  # polars' per-group quantiles
     assert_frame_equal(picked, servers(a))
+
+
+def _latency(rng: random.Random) -> float:
+    """A latency in ms: mostly a few ms, some rounded (ties), zero, negative, or far out."""
+    kind = rng.randrange(5)
+    if kind == 0:
+        return rng.expovariate(1 / 20)
+    if kind == 1:
+        return round(rng.random(), 1)
+    if kind == 2:
+        return 0.0
+    return -rng.random() if kind == 3 else 5000 + rng.random()
+
+
+def test_percentiles_read_lazily_in_bins_are_polars_quantiles() -> None:
+    """The per-server percentiles of a table in the store (two passes over bins of log1p(ms),
+    forced here by a small ``in_memory``) are polars' per-group quantiles (nearest rank) exactly:
+    ties, zeros, negative and equal values, a null server, one-answer servers."""
+    from pcapdns.tables.latency import nearest_by_group
+
+    for seed in range(30):
+        rng = random.Random(seed)
+        names = [None, *(f"192.0.2.{i}" for i in range(rng.randint(1, 9)))]
+        n = rng.randint(1, 4000)
+        ms = [None if rng.random() < 0.1 else _latency(rng) for _ in range(n)]
+        t = pl.DataFrame(
+            {
+                "server": pl.Series([rng.choice(names) for _ in range(n)], dtype=pl.Categorical),
+                "ms": pl.Series(ms, dtype=pl.Float64),
+            }
+        )
+        if rng.random() < 0.3:  # a server with one value repeated
+            same = pl.DataFrame({"server": ["198.51.100.7"] * 50, "ms": [3.25] * 50}, schema=t.schema)
+            t = t.vstack(same)
+        expected = (
+            t.filter(pl.col("ms").is_not_null())
+            .group_by("server")
+            .agg(pl.col("ms").quantile(0.5).alias("q0"), pl.col("ms").quantile(0.95).alias("q1"))
+            .sort("server")
+        )
+        for in_memory, bins in ((1 << 20, 1 << 16), (rng.randint(0, 50), rng.choice([1, 2, 7, 64]))):
+            got = nearest_by_group(t.lazy(), (0.5, 0.95), bins=bins, in_memory=in_memory).sort("server")
+            assert_frame_equal(got, expected, check_column_order=False)

@@ -68,3 +68,84 @@ def _order_statistic(ms: pl.LazyFrame, rank: int, bins: int, in_memory: int) -> 
         i = int(np.searchsorted(cumulative, rank - skipped, side="right"))
         skipped += int(cumulative[i - 1]) if i else 0
         frame = frame.filter(bin_of == int(counts.get_column("bin")[i]))
+
+
+def nearest_by_group(
+    frame: pl.LazyFrame,
+    quantiles: tuple[float, ...],
+    *,
+    key: str = "server",
+    bins: int = BINS,
+    in_memory: int = IN_MEMORY,
+) -> pl.DataFrame:
+    """Each ``key``'s nearest-rank ``quantiles`` (polars' default ``quantile``) of the values
+    ``ms`` of ``frame`` (nulls left out): a row per key with a value, the quantiles in columns
+    ``q0``, ``q1``, ... .
+
+    When there are more than ``in_memory`` values, they are read in two streaming passes: a
+    histogram of each key's values in ``bins`` bins of equal width in ``log1p(ms)`` (negative
+    values counted as 0: the bins stay in the values' order; a latency's usual range and its
+    long tail both get narrow bins), then only the values of the bins that hold a wanted rank,
+    each bin sorted.  What is held is the bins with values and those bins' values."""
+    ms = frame.select(key, "ms").filter(pl.col("ms").is_not_null())
+    scale = pl.col("ms").clip(lower_bound=0.0).log1p()
+    stats = (
+        ms.group_by(key)
+        .agg(pl.len().alias("n"), scale.min().alias("lo"), scale.max().alias("hi"))
+        .collect(engine="streaming")
+    )
+    ranks = stats.select(
+        key,
+        *(
+            (pl.col("n") - 1).cast(pl.Float64).mul(q).add(0.5).floor().cast(pl.Int64).alias(f"r{i}")
+            for i, q in enumerate(quantiles)
+        ),
+    )
+    columns = [f"q{i}" for i in range(len(quantiles))]
+    if int(stats.get_column("n").sum()) <= in_memory:  # few enough to sort each key's at once
+        lists = ms.collect(engine="streaming").group_by(key).agg(pl.col("ms").sort())
+        picked = ranks.join(lists, on=key, nulls_equal=True)
+        return picked.select(
+            key, *(pl.col("ms").list.get(pl.col(f"r{i}")).alias(c) for i, c in enumerate(columns))
+        )
+    params = stats.select(
+        key,
+        "lo",
+        pl.when(pl.col("hi") > pl.col("lo"))
+        .then((pl.col("hi") - pl.col("lo")) / bins)
+        .otherwise(1.0)
+        .alias("width"),
+    )
+    bin_of = ((scale - pl.col("lo")) / pl.col("width")).floor().clip(0, bins - 1).cast(pl.UInt32).alias("bin")
+    binned = ms.join(params.lazy(), on=key, nulls_equal=True).with_columns(bin_of)
+    hist = binned.group_by(key, "bin").len().collect(engine="streaming").sort(key, "bin", nulls_last=False)
+    hist = hist.with_columns(pl.col("len").cum_sum().over(key).alias("upto"))
+    wanted = pl.concat(
+        [
+            hist.join(ranks.select(key, pl.col(f"r{i}").alias("r")), on=key, nulls_equal=True)
+            .filter(pl.col("upto") > pl.col("r"))
+            .group_by(key)
+            .agg(
+                pl.col("bin").first(), (pl.col("r") - pl.col("upto") + pl.col("len")).first().alias("within")
+            )
+            .with_columns(pl.lit(i, pl.UInt32).alias("q"))
+            for i in range(len(quantiles))
+        ]
+    )
+    kept = binned.join(
+        wanted.select(key, "bin").unique().lazy(), on=[key, "bin"], how="semi", nulls_equal=True
+    )
+    lists = (
+        kept.select(key, "bin", "ms")
+        .collect(engine="streaming")
+        .group_by(key, "bin")
+        .agg(pl.col("ms").sort())
+    )
+    picks = wanted.join(lists, on=[key, "bin"], nulls_equal=True).select(
+        key, "q", pl.col("ms").list.get(pl.col("within")).alias("value")
+    )
+    out = ranks.select(key)
+    for i, c in enumerate(columns):
+        mine = picks.filter(pl.col("q") == i).select(key, pl.col("value").alias(c))
+        out = out.join(mine, on=key, how="left", nulls_equal=True)
+    return out

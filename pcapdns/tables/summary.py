@@ -310,16 +310,15 @@ def servers(a: Analysis) -> pl.DataFrame:
         (pl.col("rcode_name") == "REFUSED").sum().alias("refused"),
     ]
     if a.lazy:
-        per = a.collect(
-            a.scan()
-            .group_by("server")
-            .agg(
-                *counts,
-                ms.quantile(0.5).alias("p50_ms"),
-                ms.quantile(0.95).alias("p95_ms"),
-                ms.max().alias("max_ms"),
-            )
-        )
+        from pcapdns.tables.latency import nearest_by_group  # (it imports this module)
+
+        # the counts by a streaming group-by; the percentiles in memory bounded by a few bins of
+        # latencies, not every server's (polars' per-group quantile holds them all)
+        per = a.collect(a.scan().group_by("server").agg(*counts, ms.max().alias("max_ms")))
+        picked = nearest_by_group(a.scan().select("server", ms.alias("ms")), (0.5, 0.95))
+        picked = picked.rename({"q0": "p50_ms", "q1": "p95_ms"})
+        per = per.join(picked, on="server", how="left", nulls_equal=True)
+        per = per.select("server", *(c.meta.output_name() for c in counts), "p50_ms", "p95_ms", "max_ms")
     else:
         per = a.transactions.group_by("server").agg(*counts, ms.max().alias("max_ms"))
         if per.height <= _PICKED_SERVERS:
