@@ -35,6 +35,7 @@ import polars as pl
 
 from pcapdns import keytable
 from pcapdns.jit import interpreted, jit, writable
+from pcapdns.memory import release_memory
 from pcapdns.schema import LINKS, ROLE, ROLES, STATUS, STATUSES
 
 _NO_QUESTION = 0xFFFFFFFF  # question id of a message without a question
@@ -206,8 +207,12 @@ def pair(messages: pl.DataFrame, timeout_ns: int, capture_end_ns: int, *, vector
     if vectorized:
         flow, flows = keytable.numbered(flow_a, flow_b)
         del flow_a, flow_b  # 16 bytes a message: the flows' numbers stand for them
+        # Each step's arrays (and the compiled code's own) are the C heap's: freed, they stay
+        # resident until handed back, under the next step's (release_memory).
+        release_memory()
         matched = Matched._make(_match(ts, is_resp, flow, flows, question, timeout_ns, capture_end_ns))
         del flow, question
+        release_memory()
         role, txn = matched.role, matched.txn
         # Links in query order (the transactions table's order): query ids are distinct row
         # numbers, so a scatter sorts them, no comparison sort needed.
@@ -230,6 +235,7 @@ def pair(messages: pl.DataFrame, timeout_ns: int, capture_end_ns: int, *, vector
             }
         )
         del matched
+        release_memory()
     else:
         role = np.zeros(n, dtype=np.uint8)
         txn = np.full(n, -1, dtype=np.int64)
