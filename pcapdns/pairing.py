@@ -207,11 +207,11 @@ def pair(messages: pl.DataFrame, timeout_ns: int, capture_end_ns: int, *, vector
     if vectorized:
         flow, flows = keytable.numbered(flow_a, flow_b)
         del flow_a, flow_b  # 16 bytes a message: the flows' numbers stand for them
-        # Each step's arrays (and the compiled code's own) are the C heap's: freed, they stay
-        # resident until handed back, under the next step's (release_memory).
-        release_memory()
         matched = Matched._make(_match(ts, is_resp, flow, flows, question, timeout_ns, capture_end_ns))
         del flow, question
+        # The flows', the questions' and the state machine's arrays are the C heap's: freed, they
+        # stay resident until handed back, under what polars allocates next (release_memory).
+        # Once: each earlier step's freed arrays are reused by the next step's, not re-faulted.
         release_memory()
         role, txn = matched.role, matched.txn
         # Links in query order (the transactions table's order): query ids are distinct row
@@ -235,7 +235,6 @@ def pair(messages: pl.DataFrame, timeout_ns: int, capture_end_ns: int, *, vector
             }
         )
         del matched
-        release_memory()
     else:
         role = np.zeros(n, dtype=np.uint8)
         txn = np.full(n, -1, dtype=np.int64)
