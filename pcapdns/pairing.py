@@ -35,6 +35,7 @@ import polars as pl
 
 from pcapdns import keytable
 from pcapdns.jit import interpreted, jit, writable
+from pcapdns.memory import release_memory
 from pcapdns.schema import LINKS, ROLE, ROLES, STATUS, STATUSES
 
 _NO_QUESTION = 0xFFFFFFFF  # question id of a message without a question
@@ -208,6 +209,10 @@ def pair(messages: pl.DataFrame, timeout_ns: int, capture_end_ns: int, *, vector
         del flow_a, flow_b  # 16 bytes a message: the flows' numbers stand for them
         matched = Matched._make(_match(ts, is_resp, flow, flows, question, timeout_ns, capture_end_ns))
         del flow, question
+        # The flows', the questions' and the state machine's arrays are the C heap's: freed, they
+        # stay resident until handed back, under what polars allocates next (release_memory).
+        # Once: each earlier step's freed arrays are reused by the next step's, not re-faulted.
+        release_memory()
         role, txn = matched.role, matched.txn
         # Links in query order (the transactions table's order): query ids are distinct row
         # numbers, so a scatter sorts them, no comparison sort needed.

@@ -21,13 +21,13 @@ from pcapdns.anomalies import Thresholds
 from pcapdns.dissect import Dissector
 from pcapdns.dns.columnar import NameKeys
 from pcapdns.errors import PcapdnsError
+from pcapdns.memory import release_memory
 from pcapdns.model import DEFAULT_PORTS, GENEVE_PORTS, VXLAN_PORTS, CaptureInfo, IssueLog
 from pcapdns.pairing import pair
 from pcapdns.schema import ANOMALIES, MALFORMED, MESSAGES
 from pcapdns.sources import open_capture
 from pcapdns.sources.compress import sniff_compression
 from pcapdns.spill import SpillStore
-from pcapdns.stepped import release_memory
 from pcapdns.tables.engine import engine_inputs, issue_counts_frame, issues_frame, query_facts, unpaired
 from pcapdns.tables.names import address_text
 from pcapdns.tables.summary import Analysis, TransactionTotals, add_counts, count_messages
@@ -213,6 +213,7 @@ def read(
                     frame = dissector.dissect(batch)
                     if frame.height:
                         chunks.append(frame.drop(unread, strict=False))
+                    del frame  # the chunk alone holds its columns (let go of as they are put together)
                     if progress is not None:
                         progress(capture.info)
                 issues.extend(capture.info.issues)
@@ -225,6 +226,7 @@ def read(
     tail = dissector.finish()
     if tail.height:
         chunks.append(tail.drop(unread, strict=False))
+    del tail
     issues.extend(dissector.take_issues())
     counters: Counter[str] = Counter(dissector.counters)
     counters.update({f"slow_{k}": v for k, v in dissector.decoder.counters.items()})
@@ -232,13 +234,31 @@ def read(
     release_memory()  # the batches' temporaries, before the chunks are put together
     return Decoded(
         captures=captures,
-        messages=pl.concat(chunks, rechunk=True) if chunks else pl.DataFrame(schema=MESSAGES).drop(unread),
+        messages=put_together(chunks) if chunks else pl.DataFrame(schema=MESSAGES).drop(unread),
         addresses=dissector.addresses.halves,
         issues=issues,
         malformed=dissector.malformed(),
         counters=counters,
         compiled=dissector.compiled,
     )
+
+
+def put_together(chunks: list[pl.DataFrame]) -> pl.DataFrame:
+    """The ``chunks`` (one schema) as one table of contiguous columns, emptying the list.
+
+    Column by column, each let go of from the chunks once it is copied: the chunks and the table
+    are alive together one column at a time, not whole (which would hold every message twice).
+    A column the same in every row (all null, say) stays one value, as polars' concatenation of
+    the tables keeps it.
+    """
+    names = chunks[0].columns
+    columns: list[pl.DataFrame] = []
+    for name in names:
+        columns.append(pl.concat([c.select(name) for c in chunks], rechunk=True))
+        chunks[:] = [c.drop(name) for c in chunks]
+        release_memory()  # the chunks' columns are mostly numpy's (glibc's heap), the table's polars'
+    chunks.clear()
+    return pl.concat(columns, how="horizontal")
 
 
 def summary_only(opts: Options) -> bool:

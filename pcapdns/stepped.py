@@ -26,7 +26,6 @@ order within a file up to ``REORDER_S``; a frame further out of order than that 
 
 from __future__ import annotations
 
-import ctypes
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ import polars as pl
 
 from pcapdns.dissect import Dissector
 from pcapdns.errors import PcapdnsError
+from pcapdns.memory import release_memory
 from pcapdns.model import CaptureInfo, IssueLog
 from pcapdns.pairing import Paired
 from pcapdns.settling import EMPTY, Settler
@@ -70,19 +70,6 @@ class SteppedTables:
     spilled_bytes: int
     totals: TransactionTotals | None  # with summary_only (``transactions`` is then empty)
     store: SpillStore | None  # open while ``transactions`` reads from it (None: closed, nothing kept)
-
-
-def release_memory() -> None:
-    """Hand freed heap pages back to the OS between stages (glibc only; a no-op elsewhere).
-
-    numpy's many batch-sized temporaries are freed to glibc's heap, which keeps them mapped; the
-    next stage's (or step's) peak then stacks on top.  ``malloc_trim`` returns them (as Dask's
-    workers do).
-    """
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 class _InOrder:

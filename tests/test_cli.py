@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -204,3 +205,33 @@ def test_a_full_disk_is_one_line_and_the_export_status_not_an_internal_error() -
         assert out.stderr.strip().splitlines() == [
             "pcapdns: error: cannot write the output: No space left on device (free some space)"
         ]
+
+
+def test_polars_allocator_is_set_to_hand_memory_back_unless_the_user_set_it() -> None:
+    """The command sets polars' allocator (jemalloc, read once when polars is first imported,
+    which puts its own settings first) to return freed pages outright, before anything imports
+    polars; a setting of the user's is kept instead."""
+    from pcapdns.launch import ALLOCATOR
+
+    name, value = ALLOCATOR
+    code = (
+        "import os, sys\n"
+        "from pcapdns import launch\n"
+        "assert 'polars' not in sys.modules\n"
+        "sys.argv = ['pcapdns', '--version']\n"
+        "launch.main()\n"
+        "assert 'polars' in sys.modules\n"
+        f"print(os.environ.get({name!r}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != name}
+    for user in (None, "dirty_decay_ms:2000"):
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=env if user is None else {**env, name: user},
+        )
+        assert done.returncode == 0, done.stderr
+        setting = done.stdout.splitlines()[-1]
+        assert setting.endswith(value if user is None else user) and (user is None or value not in setting)

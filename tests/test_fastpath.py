@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from pcapdns.pipeline import Decoded, Options, analyze, assemble, read
+from pcapdns.pipeline import Decoded, Options, analyze, assemble, put_together, read
 from pcapdns.tables.names import address_text
 from pcapdns.tables.summary import summary
 
@@ -163,3 +163,19 @@ def test_the_address_table_gives_one_id_per_address_whichever_path_interns_it() 
     seven = np.array([7, 7], dtype=np.uint64)
     assert t.intern_rows(seven, seven, np.array([1], dtype=np.int64)).tolist() == [new]
     assert len(t.halves) == new + 1
+
+
+@pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)
+def test_the_batches_are_put_together_column_by_column_as_one_concatenation(path: Path) -> None:
+    """The reading's batches become the message table one column at a time (each let go of from
+    the batches once copied): the same table as polars' concatenation of them, every column one
+    chunk, the list emptied."""
+    whole = read([str(path)], Options(batch_frames=16, fast_min_frames=0)).messages
+    assert_frame_equal(whole, read([str(path)], Options(fast_min_frames=0)).messages)
+    chunks = [whole.slice(start, 7) for start in range(0, whole.height, 7)]
+    assert len(chunks) > 2
+    want = pl.concat(chunks, rechunk=True)
+    got = put_together(chunks)
+    assert chunks == []
+    assert_frame_equal(got, want)
+    assert all(got.get_column(c).n_chunks() == 1 for c in got.columns)

@@ -29,6 +29,7 @@ from pcapdns.anomalies.suspicious import (
 )
 from pcapdns.anomalies.transport import retry_findings, truncation_findings
 from pcapdns.anomalies.unanswered import loss_findings, outage_findings
+from pcapdns.memory import release_memory
 
 # One rule a function, each returning findings of one kind (in this order: ties in the ranking
 # keep it).
@@ -83,6 +84,7 @@ def detect(
         findings.extend(rule(_handed(inputs, stored, rule_columns(rule), groups, shared)))
         for key in [k for k, last in _SHARED_UNTIL.items() if last == rule.__name__]:
             shared.pop(key, None)
+        release_memory()  # the rule's numpy arrays, freed to the C heap: not under the next rule's
     return to_frame(findings)
 
 

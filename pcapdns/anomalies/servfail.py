@@ -114,13 +114,14 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
     # one finding per resolver, cause and zone when the capture shows the cause (two zones'
     # broken DNSSEC, a dead zone and a lame one, are two stories); the unexplained ones together
     shown = pl.col("cause_class") != "unknown"
-    sf = sf.with_columns(pl.when(shown).then(pl.col("zone_key")).alias("zkey"))
+    # sorted once, the unsorted rows let go of before the groups are gathered from the sorted
+    sf = sf.with_columns(pl.when(shown).then(pl.col("zone_key")).alias("zkey")).sort("ts")
     answered = inp.lazy().filter(pl.col("rcode_name").is_not_null())
     addresses_of: dict[str, list[str]] = {}  # each server key's addresses, as answered has them
     servers = answered.select(pl.col("server").unique()).collect(engine=inp.engine).get_column("server")
     for address in servers.cast(pl.String).to_list():
         addresses_of.setdefault(server_key(address, th), []).append(address)
-    groups = list(sf.sort("ts").group_by(["server", "cause_class", "zkey"], maintain_order=True))
+    groups = list(sf.group_by(["server", "cause_class", "zkey"], maintain_order=True))
     # the server's answers while each group's SERVFAILs were given, counted a batch at a time
     spans = [
         (addresses_of.get(str(key[0]), []), _t(rows.get_column("ts").min()), _t(rows.get_column("ts").max()))
