@@ -58,7 +58,7 @@ def log10_chi2_1_sf_half(g: float) -> float:
 
 def _best_of(starts: pl.DataFrame, ends: pl.DataFrame, min_count: float, min_share: float) -> pl.DataFrame:
     """Per group of ``starts``: the span (a start, an end of ``ends``) with the largest likelihood
-    ratio ``g`` that clears the floors."""
+    ratio ``g`` that clears the floors (of equal ones, the earliest and shortest)."""
     x_in, n_in = pl.col("cx") - pl.col("bx"), pl.col("cn") - pl.col("bn")
     x_out, n_out = pl.col("X") - x_in, pl.col("N") - n_in
     share_in = x_in / n_in
@@ -74,7 +74,7 @@ def _best_of(starts: pl.DataFrame, ends: pl.DataFrame, min_count: float, min_sha
             & (share_out < pl.col("floor"))  # a healthy rest: the baseline the span rose from
         )
         .select("_g", "lo", "hi", g.alias("g"), share_in.alias("p_in"), share_out.alias("p_out"))
-        .sort("g", descending=True)
+        .sort(["g", "lo", "hi"], descending=[True, False, False])  # equal ratios: the earliest span
         .group_by("_g", maintain_order=True)
         .first()
     )
