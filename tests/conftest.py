@@ -12,6 +12,8 @@ Tests ask for it through fixtures, never through a path of their own:
 * ``corpus_captures``: every capture, possibly none (for tests that only add the corpus to other inputs);
 * a test argument named ``corpus_capture`` runs once per capture, ``corpus_reference`` once per
   tshark reference whose capture is present; with no corpus, one skipped case with the reason.
+
+And ``streamed``: how many TCP segments compiled reassembly took, one count per batch it ran on.
 """
 
 from __future__ import annotations
@@ -88,6 +90,24 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         else:
             skip = pytest.mark.skip(reason=corpus_missing_reason())
             metafunc.parametrize(name, [pytest.param(None, marks=skip)], ids=["no-corpus"])
+
+
+@pytest.fixture
+def streamed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many TCP segments compiled reassembly took (one count per batch it ran on), as the
+    runs go."""
+    from pcapdns.decode.tcpbatch import BatchStreams, Reassembled
+
+    taken: list[int] = []
+    run = BatchStreams.run
+
+    def counted(self: BatchStreams, *args: object) -> Reassembled | None:
+        r = run(self, *args)  # type: ignore[arg-type]
+        taken.append(0 if r is None else int(r.taken.sum()))
+        return r
+
+    monkeypatch.setattr(BatchStreams, "run", counted)
+    return taken
 
 
 # The files that cost most run first: each runs whole on one worker (``--dist loadfile``), so one

@@ -23,7 +23,7 @@ from polars.testing import assert_frame_equal
 from scriptload import load_script
 
 from pcapdns.decode.tcp import Direction, FlowKey, IssueFn, PyFlows, TcpStreams
-from pcapdns.decode.tcpbatch import BatchStreams, FlowTable, Reassembled, flow_key, table_order
+from pcapdns.decode.tcpbatch import FlowTable, flow_key, table_order
 from pcapdns.pipeline import Decoded, Options, assemble, read
 from pcapdns.tables.names import address_text
 
@@ -204,21 +204,6 @@ def test_the_benchmark_mixes_agree_on_both_paths(tmp_path: Path) -> None:
         assert_frame_equal(fast.malformed, slow.malformed)
         assert issues(fast) == issues(slow)
         assert fast.counters["tcp_frames"] == slow.counters["slow_tcp_segments"]
-
-
-@pytest.fixture
-def streamed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many TCP segments compiled reassembly took (one count per batch), as the runs go."""
-    taken: list[int] = []
-    run = BatchStreams.run
-
-    def counted(self: BatchStreams, *args: object) -> Reassembled | None:
-        r = run(self, *args)  # type: ignore[arg-type]
-        taken.append(0 if r is None else int(r.taken.sum()))
-        return r
-
-    monkeypatch.setattr(BatchStreams, "run", counted)
-    return taken
 
 
 def provable_connection(cap: Capture, k: int) -> None:

@@ -40,7 +40,7 @@ from pcapbuild import (
 from polars.testing import assert_frame_equal
 
 from pcapdns.decode.tcp import IssueFn, TcpStreams
-from pcapdns.decode.tcpbatch import BatchStreams, Reassembled, ip_pairs
+from pcapdns.decode.tcpbatch import ip_pairs
 from pcapdns.model import LinkType
 from pcapdns.pipeline import Decoded, Options, read
 from pcapdns.tables.names import address_text
@@ -174,21 +174,6 @@ def _comparable(d: Decoded) -> pl.DataFrame:
     return m.with_columns(text.gather(m["src"]).alias("src"), text.gather(m["dst"]).alias("dst")).sort(
         ["file_id", "frame", "idx"]
     )
-
-
-@pytest.fixture
-def streamed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many TCP segments compiled reassembly took (one count per batch it ran on)."""
-    taken: list[int] = []
-    run = BatchStreams.run
-
-    def counted(self: BatchStreams, *args: object) -> Reassembled | None:
-        r = run(self, *args)  # type: ignore[arg-type]
-        taken.append(0 if r is None else int(r.taken.sum()))
-        return r
-
-    monkeypatch.setattr(BatchStreams, "run", counted)
-    return taken
 
 
 @pytest.mark.parametrize("batch", [50, 100_000])
