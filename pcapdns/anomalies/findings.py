@@ -111,6 +111,12 @@ def _net48(address: str) -> str:
         return address
 
 
+def timestamp(value: object) -> datetime:
+    """``value`` (a polars aggregate of a time column, as ``min()``) as the datetime it is."""
+    assert isinstance(value, datetime)
+    return value
+
+
 def hms(ts: datetime) -> str:
     """A time of day as findings' summaries show it (UTC, whole seconds)."""
     return ts.strftime("%H:%M:%S")
@@ -323,6 +329,14 @@ def _zone_keys_by_labels(names: pl.Series) -> pl.Series:
 
 # Names' zones as numbers (row for row with the names) and the zones they number.
 Zones = tuple[pl.Series, list[str]]
+
+
+def numbered_zones(names: pl.Series) -> Zones:
+    """The zone of each of ``names`` numbered (UInt32), and the zones it numbers, sorted (for
+    :func:`zone_for`)."""
+    text = zone_keys(names)
+    zones = sorted(set(text.to_list()))
+    return text.replace_strict(zones, list(range(len(zones))), return_dtype=pl.UInt32), zones
 
 
 def common_suffix(names: Iterable[str]) -> str | None:

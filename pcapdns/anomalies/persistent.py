@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, hms
+from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, hms, timestamp
 from pcapdns.anomalies.inputs import Inputs
 from pcapdns.anomalies.rates import MIN_WINDOWS, NO_BASELINE, answers
 from pcapdns.anomalies.servers import addresses, label
@@ -75,7 +75,7 @@ def persistent_failure_findings(inp: Inputs) -> list[Finding]:
     short = last_w - first_w + 1 < MIN_WINDOWS  # the surge rule then tests absolute shares
     # a group must be seen within one window of the capture's first answer: one first seen later
     # has no "before" to tell a failure that was always there from one that began
-    opening = _t(fine.get_column("first_ts").min()) + timedelta(seconds=th.window_s)
+    opening = timestamp(fine.get_column("first_ts").min()) + timedelta(seconds=th.window_s)
     total = int(fine.get_column("all").sum())
     # Only groups where a failing RCODE holds half of the answers can make a finding: they are
     # found from cheap counts first, and the first-window test runs over their answers alone.
@@ -175,15 +175,10 @@ def _shares(fine: pl.DataFrame, keys: list[str], opening: datetime) -> pl.DataFr
     )
 
 
-def _t(value: object) -> datetime:
-    assert isinstance(value, datetime)
-    return value
-
-
 def _finding(g: _Group, tests: int, inp: Inputs) -> Finding:
     th = inp.thresholds
     rows = g.rows.sort("ts")
-    start, end = _t(rows.get_column("ts").min()), _t(rows.get_column("ts").max())
+    start, end = timestamp(rows.get_column("ts").min()), timestamp(rows.get_column("ts").max())
     opcodes = rows.get_column("opcode_name").cast(pl.String).drop_nulls().unique().to_list()
     update = opcodes == ["UPDATE"]
     who = (

@@ -30,7 +30,15 @@ from datetime import datetime
 import polars as pl
 
 from pcapdns.anomalies.config import Thresholds
-from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, hms, zone_for, zone_keys
+from pcapdns.anomalies.findings import (
+    Finding,
+    evidence_of,
+    for_whom,
+    hms,
+    numbered_zones,
+    zone_for,
+    zone_keys,
+)
 from pcapdns.anomalies.inputs import Inputs
 from pcapdns.anomalies.servers import addresses, key_of, keyed, label, numbering, server_key
 from pcapdns.anomalies.spans import flag_spans
@@ -45,11 +53,6 @@ _ONE_ZONE = 0.8  # a server's surge with this share of its excess answers in one
 _GAP = 2  # flagged windows this many apart (one quiet window between) are one episode
 # What the rules read of the transactions (taken first: every filter and join copies its input).
 _COLUMNS = ("ts", "server", "client", "rcode_name", "qname", "file", "query_frame", "response_frame")
-
-
-def _windowed(t: pl.DataFrame, window_s: float) -> pl.DataFrame:
-    width = max(1, int(window_s * 1_000_000))
-    return t.with_columns((pl.col("ts").dt.epoch("us") // width).alias("w"))
 
 
 def _episodes(flagged: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
@@ -581,18 +584,15 @@ def slow_findings(inp: Inputs) -> list[Finding]:
         & (pl.col("p95") >= pl.col("limit"))
     )
     out: list[Finding] = []
-    width = max(1, int(th.window_s * 1_000_000))
     for _, ep in _episodes(flagged, ["server"]).group_by("server", "episode", maintain_order=True):
         server = ep.get_column("server")[0]
         windows = ep.get_column("w").to_list()
         # the episode's slow answers alone are read
-        mine = pl.col("rtt").is_not_null() & (key_of("server", th) == str(server))
-        within = (pl.col("ts").dt.epoch("us") // width).is_in(windows) & (
-            pl.col("rtt") * 1000 >= th.slow_min_ms
-        )
+        mine = pl.col("rtt").is_not_null() & (number == keys.index(str(server)))
+        within = _window_of(th.window_s).is_in(windows) & (pl.col("rtt") * 1000 >= th.slow_min_ms)
         slow = inp.fetch(mine & within, [*_COLUMNS, "rtt"]).sort("rtt", descending=True, maintain_order=True)
         slow = keyed(slow, th).with_columns((pl.col("rtt") * 1000).alias("ms"))
-        zones = _zones(slow.get_column("qname"))
+        zones = numbered_zones(slow.get_column("qname"))
         peak = ep.sort("p95", descending=True).row(0, named=True)
         start, end = slow.get_column("ts").min(), slow.get_column("ts").max()
         assert isinstance(start, datetime) and isinstance(end, datetime)
@@ -633,9 +633,8 @@ def _slow_answers(inp: Inputs, number: pl.Expr) -> Iterator[pl.DataFrame]:
     ``server`` (its key's ``number``), ``w`` and ``ms``."""
     th = inp.thresholds
     for batch in inp.batches(pl.col("rtt").is_not_null(), ["ts", "server", "rtt"]):
-        yield _windowed(batch, th.window_s).select(
-            "ts", number.alias("server"), "w", (pl.col("rtt") * 1000).alias("ms")
-        )
+        w = _window_of(th.window_s).alias("w")
+        yield batch.select("ts", number.alias("server"), w, (pl.col("rtt") * 1000).alias("ms"))
 
 
 def _slow_windows(inp: Inputs) -> tuple[pl.DataFrame, list[str], pl.Expr] | None:
@@ -672,10 +671,3 @@ def _slow_windows(inp: Inputs) -> tuple[pl.DataFrame, list[str], pl.Expr] | None
     if carried is not None:
         parts.append(carried.group_by("server", "w").agg(agg))
     return pl.concat(parts), keys, number
-
-
-def _zones(names: pl.Series) -> tuple[pl.Series, list[str]]:
-    """The zone of each of ``names`` numbered, and the zones it numbers (for :func:`zone_for`)."""
-    text = zone_keys(names)
-    zones = sorted(set(text.to_list()))
-    return text.replace_strict(zones, list(range(len(zones))), return_dtype=pl.UInt32), zones

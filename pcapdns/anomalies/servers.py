@@ -16,7 +16,7 @@ import polars as pl
 
 from pcapdns.anomalies.config import Thresholds
 
-__all__ = ["addresses", "key_of", "keyed", "label", "numbering", "ranked", "server_key"]
+__all__ = ["addresses", "key_of", "keyed", "label", "numbering", "server_key"]
 
 
 def _mapping(th: Thresholds) -> dict[str, str]:
@@ -33,22 +33,6 @@ def key_of(column: str, th: Thresholds) -> pl.Expr:
 def server_key(address: str, th: Thresholds) -> str:
     """The server one address counts as (what :func:`key_of` makes of a column)."""
     return _mapping(th).get(address, address)
-
-
-def ranked(t: pl.DataFrame, th: Thresholds, column: str = "server") -> tuple[pl.Expr, list[str]]:
-    """Each row's server key as a number (an expression over ``t``'s ``column``), and the keys
-    it numbers, sorted: ordering or grouping by the number does what the key's text would, without
-    making a string per row."""
-    servers = t.get_column(column).unique().drop_nulls()
-    key = [server_key(a, th) for a in servers.cast(pl.String).to_list()]
-    keys = sorted(set(key))
-    rank = {k: i for i, k in enumerate(keys)}
-    number = (
-        pl.col(column)
-        .to_physical()
-        .replace_strict(servers.to_physical(), [rank[k] for k in key], default=None, return_dtype=pl.UInt32)
-    )
-    return number, keys
 
 
 def numbering(servers: pl.Series, th: Thresholds, column: str = "server") -> tuple[pl.Expr, list[str]]:

@@ -16,7 +16,7 @@ from datetime import datetime
 import polars as pl
 
 from pcapdns.anomalies.config import Thresholds
-from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, zone_for, zone_keys
+from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, numbered_zones, timestamp, zone_for
 from pcapdns.anomalies.inputs import Inputs
 from pcapdns.anomalies.servers import addresses, key_of, label, server_key
 from pcapdns.anomalies.stats import log10_binom_sf
@@ -40,7 +40,7 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
     servfails = inp.fetch(
         pl.col("rcode_name") == "SERVFAIL", [*wanted, "RA", "query_frame", "response_frame", "rcode_name"]
     )
-    number, zones = _zones(servfails.get_column("qname"))  # each name's zone, numbered
+    number, zones = numbered_zones(servfails.get_column("qname"))  # each name's zone, numbered
     servfails = servfails.with_columns(number.alias("zone_key"))
     sf = _named(servfails, th).with_columns(_lower("qname").alias("name_l"))
     if sf.height == 0:
@@ -124,8 +124,8 @@ def servfail_findings(inp: Inputs) -> list[Finding]:
     groups = list(sf.group_by(["server", "cause_class", "zkey"], maintain_order=True))
     # the server's answers while each group's SERVFAILs were given, counted a batch at a time
     spans = [
-        (addresses_of.get(str(key[0]), []), _t(rows.get_column("ts").min()), _t(rows.get_column("ts").max()))
-        for key, rows in groups
+        (addresses_of.get(str(key[0]), []), timestamp(ts.min()), timestamp(ts.max()))
+        for key, ts in ((key, rows.get_column("ts")) for key, rows in groups)
     ]
     answers_during = _answers_during(inp, spans)
     out: list[Finding] = []
@@ -264,18 +264,6 @@ def _reasons(n: int, hops: pl.DataFrame, ede: pl.DataFrame, cd: int) -> tuple[li
             "failing step"
         )
     return causes, ". ".join(likely)
-
-
-def _zones(names: pl.Series) -> tuple[pl.Series, list[str]]:
-    """The zone of each of ``names`` numbered, and the zones it numbers (for :func:`zone_for`)."""
-    text = zone_keys(names)
-    zones = sorted(set(text.to_list()))
-    return text.replace_strict(zones, list(range(len(zones))), return_dtype=pl.UInt32), zones
-
-
-def _t(value: object) -> datetime:
-    assert isinstance(value, datetime)
-    return value
 
 
 def _answers_during(inp: Inputs, spans: list[tuple[list[str], datetime, datetime]]) -> list[int]:

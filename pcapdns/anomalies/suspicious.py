@@ -315,9 +315,9 @@ def _nodata_changes(inp: Inputs) -> list[Finding]:
     packed = pl.col("name_l") ^ (
         pl.col("server").to_physical().cast(pl.UInt64) * 2**32 + pl.col("qtype").cast(pl.UInt64)
     )
-    wanted = empty.select(packed.unique().alias("k")).collect(engine=inp.engine).get_column("k")
     if empty.select(pl.len()).collect(engine=inp.engine).item() < inp.thresholds.min_count:
         return []  # fewer NODATA answers than a finding needs
+    wanted = empty.select(packed.unique().alias("k")).collect(engine=inp.engine).get_column("k")
     # when each of those questions first had records (a row per question, by streaming), then the
     # empty answers after it (those alone are kept)
     had = (

@@ -17,7 +17,7 @@ from typing import Literal
 
 import polars as pl
 
-from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, zone_for, zone_keys
+from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, numbered_zones, zone_for
 from pcapdns.anomalies.inputs import Inputs
 from pcapdns.anomalies.unanswered import one_direction
 
@@ -218,9 +218,8 @@ def retry_findings(inp: Inputs) -> list[Finding]:
         pl.col("query_frame").alias("n_frame"),
     )
     # the zone of each question, numbered
-    zone_text = zone_keys(first.get_column("qname"))
-    zones = sorted(set(zone_text.to_list()))
-    zk = zone_text.replace_strict(zones, list(range(len(zones))), return_dtype=pl.UInt32).alias("zk")
+    number, zones = numbered_zones(first.get_column("qname"))
+    zk = number.alias("zk")
     nxt = pl.concat(
         [pairs.select("row"), first, pairs.select("n_row"), then, zk.to_frame()], how="horizontal"
     )

@@ -30,9 +30,9 @@ import numpy.typing as npt
 import polars as pl
 
 from pcapdns.anomalies.config import Thresholds
-from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, hms, zone_for
+from pcapdns.anomalies.findings import Finding, evidence_of, for_whom, hms, timestamp, zone_for
 from pcapdns.anomalies.inputs import Inputs
-from pcapdns.anomalies.servers import addresses, key_of, keyed, label, numbering
+from pcapdns.anomalies.servers import addresses, keyed, label, numbering
 from pcapdns.anomalies.stats import (
     CHI2_1_MEDIAN,
     flag_windows,
@@ -44,11 +44,6 @@ from pcapdns.dns.codes import rrtype_name
 
 _BRIDGE = 2  # answers between two runs of losses that still leave them one outage
 _COLUMNS = ("ts", "server", "client", "status", "qname", "qtype", "file", "query_frame")
-
-
-def _t(value: object) -> datetime:
-    assert isinstance(value, datetime)
-    return value
 
 
 def one_direction(inp: Inputs) -> bool:
@@ -177,9 +172,9 @@ class _Queries:
     keys: list[str]
     th: Thresholds
     in_order: bool  # the table is in time order: read a batch at a time
+    number: pl.Expr  # each transaction's server key's rank (:func:`numbering`)
     left_out: pl.Series | None = None
     per: pl.DataFrame | None = None  # the loss rule's queries per server and window (x, n)
-    number_of: pl.Expr | None = None  # each row's server key's rank (:func:`numbering`)
     held: pl.DataFrame | None = None  # the queries of a table in memory, once read (:meth:`batches`)
 
     def rank(self, key: str) -> int:
@@ -190,22 +185,14 @@ class _Queries:
         keys = pl.Series("keys", self.keys, dtype=pl.String)
         return per.with_columns(keys.gather(per.get_column("server")).alias("server"))
 
-    def number(self) -> pl.Expr:
-        """Each transaction's server key's rank (an expression over the transactions)."""
-        if self.number_of is not None:
-            return self.number_of
-        return key_of("server", self.th).replace_strict(
-            self.keys, list(range(len(self.keys))), default=None, return_dtype=pl.UInt32
-        )
-
     def batches(self) -> Iterator[pl.DataFrame]:
         """The queries (not ended with the capture) a batch at a time: a server's in time order."""
-        lost = (pl.col("status") == "unanswered").alias("lost")
-        query = self.inp.batches(pl.col("status") != "capture_ended", ["ts", "server", "status"], row="row")
-        columns = ["row", "ts", self.number().alias("server"), lost]
         if self.held is not None:
             yield self.held
             return
+        lost = (pl.col("status") == "unanswered").alias("lost")
+        query = self.inp.batches(pl.col("status") != "capture_ended", ["ts", "server", "status"], row="row")
+        columns = ["row", "ts", self.number.alias("server"), lost]
         if self.in_order and self.inp.table is not None:
             for batch in query:
                 yield batch.select(columns)
@@ -229,7 +216,7 @@ class _Queries:
         if self.left_out is not None and self.left_out.len():
             t = t.filter(~pl.col("row").is_in(self.left_out.implode()))
         t = t.with_columns(
-            self.number().alias("_server"),
+            self.number.alias("_server"),
             (pl.col("status") == "unanswered").alias("lost"),
             (pl.col("ts").dt.epoch("us") // width).alias("w"),
         )
@@ -262,7 +249,7 @@ def _ranked(inp: Inputs) -> _Queries:
     th = inp.thresholds
     servers = inp.lazy().select(pl.col("server").unique()).collect(engine=inp.engine).get_column("server")
     number, keys = numbering(servers, th)
-    return _Queries(inp, keys, th, in_order=_in_time_order(inp), number_of=number)
+    return _Queries(inp, keys, th, in_order=_in_time_order(inp), number=number)
 
 
 def _in_time_order(inp: Inputs) -> bool:
@@ -333,8 +320,8 @@ def _outages(inp: Inputs) -> tuple[list[Finding], _Queries | None]:
         groups.append(
             {
                 "servers": [str(rows.get_column("server")[0])],
-                "start": _t(lost.get_column("ts").min()),
-                "end": _t(lost.get_column("ts").max()),
+                "start": timestamp(lost.get_column("ts").min()),
+                "end": timestamp(lost.get_column("ts").max()),
                 "rows": rows,
                 "zone": zone_for(names),
             }
@@ -360,7 +347,7 @@ def _outages(inp: Inputs) -> tuple[list[Finding], _Queries | None]:
         servers = sorted(set(g["servers"]))  # type: ignore[call-overload]
         mine = pl.col("_server").is_in([q.rank(s) for s in servers])
         answered = ~pl.col("lost")
-        start, end = _t(g["start"]), _t(g["end"])
+        start, end = timestamp(g["start"]), timestamp(g["end"])
         after, recovery = q.count(mine & (pl.col("ts") > end) & answered)
         before = q.count(mine & (pl.col("ts") < start) & answered)[0] > 0
         others = q.count(~mine & pl.col("ts").is_between(start, end) & answered)[0] > 0
@@ -423,7 +410,7 @@ def _loss(sporadic: _Queries, inp: Inputs) -> list[Finding]:
         episodic.add(server)
         usual = float(ep.get_column("p0")[0])
         log10p = float(ep.get_column("log10p").min())  # type: ignore[arg-type]
-        start, end = _t(rows.get_column("ts").min()), _t(rows.get_column("ts").max())
+        start, end = timestamp(rows.get_column("ts").min()), timestamp(rows.get_column("ts").max())
         out.append(
             _loss_finding(
                 rows,
@@ -601,8 +588,8 @@ def _loss_finding(
     finding = Finding(
         kind="unanswered_loss",
         severity="warning" if share >= 0.05 else "info",
-        start=_t(rows.get_column("ts").min()),
-        end=_t(rows.get_column("ts").max()),
+        start=timestamp(rows.get_column("ts").min()),
+        end=timestamp(rows.get_column("ts").max()),
         servers=addresses([server], rows, th),
         clients=rows.get_column("client").n_unique(),
         zone=zone_for(names),
@@ -643,7 +630,7 @@ def _silent(
     """``servers`` never answered while the capture saw them (``lost``: their queries, every one
     unanswered): a ``persistent_failure``, not an outage (no onset) and not loss (no answers)."""
     who = _who(servers, rows, th)
-    start, end = _t(lost.get_column("ts").min()), _t(lost.get_column("ts").max())
+    start, end = timestamp(lost.get_column("ts").min()), timestamp(lost.get_column("ts").max())
     finding = Finding(
         kind="persistent_failure",
         severity=severity,
@@ -674,16 +661,16 @@ def _silent(
 def _merge_overlapping(groups: list[dict[str, object]], slack: timedelta) -> list[dict[str, object]]:
     """Join outage episodes of different servers that overlap in time and concern the same zone."""
     merged: list[dict[str, object]] = []
-    for g in sorted(groups, key=lambda g: (str(g["zone"]), _t(g["start"]))):
+    for g in sorted(groups, key=lambda g: (str(g["zone"]), timestamp(g["start"]))):
         last = merged[-1] if merged else None
         if (
             last is not None
             and last["zone"] == g["zone"]
             and g["zone"] is not None
-            and _t(g["start"]) <= _t(last["end"]) + slack
+            and timestamp(g["start"]) <= timestamp(last["end"]) + slack
         ):
             last["servers"] = [*last["servers"], *g["servers"]]  # type: ignore[misc]
-            last["end"] = max(_t(last["end"]), _t(g["end"]))
+            last["end"] = max(timestamp(last["end"]), timestamp(g["end"]))
             last["rows"] = pl.concat([last["rows"], g["rows"]])  # type: ignore[list-item,type-var]
         else:
             merged.append(dict(g))
@@ -703,7 +690,7 @@ def _outage(
     rows = g["rows"]
     assert isinstance(rows, pl.DataFrame)
     servers = sorted(set(g["servers"]))  # type: ignore[call-overload]
-    start, end = _t(g["start"]), _t(g["end"])
+    start, end = timestamp(g["start"]), timestamp(g["end"])
     lost = rows.filter(pl.col("lost")).sort("ts")
     zone = g["zone"]
     who = _who(servers, rows, th)
