@@ -84,11 +84,6 @@ class L4Columns:
 
 
 @jit
-def _rd32(b: U8, p: Int) -> Int:
-    return (framelink.rd16(b, p) << 16) | framelink.rd16(b, p + 2)
-
-
-@jit
 def _mpls(b: U8, off: Int, end: Int) -> tuple[Int, Int]:
     """An MPLS label stack at ``off`` (up to 8 labels) carrying IPv4 or IPv6: (ethertype, its
     offset), -1 for anything else (pseudowires, deeper stacks)."""
@@ -274,8 +269,8 @@ def _classify(
         if (udp_ok or tcp_ok) and dns_port and whole:
             verdict[i] = FAST if udp_ok else TCP
             if v4:
-                addr[i, 1] = _V4_MAPPED | np.uint64(_rd32(b, l3 + 12))
-                addr[i, 3] = _V4_MAPPED | np.uint64(_rd32(b, l3 + 16))
+                addr[i, 1] = _V4_MAPPED | np.uint64(framelink.rd32(b, l3 + 12))
+                addr[i, 3] = _V4_MAPPED | np.uint64(framelink.rd32(b, l3 + 16))
             else:
                 for j in range(4):
                     w = np.uint64(0)
@@ -290,7 +285,7 @@ def _classify(
         if tcp_ok:
             l4c[i, 2] = l4 + doff
             l4c[i, 3] = ip_end - l4 - doff
-            l4c[i, 4] = _rd32(b, l4 + 4)
+            l4c[i, 4] = framelink.rd32(b, l4 + 4)
             l4c[i, 5] = framelink.rd(b, l4 + 13)
         else:
             l4c[i, 2] = l4 + 8

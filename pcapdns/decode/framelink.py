@@ -39,6 +39,11 @@ def rd16(b: U8, p: Int) -> Int:
 
 
 @jit
+def rd32(b: U8, p: Int) -> Int:
+    return (rd16(b, p) << 16) | rd16(b, p + 2)
+
+
+@jit
 def ethernet(b: U8, off: Int, end: Int) -> tuple[Int, Int]:
     """An Ethernet header at ``off``: (EtherType, next offset); up to two VLAN tags (802.1Q inside
     802.1ad, or 0x9100), -1 for deeper stacks, an 802.3 length (LLC follows) or a frame too short

@@ -537,11 +537,6 @@ def reassemble(  # the segments' columns, one argument each
 
 
 @jit
-def _rd32(b: U8, p: Int) -> Int:
-    return (framelink.rd16(b, p) << 16) | framelink.rd16(b, p + 2)
-
-
-@jit
 def _v6_transport(b: U8, l3: Int, end: Int) -> tuple[Int, Int, bool]:
     """The IPv6 packet at ``l3``: (the protocol after its extension headers, where it begins,
     whether it is the first fragment or no fragment), walking the headers the per-packet
@@ -593,8 +588,8 @@ def ip_pairs(b: U8, data_off: I64, caplen: I64, linktype: I64, port_kind: U8) ->
             first = (framelink.rd16(b, l3 + 6) & 0x1FFF) == 0
             l4 = l3 + (framelink.rd(b, l3) & 0x0F) * 4
             version[i] = 4
-            addr[i, 1] = _V4_MAPPED | np.uint64(_rd32(b, l3 + 12))
-            addr[i, 3] = _V4_MAPPED | np.uint64(_rd32(b, l3 + 16))
+            addr[i, 1] = _V4_MAPPED | np.uint64(framelink.rd32(b, l3 + 12))
+            addr[i, 3] = _V4_MAPPED | np.uint64(framelink.rd32(b, l3 + 16))
         elif et == framelink.ETH_IPV6 and l3 + 40 <= end and (framelink.rd(b, l3) >> 4) == 6:
             proto, l4, first = _v6_transport(b, l3, end)
             version[i] = 6
